@@ -1,0 +1,187 @@
+//! Map names, keys, values and events shared with the XDP program.
+//!
+//! Every type is `#[repr(C)]`, `Copy`, and laid out with explicit padding so
+//! that no byte is left uninitialised in a map key (a hash key with garbage
+//! padding would never match).
+
+/// Map names as they appear in the kernel object.
+pub const MAP_COUNTERS: &str = "COUNTERS";
+pub const MAP_PEERS: &str = "VRRP_PEERS";
+pub const MAP_APS: &str = "AP_TABLE";
+pub const MAP_EVENTS: &str = "PEER_EVENTS";
+/// The XDP program's function name in the object.
+pub const PROGRAM_NAME: &str = "wimark_ha_monitor";
+
+/// Capacity of the VRRP peer table (LRU: a flood of forged sources evicts the
+/// oldest entries instead of failing inserts).
+pub const PEER_TABLE_SIZE: u32 = 256;
+/// Capacity of the AP address table (LRU).
+pub const AP_TABLE_SIZE: u32 = 16384;
+/// Ring buffer size for peer change events, in bytes (a power of two).
+pub const EVENT_RING_BYTES: u32 = 64 * 1024;
+
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
+
+/// Index of each traffic counter in the per-CPU `COUNTERS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    VrrpValid = 0,
+    VrrpInvalidTtl = 1,
+    VrrpInvalidVersion = 2,
+    VrrpInvalidType = 3,
+    VrrpInvalidLength = 4,
+    VrrpInvalidChecksum = 5,
+    /// IP protocol 112 that is CARP, not VRRP.
+    Carp = 6,
+    Ike = 7,
+    NatT = 8,
+    Esp = 9,
+    Mqtt = 10,
+    MqttTls = 11,
+    Other = 12,
+    /// Ring-buffer events the kernel could not queue (userspace too slow).
+    /// `packets` counts lost events; `bytes` stays 0.
+    EventsLost = 13,
+}
+
+impl Counter {
+    /// Number of slots in the `COUNTERS` array.
+    pub const COUNT: u32 = 14;
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::VrrpValid,
+        Counter::VrrpInvalidTtl,
+        Counter::VrrpInvalidVersion,
+        Counter::VrrpInvalidType,
+        Counter::VrrpInvalidLength,
+        Counter::VrrpInvalidChecksum,
+        Counter::Carp,
+        Counter::Ike,
+        Counter::NatT,
+        Counter::Esp,
+        Counter::Mqtt,
+        Counter::MqttTls,
+        Counter::Other,
+        Counter::EventsLost,
+    ];
+}
+
+/// Packets and bytes (whole L2 frame) of one traffic class, per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficCounter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// An IPv4 address is stored in the first 4 bytes, the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IpBytes {
+    pub addr: [u8; 16],
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+impl IpBytes {
+    #[inline(always)]
+    pub const fn v4(a: [u8; 4]) -> Self {
+        Self {
+            addr: [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            family: FAMILY_IPV4,
+            _pad: [0; 3],
+        }
+    }
+    #[inline(always)]
+    pub const fn v6(addr: [u8; 16]) -> Self {
+        Self { addr, family: FAMILY_IPV6, _pad: [0; 3] }
+    }
+}
+
+/// Key of the VRRP peer table: one entry per (VRID, source address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    pub source: IpBytes,
+    pub vrid: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What the kernel last saw from one VRRP peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerRecord {
+    /// Valid adverts seen.
+    pub adverts: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the latest valid advert.
+    pub last_seen_ns: u64,
+    /// Advertised interval in milliseconds (v2 seconds and v3 centiseconds,
+    /// both converted, so nobody downstream has to know the unit).
+    pub interval_ms: u32,
+    pub priority: u8,
+    /// VRRP version, 2 or 3.
+    pub version: u8,
+    pub address_count: u8,
+    /// VRRPv2 auth type (0 none, 1 simple password); 0 for v3.
+    pub auth_type: u8,
+}
+
+/// Bits of [`PeerEvent::kind`].
+pub mod peer_event {
+    pub const NEW_PEER: u32 = 1;
+    pub const PRIORITY_CHANGED: u32 = 2;
+    /// The peer is resigning (priority 0, RFC 5798 §6.4.3 / §6.6).
+    pub const PRIORITY_ZERO: u32 = 4;
+    pub const INTERVAL_CHANGED: u32 = 8;
+}
+
+/// Sent over the ring buffer when something about a peer changes, so userspace
+/// never polls for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerEvent {
+    pub timestamp_ns: u64,
+    pub key: PeerKey,
+    /// A set of [`peer_event`] bits.
+    pub kind: u32,
+    pub interval_ms: u32,
+    pub previous_interval_ms: u32,
+    pub priority: u8,
+    pub previous_priority: u8,
+    pub version: u8,
+    pub _pad: [u8; 9],
+}
+
+/// Key of the AP table.
+pub type ApKey = IpBytes;
+
+/// What the kernel last saw from one AP address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApRecord {
+    pub last_seen_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, contain only integers and
+    // byte arrays, and have no implicit padding (checked by the size asserts).
+    unsafe impl aya::Pod for super::TrafficCounter {}
+    unsafe impl aya::Pod for super::IpBytes {}
+    unsafe impl aya::Pod for super::PeerKey {}
+    unsafe impl aya::Pod for super::PeerRecord {}
+    unsafe impl aya::Pod for super::PeerEvent {}
+    unsafe impl aya::Pod for super::ApRecord {}
+}
+
+// No implicit padding anywhere: sizes equal the sum of the fields.
+const _: () = assert!(core::mem::size_of::<IpBytes>() == 20);
+const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
+const _: () = assert!(core::mem::size_of::<PeerRecord>() == 24);
+const _: () = assert!(core::mem::size_of::<PeerEvent>() == 8 + 24 + 12 + 3 + 9);
+const _: () = assert!(core::mem::size_of::<ApRecord>() == 24);
+const _: () = assert!(core::mem::size_of::<TrafficCounter>() == 16);

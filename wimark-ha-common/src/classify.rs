@@ -1,0 +1,523 @@
+//! Judging one Ethernet frame: a VRRP advert (valid, or the reason it is not),
+//! CARP, AP traffic (IKE, NAT-T, ESP, MQTT, MQTT/TLS), or other.
+//!
+//! Written once for two worlds. In the XDP program every read goes through
+//! [`Frame::load`], which the kernel side implements as a bounds check against
+//! `data_end`; every loop has a constant bound. In userspace `[u8]` implements
+//! [`Frame`], so tests and the AF_PACKET comparison counter use this very code.
+//!
+//! The receive checks follow RFC 5798 §7.1 (VRRPv3) and RFC 3768 §7.1 (VRRPv2):
+//! TTL/hop limit 255, version, type, length against the address count, and the
+//! checksum. VRID, authentication and interval matching are the daemon's job,
+//! not the monitor's: the monitor reports what is on the wire.
+
+use crate::abi::{Counter, IpBytes, FAMILY_IPV4, FAMILY_IPV6};
+
+pub const ETH_HEADER_LEN: usize = 14;
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+/// 802.1ad outer tag plus 802.1Q inner tag; a third tag is "other".
+pub const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers walked before giving up on finding the transport.
+pub const MAX_IPV6_EXTENSION_HEADERS: usize = 4;
+
+pub const IPPROTO_HOPOPTS: u8 = 0;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ROUTING: u8 = 43;
+pub const IPPROTO_FRAGMENT: u8 = 44;
+pub const IPPROTO_ESP: u8 = 50;
+pub const IPPROTO_AH: u8 = 51;
+pub const IPPROTO_DSTOPTS: u8 = 60;
+pub const IPPROTO_VRRP: u8 = 112;
+
+pub const PORT_IKE: u16 = 500;
+pub const PORT_NAT_T: u16 = 4500;
+pub const PORT_MQTT: u16 = 1883;
+pub const PORT_MQTT_TLS: u16 = 8883;
+
+/// RFC 5798 §5.1.1.3 / RFC 3768 §5.2.3: adverts are sent with TTL 255, so a
+/// lower value means the packet crossed a router.
+pub const VRRP_TTL: u8 = 255;
+pub const VRRP_HEADER_LEN: usize = 8;
+/// VRRPv2 carries 8 bytes of authentication data after the addresses.
+pub const VRRP_V2_AUTH_LEN: usize = 8;
+pub const VRRP_TYPE_ADVERTISEMENT: u8 = 1;
+/// Longest VRRP message the classifier checksums: enough for 255 IPv4
+/// addresses in either version (v2: 1036 bytes) or 64 IPv6 addresses. Longer
+/// messages are counted as a length error.
+pub const VRRP_MAX_LEN: usize = 1040;
+/// CARP (OpenBSD) shares IP protocol 112 and version 2; its advertisement is
+/// 36 bytes with an authlen of 7 (32-bit words) where VRRPv2 has the address
+/// count. A VRRPv2 message with 7 addresses would be 44 bytes long.
+pub const CARP_LEN: usize = 36;
+pub const CARP_AUTHLEN: u8 = 7;
+
+/// A frame the classifier can read from.
+pub trait Frame {
+    /// Length of the whole frame in bytes.
+    fn frame_len(&self) -> usize;
+    /// `N` bytes starting at `offset`, or `None` if the frame is shorter.
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+}
+
+impl Frame for [u8] {
+    #[inline]
+    fn frame_len(&self) -> usize {
+        self.len()
+    }
+
+    #[inline]
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let end = offset.checked_add(N)?;
+        self.get(offset..end)?.try_into().ok()
+    }
+}
+
+/// Why a packet with IP protocol 112 is not a valid VRRP advert.
+///
+/// Shared by the XDP program (which counts each reason), the daemon, the unit
+/// tests and the fuzz target.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DecodeError {
+    /// TTL (IPv4) or hop limit (IPv6) is not 255.
+    Ttl = 1,
+    /// Version is not 2 or 3, or VRRPv2 over IPv6.
+    Version = 2,
+    /// Type is not 1 (advertisement).
+    Type = 3,
+    /// Shorter than a header, address count inconsistent with the length, or
+    /// the frame ends before the IP header says it does.
+    Length = 4,
+    /// Checksum wrong (for VRRPv3 over IPv4, with and without the
+    /// pseudo-header are both accepted).
+    Checksum = 5,
+}
+
+impl DecodeError {
+    pub const ALL: [DecodeError; 5] = [
+        DecodeError::Ttl,
+        DecodeError::Version,
+        DecodeError::Type,
+        DecodeError::Length,
+        DecodeError::Checksum,
+    ];
+
+    #[inline(always)]
+    pub const fn counter(self) -> Counter {
+        match self {
+            DecodeError::Ttl => Counter::VrrpInvalidTtl,
+            DecodeError::Version => Counter::VrrpInvalidVersion,
+            DecodeError::Type => Counter::VrrpInvalidType,
+            DecodeError::Length => Counter::VrrpInvalidLength,
+            DecodeError::Checksum => Counter::VrrpInvalidChecksum,
+        }
+    }
+
+    /// The name used in the JSON contract and in logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DecodeError::Ttl => "ttl",
+            DecodeError::Version => "version",
+            DecodeError::Type => "type",
+            DecodeError::Length => "length",
+            DecodeError::Checksum => "checksum",
+        }
+    }
+}
+
+/// The facts of a valid advert that the monitor records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdvertSummary {
+    pub source: IpBytes,
+    pub version: u8,
+    pub vrid: u8,
+    pub priority: u8,
+    pub address_count: u8,
+    /// VRRPv2 auth type; 0 for v3.
+    pub auth_type: u8,
+    /// Advertised interval in milliseconds.
+    pub interval_ms: u32,
+}
+
+/// AP traffic classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApClass {
+    Ike,
+    /// UDP 4500: ESP-in-UDP and IKE-in-UDP together.
+    NatT,
+    Esp,
+    Mqtt,
+    MqttTls,
+}
+
+impl ApClass {
+    #[inline(always)]
+    pub const fn counter(self) -> Counter {
+        match self {
+            ApClass::Ike => Counter::Ike,
+            ApClass::NatT => Counter::NatT,
+            ApClass::Esp => Counter::Esp,
+            ApClass::Mqtt => Counter::Mqtt,
+            ApClass::MqttTls => Counter::MqttTls,
+        }
+    }
+}
+
+/// What a frame is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Vrrp(AdvertSummary),
+    VrrpInvalid(DecodeError),
+    Carp,
+    /// `ap` is the address on the AP's side: the end whose port is not the
+    /// service port (for ESP, which has no ports, the source).
+    Ap { class: ApClass, ap: IpBytes },
+    Other,
+}
+
+impl Verdict {
+    #[inline(always)]
+    pub const fn counter(&self) -> Counter {
+        match self {
+            Verdict::Vrrp(_) => Counter::VrrpValid,
+            Verdict::VrrpInvalid(e) => e.counter(),
+            Verdict::Carp => Counter::Carp,
+            Verdict::Ap { class, .. } => class.counter(),
+            Verdict::Other => Counter::Other,
+        }
+    }
+}
+
+/// The IP-layer facts the VRRP checks need.
+#[derive(Clone, Copy, Debug)]
+pub struct IpContext {
+    pub source: IpBytes,
+    pub destination: IpBytes,
+    /// TTL (IPv4) or hop limit (IPv6).
+    pub ttl: u8,
+}
+
+/// Classify one Ethernet frame. Never panics; anything it cannot parse is
+/// [`Verdict::Other`].
+#[inline(always)]
+pub fn classify<F: Frame + ?Sized>(frame: &F) -> Verdict {
+    match classify_ethernet(frame) {
+        Some(verdict) => verdict,
+        None => Verdict::Other,
+    }
+}
+
+#[inline(always)]
+fn be16(bytes: [u8; 2]) -> u16 {
+    u16::from_be_bytes(bytes)
+}
+
+#[inline(always)]
+fn classify_ethernet<F: Frame + ?Sized>(frame: &F) -> Option<Verdict> {
+    let eth = frame.load::<ETH_HEADER_LEN>(0)?;
+    let mut ethertype = be16([eth[12], eth[13]]);
+    let mut offset = ETH_HEADER_LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
+            break;
+        }
+        let tag = frame.load::<4>(offset)?;
+        ethertype = be16([tag[2], tag[3]]);
+        offset += 4;
+    }
+    match ethertype {
+        ETHERTYPE_IPV4 => classify_ipv4(frame, offset),
+        ETHERTYPE_IPV6 => classify_ipv6(frame, offset),
+        _ => Some(Verdict::Other),
+    }
+}
+
+#[inline(always)]
+fn classify_ipv4<F: Frame + ?Sized>(frame: &F, offset: usize) -> Option<Verdict> {
+    let h = frame.load::<20>(offset)?;
+    if h[0] >> 4 != 4 {
+        return Some(Verdict::Other);
+    }
+    let header_len = usize::from(h[0] & 0x0f) * 4;
+    let total_len = usize::from(be16([h[2], h[3]]));
+    if header_len < 20 || total_len < header_len {
+        return Some(Verdict::Other);
+    }
+    let later_fragment = be16([h[6], h[7]]) & 0x1fff != 0;
+    let ip = IpContext {
+        source: IpBytes::v4([h[12], h[13], h[14], h[15]]),
+        destination: IpBytes::v4([h[16], h[17], h[18], h[19]]),
+        ttl: h[8],
+    };
+    Some(classify_transport(
+        frame,
+        h[9],
+        offset + header_len,
+        total_len - header_len,
+        later_fragment,
+        &ip,
+    ))
+}
+
+#[inline(always)]
+fn classify_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize) -> Option<Verdict> {
+    let h = frame.load::<8>(offset)?;
+    if h[0] >> 4 != 6 {
+        return Some(Verdict::Other);
+    }
+    let ip = IpContext {
+        source: IpBytes::v6(frame.load::<16>(offset + 8)?),
+        destination: IpBytes::v6(frame.load::<16>(offset + 24)?),
+        ttl: h[7],
+    };
+    let mut next_header = h[6];
+    let mut remaining = usize::from(be16([h[4], h[5]]));
+    let mut transport = offset + 40;
+    let mut later_fragment = false;
+    // Bounded walk: a chain longer than this is "other", never a verifier
+    // surprise.
+    for _ in 0..MAX_IPV6_EXTENSION_HEADERS {
+        let header_len = match next_header {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let e = frame.load::<2>(transport)?;
+                next_header = e[0];
+                (usize::from(e[1]) + 1) * 8
+            }
+            IPPROTO_AH => {
+                let e = frame.load::<2>(transport)?;
+                next_header = e[0];
+                (usize::from(e[1]) + 2) * 4
+            }
+            IPPROTO_FRAGMENT => {
+                let e = frame.load::<4>(transport)?;
+                next_header = e[0];
+                if be16([e[2], e[3]]) & 0xfff8 != 0 {
+                    later_fragment = true;
+                }
+                8
+            }
+            _ => break,
+        };
+        if header_len > remaining {
+            return Some(Verdict::Other);
+        }
+        remaining -= header_len;
+        transport += header_len;
+    }
+    if matches!(
+        next_header,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT
+    ) {
+        return Some(Verdict::Other);
+    }
+    Some(classify_transport(
+        frame,
+        next_header,
+        transport,
+        remaining,
+        later_fragment,
+        &ip,
+    ))
+}
+
+#[inline(always)]
+fn classify_transport<F: Frame + ?Sized>(
+    frame: &F,
+    protocol: u8,
+    offset: usize,
+    length: usize,
+    later_fragment: bool,
+    ip: &IpContext,
+) -> Verdict {
+    match protocol {
+        IPPROTO_VRRP => match check_vrrp(frame, offset, length, ip) {
+            Ok(advert) => Verdict::Vrrp(advert),
+            Err(VrrpRejection::Carp) => Verdict::Carp,
+            Err(VrrpRejection::Invalid(e)) => Verdict::VrrpInvalid(e),
+        },
+        IPPROTO_ESP => Verdict::Ap { class: ApClass::Esp, ap: ip.source },
+        IPPROTO_UDP | IPPROTO_TCP if !later_fragment => {
+            let Some(ports) = frame.load::<4>(offset) else {
+                return Verdict::Other;
+            };
+            let source_port = be16([ports[0], ports[1]]);
+            let destination_port = be16([ports[2], ports[3]]);
+            let (first, second) = if protocol == IPPROTO_UDP {
+                ((PORT_NAT_T, ApClass::NatT), (PORT_IKE, ApClass::Ike))
+            } else {
+                ((PORT_MQTT, ApClass::Mqtt), (PORT_MQTT_TLS, ApClass::MqttTls))
+            };
+            for (port, class) in [first, second] {
+                if destination_port == port {
+                    return Verdict::Ap { class, ap: ip.source };
+                }
+                if source_port == port {
+                    return Verdict::Ap { class, ap: ip.destination };
+                }
+            }
+            Verdict::Other
+        }
+        _ => Verdict::Other,
+    }
+}
+
+/// Why [`check_vrrp`] did not accept a protocol-112 message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VrrpRejection {
+    /// It is CARP: not VRRP at all.
+    Carp,
+    Invalid(DecodeError),
+}
+
+impl From<DecodeError> for VrrpRejection {
+    #[inline(always)]
+    fn from(e: DecodeError) -> Self {
+        VrrpRejection::Invalid(e)
+    }
+}
+
+/// The receive checks of RFC 5798 §7.1 / RFC 3768 §7.1 that do not need the
+/// instance's configuration. `offset` is where the VRRP message starts in
+/// `frame`, `length` its length according to the IP header.
+#[inline(always)]
+pub fn check_vrrp<F: Frame + ?Sized>(
+    frame: &F,
+    offset: usize,
+    length: usize,
+    ip: &IpContext,
+) -> Result<AdvertSummary, VrrpRejection> {
+    if length < VRRP_HEADER_LEN {
+        return Err(DecodeError::Length.into());
+    }
+    let Some(h) = frame.load::<VRRP_HEADER_LEN>(offset) else {
+        return Err(DecodeError::Length.into());
+    };
+    let version = h[0] >> 4;
+    let kind = h[0] & 0x0f;
+    let family = ip.source.family;
+    if family == FAMILY_IPV4 && version == 2 && length == CARP_LEN && h[3] == CARP_AUTHLEN {
+        return Err(VrrpRejection::Carp);
+    }
+    // RFC 5798 §7.1 / RFC 3768 §7.1: "MUST verify that the IP TTL is 255".
+    if ip.ttl != VRRP_TTL {
+        return Err(DecodeError::Ttl.into());
+    }
+    // Version 2 exists only for IPv4 (RFC 3768); RFC 5798 §5.2.1 is version 3.
+    let expected_len = match (version, family) {
+        (2, FAMILY_IPV4) => VRRP_HEADER_LEN + 4 * usize::from(h[3]) + VRRP_V2_AUTH_LEN,
+        (3, FAMILY_IPV4) => VRRP_HEADER_LEN + 4 * usize::from(h[3]),
+        (3, FAMILY_IPV6) => VRRP_HEADER_LEN + 16 * usize::from(h[3]),
+        _ => return Err(DecodeError::Version.into()),
+    };
+    if kind != VRRP_TYPE_ADVERTISEMENT {
+        return Err(DecodeError::Type.into());
+    }
+    if length != expected_len || length > VRRP_MAX_LEN {
+        return Err(DecodeError::Length.into());
+    }
+    let Some(sum) = sum_words(frame, offset, length) else {
+        // The frame ends before the IP header says the message does.
+        return Err(DecodeError::Length.into());
+    };
+    let plain_ok = fold(sum) == 0xffff;
+    let checksum_ok = match (version, family) {
+        // RFC 3768 §5.3.8: the VRRP message only.
+        (2, _) => plain_ok,
+        // RFC 5798 §5.2.8 includes the pseudo-header; some implementations
+        // leave it out over IPv4 (keepalived's vrrp_strict off, other vendors):
+        // accept both there.
+        (_, FAMILY_IPV4) => plain_ok || fold(sum + pseudo_header_sum(ip, length)) == 0xffff,
+        // Over IPv6 the pseudo-header is mandatory (RFC 8200 §8.1).
+        _ => fold(sum + pseudo_header_sum(ip, length)) == 0xffff,
+    };
+    if !checksum_ok {
+        return Err(DecodeError::Checksum.into());
+    }
+    let (interval_ms, auth_type) = if version == 2 {
+        // RFC 3768 §5.3.7: Adver Int in seconds.
+        (u32::from(h[5]) * 1000, h[4])
+    } else {
+        // RFC 5798 §5.2.7: 12-bit Max Adver Int in centiseconds.
+        (u32::from(be16([h[4], h[5]]) & 0x0fff) * 10, 0)
+    };
+    Ok(AdvertSummary {
+        source: ip.source,
+        version,
+        vrid: h[1],
+        priority: h[2],
+        address_count: h[3],
+        auth_type,
+        interval_ms,
+    })
+}
+
+/// One's-complement sum of `length` bytes (`length` even, ≤ VRRP_MAX_LEN).
+#[inline(always)]
+fn sum_words<F: Frame + ?Sized>(frame: &F, offset: usize, length: usize) -> Option<u32> {
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < VRRP_MAX_LEN {
+        if i >= length {
+            break;
+        }
+        sum += u32::from(be16(frame.load::<2>(offset + i)?));
+        i += 2;
+    }
+    Some(sum)
+}
+
+#[inline(always)]
+fn sum_address(address: &IpBytes) -> u32 {
+    let a = &address.addr;
+    let words = if address.family == FAMILY_IPV4 { 2 } else { 8 };
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < 8 {
+        if i >= words {
+            break;
+        }
+        sum += u32::from(be16([a[2 * i], a[2 * i + 1]]));
+        i += 1;
+    }
+    sum
+}
+
+/// Sum of the IPv4 or IPv6 pseudo-header for a VRRP message of `length` bytes.
+#[inline(always)]
+fn pseudo_header_sum(ip: &IpContext, length: usize) -> u32 {
+    sum_address(&ip.source)
+        + sum_address(&ip.destination)
+        + u32::from(IPPROTO_VRRP)
+        + (length as u32 & 0xffff)
+        + (length as u32 >> 16)
+}
+
+/// Fold a 32-bit sum to 16 bits; two rounds always suffice.
+#[inline(always)]
+fn fold(sum: u32) -> u16 {
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// The Internet checksum of `data` followed by the pseudo-header implied by
+/// `ip` (if given). Used by encoders; the classifier itself never allocates.
+pub fn internet_checksum(data: &[u8], pseudo: Option<&IpContext>) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for pair in &mut chunks {
+        sum += u32::from(be16([pair[0], pair[1]]));
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    if let Some(ip) = pseudo {
+        sum = (sum & 0xffff) + (sum >> 16) + pseudo_header_sum(ip, data.len());
+    }
+    !fold(sum)
+}

@@ -1,0 +1,105 @@
+//! The command line: one `clap` tree, one module per subcommand.
+//!
+//! Owns: argument parsing, logging setup, and turning typed errors into the
+//! one-line messages users see. Must not: hold protocol or monitor logic.
+mod stats;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// wimark-ha: Active–Standby failover for the Wimark One Wi-Fi controller.
+///
+/// An XDP program on the peer interface sees every VRRP advert and every AP
+/// tunnel packet (IKE 500/udp, NAT-T 4500/udp, ESP, MQTT 1883/tcp, 8883/tcp)
+/// at line rate; the daemon detects a lost peer within milliseconds, takes the
+/// virtual IP and switches the container roles.
+#[derive(Debug, Parser)]
+#[command(name = "wimark-ha", version, about, long_about)]
+pub struct Cli {
+    /// Log level for the daemon; `debug` also turns on the XDP program's own
+    /// diagnostics (why each rejected VRRP packet was rejected).
+    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+
+    /// Kernel-side logging is on only for debug and trace: it costs a ring
+    /// buffer write per rejected packet.
+    pub fn kernel_log(self) -> Option<log::Level> {
+        match self {
+            LogLevel::Debug => Some(log::Level::Debug),
+            LogLevel::Trace => Some(log::Level::Trace),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach the XDP monitor to an interface and show VRRP and AP traffic.
+    ///
+    /// Prints a table of rates and totals every --interval, VRRP peers with the
+    /// age of their last advert, and peer changes as they happen. Detaches on
+    /// Ctrl-C, SIGTERM, or when --duration ends. With --json, prints one JSON
+    /// object at the end instead.
+    Stats(stats::StatsArgs),
+}
+
+impl Cli {
+    /// Logs go to stderr so `--json` output on stdout stays clean.
+    /// `RUST_LOG` overrides --log-level. The level applies to our own code and
+    /// to the XDP program's messages (target `wimark_ha_ebpf`); libraries stay
+    /// at `warn` so `debug` shows our diagnostics, not aya's loader chatter.
+    pub fn init_logging(&self) {
+        let level = self.log_level.as_filter();
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!(
+                "warn,wimark_ha={level},wimark_ha_ebpf={level}"
+            ))
+        });
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+
+    pub fn run(self) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        match self.command {
+            Command::Stats(args) => runtime.block_on(stats::run(args, self.log_level)),
+        }
+    }
+}
+
+/// Parses "5s", "250ms", "1m30s" (humantime) and refuses zero.
+pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 5s, 250ms, 1m)"))?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".to_string());
+    }
+    Ok(duration)
+}

@@ -1,0 +1,9 @@
+//! wimark-ha: an Active–Standby failover daemon for the Wimark One controller.
+//!
+//! The layout follows the data flow (docs/design.md):
+//! - [`monitor`]: loads and attaches the XDP program, reads its maps and events.
+//! - [`vrrp`]: the VRRP codec (and, later, the sans-IO state machine).
+//! - [`cli`]: the command line; each subcommand in its own module.
+pub mod cli;
+pub mod monitor;
+pub mod vrrp;

@@ -1,0 +1,18 @@
+//! The `wimark-ha` binary: daemon and CLI in one. All logic lives in the
+//! library; this only parses arguments, sets up logging and reports errors.
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = wimark_ha::cli::Cli::parse();
+    cli.init_logging();
+    match cli.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: what is wrong and what to do (the context chain).
+            eprintln!("wimark-ha: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

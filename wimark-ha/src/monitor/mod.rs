@@ -1,0 +1,217 @@
+//! The XDP traffic monitor, userspace side: loads the embedded kernel object,
+//! attaches it to the peer interface, reads its counters, peer and AP tables,
+//! and streams its peer-change events.
+//!
+//! Owns: the kernel object's lifetime (attach on create, detach on drop).
+//! Must not: decide anything about failover — it reports what the wire shows;
+//! the VRRP state machine decides.
+mod attach;
+mod events;
+mod snapshot;
+
+pub use attach::{attached_xdp_program, AttachMode, ExistingProgram};
+pub use events::{EventStream, PeerChange};
+pub use snapshot::{
+    monotonic_now_ns, read_aps, read_counters, read_peers, ApStats, InvalidCounts, PeerStats,
+    Snapshot, TrafficTotals, VrrpStats, ACTIVE_AP_WINDOW,
+};
+
+use std::io;
+
+use aya::{programs::Xdp, Ebpf, EbpfLoader};
+use tokio::io::unix::AsyncFd;
+use wimark_ha_common::abi::PROGRAM_NAME;
+
+/// The XDP object built by `cargo xtask build`, embedded at compile time.
+static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wimark-ha-ebpf.o"));
+
+/// Everything that can go wrong loading or attaching the monitor. Each message
+/// says what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error(
+        "this wimark-ha binary was built without its XDP kernel object; build it with `cargo xtask build`"
+    )]
+    ObjectMissing,
+    #[error("interface `{interface}` does not exist (list interfaces with `ip link`)")]
+    NoSuchInterface { interface: String },
+    #[error(
+        "not permitted to load BPF programs: run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"
+    )]
+    NotPermitted,
+    #[error(
+        "the kernel cannot run the monitor ({detail}); it needs Linux 5.8 or newer with BPF, XDP and BPF ring buffers enabled"
+    )]
+    KernelUnsupported { detail: String },
+    #[error(
+        "interface `{interface}` already has an XDP program attached (id {id}, name `{name}`); detach it (`ip link set dev {interface} xdp off`) or pass --force to replace it"
+    )]
+    AlreadyAttached { interface: String, id: u32, name: String },
+    #[error("could not replace the XDP program on `{interface}` (id {id}): {detail}")]
+    ReplaceFailed { interface: String, id: u32, detail: String },
+    #[error("the kernel object has no {what} `{name}`; the binary and its XDP object do not match")]
+    ObjectMismatch { what: &'static str, name: &'static str },
+    #[error("reading the monitor's `{map}` map failed: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("netlink query on `{interface}` failed: {detail}")]
+    Netlink { interface: String, detail: String },
+    #[error("attaching XDP to `{interface}` failed: {detail}")]
+    Attach { interface: String, detail: String },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// The errno behind an aya error, if any: aya wraps syscall failures several
+/// layers deep.
+pub(crate) fn errno_of(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if let Some(code) = io.raw_os_error() {
+                return Some(code);
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Turns a failure of `bpf()` into a [`MonitorError`] that tells the user what to do.
+fn classify_load_error(error: &(dyn std::error::Error + 'static)) -> MonitorError {
+    match errno_of(error) {
+        Some(libc::EPERM) | Some(libc::EACCES) => MonitorError::NotPermitted,
+        _ => {
+            let mut detail = error.to_string();
+            let mut source = error.source();
+            while let Some(s) = source {
+                detail.push_str(": ");
+                detail.push_str(&s.to_string());
+                source = s.source();
+            }
+            // The verifier log can be thousands of lines; keep the message to one.
+            detail = detail.lines().next().unwrap_or_default().to_string();
+            MonitorError::KernelUnsupported { detail }
+        }
+    }
+}
+
+/// Registers a map-backed fd (ring buffer) with tokio for readability.
+pub(crate) fn register_readable<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: the fd is owned by `inner`, which the AsyncFd owns, so it stays
+    // open (and is not reused) for as long as it is registered.
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
+/// Options for [`Monitor::attach`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MonitorOptions {
+    /// Replace an XDP program already attached to the interface.
+    pub force: bool,
+    /// Kernel-side diagnostics (aya-log). `None` keeps them off: the fast
+    /// path then costs one load and one branch per rejected packet.
+    pub kernel_log: Option<log::Level>,
+}
+
+/// Loads the kernel object and verifies the XDP program without attaching it
+/// (tests and benchmarks feed it frames through BPF_PROG_TEST_RUN).
+pub fn load(kernel_log: Option<log::Level>) -> Result<Ebpf, MonitorError> {
+    if KERNEL_OBJECT.is_empty() {
+        return Err(MonitorError::ObjectMissing);
+    }
+    // Not fatal where it fails: since 5.11 BPF memory is charged to the cgroup.
+    raise_memlock_limit();
+    let level: u8 = match kernel_log {
+        None => 0,
+        Some(level) => level as u8,
+    };
+    let mut ebpf = EbpfLoader::new()
+        .override_global(aya_log::LEVEL, &level, true)
+        .load(KERNEL_OBJECT)
+        .map_err(|e| classify_load_error(&e))?;
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or(MonitorError::ObjectMismatch { what: "program", name: PROGRAM_NAME })?
+        .try_into()
+        .map_err(|_| MonitorError::ObjectMismatch { what: "XDP program", name: PROGRAM_NAME })?;
+    program.load().map_err(|e| classify_load_error(&e))?;
+    Ok(ebpf)
+}
+
+fn raise_memlock_limit() {
+    let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        tracing::debug!("setrlimit(MEMLOCK) failed: {}", io::Error::last_os_error());
+    }
+}
+
+/// The monitor attached to one interface. Dropping it detaches the program.
+pub struct Monitor {
+    ebpf: Ebpf,
+    interface: String,
+    mode: AttachMode,
+    kernel_logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl Monitor {
+    /// Loads the monitor and attaches it to `interface`: driver mode, falling
+    /// back to generic mode where the driver has no native XDP.
+    pub async fn attach(interface: &str, options: MonitorOptions) -> Result<Self, MonitorError> {
+        let ifindex = attach::interface_index(interface)?;
+        let mut ebpf = load(options.kernel_log)?;
+        let kernel_logger = match options.kernel_log {
+            Some(_) => match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(logger) => Some(logger),
+                Err(e) => {
+                    tracing::warn!("kernel-side logging unavailable: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mode = attach::attach(&mut ebpf, interface, ifindex, options.force).await?;
+        tracing::info!(interface, mode = %mode, "XDP monitor attached");
+        Ok(Self { ebpf, interface: interface.to_string(), mode, kernel_logger })
+    }
+
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    /// Counters, peers and APs as of now.
+    pub fn snapshot(&self) -> Result<Snapshot, MonitorError> {
+        Snapshot::read(&self.ebpf, &self.interface)
+    }
+
+    /// The peer-change event stream (can be taken once).
+    pub fn take_events(&mut self) -> Result<EventStream, MonitorError> {
+        EventStream::new(&mut self.ebpf)
+    }
+
+    /// The kernel-side log reader, when `--log-level debug` asked for one.
+    pub fn take_kernel_logger(
+        &mut self,
+    ) -> Option<Result<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>, io::Error>> {
+        self.kernel_logger.take().map(register_readable)
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        // The links are released with `ebpf`; this only records it.
+        tracing::info!(interface = %self.interface, "XDP monitor detached");
+    }
+}

@@ -1,0 +1,222 @@
+//! Reading the monitor's maps into plain values, and the JSON shape that
+//! `wimark-ha stats --json` prints (a contract scripts rely on: add fields,
+//! never rename or remove them).
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use aya::{
+    maps::{HashMap, PerCpuArray},
+    Ebpf,
+};
+use serde::Serialize;
+use wimark_ha_common::abi::{
+    ApKey, ApRecord, Counter, IpBytes, PeerKey, PeerRecord, TrafficCounter, FAMILY_IPV4,
+    MAP_APS, MAP_COUNTERS, MAP_PEERS,
+};
+
+use super::MonitorError;
+
+/// An AP counts as active if the monitor saw a packet of it this recently.
+pub const ACTIVE_AP_WINDOW: Duration = Duration::from_secs(60);
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
+pub fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+pub fn ip_addr(bytes: &IpBytes) -> IpAddr {
+    if bytes.family == FAMILY_IPV4 {
+        let a = bytes.addr;
+        IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(bytes.addr))
+    }
+}
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> MonitorError {
+    move |source| MonitorError::Map { map, source }
+}
+
+fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, MonitorError> {
+    ebpf.map(name).ok_or(MonitorError::ObjectMismatch { what: "map", name })
+}
+
+/// Every traffic counter, summed over CPUs, indexed by [`Counter`].
+pub fn read_counters(ebpf: &Ebpf) -> Result<[TrafficCounter; Counter::COUNT as usize], MonitorError> {
+    let array: PerCpuArray<_, TrafficCounter> =
+        PerCpuArray::try_from(map(ebpf, MAP_COUNTERS)?).map_err(map_error(MAP_COUNTERS))?;
+    let mut totals = [TrafficCounter::default(); Counter::COUNT as usize];
+    for counter in Counter::ALL {
+        let per_cpu = array.get(&(counter as u32), 0).map_err(map_error(MAP_COUNTERS))?;
+        let total = &mut totals[counter as usize];
+        for value in per_cpu.iter() {
+            total.packets += value.packets;
+            total.bytes += value.bytes;
+        }
+    }
+    Ok(totals)
+}
+
+pub fn read_peers(ebpf: &Ebpf) -> Result<Vec<(PeerKey, PeerRecord)>, MonitorError> {
+    let table: HashMap<_, PeerKey, PeerRecord> =
+        HashMap::try_from(map(ebpf, MAP_PEERS)?).map_err(map_error(MAP_PEERS))?;
+    table.iter().map(|entry| entry.map_err(map_error(MAP_PEERS))).collect()
+}
+
+pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<(ApKey, ApRecord)>, MonitorError> {
+    let table: HashMap<_, ApKey, ApRecord> =
+        HashMap::try_from(map(ebpf, MAP_APS)?).map_err(map_error(MAP_APS))?;
+    table.iter().map(|entry| entry.map_err(map_error(MAP_APS))).collect()
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TrafficTotals {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl From<TrafficCounter> for TrafficTotals {
+    fn from(c: TrafficCounter) -> Self {
+        Self { packets: c.packets, bytes: c.bytes }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InvalidCounts {
+    pub ttl: u64,
+    pub version: u64,
+    pub r#type: u64,
+    pub length: u64,
+    pub checksum: u64,
+}
+
+impl InvalidCounts {
+    pub fn total(&self) -> u64 {
+        self.ttl + self.version + self.r#type + self.length + self.checksum
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerStats {
+    pub vrid: u8,
+    pub source: IpAddr,
+    pub priority: u8,
+    pub interval_ms: u32,
+    pub adverts: u64,
+    pub last_seen_ms_ago: u64,
+    pub version: u8,
+    pub address_count: u8,
+    pub auth_type: u8,
+    /// Kernel timestamp (CLOCK_MONOTONIC, ns) of the last advert.
+    pub last_seen_ns: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VrrpStats {
+    pub valid: u64,
+    pub valid_bytes: u64,
+    pub invalid: InvalidCounts,
+    pub peers: Vec<PeerStats>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ApStats {
+    pub ike: TrafficTotals,
+    pub nat_t: TrafficTotals,
+    pub esp: TrafficTotals,
+    pub mqtt: TrafficTotals,
+    pub mqtt_tls: TrafficTotals,
+    /// AP addresses seen within [`ACTIVE_AP_WINDOW`].
+    pub active_aps: u64,
+    /// AP addresses in the table (bounded, least recently seen evicted).
+    pub known_aps: u64,
+}
+
+/// Everything the monitor knows at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub interface: String,
+    pub vrrp: VrrpStats,
+    /// Protocol 112 that is CARP: not VRRP, so not "invalid VRRP".
+    pub carp: TrafficTotals,
+    pub ap: ApStats,
+    pub other: TrafficTotals,
+    /// Peer events the kernel could not queue (should stay 0).
+    pub events_lost: u64,
+}
+
+impl Snapshot {
+    pub fn read(ebpf: &Ebpf, interface: &str) -> Result<Self, MonitorError> {
+        let counters = read_counters(ebpf)?;
+        let now_ns = monotonic_now_ns();
+        let at = |c: Counter| counters[c as usize];
+        let mut peers: Vec<PeerStats> = read_peers(ebpf)?
+            .into_iter()
+            .map(|(key, record)| PeerStats {
+                vrid: key.vrid,
+                source: ip_addr(&key.source),
+                priority: record.priority,
+                interval_ms: record.interval_ms,
+                adverts: record.adverts,
+                last_seen_ms_ago: now_ns.saturating_sub(record.last_seen_ns) / 1_000_000,
+                version: record.version,
+                address_count: record.address_count,
+                auth_type: record.auth_type,
+                last_seen_ns: record.last_seen_ns,
+            })
+            .collect();
+        peers.sort_by(|a, b| (a.vrid, a.source).cmp(&(b.vrid, b.source)));
+        let aps = read_aps(ebpf)?;
+        let window_ns = ACTIVE_AP_WINDOW.as_nanos() as u64;
+        let active_aps =
+            aps.iter().filter(|(_, r)| now_ns.saturating_sub(r.last_seen_ns) <= window_ns).count();
+        Ok(Self {
+            interface: interface.to_string(),
+            vrrp: VrrpStats {
+                valid: at(Counter::VrrpValid).packets,
+                valid_bytes: at(Counter::VrrpValid).bytes,
+                invalid: InvalidCounts {
+                    ttl: at(Counter::VrrpInvalidTtl).packets,
+                    version: at(Counter::VrrpInvalidVersion).packets,
+                    r#type: at(Counter::VrrpInvalidType).packets,
+                    length: at(Counter::VrrpInvalidLength).packets,
+                    checksum: at(Counter::VrrpInvalidChecksum).packets,
+                },
+                peers,
+            },
+            carp: at(Counter::Carp).into(),
+            ap: ApStats {
+                ike: at(Counter::Ike).into(),
+                nat_t: at(Counter::NatT).into(),
+                esp: at(Counter::Esp).into(),
+                mqtt: at(Counter::Mqtt).into(),
+                mqtt_tls: at(Counter::MqttTls).into(),
+                active_aps: active_aps as u64,
+                known_aps: aps.len() as u64,
+            },
+            other: at(Counter::Other).into(),
+            events_lost: at(Counter::EventsLost).packets,
+        })
+    }
+
+    /// (name, totals) of every traffic class, in display order.
+    pub fn classes(&self) -> [(&'static str, TrafficTotals); 9] {
+        [
+            ("vrrp", TrafficTotals { packets: self.vrrp.valid, bytes: self.vrrp.valid_bytes }),
+            ("vrrp-invalid", TrafficTotals { packets: self.vrrp.invalid.total(), bytes: 0 }),
+            ("carp", self.carp),
+            ("ike", self.ap.ike),
+            ("nat-t", self.ap.nat_t),
+            ("esp", self.ap.esp),
+            ("mqtt", self.ap.mqtt),
+            ("mqtt-tls", self.ap.mqtt_tls),
+            ("other", self.other),
+        ]
+    }
+}
