@@ -1,0 +1,127 @@
+//! The real kernel object over the frame catalogue, through BPF_PROG_TEST_RUN:
+//! it passes every frame unaltered, counts each under exactly the counter the
+//! shared classifier names, never counts a truncated advert as valid, keeps
+//! the peer table, and reports peer changes over the ring buffer.
+
+use aya::maps::RingBuf;
+use wimark_ha::monitor::{read_peers, PeerChange};
+use wimark_ha_common::{
+    abi::{Counter, IpBytes, MAP_EVENTS},
+    classify::classify,
+};
+use std::net::{IpAddr, Ipv4Addr};
+use wimark_ha::vrrp::ChecksumMode;
+use wimark_ha_tests::{
+    frames::{self, catalogue, SERVER_A},
+    kernel::{KernelMonitor, XDP_PASS},
+};
+
+fn delta(before: &[wimark_ha_common::abi::TrafficCounter], after: &[wimark_ha_common::abi::TrafficCounter]) -> Vec<(Counter, u64, u64)> {
+    Counter::ALL
+        .iter()
+        .filter_map(|c| {
+            let i = *c as usize;
+            let packets = after[i].packets - before[i].packets;
+            let bytes = after[i].bytes - before[i].bytes;
+            (packets != 0 || bytes != 0).then_some((*c, packets, bytes))
+        })
+        .collect()
+}
+
+#[test]
+fn kernel_counts_each_catalogue_frame_once_under_its_counter_and_passes_it_unaltered() {
+    let monitor = KernelMonitor::load().expect("load");
+    for case in catalogue() {
+        let before = monitor.counters().expect("counters");
+        let run = monitor.run(&case.frame, 1).expect("test run");
+        let after = monitor.counters().expect("counters");
+        assert_eq!(run.return_value, XDP_PASS, "{}: XDP must pass every frame", case.name);
+        assert_eq!(run.data_out, case.frame, "{}: XDP must not alter the frame", case.name);
+        assert_eq!(
+            delta(&before, &after),
+            vec![(case.expected, 1, case.frame.len() as u64)],
+            "{}: kernel counters",
+            case.name
+        );
+        assert_eq!(classify(case.frame.as_slice()).counter(), case.expected, "{}: userspace", case.name);
+    }
+}
+
+#[test]
+fn kernel_agrees_with_userspace_on_every_truncation() {
+    let monitor = KernelMonitor::load().expect("load");
+    let mut runs = 0u64;
+    for case in catalogue() {
+        // BPF_PROG_TEST_RUN refuses XDP input shorter than an Ethernet header.
+        for cut in 14..case.frame.len() {
+            let truncated = &case.frame[..cut];
+            let before = monitor.counters().expect("counters");
+            let run = monitor.run(truncated, 1).expect("test run");
+            let after = monitor.counters().expect("counters");
+            runs += 1;
+            assert_eq!(run.return_value, XDP_PASS);
+            let expected = classify(truncated).counter();
+            assert_ne!(expected, Counter::VrrpValid, "{} cut to {cut}", case.name);
+            assert_eq!(
+                delta(&before, &after),
+                vec![(expected, 1, cut as u64)],
+                "{} cut to {cut}: kernel and userspace disagree",
+                case.name
+            );
+        }
+    }
+    assert!(runs > 1000, "only {runs} truncations tried");
+}
+
+#[test]
+fn kernel_keeps_the_peer_table_and_reports_changes() {
+    let mut monitor = KernelMonitor::load().expect("load");
+    let vip = IpAddr::V4(Ipv4Addr::new(10, 10, 10, 3));
+    let send = |monitor: &KernelMonitor, priority: u8, interval_ms: u64, times: u32| {
+        let frame = frames::vrrp_v4_frame(
+            &frames::v3_advert(priority, interval_ms, vec![vip]),
+            SERVER_A,
+            255,
+            ChecksumMode::WithPseudoHeader,
+            &[],
+        );
+        for _ in 0..times {
+            assert_eq!(monitor.run(&frame, 1).expect("run").return_value, XDP_PASS);
+        }
+    };
+    send(&monitor, 200, 10, 5); // new peer, then 4 unchanged adverts
+    send(&monitor, 150, 10, 2); // priority change
+    send(&monitor, 150, 100, 1); // interval change
+    send(&monitor, 0, 100, 1); // resignation
+
+    let peers = read_peers(&monitor.ebpf).expect("peers");
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    let (key, record) = peers[0];
+    assert_eq!((key.vrid, key.source), (67, IpBytes::v4(SERVER_A.octets())));
+    assert_eq!((record.adverts, record.priority, record.interval_ms, record.version), (9, 0, 100, 3));
+    assert!(record.last_seen_ns > 0);
+
+    let map = monitor.ebpf.take_map(MAP_EVENTS).expect("events map");
+    let mut ring = RingBuf::try_from(map).expect("ring buffer");
+    let mut changes = Vec::new();
+    while let Some(item) = ring.next() {
+        changes.push(PeerChange::decode(&item).expect("decodable event"));
+    }
+    let kinds: Vec<_> = changes
+        .iter()
+        .map(|c| (c.new_peer, c.priority_changed, c.priority_zero, c.interval_changed, c.priority, c.interval_ms))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (true, false, false, false, 200, 10),
+            (false, true, false, false, 150, 10),
+            (false, false, false, true, 150, 100),
+            (false, true, true, false, 0, 100),
+        ],
+        "one event per change, none for unchanged adverts"
+    );
+    assert_eq!(changes[1].previous_priority, 200);
+    assert_eq!(changes[2].previous_interval_ms, 10);
+    assert!(changes.windows(2).all(|w| w[0].timestamp_ns <= w[1].timestamp_ns));
+}
