@@ -12,7 +12,7 @@ mod snapshot;
 pub use attach::{attached_xdp_program, AttachMode, ExistingProgram};
 pub use events::{EventStream, PeerChange};
 pub use snapshot::{
-    monotonic_now_ns, read_aps, read_counters, read_peers, ApStats, InvalidCounts, PeerStats,
+    ip_addr, monotonic_now_ns, read_aps, read_counters, read_peers, ApStats, InvalidCounts, PeerStats,
     Snapshot, TrafficTotals, VrrpStats, ACTIVE_AP_WINDOW,
 };
 
