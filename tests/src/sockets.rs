@@ -131,3 +131,49 @@ impl PacketSocket {
         Ok((stats.tp_packets, stats.tp_drops))
     }
 }
+
+/// A raw IPv4 socket for one IP protocol (the kernel writes the IP header),
+/// as the daemon will send adverts: multicast TTL set, output interface
+/// chosen by address.
+pub struct RawIpSocket {
+    fd: OwnedFd,
+}
+
+impl RawIpSocket {
+    pub fn new(protocol: i32, multicast_ttl: u8, multicast_interface: std::net::Ipv4Addr) -> Result<Self> {
+        // SAFETY: plain socket(2).
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, protocol) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error()).context("socket(AF_INET, SOCK_RAW)");
+        }
+        // SAFETY: fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let ttl = i32::from(multicast_ttl);
+        let interface = libc::in_addr { s_addr: u32::from_ne_bytes(multicast_interface.octets()) };
+        // SAFETY: valid option pointers and lengths.
+        unsafe {
+            if libc::setsockopt(fd.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, (&raw const ttl).cast(), 4) != 0
+                || libc::setsockopt(fd.as_raw_fd(), libc::IPPROTO_IP, libc::IP_TTL, (&raw const ttl).cast(), 4) != 0
+                || libc::setsockopt(fd.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MULTICAST_IF, (&raw const interface).cast(), mem::size_of::<libc::in_addr>() as u32) != 0
+            {
+                return Err(io::Error::last_os_error()).context("setsockopt on the raw socket");
+            }
+        }
+        Ok(Self { fd })
+    }
+
+    pub fn send_to(&self, payload: &[u8], destination: std::net::Ipv4Addr) -> Result<()> {
+        // SAFETY: zeroed sockaddr_in is valid; fields set below.
+        let mut address: libc::sockaddr_in = unsafe { mem::zeroed() };
+        address.sin_family = libc::AF_INET as u16;
+        address.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(destination.octets()) };
+        // SAFETY: valid buffers and lengths.
+        let sent = unsafe {
+            libc::sendto(self.fd.as_raw_fd(), payload.as_ptr().cast(), payload.len(), 0, (&raw const address).cast(), mem::size_of::<libc::sockaddr_in>() as u32)
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error()).context("sendto on the raw socket");
+        }
+        Ok(())
+    }
+}

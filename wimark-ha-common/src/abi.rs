@@ -11,6 +11,8 @@ pub const MAP_APS: &str = "AP_TABLE";
 pub const MAP_EVENTS: &str = "PEER_EVENTS";
 /// The XDP program's function name in the object.
 pub const PROGRAM_NAME: &str = "wimark_ha_monitor";
+/// A pass-only program in the same object, for benchmarks' baseline.
+pub const BASELINE_PROGRAM_NAME: &str = "wimark_ha_baseline";
 
 /// Capacity of the VRRP peer table (LRU: a flood of forged sources evicts the
 /// oldest entries instead of failing inserts).

@@ -83,6 +83,13 @@ pub fn wimark_ha_monitor(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Does nothing but pass: the benchmark runs it beside the monitor to
+/// subtract what BPF_PROG_TEST_RUN itself costs per packet. Never attached.
+#[xdp]
+pub fn wimark_ha_baseline(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn count(counter: Counter, bytes: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {

@@ -1,1 +1,85 @@
-fn main(){}
+//! `cargo xtask`: the project's task runner.
+//!
+//! Every command first checks its prerequisites ([`prereqs`]) and, on a Debian
+//! machine as root, installs what is missing; elsewhere it says exactly what
+//! to install. Owns: how things are built and run. Must not: contain product
+//! logic (that is in `wimark-ha`) or test logic (that is in `tests`).
+mod build;
+mod prereqs;
+mod run;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Build, test, demo and benchmark wimark-ha")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the XDP kernel object, then target/release/wimark-ha with it embedded.
+    Build,
+    /// Build, then run every test: unit tests, BPF_PROG_TEST_RUN tests of the
+    /// kernel object, and netns integration tests (needs root).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Build, then run the two-server lab in throwaway network namespaces and
+    /// print what the monitor saw (needs root).
+    Lab,
+    /// Benchmarks that print figures measured side by side (needs root).
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+    /// Only check (and, as root on Debian, install) the prerequisites.
+    Prereqs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Per-packet cost of the XDP program for each packet class
+    /// (BPF_PROG_TEST_RUN), and a flood counted by XDP and by AF_PACKET.
+    Xdp {
+        /// Arguments for the benchmark binary (see `--help` after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = build::workspace_root();
+    match cli.command {
+        Command::Prereqs => prereqs::ensure(),
+        Command::Build => {
+            prereqs::ensure()?;
+            build::all(&root).map(|_| ())
+        }
+        Command::Test { cargo_args } => {
+            prereqs::ensure()?;
+            prereqs::require_root("the test suite (network namespaces, BPF)")?;
+            let built = build::all(&root)?;
+            run::tests(&root, &built, &cargo_args)
+        }
+        Command::Lab => {
+            prereqs::ensure()?;
+            prereqs::require_root("the lab (network namespaces, XDP)")?;
+            let built = build::all(&root)?;
+            run::tool(&root, &built, "wimark-ha-lab", &[])
+        }
+        Command::Bench { which: Bench::Xdp { args } } => {
+            prereqs::ensure()?;
+            prereqs::require_root("the XDP benchmark (BPF, network namespaces)")?;
+            let built = build::all(&root)?;
+            let mut all = vec!["xdp".to_string()];
+            all.extend(args);
+            run::tool(&root, &built, "wimark-ha-bench", &all)
+        }
+    }
+}

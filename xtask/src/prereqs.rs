@@ -1,0 +1,112 @@
+//! Prerequisites: what building and testing need, checked first. As root on
+//! Debian the missing ones are installed; elsewhere the exact commands are
+//! printed and the task stops.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Result};
+
+use crate::build::run;
+
+/// A Debian package that provides `path`.
+struct Package {
+    name: &'static str,
+    path: &'static str,
+    why: &'static str,
+}
+
+const PACKAGES: &[Package] = &[
+    Package { name: "rustc-web", path: "/usr/bin/rustc", why: "rustc with LLVM 22 for the BPF target" },
+    Package {
+        name: "libstd-rust-web-dev-bpf",
+        path: "/usr/lib/rustlib/bpfel-unknown-none/lib",
+        why: "precompiled core for bpfel-unknown-none",
+    },
+    Package { name: "llvm-22-dev", path: "/usr/lib/llvm-22/lib/libLLVM.so", why: "LLVM for bpf-linker" },
+    Package { name: "iproute2", path: "/usr/bin/ip", why: "network namespaces for the lab and tests" },
+    Package { name: "tcpdump", path: "/usr/bin/tcpdump", why: "packet captures in the lab" },
+    Package { name: "bpftool", path: "/usr/sbin/bpftool", why: "inspecting loaded programs" },
+];
+
+const BPF_LINKER_INSTALL: &str =
+    "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version 0.13.0 --locked --no-default-features --features llvm-22";
+
+/// `$PATH` with `~/.cargo/bin` (where `cargo install` puts bpf-linker).
+pub fn path_with_cargo_bin() -> String {
+    let mut path = env::var("PATH").unwrap_or_default();
+    if let Some(bin) = cargo_bin() {
+        path = format!("{}:{path}", bin.display());
+    }
+    path
+}
+
+fn cargo_bin() -> Option<PathBuf> {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|home| home.join("bin"))
+}
+
+fn bpf_linker_present() -> bool {
+    env::split_paths(&path_with_cargo_bin()).any(|dir| dir.join("bpf-linker").is_file())
+}
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!("{what} needs root; run it as root (e.g. `sudo -E cargo xtask ...`)");
+    }
+    Ok(())
+}
+
+pub fn ensure() -> Result<()> {
+    let missing: Vec<&Package> = PACKAGES.iter().filter(|p| !Path::new(p.path).exists()).collect();
+    let linker_missing = !bpf_linker_present();
+    if missing.is_empty() && !linker_missing {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
+    for p in &missing {
+        eprintln!("xtask: missing {} ({}): {}", p.path, p.name, p.why);
+    }
+    if linker_missing {
+        eprintln!("xtask: missing bpf-linker (links the XDP object)");
+    }
+    let debian = Path::new("/usr/bin/apt-get").exists() && Path::new("/etc/debian_version").exists();
+    if !(is_root() && debian) {
+        let mut steps = Vec::new();
+        if !names.is_empty() {
+            steps.push(format!("apt-get install {}", names.join(" ")));
+        }
+        if linker_missing || !names.is_empty() {
+            steps.push(BPF_LINKER_INSTALL.to_string());
+        }
+        bail!(
+            "prerequisites missing; on Debian 12 install them as root with:\n  {}",
+            steps.join("\n  ")
+        );
+    }
+    if !names.is_empty() {
+        eprintln!("xtask: installing {}", names.join(" "));
+        run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&names)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if !bpf_linker_present() {
+        eprintln!("xtask: installing bpf-linker (about a minute)");
+        run(Command::new(crate::build::cargo())
+            .args(["install", "bpf-linker", "--version", "0.13.0", "--locked", "--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
+    }
+    Ok(())
+}
