@@ -47,7 +47,7 @@ impl KernelMonitor {
         let counters = self.counters()?;
         Ok(Counter::ALL
             .iter()
-            .filter(|c| **c != Counter::EventsLost)
+            .filter(|c| c.is_traffic())
             .map(|c| counters[*c as usize].packets)
             .sum())
     }

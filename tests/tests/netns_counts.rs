@@ -44,6 +44,7 @@ fn counter_total(snapshot: &Snapshot, counter: Counter) -> u64 {
         Counter::MqttTls => snapshot.ap.mqtt_tls.packets,
         Counter::Other => snapshot.other.packets,
         Counter::EventsLost => snapshot.events_lost,
+        Counter::ApEvicted => snapshot.ap.evicted,
     }
 }
 

@@ -9,6 +9,9 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_PEERS: &str = "VRRP_PEERS";
 pub const MAP_APS: &str = "AP_TABLE";
 pub const MAP_EVENTS: &str = "PEER_EVENTS";
+pub const MAP_AP_CLOCK: &str = "AP_CLOCK";
+/// How often userspace refreshes `AP_CLOCK` (see there).
+pub const AP_CLOCK_TICK_MS: u64 = 100;
 /// The XDP program's function name in the object.
 pub const PROGRAM_NAME: &str = "wimark_ha_monitor";
 /// A pass-only program in the same object, for benchmarks' baseline.
@@ -17,8 +20,13 @@ pub const BASELINE_PROGRAM_NAME: &str = "wimark_ha_baseline";
 /// Capacity of the VRRP peer table (LRU: a flood of forged sources evicts the
 /// oldest entries instead of failing inserts).
 pub const PEER_TABLE_SIZE: u32 = 256;
-/// Capacity of the AP address table (LRU).
-pub const AP_TABLE_SIZE: u32 = 16384;
+/// The AP table is a per-CPU array of 2-way sets: an address hashes to one
+/// set ([`ap_set`]) and takes the way holding it, else the emptier or less
+/// recently seen way. A hash map lookup cost ~65 ns per packet here, the
+/// array ~5 ns, and AP traffic is the bulk of what the monitor sees.
+pub const AP_TABLE_SETS: u32 = 4096;
+pub const AP_TABLE_WAYS: u32 = 2;
+pub const AP_TABLE_SLOTS: u32 = AP_TABLE_SETS * AP_TABLE_WAYS;
 /// Ring buffer size for peer change events, in bytes (a power of two).
 pub const EVENT_RING_BYTES: u32 = 64 * 1024;
 
@@ -46,11 +54,14 @@ pub enum Counter {
     /// Ring-buffer events the kernel could not queue (userspace too slow).
     /// `packets` counts lost events; `bytes` stays 0.
     EventsLost = 13,
+    /// AP table entries replaced by another AP hashing to a full set.
+    /// `packets` counts evictions; `bytes` stays 0.
+    ApEvicted = 14,
 }
 
 impl Counter {
     /// Number of slots in the `COUNTERS` array.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::VrrpValid,
         Counter::VrrpInvalidTtl,
@@ -66,7 +77,13 @@ impl Counter {
         Counter::MqttTls,
         Counter::Other,
         Counter::EventsLost,
+        Counter::ApEvicted,
     ];
+
+    /// Diagnostics rather than traffic classes: not packets on the wire.
+    pub const fn is_traffic(self) -> bool {
+        !matches!(self, Counter::EventsLost | Counter::ApEvicted)
+    }
 }
 
 /// Packets and bytes (whole L2 frame) of one traffic class, per CPU.
@@ -156,16 +173,32 @@ pub struct PeerEvent {
     pub _pad: [u8; 9],
 }
 
-/// Key of the AP table.
-pub type ApKey = IpBytes;
-
-/// What the kernel last saw from one AP address.
+/// One way of an AP table set: which AP, and what this CPU saw of it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ApRecord {
+pub struct ApSlot {
+    /// `family == 0`: the slot is empty.
+    pub address: IpBytes,
+    pub _pad: [u8; 4],
+    /// `AP_CLOCK` (CLOCK_MONOTONIC ns, refreshed by userspace every
+    /// [`AP_CLOCK_TICK_MS`]) at the latest packet.
     pub last_seen_ns: u64,
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// The set an AP address belongs to: a multiplicative hash of its words,
+/// cheap enough for the per-packet path and shared with userspace tests.
+#[inline(always)]
+pub fn ap_set(address: &IpBytes) -> u32 {
+    let a = &address.addr;
+    let mut folded: u32 = 0;
+    let mut i = 0;
+    while i < 16 {
+        folded ^= u32::from_le_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+        i += 4;
+    }
+    folded.wrapping_mul(0x9e37_79b1) >> (32 - AP_TABLE_SETS.trailing_zeros())
 }
 
 #[cfg(feature = "user")]
@@ -177,7 +210,7 @@ mod pod {
     unsafe impl aya::Pod for super::PeerKey {}
     unsafe impl aya::Pod for super::PeerRecord {}
     unsafe impl aya::Pod for super::PeerEvent {}
-    unsafe impl aya::Pod for super::ApRecord {}
+    unsafe impl aya::Pod for super::ApSlot {}
 }
 
 // No implicit padding anywhere: sizes equal the sum of the fields.
@@ -185,5 +218,6 @@ const _: () = assert!(core::mem::size_of::<IpBytes>() == 20);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerRecord>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerEvent>() == 8 + 24 + 12 + 3 + 9);
-const _: () = assert!(core::mem::size_of::<ApRecord>() == 24);
+const _: () = assert!(core::mem::size_of::<ApSlot>() == 48);
+const _: () = assert!(AP_TABLE_SETS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<TrafficCounter>() == 16);

@@ -17,7 +17,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},

@@ -5,6 +5,7 @@
 //! Owns: the kernel object's lifetime (attach on create, detach on drop).
 //! Must not: decide anything about failover — it reports what the wire shows;
 //! the VRRP state machine decides.
+mod ap_clock;
 mod attach;
 mod events;
 mod snapshot;
@@ -12,7 +13,7 @@ mod snapshot;
 pub use attach::{attached_xdp_program, AttachMode, ExistingProgram};
 pub use events::{EventStream, PeerChange};
 pub use snapshot::{
-    ip_addr, monotonic_now_ns, read_aps, read_counters, read_peers, ApStats, InvalidCounts, PeerStats,
+    ip_addr, monotonic_now_ns, read_aps, read_counters, read_peers, ApSeen, ApStats, InvalidCounts, PeerStats,
     Snapshot, TrafficTotals, VrrpStats, ACTIVE_AP_WINDOW,
 };
 
@@ -156,6 +157,7 @@ pub struct Monitor {
     interface: String,
     mode: AttachMode,
     kernel_logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    _ap_clock: ap_clock::ApClock,
 }
 
 impl Monitor {
@@ -174,9 +176,10 @@ impl Monitor {
             },
             None => None,
         };
+        let ap_clock = ap_clock::ApClock::start(&mut ebpf)?;
         let mode = attach::attach(&mut ebpf, interface, ifindex, options.force).await?;
         tracing::info!(interface, mode = %mode, "XDP monitor attached");
-        Ok(Self { ebpf, interface: interface.to_string(), mode, kernel_logger })
+        Ok(Self { ebpf, interface: interface.to_string(), mode, kernel_logger, _ap_clock: ap_clock })
     }
 
     pub fn interface(&self) -> &str {

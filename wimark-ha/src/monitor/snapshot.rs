@@ -13,7 +13,7 @@ use aya::{
 };
 use serde::Serialize;
 use wimark_ha_common::abi::{
-    ApKey, ApRecord, Counter, IpBytes, PeerKey, PeerRecord, TrafficCounter, FAMILY_IPV4,
+    ApSlot, Counter, IpBytes, PeerKey, PeerRecord, TrafficCounter, AP_TABLE_SLOTS, FAMILY_IPV4,
     MAP_APS, MAP_COUNTERS, MAP_PEERS,
 };
 
@@ -69,10 +69,34 @@ pub fn read_peers(ebpf: &Ebpf) -> Result<Vec<(PeerKey, PeerRecord)>, MonitorErro
     table.iter().map(|entry| entry.map_err(map_error(MAP_PEERS))).collect()
 }
 
-pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<(ApKey, ApRecord)>, MonitorError> {
-    let table: HashMap<_, ApKey, ApRecord> =
-        HashMap::try_from(map(ebpf, MAP_APS)?).map_err(map_error(MAP_APS))?;
-    table.iter().map(|entry| entry.map_err(map_error(MAP_APS))).collect()
+/// What the monitor saw of one AP address, all CPUs together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApSeen {
+    pub address: IpBytes,
+    /// Coarse CLOCK_MONOTONIC, ns.
+    pub last_seen_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The AP table with each AP's per-CPU slots merged: packets and bytes
+/// summed, the latest "last seen".
+pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<ApSeen>, MonitorError> {
+    let table: PerCpuArray<_, ApSlot> =
+        PerCpuArray::try_from(map(ebpf, MAP_APS)?).map_err(map_error(MAP_APS))?;
+    let mut merged: std::collections::HashMap<IpBytes, ApSeen> = std::collections::HashMap::new();
+    for index in 0..AP_TABLE_SLOTS {
+        let per_cpu = table.get(&index, 0).map_err(map_error(MAP_APS))?;
+        for slot in per_cpu.iter().filter(|s| s.address.family != 0) {
+            let seen = merged
+                .entry(slot.address)
+                .or_insert(ApSeen { address: slot.address, ..ApSeen::default() });
+            seen.last_seen_ns = seen.last_seen_ns.max(slot.last_seen_ns);
+            seen.packets += slot.packets;
+            seen.bytes += slot.bytes;
+        }
+    }
+    Ok(merged.into_values().collect())
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -136,6 +160,8 @@ pub struct ApStats {
     pub active_aps: u64,
     /// AP addresses in the table (bounded, least recently seen evicted).
     pub known_aps: u64,
+    /// Times an AP's entry was taken over by another AP (table pressure).
+    pub evicted: u64,
 }
 
 /// Everything the monitor knows at one instant.
@@ -175,7 +201,7 @@ impl Snapshot {
         let aps = read_aps(ebpf)?;
         let window_ns = ACTIVE_AP_WINDOW.as_nanos() as u64;
         let active_aps =
-            aps.iter().filter(|(_, r)| now_ns.saturating_sub(r.last_seen_ns) <= window_ns).count();
+            aps.iter().filter(|ap| now_ns.saturating_sub(ap.last_seen_ns) <= window_ns).count();
         Ok(Self {
             interface: interface.to_string(),
             vrrp: VrrpStats {
@@ -199,6 +225,7 @@ impl Snapshot {
                 mqtt_tls: at(Counter::MqttTls).into(),
                 active_aps: active_aps as u64,
                 known_aps: aps.len() as u64,
+                evicted: at(Counter::ApEvicted).packets,
             },
             other: at(Counter::Other).into(),
             events_lost: at(Counter::EventsLost).packets,
