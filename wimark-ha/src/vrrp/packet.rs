@@ -237,3 +237,95 @@ impl Advert {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::vrrp::DecodeError;
+
+    const GROUP4: IpAddr = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18));
+    const GROUP6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12));
+    const A4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 1));
+    const A6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xa));
+
+    fn vendor() -> Advert {
+        Advert {
+            version: Version::V2,
+            vrid: 67,
+            priority: 200,
+            interval: Duration::from_secs(1),
+            auth: Auth::password("wimark123"),
+            addresses: vec![IpAddr::V4(Ipv4Addr::new(10, 10, 10, 3))],
+        }
+    }
+
+    /// The vendor's advert, byte by byte (RFC 3768 §5.1 layout).
+    #[test]
+    fn vendor_v2_advert_encodes_to_known_bytes() {
+        let bytes = vendor().encode(A4, GROUP4, ChecksumMode::WithoutPseudoHeader).expect("encode");
+        let mut expected = vec![0x21, 67, 200, 1, 1, 1, 0, 0, 10, 10, 10, 3];
+        expected.extend_from_slice(b"wimark12"); // auth_pass is cut to 8 bytes
+        let sum = internet_checksum(&expected, None);
+        expected[6..8].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(&bytes[..], &expected[..]);
+    }
+
+    #[test]
+    fn round_trips_both_versions_and_families() {
+        let v3_4 = Advert {
+            version: Version::V3,
+            vrid: 1,
+            priority: 255,
+            interval: Duration::from_millis(10),
+            auth: Auth::None,
+            addresses: vec![IpAddr::V4(Ipv4Addr::new(10, 10, 10, 3)), IpAddr::V4(Ipv4Addr::new(10, 10, 10, 4))],
+        };
+        let v3_6 = Advert {
+            addresses: vec![IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3))],
+            interval: Duration::from_millis(40950),
+            ..v3_4.clone()
+        };
+        for (advert, source, group) in [(vendor(), A4, GROUP4), (v3_4.clone(), A4, GROUP4), (v3_6, A6, GROUP6)] {
+            for mode in [ChecksumMode::WithPseudoHeader, ChecksumMode::WithoutPseudoHeader] {
+                if source.is_ipv6() && mode == ChecksumMode::WithoutPseudoHeader {
+                    continue; // not a thing over IPv6
+                }
+                let bytes = advert.encode(source, group, mode).expect("encode");
+                assert_eq!(Advert::decode(&bytes, source, group, 255), Ok(advert.clone()), "{mode:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn receive_checks_reject_with_typed_reasons() {
+        let bytes = vendor().encode(A4, GROUP4, ChecksumMode::WithoutPseudoHeader).expect("encode");
+        assert_eq!(Advert::decode(&bytes, A4, GROUP4, 254), Err(VrrpRejection::Invalid(DecodeError::Ttl)));
+        assert_eq!(Advert::decode(&bytes[..bytes.len() - 1], A4, GROUP4, 255), Err(VrrpRejection::Invalid(DecodeError::Length)));
+        let mut corrupt = bytes.to_vec();
+        corrupt[2] = 100;
+        assert_eq!(Advert::decode(&corrupt, A4, GROUP4, 255), Err(VrrpRejection::Invalid(DecodeError::Checksum)));
+        // The same bytes from another source: v2 has no pseudo-header, still fine.
+        let other = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 9));
+        assert!(Advert::decode(&bytes, other, GROUP4, 255).is_ok());
+    }
+
+    #[test]
+    fn encode_refuses_what_the_wire_cannot_carry() {
+        let mut advert = vendor();
+        advert.interval = Duration::from_millis(1500);
+        assert_eq!(advert.encode(A4, GROUP4, ChecksumMode::WithoutPseudoHeader), Err(EncodeError::V2Interval(Duration::from_millis(1500))));
+        advert.interval = Duration::from_secs(1);
+        assert_eq!(advert.encode(A6, GROUP6, ChecksumMode::WithPseudoHeader), Err(EncodeError::MixedFamily(advert.addresses[0])));
+        let mut v3 = vendor();
+        v3.version = Version::V3;
+        for bad in [Duration::from_millis(5), Duration::from_millis(15), Duration::from_millis(40960), Duration::ZERO] {
+            v3.interval = bad;
+            assert_eq!(v3.encode(A4, GROUP4, ChecksumMode::WithPseudoHeader), Err(EncodeError::V3Interval(bad)));
+        }
+        let mut v2_over_6 = vendor();
+        v2_over_6.addresses = vec![IpAddr::V6(Ipv6Addr::LOCALHOST)];
+        assert_eq!(v2_over_6.encode(A6, GROUP6, ChecksumMode::WithPseudoHeader), Err(EncodeError::V2OverIpv6));
+    }
+}
