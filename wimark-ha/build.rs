@@ -14,9 +14,8 @@ fn main() {
         Some(path) => {
             let path = PathBuf::from(path);
             println!("cargo:rerun-if-changed={}", path.display());
-            let bytes = fs::read(&path).unwrap_or_else(|e| {
-                panic!("WIMARK_HA_EBPF_OBJECT={}: {e}", path.display())
-            });
+            let bytes = fs::read(&path)
+                .unwrap_or_else(|e| panic!("WIMARK_HA_EBPF_OBJECT={}: {e}", path.display()));
             fs::write(&target, bytes).expect("write the embedded object to OUT_DIR");
         }
         None => fs::write(&target, []).expect("write the empty object stub to OUT_DIR"),

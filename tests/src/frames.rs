@@ -11,7 +11,10 @@ use std::{
 use wimark_ha::vrrp::{Advert, Auth, ChecksumMode, Version};
 use wimark_ha_common::{
     abi::{Counter, IpBytes},
-    classify::{internet_checksum, IpContext, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN},
+    classify::{
+        internet_checksum, IpContext, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ,
+        ETHERTYPE_VLAN,
+    },
 };
 
 pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
@@ -27,7 +30,13 @@ pub const AP_6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x101);
 pub const SERVER_B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x2);
 
 /// An Ethernet frame with optional VLAN tags `(tpid, vid)`, outermost first.
-pub fn ethernet(dst: [u8; 6], src: [u8; 6], tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+pub fn ethernet(
+    dst: [u8; 6],
+    src: [u8; 6],
+    tags: &[(u16, u16)],
+    ethertype: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut frame = Vec::with_capacity(18 + 4 * tags.len() + payload.len());
     frame.extend_from_slice(&dst);
     frame.extend_from_slice(&src);
@@ -55,7 +64,7 @@ pub fn ipv4_with(
     fragment: u16,
     options: &[u8],
 ) -> Vec<u8> {
-    assert!(options.len() % 4 == 0 && options.len() <= 40);
+    assert!(options.len().is_multiple_of(4) && options.len() <= 40);
     let header_len = 20 + options.len();
     let total = (header_len + payload.len()) as u16;
     let mut p = Vec::with_capacity(total as usize);
@@ -78,7 +87,14 @@ pub fn ipv4_with(
 
 /// An IPv6 packet; `extensions` are `(type, bytes)` headers placed before the
 /// payload, each `bytes` starting with its own next-header slot (filled in).
-pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, next_header: u8, payload: &[u8], extensions: &[(u8, Vec<u8>)]) -> Vec<u8> {
+pub fn ipv6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    next_header: u8,
+    payload: &[u8],
+    extensions: &[(u8, Vec<u8>)],
+) -> Vec<u8> {
     let mut chain = Vec::new();
     for (i, (_, bytes)) in extensions.iter().enumerate() {
         let mut bytes = bytes.clone();
@@ -129,7 +145,11 @@ fn ip_bytes(address: IpAddr) -> IpBytes {
 pub fn fix_vrrp_checksum(message: &mut [u8], src: IpAddr, dst: IpAddr, pseudo_header: bool) {
     message[6] = 0;
     message[7] = 0;
-    let ip = IpContext { source: ip_bytes(src), destination: ip_bytes(dst), ttl: 255 };
+    let ip = IpContext {
+        source: ip_bytes(src),
+        destination: ip_bytes(dst),
+        ttl: 255,
+    };
     let sum = internet_checksum(message, pseudo_header.then_some(&ip));
     message[6..8].copy_from_slice(&sum.to_be_bytes());
 }
@@ -158,7 +178,13 @@ pub fn v3_advert(priority: u8, interval_ms: u64, addresses: Vec<IpAddr>) -> Adve
 }
 
 /// A whole VRRP-over-IPv4 frame as a router would send it.
-pub fn vrrp_v4_frame(advert: &Advert, src: Ipv4Addr, ttl: u8, mode: ChecksumMode, tags: &[(u16, u16)]) -> Vec<u8> {
+pub fn vrrp_v4_frame(
+    advert: &Advert,
+    src: Ipv4Addr,
+    ttl: u8,
+    mode: ChecksumMode,
+    tags: &[(u16, u16)],
+) -> Vec<u8> {
     let message = advert
         .encode(IpAddr::V4(src), IpAddr::V4(VRRP_V4_GROUP), mode)
         .expect("test adverts are encodable");
@@ -167,33 +193,81 @@ pub fn vrrp_v4_frame(advert: &Advert, src: Ipv4Addr, ttl: u8, mode: ChecksumMode
 
 pub fn vrrp_v4_frame_from(message: &[u8], src: Ipv4Addr, ttl: u8, tags: &[(u16, u16)]) -> Vec<u8> {
     let vmac = [0x00, 0x00, 0x5e, 0x00, 0x01, 67];
-    ethernet([0x01, 0x00, 0x5e, 0, 0, 0x12], vmac, tags, ETHERTYPE_IPV4, &ipv4(src, VRRP_V4_GROUP, ttl, 112, message))
+    ethernet(
+        [0x01, 0x00, 0x5e, 0, 0, 0x12],
+        vmac,
+        tags,
+        ETHERTYPE_IPV4,
+        &ipv4(src, VRRP_V4_GROUP, ttl, 112, message),
+    )
 }
 
 pub fn vrrp_v6_frame(advert: &Advert, src: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
     let message = advert
-        .encode(IpAddr::V6(src), IpAddr::V6(VRRP_V6_GROUP), ChecksumMode::WithPseudoHeader)
+        .encode(
+            IpAddr::V6(src),
+            IpAddr::V6(VRRP_V6_GROUP),
+            ChecksumMode::WithPseudoHeader,
+        )
         .expect("test adverts are encodable");
     vrrp_v6_frame_from(&message, src, hop_limit)
 }
 
 pub fn vrrp_v6_frame_from(message: &[u8], src: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
     let vmac = [0x00, 0x00, 0x5e, 0x00, 0x02, 67];
-    ethernet([0x33, 0x33, 0, 0, 0, 0x12], vmac, &[], ETHERTYPE_IPV6, &ipv6(src, VRRP_V6_GROUP, hop_limit, 112, message, &[]))
+    ethernet(
+        [0x33, 0x33, 0, 0, 0, 0x12],
+        vmac,
+        &[],
+        ETHERTYPE_IPV6,
+        &ipv6(src, VRRP_V6_GROUP, hop_limit, 112, message, &[]),
+    )
 }
 
-pub fn udp_v4_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    ethernet(MAC_B, MAC_A, &[], ETHERTYPE_IPV4, &ipv4(src, dst, 64, 17, &udp(sport, dport, payload)))
+pub fn udp_v4_frame(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    ethernet(
+        MAC_B,
+        MAC_A,
+        &[],
+        ETHERTYPE_IPV4,
+        &ipv4(src, dst, 64, 17, &udp(sport, dport, payload)),
+    )
 }
 
-pub fn tcp_v4_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    ethernet(MAC_B, MAC_A, &[], ETHERTYPE_IPV4, &ipv4(src, dst, 64, 6, &tcp(sport, dport, payload)))
+pub fn tcp_v4_frame(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    ethernet(
+        MAC_B,
+        MAC_A,
+        &[],
+        ETHERTYPE_IPV4,
+        &ipv4(src, dst, 64, 6, &tcp(sport, dport, payload)),
+    )
 }
 
 /// An ESP packet (SPI, sequence, some ciphertext).
 pub fn esp_v4_frame(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-    let esp = [0, 0, 0x10, 0x01, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0];
-    ethernet(MAC_B, MAC_A, &[], ETHERTYPE_IPV4, &ipv4(src, dst, 64, 50, &esp))
+    let esp = [
+        0, 0, 0x10, 0x01, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0,
+    ];
+    ethernet(
+        MAC_B,
+        MAC_A,
+        &[],
+        ETHERTYPE_IPV4,
+        &ipv4(src, dst, 64, 50, &esp),
+    )
 }
 
 /// An OpenBSD CARP advertisement (36 bytes, authlen 7), protocol 112.
@@ -206,7 +280,13 @@ pub fn carp_frame(src: Ipv4Addr) -> Vec<u8> {
     carp[5] = 1; // advbase
     let sum = internet_checksum(&carp, None);
     carp[6..8].copy_from_slice(&sum.to_be_bytes());
-    ethernet([0x01, 0x00, 0x5e, 0, 0, 0x12], MAC_A, &[], ETHERTYPE_IPV4, &ipv4(src, VRRP_V4_GROUP, 255, 112, &carp))
+    ethernet(
+        [0x01, 0x00, 0x5e, 0, 0, 0x12],
+        MAC_A,
+        &[],
+        ETHERTYPE_IPV4,
+        &ipv4(src, VRRP_V4_GROUP, 255, 112, &carp),
+    )
 }
 
 pub fn arp_frame() -> Vec<u8> {
@@ -227,7 +307,11 @@ pub struct Case {
 }
 
 fn case(name: &'static str, frame: Vec<u8>, expected: Counter) -> Case {
-    Case { name, frame, expected }
+    Case {
+        name,
+        frame,
+        expected,
+    }
 }
 
 /// A VRRPv3/IPv4 message with one field broken and the checksum made right
@@ -235,11 +319,20 @@ fn case(name: &'static str, frame: Vec<u8>, expected: Counter) -> Case {
 fn broken_v3(change: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let advert = v3_advert(100, 1000, vec![IpAddr::V4(Ipv4Addr::new(10, 10, 10, 3))]);
     let mut message = advert
-        .encode(IpAddr::V4(SERVER_A), IpAddr::V4(VRRP_V4_GROUP), ChecksumMode::WithPseudoHeader)
+        .encode(
+            IpAddr::V4(SERVER_A),
+            IpAddr::V4(VRRP_V4_GROUP),
+            ChecksumMode::WithPseudoHeader,
+        )
         .expect("encodable")
         .to_vec();
     change(&mut message);
-    fix_vrrp_checksum(&mut message, IpAddr::V4(SERVER_A), IpAddr::V4(VRRP_V4_GROUP), true);
+    fix_vrrp_checksum(
+        &mut message,
+        IpAddr::V4(SERVER_A),
+        IpAddr::V4(VRRP_V4_GROUP),
+        true,
+    );
     message
 }
 
@@ -254,67 +347,380 @@ pub fn catalogue() -> Vec<Case> {
     let hop_by_hop = vec![0u8, 0, 1, 4, 0, 0, 0, 0]; // PadN, 8 bytes
     let fragment_first = vec![0u8, 0, 0, 1, 0, 0, 0, 42]; // offset 0, M=1
     let fragment_later = vec![0u8, 0, 0, 0x10, 0, 0, 0, 42]; // offset 2 (16 bytes)
-    let mut bad_checksum = v3.encode(IpAddr::V4(SERVER_A), IpAddr::V4(VRRP_V4_GROUP), ChecksumMode::WithPseudoHeader).expect("encodable").to_vec();
+    let mut bad_checksum = v3
+        .encode(
+            IpAddr::V4(SERVER_A),
+            IpAddr::V4(VRRP_V4_GROUP),
+            ChecksumMode::WithPseudoHeader,
+        )
+        .expect("encodable")
+        .to_vec();
     bad_checksum[7] ^= 0x5a;
     let v6_no_pseudo = v3_advert(100, 1000, vec![vip6])
-        .encode(IpAddr::V6(SERVER_A6), IpAddr::V6(VRRP_V6_GROUP), ChecksumMode::WithPseudoHeader)
+        .encode(
+            IpAddr::V6(SERVER_A6),
+            IpAddr::V6(VRRP_V6_GROUP),
+            ChecksumMode::WithPseudoHeader,
+        )
         .map(|m| {
             let mut m = m.to_vec();
-            fix_vrrp_checksum(&mut m, IpAddr::V6(SERVER_A6), IpAddr::V6(VRRP_V6_GROUP), false);
+            fix_vrrp_checksum(
+                &mut m,
+                IpAddr::V6(SERVER_A6),
+                IpAddr::V6(VRRP_V6_GROUP),
+                false,
+            );
             m
         })
         .expect("encodable");
     let v2_over_v6 = {
         // A VRRPv2 header carried over IPv6 (v2 is IPv4-only).
         let mut m = v3_advert(100, 1000, vec![vip6])
-            .encode(IpAddr::V6(SERVER_A6), IpAddr::V6(VRRP_V6_GROUP), ChecksumMode::WithPseudoHeader)
+            .encode(
+                IpAddr::V6(SERVER_A6),
+                IpAddr::V6(VRRP_V6_GROUP),
+                ChecksumMode::WithPseudoHeader,
+            )
             .expect("encodable")
             .to_vec();
         m[0] = 0x21;
-        fix_vrrp_checksum(&mut m, IpAddr::V6(SERVER_A6), IpAddr::V6(VRRP_V6_GROUP), true);
+        fix_vrrp_checksum(
+            &mut m,
+            IpAddr::V6(SERVER_A6),
+            IpAddr::V6(VRRP_V6_GROUP),
+            true,
+        );
         m
     };
     vec![
-        case("vrrp v3 ipv4 (pseudo-header checksum)", vrrp_v4_frame(&v3, SERVER_A, 255, ChecksumMode::WithPseudoHeader, &[]), VrrpValid),
-        case("vrrp v3 ipv4 (checksum without pseudo-header)", vrrp_v4_frame(&v3, SERVER_A, 255, ChecksumMode::WithoutPseudoHeader, &[]), VrrpValid),
-        case("vrrp v2 vendor config (auth PASS, 1 s)", vrrp_v4_frame(&vendor_v2_advert(), SERVER_A, 255, ChecksumMode::WithoutPseudoHeader, &[]), VrrpValid),
-        case("vrrp v3 ipv6", vrrp_v6_frame(&v3_advert(150, 100, vec![vip6]), SERVER_A6, 255), VrrpValid),
-        case("vrrp v3 in 802.1Q", vrrp_v4_frame(&v3, SERVER_A, 255, ChecksumMode::WithPseudoHeader, &dot1q), VrrpValid),
-        case("vrrp v3 in 802.1ad+802.1Q", vrrp_v4_frame(&v3, SERVER_A, 255, ChecksumMode::WithPseudoHeader, &qinq), VrrpValid),
-        case("vrrp v3 priority 0 (resign)", vrrp_v4_frame(&v3_advert(0, 10, vec![vip]), SERVER_A, 255, ChecksumMode::WithPseudoHeader, &[]), VrrpValid),
-        case("vrrp v3 three addresses", vrrp_v4_frame(&v3_advert(200, 10, vec![vip, IpAddr::V4(Ipv4Addr::new(10, 10, 10, 4)), IpAddr::V4(Ipv4Addr::new(10, 10, 10, 5))]), SERVER_A, 255, ChecksumMode::WithPseudoHeader, &[]), VrrpValid),
-        case("vrrp ttl 64", vrrp_v4_frame(&v3, SERVER_A, 64, ChecksumMode::WithPseudoHeader, &[]), VrrpInvalidTtl),
-        case("vrrp ipv6 hop limit 1", vrrp_v6_frame(&v3_advert(150, 100, vec![vip6]), SERVER_A6, 1), VrrpInvalidTtl),
-        case("vrrp version 4", vrrp_v4_frame_from(&broken_v3(|m| m[0] = 0x41), SERVER_A, 255, &[]), VrrpInvalidVersion),
-        case("vrrp version 1", vrrp_v4_frame_from(&broken_v3(|m| m[0] = 0x11), SERVER_A, 255, &[]), VrrpInvalidVersion),
-        case("vrrp v2 over ipv6", vrrp_v6_frame_from(&v2_over_v6, SERVER_A6, 255), VrrpInvalidVersion),
-        case("vrrp type 2", vrrp_v4_frame_from(&broken_v3(|m| m[0] = 0x32), SERVER_A, 255, &[]), VrrpInvalidType),
-        case("vrrp count 3 with one address", vrrp_v4_frame_from(&broken_v3(|m| m[3] = 3), SERVER_A, 255, &[]), VrrpInvalidLength),
-        case("vrrp count 0 with one address", vrrp_v4_frame_from(&broken_v3(|m| m[3] = 0), SERVER_A, 255, &[]), VrrpInvalidLength),
-        case("vrrp shorter than a header", vrrp_v4_frame_from(&[0x31, 67, 100, 0, 0, 100], SERVER_A, 255, &[]), VrrpInvalidLength),
-        case("vrrp trailing garbage in the IP payload", vrrp_v4_frame_from(&broken_v3(|m| m.extend_from_slice(&[0, 0, 0, 0])), SERVER_A, 255, &[]), VrrpInvalidLength),
-        case("vrrp bad checksum", vrrp_v4_frame_from(&bad_checksum, SERVER_A, 255, &[]), VrrpInvalidChecksum),
-        case("vrrp v3 ipv6 without pseudo-header", vrrp_v6_frame_from(&v6_no_pseudo, SERVER_A6, 255), VrrpInvalidChecksum),
+        case(
+            "vrrp v3 ipv4 (pseudo-header checksum)",
+            vrrp_v4_frame(&v3, SERVER_A, 255, ChecksumMode::WithPseudoHeader, &[]),
+            VrrpValid,
+        ),
+        case(
+            "vrrp v3 ipv4 (checksum without pseudo-header)",
+            vrrp_v4_frame(&v3, SERVER_A, 255, ChecksumMode::WithoutPseudoHeader, &[]),
+            VrrpValid,
+        ),
+        case(
+            "vrrp v2 vendor config (auth PASS, 1 s)",
+            vrrp_v4_frame(
+                &vendor_v2_advert(),
+                SERVER_A,
+                255,
+                ChecksumMode::WithoutPseudoHeader,
+                &[],
+            ),
+            VrrpValid,
+        ),
+        case(
+            "vrrp v3 ipv6",
+            vrrp_v6_frame(&v3_advert(150, 100, vec![vip6]), SERVER_A6, 255),
+            VrrpValid,
+        ),
+        case(
+            "vrrp v3 in 802.1Q",
+            vrrp_v4_frame(&v3, SERVER_A, 255, ChecksumMode::WithPseudoHeader, &dot1q),
+            VrrpValid,
+        ),
+        case(
+            "vrrp v3 in 802.1ad+802.1Q",
+            vrrp_v4_frame(&v3, SERVER_A, 255, ChecksumMode::WithPseudoHeader, &qinq),
+            VrrpValid,
+        ),
+        case(
+            "vrrp v3 priority 0 (resign)",
+            vrrp_v4_frame(
+                &v3_advert(0, 10, vec![vip]),
+                SERVER_A,
+                255,
+                ChecksumMode::WithPseudoHeader,
+                &[],
+            ),
+            VrrpValid,
+        ),
+        case(
+            "vrrp v3 three addresses",
+            vrrp_v4_frame(
+                &v3_advert(
+                    200,
+                    10,
+                    vec![
+                        vip,
+                        IpAddr::V4(Ipv4Addr::new(10, 10, 10, 4)),
+                        IpAddr::V4(Ipv4Addr::new(10, 10, 10, 5)),
+                    ],
+                ),
+                SERVER_A,
+                255,
+                ChecksumMode::WithPseudoHeader,
+                &[],
+            ),
+            VrrpValid,
+        ),
+        case(
+            "vrrp ttl 64",
+            vrrp_v4_frame(&v3, SERVER_A, 64, ChecksumMode::WithPseudoHeader, &[]),
+            VrrpInvalidTtl,
+        ),
+        case(
+            "vrrp ipv6 hop limit 1",
+            vrrp_v6_frame(&v3_advert(150, 100, vec![vip6]), SERVER_A6, 1),
+            VrrpInvalidTtl,
+        ),
+        case(
+            "vrrp version 4",
+            vrrp_v4_frame_from(&broken_v3(|m| m[0] = 0x41), SERVER_A, 255, &[]),
+            VrrpInvalidVersion,
+        ),
+        case(
+            "vrrp version 1",
+            vrrp_v4_frame_from(&broken_v3(|m| m[0] = 0x11), SERVER_A, 255, &[]),
+            VrrpInvalidVersion,
+        ),
+        case(
+            "vrrp v2 over ipv6",
+            vrrp_v6_frame_from(&v2_over_v6, SERVER_A6, 255),
+            VrrpInvalidVersion,
+        ),
+        case(
+            "vrrp type 2",
+            vrrp_v4_frame_from(&broken_v3(|m| m[0] = 0x32), SERVER_A, 255, &[]),
+            VrrpInvalidType,
+        ),
+        case(
+            "vrrp count 3 with one address",
+            vrrp_v4_frame_from(&broken_v3(|m| m[3] = 3), SERVER_A, 255, &[]),
+            VrrpInvalidLength,
+        ),
+        case(
+            "vrrp count 0 with one address",
+            vrrp_v4_frame_from(&broken_v3(|m| m[3] = 0), SERVER_A, 255, &[]),
+            VrrpInvalidLength,
+        ),
+        case(
+            "vrrp shorter than a header",
+            vrrp_v4_frame_from(&[0x31, 67, 100, 0, 0, 100], SERVER_A, 255, &[]),
+            VrrpInvalidLength,
+        ),
+        case(
+            "vrrp trailing garbage in the IP payload",
+            vrrp_v4_frame_from(
+                &broken_v3(|m| m.extend_from_slice(&[0, 0, 0, 0])),
+                SERVER_A,
+                255,
+                &[],
+            ),
+            VrrpInvalidLength,
+        ),
+        case(
+            "vrrp bad checksum",
+            vrrp_v4_frame_from(&bad_checksum, SERVER_A, 255, &[]),
+            VrrpInvalidChecksum,
+        ),
+        case(
+            "vrrp v3 ipv6 without pseudo-header",
+            vrrp_v6_frame_from(&v6_no_pseudo, SERVER_A6, 255),
+            VrrpInvalidChecksum,
+        ),
         case("carp advertisement", carp_frame(SERVER_A), Carp),
-        case("ike to the controller", udp_v4_frame(AP_1, SERVER_B, 500, 500, &[0u8; 60]), Ike),
-        case("ike from the controller", udp_v4_frame(SERVER_B, AP_2, 500, 33000, &[0u8; 40]), Ike),
-        case("nat-t esp-in-udp", udp_v4_frame(AP_1, SERVER_B, 40000, 4500, &[0, 0, 0x10, 1, 0, 0, 0, 9, 1, 2, 3, 4]), NatT),
-        case("nat-t ike (non-esp marker)", udp_v4_frame(AP_2, SERVER_B, 4500, 4500, &[0, 0, 0, 0, 1, 2, 3, 4]), NatT),
-        case("nat-t in 802.1Q", ethernet(MAC_B, MAC_A, &dot1q, ETHERTYPE_IPV4, &ipv4(AP_1, SERVER_B, 64, 17, &udp(4500, 4500, &[1; 20]))), NatT),
+        case(
+            "ike to the controller",
+            udp_v4_frame(AP_1, SERVER_B, 500, 500, &[0u8; 60]),
+            Ike,
+        ),
+        case(
+            "ike from the controller",
+            udp_v4_frame(SERVER_B, AP_2, 500, 33000, &[0u8; 40]),
+            Ike,
+        ),
+        case(
+            "nat-t esp-in-udp",
+            udp_v4_frame(
+                AP_1,
+                SERVER_B,
+                40000,
+                4500,
+                &[0, 0, 0x10, 1, 0, 0, 0, 9, 1, 2, 3, 4],
+            ),
+            NatT,
+        ),
+        case(
+            "nat-t ike (non-esp marker)",
+            udp_v4_frame(AP_2, SERVER_B, 4500, 4500, &[0, 0, 0, 0, 1, 2, 3, 4]),
+            NatT,
+        ),
+        case(
+            "nat-t in 802.1Q",
+            ethernet(
+                MAC_B,
+                MAC_A,
+                &dot1q,
+                ETHERTYPE_IPV4,
+                &ipv4(AP_1, SERVER_B, 64, 17, &udp(4500, 4500, &[1; 20])),
+            ),
+            NatT,
+        ),
         case("esp", esp_v4_frame(AP_1, SERVER_B), Esp),
-        case("mqtt to the broker", tcp_v4_frame(AP_1, SERVER_B, 50000, 1883, b"\x10\x0c\x00\x04MQTT"), Mqtt),
-        case("mqtt from the broker", tcp_v4_frame(SERVER_B, AP_1, 1883, 50000, b"\x20\x02\x00\x00"), Mqtt),
-        case("mqtt over tls", tcp_v4_frame(AP_2, SERVER_B, 50001, 8883, &[0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5]), MqttTls),
-        case("ike over ipv6", ethernet(MAC_B, MAC_A, &[], ETHERTYPE_IPV6, &ipv6(AP_6, SERVER_B6, 64, 17, &udp(500, 500, &[0; 28]), &[])), Ike),
-        case("nat-t over ipv6 with hop-by-hop options", ethernet(MAC_B, MAC_A, &[], ETHERTYPE_IPV6, &ipv6(AP_6, SERVER_B6, 64, 17, &udp(4500, 4500, &[0; 28]), &[(0, hop_by_hop.clone())])), NatT),
-        case("mqtt over ipv6, first fragment", ethernet(MAC_B, MAC_A, &[], ETHERTYPE_IPV6, &ipv6(AP_6, SERVER_B6, 64, 6, &tcp(50000, 1883, &[0; 8]), &[(44, fragment_first)])), Mqtt),
-        case("ipv6 later fragment (no ports)", ethernet(MAC_B, MAC_A, &[], ETHERTYPE_IPV6, &ipv6(AP_6, SERVER_B6, 64, 17, &[0; 24], &[(44, fragment_later)])), Other),
-        case("ipv6 five extension headers", ethernet(MAC_B, MAC_A, &[], ETHERTYPE_IPV6, &ipv6(AP_6, SERVER_B6, 64, 17, &udp(500, 500, &[0; 8]), &[(0, hop_by_hop.clone()), (60, hop_by_hop.clone()), (60, hop_by_hop.clone()), (60, hop_by_hop.clone()), (60, hop_by_hop)])), Other),
-        case("ipv4 with options, ike", ethernet(MAC_B, MAC_A, &[], ETHERTYPE_IPV4, &ipv4_with(AP_1, SERVER_B, 64, 17, &udp(500, 500, &[0; 16]), 0, &[1, 1, 1, 0])), Ike),
-        case("ipv4 later fragment of udp 500", ethernet(MAC_B, MAC_A, &[], ETHERTYPE_IPV4, &ipv4_with(AP_1, SERVER_B, 64, 17, &[0; 16], 0x2000 | 185, &[])), Other),
-        case("dns (other udp)", udp_v4_frame(AP_1, SERVER_B, 53000, 53, &[0; 30]), Other),
-        case("ssh (other tcp)", tcp_v4_frame(AP_1, SERVER_B, 50000, 22, &[0; 30]), Other),
+        case(
+            "mqtt to the broker",
+            tcp_v4_frame(AP_1, SERVER_B, 50000, 1883, b"\x10\x0c\x00\x04MQTT"),
+            Mqtt,
+        ),
+        case(
+            "mqtt from the broker",
+            tcp_v4_frame(SERVER_B, AP_1, 1883, 50000, b"\x20\x02\x00\x00"),
+            Mqtt,
+        ),
+        case(
+            "mqtt over tls",
+            tcp_v4_frame(
+                AP_2,
+                SERVER_B,
+                50001,
+                8883,
+                &[0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5],
+            ),
+            MqttTls,
+        ),
+        case(
+            "ike over ipv6",
+            ethernet(
+                MAC_B,
+                MAC_A,
+                &[],
+                ETHERTYPE_IPV6,
+                &ipv6(AP_6, SERVER_B6, 64, 17, &udp(500, 500, &[0; 28]), &[]),
+            ),
+            Ike,
+        ),
+        case(
+            "nat-t over ipv6 with hop-by-hop options",
+            ethernet(
+                MAC_B,
+                MAC_A,
+                &[],
+                ETHERTYPE_IPV6,
+                &ipv6(
+                    AP_6,
+                    SERVER_B6,
+                    64,
+                    17,
+                    &udp(4500, 4500, &[0; 28]),
+                    &[(0, hop_by_hop.clone())],
+                ),
+            ),
+            NatT,
+        ),
+        case(
+            "mqtt over ipv6, first fragment",
+            ethernet(
+                MAC_B,
+                MAC_A,
+                &[],
+                ETHERTYPE_IPV6,
+                &ipv6(
+                    AP_6,
+                    SERVER_B6,
+                    64,
+                    6,
+                    &tcp(50000, 1883, &[0; 8]),
+                    &[(44, fragment_first)],
+                ),
+            ),
+            Mqtt,
+        ),
+        case(
+            "ipv6 later fragment (no ports)",
+            ethernet(
+                MAC_B,
+                MAC_A,
+                &[],
+                ETHERTYPE_IPV6,
+                &ipv6(AP_6, SERVER_B6, 64, 17, &[0; 24], &[(44, fragment_later)]),
+            ),
+            Other,
+        ),
+        case(
+            "ipv6 five extension headers",
+            ethernet(
+                MAC_B,
+                MAC_A,
+                &[],
+                ETHERTYPE_IPV6,
+                &ipv6(
+                    AP_6,
+                    SERVER_B6,
+                    64,
+                    17,
+                    &udp(500, 500, &[0; 8]),
+                    &[
+                        (0, hop_by_hop.clone()),
+                        (60, hop_by_hop.clone()),
+                        (60, hop_by_hop.clone()),
+                        (60, hop_by_hop.clone()),
+                        (60, hop_by_hop),
+                    ],
+                ),
+            ),
+            Other,
+        ),
+        case(
+            "ipv4 with options, ike",
+            ethernet(
+                MAC_B,
+                MAC_A,
+                &[],
+                ETHERTYPE_IPV4,
+                &ipv4_with(
+                    AP_1,
+                    SERVER_B,
+                    64,
+                    17,
+                    &udp(500, 500, &[0; 16]),
+                    0,
+                    &[1, 1, 1, 0],
+                ),
+            ),
+            Ike,
+        ),
+        case(
+            "ipv4 later fragment of udp 500",
+            ethernet(
+                MAC_B,
+                MAC_A,
+                &[],
+                ETHERTYPE_IPV4,
+                &ipv4_with(AP_1, SERVER_B, 64, 17, &[0; 16], 0x2000 | 185, &[]),
+            ),
+            Other,
+        ),
+        case(
+            "dns (other udp)",
+            udp_v4_frame(AP_1, SERVER_B, 53000, 53, &[0; 30]),
+            Other,
+        ),
+        case(
+            "ssh (other tcp)",
+            tcp_v4_frame(AP_1, SERVER_B, 50000, 22, &[0; 30]),
+            Other,
+        ),
         case("arp", arp_frame(), Other),
-        case("three vlan tags", ethernet(MAC_B, MAC_A, &[(ETHERTYPE_QINQ, 1), (ETHERTYPE_VLAN, 2), (ETHERTYPE_VLAN, 3)], ETHERTYPE_IPV4, &ipv4(AP_1, SERVER_B, 64, 17, &udp(500, 500, &[0; 8]))), Other),
+        case(
+            "three vlan tags",
+            ethernet(
+                MAC_B,
+                MAC_A,
+                &[
+                    (ETHERTYPE_QINQ, 1),
+                    (ETHERTYPE_VLAN, 2),
+                    (ETHERTYPE_VLAN, 3),
+                ],
+                ETHERTYPE_IPV4,
+                &ipv4(AP_1, SERVER_B, 64, 17, &udp(500, 500, &[0; 8])),
+            ),
+            Other,
+        ),
     ]
 }

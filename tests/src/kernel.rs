@@ -29,7 +29,10 @@ impl KernelMonitor {
     }
 
     fn program(&self, name: &str) -> Result<&Xdp> {
-        let program = self.ebpf.program(name).with_context(|| format!("no program {name}"))?;
+        let program = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name}"))?;
         Ok(program.try_into()?)
     }
 
@@ -64,5 +67,9 @@ pub fn run_program(program: &Xdp, frame: &[u8], repeat: u32) -> Result<Run> {
         })
         .context("BPF_PROG_TEST_RUN (kernel support for XDP test runs is required)")?;
     data_out.truncate(result.data_size_out as usize);
-    Ok(Run { return_value: result.return_value, duration_ns: result.duration.as_nanos(), data_out })
+    Ok(Run {
+        return_value: result.return_value,
+        duration_ns: result.duration.as_nanos(),
+        data_out,
+    })
 }

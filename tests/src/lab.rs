@@ -27,20 +27,33 @@ static SWEEP: Once = Once::new();
 
 /// Runs `ip` with `args`; an error carries its stderr.
 pub fn ip(args: &[&str]) -> Result<()> {
-    let output = Command::new("ip").args(args).output().context("running `ip` (iproute2)")?;
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running `ip` (iproute2)")?;
     if !output.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(())
 }
 
 /// Deletes lab namespaces whose creating process is gone.
 pub fn sweep_stale_namespaces() {
-    let Ok(entries) = fs::read_dir(NETNS_DIR) else { return };
+    let Ok(entries) = fs::read_dir(NETNS_DIR) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = ip(&["netns", "del", &name]);
         }
@@ -57,7 +70,10 @@ impl Lab {
     pub fn new() -> Result<Self> {
         SWEEP.call_once(sweep_stale_namespaces);
         let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
-        Ok(Self { prefix: format!("{PREFIX}{}-{n}", std::process::id()), namespaces: Vec::new() })
+        Ok(Self {
+            prefix: format!("{PREFIX}{}-{n}", std::process::id()),
+            namespaces: Vec::new(),
+        })
     }
 
     /// Creates a namespace with `lo` up and IPv6 autoconfiguration off (no
@@ -77,7 +93,10 @@ impl Lab {
 
     /// A veth pair from `left` (namespace, interface) to `right`, both up.
     pub fn veth(&self, left: (&str, &str), right: (&str, &str)) -> Result<()> {
-        ip(&["link", "add", "name", left.1, "netns", left.0, "type", "veth", "peer", "name", right.1, "netns", right.0])?;
+        ip(&[
+            "link", "add", "name", left.1, "netns", left.0, "type", "veth", "peer", "name",
+            right.1, "netns", right.0,
+        ])?;
         ip(&["-n", left.0, "link", "set", left.1, "up"])?;
         ip(&["-n", right.0, "link", "set", right.1, "up"])?;
         Ok(())
@@ -112,12 +131,17 @@ fn sysctl(namespace: &str, key: &str, value: &str) -> Result<()> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
     let setting = format!("{value}\n");
     let key = key.to_string();
-    in_netns(namespace, move || fs::write(&path, setting).with_context(|| format!("sysctl {key}")))?
+    in_netns(namespace, move || {
+        fs::write(&path, setting).with_context(|| format!("sysctl {key}"))
+    })?
 }
 
 /// Runs `f` on a new thread that has entered `namespace` (a netns is per
 /// thread, so the caller's thread is never moved).
-pub fn in_netns<T: Send + 'static>(namespace: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+pub fn in_netns<T: Send + 'static>(
+    namespace: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     let path = format!("{NETNS_DIR}/{namespace}");
     let handle = thread::Builder::new()
         .name(format!("netns {namespace}"))
@@ -126,7 +150,9 @@ pub fn in_netns<T: Send + 'static>(namespace: &str, f: impl FnOnce() -> T + Send
             Ok(f())
         })
         .context("spawning a netns thread")?;
-    handle.join().map_err(|_| anyhow::anyhow!("thread in netns {namespace} panicked"))?
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in netns {namespace} panicked"))?
 }
 
 /// Moves the calling thread into the namespace at `path`.

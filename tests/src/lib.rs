@@ -23,9 +23,11 @@ pub fn require_root(what: &str) {
 
 /// The `wimark-ha` binary under test, as built by `cargo xtask build`.
 pub fn wimark_ha_bin() -> PathBuf {
-    let path = std::env::var_os("WIMARK_HA_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/wimark-ha")
-    });
+    let path = std::env::var_os("WIMARK_HA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/wimark-ha")
+        });
     assert!(
         path.exists(),
         "wimark-ha binary not found at {}: run through `cargo xtask test`, which builds it",

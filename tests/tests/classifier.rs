@@ -18,10 +18,17 @@ fn every_catalogue_frame_lands_in_its_counter() {
     for case in catalogue() {
         let verdict = classify(case.frame.as_slice());
         if verdict.counter() != case.expected {
-            failures.push(format!("{}: expected {:?}, got {:?}", case.name, case.expected, verdict));
+            failures.push(format!(
+                "{}: expected {:?}, got {:?}",
+                case.name, case.expected, verdict
+            ));
         }
     }
-    assert!(failures.is_empty(), "misclassified:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "misclassified:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -62,17 +69,29 @@ fn truncated_frames_are_never_valid_adverts() {
 /// Where the VRRP message starts in one of our crafted frames.
 fn vrrp_offset(frame: &[u8]) -> usize {
     let mut offset = 12;
-    while matches!(u16::from_be_bytes([frame[offset], frame[offset + 1]]), 0x8100 | 0x88a8) {
+    while matches!(
+        u16::from_be_bytes([frame[offset], frame[offset + 1]]),
+        0x8100 | 0x88a8
+    ) {
         offset += 4;
     }
     let ethertype = u16::from_be_bytes([frame[offset], frame[offset + 1]]);
-    offset + 2 + if ethertype == 0x86dd { 40 } else { usize::from(frame[offset + 2] & 0x0f) * 4 }
+    offset
+        + 2
+        + if ethertype == 0x86dd {
+            40
+        } else {
+            usize::from(frame[offset + 2] & 0x0f) * 4
+        }
 }
 
 #[test]
 fn any_single_bit_flip_in_an_advert_makes_it_invalid() {
     let advert = frames::v3_advert(200, 10, vec![IpAddr::V4(Ipv4Addr::new(10, 10, 10, 3))]);
-    for mode in [ChecksumMode::WithPseudoHeader, ChecksumMode::WithoutPseudoHeader] {
+    for mode in [
+        ChecksumMode::WithPseudoHeader,
+        ChecksumMode::WithoutPseudoHeader,
+    ] {
         let frame = frames::vrrp_v4_frame(&advert, SERVER_A, 255, mode, &[]);
         let vrrp_start = 14 + 20;
         for byte in vrrp_start..frame.len() {
@@ -92,25 +111,63 @@ fn any_single_bit_flip_in_an_advert_makes_it_invalid() {
 #[test]
 fn advert_fields_are_reported_in_milliseconds() {
     let v2 = classify(
-        frames::vrrp_v4_frame(&frames::vendor_v2_advert(), SERVER_A, 255, ChecksumMode::WithoutPseudoHeader, &[])
-            .as_slice(),
+        frames::vrrp_v4_frame(
+            &frames::vendor_v2_advert(),
+            SERVER_A,
+            255,
+            ChecksumMode::WithoutPseudoHeader,
+            &[],
+        )
+        .as_slice(),
     );
-    let Verdict::Vrrp(v2) = v2 else { panic!("vendor advert not valid: {v2:?}") };
-    assert_eq!((v2.version, v2.vrid, v2.priority, v2.interval_ms, v2.auth_type), (2, 67, 200, 1000, 1));
+    let Verdict::Vrrp(v2) = v2 else {
+        panic!("vendor advert not valid: {v2:?}")
+    };
+    assert_eq!(
+        (
+            v2.version,
+            v2.vrid,
+            v2.priority,
+            v2.interval_ms,
+            v2.auth_type
+        ),
+        (2, 67, 200, 1000, 1)
+    );
     assert_eq!(v2.source, IpBytes::v4(SERVER_A.octets()));
 
     let v3 = frames::v3_advert(0, 40950, vec![IpAddr::V4(Ipv4Addr::new(10, 10, 10, 3))]);
-    let v3 = classify(frames::vrrp_v4_frame(&v3, SERVER_A, 255, ChecksumMode::WithPseudoHeader, &[]).as_slice());
-    let Verdict::Vrrp(v3) = v3 else { panic!("v3 advert not valid: {v3:?}") };
-    assert_eq!((v3.version, v3.priority, v3.interval_ms, v3.address_count), (3, 0, 40950, 1));
+    let v3 = classify(
+        frames::vrrp_v4_frame(&v3, SERVER_A, 255, ChecksumMode::WithPseudoHeader, &[]).as_slice(),
+    );
+    let Verdict::Vrrp(v3) = v3 else {
+        panic!("v3 advert not valid: {v3:?}")
+    };
+    assert_eq!(
+        (v3.version, v3.priority, v3.interval_ms, v3.address_count),
+        (3, 0, 40950, 1)
+    );
 }
 
 #[test]
 fn ap_address_is_the_side_that_is_not_the_service_port() {
-    let to_controller = classify(frames::udp_v4_frame(AP_1, frames::SERVER_B, 500, 500, &[0; 8]).as_slice());
-    assert_eq!(to_controller, Verdict::Ap { class: ApClass::Ike, ap: IpBytes::v4(AP_1.octets()) });
-    let from_controller = classify(frames::tcp_v4_frame(frames::SERVER_B, AP_2, 1883, 40000, &[]).as_slice());
-    assert_eq!(from_controller, Verdict::Ap { class: ApClass::Mqtt, ap: IpBytes::v4(AP_2.octets()) });
+    let to_controller =
+        classify(frames::udp_v4_frame(AP_1, frames::SERVER_B, 500, 500, &[0; 8]).as_slice());
+    assert_eq!(
+        to_controller,
+        Verdict::Ap {
+            class: ApClass::Ike,
+            ap: IpBytes::v4(AP_1.octets())
+        }
+    );
+    let from_controller =
+        classify(frames::tcp_v4_frame(frames::SERVER_B, AP_2, 1883, 40000, &[]).as_slice());
+    assert_eq!(
+        from_controller,
+        Verdict::Ap {
+            class: ApClass::Mqtt,
+            ap: IpBytes::v4(AP_2.octets())
+        }
+    );
 }
 
 #[test]

@@ -32,7 +32,10 @@ fn wimark_ha_in(namespace: &str, args: &[&str], uid: Option<u32>) -> std::proces
     let binary = wimark_ha_bin();
     in_netns(namespace, move || {
         let mut command = Command::new(binary);
-        command.args(&args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         if let Some(uid) = uid {
             command.uid(uid).gid(uid);
         }
@@ -44,8 +47,13 @@ fn wimark_ha_in(namespace: &str, args: &[&str], uid: Option<u32>) -> std::proces
 
 fn xdp_attached(namespace: &str) -> bool {
     in_netns(namespace, || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(wimark_ha::monitor::attached_xdp_program("eth1")).expect("netlink").is_some()
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(wimark_ha::monitor::attached_xdp_program("eth1"))
+            .expect("netlink")
+            .is_some()
     })
     .expect("netns")
 }
@@ -61,10 +69,17 @@ fn stderr_line(output: &Output) -> String {
 #[test]
 fn stats_json_reports_exact_counts_and_detaches() {
     let (_lab, a, b) = two_servers();
-    let child = wimark_ha_in(&b, &["stats", "--iface", "eth1", "--duration", "3s", "--json"], None);
+    let child = wimark_ha_in(
+        &b,
+        &["stats", "--iface", "eth1", "--duration", "3s", "--json"],
+        None,
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !xdp_attached(&b) {
-        assert!(Instant::now() < deadline, "stats did not attach within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "stats did not attach within 10 s"
+        );
         thread::sleep(Duration::from_millis(20));
     }
     let cases = catalogue();
@@ -79,26 +94,60 @@ fn stats_json_reports_exact_counts_and_detaches() {
     .expect("netns")
     .expect("send");
     let output = child.wait_with_output().expect("wait");
-    assert!(output.status.success(), "stats failed: {}", String::from_utf8_lossy(&output.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
+    assert!(
+        output.status.success(),
+        "stats failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
 
-    let expect = |counter: wimark_ha_common::abi::Counter| cases.iter().filter(|c| c.expected == counter).count() as u64;
+    let expect = |counter: wimark_ha_common::abi::Counter| {
+        cases.iter().filter(|c| c.expected == counter).count() as u64
+    };
     use wimark_ha_common::abi::Counter::*;
     assert_eq!(json["interface"], "eth1");
     assert_eq!(json["vrrp"]["valid"], expect(VrrpValid));
-    for (name, counter) in [("ttl", VrrpInvalidTtl), ("version", VrrpInvalidVersion), ("type", VrrpInvalidType), ("length", VrrpInvalidLength), ("checksum", VrrpInvalidChecksum)] {
-        assert_eq!(json["vrrp"]["invalid"][name], expect(counter), "invalid.{name}");
+    for (name, counter) in [
+        ("ttl", VrrpInvalidTtl),
+        ("version", VrrpInvalidVersion),
+        ("type", VrrpInvalidType),
+        ("length", VrrpInvalidLength),
+        ("checksum", VrrpInvalidChecksum),
+    ] {
+        assert_eq!(
+            json["vrrp"]["invalid"][name],
+            expect(counter),
+            "invalid.{name}"
+        );
     }
-    for (name, counter) in [("ike", Ike), ("nat_t", NatT), ("esp", Esp), ("mqtt", Mqtt), ("mqtt_tls", MqttTls)] {
-        assert_eq!(json["ap"][name]["packets"], expect(counter), "ap.{name}.packets");
-        let bytes: u64 = cases.iter().filter(|c| c.expected == counter).map(|c| c.frame.len() as u64).sum();
+    for (name, counter) in [
+        ("ike", Ike),
+        ("nat_t", NatT),
+        ("esp", Esp),
+        ("mqtt", Mqtt),
+        ("mqtt_tls", MqttTls),
+    ] {
+        assert_eq!(
+            json["ap"][name]["packets"],
+            expect(counter),
+            "ap.{name}.packets"
+        );
+        let bytes: u64 = cases
+            .iter()
+            .filter(|c| c.expected == counter)
+            .map(|c| c.frame.len() as u64)
+            .sum();
         assert_eq!(json["ap"][name]["bytes"], bytes, "ap.{name}.bytes");
     }
     assert_eq!(json["other"]["packets"], expect(Other));
     assert_eq!(json["ap"]["active_aps"], 3);
     let peers = json["vrrp"]["peers"].as_array().expect("peers array");
     assert_eq!(peers.len(), 2, "{peers:?}");
-    let a4 = peers.iter().find(|p| p["source"] == "10.77.0.1").expect("peer 10.77.0.1");
+    let a4 = peers
+        .iter()
+        .find(|p| p["source"] == "10.77.0.1")
+        .expect("peer 10.77.0.1");
     assert_eq!(a4["vrid"], 67);
     for field in ["priority", "interval_ms", "adverts", "last_seen_ms_ago"] {
         assert!(a4[field].is_u64(), "peer field {field}: {a4}");
@@ -109,7 +158,9 @@ fn stats_json_reports_exact_counts_and_detaches() {
 #[test]
 fn missing_interface_is_a_one_line_error() {
     let (_lab, _a, b) = two_servers();
-    let output = wimark_ha_in(&b, &["stats", "--iface", "eth9", "--duration", "1s"], None).wait_with_output().expect("wait");
+    let output = wimark_ha_in(&b, &["stats", "--iface", "eth9", "--duration", "1s"], None)
+        .wait_with_output()
+        .expect("wait");
     assert_eq!(output.status.code(), Some(1));
     let line = stderr_line(&output);
     assert_eq!(line.lines().count(), 1, "{line}");
@@ -120,11 +171,20 @@ fn missing_interface_is_a_one_line_error() {
 #[test]
 fn unprivileged_user_is_told_what_permission_is_missing() {
     let (_lab, _a, b) = two_servers();
-    let output = wimark_ha_in(&b, &["stats", "--iface", "eth1", "--duration", "1s"], Some(65534)).wait_with_output().expect("wait");
+    let output = wimark_ha_in(
+        &b,
+        &["stats", "--iface", "eth1", "--duration", "1s"],
+        Some(65534),
+    )
+    .wait_with_output()
+    .expect("wait");
     assert_eq!(output.status.code(), Some(1));
     let line = stderr_line(&output);
     assert_eq!(line.lines().count(), 1, "{line}");
-    assert!(line.contains("not permitted to load BPF programs"), "{line}");
+    assert!(
+        line.contains("not permitted to load BPF programs"),
+        "{line}"
+    );
     assert!(line.contains("CAP_BPF"), "says what to grant: {line}");
     assert!(!xdp_attached(&b));
 }
@@ -132,16 +192,25 @@ fn unprivileged_user_is_told_what_permission_is_missing() {
 #[test]
 fn busy_interface_names_the_program_holding_it() {
     let (_lab, _a, b) = two_servers();
-    let first = wimark_ha_in(&b, &["stats", "--iface", "eth1", "--duration", "4s", "--json"], None);
+    let first = wimark_ha_in(
+        &b,
+        &["stats", "--iface", "eth1", "--duration", "4s", "--json"],
+        None,
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !xdp_attached(&b) {
         assert!(Instant::now() < deadline, "first stats did not attach");
         thread::sleep(Duration::from_millis(20));
     }
-    let second = wimark_ha_in(&b, &["stats", "--iface", "eth1", "--duration", "1s"], None).wait_with_output().expect("wait");
+    let second = wimark_ha_in(&b, &["stats", "--iface", "eth1", "--duration", "1s"], None)
+        .wait_with_output()
+        .expect("wait");
     assert_eq!(second.status.code(), Some(1));
     let line = stderr_line(&second);
-    assert!(line.contains("already has an XDP program attached") && line.contains("--force"), "{line}");
+    assert!(
+        line.contains("already has an XDP program attached") && line.contains("--force"),
+        "{line}"
+    );
     assert!(first.wait_with_output().expect("wait").status.success());
 }
 
@@ -153,8 +222,14 @@ fn bad_arguments_are_refused_before_anything_is_attached() {
         &["stats", "--iface", "eth1", "--interval", "0s"][..],
         &["stats"][..],
     ] {
-        let output = wimark_ha_in(&b, args, None).wait_with_output().expect("wait");
-        assert_eq!(output.status.code(), Some(2), "{args:?}: clap usage errors exit 2");
+        let output = wimark_ha_in(&b, args, None)
+            .wait_with_output()
+            .expect("wait");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: clap usage errors exit 2"
+        );
         assert!(!String::from_utf8_lossy(&output.stderr).is_empty());
     }
     assert!(!xdp_attached(&b));

@@ -3,7 +3,11 @@
 //! counts must be exact, the peer and AP tables right, and nothing may be left
 //! on the interface after the monitor goes.
 
-use std::{sync::mpsc, thread, time::{Duration, Instant}};
+use std::{
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
 
 use wimark_ha::monitor::{attached_xdp_program, Monitor, MonitorError, MonitorOptions, Snapshot};
 use wimark_ha_common::abi::Counter;
@@ -15,7 +19,10 @@ use wimark_ha_tests::{
 };
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Two namespaces joined by a veth: A's `peer0` to B's `eth1`.
@@ -79,7 +86,10 @@ fn exact_counts_of_every_kind_over_a_veth() {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let snapshot = monitor.snapshot().map_err(|e| e.to_string())?;
-            let seen: u64 = Counter::ALL.iter().map(|c| counter_total(&snapshot, *c)).sum();
+            let seen: u64 = Counter::ALL
+                .iter()
+                .map(|c| counter_total(&snapshot, *c))
+                .sum();
             if seen >= total || Instant::now() > deadline {
                 break;
             }
@@ -88,12 +98,20 @@ fn exact_counts_of_every_kind_over_a_veth() {
         thread::sleep(Duration::from_millis(200));
         let snapshot = monitor.snapshot().map_err(|e| e.to_string())?;
         drop(monitor);
-        let left = rt.block_on(attached_xdp_program("eth1")).map_err(|e| e.to_string())?;
+        let left = rt
+            .block_on(attached_xdp_program("eth1"))
+            .map_err(|e| e.to_string())?;
         Ok((snapshot, left.map(|p| p.id)))
     });
-    ready_rx.recv_timeout(Duration::from_secs(20)).expect("monitor attached in B");
+    ready_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("monitor attached in B");
 
-    let frames: Vec<(Vec<u8>, usize)> = cases.iter().enumerate().map(|(i, c)| (c.frame.clone(), i + 1)).collect();
+    let frames: Vec<(Vec<u8>, usize)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.frame.clone(), i + 1))
+        .collect();
     in_netns(&a, move || -> anyhow::Result<()> {
         let socket = PacketSocket::bind("peer0", false)?;
         for (frame, times) in &frames {
@@ -107,7 +125,10 @@ fn exact_counts_of_every_kind_over_a_veth() {
     .expect("sending from A");
     sent_tx.send(()).expect("watcher alive");
 
-    let (snapshot, left_behind) = watcher.join().expect("watcher thread").expect("monitor in B");
+    let (snapshot, left_behind) = watcher
+        .join()
+        .expect("watcher thread")
+        .expect("monitor in B");
     for counter in Counter::ALL {
         assert_eq!(
             counter_total(&snapshot, counter),
@@ -116,8 +137,14 @@ fn exact_counts_of_every_kind_over_a_veth() {
         );
     }
     assert_eq!(snapshot.ap.ike.bytes, expected_bytes[Counter::Ike as usize]);
-    assert_eq!(snapshot.ap.mqtt.bytes, expected_bytes[Counter::Mqtt as usize]);
-    assert_eq!(snapshot.other.bytes, expected_bytes[Counter::Other as usize]);
+    assert_eq!(
+        snapshot.ap.mqtt.bytes,
+        expected_bytes[Counter::Mqtt as usize]
+    );
+    assert_eq!(
+        snapshot.other.bytes,
+        expected_bytes[Counter::Other as usize]
+    );
 
     // Peers: every valid advert came from A (IPv4) or A's link-local (IPv6), VRID 67.
     let valid_from = |source: std::net::IpAddr| -> u64 {
@@ -133,7 +160,12 @@ fn exact_counts_of_every_kind_over_a_veth() {
             .sum()
     };
     let peer = |source: std::net::IpAddr| {
-        snapshot.vrrp.peers.iter().find(|p| p.source == source && p.vrid == 67).cloned()
+        snapshot
+            .vrrp
+            .peers
+            .iter()
+            .find(|p| p.source == source && p.vrid == 67)
+            .cloned()
     };
     let a4 = peer(SERVER_A.into()).expect("peer A over IPv4");
     assert_eq!(a4.adverts, valid_from(SERVER_A.into()));
@@ -143,8 +175,14 @@ fn exact_counts_of_every_kind_over_a_veth() {
     assert_eq!(snapshot.vrrp.peers.len(), 2, "{:?}", snapshot.vrrp.peers);
 
     // APs: two IPv4 APs (one seen only as a destination) and one IPv6 AP.
-    assert_eq!(snapshot.ap.active_aps, 3, "AP_1 {AP_1}, AP_2 {AP_2}, AP_6 {AP_6}");
-    assert_eq!(left_behind, None, "XDP program left on eth1 after the monitor was dropped");
+    assert_eq!(
+        snapshot.ap.active_aps, 3,
+        "AP_1 {AP_1}, AP_2 {AP_2}, AP_6 {AP_6}"
+    );
+    assert_eq!(
+        left_behind, None,
+        "XDP program left on eth1 after the monitor was dropped"
+    );
 }
 
 fn classify_source(frame: &[u8]) -> Option<std::net::IpAddr> {
@@ -161,7 +199,9 @@ fn a_second_monitor_is_refused_naming_the_first() {
     let (_lab, _a, b) = two_servers();
     let message = in_netns(&b, || {
         let rt = runtime();
-        let first = rt.block_on(Monitor::attach("eth1", MonitorOptions::default())).map_err(|e| e.to_string())?;
+        let first = rt
+            .block_on(Monitor::attach("eth1", MonitorOptions::default()))
+            .map_err(|e| e.to_string())?;
         let second = rt.block_on(Monitor::attach("eth1", MonitorOptions::default()));
         let message = match second {
             Err(error @ MonitorError::AlreadyAttached { .. }) => error.to_string(),
@@ -170,14 +210,22 @@ fn a_second_monitor_is_refused_naming_the_first() {
         };
         drop(first);
         // Once the first is gone, attaching works again.
-        let third = rt.block_on(Monitor::attach("eth1", MonitorOptions::default())).map_err(|e| e.to_string())?;
+        let third = rt
+            .block_on(Monitor::attach("eth1", MonitorOptions::default()))
+            .map_err(|e| e.to_string())?;
         drop(third);
         Ok::<_, String>(message)
     })
     .expect("netns b")
     .expect("attach sequence");
-    assert!(message.contains("already has an XDP program attached"), "{message}");
-    assert!(message.contains("wimark_ha_monit"), "names the program: {message}");
+    assert!(
+        message.contains("already has an XDP program attached"),
+        "{message}"
+    );
+    assert!(
+        message.contains("wimark_ha_monit"),
+        "names the program: {message}"
+    );
     assert!(message.contains("--force"), "says what to do: {message}");
 }
 
@@ -194,26 +242,50 @@ fn force_replaces_a_program_attached_through_netlink() {
             .try_into()
             .map_err(|e: aya::programs::ProgramError| e.to_string())?;
         let rt = runtime();
-        rt.block_on(attach_through_netlink("eth1", program)).map_err(|e| e.to_string())?;
-        drop(foreign); // the netlink attachment keeps the program alive
-        let foreign_id = rt.block_on(attached_xdp_program("eth1")).map_err(|e| e.to_string())?.ok_or("foreign not attached")?.id;
-        let forced = rt
-            .block_on(Monitor::attach("eth1", MonitorOptions { force: true, kernel_log: None }))
+        rt.block_on(attach_through_netlink("eth1", program))
             .map_err(|e| e.to_string())?;
-        let ours = rt.block_on(attached_xdp_program("eth1")).map_err(|e| e.to_string())?.ok_or("ours not attached")?.id;
+        drop(foreign); // the netlink attachment keeps the program alive
+        let foreign_id = rt
+            .block_on(attached_xdp_program("eth1"))
+            .map_err(|e| e.to_string())?
+            .ok_or("foreign not attached")?
+            .id;
+        let forced = rt
+            .block_on(Monitor::attach(
+                "eth1",
+                MonitorOptions {
+                    force: true,
+                    kernel_log: None,
+                },
+            ))
+            .map_err(|e| e.to_string())?;
+        let ours = rt
+            .block_on(attached_xdp_program("eth1"))
+            .map_err(|e| e.to_string())?
+            .ok_or("ours not attached")?
+            .id;
         drop(forced);
-        let left = rt.block_on(attached_xdp_program("eth1")).map_err(|e| e.to_string())?.map(|p| p.id);
+        let left = rt
+            .block_on(attached_xdp_program("eth1"))
+            .map_err(|e| e.to_string())?
+            .map(|p| p.id);
         Ok((foreign_id, ours, left))
     })
     .expect("netns b");
     let (foreign_id, ours, left) = outcome.expect("force sequence");
-    assert_ne!(foreign_id, ours, "--force must put our program in place of the foreign one");
+    assert_ne!(
+        foreign_id, ours,
+        "--force must put our program in place of the foreign one"
+    );
     assert_eq!(left, None);
 }
 
 /// Attaches `program` the legacy way (IFLA_XDP_FD over rtnetlink, generic
 /// mode), which outlives the process that did it, like `ip link set ... xdp`.
-async fn attach_through_netlink(interface: &str, program: &aya::programs::Xdp) -> anyhow::Result<()> {
+async fn attach_through_netlink(
+    interface: &str,
+    program: &aya::programs::Xdp,
+) -> anyhow::Result<()> {
     use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, LinkXdp};
     use std::os::fd::{AsFd as _, AsRawFd as _};
     let (connection, handle, _) = rtnetlink::new_connection()?;
@@ -224,7 +296,10 @@ async fn attach_through_netlink(interface: &str, program: &aya::programs::Xdp) -
     let mut message = LinkMessage::default();
     message.header.index = index;
     let fd = program.fd()?.as_fd().as_raw_fd();
-    message.attributes.push(LinkAttribute::Xdp(vec![LinkXdp::Fd(fd), LinkXdp::Flags(1 << 1)]));
+    message.attributes.push(LinkAttribute::Xdp(vec![
+        LinkXdp::Fd(fd),
+        LinkXdp::Flags(1 << 1),
+    ]));
     handle.link().set(message).execute().await?;
     Ok(())
 }

@@ -4,19 +4,22 @@
 //! the peer table, and reports peer changes over the ring buffer.
 
 use aya::maps::RingBuf;
+use std::net::{IpAddr, Ipv4Addr};
 use wimark_ha::monitor::{read_peers, PeerChange};
+use wimark_ha::vrrp::ChecksumMode;
 use wimark_ha_common::{
     abi::{Counter, IpBytes, MAP_EVENTS},
     classify::classify,
 };
-use std::net::{IpAddr, Ipv4Addr};
-use wimark_ha::vrrp::ChecksumMode;
 use wimark_ha_tests::{
     frames::{self, catalogue, SERVER_A},
     kernel::{KernelMonitor, XDP_PASS},
 };
 
-fn delta(before: &[wimark_ha_common::abi::TrafficCounter], after: &[wimark_ha_common::abi::TrafficCounter]) -> Vec<(Counter, u64, u64)> {
+fn delta(
+    before: &[wimark_ha_common::abi::TrafficCounter],
+    after: &[wimark_ha_common::abi::TrafficCounter],
+) -> Vec<(Counter, u64, u64)> {
     Counter::ALL
         .iter()
         .filter_map(|c| {
@@ -35,15 +38,28 @@ fn kernel_counts_each_catalogue_frame_once_under_its_counter_and_passes_it_unalt
         let before = monitor.counters().expect("counters");
         let run = monitor.run(&case.frame, 1).expect("test run");
         let after = monitor.counters().expect("counters");
-        assert_eq!(run.return_value, XDP_PASS, "{}: XDP must pass every frame", case.name);
-        assert_eq!(run.data_out, case.frame, "{}: XDP must not alter the frame", case.name);
+        assert_eq!(
+            run.return_value, XDP_PASS,
+            "{}: XDP must pass every frame",
+            case.name
+        );
+        assert_eq!(
+            run.data_out, case.frame,
+            "{}: XDP must not alter the frame",
+            case.name
+        );
         assert_eq!(
             delta(&before, &after),
             vec![(case.expected, 1, case.frame.len() as u64)],
             "{}: kernel counters",
             case.name
         );
-        assert_eq!(classify(case.frame.as_slice()).counter(), case.expected, "{}: userspace", case.name);
+        assert_eq!(
+            classify(case.frame.as_slice()).counter(),
+            case.expected,
+            "{}: userspace",
+            case.name
+        );
     }
 }
 
@@ -98,7 +114,15 @@ fn kernel_keeps_the_peer_table_and_reports_changes() {
     assert_eq!(peers.len(), 1, "{peers:?}");
     let (key, record) = peers[0];
     assert_eq!((key.vrid, key.source), (67, IpBytes::v4(SERVER_A.octets())));
-    assert_eq!((record.adverts, record.priority, record.interval_ms, record.version), (9, 0, 100, 3));
+    assert_eq!(
+        (
+            record.adverts,
+            record.priority,
+            record.interval_ms,
+            record.version
+        ),
+        (9, 0, 100, 3)
+    );
     assert!(record.last_seen_ns > 0);
 
     let map = monitor.ebpf.take_map(MAP_EVENTS).expect("events map");
@@ -109,7 +133,16 @@ fn kernel_keeps_the_peer_table_and_reports_changes() {
     }
     let kinds: Vec<_> = changes
         .iter()
-        .map(|c| (c.new_peer, c.priority_changed, c.priority_zero, c.interval_changed, c.priority, c.interval_ms))
+        .map(|c| {
+            (
+                c.new_peer,
+                c.priority_changed,
+                c.priority_zero,
+                c.interval_changed,
+                c.priority,
+                c.interval_ms,
+            )
+        })
         .collect();
     assert_eq!(
         kinds,
@@ -123,5 +156,7 @@ fn kernel_keeps_the_peer_table_and_reports_changes() {
     );
     assert_eq!(changes[1].previous_priority, 200);
     assert_eq!(changes[2].previous_interval_ms, 10);
-    assert!(changes.windows(2).all(|w| w[0].timestamp_ns <= w[1].timestamp_ns));
+    assert!(changes
+        .windows(2)
+        .all(|w| w[0].timestamp_ns <= w[1].timestamp_ns));
 }

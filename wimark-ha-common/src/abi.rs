@@ -115,7 +115,11 @@ impl IpBytes {
     }
     #[inline(always)]
     pub const fn v6(addr: [u8; 16]) -> Self {
-        Self { addr, family: FAMILY_IPV6, _pad: [0; 3] }
+        Self {
+            addr,
+            family: FAMILY_IPV6,
+            _pad: [0; 3],
+        }
     }
 }
 

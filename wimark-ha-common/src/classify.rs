@@ -175,7 +175,10 @@ pub enum Verdict {
     Carp,
     /// `ap` is the address on the AP's side: the end whose port is not the
     /// service port (for ESP, which has no ports, the source).
-    Ap { class: ApClass, ap: IpBytes },
+    Ap {
+        class: ApClass,
+        ap: IpBytes,
+    },
     Other,
 }
 
@@ -339,7 +342,10 @@ fn classify_transport<F: Frame + ?Sized>(
             Err(VrrpRejection::Carp) => Verdict::Carp,
             Err(VrrpRejection::Invalid(e)) => Verdict::VrrpInvalid(e),
         },
-        IPPROTO_ESP => Verdict::Ap { class: ApClass::Esp, ap: ip.source },
+        IPPROTO_ESP => Verdict::Ap {
+            class: ApClass::Esp,
+            ap: ip.source,
+        },
         IPPROTO_UDP | IPPROTO_TCP if !later_fragment => {
             let Some(ports) = frame.load::<4>(offset) else {
                 return Verdict::Other;
@@ -349,14 +355,23 @@ fn classify_transport<F: Frame + ?Sized>(
             let (first, second) = if protocol == IPPROTO_UDP {
                 ((PORT_NAT_T, ApClass::NatT), (PORT_IKE, ApClass::Ike))
             } else {
-                ((PORT_MQTT, ApClass::Mqtt), (PORT_MQTT_TLS, ApClass::MqttTls))
+                (
+                    (PORT_MQTT, ApClass::Mqtt),
+                    (PORT_MQTT_TLS, ApClass::MqttTls),
+                )
             };
             for (port, class) in [first, second] {
                 if destination_port == port {
-                    return Verdict::Ap { class, ap: ip.source };
+                    return Verdict::Ap {
+                        class,
+                        ap: ip.source,
+                    };
                 }
                 if source_port == port {
-                    return Verdict::Ap { class, ap: ip.destination };
+                    return Verdict::Ap {
+                        class,
+                        ap: ip.destination,
+                    };
                 }
             }
             Verdict::Other

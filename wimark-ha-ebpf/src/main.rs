@@ -113,7 +113,11 @@ fn count(counter: Counter, bytes: u64) {
 #[inline(always)]
 fn record_peer(advert: &AdvertSummary) {
     let now = unsafe { bpf_ktime_get_ns() };
-    let key = PeerKey { source: advert.source, vrid: advert.vrid, _pad: [0; 3] };
+    let key = PeerKey {
+        source: advert.source,
+        vrid: advert.vrid,
+        _pad: [0; 3],
+    };
     let mut kind = 0u32;
     let mut previous_priority = advert.priority;
     let mut previous_interval_ms = advert.interval_ms;
@@ -194,9 +198,10 @@ fn same_address(a: &IpBytes, b: &IpBytes) -> bool {
 #[inline(always)]
 fn record_ap(ap: &IpBytes, bytes: u64) {
     let first_way = ap_set(ap) * AP_TABLE_WAYS;
-    let (Some(way0), Some(way1)) =
-        (AP_TABLE.get_ptr_mut(first_way), AP_TABLE.get_ptr_mut(first_way + 1))
-    else {
+    let (Some(way0), Some(way1)) = (
+        AP_TABLE.get_ptr_mut(first_way),
+        AP_TABLE.get_ptr_mut(first_way + 1),
+    ) else {
         return;
     };
     let now = AP_CLOCK.get(0).copied().unwrap_or(0);
@@ -209,11 +214,21 @@ fn record_ap(ap: &IpBytes, bytes: u64) {
         } else {
             // Neither way holds it: take the less recently seen one (an empty
             // slot has last_seen 0).
-            let victim = if (*way0).last_seen_ns <= (*way1).last_seen_ns { way0 } else { way1 };
+            let victim = if (*way0).last_seen_ns <= (*way1).last_seen_ns {
+                way0
+            } else {
+                way1
+            };
             if (*victim).address.family != 0 {
                 count(Counter::ApEvicted, 0);
             }
-            *victim = ApSlot { address: *ap, _pad: [0; 4], last_seen_ns: 0, packets: 0, bytes: 0 };
+            *victim = ApSlot {
+                address: *ap,
+                _pad: [0; 4],
+                last_seen_ns: 0,
+                packets: 0,
+                bytes: 0,
+            };
             victim
         };
         (*slot).last_seen_ns = now;

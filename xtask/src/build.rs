@@ -18,7 +18,10 @@ pub struct Built {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
 }
 
 pub fn cargo() -> String {
@@ -26,7 +29,9 @@ pub fn cargo() -> String {
 }
 
 pub fn run(command: &mut Command) -> Result<()> {
-    let status = command.status().with_context(|| format!("running {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed ({status})");
     }
@@ -38,16 +43,30 @@ pub fn run(command: &mut Command) -> Result<()> {
 pub fn kernel_object(root: &Path) -> Result<PathBuf> {
     let dir = root.join("wimark-ha-ebpf");
     let mut command = Command::new(cargo());
-    command.current_dir(&dir).args(["build", "--release"]).env("PATH", prereqs::path_with_cargo_bin());
+    command
+        .current_dir(&dir)
+        .args(["build", "--release"])
+        .env("PATH", prereqs::path_with_cargo_bin());
     // Settings meant for the host build must not leak into the BPF one.
-    for var in ["RUSTC", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "CARGO_ENCODED_RUSTFLAGS", "RUSTUP_TOOLCHAIN"] {
+    for var in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTUP_TOOLCHAIN",
+    ] {
         command.env_remove(var);
     }
     eprintln!("xtask: building the XDP object (wimark-ha-ebpf, bpfel-unknown-none)");
     run(&mut command)?;
     let object = dir.join("target/bpfel-unknown-none/release/wimark-ha-ebpf");
     if !object.exists() {
-        bail!("the eBPF build succeeded but {} is missing", object.display());
+        bail!(
+            "the eBPF build succeeded but {} is missing",
+            object.display()
+        );
     }
     Ok(object)
 }
@@ -62,7 +81,15 @@ pub fn host_env(command: &mut Command, object: &Path) {
 pub fn all(root: &Path) -> Result<Built> {
     let object = kernel_object(root)?;
     let mut command = Command::new(cargo());
-    command.current_dir(root).args(["build", "--release", "-p", "wimark-ha", "-p", "wimark-ha-tests", "--bins"]);
+    command.current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "wimark-ha",
+        "-p",
+        "wimark-ha-tests",
+        "--bins",
+    ]);
     host_env(&mut command, &object);
     eprintln!("xtask: building wimark-ha with the XDP object embedded");
     run(&mut command)?;

@@ -12,7 +12,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "Build, test, demo and benchmark wimark-ha")]
+#[command(
+    name = "cargo xtask",
+    about = "Build, test, demo and benchmark wimark-ha"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,7 +76,9 @@ fn main() -> Result<()> {
             let built = build::all(&root)?;
             run::tool(&root, &built, "wimark-ha-lab", &[])
         }
-        Command::Bench { which: Bench::Xdp { args } } => {
+        Command::Bench {
+            which: Bench::Xdp { args },
+        } => {
             prereqs::ensure()?;
             prereqs::require_root("the XDP benchmark (BPF, network namespaces)")?;
             let built = build::all(&root)?;

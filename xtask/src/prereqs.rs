@@ -20,16 +20,36 @@ struct Package {
 }
 
 const PACKAGES: &[Package] = &[
-    Package { name: "rustc-web", path: "/usr/bin/rustc", why: "rustc with LLVM 22 for the BPF target" },
+    Package {
+        name: "rustc-web",
+        path: "/usr/bin/rustc",
+        why: "rustc with LLVM 22 for the BPF target",
+    },
     Package {
         name: "libstd-rust-web-dev-bpf",
         path: "/usr/lib/rustlib/bpfel-unknown-none/lib",
         why: "precompiled core for bpfel-unknown-none",
     },
-    Package { name: "llvm-22-dev", path: "/usr/lib/llvm-22/lib/libLLVM.so", why: "LLVM for bpf-linker" },
-    Package { name: "iproute2", path: "/usr/bin/ip", why: "network namespaces for the lab and tests" },
-    Package { name: "tcpdump", path: "/usr/bin/tcpdump", why: "packet captures in the lab" },
-    Package { name: "bpftool", path: "/usr/sbin/bpftool", why: "inspecting loaded programs" },
+    Package {
+        name: "llvm-22-dev",
+        path: "/usr/lib/llvm-22/lib/libLLVM.so",
+        why: "LLVM for bpf-linker",
+    },
+    Package {
+        name: "iproute2",
+        path: "/usr/bin/ip",
+        why: "network namespaces for the lab and tests",
+    },
+    Package {
+        name: "tcpdump",
+        path: "/usr/bin/tcpdump",
+        why: "packet captures in the lab",
+    },
+    Package {
+        name: "bpftool",
+        path: "/usr/sbin/bpftool",
+        why: "inspecting loaded programs",
+    },
 ];
 
 const BPF_LINKER_INSTALL: &str =
@@ -68,7 +88,10 @@ pub fn require_root(what: &str) -> Result<()> {
 }
 
 pub fn ensure() -> Result<()> {
-    let missing: Vec<&Package> = PACKAGES.iter().filter(|p| !Path::new(p.path).exists()).collect();
+    let missing: Vec<&Package> = PACKAGES
+        .iter()
+        .filter(|p| !Path::new(p.path).exists())
+        .collect();
     let linker_missing = !bpf_linker_present();
     if missing.is_empty() && !linker_missing {
         return Ok(());
@@ -80,7 +103,8 @@ pub fn ensure() -> Result<()> {
     if linker_missing {
         eprintln!("xtask: missing bpf-linker (links the XDP object)");
     }
-    let debian = Path::new("/usr/bin/apt-get").exists() && Path::new("/etc/debian_version").exists();
+    let debian =
+        Path::new("/usr/bin/apt-get").exists() && Path::new("/etc/debian_version").exists();
     if !(is_root() && debian) {
         let mut steps = Vec::new();
         if !names.is_empty() {
@@ -96,7 +120,9 @@ pub fn ensure() -> Result<()> {
     }
     if !names.is_empty() {
         eprintln!("xtask: installing {}", names.join(" "));
-        run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run(Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
         run(Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&names)
@@ -105,7 +131,16 @@ pub fn ensure() -> Result<()> {
     if !bpf_linker_present() {
         eprintln!("xtask: installing bpf-linker (about a minute)");
         run(Command::new(crate::build::cargo())
-            .args(["install", "bpf-linker", "--version", "0.13.0", "--locked", "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                "0.13.0",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
     Ok(())

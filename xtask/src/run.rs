@@ -10,7 +10,9 @@ use crate::build::{cargo, host_env, run, Built};
 /// in release mode so the test binaries share the build just made.
 pub fn tests(root: &Path, built: &Built, extra: &[String]) -> Result<()> {
     let mut command = Command::new(cargo());
-    command.current_dir(root).args(["test", "--release", "--workspace"]);
+    command
+        .current_dir(root)
+        .args(["test", "--release", "--workspace"]);
     if !extra.is_empty() {
         command.arg("--").args(extra);
     }
@@ -22,6 +24,9 @@ pub fn tests(root: &Path, built: &Built, extra: &[String]) -> Result<()> {
 /// One of the tools of the `tests` crate (lab, bench).
 pub fn tool(root: &Path, built: &Built, name: &str, args: &[String]) -> Result<()> {
     let mut command = Command::new(root.join("target/release").join(name));
-    command.current_dir(root).args(args).env("WIMARK_HA_BIN", &built.binary);
+    command
+        .current_dir(root)
+        .args(args)
+        .env("WIMARK_HA_BIN", &built.binary);
     run(&mut command)
 }

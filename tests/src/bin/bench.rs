@@ -76,11 +76,19 @@ const CLASSES: &[&str] = &[
 ];
 
 fn main() -> Result<()> {
-    let Which::Xdp { repeat, rounds, flood } = Cli::parse().which;
+    let Which::Xdp {
+        repeat,
+        rounds,
+        flood,
+    } = Cli::parse().which;
     require_root("the XDP benchmark");
     let cases = catalogue();
     let pick = |name: &str| -> Result<Case> {
-        cases.iter().find(|c| c.name == name).cloned().with_context(|| format!("no catalogue case {name}"))
+        cases
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
+            .with_context(|| format!("no catalogue case {name}"))
     };
     let selected: Vec<Case> = CLASSES.iter().map(|n| pick(n)).collect::<Result<_>>()?;
     per_packet_cost(&selected, repeat, rounds)?;
@@ -101,9 +109,14 @@ fn per_packet_cost(cases: &[Case], repeat: u32, rounds: usize) -> Result<()> {
         .context("no baseline program in the object")?
         .try_into()?;
     baseline.load().context("loading the baseline program")?;
-    let baseline: &aya::programs::Xdp =
-        monitor.ebpf.program(BASELINE_PROGRAM_NAME).context("baseline")?.try_into()?;
-    println!("## XDP per-packet cost (BPF_PROG_TEST_RUN, {repeat} repeats x {rounds} rounds, median)\n");
+    let baseline: &aya::programs::Xdp = monitor
+        .ebpf
+        .program(BASELINE_PROGRAM_NAME)
+        .context("baseline")?
+        .try_into()?;
+    println!(
+        "## XDP per-packet cost (BPF_PROG_TEST_RUN, {repeat} repeats x {rounds} rounds, median)\n"
+    );
     println!("| class | frame bytes | monitor ns/pkt | pass-only ns/pkt | program cost (difference) | target ≤ {TARGET_NS} ns |");
     println!("|---|---:|---:|---:|---:|---|");
     let mut worst: f64 = 0.0;
@@ -113,7 +126,11 @@ fn per_packet_cost(cases: &[Case], repeat: u32, rounds: usize) -> Result<()> {
         for _ in 0..rounds {
             let run = monitor.run(&case.frame, repeat)?;
             if run.return_value != XDP_PASS {
-                bail!("{}: returned {} instead of XDP_PASS", case.name, run.return_value);
+                bail!(
+                    "{}: returned {} instead of XDP_PASS",
+                    case.name,
+                    run.return_value
+                );
             }
             ours.push(run.duration_ns as f64);
             base.push(run_program(baseline, &case.frame, repeat)?.duration_ns as f64);
@@ -128,7 +145,9 @@ fn per_packet_cost(cases: &[Case], repeat: u32, rounds: usize) -> Result<()> {
             if cost <= TARGET_NS { "met" } else { "missed" }
         );
     }
-    println!("\nworst class: {worst:.0} ns/packet for the program itself (target ≤ {TARGET_NS} ns)\n");
+    println!(
+        "\nworst class: {worst:.0} ns/packet for the program itself (target ≤ {TARGET_NS} ns)\n"
+    );
     Ok(())
 }
 
@@ -173,12 +192,18 @@ fn flood_counts(cases: &[Case], total: u64) -> Result<()> {
             let _ = socket.statistics()?; // reset
             ready_tx.send(()).ok();
             let started = thread_cpu_time();
-            let mut count = UserspaceCount { per_class: [0; Counter::COUNT as usize], received: 0, kernel_drops: 0, cpu: Duration::ZERO };
+            let mut count = UserspaceCount {
+                per_class: [0; Counter::COUNT as usize],
+                received: 0,
+                kernel_drops: 0,
+                cpu: Duration::ZERO,
+            };
             let mut buffer = vec![0u8; 2048];
             loop {
                 match socket.receive(&mut buffer)? {
                     Some(n) => {
-                        count.per_class[classify(&buffer[..n.min(buffer.len())]).counter() as usize] += 1;
+                        count.per_class
+                            [classify(&buffer[..n.min(buffer.len())]).counter() as usize] += 1;
                         count.received += 1;
                     }
                     None if stop.load(Ordering::Relaxed) => break,
@@ -190,7 +215,9 @@ fn flood_counts(cases: &[Case], total: u64) -> Result<()> {
             Ok(count)
         })
     };
-    ready_rx.recv_timeout(Duration::from_secs(10)).context("AF_PACKET counter did not start")?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("AF_PACKET counter did not start")?;
 
     // The XDP monitor, attached in the monitored namespace.
     let (attached_tx, attached_rx) = mpsc::channel();
@@ -199,7 +226,9 @@ fn flood_counts(cases: &[Case], total: u64) -> Result<()> {
         let path = netns_path(&monitored_ns);
         thread::spawn(move || -> Result<[u64; Counter::COUNT as usize]> {
             enter_netns(&path)?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let monitor = rt.block_on(Monitor::attach("eth1", MonitorOptions::default()))?;
             attached_tx.send(monitor.mode()).ok();
             done_rx.recv().ok();
@@ -207,7 +236,9 @@ fn flood_counts(cases: &[Case], total: u64) -> Result<()> {
             Ok(counters.map(|c| c.packets))
         })
     };
-    let mode = attached_rx.recv_timeout(Duration::from_secs(20)).context("XDP monitor did not attach")?;
+    let mode = attached_rx
+        .recv_timeout(Duration::from_secs(20))
+        .context("XDP monitor did not attach")?;
 
     let frames: Vec<Vec<u8>> = cases.iter().map(|c| c.frame.clone()).collect();
     let elapsed = in_netns(&sender_ns, move || -> Result<Duration> {
@@ -222,11 +253,19 @@ fn flood_counts(cases: &[Case], total: u64) -> Result<()> {
     thread::sleep(Duration::from_millis(500));
     done_tx.send(()).ok();
     stop.store(true, Ordering::Relaxed);
-    let by_xdp = xdp.join().map_err(|_| anyhow::anyhow!("XDP thread panicked"))??;
-    let by_user = counter.join().map_err(|_| anyhow::anyhow!("counter thread panicked"))??;
+    let by_xdp = xdp
+        .join()
+        .map_err(|_| anyhow::anyhow!("XDP thread panicked"))??;
+    let by_user = counter
+        .join()
+        .map_err(|_| anyhow::anyhow!("counter thread panicked"))??;
     drop(lab);
 
-    let xdp_total: u64 = Counter::ALL.iter().filter(|c| c.is_traffic()).map(|c| by_xdp[*c as usize]).sum();
+    let xdp_total: u64 = Counter::ALL
+        .iter()
+        .filter(|c| c.is_traffic())
+        .map(|c| by_xdp[*c as usize])
+        .sum();
     // EventsLost is not a traffic class: the flood alternates two adverts of
     // one peer (v3 10 ms, v2 1 s), so every advert is an interval change and
     // nobody drains the ring here; it is reported on its own line.
@@ -241,7 +280,10 @@ fn flood_counts(cases: &[Case], total: u64) -> Result<()> {
     println!("## Flood: {total} frames of {} classes, one namespace into the monitored veth (XDP {mode} mode)\n", cases.len());
     println!("| counter | frames counted | per-class miscounts | kernel drops | CPU per frame |");
     println!("|---|---:|---:|---:|---:|");
-    println!("| XDP program (in the veth's NAPI) | {xdp_total} | {} | 0 | see per-packet cost above |", miscount(&by_xdp));
+    println!(
+        "| XDP program (in the veth's NAPI) | {xdp_total} | {} | 0 | see per-packet cost above |",
+        miscount(&by_xdp)
+    );
     println!(
         "| AF_PACKET socket + same classifier in userspace | {} | {} | {} | {:.0} ns |",
         by_user.received,
@@ -249,13 +291,22 @@ fn flood_counts(cases: &[Case], total: u64) -> Result<()> {
         by_user.kernel_drops,
         by_user.cpu.as_nanos() as f64 / by_user.received.max(1) as f64
     );
-    println!("\npeer events the kernel could not queue (ring buffer not drained during the flood): {}", by_xdp[Counter::EventsLost as usize]);
-    println!("sent {total} frames in {:.2} s: {pps:.0} frames/s from one sender thread", elapsed.as_secs_f64());
+    println!(
+        "\npeer events the kernel could not queue (ring buffer not drained during the flood): {}",
+        by_xdp[Counter::EventsLost as usize]
+    );
+    println!(
+        "sent {total} frames in {:.2} s: {pps:.0} frames/s from one sender thread",
+        elapsed.as_secs_f64()
+    );
     if miscount(&by_xdp) != 0 || miscount(&by_user.per_class) != 0 {
         for c in Counter::ALL {
             let i = c as usize;
             if c.is_traffic() && (by_xdp[i] != expected[i] || by_user.per_class[i] != expected[i]) {
-                println!("{c:?}: expected {}, XDP {}, AF_PACKET {}", expected[i], by_xdp[i], by_user.per_class[i]);
+                println!(
+                    "{c:?}: expected {}, XDP {}, AF_PACKET {}",
+                    expected[i], by_xdp[i], by_user.per_class[i]
+                );
             }
         }
         bail!("a counter miscounted the flood");

@@ -56,12 +56,22 @@ fn main() -> Result<()> {
     // Server B: the MQTT broker's port, then the monitor.
     let broker = in_netns(&b, || TcpListener::bind(SocketAddrV4::new(SERVER_B, 1883)))??;
     let broker = thread::spawn(move || serve_mqtt(broker));
-    println!("lab: server B runs `wimark-ha stats --iface eth1 --duration {DURATION_S}s --interval 2s`");
+    println!(
+        "lab: server B runs `wimark-ha stats --iface eth1 --duration {DURATION_S}s --interval 2s`"
+    );
     let stats = {
         let binary = binary.clone();
         in_netns(&b, move || {
             Command::new(binary)
-                .args(["stats", "--iface", "eth1", "--duration", &format!("{DURATION_S}s"), "--interval", "2s"])
+                .args([
+                    "stats",
+                    "--iface",
+                    "eth1",
+                    "--duration",
+                    &format!("{DURATION_S}s"),
+                    "--interval",
+                    "2s",
+                ])
                 .stdout(Stdio::inherit())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -80,8 +90,10 @@ fn main() -> Result<()> {
         let ap = ap.clone();
         move || in_netns(&ap, ap_traffic)
     });
-    vrrp.join().map_err(|_| anyhow::anyhow!("server A thread panicked"))???;
-    aps.join().map_err(|_| anyhow::anyhow!("AP thread panicked"))???;
+    vrrp.join()
+        .map_err(|_| anyhow::anyhow!("server A thread panicked"))???;
+    aps.join()
+        .map_err(|_| anyhow::anyhow!("AP thread panicked"))???;
 
     let status = stats.0.wait().context("waiting for wimark-ha stats")?;
     let _ = broker.join();
@@ -109,8 +121,12 @@ fn wait_for_xdp(namespace: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let attached = in_netns(namespace, || -> Result<bool> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            Ok(rt.block_on(wimark_ha::monitor::attached_xdp_program("eth1"))?.is_some())
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt
+                .block_on(wimark_ha::monitor::attached_xdp_program("eth1"))?
+                .is_some())
         })??;
         if attached {
             return Ok(());
@@ -129,7 +145,11 @@ fn server_a_adverts() -> Result<()> {
     assert_eq!(advert.version, Version::V2);
     let send = |advert: &wimark_ha::vrrp::Advert, ttl: u8| -> Result<()> {
         let socket = RawIpSocket::new(112, ttl, SERVER_A)?;
-        let message = advert.encode(SERVER_A.into(), VRRP_V4_GROUP.into(), ChecksumMode::WithoutPseudoHeader)?;
+        let message = advert.encode(
+            SERVER_A.into(),
+            VRRP_V4_GROUP.into(),
+            ChecksumMode::WithoutPseudoHeader,
+        )?;
         socket.send_to(&message, VRRP_V4_GROUP)
     };
     for second in 0..DURATION_S - 3 {
@@ -150,8 +170,11 @@ fn ap_traffic() -> Result<()> {
     let natt_1 = UdpSocket::bind(SocketAddrV4::new(AP_1, 4500))?;
     let natt_2 = UdpSocket::bind(SocketAddrV4::new(AP_2, 4500))?;
     let esp = RawIpSocket::new(libc::IPPROTO_ESP, 64, AP_2)?;
-    let mut mqtt = TcpStream::connect_timeout(&SocketAddrV4::new(SERVER_B, 1883).into(), Duration::from_secs(2))
-        .context("MQTT connect to server B")?;
+    let mut mqtt = TcpStream::connect_timeout(
+        &SocketAddrV4::new(SERVER_B, 1883).into(),
+        Duration::from_secs(2),
+    )
+    .context("MQTT connect to server B")?;
     mqtt.write_all(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c")?; // CONNECT
     let mut reply = [0u8; 4];
     mqtt.read_exact(&mut reply)?;

@@ -81,7 +81,10 @@ impl Cli {
                 "warn,wimark_ha={level},wimark_ha_ebpf={level}"
             ))
         });
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     }
 
     pub fn run(self) -> anyhow::Result<()> {
@@ -97,7 +100,8 @@ impl Cli {
 
 /// Parses "5s", "250ms", "1m30s" (humantime) and refuses zero.
 pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 5s, 250ms, 1m)"))?;
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 5s, 250ms, 1m)"))?;
     if duration.is_zero() {
         return Err("must be greater than zero".to_string());
     }

@@ -46,7 +46,10 @@ struct JsonReport<'a> {
 }
 
 pub async fn run(args: StatsArgs, log_level: LogLevel) -> anyhow::Result<()> {
-    let options = MonitorOptions { force: args.force, kernel_log: log_level.kernel_log() };
+    let options = MonitorOptions {
+        force: args.force,
+        kernel_log: log_level.kernel_log(),
+    };
     let mut monitor = Monitor::attach(&args.iface, options)
         .await
         .with_context(|| format!("cannot monitor `{}`", args.iface))?;
@@ -57,7 +60,8 @@ pub async fn run(args: StatsArgs, log_level: LogLevel) -> anyhow::Result<()> {
     let deadline = args.duration.map(|d| started + d);
     let mut ticker = tokio::time::interval_at(started + args.interval, args.interval);
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut previous = monitor.snapshot()?;
     let mut previous_at = started;
     let mut peer_events = Vec::new();
@@ -139,7 +143,10 @@ fn print_table(
         let (pps, bps) = match &before {
             Some((classes, over)) => {
                 let TrafficTotals { packets, bytes } = classes[i].1;
-                (rate(totals.packets, packets, *over), rate(totals.bytes, bytes, *over))
+                (
+                    rate(totals.packets, packets, *over),
+                    rate(totals.bytes, bytes, *over),
+                )
             }
             None => (
                 totals.packets as f64 / elapsed.as_secs_f64().max(1e-9),
@@ -183,7 +190,10 @@ fn print_table(
         snapshot.ap.known_aps
     ));
     if snapshot.events_lost > 0 {
-        out.push_str(&format!("peer events lost by the kernel: {}\n", snapshot.events_lost));
+        out.push_str(&format!(
+            "peer events lost by the kernel: {}\n",
+            snapshot.events_lost
+        ));
     }
     print!("{out}");
 }

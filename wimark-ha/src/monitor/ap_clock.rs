@@ -31,25 +31,39 @@ impl ApClock {
     pub fn start(ebpf: &mut Ebpf) -> Result<Self, MonitorError> {
         let map = ebpf
             .take_map(MAP_AP_CLOCK)
-            .ok_or(MonitorError::ObjectMismatch { what: "map", name: MAP_AP_CLOCK })?;
+            .ok_or(MonitorError::ObjectMismatch {
+                what: "map",
+                name: MAP_AP_CLOCK,
+            })?;
         let mut clock: Array<MapData, u64> =
-            Array::try_from(map).map_err(|source| MonitorError::Map { map: MAP_AP_CLOCK, source })?;
+            Array::try_from(map).map_err(|source| MonitorError::Map {
+                map: MAP_AP_CLOCK,
+                source,
+            })?;
         clock
             .set(0, monotonic_now_ns(), 0)
-            .map_err(|source| MonitorError::Map { map: MAP_AP_CLOCK, source })?;
+            .map_err(|source| MonitorError::Map {
+                map: MAP_AP_CLOCK,
+                source,
+            })?;
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = thread::Builder::new().name("wimark-ha ap clock".to_string()).spawn({
-            let stop = stop.clone();
-            move || {
-                while !stop.load(Ordering::Relaxed) {
-                    thread::sleep(Duration::from_millis(AP_CLOCK_TICK_MS));
-                    if let Err(e) = clock.set(0, monotonic_now_ns(), 0) {
-                        tracing::warn!("AP clock update failed: {e}");
+        let thread = thread::Builder::new()
+            .name("wimark-ha ap clock".to_string())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        thread::sleep(Duration::from_millis(AP_CLOCK_TICK_MS));
+                        if let Err(e) = clock.set(0, monotonic_now_ns(), 0) {
+                            tracing::warn!("AP clock update failed: {e}");
+                        }
                     }
                 }
-            }
-        })?;
-        Ok(Self { stop, thread: Some(thread) })
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 

@@ -47,7 +47,9 @@ pub struct ExistingProgram {
 }
 
 pub(super) fn interface_index(interface: &str) -> Result<u32, MonitorError> {
-    let missing = || MonitorError::NoSuchInterface { interface: interface.to_string() };
+    let missing = || MonitorError::NoSuchInterface {
+        interface: interface.to_string(),
+    };
     let name = CString::new(interface).map_err(|_| missing())?;
     // SAFETY: `name` is a valid NUL-terminated string.
     match unsafe { libc::if_nametoindex(name.as_ptr()) } {
@@ -57,7 +59,10 @@ pub(super) fn interface_index(interface: &str) -> Result<u32, MonitorError> {
 }
 
 fn netlink_error(interface: &str, detail: impl fmt::Display) -> MonitorError {
-    MonitorError::Netlink { interface: interface.to_string(), detail: detail.to_string() }
+    MonitorError::Netlink {
+        interface: interface.to_string(),
+        detail: detail.to_string(),
+    }
 }
 
 fn netlink_handle(interface: &str) -> Result<rtnetlink::Handle, MonitorError> {
@@ -69,7 +74,9 @@ fn netlink_handle(interface: &str) -> Result<rtnetlink::Handle, MonitorError> {
 
 /// The XDP program attached to `interface` right now, if any (rtnetlink
 /// RTM_GETLINK, IFLA_XDP).
-pub async fn attached_xdp_program(interface: &str) -> Result<Option<ExistingProgram>, MonitorError> {
+pub async fn attached_xdp_program(
+    interface: &str,
+) -> Result<Option<ExistingProgram>, MonitorError> {
     let ifindex = interface_index(interface)?;
     let handle = netlink_handle(interface)?;
     query_attached(&handle, interface, ifindex).await
@@ -82,9 +89,15 @@ async fn query_attached(
 ) -> Result<Option<ExistingProgram>, MonitorError> {
     let mut links = handle.link().get().match_index(ifindex).execute();
     let mut found = None;
-    while let Some(message) = links.try_next().await.map_err(|e| netlink_error(interface, e))? {
+    while let Some(message) = links
+        .try_next()
+        .await
+        .map_err(|e| netlink_error(interface, e))?
+    {
         for attribute in message.attributes {
-            let LinkAttribute::Xdp(xdp) = attribute else { continue };
+            let LinkAttribute::Xdp(xdp) = attribute else {
+                continue;
+            };
             let mut id = 0;
             let mut mode_flags = 0;
             for nla in xdp {
@@ -97,7 +110,11 @@ async fn query_attached(
                 }
             }
             if id != 0 {
-                found = Some(ExistingProgram { id, name: program_name(id), mode_flags });
+                found = Some(ExistingProgram {
+                    id,
+                    name: program_name(id),
+                    mode_flags,
+                });
             }
         }
     }
@@ -122,9 +139,10 @@ async fn detach_foreign(
 ) -> Result<(), MonitorError> {
     let mut message = LinkMessage::default();
     message.header.index = ifindex;
-    message
-        .attributes
-        .push(LinkAttribute::Xdp(vec![LinkXdp::Fd(-1), LinkXdp::Flags(existing.mode_flags)]));
+    message.attributes.push(LinkAttribute::Xdp(vec![
+        LinkXdp::Fd(-1),
+        LinkXdp::Flags(existing.mode_flags),
+    ]));
     handle.link().set(message).execute().await.map_err(|e| MonitorError::ReplaceFailed {
         interface: interface.to_string(),
         id: existing.id,
@@ -153,12 +171,21 @@ pub(super) async fn attach(
     }
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
-        .ok_or(MonitorError::ObjectMismatch { what: "program", name: PROGRAM_NAME })?
+        .ok_or(MonitorError::ObjectMismatch {
+            what: "program",
+            name: PROGRAM_NAME,
+        })?
         .try_into()
-        .map_err(|_| MonitorError::ObjectMismatch { what: "XDP program", name: PROGRAM_NAME })?;
+        .map_err(|_| MonitorError::ObjectMismatch {
+            what: "XDP program",
+            name: PROGRAM_NAME,
+        })?;
     let attach_error = |e: &aya::programs::ProgramError| match errno_of(e) {
         Some(libc::EPERM) | Some(libc::EACCES) => MonitorError::NotPermitted,
-        _ => MonitorError::Attach { interface: interface.to_string(), detail: e.to_string() },
+        _ => MonitorError::Attach {
+            interface: interface.to_string(),
+            detail: e.to_string(),
+        },
     };
     match program.attach_to_if_index(ifindex, XdpMode::Driver) {
         Ok(_) => Ok(AttachMode::Driver),
@@ -167,7 +194,10 @@ pub(super) async fn attach(
             Some(libc::EBUSY) | Some(libc::EEXIST) => Err(attach_error(&e)),
             Some(libc::EPERM) | Some(libc::EACCES) => Err(MonitorError::NotPermitted),
             _ => {
-                tracing::info!(interface, "native XDP unavailable ({e}); using generic mode");
+                tracing::info!(
+                    interface,
+                    "native XDP unavailable ({e}); using generic mode"
+                );
                 program
                     .attach_to_if_index(ifindex, XdpMode::Skb)
                     .map(|_| AttachMode::Generic)

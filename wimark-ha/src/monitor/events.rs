@@ -69,13 +69,21 @@ impl fmt::Display for PeerChange {
             )?;
         }
         if self.priority_changed {
-            write!(f, " priority {} -> {}", self.previous_priority, self.priority)?;
+            write!(
+                f,
+                " priority {} -> {}",
+                self.previous_priority, self.priority
+            )?;
         }
         if self.priority_zero {
             f.write_str(" resigning (priority 0)")?;
         }
         if self.interval_changed {
-            write!(f, " interval {} -> {} ms", self.previous_interval_ms, self.interval_ms)?;
+            write!(
+                f,
+                " interval {} -> {} ms",
+                self.previous_interval_ms, self.interval_ms
+            )?;
         }
         Ok(())
     }
@@ -90,10 +98,17 @@ impl EventStream {
     pub(super) fn new(ebpf: &mut Ebpf) -> Result<Self, MonitorError> {
         let map = ebpf
             .take_map(MAP_EVENTS)
-            .ok_or(MonitorError::ObjectMismatch { what: "map", name: MAP_EVENTS })?;
-        let ring = RingBuf::try_from(map)
-            .map_err(|source| MonitorError::Map { map: MAP_EVENTS, source })?;
-        Ok(Self { ring: super::register_readable(ring)? })
+            .ok_or(MonitorError::ObjectMismatch {
+                what: "map",
+                name: MAP_EVENTS,
+            })?;
+        let ring = RingBuf::try_from(map).map_err(|source| MonitorError::Map {
+            map: MAP_EVENTS,
+            source,
+        })?;
+        Ok(Self {
+            ring: super::register_readable(ring)?,
+        })
     }
 
     /// Waits for the next batch of events. Undecodable records are counted

@@ -13,8 +13,8 @@ mod snapshot;
 pub use attach::{attached_xdp_program, AttachMode, ExistingProgram};
 pub use events::{EventStream, PeerChange};
 pub use snapshot::{
-    ip_addr, monotonic_now_ns, read_aps, read_counters, read_peers, ApSeen, ApStats, InvalidCounts, PeerStats,
-    Snapshot, TrafficTotals, VrrpStats, ACTIVE_AP_WINDOW,
+    ip_addr, monotonic_now_ns, read_aps, read_counters, read_peers, ApSeen, ApStats, InvalidCounts,
+    PeerStats, Snapshot, TrafficTotals, VrrpStats, ACTIVE_AP_WINDOW,
 };
 
 use std::io;
@@ -24,7 +24,8 @@ use tokio::io::unix::AsyncFd;
 use wimark_ha_common::abi::PROGRAM_NAME;
 
 /// The XDP object built by `cargo xtask build`, embedded at compile time.
-static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wimark-ha-ebpf.o"));
+static KERNEL_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wimark-ha-ebpf.o"));
 
 /// Everything that can go wrong loading or attaching the monitor. Each message
 /// says what is wrong and what to do.
@@ -47,11 +48,24 @@ pub enum MonitorError {
     #[error(
         "interface `{interface}` already has an XDP program attached (id {id}, name `{name}`); detach it (`ip link set dev {interface} xdp off`) or pass --force to replace it"
     )]
-    AlreadyAttached { interface: String, id: u32, name: String },
+    AlreadyAttached {
+        interface: String,
+        id: u32,
+        name: String,
+    },
     #[error("could not replace the XDP program on `{interface}` (id {id}): {detail}")]
-    ReplaceFailed { interface: String, id: u32, detail: String },
-    #[error("the kernel object has no {what} `{name}`; the binary and its XDP object do not match")]
-    ObjectMismatch { what: &'static str, name: &'static str },
+    ReplaceFailed {
+        interface: String,
+        id: u32,
+        detail: String,
+    },
+    #[error(
+        "the kernel object has no {what} `{name}`; the binary and its XDP object do not match"
+    )]
+    ObjectMismatch {
+        what: &'static str,
+        name: &'static str,
+    },
     #[error("reading the monitor's `{map}` map failed: {source}")]
     Map {
         map: &'static str,
@@ -136,15 +150,24 @@ pub fn load(kernel_log: Option<log::Level>) -> Result<Ebpf, MonitorError> {
         .map_err(|e| classify_load_error(&e))?;
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
-        .ok_or(MonitorError::ObjectMismatch { what: "program", name: PROGRAM_NAME })?
+        .ok_or(MonitorError::ObjectMismatch {
+            what: "program",
+            name: PROGRAM_NAME,
+        })?
         .try_into()
-        .map_err(|_| MonitorError::ObjectMismatch { what: "XDP program", name: PROGRAM_NAME })?;
+        .map_err(|_| MonitorError::ObjectMismatch {
+            what: "XDP program",
+            name: PROGRAM_NAME,
+        })?;
     program.load().map_err(|e| classify_load_error(&e))?;
     Ok(ebpf)
 }
 
 fn raise_memlock_limit() {
-    let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
         tracing::debug!("setrlimit(MEMLOCK) failed: {}", io::Error::last_os_error());
@@ -179,7 +202,13 @@ impl Monitor {
         let ap_clock = ap_clock::ApClock::start(&mut ebpf)?;
         let mode = attach::attach(&mut ebpf, interface, ifindex, options.force).await?;
         tracing::info!(interface, mode = %mode, "XDP monitor attached");
-        Ok(Self { ebpf, interface: interface.to_string(), mode, kernel_logger, _ap_clock: ap_clock })
+        Ok(Self {
+            ebpf,
+            interface: interface.to_string(),
+            mode,
+            kernel_logger,
+            _ap_clock: ap_clock,
+        })
     }
 
     pub fn interface(&self) -> &str {

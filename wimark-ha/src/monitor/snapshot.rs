@@ -24,7 +24,10 @@ pub const ACTIVE_AP_WINDOW: Duration = Duration::from_secs(60);
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
 pub fn monotonic_now_ns() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
@@ -44,16 +47,21 @@ fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> MonitorError 
 }
 
 fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, MonitorError> {
-    ebpf.map(name).ok_or(MonitorError::ObjectMismatch { what: "map", name })
+    ebpf.map(name)
+        .ok_or(MonitorError::ObjectMismatch { what: "map", name })
 }
 
 /// Every traffic counter, summed over CPUs, indexed by [`Counter`].
-pub fn read_counters(ebpf: &Ebpf) -> Result<[TrafficCounter; Counter::COUNT as usize], MonitorError> {
+pub fn read_counters(
+    ebpf: &Ebpf,
+) -> Result<[TrafficCounter; Counter::COUNT as usize], MonitorError> {
     let array: PerCpuArray<_, TrafficCounter> =
         PerCpuArray::try_from(map(ebpf, MAP_COUNTERS)?).map_err(map_error(MAP_COUNTERS))?;
     let mut totals = [TrafficCounter::default(); Counter::COUNT as usize];
     for counter in Counter::ALL {
-        let per_cpu = array.get(&(counter as u32), 0).map_err(map_error(MAP_COUNTERS))?;
+        let per_cpu = array
+            .get(&(counter as u32), 0)
+            .map_err(map_error(MAP_COUNTERS))?;
         let total = &mut totals[counter as usize];
         for value in per_cpu.iter() {
             total.packets += value.packets;
@@ -66,7 +74,10 @@ pub fn read_counters(ebpf: &Ebpf) -> Result<[TrafficCounter; Counter::COUNT as u
 pub fn read_peers(ebpf: &Ebpf) -> Result<Vec<(PeerKey, PeerRecord)>, MonitorError> {
     let table: HashMap<_, PeerKey, PeerRecord> =
         HashMap::try_from(map(ebpf, MAP_PEERS)?).map_err(map_error(MAP_PEERS))?;
-    table.iter().map(|entry| entry.map_err(map_error(MAP_PEERS))).collect()
+    table
+        .iter()
+        .map(|entry| entry.map_err(map_error(MAP_PEERS)))
+        .collect()
 }
 
 /// What the monitor saw of one AP address, all CPUs together.
@@ -88,9 +99,10 @@ pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<ApSeen>, MonitorError> {
     for index in 0..AP_TABLE_SLOTS {
         let per_cpu = table.get(&index, 0).map_err(map_error(MAP_APS))?;
         for slot in per_cpu.iter().filter(|s| s.address.family != 0) {
-            let seen = merged
-                .entry(slot.address)
-                .or_insert(ApSeen { address: slot.address, ..ApSeen::default() });
+            let seen = merged.entry(slot.address).or_insert(ApSeen {
+                address: slot.address,
+                ..ApSeen::default()
+            });
             seen.last_seen_ns = seen.last_seen_ns.max(slot.last_seen_ns);
             seen.packets += slot.packets;
             seen.bytes += slot.bytes;
@@ -107,7 +119,10 @@ pub struct TrafficTotals {
 
 impl From<TrafficCounter> for TrafficTotals {
     fn from(c: TrafficCounter) -> Self {
-        Self { packets: c.packets, bytes: c.bytes }
+        Self {
+            packets: c.packets,
+            bytes: c.bytes,
+        }
     }
 }
 
@@ -197,11 +212,13 @@ impl Snapshot {
                 last_seen_ns: record.last_seen_ns,
             })
             .collect();
-        peers.sort_by(|a, b| (a.vrid, a.source).cmp(&(b.vrid, b.source)));
+        peers.sort_by_key(|p| (p.vrid, p.source));
         let aps = read_aps(ebpf)?;
         let window_ns = ACTIVE_AP_WINDOW.as_nanos() as u64;
-        let active_aps =
-            aps.iter().filter(|ap| now_ns.saturating_sub(ap.last_seen_ns) <= window_ns).count();
+        let active_aps = aps
+            .iter()
+            .filter(|ap| now_ns.saturating_sub(ap.last_seen_ns) <= window_ns)
+            .count();
         Ok(Self {
             interface: interface.to_string(),
             vrrp: VrrpStats {
@@ -235,8 +252,20 @@ impl Snapshot {
     /// (name, totals) of every traffic class, in display order.
     pub fn classes(&self) -> [(&'static str, TrafficTotals); 9] {
         [
-            ("vrrp", TrafficTotals { packets: self.vrrp.valid, bytes: self.vrrp.valid_bytes }),
-            ("vrrp-invalid", TrafficTotals { packets: self.vrrp.invalid.total(), bytes: 0 }),
+            (
+                "vrrp",
+                TrafficTotals {
+                    packets: self.vrrp.valid,
+                    bytes: self.vrrp.valid_bytes,
+                },
+            ),
+            (
+                "vrrp-invalid",
+                TrafficTotals {
+                    packets: self.vrrp.invalid.total(),
+                    bytes: 0,
+                },
+            ),
             ("carp", self.carp),
             ("ike", self.ap.ike),
             ("nat-t", self.ap.nat_t),

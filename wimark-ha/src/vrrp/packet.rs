@@ -94,7 +94,9 @@ pub struct Advert {
 pub enum EncodeError {
     #[error("VRRPv2 advert interval must be whole seconds from 1 to 255, not {0:?}")]
     V2Interval(Duration),
-    #[error("VRRPv3 advert interval must be a multiple of 10 ms from 10 ms to 40950 ms, not {0:?}")]
+    #[error(
+        "VRRPv3 advert interval must be a multiple of 10 ms from 10 ms to 40950 ms, not {0:?}"
+    )]
     V3Interval(Duration),
     #[error("VRRPv2 carries IPv4 only")]
     V2OverIpv6,
@@ -126,7 +128,11 @@ impl Advert {
         let address_len = if ipv4 { 4 } else { 16 };
         let length = VRRP_HEADER_LEN
             + address_len * self.addresses.len()
-            + if self.version == Version::V2 { VRRP_V2_AUTH_LEN } else { 0 };
+            + if self.version == Version::V2 {
+                VRRP_V2_AUTH_LEN
+            } else {
+                0
+            };
         if self.addresses.len() > usize::from(u8::MAX) || length > VRRP_MAX_LEN {
             return Err(EncodeError::TooManyAddresses(self.addresses.len()));
         }
@@ -153,7 +159,9 @@ impl Advert {
             }
             Version::V3 => {
                 let millis = self.interval.as_millis();
-                if self.interval.as_nanos() % 10_000_000 != 0 || !(10..=40950).contains(&millis) {
+                if !self.interval.as_nanos().is_multiple_of(10_000_000)
+                    || !(10..=40950).contains(&millis)
+                {
                     return Err(EncodeError::V3Interval(self.interval));
                 }
                 out.put_u16((millis / 10) as u16);
@@ -172,7 +180,11 @@ impl Advert {
                 Auth::Password(data) => data,
             });
         }
-        let ip = IpContext { source: ip_bytes(source), destination: ip_bytes(destination), ttl: 255 };
+        let ip = IpContext {
+            source: ip_bytes(source),
+            destination: ip_bytes(destination),
+            ttl: 255,
+        };
         // v2 never has a pseudo-header; v3 over IPv6 always has one.
         let pseudo = match (self.version, ipv4, checksum) {
             (Version::V2, _, _) => None,
@@ -194,7 +206,11 @@ impl Advert {
         destination: IpAddr,
         ttl: u8,
     ) -> Result<Advert, VrrpRejection> {
-        let ip = IpContext { source: ip_bytes(source), destination: ip_bytes(destination), ttl };
+        let ip = IpContext {
+            source: ip_bytes(source),
+            destination: ip_bytes(destination),
+            ttl,
+        };
         let summary = check_vrrp(message, 0, message.len(), &ip)?;
         // check_vrrp verified the length against the count, so these slices exist.
         let count = usize::from(summary.address_count);
@@ -264,7 +280,9 @@ mod tests {
     /// The vendor's advert, byte by byte (RFC 3768 §5.1 layout).
     #[test]
     fn vendor_v2_advert_encodes_to_known_bytes() {
-        let bytes = vendor().encode(A4, GROUP4, ChecksumMode::WithoutPseudoHeader).expect("encode");
+        let bytes = vendor()
+            .encode(A4, GROUP4, ChecksumMode::WithoutPseudoHeader)
+            .expect("encode");
         let mut expected = vec![0x21, 67, 200, 1, 1, 1, 0, 0, 10, 10, 10, 3];
         expected.extend_from_slice(b"wimark12"); // auth_pass is cut to 8 bytes
         let sum = internet_checksum(&expected, None);
@@ -280,32 +298,57 @@ mod tests {
             priority: 255,
             interval: Duration::from_millis(10),
             auth: Auth::None,
-            addresses: vec![IpAddr::V4(Ipv4Addr::new(10, 10, 10, 3)), IpAddr::V4(Ipv4Addr::new(10, 10, 10, 4))],
+            addresses: vec![
+                IpAddr::V4(Ipv4Addr::new(10, 10, 10, 3)),
+                IpAddr::V4(Ipv4Addr::new(10, 10, 10, 4)),
+            ],
         };
         let v3_6 = Advert {
             addresses: vec![IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3))],
             interval: Duration::from_millis(40950),
             ..v3_4.clone()
         };
-        for (advert, source, group) in [(vendor(), A4, GROUP4), (v3_4.clone(), A4, GROUP4), (v3_6, A6, GROUP6)] {
-            for mode in [ChecksumMode::WithPseudoHeader, ChecksumMode::WithoutPseudoHeader] {
+        for (advert, source, group) in [
+            (vendor(), A4, GROUP4),
+            (v3_4.clone(), A4, GROUP4),
+            (v3_6, A6, GROUP6),
+        ] {
+            for mode in [
+                ChecksumMode::WithPseudoHeader,
+                ChecksumMode::WithoutPseudoHeader,
+            ] {
                 if source.is_ipv6() && mode == ChecksumMode::WithoutPseudoHeader {
                     continue; // not a thing over IPv6
                 }
                 let bytes = advert.encode(source, group, mode).expect("encode");
-                assert_eq!(Advert::decode(&bytes, source, group, 255), Ok(advert.clone()), "{mode:?}");
+                assert_eq!(
+                    Advert::decode(&bytes, source, group, 255),
+                    Ok(advert.clone()),
+                    "{mode:?}"
+                );
             }
         }
     }
 
     #[test]
     fn receive_checks_reject_with_typed_reasons() {
-        let bytes = vendor().encode(A4, GROUP4, ChecksumMode::WithoutPseudoHeader).expect("encode");
-        assert_eq!(Advert::decode(&bytes, A4, GROUP4, 254), Err(VrrpRejection::Invalid(DecodeError::Ttl)));
-        assert_eq!(Advert::decode(&bytes[..bytes.len() - 1], A4, GROUP4, 255), Err(VrrpRejection::Invalid(DecodeError::Length)));
+        let bytes = vendor()
+            .encode(A4, GROUP4, ChecksumMode::WithoutPseudoHeader)
+            .expect("encode");
+        assert_eq!(
+            Advert::decode(&bytes, A4, GROUP4, 254),
+            Err(VrrpRejection::Invalid(DecodeError::Ttl))
+        );
+        assert_eq!(
+            Advert::decode(&bytes[..bytes.len() - 1], A4, GROUP4, 255),
+            Err(VrrpRejection::Invalid(DecodeError::Length))
+        );
         let mut corrupt = bytes.to_vec();
         corrupt[2] = 100;
-        assert_eq!(Advert::decode(&corrupt, A4, GROUP4, 255), Err(VrrpRejection::Invalid(DecodeError::Checksum)));
+        assert_eq!(
+            Advert::decode(&corrupt, A4, GROUP4, 255),
+            Err(VrrpRejection::Invalid(DecodeError::Checksum))
+        );
         // The same bytes from another source: v2 has no pseudo-header, still fine.
         let other = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 9));
         assert!(Advert::decode(&bytes, other, GROUP4, 255).is_ok());
@@ -315,17 +358,34 @@ mod tests {
     fn encode_refuses_what_the_wire_cannot_carry() {
         let mut advert = vendor();
         advert.interval = Duration::from_millis(1500);
-        assert_eq!(advert.encode(A4, GROUP4, ChecksumMode::WithoutPseudoHeader), Err(EncodeError::V2Interval(Duration::from_millis(1500))));
+        assert_eq!(
+            advert.encode(A4, GROUP4, ChecksumMode::WithoutPseudoHeader),
+            Err(EncodeError::V2Interval(Duration::from_millis(1500)))
+        );
         advert.interval = Duration::from_secs(1);
-        assert_eq!(advert.encode(A6, GROUP6, ChecksumMode::WithPseudoHeader), Err(EncodeError::MixedFamily(advert.addresses[0])));
+        assert_eq!(
+            advert.encode(A6, GROUP6, ChecksumMode::WithPseudoHeader),
+            Err(EncodeError::MixedFamily(advert.addresses[0]))
+        );
         let mut v3 = vendor();
         v3.version = Version::V3;
-        for bad in [Duration::from_millis(5), Duration::from_millis(15), Duration::from_millis(40960), Duration::ZERO] {
+        for bad in [
+            Duration::from_millis(5),
+            Duration::from_millis(15),
+            Duration::from_millis(40960),
+            Duration::ZERO,
+        ] {
             v3.interval = bad;
-            assert_eq!(v3.encode(A4, GROUP4, ChecksumMode::WithPseudoHeader), Err(EncodeError::V3Interval(bad)));
+            assert_eq!(
+                v3.encode(A4, GROUP4, ChecksumMode::WithPseudoHeader),
+                Err(EncodeError::V3Interval(bad))
+            );
         }
         let mut v2_over_6 = vendor();
         v2_over_6.addresses = vec![IpAddr::V6(Ipv6Addr::LOCALHOST)];
-        assert_eq!(v2_over_6.encode(A6, GROUP6, ChecksumMode::WithPseudoHeader), Err(EncodeError::V2OverIpv6));
+        assert_eq!(
+            v2_over_6.encode(A6, GROUP6, ChecksumMode::WithPseudoHeader),
+            Err(EncodeError::V2OverIpv6)
+        );
     }
 }
