@@ -234,3 +234,67 @@ fn bad_arguments_are_refused_before_anything_is_attached() {
     }
     assert!(!xdp_attached(&b));
 }
+
+/// Sends one copy of each catalogue frame from A's `peer0`.
+fn send_catalogue(namespace: &str) {
+    let frames: Vec<Vec<u8>> = catalogue().into_iter().map(|c| c.frame).collect();
+    in_netns(namespace, move || -> anyhow::Result<()> {
+        let socket = PacketSocket::bind("peer0", false)?;
+        for frame in &frames {
+            socket.send(frame)?;
+        }
+        Ok(())
+    })
+    .expect("netns")
+    .expect("send");
+}
+
+fn wait_attached(namespace: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !xdp_attached(namespace) {
+        assert!(
+            Instant::now() < deadline,
+            "stats did not attach within 10 s"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kernel_diagnostics_only_with_log_level_debug() {
+    let (_lab, a, b) = two_servers();
+    for (debug, args) in [
+        (
+            true,
+            &[
+                "--log-level",
+                "debug",
+                "stats",
+                "--iface",
+                "eth1",
+                "--duration",
+                "2s",
+                "--json",
+            ][..],
+        ),
+        (
+            false,
+            &["stats", "--iface", "eth1", "--duration", "2s", "--json"][..],
+        ),
+    ] {
+        let child = wimark_ha_in(&b, args, None);
+        wait_attached(&b);
+        send_catalogue(&a);
+        let output = child.wait_with_output().expect("wait");
+        assert!(output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for reason in ["ttl", "version", "type", "length", "checksum"] {
+            let line = format!("VRRP packet rejected: {reason}");
+            assert_eq!(
+                stderr.contains(&line),
+                debug,
+                "debug={debug}, `{line}` in:\n{stderr}"
+            );
+        }
+    }
+}

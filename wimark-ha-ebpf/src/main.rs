@@ -84,7 +84,7 @@ pub fn wimark_ha_monitor(ctx: XdpContext) -> u32 {
         Verdict::VrrpInvalid(reason) => {
             // Compiled in, but gated on AYA_LOG_LEVEL which userspace leaves
             // off unless `--log-level debug`: one load and a branch.
-            debug!(&ctx, "VRRP packet rejected: reason {}", reason as u8);
+            debug!(&ctx, "VRRP packet rejected: {}", reason.name());
         }
         Verdict::Ap { ap, .. } => record_ap(&ap, bytes),
         Verdict::Carp | Verdict::Other => {}

@@ -96,6 +96,9 @@ pub async fn run(args: StatsArgs, log_level: LogLevel) -> anyhow::Result<()> {
 
     let elapsed = started.elapsed();
     peer_events.extend(events.drain());
+    if let Some(kernel_log) = kernel_log.as_mut() {
+        kernel_log.get_mut().flush(); // what the kernel logged since the last wake-up
+    }
     let snapshot = monitor.snapshot()?;
     let mode = monitor.mode();
     drop(monitor); // detach before printing: nothing is left on the interface
