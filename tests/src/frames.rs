@@ -231,13 +231,7 @@ pub fn udp_v4_frame(
     dport: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    ethernet(
-        MAC_B,
-        MAC_A,
-        &[],
-        ETHERTYPE_IPV4,
-        &ipv4(src, dst, 64, 17, &udp(sport, dport, payload)),
-    )
+    ipv4_frame(src, dst, 17, &udp(sport, dport, payload))
 }
 
 pub fn tcp_v4_frame(
@@ -247,12 +241,23 @@ pub fn tcp_v4_frame(
     dport: u16,
     payload: &[u8],
 ) -> Vec<u8> {
+    ipv4_frame(src, dst, 6, &tcp(sport, dport, payload))
+}
+
+/// AP -> controller over IPv6, hop limit 64, with extension headers.
+fn ap6_frame(next_header: u8, payload: &[u8], extensions: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let packet = ipv6(AP_6, SERVER_B6, 64, next_header, payload, extensions);
+    ethernet(MAC_B, MAC_A, &[], ETHERTYPE_IPV6, &packet)
+}
+
+/// Unicast A -> B, TTL 64, untagged.
+fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
     ethernet(
         MAC_B,
         MAC_A,
         &[],
         ETHERTYPE_IPV4,
-        &ipv4(src, dst, 64, 6, &tcp(sport, dport, payload)),
+        &ipv4(src, dst, 64, protocol, payload),
     )
 }
 
@@ -261,13 +266,7 @@ pub fn esp_v4_frame(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     let esp = [
         0, 0, 0x10, 0x01, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0,
     ];
-    ethernet(
-        MAC_B,
-        MAC_A,
-        &[],
-        ETHERTYPE_IPV4,
-        &ipv4(src, dst, 64, 50, &esp),
-    )
+    ipv4_frame(src, dst, 50, &esp)
 }
 
 /// An OpenBSD CARP advertisement (36 bytes, authlen 7), protocol 112.
@@ -314,18 +313,19 @@ fn case(name: &'static str, frame: Vec<u8>, expected: Counter) -> Case {
     }
 }
 
+/// The VRRP message of `advert` (RFC checksum, with the pseudo-header for v3).
+fn encoded(advert: &Advert, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    advert
+        .encode(src, dst, ChecksumMode::WithPseudoHeader)
+        .expect("test adverts are encodable")
+        .to_vec()
+}
+
 /// A VRRPv3/IPv4 message with one field broken and the checksum made right
 /// again, so only that field is wrong.
 fn broken_v3(change: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let advert = v3_advert(100, 1000, vec![IpAddr::V4(Ipv4Addr::new(10, 10, 10, 3))]);
-    let mut message = advert
-        .encode(
-            IpAddr::V4(SERVER_A),
-            IpAddr::V4(VRRP_V4_GROUP),
-            ChecksumMode::WithPseudoHeader,
-        )
-        .expect("encodable")
-        .to_vec();
+    let mut message = encoded(&advert, IpAddr::V4(SERVER_A), IpAddr::V4(VRRP_V4_GROUP));
     change(&mut message);
     fix_vrrp_checksum(
         &mut message,
@@ -347,49 +347,16 @@ pub fn catalogue() -> Vec<Case> {
     let hop_by_hop = vec![0u8, 0, 1, 4, 0, 0, 0, 0]; // PadN, 8 bytes
     let fragment_first = vec![0u8, 0, 0, 1, 0, 0, 0, 42]; // offset 0, M=1
     let fragment_later = vec![0u8, 0, 0, 0x10, 0, 0, 0, 42]; // offset 2 (16 bytes)
-    let mut bad_checksum = v3
-        .encode(
-            IpAddr::V4(SERVER_A),
-            IpAddr::V4(VRRP_V4_GROUP),
-            ChecksumMode::WithPseudoHeader,
-        )
-        .expect("encodable")
-        .to_vec();
+    let mut bad_checksum = encoded(&v3, IpAddr::V4(SERVER_A), IpAddr::V4(VRRP_V4_GROUP));
     bad_checksum[7] ^= 0x5a;
-    let v6_no_pseudo = v3_advert(100, 1000, vec![vip6])
-        .encode(
-            IpAddr::V6(SERVER_A6),
-            IpAddr::V6(VRRP_V6_GROUP),
-            ChecksumMode::WithPseudoHeader,
-        )
-        .map(|m| {
-            let mut m = m.to_vec();
-            fix_vrrp_checksum(
-                &mut m,
-                IpAddr::V6(SERVER_A6),
-                IpAddr::V6(VRRP_V6_GROUP),
-                false,
-            );
-            m
-        })
-        .expect("encodable");
+    let (a6, group6) = (IpAddr::V6(SERVER_A6), IpAddr::V6(VRRP_V6_GROUP));
+    let mut v6_no_pseudo = encoded(&v3_advert(100, 1000, vec![vip6]), a6, group6);
+    fix_vrrp_checksum(&mut v6_no_pseudo, a6, group6, false);
     let v2_over_v6 = {
         // A VRRPv2 header carried over IPv6 (v2 is IPv4-only).
-        let mut m = v3_advert(100, 1000, vec![vip6])
-            .encode(
-                IpAddr::V6(SERVER_A6),
-                IpAddr::V6(VRRP_V6_GROUP),
-                ChecksumMode::WithPseudoHeader,
-            )
-            .expect("encodable")
-            .to_vec();
+        let mut m = encoded(&v3_advert(100, 1000, vec![vip6]), a6, group6);
         m[0] = 0x21;
-        fix_vrrp_checksum(
-            &mut m,
-            IpAddr::V6(SERVER_A6),
-            IpAddr::V6(VRRP_V6_GROUP),
-            true,
-        );
+        fix_vrrp_checksum(&mut m, a6, group6, true);
         m
     };
     vec![
@@ -586,83 +553,36 @@ pub fn catalogue() -> Vec<Case> {
         ),
         case(
             "ike over ipv6",
-            ethernet(
-                MAC_B,
-                MAC_A,
-                &[],
-                ETHERTYPE_IPV6,
-                &ipv6(AP_6, SERVER_B6, 64, 17, &udp(500, 500, &[0; 28]), &[]),
-            ),
+            ap6_frame(17, &udp(500, 500, &[0; 28]), &[]),
             Ike,
         ),
         case(
             "nat-t over ipv6 with hop-by-hop options",
-            ethernet(
-                MAC_B,
-                MAC_A,
-                &[],
-                ETHERTYPE_IPV6,
-                &ipv6(
-                    AP_6,
-                    SERVER_B6,
-                    64,
-                    17,
-                    &udp(4500, 4500, &[0; 28]),
-                    &[(0, hop_by_hop.clone())],
-                ),
-            ),
+            ap6_frame(17, &udp(4500, 4500, &[0; 28]), &[(0, hop_by_hop.clone())]),
             NatT,
         ),
         case(
             "mqtt over ipv6, first fragment",
-            ethernet(
-                MAC_B,
-                MAC_A,
-                &[],
-                ETHERTYPE_IPV6,
-                &ipv6(
-                    AP_6,
-                    SERVER_B6,
-                    64,
-                    6,
-                    &tcp(50000, 1883, &[0; 8]),
-                    &[(44, fragment_first)],
-                ),
-            ),
+            ap6_frame(6, &tcp(50000, 1883, &[0; 8]), &[(44, fragment_first)]),
             Mqtt,
         ),
         case(
             "ipv6 later fragment (no ports)",
-            ethernet(
-                MAC_B,
-                MAC_A,
-                &[],
-                ETHERTYPE_IPV6,
-                &ipv6(AP_6, SERVER_B6, 64, 17, &[0; 24], &[(44, fragment_later)]),
-            ),
+            ap6_frame(17, &[0; 24], &[(44, fragment_later)]),
             Other,
         ),
         case(
             "ipv6 five extension headers",
-            ethernet(
-                MAC_B,
-                MAC_A,
-                &[],
-                ETHERTYPE_IPV6,
-                &ipv6(
-                    AP_6,
-                    SERVER_B6,
-                    64,
-                    17,
-                    &udp(500, 500, &[0; 8]),
-                    &[
-                        (0, hop_by_hop.clone()),
-                        (60, hop_by_hop.clone()),
-                        (60, hop_by_hop.clone()),
-                        (60, hop_by_hop.clone()),
-                        (60, hop_by_hop),
-                    ],
-                ),
+            ap6_frame(
+                17,
+                &udp(500, 500, &[0; 8]),
+                &[
+                    (0, hop_by_hop.clone()),
+                    (60, hop_by_hop.clone()),
+                    (60, hop_by_hop.clone()),
+                    (60, hop_by_hop.clone()),
+                    (60, hop_by_hop),
+                ],
             ),
             Other,
         ),

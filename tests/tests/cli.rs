@@ -74,25 +74,9 @@ fn stats_json_reports_exact_counts_and_detaches() {
         &["stats", "--iface", "eth1", "--duration", "3s", "--json"],
         None,
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !xdp_attached(&b) {
-        assert!(
-            Instant::now() < deadline,
-            "stats did not attach within 10 s"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_attached(&b);
+    send_catalogue(&a);
     let cases = catalogue();
-    let frames: Vec<Vec<u8>> = cases.iter().map(|c| c.frame.clone()).collect();
-    in_netns(&a, move || -> anyhow::Result<()> {
-        let socket = PacketSocket::bind("peer0", false)?;
-        for frame in &frames {
-            socket.send(frame)?;
-        }
-        Ok(())
-    })
-    .expect("netns")
-    .expect("send");
     let output = child.wait_with_output().expect("wait");
     assert!(
         output.status.success(),
@@ -197,11 +181,7 @@ fn busy_interface_names_the_program_holding_it() {
         &["stats", "--iface", "eth1", "--duration", "4s", "--json"],
         None,
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !xdp_attached(&b) {
-        assert!(Instant::now() < deadline, "first stats did not attach");
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_attached(&b);
     let second = wimark_ha_in(&b, &["stats", "--iface", "eth1", "--duration", "1s"], None)
         .wait_with_output()
         .expect("wait");

@@ -4,13 +4,9 @@
 
 use std::{ffi::CString, fmt};
 
-use aya::{
-    programs::{Xdp, XdpMode},
-    Ebpf,
-};
+use aya::{programs::XdpMode, Ebpf};
 use futures_util::TryStreamExt as _;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached};
-use wimark_ha_common::abi::PROGRAM_NAME;
 
 use super::{errno_of, MonitorError};
 
@@ -169,17 +165,7 @@ pub(super) async fn attach(
         }
         detach_foreign(&handle, interface, ifindex, &existing).await?;
     }
-    let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or(MonitorError::ObjectMismatch {
-            what: "program",
-            name: PROGRAM_NAME,
-        })?
-        .try_into()
-        .map_err(|_| MonitorError::ObjectMismatch {
-            what: "XDP program",
-            name: PROGRAM_NAME,
-        })?;
+    let program = super::monitor_program(ebpf)?;
     let attach_error = |e: &aya::programs::ProgramError| match errno_of(e) {
         Some(libc::EPERM) | Some(libc::EACCES) => MonitorError::NotPermitted,
         _ => MonitorError::Attach {

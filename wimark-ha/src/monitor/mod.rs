@@ -148,8 +148,15 @@ pub fn load(kernel_log: Option<log::Level>) -> Result<Ebpf, MonitorError> {
         .override_global(aya_log::LEVEL, &level, true)
         .load(KERNEL_OBJECT)
         .map_err(|e| classify_load_error(&e))?;
-    let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
+    monitor_program(&mut ebpf)?
+        .load()
+        .map_err(|e| classify_load_error(&e))?;
+    Ok(ebpf)
+}
+
+/// The monitor's XDP program in a loaded object.
+pub(crate) fn monitor_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, MonitorError> {
+    ebpf.program_mut(PROGRAM_NAME)
         .ok_or(MonitorError::ObjectMismatch {
             what: "program",
             name: PROGRAM_NAME,
@@ -158,9 +165,7 @@ pub fn load(kernel_log: Option<log::Level>) -> Result<Ebpf, MonitorError> {
         .map_err(|_| MonitorError::ObjectMismatch {
             what: "XDP program",
             name: PROGRAM_NAME,
-        })?;
-    program.load().map_err(|e| classify_load_error(&e))?;
-    Ok(ebpf)
+        })
 }
 
 fn raise_memlock_limit() {
