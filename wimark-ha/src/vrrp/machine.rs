@@ -1,0 +1,522 @@
+//! The VRRP state machine of one virtual router, sans-IO.
+//!
+//! Events and the current time go in ([`Instance::start`],
+//! [`Instance::handle_advert`], [`Instance::handle_timeout`],
+//! [`Instance::shutdown`]); actions come out ([`Instance::poll_action`]) and
+//! the next deadline is [`Instance::poll_timeout`]. No sockets, no clocks, no
+//! tokio: a timer firing is an input like any other, so every transition is
+//! tested by replaying recorded event sequences.
+//!
+//! Implements RFC 5798 §6.4 (VRRPv3) and RFC 3768 §6.4 (VRRPv2) with the
+//! clarifications of RFC 9568, plus wimark-ha's fast detection (see
+//! [`FastDetect`]). Must not: touch the network or read a clock.
+
+use std::{collections::VecDeque, net::IpAddr, time::Duration};
+
+use super::packet::{Advert, Auth, Version};
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the XDP program's advert
+/// timestamps, so kernel receive times and deadlines compare directly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    pub fn saturating_since(self, earlier: Timestamp) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl std::ops::Add<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn add(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(d.as_nanos() as u64))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum State {
+    #[serde(rename = "INIT")]
+    Initialize,
+    Backup,
+    Master,
+}
+
+/// wimark-ha's millisecond detection. The master also sends an advert every
+/// `interval`; a backup that *observes* its master sending that fast declares
+/// it down after `multiplier` silent intervals. A master sending at RFC rates
+/// (keepalived) is never judged by this rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastDetect {
+    pub interval: Duration,
+    pub multiplier: u32,
+}
+
+/// The configuration the state machine needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    pub version: Version,
+    pub vrid: u8,
+    /// 1..=255; 255 is the address owner.
+    pub priority: u8,
+    pub advert_interval: Duration,
+    pub auth: Auth,
+    pub virtual_ips: Vec<IpAddr>,
+    pub preempt: bool,
+    /// Our primary address on the interface: the tie-break (RFC 5798 §6.4.3).
+    pub primary_address: IpAddr,
+    pub fast_detect: Option<FastDetect>,
+}
+
+/// Why a transition happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Startup,
+    /// Priority 255: we own the addresses.
+    AddressOwner,
+    /// Master_Down_Timer fired: the master went silent.
+    MasterDown,
+    /// The fast rule fired: `multiplier` fast intervals of silence.
+    FastDetect,
+    /// The master resigned (priority 0) and our skew time passed.
+    PeerResigned,
+    /// A peer with a higher priority (or equal priority, higher address).
+    PreemptedByPeer,
+    Shutdown,
+}
+
+/// What the runtime must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send an advert with this priority (0 = resignation).
+    SendAdvert {
+        priority: u8,
+    },
+    AddVirtualIps,
+    RemoveVirtualIps,
+    /// Gratuitous ARP / unsolicited NA for every VIP (the runtime repeats
+    /// them as configured).
+    AnnounceVirtualIps,
+    Transition {
+        from: State,
+        to: State,
+        reason: Reason,
+        /// For takeovers: the time from the last advert heard to the decision.
+        silence: Option<Duration>,
+    },
+}
+
+/// Why an advert was not acted on. Counted by the runtime; never obeyed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Ignored {
+    #[error("VRID {0} is not ours")]
+    OtherVrid(u8),
+    #[error("VRRP version {0} does not match ours")]
+    Version(u8),
+    #[error("authentication does not match (RFC 3768 §7.1)")]
+    Auth,
+    #[error("advert interval {0:?} differs from ours (RFC 3768 §7.1)")]
+    Interval(Duration),
+    #[error("our own advert")]
+    Own,
+    #[error("lower priority than ours while we preempt")]
+    LowerPriority,
+}
+
+/// One VRRP virtual router.
+#[derive(Debug)]
+pub struct Instance {
+    params: Params,
+    state: State,
+    /// Master_Adver_Interval: the master's advertised interval (v3 learns it).
+    master_adver_interval: Duration,
+    /// Adver_Timer (Master).
+    adver_deadline: Option<Timestamp>,
+    /// Master_Down_Timer (Backup).
+    master_down_deadline: Option<Timestamp>,
+    /// The fast rule's deadline, only while the master is seen sending fast.
+    fast_down_deadline: Option<Timestamp>,
+    /// Set when a deadline fired late and the peer got one more interval.
+    stall_grace_used: bool,
+    /// Whether the master-down timer currently runs on skew time only
+    /// (the master resigned).
+    resigned: bool,
+    last_advert_at: Option<Timestamp>,
+    previous_advert_at: Option<Timestamp>,
+    master: Option<IpAddr>,
+    actions: VecDeque<Action>,
+}
+
+impl Instance {
+    pub fn new(params: Params) -> Self {
+        let master_adver_interval = params.advert_interval;
+        Self {
+            params,
+            state: State::Initialize,
+            master_adver_interval,
+            adver_deadline: None,
+            master_down_deadline: None,
+            fast_down_deadline: None,
+            stall_grace_used: false,
+            resigned: false,
+            last_advert_at: None,
+            previous_advert_at: None,
+            master: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The current master's address, as far as we know (ourselves when master).
+    pub fn master(&self) -> Option<IpAddr> {
+        match self.state {
+            State::Master => Some(self.params.primary_address),
+            _ => self.master,
+        }
+    }
+
+    pub fn last_advert_at(&self) -> Option<Timestamp> {
+        self.last_advert_at
+    }
+
+    pub fn master_adver_interval(&self) -> Duration {
+        self.master_adver_interval
+    }
+
+    // ===== timer arithmetic =====
+
+    /// Skew_Time: RFC 5798 §6.1 `((256 - Priority) * Master_Adver_Interval) / 256`;
+    /// RFC 3768 §6.1 `(256 - Priority) / 256` seconds.
+    pub fn skew_time(&self) -> Duration {
+        let weight = 256 - u64::from(self.params.priority);
+        let base = match self.params.version {
+            Version::V3 => self.master_adver_interval,
+            Version::V2 => Duration::from_secs(1),
+        };
+        Duration::from_nanos(base.as_nanos() as u64 * weight / 256)
+    }
+
+    /// Master_Down_Interval: `3 * Master_Adver_Interval + Skew_Time`
+    /// (RFC 5798 §6.1; RFC 3768 §6.1 uses Advertisement_Interval).
+    pub fn master_down_interval(&self) -> Duration {
+        3 * self.master_adver_interval + self.skew_time()
+    }
+
+    /// The interval at which a master sends: the fast interval when fast
+    /// detection is on, else Advertisement_Interval.
+    fn send_interval(&self) -> Duration {
+        match self.params.fast_detect {
+            Some(fast) if fast.interval < self.params.advert_interval => fast.interval,
+            _ => self.params.advert_interval,
+        }
+    }
+
+    // ===== inputs =====
+
+    /// RFC 5798 §6.4.1 (Initialize): "If a Startup event is received".
+    pub fn start(&mut self, now: Timestamp) {
+        if self.state != State::Initialize {
+            return;
+        }
+        if self.params.priority == 255 {
+            // The address owner goes straight to Master.
+            self.become_master(now, Reason::AddressOwner, None);
+        } else {
+            self.master_adver_interval = self.params.advert_interval;
+            self.enter(State::Backup, Reason::Startup, None);
+            self.master_down_deadline = Some(now + self.master_down_interval());
+        }
+    }
+
+    /// RFC 5798 §6.4.2 / §6.4.3: "If a Shutdown event is received".
+    pub fn shutdown(&mut self, _now: Timestamp) {
+        match self.state {
+            State::Initialize => return,
+            State::Backup => {}
+            State::Master => {
+                // Resign so the backup takes over after its skew time only.
+                self.actions.push_back(Action::SendAdvert { priority: 0 });
+                self.actions.push_back(Action::RemoveVirtualIps);
+            }
+        }
+        self.clear_timers();
+        self.enter(State::Initialize, Reason::Shutdown, None);
+    }
+
+    /// An advert heard at `at` (the kernel's receive timestamp), already
+    /// through the wire checks of `check_vrrp` (TTL, version, length,
+    /// checksum). Applies the per-instance checks of RFC 5798 §7.1 / RFC 3768
+    /// §7.1, then the state's rules.
+    pub fn handle_advert(
+        &mut self,
+        now: Timestamp,
+        source: IpAddr,
+        advert: &Advert,
+        at: Timestamp,
+    ) -> Result<(), Ignored> {
+        self.check_receive(source, advert)?;
+        match self.state {
+            State::Initialize => Ok(()),
+            State::Backup => self.backup_heard(now, source, advert, at),
+            State::Master => self.master_heard(now, source, advert, at),
+        }
+    }
+
+    fn check_receive(&self, source: IpAddr, advert: &Advert) -> Result<(), Ignored> {
+        if advert.vrid != self.params.vrid {
+            return Err(Ignored::OtherVrid(advert.vrid));
+        }
+        if advert.version != self.params.version {
+            return Err(Ignored::Version(advert.version.number()));
+        }
+        if source == self.params.primary_address {
+            return Err(Ignored::Own);
+        }
+        if self.params.version == Version::V2 {
+            // RFC 3768 §7.1: the auth type and data must match ours...
+            if advert.auth != self.params.auth {
+                return Err(Ignored::Auth);
+            }
+            // ...and so must the advert interval (v3 learns it instead).
+            if advert.interval != self.params.advert_interval {
+                return Err(Ignored::Interval(advert.interval));
+            }
+        }
+        Ok(())
+    }
+
+    /// RFC 5798 §6.4.2 "If an ADVERTISEMENT is received" (Backup).
+    fn backup_heard(
+        &mut self,
+        now: Timestamp,
+        source: IpAddr,
+        advert: &Advert,
+        at: Timestamp,
+    ) -> Result<(), Ignored> {
+        if advert.priority == 0 {
+            // "If the Priority in the ADVERTISEMENT is zero, then: Set the
+            // Master_Down_Timer to Skew_Time."
+            self.note_advert(source, at);
+            self.master_down_deadline = Some(now + self.skew_time());
+            self.fast_down_deadline = None;
+            self.resigned = true;
+            return Ok(());
+        }
+        // "Else if Preempt_Mode is False, or if the Priority in the
+        // ADVERTISEMENT is greater than or equal to the local Priority".
+        if !self.params.preempt || advert.priority >= self.params.priority {
+            self.note_advert(source, at);
+            if self.params.version == Version::V3 {
+                // "Set Master_Adver_Interval to Adver Interval contained in
+                // the ADVERTISEMENT; Recompute the Skew_Time; Recompute the
+                // Master_Down_Interval".
+                self.master_adver_interval = advert.interval;
+            }
+            // "Reset the Master_Down_Timer to Master_Down_Interval", counted
+            // from when the kernel saw the advert, not from when we ran.
+            self.master_down_deadline = Some(at + self.master_down_interval());
+            self.resigned = false;
+            self.stall_grace_used = false;
+            self.arm_fast_rule();
+            return Ok(());
+        }
+        // "Else (Priority ... less than the local Priority and Preempt_Mode
+        // is True): Discard the ADVERTISEMENT." The master-down timer keeps
+        // running, so we take over.
+        Err(Ignored::LowerPriority)
+    }
+
+    /// RFC 5798 §6.4.3 "If an ADVERTISEMENT is received" (Master).
+    fn master_heard(
+        &mut self,
+        now: Timestamp,
+        source: IpAddr,
+        advert: &Advert,
+        at: Timestamp,
+    ) -> Result<(), Ignored> {
+        if advert.priority == 0 {
+            // "If the Priority in the ADVERTISEMENT is zero, then: Send an
+            // ADVERTISEMENT; Reset the Adver_Timer".
+            self.actions.push_back(Action::SendAdvert {
+                priority: self.params.priority,
+            });
+            self.adver_deadline = Some(now + self.send_interval());
+            return Ok(());
+        }
+        let higher = advert.priority > self.params.priority
+            || (advert.priority == self.params.priority
+                && address_greater(source, self.params.primary_address));
+        if !higher {
+            // "Else: Discard the ADVERTISEMENT" — we stay master, and our
+            // next advert will make the other side back off.
+            return Err(Ignored::LowerPriority);
+        }
+        // "Cancel Adver_Timer; Set Master_Adver_Interval...; Set
+        // Master_Down_Timer to Master_Down_Interval; Transition to Backup".
+        self.note_advert(source, at);
+        if self.params.version == Version::V3 {
+            self.master_adver_interval = advert.interval;
+        }
+        self.adver_deadline = None;
+        self.actions.push_back(Action::RemoveVirtualIps);
+        self.enter(State::Backup, Reason::PreemptedByPeer, None);
+        self.master_down_deadline = Some(at + self.master_down_interval());
+        self.resigned = false;
+        self.stall_grace_used = false;
+        Ok(())
+    }
+
+    /// Call when [`poll_timeout`](Self::poll_timeout) has passed. The runtime
+    /// first feeds every advert the kernel recorded meanwhile, so a late
+    /// wake-up never mistakes our own stall for the peer's silence.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        match self.state {
+            State::Initialize => {}
+            State::Master => {
+                if self.adver_deadline.is_some_and(|d| now >= d) {
+                    // RFC 5798 §6.4.3 "If the Adver_Timer fires": send an
+                    // ADVERTISEMENT, reset the Adver_Timer. Deadlines are
+                    // absolute: a late firing does not shift the cadence.
+                    self.actions.push_back(Action::SendAdvert {
+                        priority: self.params.priority,
+                    });
+                    let mut next = self.adver_deadline.unwrap_or(now) + self.send_interval();
+                    if next <= now {
+                        next = now + self.send_interval();
+                    }
+                    self.adver_deadline = Some(next);
+                }
+            }
+            State::Backup => self.backup_timeout(now),
+        }
+    }
+
+    fn backup_timeout(&mut self, now: Timestamp) {
+        let silence = self.last_advert_at.map(|at| now.saturating_since(at));
+        if let Some(deadline) = self.fast_down_deadline.filter(|d| now >= *d) {
+            let fast = self
+                .params
+                .fast_detect
+                .expect("fast deadline implies fast detection");
+            // Stall-aware: if we woke more than one fast interval late, our
+            // own stall could explain the silence; give the peer one more
+            // interval from now before believing it (once per silence).
+            if now.saturating_since(deadline) > fast.interval && !self.stall_grace_used {
+                self.stall_grace_used = true;
+                self.fast_down_deadline = Some(now + fast.interval);
+                return;
+            }
+            self.become_master(now, Reason::FastDetect, silence);
+            return;
+        }
+        if self.master_down_deadline.is_some_and(|d| now >= d) {
+            // RFC 5798 §6.4.2 "If the Master_Down_Timer fires": send an
+            // ADVERTISEMENT, broadcast gratuitous ARP / send unsolicited ND,
+            // set the Adver_Timer, transition to Master.
+            let reason = if self.resigned {
+                Reason::PeerResigned
+            } else {
+                Reason::MasterDown
+            };
+            self.become_master(now, reason, silence);
+        }
+    }
+
+    /// The earliest deadline, if any timer runs.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        [
+            self.adver_deadline,
+            self.master_down_deadline,
+            self.fast_down_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ===== helpers =====
+
+    fn note_advert(&mut self, source: IpAddr, at: Timestamp) {
+        if self.master != Some(source) {
+            self.previous_advert_at = None;
+            self.last_advert_at = None;
+        }
+        self.master = Some(source);
+        if self.last_advert_at.is_none_or(|last| at >= last) {
+            self.previous_advert_at = self.last_advert_at;
+            self.last_advert_at = Some(at);
+        }
+    }
+
+    /// Arms the fast rule only while the master is observed sending at
+    /// about the fast interval: two adverts no more than two fast intervals
+    /// apart. A keepalived master (RFC rates) never arms it.
+    fn arm_fast_rule(&mut self) {
+        self.fast_down_deadline = None;
+        let Some(fast) = self.params.fast_detect else {
+            return;
+        };
+        let (Some(last), Some(previous)) = (self.last_advert_at, self.previous_advert_at) else {
+            return;
+        };
+        if last.saturating_since(previous) <= 2 * fast.interval {
+            self.fast_down_deadline = Some(last + fast.multiplier * fast.interval);
+        }
+    }
+
+    fn clear_timers(&mut self) {
+        self.adver_deadline = None;
+        self.master_down_deadline = None;
+        self.fast_down_deadline = None;
+        self.stall_grace_used = false;
+        self.resigned = false;
+    }
+
+    /// Entry into Master (RFC 5798 §6.4.1 / §6.4.2): VIP and gratuitous ARP
+    /// first — the fast path — then the advert.
+    fn become_master(&mut self, now: Timestamp, reason: Reason, silence: Option<Duration>) {
+        self.clear_timers();
+        self.actions.push_back(Action::AddVirtualIps);
+        self.actions.push_back(Action::AnnounceVirtualIps);
+        self.actions.push_back(Action::SendAdvert {
+            priority: self.params.priority,
+        });
+        self.adver_deadline = Some(now + self.send_interval());
+        self.master = None;
+        self.enter(State::Master, reason, silence);
+    }
+
+    fn enter(&mut self, to: State, reason: Reason, silence: Option<Duration>) {
+        let from = self.state;
+        self.state = to;
+        self.actions.push_back(Action::Transition {
+            from,
+            to,
+            reason,
+            silence,
+        });
+    }
+}
+
+/// RFC 5798 §6.4.3: "the primary IPvX Address of the sender is greater than
+/// the local primary IPvX Address" — compared as unsigned integers in network
+/// byte order.
+fn address_greater(a: IpAddr, b: IpAddr) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets() > b.octets(),
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.octets() > b.octets(),
+        _ => false,
+    }
+}

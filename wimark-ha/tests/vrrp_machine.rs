@@ -1,0 +1,708 @@
+//! The VRRP state machine, driven by recorded event sequences with a
+//! simulated clock: no sockets, no sleeps. Each test names the RFC rule it
+//! checks.
+
+use std::{net::IpAddr, time::Duration};
+
+use wimark_ha::vrrp::{
+    Action, Advert, Auth, FastDetect, Ignored, Instance, Params, Reason, State, Timestamp, Version,
+};
+
+const LOCAL: &str = "10.77.0.2";
+const PEER_LOW: &str = "10.77.0.1";
+const PEER_HIGH: &str = "10.77.0.3";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn at_ms(n: f64) -> Timestamp {
+    Timestamp((n * 1e6) as u64)
+}
+
+fn v3(priority: u8, interval_ms: u64) -> Params {
+    Params {
+        version: Version::V3,
+        vrid: 67,
+        priority,
+        advert_interval: ms(interval_ms),
+        auth: Auth::None,
+        virtual_ips: vec![ip("10.10.10.3")],
+        preempt: true,
+        primary_address: ip(LOCAL),
+        fast_detect: None,
+    }
+}
+
+fn v2_vendor() -> Params {
+    Params {
+        version: Version::V2,
+        auth: Auth::password("wimark12"),
+        advert_interval: Duration::from_secs(1),
+        ..v3(200, 1000)
+    }
+}
+
+fn advert(params: &Params, priority: u8, interval: Duration) -> Advert {
+    Advert {
+        version: params.version,
+        vrid: params.vrid,
+        priority,
+        interval,
+        auth: params.auth,
+        addresses: params.virtual_ips.clone(),
+    }
+}
+
+fn drain(instance: &mut Instance) -> Vec<Action> {
+    std::iter::from_fn(|| instance.poll_action()).collect()
+}
+
+fn transitions(actions: &[Action]) -> Vec<(State, State, Reason)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Transition {
+                from, to, reason, ..
+            } => Some((*from, *to, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs timeouts up to `until`, as the runtime would: wake at each deadline.
+fn run_until(instance: &mut Instance, until: Timestamp) -> Vec<Action> {
+    let mut actions = Vec::new();
+    while let Some(deadline) = instance.poll_timeout() {
+        if deadline > until {
+            break;
+        }
+        instance.handle_timeout(deadline);
+        actions.extend(drain(instance));
+    }
+    actions
+}
+
+// ===== RFC 5798 §6.1 timer arithmetic =====
+
+#[test]
+fn skew_and_master_down_interval_follow_rfc_5798_and_3768() {
+    let v3 = Instance::new(v3(200, 10));
+    // ((256 - 200) * 10 ms) / 256 = 2.1875 ms; 3 * 10 ms + skew.
+    assert_eq!(v3.skew_time(), Duration::from_nanos(2_187_500));
+    assert_eq!(v3.master_down_interval(), Duration::from_nanos(32_187_500));
+    let v2 = Instance::new(v2_vendor());
+    // (256 - 200) / 256 s = 0.21875 s; 3 * 1 s + skew.
+    assert_eq!(v2.skew_time(), Duration::from_micros(218_750));
+    assert_eq!(v2.master_down_interval(), Duration::from_micros(3_218_750));
+}
+
+// ===== RFC 5798 §6.4.1 Initialize =====
+
+#[test]
+fn startup_goes_to_backup_with_master_down_timer() {
+    let mut instance = Instance::new(v3(200, 10));
+    instance.start(at_ms(0.0));
+    assert_eq!(instance.state(), State::Backup);
+    assert_eq!(
+        transitions(&drain(&mut instance)),
+        vec![(State::Initialize, State::Backup, Reason::Startup)]
+    );
+    assert_eq!(instance.poll_timeout(), Some(Timestamp(32_187_500)));
+}
+
+#[test]
+fn address_owner_goes_straight_to_master() {
+    let mut instance = Instance::new(v3(255, 10));
+    instance.start(at_ms(0.0));
+    let actions = drain(&mut instance);
+    assert_eq!(
+        actions,
+        vec![
+            Action::AddVirtualIps,
+            Action::AnnounceVirtualIps,
+            Action::SendAdvert { priority: 255 },
+            Action::Transition {
+                from: State::Initialize,
+                to: State::Master,
+                reason: Reason::AddressOwner,
+                silence: None
+            },
+        ]
+    );
+    assert_eq!(instance.poll_timeout(), Some(at_ms(10.0)));
+}
+
+// ===== RFC 5798 §6.4.2 Backup =====
+
+#[test]
+fn master_down_timer_fires_into_master_vip_and_garp_first() {
+    let mut instance = Instance::new(v3(200, 10));
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    assert!(
+        run_until(&mut instance, at_ms(32.0)).is_empty(),
+        "nothing before Master_Down_Interval"
+    );
+    let actions = run_until(&mut instance, at_ms(33.0));
+    assert_eq!(
+        actions[..3],
+        [
+            Action::AddVirtualIps,
+            Action::AnnounceVirtualIps,
+            Action::SendAdvert { priority: 200 }
+        ],
+        "VIP and gratuitous ARP before anything else"
+    );
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Backup, State::Master, Reason::MasterDown)]
+    );
+}
+
+#[test]
+fn adverts_from_the_master_keep_the_backup_down_counting_from_kernel_time() {
+    let params = v3(100, 10);
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    let heard = advert(&params, 200, ms(10));
+    for n in 1..=100u64 {
+        let sent = at_ms(n as f64 * 10.0);
+        // The runtime may process it late; the deadline counts from the
+        // kernel's receive time.
+        instance
+            .handle_advert(sent + ms(3), ip(PEER_HIGH), &heard, sent)
+            .expect("accepted");
+        assert!(run_until(&mut instance, sent + ms(9)).is_empty());
+    }
+    assert_eq!(instance.state(), State::Backup);
+    assert_eq!(instance.master(), Some(ip(PEER_HIGH)));
+    // Last advert at 1000 ms; Master_Down_Interval with priority 100 is
+    // 30 ms + 156/256 * 10 ms = 36.09375 ms.
+    assert_eq!(instance.poll_timeout(), Some(Timestamp(1_036_093_750)));
+    let actions = run_until(&mut instance, at_ms(1037.0));
+    let silence = actions.iter().find_map(|a| match a {
+        Action::Transition { silence, .. } => *silence,
+        _ => None,
+    });
+    assert_eq!(silence, Some(Duration::from_nanos(36_093_750)));
+}
+
+#[test]
+fn priority_zero_makes_the_backup_take_over_after_skew_time_only() {
+    let params = v3(200, 10);
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    instance
+        .handle_advert(
+            at_ms(5.0),
+            ip(PEER_HIGH),
+            &advert(&params, 250, ms(10)),
+            at_ms(5.0),
+        )
+        .expect("ok");
+    instance
+        .handle_advert(
+            at_ms(10.0),
+            ip(PEER_HIGH),
+            &advert(&params, 0, ms(10)),
+            at_ms(10.0),
+        )
+        .expect("ok");
+    // Skew_Time = 56/256 * 10 ms = 2.1875 ms after the resignation was processed.
+    assert_eq!(instance.poll_timeout(), Some(Timestamp(12_187_500)));
+    let actions = run_until(&mut instance, at_ms(12.2));
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Backup, State::Master, Reason::PeerResigned)]
+    );
+}
+
+#[test]
+fn preempting_backup_discards_lower_priority_and_takes_over() {
+    let params = v3(200, 10);
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    for n in 1..=3 {
+        let t = at_ms(n as f64 * 10.0);
+        assert_eq!(
+            instance.handle_advert(t, ip(PEER_HIGH), &advert(&params, 100, ms(10)), t),
+            Err(Ignored::LowerPriority)
+        );
+    }
+    // The master-down timer from startup kept running.
+    let actions = run_until(&mut instance, at_ms(33.0));
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Backup, State::Master, Reason::MasterDown)]
+    );
+}
+
+#[test]
+fn nopreempt_backup_accepts_a_lower_priority_master() {
+    let params = Params {
+        preempt: false,
+        ..v3(200, 10)
+    };
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    for n in 1..=20 {
+        let t = at_ms(n as f64 * 10.0);
+        instance
+            .handle_advert(t, ip(PEER_LOW), &advert(&params, 100, ms(10)), t)
+            .expect("accepted");
+        run_until(&mut instance, t + ms(9));
+    }
+    assert_eq!(instance.state(), State::Backup);
+}
+
+#[test]
+fn v3_backup_learns_the_masters_interval() {
+    let params = v3(200, 10);
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    instance
+        .handle_advert(
+            at_ms(1.0),
+            ip(PEER_HIGH),
+            &advert(&params, 250, ms(100)),
+            at_ms(1.0),
+        )
+        .expect("ok");
+    assert_eq!(instance.master_adver_interval(), ms(100));
+    // 3 * 100 ms + 56/256 * 100 ms = 321.875 ms after the advert.
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(Timestamp(1_000_000 + 321_875_000))
+    );
+}
+
+// ===== RFC 5798 §6.4.3 Master =====
+
+/// An instance that won the election by its master-down timer (no peer).
+fn master(params: Params) -> Instance {
+    let mut instance = Instance::new(params);
+    instance.start(at_ms(0.0));
+    run_until(&mut instance, at_ms(100.0));
+    drain(&mut instance);
+    assert_eq!(instance.state(), State::Master);
+    instance
+}
+
+#[test]
+fn master_sends_on_absolute_deadlines() {
+    let mut instance = master(v3(200, 10));
+    let first = instance.poll_timeout().expect("adver timer");
+    // Woken 4 ms late: the next deadline stays on the original cadence.
+    instance.handle_timeout(first + ms(4));
+    assert_eq!(
+        drain(&mut instance),
+        vec![Action::SendAdvert { priority: 200 }]
+    );
+    assert_eq!(instance.poll_timeout(), Some(first + ms(10)));
+}
+
+#[test]
+fn master_yields_to_higher_priority() {
+    let params = v3(200, 10);
+    let mut instance = master(params.clone());
+    let now = instance.poll_timeout().expect("timer");
+    instance
+        .handle_advert(now, ip(PEER_LOW), &advert(&params, 201, ms(10)), now)
+        .expect("ok");
+    let actions = drain(&mut instance);
+    assert_eq!(actions[0], Action::RemoveVirtualIps);
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Master, State::Backup, Reason::PreemptedByPeer)]
+    );
+}
+
+#[test]
+fn equal_priority_is_decided_by_the_higher_address() {
+    let params = v3(200, 10);
+    let mut instance = master(params.clone());
+    let now = instance.poll_timeout().expect("timer");
+    // Lower address, same priority: discarded, we stay master.
+    assert_eq!(
+        instance.handle_advert(now, ip(PEER_LOW), &advert(&params, 200, ms(10)), now),
+        Err(Ignored::LowerPriority)
+    );
+    assert_eq!(instance.state(), State::Master);
+    // Higher address, same priority: we yield.
+    instance
+        .handle_advert(now, ip(PEER_HIGH), &advert(&params, 200, ms(10)), now)
+        .expect("ok");
+    assert_eq!(instance.state(), State::Backup);
+}
+
+#[test]
+fn master_answers_a_resignation_with_an_advert_at_once() {
+    let params = v3(200, 10);
+    let mut instance = master(params.clone());
+    let now = instance.poll_timeout().expect("timer");
+    instance
+        .handle_advert(now, ip(PEER_HIGH), &advert(&params, 0, ms(10)), now)
+        .expect("ok");
+    assert_eq!(
+        drain(&mut instance),
+        vec![Action::SendAdvert { priority: 200 }]
+    );
+    assert_eq!(instance.state(), State::Master);
+}
+
+#[test]
+fn shutdown_of_the_master_resigns_with_priority_zero() {
+    let mut instance = master(v3(200, 10));
+    instance.shutdown(at_ms(500.0));
+    let actions = drain(&mut instance);
+    assert_eq!(actions[0], Action::SendAdvert { priority: 0 });
+    assert_eq!(actions[1], Action::RemoveVirtualIps);
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Master, State::Initialize, Reason::Shutdown)]
+    );
+    assert_eq!(instance.poll_timeout(), None);
+}
+
+#[test]
+fn shutdown_of_a_backup_sends_nothing() {
+    let mut instance = Instance::new(v3(200, 10));
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    instance.shutdown(at_ms(1.0));
+    assert_eq!(
+        drain(&mut instance),
+        vec![Action::Transition {
+            from: State::Backup,
+            to: State::Initialize,
+            reason: Reason::Shutdown,
+            silence: None
+        }]
+    );
+}
+
+// ===== RFC 3768 §7.1 receive checks (v2) and VRID =====
+
+#[test]
+fn v2_checks_auth_interval_and_vrid() {
+    let params = v2_vendor();
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    let good = advert(&params, 250, Duration::from_secs(1));
+    let wrong_password = Advert {
+        auth: Auth::password("guess"),
+        ..good.clone()
+    };
+    let wrong_interval = Advert {
+        interval: Duration::from_secs(2),
+        ..good.clone()
+    };
+    let wrong_vrid = Advert {
+        vrid: 68,
+        ..good.clone()
+    };
+    let t = at_ms(100.0);
+    assert_eq!(
+        instance.handle_advert(t, ip(PEER_HIGH), &wrong_password, t),
+        Err(Ignored::Auth)
+    );
+    assert_eq!(
+        instance.handle_advert(t, ip(PEER_HIGH), &wrong_interval, t),
+        Err(Ignored::Interval(Duration::from_secs(2)))
+    );
+    assert_eq!(
+        instance.handle_advert(t, ip(PEER_HIGH), &wrong_vrid, t),
+        Err(Ignored::OtherVrid(68))
+    );
+    assert_eq!(
+        instance.handle_advert(t, ip(LOCAL), &good, t),
+        Err(Ignored::Own)
+    );
+    // None of them reset the timer: still the startup deadline.
+    assert_eq!(instance.poll_timeout(), Some(Timestamp(3_218_750_000)));
+    instance
+        .handle_advert(t, ip(PEER_HIGH), &good, t)
+        .expect("the right one is accepted");
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(t + Duration::from_micros(3_218_750))
+    );
+}
+
+// ===== fast detection =====
+
+fn fast_params() -> Params {
+    Params {
+        fast_detect: Some(FastDetect {
+            interval: ms(1),
+            multiplier: 3,
+        }),
+        ..v3(200, 10)
+    }
+}
+
+#[test]
+fn fast_rule_declares_a_fast_master_down_after_multiplier_intervals() {
+    let params = fast_params();
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    for n in 1..=50 {
+        let t = at_ms(n as f64);
+        instance
+            .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
+            .expect("ok");
+        assert!(run_until(&mut instance, t + Duration::from_micros(900)).is_empty());
+    }
+    // Last advert at 50 ms: down at 53 ms, long before the RFC's 82 ms.
+    assert_eq!(instance.poll_timeout(), Some(at_ms(53.0)));
+    let actions = run_until(&mut instance, at_ms(53.0));
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Backup, State::Master, Reason::FastDetect)]
+    );
+}
+
+#[test]
+fn fast_rule_never_judges_a_master_at_rfc_rates() {
+    let params = fast_params();
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    // keepalived at 10 ms: adverts 10 ms apart, 4 ms of jitter.
+    for n in 1..=50 {
+        let t = at_ms(n as f64 * 10.0 + if n % 2 == 0 { 4.0 } else { 0.0 });
+        instance
+            .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
+            .expect("ok");
+        let next = at_ms((n + 1) as f64 * 10.0);
+        assert!(
+            run_until(&mut instance, next).is_empty(),
+            "taken over between adverts at {n}"
+        );
+    }
+    assert_eq!(instance.state(), State::Backup);
+}
+
+#[test]
+fn a_late_wakeup_gives_the_peer_one_more_fast_interval() {
+    let params = fast_params();
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    for n in 1..=10 {
+        let t = at_ms(n as f64);
+        instance
+            .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
+            .expect("ok");
+    }
+    // Deadline 13 ms, but we (the VM) stalled and wake at 20 ms.
+    instance.handle_timeout(at_ms(20.0));
+    assert!(
+        drain(&mut instance).is_empty(),
+        "no takeover straight after our own stall"
+    );
+    assert_eq!(instance.poll_timeout(), Some(at_ms(21.0)));
+    // The peer is alive: its advert (kernel-stamped at 20.5 ms) arrives.
+    instance
+        .handle_advert(
+            at_ms(20.6),
+            ip(PEER_HIGH),
+            &advert(&params, 250, ms(10)),
+            at_ms(20.5),
+        )
+        .expect("ok");
+    instance
+        .handle_advert(
+            at_ms(21.2),
+            ip(PEER_HIGH),
+            &advert(&params, 250, ms(10)),
+            at_ms(21.1),
+        )
+        .expect("ok");
+    assert!(run_until(&mut instance, at_ms(24.0)).is_empty());
+    assert_eq!(instance.state(), State::Backup);
+    // Truly silent after that: down after one grace at most.
+    let actions = run_until(&mut instance, at_ms(30.0));
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Backup, State::Master, Reason::FastDetect)]
+    );
+}
+
+#[test]
+fn a_late_wakeup_with_a_dead_peer_still_fails_over_after_the_grace() {
+    let params = fast_params();
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    for n in 1..=10 {
+        let t = at_ms(n as f64);
+        instance
+            .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
+            .expect("ok");
+    }
+    instance.handle_timeout(at_ms(20.0));
+    assert!(drain(&mut instance).is_empty());
+    instance.handle_timeout(at_ms(21.0));
+    assert_eq!(
+        transitions(&drain(&mut instance)),
+        vec![(State::Backup, State::Master, Reason::FastDetect)]
+    );
+}
+
+// ===== two routers on a simulated wire =====
+
+/// Two instances exchanging adverts with no loss and `delay` on the wire;
+/// `alive[i]` false silences router i (its daemon is gone).
+struct Pair {
+    routers: [Instance; 2],
+    addresses: [IpAddr; 2],
+    alive: [bool; 2],
+    now: Timestamp,
+    delay: Duration,
+    in_flight: Vec<(Timestamp, usize, Advert)>,
+}
+
+impl Pair {
+    fn new(a: Params, b: Params) -> Self {
+        let addresses = [a.primary_address, b.primary_address];
+        let mut pair = Self {
+            routers: [Instance::new(a), Instance::new(b)],
+            addresses,
+            alive: [true, true],
+            now: Timestamp(0),
+            delay: Duration::from_micros(50),
+            in_flight: Vec::new(),
+        };
+        for i in 0..2 {
+            pair.routers[i].start(pair.now);
+            pair.collect(i);
+        }
+        pair
+    }
+
+    fn collect(&mut self, i: usize) {
+        while let Some(action) = self.routers[i].poll_action() {
+            if let Action::SendAdvert { priority } = action {
+                if self.alive[i] {
+                    let params = self.routers[i].params();
+                    let advert = advert(params, priority, params.advert_interval);
+                    self.in_flight.push((self.now + self.delay, 1 - i, advert));
+                }
+            }
+        }
+    }
+
+    /// Advances to the next event (delivery or timeout), up to `until`.
+    fn drive(&mut self, until: Timestamp) {
+        loop {
+            let next_delivery = self.in_flight.iter().map(|(t, _, _)| *t).min();
+            let next_timeout = (0..2)
+                .filter(|i| self.alive[*i])
+                .filter_map(|i| self.routers[i].poll_timeout())
+                .min();
+            let Some(next) = [next_delivery, next_timeout].into_iter().flatten().min() else {
+                return;
+            };
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = next;
+            if next_delivery == Some(next) {
+                let index = self
+                    .in_flight
+                    .iter()
+                    .position(|(t, _, _)| *t == next)
+                    .expect("found");
+                let (at, to, advert) = self.in_flight.remove(index);
+                if self.alive[to] {
+                    let _ = self.routers[to].handle_advert(
+                        self.now,
+                        self.addresses[1 - to],
+                        &advert,
+                        at,
+                    );
+                    self.collect(to);
+                }
+            } else {
+                for i in 0..2 {
+                    if self.alive[i] && self.routers[i].poll_timeout() == Some(next) {
+                        self.routers[i].handle_timeout(self.now);
+                        self.collect(i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn states(&self) -> [State; 2] {
+        [self.routers[0].state(), self.routers[1].state()]
+    }
+}
+
+#[test]
+fn two_routers_elect_one_master_and_the_other_takes_over_when_it_dies() {
+    let a = Params {
+        primary_address: ip(PEER_LOW),
+        ..v3(200, 10)
+    };
+    let b = Params {
+        primary_address: ip(PEER_HIGH),
+        ..v3(200, 10)
+    };
+    let mut pair = Pair::new(a, b);
+    pair.drive(at_ms(1000.0));
+    // Same priority: the higher address wins (RFC 5798 §6.4.3).
+    assert_eq!(pair.states(), [State::Backup, State::Master]);
+    pair.alive[1] = false;
+    let died = pair.now;
+    pair.drive(died + ms(40));
+    assert_eq!(
+        pair.states()[0],
+        State::Master,
+        "backup took over within Master_Down_Interval"
+    );
+}
+
+#[test]
+fn fast_pair_fails_over_within_a_few_milliseconds_and_preempts_back() {
+    let a = Params {
+        primary_address: ip(PEER_LOW),
+        ..fast_params()
+    };
+    let b = Params {
+        primary_address: ip(PEER_HIGH),
+        priority: 250,
+        ..fast_params()
+    };
+    let mut pair = Pair::new(a, b);
+    pair.drive(at_ms(500.0));
+    assert_eq!(pair.states(), [State::Backup, State::Master]);
+    pair.alive[1] = false;
+    pair.drive(at_ms(504.0));
+    assert_eq!(pair.states()[0], State::Master, "1 ms x 3 fast rule");
+    // B comes back with higher priority and preempts.
+    pair.alive[1] = true;
+    pair.routers[1] = Instance::new(Params {
+        primary_address: ip(PEER_HIGH),
+        priority: 250,
+        ..fast_params()
+    });
+    pair.routers[1].start(pair.now);
+    pair.collect(1);
+    pair.drive(at_ms(700.0));
+    assert_eq!(pair.states(), [State::Backup, State::Master]);
+}
