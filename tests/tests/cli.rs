@@ -278,3 +278,38 @@ fn kernel_diagnostics_only_with_log_level_debug() {
         }
     }
 }
+
+#[test]
+fn check_config_names_file_line_and_key_and_exits_non_zero() {
+    let dir = std::env::temp_dir().join(format!("wimark-ha-check-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("wimark-ha.toml");
+    let good = "[[instance]]\nname = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = 200\nversion = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.10.10.3/24\"]\n";
+    std::fs::write(&path, good).expect("write");
+    let ok = Command::new(wimark_ha_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("WIM1: eth1 VRID 67"));
+
+    std::fs::write(&path, good.replace("\"10ms\"", "\"15ms\"")).expect("write");
+    let bad = Command::new(wimark_ha_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(bad.status.code(), Some(1));
+    let line = stderr_line(&bad);
+    assert!(
+        line.contains(&format!("{}:7: advert_interval:", path.display())),
+        "{line}"
+    );
+    assert!(line.contains("steps of 10ms"), "{line}");
+}

@@ -5,5 +5,6 @@
 //! - [`vrrp`]: the VRRP codec (and, later, the sans-IO state machine).
 //! - [`cli`]: the command line; each subcommand in its own module.
 pub mod cli;
+pub mod config;
 pub mod monitor;
 pub mod vrrp;

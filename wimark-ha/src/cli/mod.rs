@@ -2,6 +2,7 @@
 //!
 //! Owns: argument parsing, logging setup, and turning typed errors into the
 //! one-line messages users see. Must not: hold protocol or monitor logic.
+mod check_config;
 mod stats;
 
 use std::time::Duration;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Ctrl-C, SIGTERM, or when --duration ends. With --json, prints one JSON
     /// object at the end instead.
     Stats(stats::StatsArgs),
+    /// Validate a config file without running anything. A bad file is
+    /// reported as `file:line: key: what is wrong; what is allowed`.
+    CheckConfig(check_config::CheckConfigArgs),
 }
 
 impl Cli {
@@ -94,6 +98,7 @@ impl Cli {
             .context("starting the async runtime")?;
         match self.command {
             Command::Stats(args) => runtime.block_on(stats::run(args, self.log_level)),
+            Command::CheckConfig(args) => check_config::run(args),
         }
     }
 }

@@ -1,0 +1,749 @@
+//! The daemon's configuration: TOML in, validated values out.
+//!
+//! Owns: the config file format, its defaults and every rule about what is
+//! allowed. A bad file is refused whole with `file:line: key: what is wrong,
+//! what is allowed`; nothing downstream sees a half-valid config. Must not:
+//! touch the system (interfaces are checked when the daemon starts).
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::vrrp::{Auth, FastDetect, Params, Version};
+
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/wimark-ha/control.sock";
+
+/// A config error: where, which key, what is wrong and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem is the file as a whole.
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}: {}", self.file.display(), self.key, self.message),
+            line => write!(
+                f,
+                "{}:{line}: {}: {}",
+                self.file.display(),
+                self.key,
+                self.message
+            ),
+        }
+    }
+}
+
+/// Something legal but probably not what was meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}: {}", self.line, self.key, self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub instances: Vec<InstanceConfig>,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub control_socket: PathBuf,
+}
+
+/// A virtual IP with its prefix length, as it goes on the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtualIp {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl fmt::Display for VirtualIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// keepalived's gratuitous ARP settings after becoming master: a burst of
+/// `repeat` announcements, and another burst `delay` later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Garp {
+    pub repeat: u32,
+    pub delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceConfig {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub priority: u8,
+    pub version: Version,
+    pub advert_interval: Duration,
+    pub auth: Auth,
+    pub virtual_ips: Vec<VirtualIp>,
+    pub preempt: bool,
+    pub unicast_peers: Vec<IpAddr>,
+    pub fast_detect: Option<FastDetect>,
+    pub garp: Garp,
+}
+
+impl InstanceConfig {
+    /// The state machine's parameters, given our primary address on the
+    /// interface (found when the daemon starts).
+    pub fn params(&self, primary_address: IpAddr) -> Params {
+        Params {
+            version: self.version,
+            vrid: self.vrid,
+            priority: self.priority,
+            advert_interval: self.advert_interval,
+            auth: self.auth,
+            virtual_ips: self.virtual_ips.iter().map(|v| v.address).collect(),
+            preempt: self.preempt,
+            primary_address,
+            fast_detect: self.fast_detect,
+        }
+    }
+}
+
+// ===== the file as written =====
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    instance: Vec<Spanned<RawInstance>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    control_socket: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstance {
+    name: Spanned<String>,
+    interface: Spanned<String>,
+    vrid: Spanned<i64>,
+    priority: Spanned<i64>,
+    version: Option<Spanned<i64>>,
+    advert_interval: Option<Spanned<String>>,
+    auth_pass: Option<Spanned<String>>,
+    virtual_ips: Spanned<Vec<Spanned<String>>>,
+    preempt: Option<bool>,
+    #[serde(default)]
+    unicast_peers: Vec<Spanned<String>>,
+    fast_detect: Option<Spanned<RawFastDetect>>,
+    garp_master_repeat: Option<Spanned<i64>>,
+    garp_master_delay: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFastDetect {
+    interval: Spanned<String>,
+    multiplier: Spanned<i64>,
+}
+
+// ===== loading and validating =====
+
+/// Reads and validates `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        key: "file".to_string(),
+        message: format!("cannot read it: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Validates `text` as if read from `file`.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let cx = Context { text, file };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+    let control_socket = raw
+        .daemon
+        .control_socket
+        .map(|s| PathBuf::from(s.into_inner()))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET));
+    if raw.instance.is_empty() {
+        return Err(ConfigError {
+            file: file.to_path_buf(),
+            line: 0,
+            key: "instance".to_string(),
+            message: "no [[instance]] defined; at least one is needed".to_string(),
+        });
+    }
+    let mut warnings = Vec::new();
+    let mut instances: Vec<InstanceConfig> = Vec::new();
+    let mut names = HashSet::new();
+    let mut routers = HashSet::new();
+    for raw in raw.instance {
+        let span = raw.span();
+        let instance = cx.instance(raw.into_inner(), &mut warnings)?;
+        if !names.insert(instance.name.clone()) {
+            return Err(cx.error(
+                span,
+                "name",
+                &format!(
+                    "instance name `{}` is used twice; names must be unique",
+                    instance.name
+                ),
+            ));
+        }
+        if !routers.insert((instance.interface.clone(), instance.vrid)) {
+            return Err(cx.error(
+                span,
+                "vrid",
+                &format!(
+                    "VRID {} is used twice on `{}`; one instance per VRID and interface",
+                    instance.vrid, instance.interface
+                ),
+            ));
+        }
+        instances.push(instance);
+    }
+    Ok(Config {
+        daemon: DaemonConfig { control_socket },
+        instances,
+        warnings,
+    })
+}
+
+struct Context<'a> {
+    text: &'a str,
+    file: &'a Path,
+}
+
+impl Context<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn error(&self, span: std::ops::Range<usize>, key: &str, message: &str) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: self.line_of(span.start),
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// toml's own errors carry a span; the key is whatever stands before
+    /// `=` on that line (or the bare key for unknown fields).
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        let line = self.line_of(span.start);
+        let text = self
+            .text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .unwrap_or_default();
+        let key = text
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .trim_matches(['[', ']'])
+            .to_string();
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            key: if key.is_empty() {
+                "(syntax)".to_string()
+            } else {
+                key
+            },
+            message: e.message().trim().to_string(),
+        }
+    }
+
+    fn instance(
+        &self,
+        raw: RawInstance,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Result<InstanceConfig, ConfigError> {
+        let name = raw.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(self.error(raw.name.span(), "name", "must not be empty"));
+        }
+        let interface = raw.interface.get_ref().clone();
+        if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+            return Err(self.error(
+                raw.interface.span(),
+                "interface",
+                "must be an interface name (1 to 15 characters, no `/` or spaces)",
+            ));
+        }
+        let vrid = self.integer(&raw.vrid, "vrid", 1, 255)? as u8;
+        let priority = self.integer(&raw.priority, "priority", 1, 255)? as u8;
+        let version = match raw.version.as_ref().map(|v| *v.get_ref()) {
+            None | Some(3) => Version::V3,
+            Some(2) => Version::V2,
+            Some(_) => {
+                return Err(self.error(
+                    raw.version.as_ref().map_or(0..0, |v| v.span()),
+                    "version",
+                    "must be 2 (RFC 3768) or 3 (RFC 5798)",
+                ))
+            }
+        };
+        let advert_interval = match &raw.advert_interval {
+            None => Duration::from_secs(1),
+            Some(text) => {
+                let interval = self.duration(text, "advert_interval")?;
+                let ok = match version {
+                    Version::V2 => {
+                        interval.subsec_nanos() == 0 && (1..=255).contains(&interval.as_secs())
+                    }
+                    Version::V3 => {
+                        interval.as_nanos().is_multiple_of(10_000_000)
+                            && (10..=40_950).contains(&interval.as_millis())
+                    }
+                };
+                if !ok {
+                    let allowed = match version {
+                        Version::V2 => "VRRPv2 carries whole seconds: 1s to 255s",
+                        Version::V3 => {
+                            "VRRPv3 carries centiseconds: 10ms to 40950ms in steps of 10ms"
+                        }
+                    };
+                    return Err(self.error(
+                        text.span(),
+                        "advert_interval",
+                        &format!("{:?} is not allowed; {allowed}", interval),
+                    ));
+                }
+                interval
+            }
+        };
+        let auth = match (&raw.auth_pass, version) {
+            (None, _) => Auth::None,
+            (Some(pass), Version::V3) => {
+                return Err(self.error(
+                    pass.span(),
+                    "auth_pass",
+                    "VRRPv3 has no authentication (RFC 5798 §9); remove it or use version = 2",
+                ))
+            }
+            (Some(pass), Version::V2) => {
+                let text = pass.get_ref();
+                if text.is_empty() {
+                    return Err(self.error(pass.span(), "auth_pass", "must not be empty"));
+                }
+                if text.len() > 8 {
+                    warnings.push(ConfigWarning {
+                        line: self.line_of(pass.span().start),
+                        key: "auth_pass".to_string(),
+                        message:
+                            "longer than 8 bytes: only the first 8 are used, as keepalived does"
+                                .to_string(),
+                    });
+                }
+                Auth::password(text)
+            }
+        };
+        let mut virtual_ips = Vec::new();
+        for entry in raw.virtual_ips.get_ref() {
+            let vip = self.virtual_ip(entry)?;
+            if version == Version::V2 && vip.address.is_ipv6() {
+                return Err(self.error(
+                    entry.span(),
+                    "virtual_ips",
+                    "VRRPv2 is IPv4 only; use version = 3 for IPv6",
+                ));
+            }
+            if let Some(first) = virtual_ips.first().map(|v: &VirtualIp| v.address) {
+                if first.is_ipv4() != vip.address.is_ipv4() {
+                    return Err(self.error(
+                        entry.span(),
+                        "virtual_ips",
+                        "mixes IPv4 and IPv6; one instance carries one family (RFC 5798 §5.2.5)",
+                    ));
+                }
+            }
+            virtual_ips.push(vip);
+        }
+        if virtual_ips.is_empty() {
+            return Err(self.error(
+                raw.virtual_ips.span(),
+                "virtual_ips",
+                "needs at least one address, like \"10.10.10.3/24\"",
+            ));
+        }
+        let mut unicast_peers = Vec::new();
+        for peer in &raw.unicast_peers {
+            let address: IpAddr = peer.get_ref().parse().map_err(|_| {
+                self.error(
+                    peer.span(),
+                    "unicast_peers",
+                    &format!("`{}` is not an IP address", peer.get_ref()),
+                )
+            })?;
+            unicast_peers.push(address);
+        }
+        let fast_detect = match &raw.fast_detect {
+            None => None,
+            Some(fast) => {
+                let interval = self.duration(&fast.get_ref().interval, "fast_detect.interval")?;
+                if interval < Duration::from_micros(100) || interval >= advert_interval {
+                    return Err(self.error(fast.get_ref().interval.span(), "fast_detect.interval", &format!("must be at least 100us and shorter than advert_interval ({advert_interval:?})")));
+                }
+                let multiplier =
+                    self.integer(&fast.get_ref().multiplier, "fast_detect.multiplier", 2, 255)?
+                        as u32;
+                Some(FastDetect {
+                    interval,
+                    multiplier,
+                })
+            }
+        };
+        let repeat = match &raw.garp_master_repeat {
+            None => 5,
+            Some(r) => self.integer(r, "garp_master_repeat", 1, 255)? as u32,
+        };
+        let delay = match &raw.garp_master_delay {
+            None => Duration::from_secs(5),
+            Some(d) => self.duration(d, "garp_master_delay")?,
+        };
+        Ok(InstanceConfig {
+            name,
+            interface,
+            vrid,
+            priority,
+            version,
+            advert_interval,
+            auth,
+            virtual_ips,
+            preempt: raw.preempt.unwrap_or(true),
+            unicast_peers,
+            fast_detect,
+            garp: Garp { repeat, delay },
+        })
+    }
+
+    fn integer(
+        &self,
+        value: &Spanned<i64>,
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Result<i64, ConfigError> {
+        let n = *value.get_ref();
+        if !(min..=max).contains(&n) {
+            return Err(self.error(
+                value.span(),
+                key,
+                &format!("{n} is out of range; allowed {min} to {max}"),
+            ));
+        }
+        Ok(n)
+    }
+
+    fn duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(value.get_ref()).map_err(|e| {
+            self.error(
+                value.span(),
+                key,
+                &format!(
+                    "`{}` is not a duration ({e}); write it like \"10ms\" or \"1s\"",
+                    value.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn virtual_ip(&self, entry: &Spanned<String>) -> Result<VirtualIp, ConfigError> {
+        let text = entry.get_ref();
+        let bad = |what: &str| {
+            self.error(
+                entry.span(),
+                "virtual_ips",
+                &format!("`{text}`: {what}; write it like \"10.10.10.3/24\""),
+            )
+        };
+        let (address, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text.as_str(), None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| bad("not an IP address"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| bad("bad prefix length"))?,
+        };
+        Ok(VirtualIp {
+            address,
+            prefix_len,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[daemon]
+control_socket = "/run/wimark-ha/test.sock"
+
+[[instance]]
+name = "WIM1"
+interface = "eth1"
+vrid = 67
+priority = 200
+version = 3
+advert_interval = "10ms"
+virtual_ips = ["10.10.10.3/24"]
+preempt = true
+unicast_peers = []
+fast_detect = { interval = "1ms", multiplier = 3 }
+"#;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("/etc/wimark-ha/wimark-ha.toml"))
+    }
+
+    #[test]
+    fn the_documented_example_is_accepted() {
+        let config = parse_str(GOOD).expect("valid");
+        assert_eq!(
+            config.daemon.control_socket,
+            PathBuf::from("/run/wimark-ha/test.sock")
+        );
+        let instance = &config.instances[0];
+        assert_eq!(
+            (instance.vrid, instance.priority, instance.version),
+            (67, 200, Version::V3)
+        );
+        assert_eq!(instance.advert_interval, Duration::from_millis(10));
+        assert_eq!(
+            instance.virtual_ips,
+            vec![VirtualIp {
+                address: "10.10.10.3".parse().expect("ip"),
+                prefix_len: 24
+            }]
+        );
+        assert_eq!(
+            instance.fast_detect,
+            Some(FastDetect {
+                interval: Duration::from_millis(1),
+                multiplier: 3
+            })
+        );
+        assert_eq!(
+            instance.garp,
+            Garp {
+                repeat: 5,
+                delay: Duration::from_secs(5)
+            }
+        );
+    }
+
+    #[test]
+    fn the_vendors_v2_instance_is_accepted_with_a_warning_for_a_long_password() {
+        let text = "[[instance]]\nname = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = 200\nversion = 2\nadvert_interval = \"1s\"\nauth_pass = \"wimark123\"\nvirtual_ips = [\"10.10.10.3/24\"]\n";
+        let config = parse_str(text).expect("valid");
+        assert_eq!(config.instances[0].auth, Auth::password("wimark12"));
+        assert_eq!(config.warnings.len(), 1);
+        assert_eq!(config.warnings[0].line, 8);
+    }
+
+    fn error_for(replace: &str, with: &str) -> ConfigError {
+        let text = GOOD.replace(replace, with);
+        assert_ne!(text, GOOD, "test must change the config");
+        parse_str(&text).expect_err("must be refused")
+    }
+
+    #[test]
+    fn each_bad_value_names_file_line_key_and_what_is_allowed() {
+        let cases = [
+            (
+                "priority = 200",
+                "priority = 300",
+                9,
+                "priority",
+                "allowed 1 to 255",
+            ),
+            ("vrid = 67", "vrid = 0", 8, "vrid", "allowed 1 to 255"),
+            (
+                "version = 3",
+                "version = 4",
+                10,
+                "version",
+                "2 (RFC 3768) or 3",
+            ),
+            (
+                "advert_interval = \"10ms\"",
+                "advert_interval = \"15ms\"",
+                11,
+                "advert_interval",
+                "steps of 10ms",
+            ),
+            (
+                "advert_interval = \"10ms\"",
+                "advert_interval = \"soon\"",
+                11,
+                "advert_interval",
+                "not a duration",
+            ),
+            (
+                "\"10.10.10.3/24\"",
+                "\"10.10.10.300/24\"",
+                12,
+                "virtual_ips",
+                "not an IP address",
+            ),
+            (
+                "\"10.10.10.3/24\"",
+                "\"10.10.10.3/33\"",
+                12,
+                "virtual_ips",
+                "bad prefix length",
+            ),
+            (
+                "\"10.10.10.3/24\"",
+                "\"10.10.10.3/24\", \"fd00::3/64\"",
+                12,
+                "virtual_ips",
+                "mixes IPv4 and IPv6",
+            ),
+            (
+                "virtual_ips = [\"10.10.10.3/24\"]",
+                "virtual_ips = []",
+                12,
+                "virtual_ips",
+                "at least one",
+            ),
+            (
+                "unicast_peers = []",
+                "unicast_peers = [\"peer-b\"]",
+                14,
+                "unicast_peers",
+                "not an IP address",
+            ),
+            (
+                "interval = \"1ms\"",
+                "interval = \"20ms\"",
+                15,
+                "fast_detect.interval",
+                "shorter than advert_interval",
+            ),
+            (
+                "multiplier = 3",
+                "multiplier = 1",
+                15,
+                "fast_detect.multiplier",
+                "allowed 2 to 255",
+            ),
+            (
+                "preempt = true",
+                "preempt = true\nauth_pass = \"x\"",
+                14,
+                "auth_pass",
+                "VRRPv3 has no authentication",
+            ),
+            (
+                "preempt = true",
+                "preemt = true",
+                13,
+                "preemt",
+                "unknown field",
+            ),
+            (
+                "priority = 200",
+                "priority = \"high\"",
+                9,
+                "priority",
+                "invalid type",
+            ),
+            (
+                "interface = \"eth1\"",
+                "interface = \"a-very-long-interface\"",
+                7,
+                "interface",
+                "1 to 15 characters",
+            ),
+        ];
+        for (from, to, line, key, allowed) in cases {
+            let error = error_for(from, to);
+            assert_eq!(
+                (error.line, error.key.as_str()),
+                (line, key),
+                "{to}: {error}"
+            );
+            assert!(error.message.contains(allowed), "{to}: {error}");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("/etc/wimark-ha/wimark-ha.toml:"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn v2_specific_rules() {
+        let v2 = GOOD
+            .replace("version = 3", "version = 2")
+            .replace("fast_detect = { interval = \"1ms\", multiplier = 3 }\n", "");
+        let error = parse_str(&v2).expect_err("10ms is not a v2 interval");
+        assert_eq!(error.key, "advert_interval");
+        assert!(error.message.contains("whole seconds"), "{error}");
+        let v2_v6 = v2
+            .replace("\"10ms\"", "\"1s\"")
+            .replace("10.10.10.3/24", "fd00::3/64");
+        let error = parse_str(&v2_v6).expect_err("v2 is IPv4 only");
+        assert!(error.message.contains("IPv4 only"), "{error}");
+    }
+
+    #[test]
+    fn duplicates_and_missing_instances_are_refused() {
+        let twice = format!(
+            "{GOOD}\n{}",
+            &GOOD[GOOD.find("[[instance]]").expect("instance")..]
+        );
+        let error = parse_str(&twice).expect_err("duplicate name");
+        assert_eq!(error.key, "name");
+        assert_eq!(error.line, 17);
+        let renamed = twice.replacen("name = \"WIM1\"", "name = \"WIM2\"", 1);
+        assert_eq!(parse_str(&renamed).expect_err("duplicate vrid").key, "vrid");
+        assert_eq!(
+            parse_str("[daemon]\n").expect_err("no instance").key,
+            "instance"
+        );
+        assert_eq!(parse_str("[[instance]\nname=").expect_err("syntax").line, 1);
+    }
+}
