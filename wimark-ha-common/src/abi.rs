@@ -10,6 +10,12 @@ pub const MAP_PEERS: &str = "VRRP_PEERS";
 pub const MAP_APS: &str = "AP_TABLE";
 pub const MAP_EVENTS: &str = "PEER_EVENTS";
 pub const MAP_AP_CLOCK: &str = "AP_CLOCK";
+pub const MAP_ADVERTS: &str = "ADVERTS";
+pub const MAP_WATCHED_VRIDS: &str = "WATCHED_VRIDS";
+/// Ring buffer size for per-advert events, in bytes (a power of two): at
+/// 48 bytes plus an 8-byte header, 4096 adverts — seconds of slack at the
+/// fastest heartbeat.
+pub const ADVERT_RING_BYTES: u32 = 256 * 1024;
 /// How often userspace refreshes `AP_CLOCK` (see there).
 pub const AP_CLOCK_TICK_MS: u64 = 100;
 /// The XDP program's function name in the object.
@@ -177,6 +183,26 @@ pub struct PeerEvent {
     pub _pad: [u8; 9],
 }
 
+/// Every valid advert for a VRID the daemon watches (`WATCHED_VRIDS`), with
+/// the kernel's receive time: the daemon's only source of adverts, so its
+/// detection never depends on when userspace got scheduled.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdvertEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at receive.
+    pub timestamp_ns: u64,
+    pub source: IpBytes,
+    pub interval_ms: u32,
+    pub vrid: u8,
+    pub priority: u8,
+    pub version: u8,
+    pub address_count: u8,
+    pub auth_type: u8,
+    pub _pad: [u8; 3],
+    /// VRRPv2 authentication data; zero for v3.
+    pub auth_data: [u8; 8],
+}
+
 /// One way of an AP table set: which AP, and what this CPU saw of it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -215,6 +241,7 @@ mod pod {
     unsafe impl aya::Pod for super::PeerRecord {}
     unsafe impl aya::Pod for super::PeerEvent {}
     unsafe impl aya::Pod for super::ApSlot {}
+    unsafe impl aya::Pod for super::AdvertEvent {}
 }
 
 // No implicit padding anywhere: sizes equal the sum of the fields.
@@ -223,5 +250,6 @@ const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerRecord>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerEvent>() == 8 + 24 + 12 + 3 + 9);
 const _: () = assert!(core::mem::size_of::<ApSlot>() == 48);
+const _: () = assert!(core::mem::size_of::<AdvertEvent>() == 48);
 const _: () = assert!(AP_TABLE_SETS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<TrafficCounter>() == 16);

@@ -24,8 +24,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use wimark_ha_common::{
     abi::{
-        ap_set, peer_event, ApSlot, Counter, IpBytes, PeerEvent, PeerKey, PeerRecord,
-        TrafficCounter, AP_TABLE_SLOTS, AP_TABLE_WAYS, EVENT_RING_BYTES, PEER_TABLE_SIZE,
+        ap_set, peer_event, AdvertEvent, ApSlot, Counter, IpBytes, PeerEvent, PeerKey, PeerRecord,
+        TrafficCounter, ADVERT_RING_BYTES, AP_TABLE_SLOTS, AP_TABLE_WAYS, EVENT_RING_BYTES, PEER_TABLE_SIZE,
     },
     classify::{classify, AdvertSummary, Frame, Verdict},
 };
@@ -49,8 +49,19 @@ static AP_TABLE: PerCpuArray<ApSlot> = PerCpuArray::with_max_entries(AP_TABLE_SL
 #[map]
 static AP_CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 
+/// Every valid advert of a watched VRID, for the daemon's state machines.
+#[map]
+static ADVERTS: RingBuf = RingBuf::with_byte_size(ADVERT_RING_BYTES, 0);
+
+/// Non-zero at index VRID: the daemon runs an instance for it.
+#[map]
+static WATCHED_VRIDS: Array<u32> = Array::with_max_entries(256, 0);
+
 #[map]
 static PEER_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+
+/// Largest offset the classifier reads at (jumbo frames are 9 KB).
+const MAX_FRAME_OFFSET: usize = 0x3fff;
 
 /// The frame as the classifier sees it: every read is checked against
 /// `data_end` right before the access, which is what the verifier needs.
@@ -64,6 +75,11 @@ impl Frame for XdpFrame<'_> {
 
     #[inline(always)]
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        // The verifier only trusts a bounds check on a packet pointer whose
+        // variable offset is provably small; no frame we parse is this long.
+        if offset > MAX_FRAME_OFFSET {
+            return None;
+        }
         let start = self.0.data() + offset;
         if start + N > self.0.data_end() {
             return None;
@@ -80,7 +96,7 @@ pub fn wimark_ha_monitor(ctx: XdpContext) -> u32 {
     let bytes = frame.frame_len() as u64;
     count(verdict.counter(), bytes);
     match verdict {
-        Verdict::Vrrp(advert) => record_peer(&advert),
+        Verdict::Vrrp(advert) => record_peer(&frame, &advert),
         Verdict::VrrpInvalid(reason) => {
             // Compiled in, but gated on AYA_LOG_LEVEL which userspace leaves
             // off unless `--log-level debug`: one load and a branch.
@@ -111,8 +127,29 @@ fn count(counter: Counter, bytes: u64) {
 }
 
 #[inline(always)]
-fn record_peer(advert: &AdvertSummary) {
+fn record_peer(frame: &XdpFrame, advert: &AdvertSummary) {
     let now = unsafe { bpf_ktime_get_ns() };
+    if WATCHED_VRIDS.get(u32::from(advert.vrid)).is_some_and(|w| *w != 0) {
+        let event = AdvertEvent {
+            timestamp_ns: now,
+            source: advert.source,
+            interval_ms: advert.interval_ms,
+            vrid: advert.vrid,
+            priority: advert.priority,
+            version: advert.version,
+            address_count: advert.address_count,
+            auth_type: advert.auth_type,
+            _pad: [0; 3],
+            auth_data: if advert.version == 2 {
+                frame.load::<8>(usize::from(advert.auth_offset)).unwrap_or([0; 8])
+            } else {
+                [0; 8]
+            },
+        };
+        if ADVERTS.output::<AdvertEvent>(&event, 0).is_err() {
+            count(Counter::EventsLost, 0);
+        }
+    }
     let key = PeerKey {
         source: advert.source,
         vrid: advert.vrid,

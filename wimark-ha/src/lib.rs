@@ -6,5 +6,8 @@
 //! - [`cli`]: the command line; each subcommand in its own module.
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod monitor;
+pub mod vip;
 pub mod vrrp;

@@ -706,3 +706,69 @@ fn fast_pair_fails_over_within_a_few_milliseconds_and_preempts_back() {
     pair.drive(at_ms(700.0));
     assert_eq!(pair.states(), [State::Backup, State::Master]);
 }
+
+#[test]
+fn switchover_resigns_and_does_not_preempt_back() {
+    let a = Params {
+        primary_address: ip(PEER_LOW),
+        priority: 250,
+        ..v3(250, 10)
+    };
+    let b = Params {
+        primary_address: ip(PEER_HIGH),
+        ..v3(100, 10)
+    };
+    let mut pair = Pair::new(a, b);
+    pair.drive(at_ms(500.0));
+    assert_eq!(pair.states(), [State::Master, State::Backup]);
+    let t = pair.now;
+    pair.routers[0].resign(t);
+    let actions: Vec<Action> = std::iter::from_fn(|| pair.routers[0].poll_action()).collect();
+    assert_eq!(actions[0], Action::SendAdvert { priority: 0 });
+    assert_eq!(actions[1], Action::RemoveVirtualIps);
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Master, State::Backup, Reason::Switchover)]
+    );
+    // Put the resignation on the wire by hand (collect() already drained).
+    let resign = advert(pair.routers[0].params(), 0, ms(10));
+    pair.in_flight.push((t + pair.delay, 1, resign));
+    // B takes over after its skew time: (256-100)/256 * 10 ms = 6.1 ms.
+    pair.drive(t + ms(7));
+    assert_eq!(pair.states(), [State::Backup, State::Master]);
+    // A has the higher priority but yielded: it stays backup.
+    pair.drive(t + ms(1000));
+    assert_eq!(pair.states(), [State::Backup, State::Master]);
+}
+
+#[test]
+fn resignation_of_a_fast_master_uses_the_fast_skew() {
+    let params = fast_params();
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    for n in 1..=10 {
+        let t = at_ms(n as f64);
+        instance
+            .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
+            .expect("ok");
+    }
+    instance
+        .handle_advert(
+            at_ms(10.5),
+            ip(PEER_HIGH),
+            &advert(&params, 0, ms(10)),
+            at_ms(10.5),
+        )
+        .expect("ok");
+    // (256 - 200) / 256 * 1 ms = 0.21875 ms, not 2.1875 ms.
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(Timestamp(10_500_000 + 218_750))
+    );
+    let actions = run_until(&mut instance, at_ms(11.0));
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Backup, State::Master, Reason::PeerResigned)]
+    );
+}

@@ -3,6 +3,7 @@
 //! Owns: argument parsing, logging setup, and turning typed errors into the
 //! one-line messages users see. Must not: hold protocol or monitor logic.
 mod check_config;
+mod daemon;
 mod stats;
 
 use std::time::Duration;
@@ -71,6 +72,14 @@ pub enum Command {
     /// Validate a config file without running anything. A bad file is
     /// reported as `file:line: key: what is wrong; what is allowed`.
     CheckConfig(check_config::CheckConfigArgs),
+    /// Run the daemon: VRRP on the configured interfaces, VIPs, status.
+    /// SIGTERM resigns mastership (priority 0) and removes the VIPs.
+    Run(daemon::RunArgs),
+    /// Show each instance's state, peer, last advert age and transition
+    /// history with timings.
+    Status(daemon::StatusArgs),
+    /// Hand mastership to the peer at once (a priority-0 advert).
+    Switchover(daemon::SwitchoverArgs),
 }
 
 impl Cli {
@@ -99,6 +108,12 @@ impl Cli {
         match self.command {
             Command::Stats(args) => runtime.block_on(stats::run(args, self.log_level)),
             Command::CheckConfig(args) => check_config::run(args),
+            Command::Run(args) => {
+                drop(runtime); // the daemon builds its own threads and runtimes
+                daemon::run(args, self.log_level)
+            }
+            Command::Status(args) => daemon::status(args),
+            Command::Switchover(args) => daemon::switchover(args),
         }
     }
 }

@@ -167,7 +167,9 @@ pub(super) async fn attach(
     }
     let program = super::monitor_program(ebpf)?;
     let attach_error = |e: &aya::programs::ProgramError| match errno_of(e) {
-        Some(libc::EPERM) | Some(libc::EACCES) => MonitorError::NotPermitted,
+        Some(libc::EPERM) | Some(libc::EACCES) => MonitorError::NotPermitted {
+            detail: super::one_line(e),
+        },
         _ => MonitorError::Attach {
             interface: interface.to_string(),
             detail: e.to_string(),
@@ -178,7 +180,9 @@ pub(super) async fn attach(
         Err(e) => match errno_of(&e) {
             // Someone attached between our check and now.
             Some(libc::EBUSY) | Some(libc::EEXIST) => Err(attach_error(&e)),
-            Some(libc::EPERM) | Some(libc::EACCES) => Err(MonitorError::NotPermitted),
+            Some(libc::EPERM) | Some(libc::EACCES) => Err(MonitorError::NotPermitted {
+                detail: super::one_line(&e),
+            }),
             _ => {
                 tracing::info!(
                     interface,

@@ -5,11 +5,13 @@
 //! Owns: the kernel object's lifetime (attach on create, detach on drop).
 //! Must not: decide anything about failover — it reports what the wire shows;
 //! the VRRP state machine decides.
+mod adverts;
 mod ap_clock;
 mod attach;
 mod events;
 mod snapshot;
 
+pub use adverts::AdvertReader;
 pub use attach::{attached_xdp_program, AttachMode, ExistingProgram};
 pub use events::{EventStream, PeerChange};
 pub use snapshot::{
@@ -38,9 +40,9 @@ pub enum MonitorError {
     #[error("interface `{interface}` does not exist (list interfaces with `ip link`)")]
     NoSuchInterface { interface: String },
     #[error(
-        "not permitted to load BPF programs: run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"
+        "not permitted to load BPF programs ({detail}): run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"
     )]
-    NotPermitted,
+    NotPermitted { detail: String },
     #[error(
         "the kernel cannot run the monitor ({detail}); it needs Linux 5.8 or newer with BPF, XDP and BPF ring buffers enabled"
     )]
@@ -95,22 +97,32 @@ pub(crate) fn errno_of(error: &(dyn std::error::Error + 'static)) -> Option<i32>
     None
 }
 
+/// The error and its sources on one line (the verifier log can be thousands
+/// of lines; only its first is kept).
+pub(crate) fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut detail = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    detail.lines().next().unwrap_or_default().to_string()
+}
+
 /// Turns a failure of `bpf()` into a [`MonitorError`] that tells the user what to do.
 fn classify_load_error(error: &(dyn std::error::Error + 'static)) -> MonitorError {
+    // The whole story (with the verifier's log) for `--log-level debug`.
+    tracing::debug!("loading the XDP object failed: {error:#?}");
     match errno_of(error) {
-        Some(libc::EPERM) | Some(libc::EACCES) => MonitorError::NotPermitted,
-        _ => {
-            let mut detail = error.to_string();
-            let mut source = error.source();
-            while let Some(s) = source {
-                detail.push_str(": ");
-                detail.push_str(&s.to_string());
-                source = s.source();
-            }
-            // The verifier log can be thousands of lines; keep the message to one.
-            detail = detail.lines().next().unwrap_or_default().to_string();
-            MonitorError::KernelUnsupported { detail }
-        }
+        // EACCES from BPF_PROG_LOAD is the verifier refusing the program, not
+        // a permission problem; EPERM is missing privileges.
+        Some(libc::EPERM) => MonitorError::NotPermitted {
+            detail: one_line(error),
+        },
+        _ => MonitorError::KernelUnsupported {
+            detail: one_line(error),
+        },
     }
 }
 
@@ -236,6 +248,11 @@ impl Monitor {
     /// The peer-change event stream (can be taken once).
     pub fn take_events(&mut self) -> Result<EventStream, MonitorError> {
         EventStream::new(&mut self.ebpf)
+    }
+
+    /// Every valid advert of `vrids` from now on (can be taken once).
+    pub fn take_adverts(&mut self, vrids: &[u8]) -> Result<AdvertReader, MonitorError> {
+        AdvertReader::new(&mut self.ebpf, vrids)
     }
 
     /// The kernel-side log reader, when `--log-level debug` asked for one.

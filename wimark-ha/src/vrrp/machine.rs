@@ -84,6 +84,8 @@ pub enum Reason {
     /// A peer with a higher priority (or equal priority, higher address).
     PreemptedByPeer,
     Shutdown,
+    /// A planned hand-over (`wimark-ha switchover`).
+    Switchover,
 }
 
 /// What the runtime must do, in order.
@@ -142,6 +144,9 @@ pub struct Instance {
     /// Whether the master-down timer currently runs on skew time only
     /// (the master resigned).
     resigned: bool,
+    /// We handed mastership over on purpose: do not preempt it back until
+    /// we become master again.
+    yielded: bool,
     last_advert_at: Option<Timestamp>,
     previous_advert_at: Option<Timestamp>,
     master: Option<IpAddr>,
@@ -160,6 +165,7 @@ impl Instance {
             fast_down_deadline: None,
             stall_grace_used: false,
             resigned: false,
+            yielded: false,
             last_advert_at: None,
             previous_advert_at: None,
             master: None,
@@ -202,6 +208,16 @@ impl Instance {
             Version::V2 => Duration::from_secs(1),
         };
         Duration::from_nanos(base.as_nanos() as u64 * weight / 256)
+    }
+
+    /// Skew_Time scaled to the fast interval (used on a resignation from a
+    /// master seen sending fast).
+    pub fn fast_skew_time(&self) -> Duration {
+        let weight = 256 - u64::from(self.params.priority);
+        match self.params.fast_detect {
+            Some(fast) => Duration::from_nanos(fast.interval.as_nanos() as u64 * weight / 256),
+            None => self.skew_time(),
+        }
     }
 
     /// Master_Down_Interval: `3 * Master_Adver_Interval + Skew_Time`
@@ -249,6 +265,22 @@ impl Instance {
         }
         self.clear_timers();
         self.enter(State::Initialize, Reason::Shutdown, None);
+    }
+
+    /// Planned switchover: as a master, resign at once (a priority-0 advert,
+    /// so the peer takes over after its skew time only, RFC 5798 §6.4.2) and
+    /// become backup without preempting the new master until this node is
+    /// master again.
+    pub fn resign(&mut self, now: Timestamp) {
+        if self.state != State::Master {
+            return;
+        }
+        self.actions.push_back(Action::SendAdvert { priority: 0 });
+        self.actions.push_back(Action::RemoveVirtualIps);
+        self.clear_timers();
+        self.yielded = true;
+        self.enter(State::Backup, Reason::Switchover, None);
+        self.master_down_deadline = Some(now + self.master_down_interval());
     }
 
     /// An advert heard at `at` (the kernel's receive timestamp), already
@@ -304,15 +336,24 @@ impl Instance {
         if advert.priority == 0 {
             // "If the Priority in the ADVERTISEMENT is zero, then: Set the
             // Master_Down_Timer to Skew_Time."
+            // wimark-ha extension: a master seen sending at the fast
+            // interval gets the fast interval's skew, so a planned hand-over
+            // between two wimark-ha nodes takes under a millisecond instead
+            // of up to one advert interval. Priorities still order backups.
+            let skew = if self.fast_down_deadline.is_some() {
+                self.fast_skew_time()
+            } else {
+                self.skew_time()
+            };
             self.note_advert(source, at);
-            self.master_down_deadline = Some(now + self.skew_time());
+            self.master_down_deadline = Some(now + skew);
             self.fast_down_deadline = None;
             self.resigned = true;
             return Ok(());
         }
         // "Else if Preempt_Mode is False, or if the Priority in the
         // ADVERTISEMENT is greater than or equal to the local Priority".
-        if !self.params.preempt || advert.priority >= self.params.priority {
+        if !self.params.preempt || self.yielded || advert.priority >= self.params.priority {
             self.note_advert(source, at);
             if self.params.version == Version::V3 {
                 // "Set Master_Adver_Interval to Adver Interval contained in
@@ -495,6 +536,7 @@ impl Instance {
         });
         self.adver_deadline = Some(now + self.send_interval());
         self.master = None;
+        self.yielded = false;
         self.enter(State::Master, reason, silence);
     }
 

@@ -1,0 +1,120 @@
+//! `wimark-ha run`, `status` and `switchover`.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+
+use super::LogLevel;
+use crate::control::{self, Request};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The config file.
+    #[arg(long, default_value = "/etc/wimark-ha/wimark-ha.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the daemon's status as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The daemon's control socket.
+    #[arg(long, default_value_os_t = control::default_socket())]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchoverArgs {
+    /// Only this instance (default: every instance this node is master of).
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// The daemon's control socket.
+    #[arg(long, default_value_os_t = control::default_socket())]
+    pub socket: PathBuf,
+}
+
+pub fn run(args: RunArgs, log_level: LogLevel) -> anyhow::Result<()> {
+    crate::daemon::run(&args.config, log_level.kernel_log())
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let response = control::request(&args.socket, &Request::Status)?;
+    let Some(status) = response.status.filter(|_| response.ok) else {
+        bail!(
+            "{}",
+            response
+                .error
+                .unwrap_or_else(|| "the daemon sent no status".to_string())
+        );
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&status)?);
+        return Ok(());
+    }
+    for i in &status.instances {
+        println!(
+            "{} ({} VRID {}, VRRPv{}): {} priority {}, master {}, last advert {}",
+            i.name,
+            i.interface,
+            i.vrid,
+            i.version,
+            i.state,
+            i.priority,
+            i.master.map_or("unknown".to_string(), |m| m.to_string()),
+            i.last_advert_ms_ago
+                .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
+        );
+        println!(
+            "  VIPs {} ({}), adverts sent {} received {}, ignored {:?}",
+            i.virtual_ips.join(" "),
+            if i.holds_virtual_ips {
+                "held"
+            } else {
+                "not held"
+            },
+            i.adverts_sent,
+            i.adverts_received,
+            i.ignored
+        );
+        if let Some(fault) = &i.fault {
+            println!("  DEGRADED: {fault}");
+        }
+        for t in &i.history {
+            let us = |v: Option<u64>| {
+                v.map_or("-".to_string(), |v| format!("{:.3} ms", v as f64 / 1000.0))
+            };
+            println!(
+                "  {} {} -> {} ({}): silence {}, VIP added {}, GARP sent {}",
+                t.at_unix_ms,
+                t.from,
+                t.to,
+                t.reason,
+                us(t.silence_us),
+                us(t.vip_added_us),
+                us(t.garp_sent_us)
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn switchover(args: SwitchoverArgs) -> anyhow::Result<()> {
+    let response = control::request(
+        &args.socket,
+        &Request::Switchover {
+            instance: args.instance,
+        },
+    )?;
+    if !response.ok {
+        bail!(
+            "{}",
+            response
+                .error
+                .unwrap_or_else(|| "switchover refused".to_string())
+        );
+    }
+    println!("{}", response.message.unwrap_or_default());
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The control socket: `wimark-ha status` and `wimark-ha switchover` talk to
+//! the running daemon over a Unix socket, one JSON request and one JSON
+//! response per connection.
+//!
+//! Owns: the protocol, the server (root-only: mode 0600 and the peer's
+//! credentials checked) and the client. Must not: change state itself — it
+//! passes requests to the engine and reports what the engine says.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Write as _},
+    net::IpAddr,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Hand mastership to the peer at once (priority-0 advert). Without a
+    /// name: every instance this node is master of.
+    Switchover {
+        instance: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<DaemonStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub instances: Vec<InstanceStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub version: u8,
+    /// MASTER, BACKUP, INIT or FAULT.
+    pub state: String,
+    pub priority: u8,
+    pub advert_interval_ms: u64,
+    pub primary_address: IpAddr,
+    /// The master as far as we know (ourselves when MASTER).
+    pub master: Option<IpAddr>,
+    pub last_advert_ms_ago: Option<u64>,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Adverts not acted on, by reason (never obeyed).
+    pub ignored: BTreeMap<String, u64>,
+    pub virtual_ips: Vec<String>,
+    pub holds_virtual_ips: bool,
+    /// Why the instance is degraded (a VIP that could not be added...), if it is.
+    pub fault: Option<String>,
+    /// Latest transitions, oldest first (bounded).
+    pub history: Vec<TransitionRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionRecord {
+    pub at_unix_ms: u64,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    /// Takeovers: silence from the last advert heard to the decision.
+    pub silence_us: Option<u64>,
+    /// From the decision to the VIPs being on the interface.
+    pub vip_added_us: Option<u64>,
+    /// From the decision to the first gratuitous ARP/NA on the wire.
+    pub garp_sent_us: Option<u64>,
+}
+
+pub type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;
+
+/// Binds the socket (replacing a stale one), root-only.
+pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => bail!("{} is in use: another wimark-ha is running", path.display()),
+        Err(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves requests until the task is dropped.
+pub async fn serve(listener: tokio::net::UnixListener, handler: Handler) {
+    // SAFETY: no preconditions.
+    let our_uid = unsafe { libc::geteuid() };
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let allowed = stream
+                .peer_cred()
+                .map(|c| c.uid() == 0 || c.uid() == our_uid)
+                .unwrap_or(false);
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(read);
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let response = if !allowed {
+                Response {
+                    ok: false,
+                    error: Some("permission denied: root only".to_string()),
+                    ..Default::default()
+                }
+            } else {
+                match serde_json::from_str::<Request>(&line) {
+                    Ok(request) => {
+                        let handler = handler.clone();
+                        tokio::task::spawn_blocking(move || handler(request))
+                            .await
+                            .unwrap_or_else(|e| Response {
+                                ok: false,
+                                error: Some(format!("internal error: {e}")),
+                                ..Default::default()
+                            })
+                    }
+                    Err(e) => Response {
+                        ok: false,
+                        error: Some(format!("bad request: {e}")),
+                        ..Default::default()
+                    },
+                }
+            };
+            let mut text = serde_json::to_string(&response).unwrap_or_default();
+            text.push('\n');
+            let _ = write.write_all(text.as_bytes()).await;
+        });
+    }
+}
+
+/// Sends one request to the daemon at `path`.
+pub fn request(path: &Path, request: &Request) -> anyhow::Result<Response> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).with_context(|| {
+        format!("cannot reach the daemon at {} (is `wimark-ha run` running? --socket names another path)", path.display())
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut text = serde_json::to_string(request)?;
+    text.push('\n');
+    stream.write_all(text.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .context("reading the daemon's answer")?;
+    serde_json::from_str(&line).context("the daemon's answer is not valid JSON")
+}
+
+pub fn default_socket() -> PathBuf {
+    PathBuf::from(crate::config::DEFAULT_CONTROL_SOCKET)
+}

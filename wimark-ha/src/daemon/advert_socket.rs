@@ -1,0 +1,236 @@
+//! Sending adverts: a raw IP socket per instance (the kernel builds the IP
+//! header), TTL / hop limit 255 as RFC 5798 §5.1.1.3 requires, bound to the
+//! peer interface, from our primary address.
+
+use std::{
+    io, mem,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use wimark_ha_common::classify::IPPROTO_VRRP;
+
+pub const VRRP_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+pub const VRRP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+
+pub struct AdvertSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+fn check(rc: libc::c_int, what: &'static str) -> io::Result<()> {
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    Ok(())
+}
+
+fn set<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+    what: &'static str,
+) -> io::Result<()> {
+    // SAFETY: valid pointer and size of a plain value.
+    check(
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                level,
+                name,
+                (value as *const T).cast(),
+                mem::size_of::<T>() as u32,
+            )
+        },
+        what,
+    )
+}
+
+impl AdvertSocket {
+    pub fn new(interface: &str, ifindex: u32, source: IpAddr) -> io::Result<Self> {
+        let family = if source.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        // SAFETY: plain socket(2).
+        let raw = unsafe {
+            libc::socket(
+                family,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(IPPROTO_VRRP),
+            )
+        };
+        if raw < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("raw VRRP socket (needs CAP_NET_RAW): {e}"),
+            ));
+        }
+        // SAFETY: fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let name = interface.as_bytes();
+        // SAFETY: valid buffer and length.
+        check(
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_BINDTODEVICE,
+                    name.as_ptr().cast(),
+                    name.len() as u32,
+                )
+            },
+            "SO_BINDTODEVICE",
+        )?;
+        let ttl: libc::c_int = 255;
+        let off: libc::c_int = 0;
+        match source {
+            IpAddr::V4(v4) => {
+                set(&fd, libc::IPPROTO_IP, libc::IP_TTL, &ttl, "IP_TTL")?;
+                set(
+                    &fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_MULTICAST_TTL,
+                    &ttl,
+                    "IP_MULTICAST_TTL",
+                )?;
+                set(
+                    &fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_MULTICAST_LOOP,
+                    &off,
+                    "IP_MULTICAST_LOOP",
+                )?;
+                let request = libc::ip_mreqn {
+                    imr_multiaddr: libc::in_addr { s_addr: 0 },
+                    imr_address: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(v4.octets()),
+                    },
+                    imr_ifindex: ifindex as i32,
+                };
+                set(
+                    &fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_MULTICAST_IF,
+                    &request,
+                    "IP_MULTICAST_IF",
+                )?;
+                let mut address: libc::sockaddr_in = unsafe { mem::zeroed() };
+                address.sin_family = libc::AF_INET as u16;
+                address.sin_addr = libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.octets()),
+                };
+                // SAFETY: valid pointer and length.
+                check(
+                    unsafe {
+                        libc::bind(
+                            fd.as_raw_fd(),
+                            (&raw const address).cast(),
+                            mem::size_of::<libc::sockaddr_in>() as u32,
+                        )
+                    },
+                    "bind to the primary address",
+                )?;
+            }
+            IpAddr::V6(v6) => {
+                set(
+                    &fd,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_UNICAST_HOPS,
+                    &ttl,
+                    "IPV6_UNICAST_HOPS",
+                )?;
+                set(
+                    &fd,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MULTICAST_HOPS,
+                    &ttl,
+                    "IPV6_MULTICAST_HOPS",
+                )?;
+                set(
+                    &fd,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MULTICAST_LOOP,
+                    &off,
+                    "IPV6_MULTICAST_LOOP",
+                )?;
+                let index = ifindex as libc::c_int;
+                set(
+                    &fd,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MULTICAST_IF,
+                    &index,
+                    "IPV6_MULTICAST_IF",
+                )?;
+                let mut address: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+                address.sin6_family = libc::AF_INET6 as u16;
+                address.sin6_addr = libc::in6_addr {
+                    s6_addr: v6.octets(),
+                };
+                address.sin6_scope_id = ifindex;
+                // SAFETY: valid pointer and length.
+                check(
+                    unsafe {
+                        libc::bind(
+                            fd.as_raw_fd(),
+                            (&raw const address).cast(),
+                            mem::size_of::<libc::sockaddr_in6>() as u32,
+                        )
+                    },
+                    "bind to the link-local address",
+                )?;
+            }
+        }
+        Ok(Self { fd, ifindex })
+    }
+
+    pub fn send(&self, message: &[u8], destination: IpAddr) -> io::Result<()> {
+        let sent = match destination {
+            IpAddr::V4(v4) => {
+                let mut address: libc::sockaddr_in = unsafe { mem::zeroed() };
+                address.sin_family = libc::AF_INET as u16;
+                address.sin_addr = libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.octets()),
+                };
+                // SAFETY: valid buffers and lengths.
+                unsafe {
+                    libc::sendto(
+                        self.fd.as_raw_fd(),
+                        message.as_ptr().cast(),
+                        message.len(),
+                        0,
+                        (&raw const address).cast(),
+                        mem::size_of::<libc::sockaddr_in>() as u32,
+                    )
+                }
+            }
+            IpAddr::V6(v6) => {
+                let mut address: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+                address.sin6_family = libc::AF_INET6 as u16;
+                address.sin6_addr = libc::in6_addr {
+                    s6_addr: v6.octets(),
+                };
+                address.sin6_scope_id = self.ifindex;
+                // SAFETY: valid buffers and lengths.
+                unsafe {
+                    libc::sendto(
+                        self.fd.as_raw_fd(),
+                        message.as_ptr().cast(),
+                        message.len(),
+                        0,
+                        (&raw const address).cast(),
+                        mem::size_of::<libc::sockaddr_in6>() as u32,
+                    )
+                }
+            }
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}

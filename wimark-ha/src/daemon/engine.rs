@@ -1,0 +1,593 @@
+//! The engine thread: every instance's state machine, the clock that drives
+//! them, and the fast path of a takeover.
+//!
+//! One thread, realtime (SCHED_FIFO) where permitted, sleeping in epoll on
+//! the XDP advert rings, a wake-up eventfd and a timerfd armed at the next
+//! absolute deadline (CLOCK_MONOTONIC, nanoseconds) — never on tokio's
+//! millisecond timer wheel. On each wake-up it first drains every advert the
+//! kernel recorded, then fires due timers, then carries out the actions:
+//! VIP and gratuitous ARP before anything else.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    io,
+    net::IpAddr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    sync::{mpsc, Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use wimark_ha_common::abi::{AdvertEvent, FAMILY_IPV4};
+
+use super::advert_socket::{AdvertSocket, VRRP_GROUP_V4, VRRP_GROUP_V6};
+use crate::{
+    config::InstanceConfig,
+    control::{DaemonStatus, InstanceStatus, TransitionRecord},
+    monitor::{ip_addr, monotonic_now_ns, AdvertReader},
+    vip::{Announcer, InterfaceInfo, Vips},
+    vrrp::{
+        Action, Advert, Auth, ChecksumMode, Ignored, Instance, Reason, State, Timestamp, Version,
+    },
+};
+
+/// Transitions kept per instance for `status`.
+const HISTORY_LEN: usize = 64;
+
+pub enum Command {
+    Switchover {
+        instance: Option<String>,
+        reply: mpsc::Sender<Result<String, String>>,
+    },
+    Shutdown,
+}
+
+/// One instance with everything the engine needs to carry out its actions.
+pub struct EngineInstance {
+    pub config: InstanceConfig,
+    pub machine: Instance,
+    pub interface: InterfaceInfo,
+    /// Index into the engine's advert readers (one per interface).
+    pub reader: usize,
+    pub socket: AdvertSocket,
+    pub announcer: Arc<Announcer>,
+    pub primary: IpAddr,
+    destinations: Vec<IpAddr>,
+    adverts_sent: u64,
+    adverts_received: u64,
+    ignored: BTreeMap<String, u64>,
+    history: VecDeque<TransitionRecord>,
+    holds_vips: bool,
+    fault: Option<String>,
+    second_garp_burst: Option<Timestamp>,
+}
+
+impl EngineInstance {
+    pub fn new(
+        config: InstanceConfig,
+        interface: InterfaceInfo,
+        primary: IpAddr,
+        reader: usize,
+        socket: AdvertSocket,
+        announcer: Arc<Announcer>,
+    ) -> Self {
+        let destinations = if config.unicast_peers.is_empty() {
+            vec![if primary.is_ipv4() {
+                IpAddr::V4(VRRP_GROUP_V4)
+            } else {
+                IpAddr::V6(VRRP_GROUP_V6)
+            }]
+        } else {
+            config.unicast_peers.clone()
+        };
+        let machine = Instance::new(config.params(primary));
+        Self {
+            config,
+            machine,
+            interface,
+            reader,
+            socket,
+            announcer,
+            primary,
+            destinations,
+            adverts_sent: 0,
+            adverts_received: 0,
+            ignored: BTreeMap::new(),
+            history: VecDeque::new(),
+            holds_vips: false,
+            fault: None,
+            second_garp_burst: None,
+        }
+    }
+}
+
+pub struct Engine {
+    pub instances: Vec<EngineInstance>,
+    pub readers: Vec<AdvertReader>,
+    pub vips: Vips,
+    pub runtime: tokio::runtime::Runtime,
+    pub commands: mpsc::Receiver<Command>,
+    pub wake: Arc<OwnedFd>,
+    pub status: Arc<Mutex<DaemonStatus>>,
+}
+
+fn now() -> Timestamp {
+    Timestamp(monotonic_now_ns())
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Initialize => "INIT",
+        State::Backup => "BACKUP",
+        State::Master => "MASTER",
+    }
+}
+
+fn reason_name(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Startup => "startup",
+        Reason::AddressOwner => "address owner",
+        Reason::MasterDown => "master down (RFC timer)",
+        Reason::FastDetect => "master down (fast detection)",
+        Reason::PeerResigned => "peer resigned (priority 0)",
+        Reason::PreemptedByPeer => "preempted by a higher-priority peer",
+        Reason::Shutdown => "shutdown",
+        Reason::Switchover => "planned switchover",
+    }
+}
+
+fn ignored_name(ignored: &Ignored) -> &'static str {
+    match ignored {
+        Ignored::OtherVrid(_) => "other_vrid",
+        Ignored::Version(_) => "version",
+        Ignored::Auth => "auth",
+        Ignored::Interval(_) => "interval",
+        Ignored::Own => "own",
+        Ignored::LowerPriority => "lower_priority",
+    }
+}
+
+/// Realtime scheduling and locked memory, where permitted; reported, not fatal.
+pub fn make_realtime() {
+    let param = libc::sched_param { sched_priority: 50 };
+    // SAFETY: plain syscalls on the calling thread / process.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        tracing::warn!(
+            "SCHED_FIFO not permitted ({}); heartbeats run at normal priority",
+            io::Error::last_os_error()
+        );
+    }
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+        tracing::warn!(
+            "mlockall not permitted ({}); memory may be paged",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+struct Poller {
+    epoll: OwnedFd,
+    timer: OwnedFd,
+}
+
+impl Poller {
+    fn new(fds: &[RawFd]) -> io::Result<Self> {
+        // SAFETY: plain syscalls; results checked.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epoll < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        let timer = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
+            )
+        };
+        if timer < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let timer = unsafe { OwnedFd::from_raw_fd(timer) };
+        for fd in fds.iter().copied().chain([timer.as_raw_fd()]) {
+            let mut event = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: fd as u64,
+            };
+            if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) }
+                != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(Self { epoll, timer })
+    }
+
+    /// Arms the timer at `deadline` (absolute), or disarms it.
+    fn arm(&self, deadline: Option<Timestamp>) {
+        let value = match deadline {
+            // A zero it_value disarms; an already-passed deadline must still
+            // fire, so use at least 1 ns.
+            Some(t) => libc::timespec {
+                tv_sec: (t.0 / 1_000_000_000) as i64,
+                tv_nsec: (t.0 % 1_000_000_000).max(1) as i64,
+            },
+            None => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+        };
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: value,
+        };
+        // SAFETY: valid pointers.
+        unsafe {
+            libc::timerfd_settime(
+                self.timer.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
+    fn wait(&self) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: valid buffer.
+        unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                -1,
+            )
+        };
+        let mut expirations = 0u64;
+        // SAFETY: reading 8 bytes from a non-blocking timerfd.
+        unsafe { libc::read(self.timer.as_raw_fd(), (&raw mut expirations).cast(), 8) };
+    }
+}
+
+fn drain_eventfd(fd: RawFd) {
+    let mut value = 0u64;
+    // SAFETY: reading 8 bytes from a non-blocking eventfd.
+    unsafe { libc::read(fd, (&raw mut value).cast(), 8) };
+}
+
+/// The advert as the state machine needs it (the XDP program already did
+/// the wire checks; addresses are not carried and not needed).
+fn advert_from(event: &AdvertEvent) -> Option<Advert> {
+    let version = match event.version {
+        2 => Version::V2,
+        3 => Version::V3,
+        _ => return None,
+    };
+    let auth = match event.auth_type {
+        0 => Auth::None,
+        1 => Auth::Password(event.auth_data),
+        other => Auth::Unsupported(other),
+    };
+    Some(Advert {
+        version,
+        vrid: event.vrid,
+        priority: event.priority,
+        interval: Duration::from_millis(u64::from(event.interval_ms)),
+        auth,
+        addresses: Vec::new(),
+    })
+}
+
+impl Engine {
+    /// Runs until a Shutdown command; every instance resigns on the way out.
+    pub fn run(mut self) -> anyhow::Result<()> {
+        make_realtime();
+        let mut fds: Vec<RawFd> = self.readers.iter().map(|r| r.fd()).collect();
+        fds.push(self.wake.as_raw_fd());
+        let poller = Poller::new(&fds)?;
+        let start = now();
+        for i in 0..self.instances.len() {
+            self.instances[i].machine.start(start);
+            self.carry_out(i, start);
+        }
+        loop {
+            let t = now();
+            self.drain_adverts(t);
+            let mut shutting_down = false;
+            drain_eventfd(self.wake.as_raw_fd());
+            while let Ok(command) = self.commands.try_recv() {
+                match command {
+                    Command::Shutdown => shutting_down = true,
+                    Command::Switchover { instance, reply } => {
+                        let _ = reply.send(self.switchover(instance.as_deref(), t));
+                    }
+                }
+            }
+            if shutting_down {
+                self.shutdown(now());
+                return Ok(());
+            }
+            let t = now();
+            for i in 0..self.instances.len() {
+                if self.instances[i]
+                    .machine
+                    .poll_timeout()
+                    .is_some_and(|d| d <= t)
+                {
+                    self.instances[i].machine.handle_timeout(t);
+                }
+                self.carry_out(i, t);
+                self.second_garp(i, t);
+            }
+            self.publish(now());
+            let deadline = self
+                .instances
+                .iter()
+                .flat_map(|i| [i.machine.poll_timeout(), i.second_garp_burst])
+                .flatten()
+                .min();
+            poller.arm(deadline);
+            poller.wait();
+        }
+    }
+
+    fn drain_adverts(&mut self, t: Timestamp) {
+        let mut events = Vec::new();
+        for (index, reader) in self.readers.iter_mut().enumerate() {
+            reader.drain(|event| events.push((index, event)));
+        }
+        for (reader, event) in events {
+            let Some(advert) = advert_from(&event) else {
+                continue;
+            };
+            let source = ip_addr(&event.source);
+            for i in 0..self.instances.len() {
+                let instance = &mut self.instances[i];
+                if instance.reader != reader
+                    || instance.config.vrid != event.vrid
+                    || instance.primary.is_ipv4() != (event.source.family == FAMILY_IPV4)
+                {
+                    continue;
+                }
+                match instance.machine.handle_advert(
+                    t,
+                    source,
+                    &advert,
+                    Timestamp(event.timestamp_ns),
+                ) {
+                    Ok(()) => instance.adverts_received += 1,
+                    Err(Ignored::Own) => {}
+                    Err(why) => {
+                        *instance
+                            .ignored
+                            .entry(ignored_name(&why).to_string())
+                            .or_default() += 1
+                    }
+                }
+                self.carry_out(i, t);
+            }
+        }
+    }
+
+    fn switchover(&mut self, name: Option<&str>, t: Timestamp) -> Result<String, String> {
+        let mut moved = Vec::new();
+        for i in 0..self.instances.len() {
+            let instance = &mut self.instances[i];
+            if name.is_some_and(|n| n != instance.config.name) {
+                continue;
+            }
+            if instance.machine.state() == State::Master {
+                instance.machine.resign(t);
+                moved.push(instance.config.name.clone());
+                self.carry_out(i, t);
+            }
+        }
+        match (moved.is_empty(), name) {
+            (false, _) => Ok(format!("resigned mastership of {}", moved.join(", "))),
+            (true, Some(n)) if !self.instances.iter().any(|i| i.config.name == n) => {
+                Err(format!("no instance named `{n}`"))
+            }
+            (true, _) => {
+                Err("this node is master of no instance: nothing to hand over".to_string())
+            }
+        }
+    }
+
+    fn shutdown(&mut self, t: Timestamp) {
+        for i in 0..self.instances.len() {
+            self.instances[i].machine.shutdown(t);
+            self.carry_out(i, t);
+            // Whatever the state machine thought, leave no VIP behind.
+            if self.instances[i].holds_vips {
+                self.remove_vips(i);
+            }
+        }
+        self.publish(now());
+    }
+
+    /// Carries out the instance's pending actions, in order, timing the
+    /// takeover's fast path.
+    fn carry_out(&mut self, i: usize, decided: Timestamp) {
+        let mut vip_added = None;
+        let mut garp_sent = None;
+        while let Some(action) = self.instances[i].machine.poll_action() {
+            match action {
+                Action::AddVirtualIps => {
+                    self.add_vips(i);
+                    vip_added = Some(now().saturating_since(decided));
+                }
+                Action::AnnounceVirtualIps => {
+                    self.announce(i);
+                    garp_sent = Some(now().saturating_since(decided));
+                    let delay = self.instances[i].config.garp.delay;
+                    self.instances[i].second_garp_burst = Some(now() + delay);
+                }
+                Action::SendAdvert { priority } => self.send_advert(i, priority),
+                Action::RemoveVirtualIps => {
+                    self.remove_vips(i);
+                    self.instances[i].second_garp_burst = None;
+                }
+                Action::Transition {
+                    from,
+                    to,
+                    reason,
+                    silence,
+                } => {
+                    let instance = &mut self.instances[i];
+                    let us = |d: Duration| d.as_micros() as u64;
+                    tracing::info!(
+                        instance = %instance.config.name,
+                        from = state_name(from),
+                        to = state_name(to),
+                        reason = reason_name(reason),
+                        silence_us = silence.map(us),
+                        vip_added_us = vip_added.map(us),
+                        garp_sent_us = garp_sent.map(us),
+                        "VRRP transition"
+                    );
+                    if instance.history.len() == HISTORY_LEN {
+                        instance.history.pop_front();
+                    }
+                    instance.history.push_back(TransitionRecord {
+                        at_unix_ms: unix_ms(),
+                        from: state_name(from).to_string(),
+                        to: state_name(to).to_string(),
+                        reason: reason_name(reason).to_string(),
+                        silence_us: silence.map(us),
+                        vip_added_us: vip_added.map(us),
+                        garp_sent_us: garp_sent.map(us),
+                    });
+                }
+            }
+        }
+    }
+
+    fn add_vips(&mut self, i: usize) {
+        let instance = &mut self.instances[i];
+        let mut failures = Vec::new();
+        for vip in &instance.config.virtual_ips {
+            if let Err(e) = self
+                .runtime
+                .block_on(self.vips.add(instance.interface.index, *vip))
+            {
+                tracing::error!(instance = %instance.config.name, %vip, "adding the VIP failed: {e}");
+                failures.push(format!("{vip}: {e}"));
+            }
+        }
+        instance.holds_vips = true;
+        instance.fault =
+            (!failures.is_empty()).then(|| format!("VIP not added: {}", failures.join("; ")));
+    }
+
+    fn remove_vips(&mut self, i: usize) {
+        let instance = &mut self.instances[i];
+        for vip in &instance.config.virtual_ips {
+            if let Err(e) = self
+                .runtime
+                .block_on(self.vips.remove(instance.interface.index, *vip))
+            {
+                tracing::error!(instance = %instance.config.name, %vip, "removing the VIP failed: {e}");
+                instance.fault = Some(format!("VIP {vip} not removed: {e}"));
+            }
+        }
+        instance.holds_vips = false;
+    }
+
+    fn announce(&mut self, i: usize) {
+        let instance = &mut self.instances[i];
+        for _ in 0..instance.config.garp.repeat {
+            for vip in &instance.config.virtual_ips {
+                if let Err(e) = instance.announcer.announce(vip.address) {
+                    tracing::warn!(instance = %instance.config.name, %vip, "gratuitous ARP/NA failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// keepalived's `garp_master_delay`: a second burst once the network
+    /// has settled.
+    fn second_garp(&mut self, i: usize, t: Timestamp) {
+        if self.instances[i].second_garp_burst.is_some_and(|d| d <= t) {
+            self.instances[i].second_garp_burst = None;
+            if self.instances[i].machine.state() == State::Master {
+                self.announce(i);
+            }
+        }
+    }
+
+    fn send_advert(&mut self, i: usize, priority: u8) {
+        let instance = &mut self.instances[i];
+        let advert = Advert {
+            version: instance.config.version,
+            vrid: instance.config.vrid,
+            priority,
+            interval: instance.config.advert_interval,
+            auth: instance.config.auth,
+            addresses: instance
+                .config
+                .virtual_ips
+                .iter()
+                .map(|v| v.address)
+                .collect(),
+        };
+        for destination in &instance.destinations {
+            let message = match advert.encode(
+                instance.primary,
+                *destination,
+                ChecksumMode::WithPseudoHeader,
+            ) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(instance = %instance.config.name, "cannot encode our advert: {e}");
+                    return;
+                }
+            };
+            match instance.socket.send(&message, *destination) {
+                Ok(()) => instance.adverts_sent += 1,
+                Err(e) => {
+                    tracing::warn!(instance = %instance.config.name, %destination, "sending an advert failed: {e}")
+                }
+            }
+        }
+    }
+
+    fn publish(&self, t: Timestamp) {
+        let instances = self
+            .instances
+            .iter()
+            .map(|i| InstanceStatus {
+                name: i.config.name.clone(),
+                interface: i.config.interface.clone(),
+                vrid: i.config.vrid,
+                version: i.config.version.number(),
+                state: state_name(i.machine.state()).to_string(),
+                priority: i.config.priority,
+                advert_interval_ms: i.config.advert_interval.as_millis() as u64,
+                primary_address: i.primary,
+                master: i.machine.master(),
+                last_advert_ms_ago: i
+                    .machine
+                    .last_advert_at()
+                    .map(|a| t.saturating_since(a).as_millis() as u64),
+                adverts_sent: i.adverts_sent,
+                adverts_received: i.adverts_received,
+                ignored: i.ignored.clone(),
+                virtual_ips: i.config.virtual_ips.iter().map(|v| v.to_string()).collect(),
+                holds_virtual_ips: i.holds_vips,
+                fault: i.fault.clone(),
+                history: i.history.iter().cloned().collect(),
+            })
+            .collect();
+        if let Ok(mut status) = self.status.lock() {
+            status.instances = instances;
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! `wimark-ha run`: the daemon. Wires the config, the XDP monitors, the
+//! engine thread and the control socket together, and takes them down again
+//! in order on SIGTERM/SIGINT.
+//!
+//! ```text
+//!  main thread (tokio)                      engine thread (SCHED_FIFO)
+//!  ├─ signals ── Shutdown ─────────────────► epoll: advert rings, timerfd, wake
+//!  ├─ control socket ── Switchover ────────►   state machines → VIP, GARP, adverts
+//!  │                  ◄── status snapshot ──   (publishes status after each wake)
+//!  └─ owns the XDP monitors (detached last)
+//! ```
+//!
+//! Owns: start-up and shutdown order. Must not: run protocol logic (engine
+//! and `vrrp::machine` do).
+mod advert_socket;
+mod engine;
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{FromRawFd, OwnedFd},
+    path::Path,
+    sync::{mpsc, Arc, Mutex},
+};
+
+use anyhow::{bail, Context as _};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    config::{self, InstanceConfig},
+    control::{self, DaemonStatus, Request, Response},
+    monitor::{Monitor, MonitorOptions},
+    vip::{Announcer, Vips},
+};
+use advert_socket::AdvertSocket;
+use engine::{Command, Engine, EngineInstance};
+
+fn eventfd() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn wake(fd: &OwnedFd) {
+    use std::os::fd::AsRawFd as _;
+    let one = 1u64;
+    // SAFETY: writing 8 bytes to an eventfd.
+    unsafe { libc::write(fd.as_raw_fd(), (&raw const one).cast(), 8) };
+}
+
+pub fn run(config_path: &Path, kernel_log: Option<log::Level>) -> anyhow::Result<()> {
+    let config = config::load(config_path)?;
+    for warning in &config.warnings {
+        tracing::warn!("{}: {warning}", config_path.display());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(config, kernel_log))
+}
+
+async fn run_async(config: config::Config, kernel_log: Option<log::Level>) -> anyhow::Result<()> {
+    let vips = Vips::connect()?;
+    // One XDP monitor (and one advert ring) per peer interface.
+    let mut by_interface: BTreeMap<String, Vec<InstanceConfig>> = BTreeMap::new();
+    for instance in config.instances {
+        by_interface
+            .entry(instance.interface.clone())
+            .or_default()
+            .push(instance);
+    }
+    let mut monitors = Vec::new();
+    let mut readers = Vec::new();
+    let mut instances = Vec::new();
+    for (name, configs) in by_interface {
+        let info = vips
+            .interface(&name)
+            .await
+            .with_context(|| format!("peer interface `{name}`"))?;
+        let mut monitor = Monitor::attach(
+            &name,
+            MonitorOptions {
+                force: false,
+                kernel_log,
+            },
+        )
+        .await
+        .with_context(|| format!("attaching the XDP monitor to `{name}`"))?;
+        let vrids: Vec<u8> = configs.iter().map(|c| c.vrid).collect();
+        readers.push(monitor.take_adverts(&vrids)?);
+        let announcer = Arc::new(Announcer::new(&info)?);
+        for instance in configs {
+            let primary = info
+                .primary_address(
+                    instance.virtual_ips[0].address.is_ipv4(),
+                    &instance.virtual_ips,
+                )
+                .with_context(|| format!("instance {}", instance.name))?;
+            // Never start with a VIP we do not own yet (a crash can leave one).
+            for vip in &instance.virtual_ips {
+                if vips.remove(info.index, *vip).await? {
+                    tracing::warn!(instance = %instance.name, %vip, "removed a VIP left on {name} (by a crash?) before starting");
+                }
+            }
+            let socket = AdvertSocket::new(&name, info.index, primary).with_context(|| {
+                format!("instance {}: advert socket on `{name}`", instance.name)
+            })?;
+            instances.push(EngineInstance::new(
+                instance,
+                info.clone(),
+                primary,
+                readers.len() - 1,
+                socket,
+                announcer.clone(),
+            ));
+        }
+        monitors.push(monitor);
+    }
+
+    let status = Arc::new(Mutex::new(DaemonStatus::default()));
+    let (commands_tx, commands_rx) = mpsc::channel();
+    let wake_fd = Arc::new(eventfd()?);
+    let listener = control::bind(&config.daemon.control_socket)?;
+    let handler: control::Handler = {
+        let status = status.clone();
+        let commands = Mutex::new(commands_tx.clone());
+        let wake_fd = wake_fd.clone();
+        Arc::new(move |request| match request {
+            Request::Status => Response {
+                ok: true,
+                status: status.lock().ok().map(|s| s.clone()),
+                ..Default::default()
+            },
+            Request::Switchover { instance } => {
+                let (reply_tx, reply_rx) = mpsc::channel();
+                let sent = commands.lock().map(|c| {
+                    c.send(Command::Switchover {
+                        instance,
+                        reply: reply_tx,
+                    })
+                    .is_ok()
+                });
+                if !matches!(sent, Ok(true)) {
+                    return Response {
+                        ok: false,
+                        error: Some("the engine is not running".to_string()),
+                        ..Default::default()
+                    };
+                }
+                wake(&wake_fd);
+                match reply_rx.recv_timeout(std::time::Duration::from_secs(5)) {
+                    Ok(Ok(message)) => Response {
+                        ok: true,
+                        message: Some(message),
+                        ..Default::default()
+                    },
+                    Ok(Err(error)) => Response {
+                        ok: false,
+                        error: Some(error),
+                        ..Default::default()
+                    },
+                    Err(_) => Response {
+                        ok: false,
+                        error: Some("the engine did not answer".to_string()),
+                        ..Default::default()
+                    },
+                }
+            }
+        })
+    };
+    let server = tokio::spawn(control::serve(listener, handler));
+
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let engine_status = status.clone();
+    let engine_wake = wake_fd.clone();
+    let engine = std::thread::Builder::new()
+        .name("wimark-ha engine".to_string())
+        .spawn(move || {
+            let result = (|| -> anyhow::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let vips = {
+                    let _guard = runtime.enter();
+                    Vips::connect()?
+                };
+                Engine {
+                    instances,
+                    readers,
+                    vips,
+                    runtime,
+                    commands: commands_rx,
+                    wake: engine_wake,
+                    status: engine_status,
+                }
+                .run()
+            })();
+            let _ = done_tx.send(());
+            result
+        })?;
+    tracing::info!(socket = %config.daemon.control_socket.display(), "wimark-ha running");
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let engine_stopped_first = tokio::select! {
+        _ = terminate.recv() => false,
+        _ = interrupt.recv() => false,
+        _ = done_rx => true,
+    };
+    if !engine_stopped_first {
+        tracing::info!("shutting down: resigning mastership, removing VIPs");
+        let _ = commands_tx.send(Command::Shutdown);
+        wake(&wake_fd);
+    }
+    let result = tokio::task::spawn_blocking(move || engine.join()).await?;
+    server.abort();
+    let _ = std::fs::remove_file(&config.daemon.control_socket);
+    drop(monitors); // XDP detached last: the engine needed it to the end
+    match result {
+        Ok(Ok(())) if !engine_stopped_first => Ok(()),
+        Ok(Ok(())) => bail!("the engine stopped unexpectedly"),
+        Ok(Err(e)) => Err(e.context("engine")),
+        Err(_) => bail!("the engine thread panicked"),
+    }
+}

@@ -1,0 +1,309 @@
+//! Virtual IP ownership: the addresses on the interface (rtnetlink) and the
+//! announcements that move the APs' ARP/ND caches to us (gratuitous ARP for
+//! IPv4, unsolicited neighbour advertisements for IPv6).
+//!
+//! Owns: adding, removing and announcing VIPs, and what the interface looks
+//! like (index, MAC, primary address). Must not: decide when — that is the
+//! state machine's job.
+
+use std::{
+    ffi::CString,
+    io, mem,
+    net::{IpAddr, Ipv6Addr},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use futures_util::TryStreamExt as _;
+use rtnetlink::packet_route::{
+    address::{AddressAttribute, AddressFlags, AddressMessage},
+    link::LinkAttribute,
+};
+use wimark_ha_common::classify::internet_checksum;
+
+use crate::config::VirtualIp;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VipError {
+    #[error("interface `{0}` does not exist")]
+    NoSuchInterface(String),
+    #[error("interface `{interface}` has no {family} address to send adverts from; add one (the VIP does not count)")]
+    NoPrimaryAddress {
+        interface: String,
+        family: &'static str,
+    },
+    #[error("netlink: {0}")]
+    Netlink(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn netlink(e: impl std::fmt::Display) -> VipError {
+    VipError::Netlink(e.to_string())
+}
+
+/// What the daemon needs to know about the peer interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    pub name: String,
+    pub index: u32,
+    pub mac: [u8; 6],
+    /// Addresses on it now, with prefix lengths.
+    pub addresses: Vec<VirtualIp>,
+}
+
+impl InterfaceInfo {
+    /// The primary address of `family` (v4 when `ipv4`): the first one that
+    /// is not one of our VIPs. For IPv6, a link-local one, as RFC 5798 §5.1.2.1
+    /// requires of the source.
+    pub fn primary_address(&self, ipv4: bool, vips: &[VirtualIp]) -> Result<IpAddr, VipError> {
+        self.addresses
+            .iter()
+            .map(|a| a.address)
+            .filter(|a| !vips.iter().any(|v| v.address == *a))
+            .find(|a| match a {
+                IpAddr::V4(_) => ipv4,
+                IpAddr::V6(v6) => !ipv4 && (v6.segments()[0] & 0xffc0) == 0xfe80,
+            })
+            .ok_or_else(|| VipError::NoPrimaryAddress {
+                interface: self.name.clone(),
+                family: if ipv4 { "IPv4" } else { "IPv6 link-local" },
+            })
+    }
+}
+
+/// Netlink handle for VIP work; cheap to clone.
+#[derive(Clone)]
+pub struct Vips {
+    handle: rtnetlink::Handle,
+}
+
+impl Vips {
+    /// Must be called inside a tokio runtime (the connection runs on it).
+    pub fn connect() -> Result<Self, VipError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(netlink)?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    pub async fn interface(&self, name: &str) -> Result<InterfaceInfo, VipError> {
+        let index = interface_index(name)?;
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let mut mac = [0u8; 6];
+        while let Some(link) = links.try_next().await.map_err(netlink)? {
+            for attribute in link.attributes {
+                if let LinkAttribute::Address(bytes) = attribute {
+                    if bytes.len() == 6 {
+                        mac.copy_from_slice(&bytes);
+                    }
+                }
+            }
+        }
+        let addresses = self.addresses(index).await?;
+        Ok(InterfaceInfo {
+            name: name.to_string(),
+            index,
+            mac,
+            addresses,
+        })
+    }
+
+    async fn addresses(&self, index: u32) -> Result<Vec<VirtualIp>, VipError> {
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(message) = stream.try_next().await.map_err(netlink)? {
+            if let Some(address) = message_address(&message) {
+                out.push(VirtualIp {
+                    address,
+                    prefix_len: message.header.prefix_len,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `vip` to the interface; already present is fine (NLM_F_REPLACE).
+    /// IPv6 VIPs skip duplicate address detection: the whole point is to
+    /// answer at once, and VRRP already decided who owns it.
+    pub async fn add(&self, index: u32, vip: VirtualIp) -> Result<(), VipError> {
+        let mut request = self
+            .handle
+            .address()
+            .add(index, vip.address, vip.prefix_len)
+            .replace();
+        if vip.address.is_ipv6() {
+            request
+                .message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        request.execute().await.map_err(netlink)
+    }
+
+    /// Removes `vip` from the interface; absent is fine. Returns whether it
+    /// was there.
+    pub async fn remove(&self, index: u32, vip: VirtualIp) -> Result<bool, VipError> {
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut found = None;
+        while let Some(message) = stream.try_next().await.map_err(netlink)? {
+            if message_address(&message) == Some(vip.address) {
+                found = Some(message);
+            }
+        }
+        match found {
+            Some(message) => {
+                self.handle
+                    .address()
+                    .del(message)
+                    .execute()
+                    .await
+                    .map_err(netlink)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+fn message_address(message: &AddressMessage) -> Option<IpAddr> {
+    // IFA_LOCAL is the interface's own address on point-to-point links;
+    // IFA_ADDRESS otherwise. Prefer LOCAL when present.
+    let mut address = None;
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Local(a) => return Some(*a),
+            AddressAttribute::Address(a) => address = Some(*a),
+            _ => {}
+        }
+    }
+    address
+}
+
+pub fn interface_index(name: &str) -> Result<u32, VipError> {
+    let missing = || VipError::NoSuchInterface(name.to_string());
+    let c = CString::new(name).map_err(|_| missing())?;
+    // SAFETY: valid C string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(missing()),
+        index => Ok(index),
+    }
+}
+
+/// Sends gratuitous ARP / unsolicited NA frames on one interface.
+pub struct Announcer {
+    fd: OwnedFd,
+    mac: [u8; 6],
+}
+
+impl Announcer {
+    pub fn new(interface: &InterfaceInfo) -> Result<Self, VipError> {
+        // SAFETY: plain socket(2); protocol 0 = send only.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(VipError::Io {
+                what: "socket(AF_PACKET) for gratuitous ARP",
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+        let mut address: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        address.sll_family = libc::AF_PACKET as u16;
+        address.sll_ifindex = interface.index as i32;
+        // SAFETY: valid pointer and length.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const address).cast(),
+                mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(VipError::Io {
+                what: "bind(AF_PACKET) for gratuitous ARP",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(Self {
+            fd,
+            mac: interface.mac,
+        })
+    }
+
+    /// One announcement for `vip`.
+    pub fn announce(&self, vip: IpAddr) -> Result<(), VipError> {
+        let frame = match vip {
+            IpAddr::V4(v4) => gratuitous_arp(self.mac, v4.octets()),
+            IpAddr::V6(v6) => unsolicited_na(self.mac, v6),
+        };
+        // SAFETY: valid buffer.
+        let sent =
+            unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if sent < 0 {
+            return Err(VipError::Io {
+                what: "sending gratuitous ARP/NA",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A gratuitous ARP request (RFC 5227 §3: sender and target address both the
+/// VIP), broadcast, as keepalived sends it.
+pub fn gratuitous_arp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06]);
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]); // Ethernet/IPv4, request
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ip);
+    f
+}
+
+/// An unsolicited neighbour advertisement (RFC 4861 §7.2.6) to all nodes,
+/// override flag set, with our MAC as the target link-layer address.
+pub fn unsolicited_na(mac: [u8; 6], target: Ipv6Addr) -> Vec<u8> {
+    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let mut icmp = vec![136, 0, 0, 0, 0x20, 0, 0, 0]; // NA, override
+    icmp.extend_from_slice(&target.octets());
+    icmp.extend_from_slice(&[2, 1]); // target link-layer address option
+    icmp.extend_from_slice(&mac);
+    // ICMPv6 checksum over the pseudo-header (RFC 8200 §8.1).
+    let mut pseudo = Vec::with_capacity(40 + icmp.len());
+    pseudo.extend_from_slice(&target.octets());
+    pseudo.extend_from_slice(&all_nodes.octets());
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(&icmp);
+    let sum = internet_checksum(&pseudo, None);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut f = Vec::with_capacity(14 + 40 + icmp.len());
+    f.extend_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&target.octets());
+    f.extend_from_slice(&all_nodes.octets());
+    f.extend_from_slice(&icmp);
+    f
+}
