@@ -4,6 +4,7 @@
 //!
 //! Every packet sent through this crate stays inside namespaces a [`lab::Lab`]
 //! created; nothing here touches the machine's own interfaces.
+pub mod daemon;
 pub mod frames;
 pub mod kernel;
 pub mod lab;

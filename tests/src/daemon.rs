@@ -1,0 +1,160 @@
+//! Running `wimark-ha run` inside a lab namespace, and asking it things.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use wimark_ha::control::{self, DaemonStatus, InstanceStatus, Request};
+
+use crate::lab::in_netns;
+
+/// A daemon process; killed (SIGKILL) on drop if still running.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub namespace: String,
+}
+
+/// A v3 instance config for the lab (`eth1`, VRID 67).
+pub fn config(socket: &std::path::Path, priority: u8, extra: &str) -> String {
+    format!(
+        "[daemon]\ncontrol_socket = \"{}\"\n\n[[instance]]\nname = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = {priority}\n{extra}\n",
+        socket.display()
+    )
+}
+
+impl Daemon {
+    /// Writes `config` to a temporary file and starts the daemon in `namespace`.
+    pub fn start(
+        namespace: &str,
+        name: &str,
+        config: impl Fn(&std::path::Path) -> String,
+    ) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("wimark-ha-{namespace}-{name}"));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("control.sock");
+        let path = dir.join("wimark-ha.toml");
+        std::fs::write(&path, config(&socket))?;
+        let mut daemon = Self {
+            child: None,
+            socket,
+            config: path,
+            namespace: namespace.to_string(),
+        };
+        daemon.restart()?;
+        Ok(daemon)
+    }
+
+    pub fn restart(&mut self) -> Result<()> {
+        let binary = crate::wimark_ha_bin();
+        let config = self.config.clone();
+        let log = self.config.with_extension("log");
+        let child = in_netns(&self.namespace, move || -> Result<Child> {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)?;
+            Ok(Command::new(binary)
+                .args(["run", "--config"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?)
+        })??;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.status().is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "wimark-ha run exited at start ({status}); log:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "wimark-ha run did not open its control socket in 10 s; log:\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> Result<DaemonStatus> {
+        let response = control::request(&self.socket, &Request::Status)?;
+        response.status.context("no status in the answer")
+    }
+
+    pub fn instance(&self) -> Result<InstanceStatus> {
+        self.status()?
+            .instances
+            .into_iter()
+            .next()
+            .context("no instance")
+    }
+
+    pub fn signal(&mut self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: plain kill(2) on our child.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = self.config.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Polls `check` every 5 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Whether `address` is on `interface` in `namespace`.
+pub fn has_address(namespace: &str, interface: &str, address: &str) -> bool {
+    let output = Command::new("ip")
+        .args(["-n", namespace, "-br", "addr", "show", "dev", interface])
+        .output();
+    output
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .any(|w| w.split('/').next() == Some(address))
+        })
+        .unwrap_or(false)
+}

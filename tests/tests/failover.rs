@@ -1,0 +1,194 @@
+//! Two `wimark-ha run` daemons in a netns lab: election, unplanned failover
+//! (SIGKILL), restart after a crash, planned switchover and SIGTERM
+//! hand-over. Where the VIP is, is read from the interfaces themselves.
+
+use std::time::Duration;
+
+use wimark_ha_tests::{
+    daemon::{config, has_address, wait_until, Daemon},
+    lab::Lab,
+    require_root,
+};
+
+const VIP: &str = "10.77.0.100";
+const FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
+
+fn lab() -> (Lab, String, String) {
+    require_root("the failover tests");
+    let mut lab = Lab::new().expect("lab");
+    let a = lab.namespace("a", false).expect("a");
+    let b = lab.namespace("b", false).expect("b");
+    lab.veth((&a, "eth1"), (&b, "eth1")).expect("veth");
+    lab.address(&a, "eth1", "10.77.0.1/24").expect("address a");
+    lab.address(&b, "eth1", "10.77.0.2/24").expect("address b");
+    (lab, a, b)
+}
+
+fn state(daemon: &Daemon) -> String {
+    daemon
+        .instance()
+        .map(|i| i.state)
+        .unwrap_or_else(|e| format!("unreachable: {e}"))
+}
+
+#[test]
+fn unplanned_failover_restart_and_planned_switchover() {
+    let (_lab, a, b) = lab();
+    let mut daemon_a = Daemon::start(&a, "a", |s| config(s, 200, FAST)).expect("start A");
+    let daemon_b = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("start B");
+    let long = Duration::from_secs(5);
+
+    // Election: A (priority 200) is master, the VIP only on A.
+    wait_until(long, "A MASTER, B BACKUP", || {
+        state(&daemon_a) == "MASTER" && state(&daemon_b) == "BACKUP"
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    assert!(has_address(&a, "eth1", VIP) && !has_address(&b, "eth1", VIP));
+    let b_status = daemon_b.instance().expect("B status");
+    assert_eq!(
+        b_status.master.map(|m| m.to_string()).as_deref(),
+        Some("10.77.0.1")
+    );
+    assert!(b_status.adverts_received > 0);
+
+    // Unplanned: A's daemon is killed; B takes over by the fast rule.
+    daemon_a.signal(libc::SIGKILL);
+    daemon_a.wait();
+    wait_until(long, "B MASTER", || state(&daemon_b) == "MASTER").expect("failover");
+    assert!(has_address(&b, "eth1", VIP));
+    let takeover = daemon_b
+        .instance()
+        .expect("B")
+        .history
+        .last()
+        .cloned()
+        .expect("history");
+    assert_eq!(takeover.reason, "master down (fast detection)");
+    assert!(
+        takeover.silence_us.is_some()
+            && takeover.vip_added_us.is_some()
+            && takeover.garp_sent_us.is_some()
+    );
+
+    // Restart after the crash: the VIP A left behind is removed at start, and
+    // A (higher priority, preempt) takes mastership back.
+    assert!(
+        has_address(&a, "eth1", VIP),
+        "a killed daemon leaves its VIP (why node loss is the real test)"
+    );
+    daemon_a.restart().expect("restart A");
+    wait_until(long, "A MASTER again", || {
+        state(&daemon_a) == "MASTER" && state(&daemon_b) == "BACKUP"
+    })
+    .expect("preempt");
+    assert!(has_address(&a, "eth1", VIP) && !has_address(&b, "eth1", VIP));
+    assert!(
+        daemon_a.log().contains("removed a VIP left on eth1"),
+        "{}",
+        daemon_a.log()
+    );
+
+    // Planned switchover: A resigns, B takes over, A does not preempt back.
+    let response = wimark_ha::control::request(
+        &daemon_a.socket,
+        &wimark_ha::control::Request::Switchover { instance: None },
+    )
+    .expect("switchover");
+    assert!(response.ok, "{response:?}");
+    wait_until(long, "B MASTER after switchover", || {
+        state(&daemon_b) == "MASTER"
+    })
+    .expect("switchover");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        (state(&daemon_a), state(&daemon_b)),
+        ("BACKUP".to_string(), "MASTER".to_string())
+    );
+    assert!(has_address(&b, "eth1", VIP) && !has_address(&a, "eth1", VIP));
+    let handover = daemon_b
+        .instance()
+        .expect("B")
+        .history
+        .last()
+        .cloned()
+        .expect("history");
+    assert_eq!(handover.reason, "peer resigned (priority 0)");
+
+    // A switchover on a node that is not master is refused, with the reason.
+    let refused = wimark_ha::control::request(
+        &daemon_a.socket,
+        &wimark_ha::control::Request::Switchover { instance: None },
+    )
+    .expect("request");
+    assert!(
+        !refused.ok
+            && refused
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("master of no instance")
+    );
+}
+
+#[test]
+fn sigterm_on_the_master_hands_over_and_leaves_nothing_behind() {
+    let (_lab, a, b) = lab();
+    let mut daemon_a = Daemon::start(&a, "a", |s| config(s, 200, FAST)).expect("start A");
+    let daemon_b = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("start B");
+    let long = Duration::from_secs(5);
+    wait_until(long, "A MASTER", || {
+        state(&daemon_a) == "MASTER" && state(&daemon_b) == "BACKUP"
+    })
+    .expect("election");
+    daemon_a.signal(libc::SIGTERM);
+    assert_eq!(daemon_a.wait(), Some(0), "clean exit: {}", daemon_a.log());
+    wait_until(long, "B MASTER", || state(&daemon_b) == "MASTER").expect("hand-over");
+    assert_eq!(
+        daemon_b
+            .instance()
+            .expect("B")
+            .history
+            .last()
+            .expect("history")
+            .reason,
+        "peer resigned (priority 0)"
+    );
+    assert!(!has_address(&a, "eth1", VIP), "SIGTERM must remove the VIP");
+    assert!(!daemon_a.socket.exists(), "control socket removed");
+    let xdp = std::process::Command::new("ip")
+        .args(["-n", &a, "link", "show", "eth1"])
+        .output()
+        .expect("ip");
+    assert!(
+        !String::from_utf8_lossy(&xdp.stdout).contains("xdp"),
+        "XDP program left on A's eth1"
+    );
+}
+
+#[test]
+fn status_json_follows_the_contract() {
+    let (_lab, a, _b) = lab();
+    let daemon = Daemon::start(&a, "a", |s| config(s, 200, FAST)).expect("start");
+    wait_until(Duration::from_secs(5), "MASTER", || {
+        state(&daemon) == "MASTER"
+    })
+    .expect("alone, it becomes master");
+    let output = std::process::Command::new(wimark_ha_tests::wimark_ha_bin())
+        .args(["status", "--json", "--socket"])
+        .arg(&daemon.socket)
+        .output()
+        .expect("status");
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let instance = &json["instances"][0];
+    assert_eq!(instance["name"], "WIM1");
+    assert_eq!(instance["state"], "MASTER");
+    assert_eq!(instance["priority"], 200);
+    for field in ["master", "last_advert_ms_ago", "history", "adverts_sent"] {
+        assert!(
+            instance.get(field).is_some(),
+            "status JSON lacks {field}: {instance}"
+        );
+    }
+    assert_eq!(instance["history"][1]["to"], "MASTER");
+}
