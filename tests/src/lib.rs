@@ -6,6 +6,7 @@
 //! created; nothing here touches the machine's own interfaces.
 pub mod daemon;
 pub mod frames;
+pub mod keepalived;
 pub mod kernel;
 pub mod lab;
 pub mod sockets;
