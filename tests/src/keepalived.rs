@@ -117,6 +117,15 @@ impl Keepalived {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
+    /// Sends `signal` to keepalived's parent process (SIGTERM: it resigns
+    /// with priority 0 and removes its VIP).
+    pub fn signal(&mut self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: plain kill(2) of our child.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
     /// Kills keepalived and its VRRP child at once, as a crash would.
     pub fn kill(&mut self) {
         for pid_file in ["vrrp.pid", "keepalived.pid"] {

@@ -4,7 +4,9 @@
 //!
 //! Every packet sent through this crate stays inside namespaces a [`lab::Lab`]
 //! created; nothing here touches the machine's own interfaces.
+pub mod capture;
 pub mod daemon;
+pub mod failover_lab;
 pub mod frames;
 pub mod keepalived;
 pub mod kernel;

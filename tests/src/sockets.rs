@@ -79,6 +79,10 @@ impl PacketSocket {
         }
     }
 
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
     pub fn set_receive_buffer(&self, bytes: i32) -> Result<()> {
         // SAFETY: valid option pointer and length.
         let rc = unsafe {

@@ -1,221 +1,86 @@
-//! `cargo xtask lab`: the two-server lab in throwaway network namespaces.
+//! `cargo xtask lab`: a real failover in throwaway network namespaces.
 //!
-//! ```text
-//!   ns a (server A)            ns sw (a switch)            ns b (server B)
-//!   eth1 10.77.0.1 ───── a-port ─┐                 ┌─ b-port ───── eth1 10.77.0.2
-//!                                ├── br0 (bridge) ─┤               ▲ wimark-ha stats (XDP)
-//!   ns ap (two APs)              │                 │
-//!   eth0 10.77.0.101, .102 ── ap-port ─────────────┘
-//! ```
-//!
-//! Server A speaks VRRP the way the vendor's keepalived.conf does (v2, VRID
-//! 67, priority 200, auth PASS, 1 s) and finally resigns (priority 0); one
-//! advert crosses "a router" (TTL 64) to show an invalid one. The APs talk to
-//! server B over real sockets: IKE, NAT-T, ESP and an MQTT session. Server B
-//! runs `wimark-ha stats` on its peer interface and prints what it saw.
-//! Everything is removed at the end, whatever happens.
+//! Two wimark-ha daemons (VRRPv3 10 ms, fast detection 1 ms x 3) on server A
+//! and server B, an AP sending a 1 kHz UDP probe stream to the VIP, and a
+//! capture on the bridge between them. Server A is lost (its link cut and its
+//! daemon killed at the same instant, as a power loss would), and the
+//! timeline is printed as the wire and the AP saw it. Everything is removed
+//! at the end, whatever happens.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket},
-    process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
-};
-
-use anyhow::{bail, Context as _, Result};
-use wimark_ha::vrrp::{ChecksumMode, Version};
+use anyhow::Result;
 use wimark_ha_tests::{
-    frames::{vendor_v2_advert, AP_1, AP_2, SERVER_A, SERVER_B, VRRP_V4_GROUP},
-    lab::{in_netns, Lab},
+    failover_lab::{FailoverLab, Failure, Pair, Timeline, VIP},
     require_root,
-    sockets::RawIpSocket,
-    wimark_ha_bin,
 };
-
-const DURATION_S: u64 = 7;
 
 fn main() -> Result<()> {
     require_root("the lab");
-    let binary = wimark_ha_bin();
-    let mut lab = Lab::new()?;
-    let a = lab.namespace("a", false)?;
-    let b = lab.namespace("b", false)?;
-    let ap = lab.namespace("ap", false)?;
-    let sw = lab.namespace("sw", false)?;
-    lab.veth((&a, "eth1"), (&sw, "a-port"))?;
-    lab.veth((&b, "eth1"), (&sw, "b-port"))?;
-    lab.veth((&ap, "eth0"), (&sw, "ap-port"))?;
-    lab.bridge(&sw, "br0", &["a-port", "b-port", "ap-port"])?;
-    lab.address(&a, "eth1", &format!("{SERVER_A}/24"))?;
-    lab.address(&b, "eth1", &format!("{SERVER_B}/24"))?;
-    lab.address(&ap, "eth0", &format!("{AP_1}/24"))?;
-    lab.address(&ap, "eth0", &format!("{AP_2}/24"))?;
-    println!("lab: namespaces {a}, {b}, {ap}, {sw}: server A, server B, two APs, a bridge");
-
-    // Server B: the MQTT broker's port, then the monitor.
-    let broker = in_netns(&b, || TcpListener::bind(SocketAddrV4::new(SERVER_B, 1883)))??;
-    let broker = thread::spawn(move || serve_mqtt(broker));
+    println!("lab: server A (10.77.0.1), server B (10.77.0.2) and an AP (10.77.0.101) behind a bridge, in network namespaces");
+    println!("lab: wimark-ha on both servers: VRID 67, VIP {VIP}, VRRPv3 every 10 ms, fast detection 1 ms x 3; A has priority 200, B 100");
+    let mut lab = FailoverLab::new(Pair::WimarkHaFast)?;
+    for (name, state) in lab.states() {
+        println!("lab: {name}: {state}");
+    }
+    println!("lab: the AP probes the VIP 1000 times a second; a capture watches the bridge");
     println!(
-        "lab: server B runs `wimark-ha stats --iface eth1 --duration {DURATION_S}s --interval 2s`"
+        "lab: now server A is lost: its link cut and its daemon SIGKILLed at the same instant\n"
     );
-    let stats = {
-        let binary = binary.clone();
-        in_netns(&b, move || {
-            Command::new(binary)
-                .args([
-                    "stats",
-                    "--iface",
-                    "eth1",
-                    "--duration",
-                    &format!("{DURATION_S}s"),
-                    "--interval",
-                    "2s",
-                ])
-                .stdout(Stdio::inherit())
-                .stderr(Stdio::inherit())
-                .spawn()
-        })??
-    };
-    let mut stats = ChildGuard(stats);
-    wait_for_xdp(&b)?;
-
-    let vrrp = {
-        thread::spawn({
-            let a = a.clone();
-            move || in_netns(&a, server_a_adverts)
-        })
-    };
-    let aps = thread::spawn({
-        let ap = ap.clone();
-        move || in_netns(&ap, ap_traffic)
-    });
-    vrrp.join()
-        .map_err(|_| anyhow::anyhow!("server A thread panicked"))???;
-    aps.join()
-        .map_err(|_| anyhow::anyhow!("AP thread panicked"))???;
-
-    let status = stats.0.wait().context("waiting for wimark-ha stats")?;
-    let _ = broker.join();
-    if !status.success() {
-        bail!("wimark-ha stats failed ({status})");
+    let timeline = lab.fail(Failure::NodeLoss)?;
+    print(&timeline);
+    for (name, state) in lab.states() {
+        println!("lab: {name}: {state}");
     }
     drop(lab);
-    println!("lab: done; namespaces removed");
+    println!("lab: done; namespaces, daemons and XDP programs removed");
     Ok(())
 }
 
-/// Kills the child if the lab fails half-way, so nothing outlives it.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+fn print(t: &Timeline) {
+    println!("  timeline (ms from the failure instant; wire events are kernel timestamps on the bridge):");
+    let mut events = vec![(
+        0.0,
+        "failure: A's link cut (the `ip` command takes ~2 ms) and its daemon killed".to_string(),
+    )];
+    let wire = [
+        (
+            t.last_old_advert_ms,
+            "last advert from server A on the wire".to_string(),
+        ),
+        (
+            t.first_new_garp_ms,
+            format!("first gratuitous ARP for {VIP} from server B"),
+        ),
+        (
+            t.first_new_advert_ms,
+            "first advert from server B as master".to_string(),
+        ),
+    ];
+    for (at, what) in wire {
+        match at {
+            Some(ms) => events.push((ms, what)),
+            None => println!("  (not seen) {what}"),
         }
     }
-}
-
-fn wait_for_xdp(namespace: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let attached = in_netns(namespace, || -> Result<bool> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            Ok(rt
-                .block_on(wimark_ha::monitor::attached_xdp_program("eth1"))?
-                .is_some())
-        })??;
-        if attached {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("wimark-ha stats did not attach within 10 s");
-        }
-        thread::sleep(Duration::from_millis(50));
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (ms, what) in events {
+        println!("  {ms:>+9.3} ms  {what}");
     }
-}
-
-/// Server A: the vendor's VRRPv2 instance, one advert a second, one that
-/// crossed a router (TTL 64), then a resignation (priority 0).
-fn server_a_adverts() -> Result<()> {
-    let advert = vendor_v2_advert();
-    assert_eq!(advert.version, Version::V2);
-    let send = |advert: &wimark_ha::vrrp::Advert, ttl: u8| -> Result<()> {
-        let socket = RawIpSocket::new(112, ttl, SERVER_A)?;
-        let message = advert.encode(
-            SERVER_A.into(),
-            VRRP_V4_GROUP.into(),
-            ChecksumMode::WithoutPseudoHeader,
-        )?;
-        socket.send_to(&message, VRRP_V4_GROUP)
-    };
-    for second in 0..DURATION_S - 3 {
-        send(&advert, 255)?;
-        if second == 1 {
-            send(&advert, 64)?;
-        }
-        thread::sleep(Duration::from_secs(1));
+    if let Some(takeover) = t.takeover_ms {
+        println!("\n  takeover, last advert of A to B's first gratuitous ARP: {takeover:.3} ms");
     }
-    let mut resign = advert.clone();
-    resign.priority = 0;
-    send(&resign, 255)
-}
-
-/// Two APs: IKE, NAT-T, ESP and an MQTT session to server B.
-fn ap_traffic() -> Result<()> {
-    let ike = UdpSocket::bind(SocketAddrV4::new(AP_1, 500))?;
-    let natt_1 = UdpSocket::bind(SocketAddrV4::new(AP_1, 4500))?;
-    let natt_2 = UdpSocket::bind(SocketAddrV4::new(AP_2, 4500))?;
-    let esp = RawIpSocket::new(libc::IPPROTO_ESP, 64, AP_2)?;
-    let mut mqtt = TcpStream::connect_timeout(
-        &SocketAddrV4::new(SERVER_B, 1883).into(),
-        Duration::from_secs(2),
-    )
-    .context("MQTT connect to server B")?;
-    mqtt.write_all(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c")?; // CONNECT
-    let mut reply = [0u8; 4];
-    mqtt.read_exact(&mut reply)?;
-    for round in 0..40u32 {
-        if round % 4 == 0 {
-            ike.send_to(&[0u8; 200], SocketAddrV4::new(SERVER_B, 500))?;
-        }
-        let mut esp_in_udp = vec![0, 0, 0x10, 0x01];
-        esp_in_udp.extend_from_slice(&round.to_be_bytes());
-        esp_in_udp.resize(120, 0xab);
-        natt_1.send_to(&esp_in_udp, SocketAddrV4::new(SERVER_B, 4500))?;
-        natt_2.send_to(&esp_in_udp, SocketAddrV4::new(SERVER_B, 4500))?;
-        let mut packet = vec![0, 0, 0x20, 0x02];
-        packet.extend_from_slice(&round.to_be_bytes());
-        packet.resize(96, 0xcd);
-        esp.send_to(&packet, SERVER_B)?;
-        if round % 8 == 0 {
-            mqtt.write_all(b"\xc0\x00")?; // PINGREQ
-            mqtt.read_exact(&mut reply[..2])?;
-        }
-        thread::sleep(Duration::from_millis(100));
+    if let Some(r) = &t.reported {
+        let ms = |v: Option<u64>| {
+            v.map_or("-".to_string(), |us| {
+                format!("{:.3} ms", us as f64 / 1000.0)
+            })
+        };
+        println!(
+            "  server B's own account: {} -> {} ({}), silence {}, VIP added {} and gratuitous ARP sent {} after deciding",
+            r.from, r.to, r.reason, ms(r.silence_us), ms(r.vip_added_us), ms(r.garp_sent_us)
+        );
     }
-    mqtt.write_all(b"\xe0\x00")?; // DISCONNECT
-    Ok(())
-}
-
-/// Just enough of an MQTT broker for the lab: CONNACK, PINGRESP, close on
-/// DISCONNECT.
-fn serve_mqtt(listener: TcpListener) -> Result<()> {
-    let (mut stream, _) = listener.accept()?;
-    let mut buffer = [0u8; 64];
-    let n = stream.read(&mut buffer)?;
-    if n > 0 && buffer[0] == 0x10 {
-        stream.write_all(b"\x20\x02\x00\x00")?;
-    }
-    loop {
-        let n = stream.read(&mut buffer[..2])?;
-        match (n, buffer[0]) {
-            (0, _) | (_, 0xe0) => return Ok(()),
-            (_, 0xc0) => stream.write_all(b"\xd0\x00")?,
-            _ => {}
-        }
-    }
+    println!(
+        "  the AP's view: longest gap in the 1 kHz probe replies {:.1} ms, {} probes lost\n",
+        t.probe_gap_ms, t.probes_lost
+    );
 }
