@@ -167,8 +167,9 @@ impl FailoverLab {
         }
         this.capture = Some(Capture::start(&this.sw, "br0")?);
         this.probe = Some(this.start_probe()?);
-        // Let the AP resolve the VIP and the stream settle.
-        thread::sleep(Duration::from_millis(300));
+        // Let the AP resolve the VIP and the stream settle, and the capture
+        // see at least one advert of the active node.
+        thread::sleep(Duration::from_millis(300).max(2 * pair.advert_interval()));
         Ok(this)
     }
 

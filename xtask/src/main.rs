@@ -53,6 +53,13 @@ enum Bench {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Failover timelines (capture on the lab bridge, AP probe stream) of
+    /// wimark-ha beside keepalived at VRRPv3 10 ms and the vendor's v2 1 s.
+    Failover {
+        /// Arguments for the benchmark binary (see `--help` after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -76,13 +83,15 @@ fn main() -> Result<()> {
             let built = build::all(&root)?;
             run::tool(&root, &built, "wimark-ha-lab", &[])
         }
-        Command::Bench {
-            which: Bench::Xdp { args },
-        } => {
+        Command::Bench { which } => {
             prereqs::ensure()?;
-            prereqs::require_root("the XDP benchmark (BPF, network namespaces)")?;
+            prereqs::require_root("the benchmarks (BPF, network namespaces)")?;
             let built = build::all(&root)?;
-            let mut all = vec!["xdp".to_string()];
+            let (name, args) = match which {
+                Bench::Xdp { args } => ("xdp", args),
+                Bench::Failover { args } => ("failover", args),
+            };
+            let mut all = vec![name.to_string()];
             all.extend(args);
             run::tool(&root, &built, "wimark-ha-bench", &all)
         }

@@ -32,6 +32,9 @@ use crate::{
 
 /// Transitions kept per instance for `status`.
 const HISTORY_LEN: usize = 64;
+/// How long a resigning master keeps its VIPs at most, waiting for the new
+/// master's first advert.
+const SHUTDOWN_HOLD: Duration = Duration::from_millis(200);
 
 pub enum Command {
     Switchover {
@@ -108,6 +111,8 @@ pub struct Engine {
     pub commands: mpsc::Receiver<Command>,
     pub wake: Arc<OwnedFd>,
     pub status: Arc<Mutex<DaemonStatus>>,
+    /// During shutdown: VIPs go when the new master speaks, not at once.
+    pub defer_vip_removal: bool,
 }
 
 fn now() -> Timestamp {
@@ -401,11 +406,40 @@ impl Engine {
         }
     }
 
+    /// Every instance resigns. A master keeps its VIPs until the peer's
+    /// first advert as the new master (or at most `SHUTDOWN_HOLD`), so the
+    /// clients its gratuitous ARP moves find someone answering all along.
     fn shutdown(&mut self, t: Timestamp) {
+        self.defer_vip_removal = true;
         for i in 0..self.instances.len() {
             self.instances[i].machine.shutdown(t);
             self.carry_out(i, t);
-            // Whatever the state machine thought, leave no VIP behind.
+        }
+        self.defer_vip_removal = false;
+        let deadline = now() + SHUTDOWN_HOLD;
+        while self.instances.iter().any(|i| i.holds_vips) && now() < deadline {
+            let mut events = Vec::new();
+            for (index, reader) in self.readers.iter_mut().enumerate() {
+                reader.drain(|event| events.push((index, event)));
+            }
+            for (reader, event) in events {
+                let source = ip_addr(&event.source);
+                for i in 0..self.instances.len() {
+                    let instance = &self.instances[i];
+                    if instance.holds_vips
+                        && instance.reader == reader
+                        && instance.config.vrid == event.vrid
+                        && source != instance.primary
+                        && event.priority > 0
+                    {
+                        self.remove_vips(i);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // Whatever happened, leave no VIP behind.
+        for i in 0..self.instances.len() {
             if self.instances[i].holds_vips {
                 self.remove_vips(i);
             }
@@ -432,7 +466,9 @@ impl Engine {
                 }
                 Action::SendAdvert { priority } => self.send_advert(i, priority),
                 Action::RemoveVirtualIps => {
-                    self.remove_vips(i);
+                    if !self.defer_vip_removal {
+                        self.remove_vips(i);
+                    }
                     self.instances[i].second_garp_burst = None;
                 }
                 Action::Transition {

@@ -195,6 +195,7 @@ async fn run_async(config: config::Config, kernel_log: Option<log::Level>) -> an
                     commands: commands_rx,
                     wake: engine_wake,
                     status: engine_status,
+                    defer_vip_removal: false,
                 }
                 .run()
             })();

@@ -147,6 +147,9 @@ pub struct Instance {
     /// We handed mastership over on purpose: do not preempt it back until
     /// we become master again.
     yielded: bool,
+    /// After a switchover we keep answering on the VIPs until the new
+    /// master's first advert, so no client packet falls in between.
+    release_vips_on_new_master: bool,
     last_advert_at: Option<Timestamp>,
     previous_advert_at: Option<Timestamp>,
     master: Option<IpAddr>,
@@ -166,6 +169,7 @@ impl Instance {
             stall_grace_used: false,
             resigned: false,
             yielded: false,
+            release_vips_on_new_master: false,
             last_advert_at: None,
             previous_advert_at: None,
             master: None,
@@ -256,7 +260,11 @@ impl Instance {
     pub fn shutdown(&mut self, _now: Timestamp) {
         match self.state {
             State::Initialize => return,
-            State::Backup => {}
+            State::Backup => {
+                if std::mem::take(&mut self.release_vips_on_new_master) {
+                    self.actions.push_back(Action::RemoveVirtualIps);
+                }
+            }
             State::Master => {
                 // Resign so the backup takes over after its skew time only.
                 self.actions.push_back(Action::SendAdvert { priority: 0 });
@@ -270,15 +278,17 @@ impl Instance {
     /// Planned switchover: as a master, resign at once (a priority-0 advert,
     /// so the peer takes over after its skew time only, RFC 5798 §6.4.2) and
     /// become backup without preempting the new master until this node is
-    /// master again.
+    /// master again. The VIPs stay until the new master's first advert (its
+    /// gratuitous ARP has moved the clients by then), so the hand-over
+    /// loses nothing.
     pub fn resign(&mut self, now: Timestamp) {
         if self.state != State::Master {
             return;
         }
         self.actions.push_back(Action::SendAdvert { priority: 0 });
-        self.actions.push_back(Action::RemoveVirtualIps);
         self.clear_timers();
         self.yielded = true;
+        self.release_vips_on_new_master = true;
         self.enter(State::Backup, Reason::Switchover, None);
         self.master_down_deadline = Some(now + self.master_down_interval());
     }
@@ -367,6 +377,9 @@ impl Instance {
             self.resigned = false;
             self.stall_grace_used = false;
             self.arm_fast_rule();
+            if std::mem::take(&mut self.release_vips_on_new_master) {
+                self.actions.push_back(Action::RemoveVirtualIps);
+            }
             return Ok(());
         }
         // "Else (Priority ... less than the local Priority and Preempt_Mode
@@ -537,6 +550,7 @@ impl Instance {
         self.adver_deadline = Some(now + self.send_interval());
         self.master = None;
         self.yielded = false;
+        self.release_vips_on_new_master = false;
         self.enter(State::Master, reason, silence);
     }
 

@@ -33,6 +33,8 @@ use wimark_ha_tests::{
     sockets::PacketSocket,
 };
 
+mod failover;
+
 #[derive(Parser)]
 #[command(name = "wimark-ha-bench", about = "wimark-ha benchmarks")]
 struct Cli {
@@ -53,6 +55,15 @@ enum Which {
         /// Frames in the flood.
         #[arg(long, default_value_t = 1_000_000)]
         flood: u64,
+    },
+    /// Failover timelines of wimark-ha and keepalived, side by side.
+    Failover {
+        /// Trials per scenario (wimark-ha, keepalived at 10 ms).
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+        /// Trials of keepalived with the vendor's 1 s config (slow).
+        #[arg(long, default_value_t = 3)]
+        vendor_trials: usize,
     },
 }
 
@@ -76,11 +87,20 @@ const CLASSES: &[&str] = &[
 ];
 
 fn main() -> Result<()> {
-    let Which::Xdp {
-        repeat,
-        rounds,
-        flood,
-    } = Cli::parse().which;
+    let (repeat, rounds, flood) = match Cli::parse().which {
+        Which::Xdp {
+            repeat,
+            rounds,
+            flood,
+        } => (repeat, rounds, flood),
+        Which::Failover {
+            trials,
+            vendor_trials,
+        } => {
+            require_root("the failover benchmark");
+            return failover::run(trials, vendor_trials);
+        }
+    };
     require_root("the XDP benchmark");
     let cases = catalogue();
     let pick = |name: &str| -> Result<Case> {

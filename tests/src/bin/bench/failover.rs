@@ -1,0 +1,158 @@
+//! `cargo xtask bench failover`: failover timelines from a capture on the lab
+//! bridge and the AP's probe stream, wimark-ha beside keepalived, each trial
+//! in a fresh lab with the failure instant randomised within one advert
+//! interval.
+
+use anyhow::Result;
+use wimark_ha_tests::failover_lab::{FailoverLab, Failure, Pair, Timeline};
+
+struct Scenario {
+    pair: Pair,
+    failure: Failure,
+    trials: usize,
+}
+
+struct Figures {
+    takeover: Vec<f64>,
+    gap: Vec<f64>,
+    lost: Vec<u64>,
+    missing: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    // Nearest rank: with few trials p99 is the maximum, as it should be.
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn summary(values: &[f64]) -> (f64, f64, f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    (
+        sorted.first().copied().unwrap_or(f64::NAN),
+        percentile(&sorted, 50.0),
+        percentile(&sorted, 99.0),
+        sorted.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
+fn trial(pair: Pair, failure: Failure) -> Result<Timeline> {
+    let mut lab = FailoverLab::new(pair)?;
+    lab.fail(failure)
+}
+
+pub fn run(trials: usize, vendor_trials: usize) -> Result<()> {
+    let scenarios = [
+        Scenario {
+            pair: Pair::WimarkHaFast,
+            failure: Failure::NodeLoss,
+            trials,
+        },
+        Scenario {
+            pair: Pair::KeepalivedV3Fast,
+            failure: Failure::NodeLoss,
+            trials,
+        },
+        Scenario {
+            pair: Pair::KeepalivedVendor,
+            failure: Failure::NodeLoss,
+            trials: vendor_trials,
+        },
+        Scenario {
+            pair: Pair::WimarkHaFast,
+            failure: Failure::KillDaemon,
+            trials,
+        },
+        Scenario {
+            pair: Pair::KeepalivedV3Fast,
+            failure: Failure::KillDaemon,
+            trials,
+        },
+        Scenario {
+            pair: Pair::WimarkHaFast,
+            failure: Failure::Switchover,
+            trials,
+        },
+        Scenario {
+            pair: Pair::KeepalivedV3Fast,
+            failure: Failure::Switchover,
+            trials,
+        },
+    ];
+    let mut results = Vec::new();
+    for scenario in &scenarios {
+        let mut figures = Figures {
+            takeover: Vec::new(),
+            gap: Vec::new(),
+            lost: Vec::new(),
+            missing: 0,
+        };
+        for n in 0..scenario.trials {
+            let timeline = trial(scenario.pair, scenario.failure)?;
+            match timeline.takeover_ms {
+                Some(ms) => figures.takeover.push(ms),
+                None => figures.missing += 1,
+            }
+            figures.gap.push(timeline.probe_gap_ms);
+            figures.lost.push(timeline.probes_lost);
+            eprintln!(
+                "bench: {} / {} trial {}: takeover {:?} ms, probe gap {:.1} ms, {} lost",
+                scenario.pair.name(),
+                scenario.failure.name(),
+                n + 1,
+                timeline.takeover_ms.map(|v| (v * 1000.0).round() / 1000.0),
+                timeline.probe_gap_ms,
+                timeline.probes_lost
+            );
+        }
+        results.push((scenario, figures));
+    }
+
+    println!("## Failover (`cargo xtask bench failover -- --trials {trials} --vendor-trials {vendor_trials}`)\n");
+    println!("Takeover = the old active's last advert to the new active's first gratuitous ARP, both as captured on the lab bridge.");
+    println!(
+        "Probe gap = the longest silence in the replies to the AP's 1 kHz UDP probes to the VIP.\n"
+    );
+    println!("| pair | failure | trials | takeover min / median / p99 / max (ms) | probe gap median / max (ms) | probes lost (max) |");
+    println!("|---|---|---:|---|---|---:|");
+    let mut medians = Vec::new();
+    for (scenario, f) in &results {
+        let (min, median, p99, max) = summary(&f.takeover);
+        let (_, gap_median, _, gap_max) = summary(&f.gap);
+        let missing = if f.missing > 0 {
+            format!(" ({} without a capture)", f.missing)
+        } else {
+            String::new()
+        };
+        println!(
+            "| {} | {} | {}{missing} | {min:.2} / {median:.2} / {p99:.2} / {max:.2} | {gap_median:.1} / {gap_max:.1} | {} |",
+            scenario.pair.name(),
+            scenario.failure.name(),
+            scenario.trials,
+            f.lost.iter().max().copied().unwrap_or(0)
+        );
+        medians.push((scenario.pair.name(), scenario.failure, p99, median, gap_max));
+    }
+    println!();
+    for failure in [Failure::NodeLoss, Failure::KillDaemon, Failure::Switchover] {
+        let ours = medians
+            .iter()
+            .find(|m| m.1 == failure && m.0 == Pair::WimarkHaFast.name());
+        let theirs = medians
+            .iter()
+            .find(|m| m.1 == failure && m.0 == Pair::KeepalivedV3Fast.name());
+        if let (Some(ours), Some(theirs)) = (ours, theirs) {
+            println!(
+                "{}: keepalived at 10 ms / wimark-ha, median takeover {:.1}x, p99 {:.1}x, worst probe gap {:.1}x",
+                failure.name(),
+                theirs.3 / ours.3,
+                theirs.2 / ours.2,
+                theirs.4 / ours.4.max(0.001)
+            );
+        }
+    }
+    Ok(())
+}
