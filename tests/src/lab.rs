@@ -87,6 +87,10 @@ impl Lab {
         let value = if ipv6 { "0" } else { "1" };
         for key in ["all", "default"] {
             sysctl(&name, &format!("net.ipv6.conf.{key}.disable_ipv6"), value)?;
+            if ipv6 {
+                // Link-local addresses usable at once (no DAD wait).
+                sysctl(&name, &format!("net.ipv6.conf.{key}.accept_dad"), "0")?;
+            }
         }
         Ok(name)
     }

@@ -192,3 +192,55 @@ fn status_json_follows_the_contract() {
     }
     assert_eq!(instance["history"][1]["to"], "MASTER");
 }
+
+#[test]
+fn ipv6_vip_fails_over_between_link_local_speakers() {
+    require_root("the IPv6 failover test");
+    let mut lab = Lab::new().expect("lab");
+    let a = lab.namespace("a6", true).expect("a");
+    let b = lab.namespace("b6", true).expect("b");
+    lab.veth((&a, "eth1"), (&b, "eth1")).expect("veth");
+    let v6 = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"fd00::100/64\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
+    let long = Duration::from_secs(5);
+    // Link-local addresses appear once the links are up.
+    wait_until(long, "link-local addresses", || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "-n", &b, "-6", "addr", "show", "dev", "eth1", "scope", "link",
+            ])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout).contains("fe80::")
+    })
+    .expect("link-local");
+    let mut daemon_a = Daemon::start(&a, "a6", |s| config(s, 200, v6)).expect("start A");
+    let daemon_b = Daemon::start(&b, "b6", |s| config(s, 100, v6)).expect("start B");
+    wait_until(long, "A MASTER, B BACKUP", || {
+        state(&daemon_a) == "MASTER" && state(&daemon_b) == "BACKUP"
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    assert!(has_address(&a, "eth1", "fd00::100") && !has_address(&b, "eth1", "fd00::100"));
+    let master = daemon_b
+        .instance()
+        .expect("B")
+        .master
+        .expect("B knows the master");
+    assert!(
+        master.to_string().starts_with("fe80::"),
+        "IPv6 adverts come from the link-local address: {master}"
+    );
+    daemon_a.signal(libc::SIGKILL);
+    daemon_a.wait();
+    wait_until(long, "B MASTER", || state(&daemon_b) == "MASTER").expect("IPv6 failover");
+    assert!(has_address(&b, "eth1", "fd00::100"));
+    assert_eq!(
+        daemon_b
+            .instance()
+            .expect("B")
+            .history
+            .last()
+            .expect("history")
+            .reason,
+        "master down (fast detection)"
+    );
+}

@@ -185,6 +185,7 @@ impl AdvertSocket {
                 )?;
             }
         }
+        join_vrrp_group(&fd, ifindex, source)?;
         Ok(Self { fd, ifindex })
     }
 
@@ -232,5 +233,62 @@ impl AdvertSocket {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// Joins the VRRP group on the interface so the NIC's multicast filter lets
+/// adverts through to the XDP program (on real NICs, unjoined groups are
+/// dropped in hardware). Adverts are read from XDP, never from this socket:
+/// a classic BPF filter that accepts nothing keeps its queue empty.
+fn join_vrrp_group(fd: &OwnedFd, ifindex: u32, source: IpAddr) -> io::Result<()> {
+    let mut drop_all = [libc::sock_filter {
+        code: 0x06,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }]; // BPF_RET|BPF_K 0
+    let program = libc::sock_fprog {
+        len: 1,
+        filter: drop_all.as_mut_ptr(),
+    };
+    set(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_FILTER,
+        &program,
+        "SO_ATTACH_FILTER",
+    )?;
+    match source {
+        IpAddr::V4(_) => {
+            let request = libc::ip_mreqn {
+                imr_multiaddr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(VRRP_GROUP_V4.octets()),
+                },
+                imr_address: libc::in_addr { s_addr: 0 },
+                imr_ifindex: ifindex as i32,
+            };
+            set(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_ADD_MEMBERSHIP,
+                &request,
+                "IP_ADD_MEMBERSHIP 224.0.0.18",
+            )
+        }
+        IpAddr::V6(_) => {
+            let request = libc::ipv6_mreq {
+                ipv6mr_multiaddr: libc::in6_addr {
+                    s6_addr: VRRP_GROUP_V6.octets(),
+                },
+                ipv6mr_interface: ifindex,
+            };
+            set(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_ADD_MEMBERSHIP,
+                &request,
+                "IPV6_ADD_MEMBERSHIP ff02::12",
+            )
+        }
     }
 }
