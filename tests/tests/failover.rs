@@ -244,3 +244,64 @@ fn ipv6_vip_fails_over_between_link_local_speakers() {
         "master down (fast detection)"
     );
 }
+
+#[test]
+fn forged_and_foreign_adverts_are_counted_and_never_obeyed() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use wimark_ha::vrrp::ChecksumMode;
+    use wimark_ha_tests::{frames, lab::in_netns, sockets::PacketSocket};
+
+    let (_lab, a, b) = lab();
+    let daemon = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("start B");
+    let vip = vec![IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100))];
+    let send = |advert: wimark_ha::vrrp::Advert, ttl: u8, count: usize| {
+        let frame = frames::vrrp_v4_frame(
+            &advert,
+            Ipv4Addr::new(10, 77, 0, 1),
+            ttl,
+            ChecksumMode::WithPseudoHeader,
+            &[],
+        );
+        in_netns(&a, move || -> anyhow::Result<()> {
+            let socket = PacketSocket::bind("eth1", false)?;
+            for _ in 0..count {
+                socket.send(&frame)?;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(())
+        })
+        .expect("netns")
+        .expect("send");
+    };
+    // A priority-250 master that crossed a router (TTL 64), and a valid
+    // priority-250 master of another VRID: neither keeps B from taking over.
+    let mut other_vrid = frames::v3_advert(250, 10, vip.clone());
+    other_vrid.vrid = 68;
+    send(frames::v3_advert(250, 10, vip.clone()), 64, 100);
+    send(other_vrid, 255, 50);
+    wait_until(Duration::from_secs(2), "B MASTER", || {
+        state(&daemon) == "MASTER"
+    })
+    .expect("B takes over regardless");
+    let status = daemon.status().expect("status");
+    assert_eq!(
+        status.instances[0].adverts_received, 0,
+        "nothing forged or foreign reached the state machine"
+    );
+    let monitor = &status.monitors[0];
+    assert!(
+        monitor["vrrp"]["invalid"]["ttl"].as_u64().unwrap_or(0) >= 100,
+        "TTL≠255 counted: {monitor}"
+    );
+    let peers = monitor["vrrp"]["peers"].as_array().expect("peers");
+    assert!(
+        peers.iter().any(|p| p["vrid"] == 68),
+        "the other VRID is seen and counted: {peers:?}"
+    );
+    // The control: a valid higher-priority advert for our VRID is obeyed.
+    send(frames::v3_advert(250, 10, vip), 255, 20);
+    wait_until(Duration::from_secs(2), "B BACKUP", || {
+        state(&daemon) == "BACKUP"
+    })
+    .expect("a valid master is obeyed");
+}

@@ -45,6 +45,11 @@ pub struct Response {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaemonStatus {
     pub instances: Vec<InstanceStatus>,
+    /// What the XDP monitor counted on each peer interface (as
+    /// `wimark-ha stats --json` prints it): invalid and forged adverts are
+    /// counted here, never obeyed.
+    #[serde(default)]
+    pub monitors: Vec<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

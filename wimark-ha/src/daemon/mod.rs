@@ -120,20 +120,32 @@ async fn run_async(config: config::Config, kernel_log: Option<log::Level>) -> an
         monitors.push(monitor);
     }
 
+    let monitors = Arc::new(Mutex::new(monitors));
     let status = Arc::new(Mutex::new(DaemonStatus::default()));
     let (commands_tx, commands_rx) = mpsc::channel();
     let wake_fd = Arc::new(eventfd()?);
     let listener = control::bind(&config.daemon.control_socket)?;
     let handler: control::Handler = {
         let status = status.clone();
+        let monitors = monitors.clone();
         let commands = Mutex::new(commands_tx.clone());
         let wake_fd = wake_fd.clone();
         Arc::new(move |request| match request {
-            Request::Status => Response {
-                ok: true,
-                status: status.lock().ok().map(|s| s.clone()),
-                ..Default::default()
-            },
+            Request::Status => {
+                let mut snapshot = status.lock().map(|s| s.clone()).unwrap_or_default();
+                if let Ok(monitors) = monitors.lock() {
+                    snapshot.monitors = monitors
+                        .iter()
+                        .filter_map(|m| m.snapshot().ok())
+                        .filter_map(|s| serde_json::to_value(s).ok())
+                        .collect();
+                }
+                Response {
+                    ok: true,
+                    status: Some(snapshot),
+                    ..Default::default()
+                }
+            }
             Request::Switchover { instance } => {
                 let (reply_tx, reply_rx) = mpsc::channel();
                 let sent = commands.lock().map(|c| {
