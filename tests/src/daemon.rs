@@ -99,6 +99,13 @@ impl Daemon {
         response.status.context("no status in the answer")
     }
 
+    /// The first instance's state ("MASTER"...), or why it is unknown.
+    pub fn state(&self) -> String {
+        self.instance()
+            .map(|i| i.state)
+            .unwrap_or_else(|e| format!("unreachable: {e}"))
+    }
+
     pub fn instance(&self) -> Result<InstanceStatus> {
         self.status()?
             .instances

@@ -174,3 +174,19 @@ pub fn enter_netns(path: &str) -> Result<()> {
 pub fn netns_path(namespace: &str) -> String {
     format!("{NETNS_DIR}/{namespace}")
 }
+
+/// Server A and server B joined by a veth (`eth1` on both sides), IPv6 off,
+/// and with `addresses`, 10.77.0.1/24 on A and 10.77.0.2/24 on B: the lab
+/// most tests need. Fails with what is missing when not root.
+pub fn two_servers(addresses: bool) -> Result<(Lab, String, String)> {
+    crate::require_root("a two-server lab");
+    let mut lab = Lab::new()?;
+    let a = lab.namespace("a", false)?;
+    let b = lab.namespace("b", false)?;
+    lab.veth((&a, "eth1"), (&b, "eth1"))?;
+    if addresses {
+        lab.address(&a, "eth1", "10.77.0.1/24")?;
+        lab.address(&b, "eth1", "10.77.0.2/24")?;
+    }
+    Ok((lab, a, b))
+}

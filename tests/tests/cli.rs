@@ -10,19 +10,13 @@ use std::{
 
 use wimark_ha_tests::{
     frames::catalogue,
-    lab::{in_netns, Lab},
-    require_root,
+    lab::{self, in_netns, Lab},
     sockets::PacketSocket,
     wimark_ha_bin,
 };
 
 fn two_servers() -> (Lab, String, String) {
-    require_root("the CLI tests");
-    let mut lab = Lab::new().expect("lab");
-    let a = lab.namespace("a", false).expect("namespace a");
-    let b = lab.namespace("b", false).expect("namespace b");
-    lab.veth((&a, "peer0"), (&b, "eth1")).expect("veth");
-    (lab, a, b)
+    lab::two_servers(false).expect("two-server lab")
 }
 
 /// Runs the binary inside `namespace` (a child forked from a thread in the
@@ -219,7 +213,7 @@ fn bad_arguments_are_refused_before_anything_is_attached() {
 fn send_catalogue(namespace: &str) {
     let frames: Vec<Vec<u8>> = catalogue().into_iter().map(|c| c.frame).collect();
     in_netns(namespace, move || -> anyhow::Result<()> {
-        let socket = PacketSocket::bind("peer0", false)?;
+        let socket = PacketSocket::bind("eth1", false)?;
         for frame in &frames {
             socket.send(frame)?;
         }

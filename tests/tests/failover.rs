@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wimark_ha_tests::{
     daemon::{config, has_address, wait_until, Daemon},
-    lab::Lab,
+    lab::{two_servers, Lab},
     require_root,
 };
 
@@ -14,21 +14,7 @@ const VIP: &str = "10.77.0.100";
 const FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
 
 fn lab() -> (Lab, String, String) {
-    require_root("the failover tests");
-    let mut lab = Lab::new().expect("lab");
-    let a = lab.namespace("a", false).expect("a");
-    let b = lab.namespace("b", false).expect("b");
-    lab.veth((&a, "eth1"), (&b, "eth1")).expect("veth");
-    lab.address(&a, "eth1", "10.77.0.1/24").expect("address a");
-    lab.address(&b, "eth1", "10.77.0.2/24").expect("address b");
-    (lab, a, b)
-}
-
-fn state(daemon: &Daemon) -> String {
-    daemon
-        .instance()
-        .map(|i| i.state)
-        .unwrap_or_else(|e| format!("unreachable: {e}"))
+    two_servers(true).expect("two-server lab")
 }
 
 #[test]
@@ -40,7 +26,7 @@ fn unplanned_failover_restart_and_planned_switchover() {
 
     // Election: A (priority 200) is master, the VIP only on A.
     wait_until(long, "A MASTER, B BACKUP", || {
-        state(&daemon_a) == "MASTER" && state(&daemon_b) == "BACKUP"
+        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
     })
     .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
     assert!(has_address(&a, "eth1", VIP) && !has_address(&b, "eth1", VIP));
@@ -54,7 +40,7 @@ fn unplanned_failover_restart_and_planned_switchover() {
     // Unplanned: A's daemon is killed; B takes over by the fast rule.
     daemon_a.signal(libc::SIGKILL);
     daemon_a.wait();
-    wait_until(long, "B MASTER", || state(&daemon_b) == "MASTER").expect("failover");
+    wait_until(long, "B MASTER", || daemon_b.state() == "MASTER").expect("failover");
     assert!(has_address(&b, "eth1", VIP));
     let takeover = daemon_b
         .instance()
@@ -78,7 +64,7 @@ fn unplanned_failover_restart_and_planned_switchover() {
     );
     daemon_a.restart().expect("restart A");
     wait_until(long, "A MASTER again", || {
-        state(&daemon_a) == "MASTER" && state(&daemon_b) == "BACKUP"
+        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
     })
     .expect("preempt");
     assert!(has_address(&a, "eth1", VIP) && !has_address(&b, "eth1", VIP));
@@ -96,12 +82,12 @@ fn unplanned_failover_restart_and_planned_switchover() {
     .expect("switchover");
     assert!(response.ok, "{response:?}");
     wait_until(long, "B MASTER after switchover", || {
-        state(&daemon_b) == "MASTER"
+        daemon_b.state() == "MASTER"
     })
     .expect("switchover");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        (state(&daemon_a), state(&daemon_b)),
+        (daemon_a.state(), daemon_b.state()),
         ("BACKUP".to_string(), "MASTER".to_string())
     );
     assert!(has_address(&b, "eth1", VIP) && !has_address(&a, "eth1", VIP));
@@ -137,12 +123,12 @@ fn sigterm_on_the_master_hands_over_and_leaves_nothing_behind() {
     let daemon_b = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("start B");
     let long = Duration::from_secs(5);
     wait_until(long, "A MASTER", || {
-        state(&daemon_a) == "MASTER" && state(&daemon_b) == "BACKUP"
+        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
     })
     .expect("election");
     daemon_a.signal(libc::SIGTERM);
     assert_eq!(daemon_a.wait(), Some(0), "clean exit: {}", daemon_a.log());
-    wait_until(long, "B MASTER", || state(&daemon_b) == "MASTER").expect("hand-over");
+    wait_until(long, "B MASTER", || daemon_b.state() == "MASTER").expect("hand-over");
     assert_eq!(
         daemon_b
             .instance()
@@ -170,7 +156,7 @@ fn status_json_follows_the_contract() {
     let (_lab, a, _b) = lab();
     let daemon = Daemon::start(&a, "a", |s| config(s, 200, FAST)).expect("start");
     wait_until(Duration::from_secs(5), "MASTER", || {
-        state(&daemon) == "MASTER"
+        daemon.state() == "MASTER"
     })
     .expect("alone, it becomes master");
     let output = std::process::Command::new(wimark_ha_tests::wimark_ha_bin())
@@ -216,7 +202,7 @@ fn ipv6_vip_fails_over_between_link_local_speakers() {
     let mut daemon_a = Daemon::start(&a, "a6", |s| config(s, 200, v6)).expect("start A");
     let daemon_b = Daemon::start(&b, "b6", |s| config(s, 100, v6)).expect("start B");
     wait_until(long, "A MASTER, B BACKUP", || {
-        state(&daemon_a) == "MASTER" && state(&daemon_b) == "BACKUP"
+        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
     })
     .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
     assert!(has_address(&a, "eth1", "fd00::100") && !has_address(&b, "eth1", "fd00::100"));
@@ -231,7 +217,7 @@ fn ipv6_vip_fails_over_between_link_local_speakers() {
     );
     daemon_a.signal(libc::SIGKILL);
     daemon_a.wait();
-    wait_until(long, "B MASTER", || state(&daemon_b) == "MASTER").expect("IPv6 failover");
+    wait_until(long, "B MASTER", || daemon_b.state() == "MASTER").expect("IPv6 failover");
     assert!(has_address(&b, "eth1", "fd00::100"));
     assert_eq!(
         daemon_b
@@ -280,7 +266,7 @@ fn forged_and_foreign_adverts_are_counted_and_never_obeyed() {
     send(frames::v3_advert(250, 10, vip.clone()), 64, 100);
     send(other_vrid, 255, 50);
     wait_until(Duration::from_secs(2), "B MASTER", || {
-        state(&daemon) == "MASTER"
+        daemon.state() == "MASTER"
     })
     .expect("B takes over regardless");
     let status = daemon.status().expect("status");
@@ -301,7 +287,7 @@ fn forged_and_foreign_adverts_are_counted_and_never_obeyed() {
     // The control: a valid higher-priority advert for our VRID is obeyed.
     send(frames::v3_advert(250, 10, vip), 255, 20);
     wait_until(Duration::from_secs(2), "B BACKUP", || {
-        state(&daemon) == "BACKUP"
+        daemon.state() == "BACKUP"
     })
     .expect("a valid master is obeyed");
 }

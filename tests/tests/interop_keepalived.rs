@@ -8,8 +8,7 @@ use std::{thread, time::Duration};
 use wimark_ha_tests::{
     daemon::{config, has_address, wait_until, Daemon},
     keepalived::{Instance, Keepalived},
-    lab::Lab,
-    require_root,
+    lab::{two_servers, Lab},
 };
 
 const VIP: &str = "10.77.0.100";
@@ -17,18 +16,11 @@ const V2: &str = "version = 2\nadvert_interval = \"1s\"\nauth_pass = \"wimark12\
 const V3_FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
 
 fn lab() -> (Lab, String, String) {
-    require_root("the keepalived interop tests");
     assert!(
         std::path::Path::new("/usr/sbin/keepalived").exists(),
         "keepalived is not installed (Debian package keepalived; `cargo xtask prereqs` installs it)"
     );
-    let mut lab = Lab::new().expect("lab");
-    let a = lab.namespace("a", false).expect("a");
-    let b = lab.namespace("b", false).expect("b");
-    lab.veth((&a, "eth1"), (&b, "eth1")).expect("veth");
-    lab.address(&a, "eth1", "10.77.0.1/24").expect("address a");
-    lab.address(&b, "eth1", "10.77.0.2/24").expect("address b");
-    (lab, a, b)
+    two_servers(true).expect("two-server lab")
 }
 
 fn vendor(priority: u8, auth_pass: &str) -> Instance<'_> {
@@ -41,13 +33,6 @@ fn vendor(priority: u8, auth_pass: &str) -> Instance<'_> {
         vip: "10.77.0.100/24",
         nopreempt: false,
     }
-}
-
-fn state(daemon: &Daemon) -> String {
-    daemon
-        .instance()
-        .map(|i| i.state)
-        .unwrap_or_else(|e| format!("unreachable: {e}"))
 }
 
 /// For `period`, checks every 10 ms that `check` holds.
@@ -72,7 +57,7 @@ fn keepalived_v2_master_wimark_ha_backup_then_failover_and_preempt_back() {
     holds_for(
         Duration::from_secs(4),
         "wimark-ha BACKUP without the VIP while keepalived is master",
-        || state(&daemon) == "BACKUP" && !has_address(&b, "eth1", VIP),
+        || daemon.state() == "BACKUP" && !has_address(&b, "eth1", VIP),
     );
     let status = daemon.instance().expect("status");
     assert_eq!(
@@ -85,7 +70,7 @@ fn keepalived_v2_master_wimark_ha_backup_then_failover_and_preempt_back() {
     wait_until(
         Duration::from_secs(6),
         "wimark-ha MASTER after keepalived died",
-        || state(&daemon) == "MASTER",
+        || daemon.state() == "MASTER",
     )
     .expect("takeover within the RFC interval");
     assert!(has_address(&b, "eth1", VIP));
@@ -105,7 +90,7 @@ fn keepalived_v2_master_wimark_ha_backup_then_failover_and_preempt_back() {
     wait_until(
         Duration::from_secs(10),
         "wimark-ha gives the VIP back",
-        || state(&daemon) == "BACKUP" && !has_address(&b, "eth1", VIP),
+        || daemon.state() == "BACKUP" && !has_address(&b, "eth1", VIP),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", keepalived.log()));
 }
@@ -115,7 +100,7 @@ fn wimark_ha_v2_master_keepalived_backup_and_switchover() {
     let (_lab, a, b) = lab();
     let daemon = Daemon::start(&a, "a", |s| config(s, 200, V2)).expect("wimark-ha");
     wait_until(Duration::from_secs(6), "wimark-ha MASTER", || {
-        state(&daemon) == "MASTER"
+        daemon.state() == "MASTER"
     })
     .expect("alone, it becomes master");
     let keepalived = Keepalived::start(&b, "kb", &vendor(100, "wimark12")).expect("keepalived");
@@ -167,11 +152,11 @@ fn v3_10ms_both_directions_and_the_fast_rule_never_judges_keepalived() {
     holds_for(
         Duration::from_secs(2),
         "wimark-ha BACKUP (no fast-rule takeover of a 10 ms master)",
-        || state(&daemon) == "BACKUP" && !has_address(&b, "eth1", VIP),
+        || daemon.state() == "BACKUP" && !has_address(&b, "eth1", VIP),
     );
     keepalived.kill();
     wait_until(Duration::from_secs(2), "wimark-ha MASTER", || {
-        state(&daemon) == "MASTER"
+        daemon.state() == "MASTER"
     })
     .expect("takeover");
     assert_eq!(
@@ -220,7 +205,7 @@ fn a_wrong_password_is_counted_and_never_obeyed() {
     wait_until(
         Duration::from_secs(6),
         "wimark-ha MASTER despite a higher-priority forger",
-        || state(&daemon) == "MASTER",
+        || daemon.state() == "MASTER",
     )
     .expect("never obeyed");
     let status = daemon.instance().expect("status");

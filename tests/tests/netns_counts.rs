@@ -13,8 +13,7 @@ use wimark_ha::monitor::{attached_xdp_program, Monitor, MonitorError, MonitorOpt
 use wimark_ha_common::abi::Counter;
 use wimark_ha_tests::{
     frames::{catalogue, AP_1, AP_2, AP_6, SERVER_A, SERVER_A6},
-    lab::{enter_netns, in_netns, netns_path, Lab},
-    require_root,
+    lab::{self, enter_netns, in_netns, netns_path, Lab},
     sockets::PacketSocket,
 };
 
@@ -25,14 +24,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// Two namespaces joined by a veth: A's `peer0` to B's `eth1`.
+/// Two namespaces joined by a veth (`eth1` on both sides).
 fn two_servers() -> (Lab, String, String) {
-    require_root("the netns count test");
-    let mut lab = Lab::new().expect("lab");
-    let a = lab.namespace("a", false).expect("namespace a");
-    let b = lab.namespace("b", false).expect("namespace b");
-    lab.veth((&a, "peer0"), (&b, "eth1")).expect("veth");
-    (lab, a, b)
+    lab::two_servers(false).expect("two-server lab")
 }
 
 fn counter_total(snapshot: &Snapshot, counter: Counter) -> u64 {
@@ -113,7 +107,7 @@ fn exact_counts_of_every_kind_over_a_veth() {
         .map(|(i, c)| (c.frame.clone(), i + 1))
         .collect();
     in_netns(&a, move || -> anyhow::Result<()> {
-        let socket = PacketSocket::bind("peer0", false)?;
+        let socket = PacketSocket::bind("eth1", false)?;
         for (frame, times) in &frames {
             for _ in 0..*times {
                 socket.send(frame)?;
