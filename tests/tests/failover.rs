@@ -291,3 +291,35 @@ fn forged_and_foreign_adverts_are_counted_and_never_obeyed() {
     })
     .expect("a valid master is obeyed");
 }
+
+#[test]
+fn a_second_daemon_on_the_same_node_refuses_to_start_and_touches_nothing() {
+    let (_lab, a, _b) = lab();
+    let daemon = Daemon::start(&a, "a", |s| config(s, 200, FAST)).expect("start");
+    wait_until(Duration::from_secs(5), "MASTER", || {
+        daemon.state() == "MASTER"
+    })
+    .expect("master");
+    // Same control socket, same node: it must stop before touching the interface.
+    let path = std::env::temp_dir().join(format!("wimark-ha-second-{}.toml", std::process::id()));
+    std::fs::write(&path, config(&daemon.socket, 200, FAST)).expect("config");
+    let binary = wimark_ha_tests::wimark_ha_bin();
+    let run = path.clone();
+    let output = wimark_ha_tests::lab::in_netns(&a, move || {
+        std::process::Command::new(binary)
+            .args(["run", "--config"])
+            .arg(&run)
+            .output()
+    })
+    .expect("netns")
+    .expect("run");
+    std::fs::remove_file(&path).ok();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("another wimark-ha is running"), "{stderr}");
+    assert!(
+        has_address(&a, "eth1", VIP),
+        "the running daemon's VIP was left alone"
+    );
+    assert_eq!(daemon.state(), "MASTER");
+}

@@ -1,8 +1,8 @@
 //! The XDP program: sees every frame on the peer interface at line rate,
 //! classifies it with `wimark_ha_common::classify`, and counts it.
 //!
-//! Owns: the maps (`COUNTERS`, `VRRP_PEERS`, `AP_TABLE`, `PEER_EVENTS`) and the
-//! kernel timestamps of adverts. Must not: drop, redirect or alter any frame —
+//! Owns: the maps (`COUNTERS`, `VRRP_PEERS`, `AP_TABLE`, `PEER_EVENTS`,
+//! `ADVERTS`, `WATCHED_VRIDS`, `AP_CLOCK`) and the kernel timestamps of adverts. Must not: drop, redirect or alter any frame —
 //! every path returns `XDP_PASS`, including every error path (fail open; a
 //! monitor must never cost the host its traffic).
 #![no_std]

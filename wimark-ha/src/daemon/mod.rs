@@ -51,6 +51,15 @@ fn wake(fd: &OwnedFd) {
     unsafe { libc::write(fd.as_raw_fd(), (&raw const one).cast(), 8) };
 }
 
+/// Removes the control socket however the daemon ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 pub fn run(config_path: &Path, kernel_log: Option<log::Level>) -> anyhow::Result<()> {
     let config = config::load(config_path)?;
     for warning in &config.warnings {
@@ -63,6 +72,19 @@ pub fn run(config_path: &Path, kernel_log: Option<log::Level>) -> anyhow::Result
 }
 
 async fn run_async(config: config::Config, kernel_log: Option<log::Level>) -> anyhow::Result<()> {
+    // First, so a second daemon started by mistake stops here, before it
+    // touches the interface (it would remove the running one's VIPs).
+    let listener = control::bind(&config.daemon.control_socket)?;
+    run_bound(config, kernel_log, listener).await
+}
+
+async fn run_bound(
+    config: config::Config,
+    kernel_log: Option<log::Level>,
+    listener: tokio::net::UnixListener,
+) -> anyhow::Result<()> {
+    let socket_path = config.daemon.control_socket.clone();
+    let _remove_socket = RemoveOnDrop(socket_path);
     let vips = Vips::connect()?;
     // One XDP monitor (and one advert ring) per peer interface.
     let mut by_interface: BTreeMap<String, Vec<InstanceConfig>> = BTreeMap::new();
@@ -124,7 +146,6 @@ async fn run_async(config: config::Config, kernel_log: Option<log::Level>) -> an
     let status = Arc::new(Mutex::new(DaemonStatus::default()));
     let (commands_tx, commands_rx) = mpsc::channel();
     let wake_fd = Arc::new(eventfd()?);
-    let listener = control::bind(&config.daemon.control_socket)?;
     let handler: control::Handler = {
         let status = status.clone();
         let monitors = monitors.clone();
@@ -230,7 +251,6 @@ async fn run_async(config: config::Config, kernel_log: Option<log::Level>) -> an
     }
     let result = tokio::task::spawn_blocking(move || engine.join()).await?;
     server.abort();
-    let _ = std::fs::remove_file(&config.daemon.control_socket);
     drop(monitors); // XDP detached last: the engine needed it to the end
     match result {
         Ok(Ok(())) if !engine_stopped_first => Ok(()),
