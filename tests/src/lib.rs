@@ -6,6 +6,7 @@
 //! created; nothing here touches the machine's own interfaces.
 pub mod capture;
 pub mod daemon;
+pub mod docker;
 pub mod failover_lab;
 pub mod frames;
 pub mod keepalived;

@@ -63,7 +63,78 @@ impl fmt::Display for ConfigWarning {
 pub struct Config {
     pub daemon: DaemonConfig,
     pub instances: Vec<InstanceConfig>,
+    /// The container stacks that follow one instance's role, if configured.
+    pub roles: Option<RolesConfig>,
+    /// Run in order after VIP + GARP, before the containers switch.
+    pub before_promote: Vec<Hook>,
+    pub notify: Option<NotifyConfig>,
     pub warnings: Vec<ConfigWarning>,
+}
+
+/// How a stack's containers are found: created beforehand by
+/// `docker-compose -p NAME up --no-start` (or by hand, with labels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `com.docker.compose.project=NAME`.
+    ComposeProject(String),
+    /// Every label must match.
+    Labels(std::collections::BTreeMap<String, String>),
+}
+
+impl Selector {
+    /// Docker `label` filters for this selector.
+    pub fn label_filters(&self) -> Vec<String> {
+        match self {
+            Selector::ComposeProject(project) => {
+                vec![format!("com.docker.compose.project={project}")]
+            }
+            Selector::Labels(labels) => labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        }
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label_filters().join(","))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolesConfig {
+    /// The instance whose state drives the switch.
+    pub instance: String,
+    pub docker_socket: PathBuf,
+    pub master: Selector,
+    pub backup: Selector,
+    pub stop_timeout: Duration,
+    /// The seed's "sleep 10, then re-check" before demoting.
+    pub demote_delay: Duration,
+    /// How long a started container may take to be running (and healthy).
+    pub start_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookAction {
+    /// Remove the files matching a glob (the seed's mongo lock clean-up).
+    Remove(String),
+    /// Run a program: argv, no shell.
+    Run(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub action: HookAction,
+    pub timeout: Duration,
+    /// A failed or timed-out blocking hook stops the container switch
+    /// (reported); a non-blocking one is reported and the switch goes on.
+    pub blocking: bool,
+}
+
+/// keepalived-compatible notify script: `SCRIPT INSTANCE NAME STATE PRIORITY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub script: PathBuf,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +206,52 @@ struct RawConfig {
     daemon: RawDaemon,
     #[serde(default)]
     instance: Vec<Spanned<RawInstance>>,
+    roles: Option<Spanned<RawRoles>>,
+    #[serde(default)]
+    hooks: RawHooks,
+    notify: Option<RawNotify>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoles {
+    instance: Spanned<String>,
+    docker_socket: Option<String>,
+    master: Spanned<RawSelector>,
+    backup: Spanned<RawSelector>,
+    stop_timeout: Option<Spanned<String>>,
+    demote_delay: Option<Spanned<String>>,
+    start_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelector {
+    compose_project: Option<String>,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    #[serde(default)]
+    before_promote: Vec<Spanned<RawHook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHook {
+    remove: Option<String>,
+    run: Option<Vec<String>>,
+    timeout: Option<Spanned<String>>,
+    blocking: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    script: Spanned<String>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -228,9 +345,41 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         }
         instances.push(instance);
     }
+    let roles = match raw.roles {
+        None => None,
+        Some(roles) => Some(cx.roles(roles.into_inner(), &instances)?),
+    };
+    let mut before_promote = Vec::new();
+    for hook in raw.hooks.before_promote {
+        before_promote.push(cx.hook(hook)?);
+    }
+    let notify = match raw.notify {
+        None => None,
+        Some(notify) => {
+            let script = notify.script.get_ref();
+            if !script.starts_with('/') {
+                return Err(cx.error(
+                    notify.script.span(),
+                    "notify.script",
+                    "must be an absolute path (the seed's relative paths broke)",
+                ));
+            }
+            let timeout = match &notify.timeout {
+                Some(t) => cx.duration(t, "notify.timeout")?,
+                None => Duration::from_secs(30),
+            };
+            Some(NotifyConfig {
+                script: PathBuf::from(script),
+                timeout,
+            })
+        }
+    };
     Ok(Config {
         daemon: DaemonConfig { control_socket },
         instances,
+        roles,
+        before_promote,
+        notify,
         warnings,
     })
 }
@@ -447,6 +596,110 @@ impl Context<'_> {
             unicast_peers,
             fast_detect,
             garp: Garp { repeat, delay },
+        })
+    }
+
+    fn roles(
+        &self,
+        raw: RawRoles,
+        instances: &[InstanceConfig],
+    ) -> Result<RolesConfig, ConfigError> {
+        let instance = raw.instance.get_ref().clone();
+        if !instances.iter().any(|i| i.name == instance) {
+            let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+            return Err(self.error(
+                raw.instance.span(),
+                "roles.instance",
+                &format!(
+                    "no instance named `{instance}`; defined: {}",
+                    names.join(", ")
+                ),
+            ));
+        }
+        let selector = |raw: &Spanned<RawSelector>, key: &str| -> Result<Selector, ConfigError> {
+            match (&raw.get_ref().compose_project, &raw.get_ref().labels) {
+                (Some(project), None) if !project.is_empty() => Ok(Selector::ComposeProject(project.clone())),
+                (None, Some(labels)) if !labels.is_empty() => Ok(Selector::Labels(labels.clone())),
+                _ => Err(self.error(raw.span(), key, "give exactly one of compose_project = \"NAME\" or labels = { key = \"value\" }")),
+            }
+        };
+        let master = selector(&raw.master, "roles.master")?;
+        let backup = selector(&raw.backup, "roles.backup")?;
+        if master == backup {
+            return Err(self.error(
+                raw.backup.span(),
+                "roles.backup",
+                "selects the same containers as roles.master",
+            ));
+        }
+        let duration = |value: &Option<Spanned<String>>, key: &str, default: Duration| match value {
+            Some(v) => self.duration(v, key),
+            None => Ok(default),
+        };
+        Ok(RolesConfig {
+            instance,
+            docker_socket: PathBuf::from(
+                raw.docker_socket
+                    .unwrap_or_else(|| "/var/run/docker.sock".to_string()),
+            ),
+            master,
+            backup,
+            stop_timeout: duration(
+                &raw.stop_timeout,
+                "roles.stop_timeout",
+                Duration::from_secs(5),
+            )?,
+            demote_delay: duration(
+                &raw.demote_delay,
+                "roles.demote_delay",
+                Duration::from_secs(10),
+            )?,
+            start_timeout: duration(
+                &raw.start_timeout,
+                "roles.start_timeout",
+                Duration::from_secs(60),
+            )?,
+        })
+    }
+
+    fn hook(&self, raw: Spanned<RawHook>) -> Result<Hook, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let action = match (raw.remove, raw.run) {
+            (Some(glob), None) if glob.starts_with('/') => HookAction::Remove(glob),
+            (Some(_), None) => {
+                return Err(self.error(
+                    span,
+                    "hooks.before_promote.remove",
+                    "must be an absolute path or glob",
+                ))
+            }
+            (None, Some(argv)) if !argv.is_empty() && argv[0].starts_with('/') => {
+                HookAction::Run(argv)
+            }
+            (None, Some(_)) => {
+                return Err(self.error(
+                    span,
+                    "hooks.before_promote.run",
+                    "must be an argv whose first element is an absolute path (no shell)",
+                ))
+            }
+            _ => {
+                return Err(self.error(
+                    span,
+                    "hooks.before_promote",
+                    "give exactly one of remove = \"/path/glob\" or run = [\"/path\", \"arg\"]",
+                ))
+            }
+        };
+        let timeout = match &raw.timeout {
+            Some(t) => self.duration(t, "hooks.before_promote.timeout")?,
+            None => Duration::from_secs(30),
+        };
+        Ok(Hook {
+            action,
+            timeout,
+            blocking: raw.blocking.unwrap_or(true),
         })
     }
 

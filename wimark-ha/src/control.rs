@@ -31,7 +31,7 @@ pub enum Request {
     },
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,7 +42,7 @@ pub struct Response {
     pub status: Option<DaemonStatus>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonStatus {
     pub instances: Vec<InstanceStatus>,
     /// What the XDP monitor counted on each peer interface (as
@@ -50,6 +50,9 @@ pub struct DaemonStatus {
     /// counted here, never obeyed.
     #[serde(default)]
     pub monitors: Vec<serde_json::Value>,
+    /// The container role switch, when `[roles]` is configured.
+    #[serde(default)]
+    pub roles: Option<crate::roles::RolesStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod hooks;
 pub mod monitor;
+pub mod roles;
 pub mod vip;
 pub mod vrrp;

@@ -74,6 +74,7 @@ fn main() -> Result<()> {
         Command::Test { cargo_args } => {
             prereqs::ensure()?;
             prereqs::require_root("the test suite (network namespaces, BPF)")?;
+            prereqs::ensure_dockerd()?;
             let built = build::all(&root)?;
             run::tests(&root, &built, &cargo_args)
         }

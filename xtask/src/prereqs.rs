@@ -145,3 +145,50 @@ pub fn ensure() -> Result<()> {
     }
     Ok(())
 }
+
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+const DOCKERD_LOG: &str = "/var/log/wimark-ha-dockerd.log";
+
+fn dockerd_answers() -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(DOCKER_SOCKET) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    if stream.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.ends_with("OK")
+}
+
+/// Starts dockerd in the background when it is not answering (the tests need
+/// a real one). Lab containers use `network_mode: none`, so it runs without
+/// its bridge and without touching iptables.
+pub fn ensure_dockerd() -> Result<()> {
+    if dockerd_answers() {
+        return Ok(());
+    }
+    require_root("starting dockerd")?;
+    eprintln!("xtask: starting dockerd in the background (log: {DOCKERD_LOG})");
+    let log = std::fs::File::create(DOCKERD_LOG)?;
+    Command::new("setsid")
+        .args([
+            "-f",
+            "/usr/sbin/dockerd",
+            "--iptables=false",
+            "--bridge=none",
+        ])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dockerd_answers() {
+        if std::time::Instant::now() > deadline {
+            bail!("dockerd did not answer on {DOCKER_SOCKET} within 60 s; see {DOCKERD_LOG}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(())
+}

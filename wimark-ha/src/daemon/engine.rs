@@ -113,6 +113,8 @@ pub struct Engine {
     pub status: Arc<Mutex<DaemonStatus>>,
     /// During shutdown: VIPs go when the new master speaks, not at once.
     pub defer_vip_removal: bool,
+    /// Told of every transition, after the fast path is done.
+    pub roles: tokio::sync::mpsc::UnboundedSender<crate::roles::RoleEvent>,
 }
 
 fn now() -> Timestamp {
@@ -489,6 +491,13 @@ impl Engine {
                         garp_sent_us = garp_sent.map(us),
                         "VRRP transition"
                     );
+                    // The slow work (hooks, containers, notify) is the role
+                    // switcher's, on another thread, after VIP and GARP.
+                    let _ = self.roles.send(crate::roles::RoleEvent {
+                        instance: instance.config.name.clone(),
+                        state: to,
+                        priority: instance.config.priority,
+                    });
                     if instance.history.len() == HISTORY_LEN {
                         instance.history.pop_front();
                     }

@@ -143,12 +143,19 @@ async fn run_bound(
     }
 
     let monitors = Arc::new(Mutex::new(monitors));
+    let roles_configured = config.roles.is_some();
+    let (roles_tx, roles_status) = crate::roles::Switcher::spawn(
+        config.roles.clone(),
+        config.before_promote.clone(),
+        config.notify.clone(),
+    );
     let status = Arc::new(Mutex::new(DaemonStatus::default()));
     let (commands_tx, commands_rx) = mpsc::channel();
     let wake_fd = Arc::new(eventfd()?);
     let handler: control::Handler = {
         let status = status.clone();
         let monitors = monitors.clone();
+        let roles_status = roles_status.clone();
         let commands = Mutex::new(commands_tx.clone());
         let wake_fd = wake_fd.clone();
         Arc::new(move |request| match request {
@@ -160,6 +167,9 @@ async fn run_bound(
                         .filter_map(|m| m.snapshot().ok())
                         .filter_map(|s| serde_json::to_value(s).ok())
                         .collect();
+                }
+                if roles_configured {
+                    snapshot.roles = roles_status.lock().ok().map(|r| r.clone());
                 }
                 Response {
                     ok: true,
@@ -229,6 +239,7 @@ async fn run_bound(
                     wake: engine_wake,
                     status: engine_status,
                     defer_vip_removal: false,
+                    roles: roles_tx,
                 }
                 .run()
             })();

@@ -1,0 +1,252 @@
+//! The container role switch against a real dockerd: stacks of FROM-scratch
+//! containers labelled as docker-compose labels them, switched by the daemon
+//! as its instance changes state — hooks and the notify script included.
+
+use std::{path::PathBuf, time::Duration};
+
+use wimark_ha_tests::{
+    daemon::{config, has_address, wait_until, Daemon},
+    docker::{require_dockerd, Stack},
+    lab::two_servers,
+};
+
+const FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("wimark-ha-roles-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// The [roles], hooks and notify sections for stacks named `tag-master` and
+/// `tag-backup`; `hooks` is extra TOML.
+fn roles_toml(tag: &str, dir: &std::path::Path, demote_delay: &str, hooks: &str) -> String {
+    let notify = dir.join("notify.sh");
+    std::fs::write(
+        &notify,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\n",
+            dir.join("notified").display()
+        ),
+    )
+    .expect("notify");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&notify, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "{FAST}\n\n[roles]\ninstance = \"WIM1\"\nmaster = {{ compose_project = \"{tag}-master\" }}\nbackup = {{ compose_project = \"{tag}-backup\" }}\nstop_timeout = \"2s\"\ndemote_delay = \"{demote_delay}\"\n\n{hooks}\n[notify]\nscript = \"{}\"\n",
+        notify.display()
+    )
+}
+
+fn roles_status(daemon: &Daemon) -> serde_json::Value {
+    daemon
+        .status()
+        .ok()
+        .and_then(|s| serde_json::to_value(s.roles).ok())
+        .unwrap_or_default()
+}
+
+#[test]
+fn promotion_runs_hooks_switches_stacks_and_notifies() {
+    require_dockerd();
+    let tag = format!("whp{}", std::process::id());
+    let master = Stack::create(&format!("{tag}-master"), 3, None).expect("master stack");
+    let backup = Stack::create(&format!("{tag}-backup"), 2, None).expect("backup stack");
+    let scratch = Scratch::new("promote");
+    for lock in ["mongod.lock", "WiredTiger.lock"] {
+        std::fs::write(scratch.0.join(lock), "").expect("lock");
+    }
+    let hooks = format!(
+        "[[hooks.before_promote]]\nremove = \"{}/*.lock\"\n[[hooks.before_promote]]\nrun = [\"/usr/bin/touch\", \"{}\"]\n",
+        scratch.0.display(),
+        scratch.0.join("hook-ran").display()
+    );
+    let toml = roles_toml(&tag, &scratch.0, "300ms", &hooks);
+    let (_lab, a, _b) = two_servers(true).expect("lab");
+    let daemon = Daemon::start(&a, "roles-a", |s| config(s, 200, &toml)).expect("daemon");
+    // Alone, it becomes master; the switch follows.
+    wait_until(Duration::from_secs(20), "master stack running", || {
+        roles_status(&daemon)["stack"] == "master" && master.running().len() == 3
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nstatus: {}\nlog: {}",
+            roles_status(&daemon),
+            daemon.log()
+        )
+    });
+    assert!(has_address(&a, "eth1", "10.77.0.100"));
+    assert!(backup.running().is_empty());
+    assert!(
+        !scratch.0.join("mongod.lock").exists() && !scratch.0.join("WiredTiger.lock").exists(),
+        "lock clean-up hook"
+    );
+    assert!(scratch.0.join("hook-ran").exists(), "run hook");
+    wait_until(Duration::from_secs(5), "notify MASTER", || {
+        std::fs::read_to_string(scratch.0.join("notified"))
+            .unwrap_or_default()
+            .contains("INSTANCE WIM1 MASTER 200")
+    })
+    .expect("notify script called with keepalived's arguments");
+    let status = roles_status(&daemon);
+    assert_eq!(status["stack"], "master", "{status}");
+    assert!(status["degraded"].is_null(), "{status}");
+    let last = status["history"]
+        .as_array()
+        .and_then(|h| h.last().cloned())
+        .expect("history");
+    for field in ["hooks_ms", "stop_ms", "start_ms", "ready_ms", "total_ms"] {
+        assert!(last[field].as_f64().is_some(), "{field} in {last}");
+    }
+}
+
+#[test]
+fn demotion_waits_demote_delay_and_a_flap_cancels_it() {
+    require_dockerd();
+    let tag = format!("whd{}", std::process::id());
+    let master = Stack::create(&format!("{tag}-master"), 2, None).expect("master stack");
+    let backup = Stack::create(&format!("{tag}-backup"), 2, None).expect("backup stack");
+    let scratch = Scratch::new("demote");
+    let toml = roles_toml(&tag, &scratch.0, "1500ms", "");
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let daemon = Daemon::start(&a, "roles-d", |s| config(s, 100, &toml)).expect("daemon");
+    wait_until(Duration::from_secs(20), "master stack running", || {
+        roles_status(&daemon)["stack"] == "master" && master.running().len() == 2
+    })
+    .expect("promotion");
+
+    // A higher-priority peer appears: A becomes backup, but the stacks wait.
+    let mut peer = Daemon::start(&b, "peer-d", |s| config(s, 200, FAST)).expect("peer");
+    wait_until(Duration::from_secs(5), "A BACKUP", || {
+        daemon.state() == "BACKUP"
+    })
+    .expect("preempted");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(master.running().len(), 2, "still within demote_delay");
+    // The peer dies: A is master again before demote_delay ends: cancelled.
+    peer.signal(libc::SIGKILL);
+    peer.wait();
+    wait_until(Duration::from_secs(5), "A MASTER again", || {
+        daemon.state() == "MASTER"
+    })
+    .expect("flap back");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(master.running().len(), 2, "the flap cancelled the demotion");
+    assert!(backup.running().is_empty());
+    let status = roles_status(&daemon);
+    assert!(
+        status["history"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|r| r["cancelled"] == true)),
+        "cancelled demotion recorded: {status}"
+    );
+
+    // The peer returns for good: after demote_delay the stacks swap.
+    peer.restart().expect("peer again");
+    wait_until(
+        Duration::from_secs(10),
+        "backup stack running, master stopped",
+        || {
+            // The switch is recorded once its settle check is done.
+            roles_status(&daemon)["stack"] == "backup"
+                && backup.running().len() == 2
+                && master.running().is_empty()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+}
+
+#[test]
+fn a_failing_container_is_reported_and_the_rest_still_start() {
+    require_dockerd();
+    let tag = format!("whf{}", std::process::id());
+    let master =
+        Stack::create(&format!("{tag}-master"), 3, Some(&["false"])).expect("master stack");
+    let _backup = Stack::create(&format!("{tag}-backup"), 1, None).expect("backup stack");
+    let scratch = Scratch::new("fail");
+    let toml = roles_toml(&tag, &scratch.0, "300ms", "");
+    let (_lab, a, _b) = two_servers(true).expect("lab");
+    let daemon = Daemon::start(&a, "roles-f", |s| config(s, 200, &toml)).expect("daemon");
+    wait_until(Duration::from_secs(30), "switch reported", || {
+        roles_status(&daemon)["history"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|r| r["to"] == "master"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    let running = master.running();
+    assert_eq!(running.len(), 2, "the two good services run: {running:?}");
+    let degraded = roles_status(&daemon)["degraded"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        degraded.contains(&format!("{tag}-master-svc0")) && degraded.contains("exited"),
+        "{degraded}"
+    );
+}
+
+#[test]
+fn a_blocking_hook_that_times_out_leaves_the_containers_and_says_so() {
+    require_dockerd();
+    let tag = format!("whh{}", std::process::id());
+    let master = Stack::create(&format!("{tag}-master"), 2, None).expect("master stack");
+    let _backup = Stack::create(&format!("{tag}-backup"), 1, None).expect("backup stack");
+    let scratch = Scratch::new("hook");
+    let hooks = "[[hooks.before_promote]]\nrun = [\"/bin/sleep\", \"5\"]\ntimeout = \"200ms\"\nblocking = true\n";
+    let toml = roles_toml(&tag, &scratch.0, "300ms", hooks);
+    let (_lab, a, _b) = two_servers(true).expect("lab");
+    let daemon = Daemon::start(&a, "roles-h", |s| config(s, 200, &toml)).expect("daemon");
+    wait_until(Duration::from_secs(20), "switch reported", || {
+        roles_status(&daemon)["degraded"]
+            .as_str()
+            .is_some_and(|d| d.contains("timed out"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    assert!(
+        master.running().is_empty(),
+        "a blocking hook failure keeps the containers as they were"
+    );
+    assert_eq!(
+        daemon.state(),
+        "MASTER",
+        "the VIP side is not held back by the hook"
+    );
+    assert!(has_address(&a, "eth1", "10.77.0.100"));
+}
+
+#[test]
+fn dockerd_unreachable_still_takes_the_vip_and_reports_degraded() {
+    let tag = format!("whu{}", std::process::id());
+    let scratch = Scratch::new("nodocker");
+    let toml = roles_toml(&tag, &scratch.0, "300ms", "").replace(
+        "[roles]\n",
+        &format!(
+            "[roles]\ndocker_socket = \"{}\"\n",
+            scratch.0.join("no-docker.sock").display()
+        ),
+    );
+    let (_lab, a, _b) = two_servers(true).expect("lab");
+    let daemon = Daemon::start(&a, "roles-u", |s| config(s, 200, &toml)).expect("daemon");
+    wait_until(Duration::from_secs(5), "MASTER", || {
+        daemon.state() == "MASTER"
+    })
+    .expect("VIP first, containers after");
+    assert!(has_address(&a, "eth1", "10.77.0.100"));
+    wait_until(Duration::from_secs(5), "degraded with the reason", || {
+        roles_status(&daemon)["degraded"]
+            .as_str()
+            .is_some_and(|d| d.contains("no-docker.sock") && d.contains("retrying"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+}

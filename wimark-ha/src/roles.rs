@@ -1,0 +1,441 @@
+//! Which container stack runs on this server: what the seed's
+//! `master-backup.sh` did with `docker-compose down/up`, done through the
+//! Docker API on containers created beforehand — ordered, awaited, timed,
+//! retried, and never two switches at once.
+//!
+//! Owns: the role switcher task (one per daemon), its Docker calls, hooks
+//! and notify calls, and its status. Must not: touch the VIP or the VRRP
+//! state (the fast path is done before it is told anything).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bollard::{
+    query_parameters::{ListContainersOptions, StartContainerOptions, StopContainerOptions},
+    ClientVersion, Docker,
+};
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use crate::{
+    config::{Hook, NotifyConfig, RolesConfig, Selector},
+    hooks,
+    vrrp::State,
+};
+
+/// The engine's word that an instance changed state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleEvent {
+    pub instance: String,
+    pub state: State,
+    pub priority: u8,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolesStatus {
+    /// The stack this server last switched to: "master", "backup" or "none".
+    pub stack: String,
+    /// Why the last switch did not complete (dockerd down, a container that
+    /// would not start, a blocking hook), if it did not.
+    pub degraded: Option<String>,
+    pub history: Vec<SwitchRecord>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SwitchRecord {
+    pub at_unix_ms: u64,
+    pub to: String,
+    pub hooks_ms: f64,
+    pub stop_ms: f64,
+    pub start_ms: f64,
+    pub ready_ms: f64,
+    pub total_ms: f64,
+    /// Containers that failed, hooks that failed: reported, never dropped.
+    pub problems: Vec<String>,
+    /// A demotion cancelled by a flap back to MASTER within demote_delay.
+    pub cancelled: bool,
+}
+
+const HISTORY_LEN: usize = 32;
+/// Docker 20.10 speaks API 1.41; newer daemons accept it too.
+const API_VERSION: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+const START_ATTEMPTS: u32 = 3;
+/// How long after "running" a container is checked again for an early exit.
+const SETTLE: Duration = Duration::from_millis(300);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Master,
+    Backup,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Backup => "backup",
+        }
+    }
+}
+
+pub struct Switcher {
+    roles: Option<RolesConfig>,
+    hooks: Vec<Hook>,
+    notify: Option<NotifyConfig>,
+    status: Arc<Mutex<RolesStatus>>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Initialize => "INIT",
+        State::Backup => "BACKUP",
+        State::Master => "MASTER",
+    }
+}
+
+impl Switcher {
+    /// Starts the switcher on the current tokio runtime.
+    pub fn spawn(
+        roles: Option<RolesConfig>,
+        hooks: Vec<Hook>,
+        notify: Option<NotifyConfig>,
+    ) -> (UnboundedSender<RoleEvent>, Arc<Mutex<RolesStatus>>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let status = Arc::new(Mutex::new(RolesStatus {
+            stack: "none".to_string(),
+            ..Default::default()
+        }));
+        let switcher = Self {
+            roles,
+            hooks,
+            notify,
+            status: status.clone(),
+        };
+        tokio::spawn(switcher.run(rx));
+        (tx, status)
+    }
+
+    async fn run(self, mut rx: UnboundedReceiver<RoleEvent>) {
+        let mut next: Option<RoleEvent> = None;
+        loop {
+            let event = match next.take() {
+                Some(event) => event,
+                None => match rx.recv().await {
+                    Some(event) => event,
+                    None => return,
+                },
+            };
+            let drives_roles = self
+                .roles
+                .as_ref()
+                .is_some_and(|r| r.instance == event.instance);
+            if drives_roles {
+                next = match event.state {
+                    State::Master => self.switch(&mut rx, Role::Master).await,
+                    State::Backup => {
+                        let delay = self
+                            .roles
+                            .as_ref()
+                            .map_or(Duration::ZERO, |r| r.demote_delay);
+                        // The seed's "sleep, then re-check": a flap back to
+                        // MASTER meanwhile cancels the demotion.
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => self.switch(&mut rx, Role::Backup).await,
+                            newer = rx.recv() => {
+                                if newer.as_ref().is_some_and(|n| n.instance == event.instance) {
+                                    tracing::info!("demotion cancelled: {} changed state within demote_delay", event.instance);
+                                    self.record(SwitchRecord { at_unix_ms: unix_ms(), to: "backup".to_string(), cancelled: true, ..Default::default() });
+                                }
+                                match newer {
+                                    Some(newer) => Some(newer),
+                                    None => return,
+                                }
+                            }
+                        }
+                    }
+                    // FAULT / INIT: containers stay as they are.
+                    State::Initialize => None,
+                };
+            }
+            if let Some(notify) = &self.notify {
+                let outcome = hooks::notify(
+                    notify,
+                    &event.instance,
+                    state_name(event.state),
+                    event.priority,
+                )
+                .await;
+                if outcome.ok {
+                    tracing::info!(instance = %event.instance, "notify script: {}", outcome.detail);
+                } else {
+                    tracing::warn!(instance = %event.instance, "notify script failed: {}", outcome.detail);
+                }
+            }
+        }
+    }
+
+    fn record(&self, record: SwitchRecord) {
+        if let Ok(mut status) = self.status.lock() {
+            if !record.cancelled {
+                status.stack = record.to.clone();
+                status.degraded = (!record.problems.is_empty()).then(|| record.problems.join("; "));
+            }
+            if status.history.len() == HISTORY_LEN {
+                status.history.remove(0);
+            }
+            status.history.push(record);
+        }
+    }
+
+    /// Switches to `role`, retrying with backoff while dockerd cannot be
+    /// reached. A newer event interrupts the retries; it is returned.
+    async fn switch(&self, rx: &mut UnboundedReceiver<RoleEvent>, role: Role) -> Option<RoleEvent> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.try_switch(role).await {
+                Ok(record) => {
+                    tracing::info!(
+                        to = role.name(),
+                        hooks_ms = record.hooks_ms,
+                        stop_ms = record.stop_ms,
+                        start_ms = record.start_ms,
+                        ready_ms = record.ready_ms,
+                        total_ms = record.total_ms,
+                        problems = ?record.problems,
+                        "role switch"
+                    );
+                    self.record(record);
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        to = role.name(),
+                        "role switch failed, retrying in {backoff:?}: {e}"
+                    );
+                    if let Ok(mut status) = self.status.lock() {
+                        status.degraded =
+                            Some(format!("switching to {}: {e} (retrying)", role.name()));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        newer = rx.recv() => return newer,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One attempt. `Err` only when Docker itself cannot be reached (worth
+    /// retrying); container and hook failures are reported in the record.
+    async fn try_switch(&self, role: Role) -> Result<SwitchRecord, String> {
+        let Some(roles) = &self.roles else {
+            return Err("no [roles] configured".to_string());
+        };
+        let started = Instant::now();
+        let docker =
+            Docker::connect_with_unix(&roles.docker_socket.display().to_string(), 30, &API_VERSION)
+                .map_err(|e| format!("Docker socket {}: {e}", roles.docker_socket.display()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| format!("dockerd not answering: {e}"))?;
+        let mut record = SwitchRecord {
+            at_unix_ms: unix_ms(),
+            to: role.name().to_string(),
+            ..Default::default()
+        };
+        if role == Role::Master {
+            for hook in &self.hooks {
+                let outcome = hooks::run_hook(hook).await;
+                if !outcome.ok {
+                    record
+                        .problems
+                        .push(format!("hook `{}`: {}", outcome.what, outcome.detail));
+                    if hook.blocking {
+                        record
+                            .problems
+                            .push("blocking hook failed: containers left as they were".to_string());
+                        record.hooks_ms = ms(started.elapsed());
+                        record.total_ms = record.hooks_ms;
+                        return Ok(record);
+                    }
+                }
+            }
+        }
+        record.hooks_ms = ms(started.elapsed());
+        let (from, to) = match role {
+            Role::Master => (&roles.backup, &roles.master),
+            Role::Backup => (&roles.master, &roles.backup),
+        };
+        let stop_started = Instant::now();
+        let stopping = list(&docker, from).await?;
+        let stop_options = StopContainerOptions {
+            t: Some(roles.stop_timeout.as_secs() as i32),
+            signal: None,
+        };
+        let results = join_all(stopping.iter().map(|(id, name)| {
+            let docker = &docker;
+            let options = stop_options.clone();
+            async move { (name.clone(), docker.stop_container(id, Some(options)).await) }
+        }))
+        .await;
+        for (name, result) in results {
+            if let Err(e) = result {
+                if !e.to_string().contains("304") {
+                    record.problems.push(format!("stopping {name}: {e}"));
+                }
+            }
+        }
+        record.stop_ms = ms(stop_started.elapsed());
+        let start_started = Instant::now();
+        let starting = list(&docker, to).await?;
+        if starting.is_empty() {
+            record.problems.push(format!("no containers match {to}: create the stack beforehand (docker-compose -p NAME up --no-start)"));
+        }
+        let results = join_all(
+            starting
+                .iter()
+                .map(|(id, name)| start_until_ready(&docker, id, name, roles.start_timeout)),
+        )
+        .await;
+        record.start_ms = ms(start_started.elapsed());
+        record.ready_ms = record.start_ms;
+        // A container that dies right after starting looked ready for an
+        // instant: look again after SETTLE, start the dead ones again, and
+        // report those that keep dying.
+        let mut problems = results;
+        for round in 1..=START_ATTEMPTS {
+            tokio::time::sleep(SETTLE).await;
+            let mut down = Vec::new();
+            for (index, (id, name)) in starting.iter().enumerate() {
+                if problems[index].is_some() {
+                    continue;
+                }
+                let state = docker
+                    .inspect_container(id, None)
+                    .await
+                    .ok()
+                    .and_then(|i| i.state);
+                if !state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+                    let code = state.and_then(|s| s.exit_code).unwrap_or_default();
+                    down.push((index, id.clone(), name.clone(), code));
+                }
+            }
+            if down.is_empty() {
+                break;
+            }
+            for (index, id, name, code) in down {
+                if round == START_ATTEMPTS {
+                    problems[index] = Some(format!(
+                        "{name} exited (code {code}) right after starting, {round} times"
+                    ));
+                } else if let Err(e) = docker
+                    .start_container(&id, None::<StartContainerOptions>)
+                    .await
+                {
+                    problems[index] = Some(format!("starting {name} again: {e}"));
+                }
+            }
+        }
+        record.problems.extend(problems.into_iter().flatten());
+        record.total_ms = ms(started.elapsed());
+        Ok(record)
+    }
+}
+
+/// (id, name) of every container of a stack, running or not.
+async fn list(docker: &Docker, selector: &Selector) -> Result<Vec<(String, String)>, String> {
+    let mut filters = HashMap::new();
+    filters.insert("label".to_string(), selector.label_filters());
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let containers = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| format!("listing containers: {e}"))?;
+    Ok(containers
+        .into_iter()
+        .filter_map(|c| {
+            let name = c.names.and_then(|n| n.first().cloned()).unwrap_or_default();
+            c.id.map(|id| (id, name.trim_start_matches('/').to_string()))
+        })
+        .collect())
+}
+
+/// Starts a container and waits until it runs (and is healthy, where it has
+/// a healthcheck); one that exits is started again, up to START_ATTEMPTS.
+/// `Some(problem)` if it never got there.
+async fn start_until_ready(
+    docker: &Docker,
+    id: &str,
+    name: &str,
+    timeout: Duration,
+) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        if let Err(e) = docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+        {
+            if !e.to_string().contains("304") {
+                if attempts >= START_ATTEMPTS {
+                    return Some(format!("starting {name}: {e}"));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
+        loop {
+            let inspect = match docker.inspect_container(id, None).await {
+                Ok(i) => i,
+                Err(e) => return Some(format!("inspecting {name}: {e}")),
+            };
+            let state = inspect.state.unwrap_or_default();
+            let running = state.running.unwrap_or(false);
+            let health = state.health.and_then(|h| h.status);
+            use bollard::models::HealthStatusEnum as H;
+            match (running, health) {
+                (true, None | Some(H::EMPTY) | Some(H::NONE) | Some(H::HEALTHY)) => return None,
+                (true, Some(H::STARTING)) | (true, Some(H::UNHEALTHY)) => {}
+                (false, _) => {
+                    let code = state.exit_code.unwrap_or_default();
+                    if attempts >= START_ATTEMPTS {
+                        return Some(format!(
+                            "{name} exited (code {code}) after {attempts} starts"
+                        ));
+                    }
+                    break; // start it again
+                }
+            }
+            if Instant::now() > deadline {
+                return Some(format!("{name} not ready within {timeout:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
