@@ -105,6 +105,31 @@ fn state_name(state: State) -> &'static str {
 }
 
 impl Switcher {
+    /// A switcher not attached to a daemon (benchmarks drive it directly).
+    pub fn new(roles: RolesConfig) -> Self {
+        let status = Arc::new(Mutex::new(RolesStatus {
+            stack: "none".to_string(),
+            ..Default::default()
+        }));
+        Self {
+            roles: Some(roles),
+            hooks: Vec::new(),
+            notify: None,
+            status,
+        }
+    }
+
+    /// One switch to the master stack (`true`) or the backup stack, exactly
+    /// as the daemon does it; `Err` when Docker cannot be reached.
+    pub async fn switch_once(&self, to_master: bool) -> Result<SwitchRecord, String> {
+        self.try_switch(if to_master {
+            Role::Master
+        } else {
+            Role::Backup
+        })
+        .await
+    }
+
     /// Starts the switcher on the current tokio runtime.
     pub fn spawn(
         roles: Option<RolesConfig>,

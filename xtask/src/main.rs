@@ -60,6 +60,13 @@ enum Bench {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// A 5-container stack switched by wimark-ha beside the seed's
+    /// `docker-compose down && up -d`, against a real dockerd.
+    Roles {
+        /// Arguments for the benchmark binary (see `--help` after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -87,10 +94,12 @@ fn main() -> Result<()> {
         Command::Bench { which } => {
             prereqs::ensure()?;
             prereqs::require_root("the benchmarks (BPF, network namespaces)")?;
+            prereqs::ensure_dockerd()?;
             let built = build::all(&root)?;
             let (name, args) = match which {
                 Bench::Xdp { args } => ("xdp", args),
                 Bench::Failover { args } => ("failover", args),
+                Bench::Roles { args } => ("roles", args),
             };
             let mut all = vec![name.to_string()];
             all.extend(args);

@@ -34,6 +34,7 @@ use wimark_ha_tests::{
 };
 
 mod failover;
+mod roles;
 
 #[derive(Parser)]
 #[command(name = "wimark-ha-bench", about = "wimark-ha benchmarks")]
@@ -55,6 +56,12 @@ enum Which {
         /// Frames in the flood.
         #[arg(long, default_value_t = 1_000_000)]
         flood: u64,
+    },
+    /// A 5-container stack: wimark-ha's switch beside docker-compose's.
+    Roles {
+        /// Switches measured each way.
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
     },
     /// Failover timelines of wimark-ha and keepalived, side by side.
     Failover {
@@ -93,6 +100,10 @@ fn main() -> Result<()> {
             rounds,
             flood,
         } => (repeat, rounds, flood),
+        Which::Roles { trials } => {
+            require_root("the roles benchmark");
+            return roles::run(trials);
+        }
         Which::Failover {
             trials,
             vendor_trials,
