@@ -111,6 +111,9 @@ pub struct RolesConfig {
     pub demote_delay: Duration,
     /// How long a started container may take to be running (and healthy).
     pub start_timeout: Duration,
+    /// Programs (argv, no shell) that run only while MASTER, supervised:
+    /// the seed's lsyncd mirror of /usr/share/wimark follows the master.
+    pub master_processes: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +225,14 @@ struct RawRoles {
     stop_timeout: Option<Spanned<String>>,
     demote_delay: Option<Spanned<String>>,
     start_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    master_process: Vec<Spanned<RawProcess>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProcess {
+    run: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -659,6 +670,23 @@ impl Context<'_> {
                 "roles.start_timeout",
                 Duration::from_secs(60),
             )?,
+            master_processes: raw
+                .master_process
+                .into_iter()
+                .map(|p| {
+                    let span = p.span();
+                    let argv = p.into_inner().run;
+                    if argv.first().is_some_and(|a| a.starts_with('/')) {
+                        Ok(argv)
+                    } else {
+                        Err(self.error(
+                            span,
+                            "roles.master_process.run",
+                            "must be an argv whose first element is an absolute path (no shell)",
+                        ))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 

@@ -43,6 +43,19 @@ pub struct RolesStatus {
     /// would not start, a blocking hook), if it did not.
     pub degraded: Option<String>,
     pub history: Vec<SwitchRecord>,
+    /// The role-bound programs (`[[roles.master_process]]`).
+    #[serde(default)]
+    pub processes: Vec<ProcessStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    pub argv: String,
+    pub running: bool,
+    pub pid: Option<u32>,
+    /// Times it died while it should have run, and was started again.
+    pub restarts: u32,
+    pub last_exit: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -90,6 +103,117 @@ pub struct Switcher {
     hooks: Vec<Hook>,
     notify: Option<NotifyConfig>,
     status: Arc<Mutex<RolesStatus>>,
+    supervised: Mutex<Vec<Supervised>>,
+}
+
+/// One role-bound program under supervision.
+struct Supervised {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long a role-bound program gets to exit on SIGTERM before SIGKILL.
+const PROCESS_STOP_GRACE: Duration = Duration::from_secs(5);
+
+fn update_process(
+    status: &Arc<Mutex<RolesStatus>>,
+    argv: &str,
+    f: impl FnOnce(&mut ProcessStatus),
+) {
+    if let Ok(mut status) = status.lock() {
+        let index = match status.processes.iter().position(|p| p.argv == argv) {
+            Some(index) => index,
+            None => {
+                status.processes.push(ProcessStatus {
+                    argv: argv.to_string(),
+                    ..Default::default()
+                });
+                status.processes.len() - 1
+            }
+        };
+        f(&mut status.processes[index]);
+    }
+}
+
+/// Runs `argv` until told to stop, starting it again (with backoff) if it
+/// dies meanwhile; on stop, SIGTERM, then SIGKILL after the grace time.
+async fn supervise(
+    argv: Vec<String>,
+    status: Arc<Mutex<RolesStatus>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let name = argv.join(" ");
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let mut command = tokio::process::Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
+        // If the daemon itself dies (even by SIGKILL), the kernel stops the
+        // program too: a master-only mirror must never outlive mastership.
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        match command.spawn() {
+            Err(e) => {
+                tracing::error!(process = %name, "cannot start: {e}");
+                update_process(&status, &name, |p| {
+                    p.last_exit = Some(format!("cannot start: {e}"))
+                });
+            }
+            Ok(mut child) => {
+                let pid = child.id();
+                tracing::info!(process = %name, ?pid, "role-bound process started");
+                update_process(&status, &name, |p| {
+                    p.running = true;
+                    p.pid = pid;
+                });
+                tokio::select! {
+                    exit = child.wait() => {
+                        let how = match exit {
+                            Ok(s) => s.to_string(),
+                            Err(e) => e.to_string(),
+                        };
+                        tracing::warn!(process = %name, "role-bound process died ({how}); starting it again in {backoff:?}");
+                        update_process(&status, &name, |p| {
+                            p.running = false;
+                            p.pid = None;
+                            p.restarts += 1;
+                            p.last_exit = Some(how);
+                        });
+                    }
+                    _ = stop.changed() => {
+                        if let Some(pid) = pid {
+                            // SAFETY: plain kill(2) of our child.
+                            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                        }
+                        if tokio::time::timeout(PROCESS_STOP_GRACE, child.wait()).await.is_err() {
+                            let _ = child.kill().await;
+                        }
+                        update_process(&status, &name, |p| {
+                            p.running = false;
+                            p.pid = None;
+                            p.last_exit = Some("stopped (no longer MASTER)".to_string());
+                        });
+                        tracing::info!(process = %name, "role-bound process stopped");
+                        return;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -116,6 +240,7 @@ impl Switcher {
             hooks: Vec::new(),
             notify: None,
             status,
+            supervised: Mutex::new(Vec::new()),
         }
     }
 
@@ -146,6 +271,7 @@ impl Switcher {
             hooks,
             notify,
             status: status.clone(),
+            supervised: Mutex::new(Vec::new()),
         };
         tokio::spawn(switcher.run(rx));
         (tx, status)
@@ -167,7 +293,13 @@ impl Switcher {
                 .is_some_and(|r| r.instance == event.instance);
             if drives_roles {
                 next = match event.state {
-                    State::Master => self.switch(&mut rx, Role::Master).await,
+                    State::Master => {
+                        let newer = self.switch(&mut rx, Role::Master).await;
+                        if newer.is_none() {
+                            self.start_processes();
+                        }
+                        newer
+                    }
                     State::Backup => {
                         let delay = self
                             .roles
@@ -176,7 +308,10 @@ impl Switcher {
                         // The seed's "sleep, then re-check": a flap back to
                         // MASTER meanwhile cancels the demotion.
                         tokio::select! {
-                            _ = tokio::time::sleep(delay) => self.switch(&mut rx, Role::Backup).await,
+                            _ = tokio::time::sleep(delay) => {
+                                self.stop_processes().await;
+                                self.switch(&mut rx, Role::Backup).await
+                            }
                             newer = rx.recv() => {
                                 if newer.as_ref().is_some_and(|n| n.instance == event.instance) {
                                     tracing::info!("demotion cancelled: {} changed state within demote_delay", event.instance);
@@ -189,8 +324,12 @@ impl Switcher {
                             }
                         }
                     }
-                    // FAULT / INIT: containers stay as they are.
-                    State::Initialize => None,
+                    // FAULT / INIT: containers stay as they are; the
+                    // master-only programs stop (this node is not master).
+                    State::Initialize => {
+                        self.stop_processes().await;
+                        None
+                    }
                 };
             }
             if let Some(notify) = &self.notify {
@@ -207,6 +346,36 @@ impl Switcher {
                     tracing::warn!(instance = %event.instance, "notify script failed: {}", outcome.detail);
                 }
             }
+        }
+    }
+
+    /// Starts the role-bound programs unless they already run.
+    fn start_processes(&self) {
+        let Some(roles) = &self.roles else { return };
+        let Ok(mut supervised) = self.supervised.lock() else {
+            return;
+        };
+        if !supervised.is_empty() {
+            return;
+        }
+        for argv in &roles.master_processes {
+            let (stop, stop_rx) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(supervise(argv.clone(), self.status.clone(), stop_rx));
+            supervised.push(Supervised { stop, task });
+        }
+    }
+
+    /// Stops the role-bound programs and waits until they are gone.
+    async fn stop_processes(&self) {
+        let running: Vec<Supervised> = match self.supervised.lock() {
+            Ok(mut supervised) => supervised.drain(..).collect(),
+            Err(_) => return,
+        };
+        for process in &running {
+            let _ = process.stop.send(true);
+        }
+        for process in running {
+            let _ = process.task.await;
         }
     }
 

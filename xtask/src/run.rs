@@ -30,12 +30,21 @@ pub fn tests(root: &Path, built: &Built, extra: &[String]) -> Result<()> {
         .spawn()
         .with_context(|| format!("running {command:?}"))?;
     let stdout = child.stdout.take().context("test output")?;
+    // Lines come from a reader thread: a process a test leaked could hold
+    // the pipe open after cargo exits, and must not hang the run.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
     let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading test output")?;
+    let mut tally = |line: &str| {
         println!("{line}");
         let Some(result) = line.strip_prefix("test result: ") else {
-            continue;
+            return;
         };
         for part in result.split([';', '.']) {
             let mut words = part.split_whitespace();
@@ -46,6 +55,25 @@ pub fn tests(root: &Path, built: &Built, extra: &[String]) -> Result<()> {
                     "failed" => failed += n,
                     "ignored" => ignored += n,
                     _ => {}
+                }
+            }
+        }
+    };
+    loop {
+        match lines.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(line) => tally(&line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if child
+                    .try_wait()
+                    .context("waiting for cargo test")?
+                    .is_some()
+                {
+                    // cargo is done; take what is buffered, then stop.
+                    while let Ok(line) = lines.recv_timeout(std::time::Duration::from_secs(2)) {
+                        tally(&line);
+                    }
+                    break;
                 }
             }
         }

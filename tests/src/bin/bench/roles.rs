@@ -78,6 +78,7 @@ pub fn run(trials: usize) -> Result<()> {
             stop_timeout: std::time::Duration::from_secs(5),
             demote_delay: std::time::Duration::ZERO,
             start_timeout: std::time::Duration::from_secs(60),
+            master_processes: Vec::new(),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
