@@ -119,24 +119,9 @@ impl AdvertSocket {
                     &request,
                     "IP_MULTICAST_IF",
                 )?;
-                let mut address: libc::sockaddr_in = unsafe { mem::zeroed() };
-                address.sin_family = libc::AF_INET as u16;
-                address.sin_addr = libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.octets()),
-                };
-                // SAFETY: valid pointer and length.
-                check(
-                    unsafe {
-                        libc::bind(
-                            fd.as_raw_fd(),
-                            (&raw const address).cast(),
-                            mem::size_of::<libc::sockaddr_in>() as u32,
-                        )
-                    },
-                    "bind to the primary address",
-                )?;
+                bind(&fd, source, ifindex, "bind to the primary address")?;
             }
-            IpAddr::V6(v6) => {
+            IpAddr::V6(_) => {
                 set(
                     &fd,
                     libc::IPPROTO_IPV6,
@@ -166,23 +151,7 @@ impl AdvertSocket {
                     &index,
                     "IPV6_MULTICAST_IF",
                 )?;
-                let mut address: libc::sockaddr_in6 = unsafe { mem::zeroed() };
-                address.sin6_family = libc::AF_INET6 as u16;
-                address.sin6_addr = libc::in6_addr {
-                    s6_addr: v6.octets(),
-                };
-                address.sin6_scope_id = ifindex;
-                // SAFETY: valid pointer and length.
-                check(
-                    unsafe {
-                        libc::bind(
-                            fd.as_raw_fd(),
-                            (&raw const address).cast(),
-                            mem::size_of::<libc::sockaddr_in6>() as u32,
-                        )
-                    },
-                    "bind to the link-local address",
-                )?;
+                bind(&fd, source, ifindex, "bind to the link-local address")?;
             }
         }
         join_vrrp_group(&fd, ifindex, source)?;
@@ -190,50 +159,69 @@ impl AdvertSocket {
     }
 
     pub fn send(&self, message: &[u8], destination: IpAddr) -> io::Result<()> {
-        let sent = match destination {
-            IpAddr::V4(v4) => {
-                let mut address: libc::sockaddr_in = unsafe { mem::zeroed() };
-                address.sin_family = libc::AF_INET as u16;
-                address.sin_addr = libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.octets()),
-                };
-                // SAFETY: valid buffers and lengths.
-                unsafe {
-                    libc::sendto(
-                        self.fd.as_raw_fd(),
-                        message.as_ptr().cast(),
-                        message.len(),
-                        0,
-                        (&raw const address).cast(),
-                        mem::size_of::<libc::sockaddr_in>() as u32,
-                    )
-                }
-            }
-            IpAddr::V6(v6) => {
-                let mut address: libc::sockaddr_in6 = unsafe { mem::zeroed() };
-                address.sin6_family = libc::AF_INET6 as u16;
-                address.sin6_addr = libc::in6_addr {
-                    s6_addr: v6.octets(),
-                };
-                address.sin6_scope_id = self.ifindex;
-                // SAFETY: valid buffers and lengths.
-                unsafe {
-                    libc::sendto(
-                        self.fd.as_raw_fd(),
-                        message.as_ptr().cast(),
-                        message.len(),
-                        0,
-                        (&raw const address).cast(),
-                        mem::size_of::<libc::sockaddr_in6>() as u32,
-                    )
-                }
-            }
+        let (address, len) = socket_address(destination, self.ifindex);
+        // SAFETY: valid buffers and lengths.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                message.as_ptr().cast(),
+                message.len(),
+                0,
+                (&raw const address).cast(),
+                len,
+            )
         };
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
     }
+}
+
+/// `address` as a sockaddr (IPv6 scoped to the interface), and its length.
+fn socket_address(address: IpAddr, ifindex: u32) -> (libc::sockaddr_storage, u32) {
+    // SAFETY: an all-zero sockaddr_storage is valid; the right variant is
+    // written over its start below.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = match address {
+        IpAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        IpAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: 0,
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.octets(),
+                },
+                sin6_scope_id: ifindex,
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as u32)
+}
+
+fn bind(fd: &OwnedFd, address: IpAddr, ifindex: u32, what: &'static str) -> io::Result<()> {
+    let (storage, len) = socket_address(address, ifindex);
+    // SAFETY: valid pointer and length.
+    check(
+        unsafe { libc::bind(fd.as_raw_fd(), (&raw const storage).cast(), len) },
+        what,
+    )
 }
 
 /// Joins the VRRP group on the interface so the NIC's multicast filter lets
