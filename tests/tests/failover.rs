@@ -323,3 +323,41 @@ fn a_second_daemon_on_the_same_node_refuses_to_start_and_touches_nothing() {
     );
     assert_eq!(daemon.state(), "MASTER");
 }
+
+#[test]
+fn link_loss_faults_the_master_and_the_peer_takes_over() {
+    let (_lab, a, b) = lab();
+    let daemon_a = Daemon::start(&a, "a", |s| config(s, 200, FAST)).expect("start A");
+    let daemon_b = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("start B");
+    let long = Duration::from_secs(5);
+    wait_until(long, "A MASTER", || {
+        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
+    })
+    .expect("election");
+    wimark_ha_tests::lab::ip(&["-n", &a, "link", "set", "eth1", "down"]).expect("link down");
+    wait_until(long, "A FAULT, B MASTER", || {
+        daemon_a.state() == "FAULT" && daemon_b.state() == "MASTER"
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}", daemon_a.log()));
+    assert!(
+        !has_address(&a, "eth1", VIP),
+        "a faulted node gives its VIP up"
+    );
+    assert_eq!(
+        daemon_a
+            .instance()
+            .expect("A")
+            .history
+            .last()
+            .expect("history")
+            .reason,
+        "interface down"
+    );
+    wimark_ha_tests::lab::ip(&["-n", &a, "link", "set", "eth1", "up"]).expect("link up");
+    // Back as backup, then (priority 200, preempt) master again.
+    wait_until(long, "A MASTER again", || {
+        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}", daemon_a.log()));
+    assert!(has_address(&a, "eth1", VIP) && !has_address(&b, "eth1", VIP));
+}

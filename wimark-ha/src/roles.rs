@@ -223,6 +223,7 @@ fn ms(d: Duration) -> f64 {
 fn state_name(state: State) -> &'static str {
     match state {
         State::Initialize => "INIT",
+        State::Fault => "FAULT",
         State::Backup => "BACKUP",
         State::Master => "MASTER",
     }
@@ -326,7 +327,7 @@ impl Switcher {
                     }
                     // FAULT / INIT: containers stay as they are; the
                     // master-only programs stop (this node is not master).
-                    State::Initialize => {
+                    State::Initialize | State::Fault => {
                         self.stop_processes().await;
                         None
                     }

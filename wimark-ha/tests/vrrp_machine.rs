@@ -795,3 +795,36 @@ fn resignation_of_a_fast_master_uses_the_fast_skew() {
         vec![(State::Backup, State::Master, Reason::PeerResigned)]
     );
 }
+
+#[test]
+fn interface_down_faults_releasing_the_vips_and_up_starts_over() {
+    let params = v3(200, 10);
+    let mut instance = master(params.clone());
+    instance.interface_down(at_ms(500.0));
+    let actions = drain(&mut instance);
+    assert_eq!(actions[0], Action::RemoveVirtualIps);
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Master, State::Fault, Reason::InterfaceDown)]
+    );
+    assert_eq!(
+        instance.poll_timeout(),
+        None,
+        "no adverts, no timers while the link is down"
+    );
+    // Adverts (if any slipped through) change nothing in FAULT.
+    let t = at_ms(501.0);
+    instance
+        .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
+        .expect("ignored quietly");
+    assert!(drain(&mut instance).is_empty());
+    instance.interface_up(at_ms(600.0));
+    assert_eq!(
+        transitions(&drain(&mut instance)),
+        vec![(State::Fault, State::Backup, Reason::InterfaceUp)]
+    );
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(at_ms(600.0) + instance.master_down_interval())
+    );
+}

@@ -115,6 +115,8 @@ pub struct Engine {
     pub defer_vip_removal: bool,
     /// Told of every transition, after the fast path is done.
     pub roles: tokio::sync::mpsc::UnboundedSender<crate::roles::RoleEvent>,
+    /// Link state changes of the peer interfaces (FAULT when down).
+    pub links: super::link::LinkWatcher,
 }
 
 fn now() -> Timestamp {
@@ -131,6 +133,7 @@ fn unix_ms() -> u64 {
 fn state_name(state: State) -> &'static str {
     match state {
         State::Initialize => "INIT",
+        State::Fault => "FAULT",
         State::Backup => "BACKUP",
         State::Master => "MASTER",
     }
@@ -146,6 +149,8 @@ fn reason_name(reason: Reason) -> &'static str {
         Reason::PreemptedByPeer => "preempted by a higher-priority peer",
         Reason::Shutdown => "shutdown",
         Reason::Switchover => "planned switchover",
+        Reason::InterfaceDown => "interface down",
+        Reason::InterfaceUp => "interface up",
     }
 }
 
@@ -299,14 +304,32 @@ impl Engine {
         make_realtime();
         let mut fds: Vec<RawFd> = self.readers.iter().map(|r| r.fd()).collect();
         fds.push(self.wake.as_raw_fd());
+        fds.push(self.links.fd());
         let poller = Poller::new(&fds)?;
         let start = now();
         for i in 0..self.instances.len() {
             self.instances[i].machine.start(start);
+            // An interface without a link at start: straight to FAULT.
+            if !super::link::link_usable(&self.instances[i].config.interface).unwrap_or(true) {
+                self.instances[i].machine.interface_down(start);
+            }
             self.carry_out(i, start);
         }
         loop {
             let t = now();
+            for (index, usable) in self.links.drain() {
+                for i in 0..self.instances.len() {
+                    if self.instances[i].interface.index != index {
+                        continue;
+                    }
+                    if usable {
+                        self.instances[i].machine.interface_up(t);
+                    } else {
+                        self.instances[i].machine.interface_down(t);
+                    }
+                    self.carry_out(i, t);
+                }
+            }
             self.drain_adverts(t);
             let mut shutting_down = false;
             drain_eventfd(self.wake.as_raw_fd());

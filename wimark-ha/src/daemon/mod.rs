@@ -14,6 +14,7 @@
 //! and `vrrp::machine` do).
 mod advert_socket;
 mod engine;
+mod link;
 
 use std::{
     collections::BTreeMap,
@@ -240,6 +241,7 @@ async fn run_bound(
                     status: engine_status,
                     defer_vip_removal: false,
                     roles: roles_tx,
+                    links: link::LinkWatcher::new()?,
                 }
                 .run()
             })();

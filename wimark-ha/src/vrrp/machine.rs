@@ -40,6 +40,8 @@ pub enum State {
     Initialize,
     Backup,
     Master,
+    /// The interface is down: no adverts, no VIPs (keepalived's FAULT).
+    Fault,
 }
 
 /// wimark-ha's millisecond detection. The master also sends an advert every
@@ -86,6 +88,10 @@ pub enum Reason {
     Shutdown,
     /// A planned hand-over (`wimark-ha switchover`).
     Switchover,
+    /// The interface lost its link.
+    InterfaceDown,
+    /// The interface has its link back.
+    InterfaceUp,
 }
 
 /// What the runtime must do, in order.
@@ -260,6 +266,7 @@ impl Instance {
     pub fn shutdown(&mut self, _now: Timestamp) {
         match self.state {
             State::Initialize => return,
+            State::Fault => {}
             State::Backup => {
                 if std::mem::take(&mut self.release_vips_on_new_master) {
                     self.actions.push_back(Action::RemoveVirtualIps);
@@ -273,6 +280,37 @@ impl Instance {
         }
         self.clear_timers();
         self.enter(State::Initialize, Reason::Shutdown, None);
+    }
+
+    /// The interface lost its link: whatever we were, we can neither hear
+    /// nor be heard, so give the VIPs up and stop advertising (FAULT).
+    pub fn interface_down(&mut self, _now: Timestamp) {
+        if matches!(self.state, State::Fault | State::Initialize) {
+            return;
+        }
+        if self.state == State::Master || self.release_vips_on_new_master {
+            self.actions.push_back(Action::RemoveVirtualIps);
+        }
+        self.release_vips_on_new_master = false;
+        self.clear_timers();
+        self.enter(State::Fault, Reason::InterfaceDown, None);
+    }
+
+    /// The link is back: start over as at startup (RFC 5798 §6.4.1).
+    pub fn interface_up(&mut self, now: Timestamp) {
+        if self.state != State::Fault {
+            return;
+        }
+        self.master = None;
+        self.last_advert_at = None;
+        self.previous_advert_at = None;
+        if self.params.priority == 255 {
+            self.become_master(now, Reason::InterfaceUp, None);
+        } else {
+            self.master_adver_interval = self.params.advert_interval;
+            self.enter(State::Backup, Reason::InterfaceUp, None);
+            self.master_down_deadline = Some(now + self.master_down_interval());
+        }
     }
 
     /// Planned switchover: as a master, resign at once (a priority-0 advert,
@@ -306,7 +344,7 @@ impl Instance {
     ) -> Result<(), Ignored> {
         self.check_receive(source, advert)?;
         match self.state {
-            State::Initialize => Ok(()),
+            State::Initialize | State::Fault => Ok(()),
             State::Backup => self.backup_heard(now, source, advert, at),
             State::Master => self.master_heard(now, source, advert, at),
         }
@@ -433,7 +471,7 @@ impl Instance {
     /// wake-up never mistakes our own stall for the peer's silence.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         match self.state {
-            State::Initialize => {}
+            State::Initialize | State::Fault => {}
             State::Master => {
                 if self.adver_deadline.is_some_and(|d| now >= d) {
                     // RFC 5798 §6.4.3 "If the Adver_Timer fires": send an
