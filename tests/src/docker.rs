@@ -9,6 +9,11 @@ use anyhow::{bail, Context as _, Result};
 pub const IMAGE: &str = "wimark-ha-lab:busybox";
 
 fn docker() -> Command {
+    docker_on(None)
+}
+
+/// The Docker client, talking to `host` (a `unix://` socket) or the default.
+pub fn docker_on(host: Option<&str>) -> Command {
     // Debian's client matches its daemon; buildkit is not needed.
     let binary = if std::path::Path::new("/usr/bin/docker").exists() {
         "/usr/bin/docker"
@@ -17,6 +22,9 @@ fn docker() -> Command {
     };
     let mut command = Command::new(binary);
     command.env("DOCKER_BUILDKIT", "0");
+    if let Some(host) = host {
+        command.args(["-H", host]);
+    }
     command
 }
 
@@ -45,7 +53,13 @@ pub fn require_dockerd() {
 /// The lab image, built once per test process.
 pub fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
+    BUILT.get_or_init(|| build_image(None));
+    IMAGE
+}
+
+/// Builds the lab image on the dockerd at `host` (default: the shared one).
+pub fn build_image(host: Option<&str>) {
+    {
         let dir = std::env::temp_dir().join(format!("wimark-ha-image-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("image dir");
         std::fs::copy("/bin/busybox", dir.join("busybox"))
@@ -56,26 +70,37 @@ pub fn image() -> &'static str {
              CMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 0.05; done\"]\n",
         )
         .expect("Dockerfile");
-        run(docker().args(["build", "-q", "-t", IMAGE]).arg(&dir)).expect("building the lab image");
+        run(docker_on(host).args(["build", "-q", "-t", IMAGE]).arg(&dir))
+            .expect("building the lab image");
         std::fs::remove_dir_all(&dir).ok();
-    });
-    IMAGE
+    }
 }
 
 /// Containers of one compose project, created but not started.
 pub struct Stack {
     pub project: String,
     pub names: Vec<String>,
+    host: Option<String>,
 }
 
 impl Stack {
     /// `count` services; `command` overrides the image's for the first one.
     pub fn create(project: &str, count: usize, first_command: Option<&[&str]>) -> Result<Self> {
-        let image = image();
+        Self::create_on(None, project, count, first_command)
+    }
+
+    /// The same on the dockerd at `host`, whose lab image must exist.
+    pub fn create_on(
+        host: Option<&str>,
+        project: &str,
+        count: usize,
+        first_command: Option<&[&str]>,
+    ) -> Result<Self> {
+        let image = if host.is_some() { IMAGE } else { image() };
         let mut names = Vec::new();
         for i in 0..count {
             let name = format!("{project}-svc{i}");
-            let mut command = docker();
+            let mut command = docker_on(host);
             command
                 .args(["create", "--name", &name, "--network", "none", "--label"])
                 .arg(format!("com.docker.compose.project={project}"))
@@ -90,6 +115,7 @@ impl Stack {
         Ok(Self {
             project: project.to_string(),
             names,
+            host: host.map(str::to_string),
         })
     }
 
@@ -98,9 +124,14 @@ impl Stack {
         self.names
             .iter()
             .filter(|name| {
-                run(docker().args(["inspect", "--format", "{{.State.Running}}", name]))
-                    .map(|s| s == "true")
-                    .unwrap_or(false)
+                run(docker_on(self.host.as_deref()).args([
+                    "inspect",
+                    "--format",
+                    "{{.State.Running}}",
+                    name,
+                ]))
+                .map(|s| s == "true")
+                .unwrap_or(false)
             })
             .cloned()
             .collect()
@@ -109,8 +140,94 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let mut command = docker();
+        let mut command = docker_on(self.host.as_deref());
         command.args(["rm", "-f"]).args(&self.names);
         let _ = command.output();
+    }
+}
+
+/// A dockerd of the test's own (own socket, data and exec roots), for
+/// stopping and starting without disturbing the shared one.
+pub struct OwnDockerd {
+    pub dir: std::path::PathBuf,
+}
+
+impl OwnDockerd {
+    pub fn start(dir: &std::path::Path) -> Result<Self> {
+        let own = Self {
+            dir: dir.to_path_buf(),
+        };
+        own.up()?;
+        build_image(Some(&own.host()));
+        Ok(own)
+    }
+
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.join("docker.sock")
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    pub fn up(&self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dockerd.log"))?;
+        Command::new("setsid")
+            .args([
+                "-f",
+                "/usr/sbin/dockerd",
+                "--bridge=none",
+                "--iptables=false",
+            ])
+            .arg(format!("--data-root={}", self.dir.join("data").display()))
+            .arg(format!("--exec-root={}", self.dir.join("exec").display()))
+            .arg(format!(
+                "--pidfile={}",
+                self.dir.join("docker.pid").display()
+            ))
+            .arg(format!("--host={}", self.host()))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !docker_on(Some(&self.host()))
+            .args(["version"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+        {
+            if std::time::Instant::now() > deadline {
+                bail!("own dockerd did not answer in 30 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Stops it (SIGTERM) and waits until it is gone.
+    pub fn down(&self) {
+        let Ok(pid) = std::fs::read_to_string(self.dir.join("docker.pid")) else {
+            return;
+        };
+        let Ok(pid) = pid.trim().parse::<i32>() else {
+            return;
+        };
+        // SAFETY: plain kill(2) of the dockerd we started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OwnDockerd {
+    fn drop(&mut self) {
+        self.down();
     }
 }

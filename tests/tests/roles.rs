@@ -404,3 +404,53 @@ fn static_files_follow_the_master_with_lsyncd() {
     );
     drop(rsyncd);
 }
+
+#[test]
+fn dockerd_stopped_mid_switch_is_retried_until_it_answers() {
+    require_dockerd();
+    let scratch = Scratch::new("middocker");
+    // A dockerd of this test's own, so stopping it disturbs no other test.
+    let own = wimark_ha_tests::docker::OwnDockerd::start(&scratch.0).expect("own dockerd");
+    let host = own.host();
+    let tag = format!("whm{}", std::process::id());
+    let master =
+        Stack::create_on(Some(&host), &format!("{tag}-master"), 2, None).expect("master stack");
+    let _backup =
+        Stack::create_on(Some(&host), &format!("{tag}-backup"), 1, None).expect("backup stack");
+    // A one-second hook holds the switch open while dockerd goes away.
+    let hooks = "[[hooks.before_promote]]\nrun = [\"/bin/sleep\", \"1\"]\ntimeout = \"5s\"\n";
+    let toml = roles_toml(&tag, &scratch.0, "300ms", hooks).replace(
+        "[roles]\n",
+        &format!("[roles]\ndocker_socket = \"{}\"\n", own.socket().display()),
+    );
+    let (_lab, a, _b) = two_servers(true).expect("lab");
+    let daemon = Daemon::start(&a, "roles-m", |s| config(s, 200, &toml)).expect("daemon");
+    wait_until(Duration::from_secs(5), "MASTER", || {
+        daemon.state() == "MASTER"
+    })
+    .expect("master");
+    std::thread::sleep(Duration::from_millis(300)); // inside the hook now
+    own.down();
+    wait_until(Duration::from_secs(10), "degraded, retrying", || {
+        roles_status(&daemon)["degraded"]
+            .as_str()
+            .is_some_and(|d| d.contains("retrying"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    assert!(
+        has_address(&a, "eth1", "10.77.0.100"),
+        "the VIP never waits for Docker"
+    );
+    own.up().expect("dockerd back");
+    wait_until(
+        Duration::from_secs(30),
+        "the switch completes once dockerd answers",
+        || roles_status(&daemon)["stack"] == "master" && master.running().len() == 2,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    assert!(
+        roles_status(&daemon)["degraded"].is_null(),
+        "{}",
+        roles_status(&daemon)
+    );
+}
