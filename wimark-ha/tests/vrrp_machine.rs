@@ -828,3 +828,37 @@ fn interface_down_faults_releasing_the_vips_and_up_starts_over() {
         Some(at_ms(600.0) + instance.master_down_interval())
     );
 }
+
+#[test]
+fn a_stall_longer_than_master_down_interval_still_gets_the_grace() {
+    let params = fast_params();
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    for n in 1..=10 {
+        let t = at_ms(n as f64);
+        instance
+            .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
+            .expect("ok");
+    }
+    // Last advert at 10 ms: fast deadline 13 ms, Master_Down 42.2 ms. We
+    // wake at 60 ms, past both: no takeover yet, one fast interval of grace.
+    instance.handle_timeout(at_ms(60.0));
+    assert!(drain(&mut instance).is_empty());
+    assert_eq!(instance.poll_timeout(), Some(at_ms(61.0)));
+    // The peer was alive all along: its advert arrives in the grace.
+    instance
+        .handle_advert(
+            at_ms(60.5),
+            ip(PEER_HIGH),
+            &advert(&params, 250, ms(10)),
+            at_ms(60.4),
+        )
+        .expect("ok");
+    instance.handle_timeout(at_ms(61.0));
+    assert!(
+        drain(&mut instance).is_empty(),
+        "no takeover from our own stall"
+    );
+    assert_eq!(instance.state(), State::Backup);
+}

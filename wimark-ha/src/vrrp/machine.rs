@@ -504,6 +504,11 @@ impl Instance {
             if now.saturating_since(deadline) > fast.interval && !self.stall_grace_used {
                 self.stall_grace_used = true;
                 self.fast_down_deadline = Some(now + fast.interval);
+                // A stall long enough to pass Master_Down_Interval too
+                // explains that silence as well: the grace covers both.
+                self.master_down_deadline = self
+                    .master_down_deadline
+                    .map(|d| d.max(now + fast.interval));
                 return;
             }
             self.become_master(now, Reason::FastDetect, silence);
