@@ -252,157 +252,74 @@ fn dockerd_unreachable_still_takes_the_vip_and_reports_degraded() {
 }
 
 /// An rsync daemon in `namespace` exporting `dir` as module `wimark`.
-/// A child process killed when dropped (also when a test panics).
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn rsync_daemon(
-    namespace: &str,
-    address: &str,
-    dir: &std::path::Path,
-    scratch: &std::path::Path,
-    tag: &str,
-) -> Reaped {
-    let config = scratch.join(format!("rsyncd-{tag}.conf"));
-    std::fs::write(
-        &config,
-        format!(
-            "use chroot = no\npid file = {}\n[wimark]\npath = {}\nread only = no\nuid = root\ngid = root\n",
-            scratch.join(format!("rsyncd-{tag}.pid")).display(),
-            dir.display()
-        ),
-    )
-    .expect("rsyncd.conf");
-    let address = address.to_string();
-    wimark_ha_tests::lab::in_netns(namespace, move || {
-        std::process::Command::new("/usr/bin/rsync")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .args(["--daemon", "--no-detach", "--port=873"])
-            .arg(format!("--address={address}"))
-            .arg(format!("--config={}", config.display()))
-            .spawn()
-    })
-    .expect("netns")
-    .map(Reaped)
-    .expect("rsync --daemon (Debian package rsync)")
-}
-
-/// An lsyncd config mirroring `source` to the rsync module at `peer`.
-fn lsyncd_config(
-    scratch: &std::path::Path,
-    tag: &str,
-    source: &std::path::Path,
-    peer: &str,
-) -> std::path::PathBuf {
-    let path = scratch.join(format!("lsyncd-{tag}.lua"));
-    std::fs::write(
-        &path,
-        format!(
-            "settings {{ nodaemon = true, logfile = \"{log}\", statusFile = \"{status}\" }}\nsync {{ default.rsync, source = \"{source}/\", target = \"{peer}::wimark/\", delay = 1 }}\n",
-            log = scratch.join(format!("lsyncd-{tag}.log")).display(),
-            status = scratch.join(format!("lsyncd-{tag}.status")).display(),
-            source = source.display(),
-        ),
-    )
-    .expect("lsyncd config");
-    path
-}
-
 #[test]
-fn static_files_follow_the_master_with_lsyncd() {
+fn role_bound_programs_run_only_while_master_and_are_supervised() {
     require_dockerd();
-    assert!(
-        std::path::Path::new("/usr/bin/lsyncd").exists(),
-        "lsyncd is not installed (Debian package lsyncd)"
+    let scratch = Scratch::new("procs");
+    let pids = scratch.0.join("pids");
+    let tag = format!("whp2{}", std::process::id());
+    let script = format!("echo $$ >> {}; exec /bin/sleep 1000", pids.display());
+    let toml = format!(
+        "{FAST}\n\n[roles]\ninstance = \"WIM1\"\nmaster = {{ compose_project = \"{tag}-none-m\" }}\nbackup = {{ compose_project = \"{tag}-none-b\" }}\ndemote_delay = \"200ms\"\n[[roles.master_process]]\nrun = [\"/bin/sh\", \"-c\", \"{script}\"]\n"
     );
-    let scratch = Scratch::new("lsyncd");
-    let (a_data, b_data) = (scratch.0.join("a-data"), scratch.0.join("b-data"));
-    std::fs::create_dir_all(&a_data).expect("a-data");
-    std::fs::create_dir_all(&b_data).expect("b-data");
-    let (_lab, a, b) = two_servers(true).expect("lab");
-    let rsyncd = vec![
-        rsync_daemon(&a, "10.77.0.1", &a_data, &scratch.0, "a"),
-        rsync_daemon(&b, "10.77.0.2", &b_data, &scratch.0, "b"),
-    ];
-    let tag = format!("whl{}", std::process::id());
-    let section = |config: &std::path::Path| {
-        format!(
-            "{FAST}\n\n[roles]\ninstance = \"WIM1\"\nmaster = {{ compose_project = \"{tag}-none-m\" }}\nbackup = {{ compose_project = \"{tag}-none-b\" }}\ndemote_delay = \"200ms\"\n[[roles.master_process]]\nrun = [\"/usr/bin/lsyncd\", \"-nodaemon\", \"{}\"]\n",
-            config.display()
-        )
+    let started = |path: &std::path::Path| -> Vec<i32> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
     };
-    let a_toml = section(&lsyncd_config(&scratch.0, "a", &a_data, "10.77.0.2"));
-    let b_toml = section(&lsyncd_config(&scratch.0, "b", &b_data, "10.77.0.1"));
-    let mut daemon_a = Daemon::start(&a, "lsyncd-a", |s| config(s, 200, &a_toml)).expect("A");
-    let daemon_b = Daemon::start(&b, "lsyncd-b", |s| config(s, 100, &b_toml)).expect("B");
-    wait_until(Duration::from_secs(5), "A MASTER", || {
-        daemon_a.state() == "MASTER"
-    })
-    .expect("election");
-
-    // A is master: its /usr/share/wimark stand-in is mirrored to B.
-    std::fs::write(a_data.join("floor1.svg"), "map of floor 1").expect("write on A");
-    wait_until(Duration::from_secs(20), "floor1.svg mirrored to B", || {
-        b_data.join("floor1.svg").exists()
-    })
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\nA roles: {}\nlsyncd log: {}",
-            roles_status(&daemon_a),
-            std::fs::read_to_string(scratch.0.join("lsyncd-a.log")).unwrap_or_default()
-        )
-    });
-    let b_processes = roles_status(&daemon_b)["processes"].clone();
-    assert!(
-        b_processes
-            .as_array()
-            .is_none_or(|p| p.iter().all(|p| p["running"] == false)),
-        "the backup runs no mirror: {b_processes}"
-    );
-
-    // A is lost; B takes over and the mirror reverses.
-    daemon_a.signal(libc::SIGKILL);
-    daemon_a.wait();
-    wait_until(Duration::from_secs(5), "B MASTER", || {
-        daemon_b.state() == "MASTER"
-    })
-    .expect("failover");
-    wait_until(Duration::from_secs(10), "B's lsyncd running", || {
-        roles_status(&daemon_b)["processes"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["running"] == true))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon_b)));
-    std::fs::write(b_data.join("floor2.svg"), "map of floor 2").expect("write on B");
+    let alive = |pid: i32| {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    };
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let mut daemon = Daemon::start(&a, "procs-a", |s| config(s, 150, &toml)).expect("daemon");
     wait_until(
-        Duration::from_secs(20),
-        "floor2.svg mirrored back to A",
-        || a_data.join("floor2.svg").exists(),
+        Duration::from_secs(10),
+        "the program runs on the master",
+        || started(&pids).len() == 1,
     )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\nlsyncd log: {}",
-            std::fs::read_to_string(scratch.0.join("lsyncd-b.log")).unwrap_or_default()
-        )
-    });
-    // A's mirror died with its daemon (PR_SET_PDEATHSIG): no stale lsyncd.
-    let stale = std::process::Command::new("pgrep")
-        .args(["-f", &scratch.0.join("lsyncd-a.lua").display().to_string()])
-        .output()
-        .expect("pgrep");
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    let first = started(&pids)[0];
+
+    // It dies: it is started again.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    wait_until(Duration::from_secs(10), "restarted", || {
+        started(&pids).len() == 2
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
     assert!(
-        stale.stdout.is_empty(),
-        "A's lsyncd outlived its daemon: {}",
-        String::from_utf8_lossy(&stale.stdout)
+        roles_status(&daemon)["processes"][0]["restarts"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
     );
-    drop(rsyncd);
+    let second = started(&pids)[1];
+
+    // A higher-priority peer takes over: after demote_delay the program stops.
+    let mut peer = Daemon::start(&b, "procs-b", |s| config(s, 250, FAST)).expect("peer");
+    wait_until(Duration::from_secs(10), "stopped on demotion", || {
+        daemon.state() == "BACKUP" && !alive(second)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+
+    // Mastership back, then the daemon is SIGKILLed: the program dies with it.
+    peer.signal(libc::SIGKILL);
+    peer.wait();
+    wait_until(Duration::from_secs(10), "running again as master", || {
+        started(&pids).len() == 3
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    let third = started(&pids)[2];
+    daemon.signal(libc::SIGKILL);
+    daemon.wait();
+    wait_until(Duration::from_secs(5), "gone with its daemon", || {
+        !alive(third)
+    })
+    .expect("PR_SET_PDEATHSIG stops a role-bound program when the daemon dies");
 }
 
 #[test]
