@@ -251,7 +251,6 @@ fn dockerd_unreachable_still_takes_the_vip_and_reports_degraded() {
     .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
 }
 
-/// An rsync daemon in `namespace` exporting `dir` as module `wimark`.
 #[test]
 fn role_bound_programs_run_only_while_master_and_are_supervised() {
     require_dockerd();
