@@ -252,12 +252,22 @@ impl Instance {
         if self.state != State::Initialize {
             return;
         }
+        self.begin(now, Reason::Startup);
+    }
+
+    /// Leaving Initialize (or FAULT): the address owner goes straight to
+    /// Master; everyone else waits one Master_Down_Interval as Backup.
+    fn begin(&mut self, now: Timestamp, reason: Reason) {
         if self.params.priority == 255 {
-            // The address owner goes straight to Master.
-            self.become_master(now, Reason::AddressOwner, None);
+            let reason = if reason == Reason::Startup {
+                Reason::AddressOwner
+            } else {
+                reason
+            };
+            self.become_master(now, reason, None);
         } else {
             self.master_adver_interval = self.params.advert_interval;
-            self.enter(State::Backup, Reason::Startup, None);
+            self.enter(State::Backup, reason, None);
             self.master_down_deadline = Some(now + self.master_down_interval());
         }
     }
@@ -304,13 +314,7 @@ impl Instance {
         self.master = None;
         self.last_advert_at = None;
         self.previous_advert_at = None;
-        if self.params.priority == 255 {
-            self.become_master(now, Reason::InterfaceUp, None);
-        } else {
-            self.master_adver_interval = self.params.advert_interval;
-            self.enter(State::Backup, Reason::InterfaceUp, None);
-            self.master_down_deadline = Some(now + self.master_down_interval());
-        }
+        self.begin(now, Reason::InterfaceUp);
     }
 
     /// Planned switchover: as a master, resign at once (a priority-0 advert,
