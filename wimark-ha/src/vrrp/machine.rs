@@ -406,19 +406,7 @@ impl Instance {
         // "Else if Preempt_Mode is False, or if the Priority in the
         // ADVERTISEMENT is greater than or equal to the local Priority".
         if !self.params.preempt || self.yielded || advert.priority >= self.params.priority {
-            self.note_advert(source, at);
-            if self.params.version == Version::V3 {
-                // "Set Master_Adver_Interval to Adver Interval contained in
-                // the ADVERTISEMENT; Recompute the Skew_Time; Recompute the
-                // Master_Down_Interval".
-                self.master_adver_interval = advert.interval;
-            }
-            // "Reset the Master_Down_Timer to Master_Down_Interval", counted
-            // from when the kernel saw the advert, not from when we ran.
-            self.master_down_deadline = Some(at + self.master_down_interval());
-            self.resigned = false;
-            self.stall_grace_used = false;
-            self.arm_fast_rule();
+            self.follow(source, advert, at);
             if std::mem::take(&mut self.release_vips_on_new_master) {
                 self.actions.push_back(Action::RemoveVirtualIps);
             }
@@ -457,16 +445,10 @@ impl Instance {
         }
         // "Cancel Adver_Timer; Set Master_Adver_Interval...; Set
         // Master_Down_Timer to Master_Down_Interval; Transition to Backup".
-        self.note_advert(source, at);
-        if self.params.version == Version::V3 {
-            self.master_adver_interval = advert.interval;
-        }
         self.adver_deadline = None;
         self.actions.push_back(Action::RemoveVirtualIps);
         self.enter(State::Backup, Reason::PreemptedByPeer, None);
-        self.master_down_deadline = Some(at + self.master_down_interval());
-        self.resigned = false;
-        self.stall_grace_used = false;
+        self.follow(source, advert, at);
         Ok(())
     }
 
@@ -548,6 +530,22 @@ impl Instance {
     }
 
     // ===== helpers =====
+
+    /// Accepts `source` as the master (RFC 5798 §6.4.2 / §6.4.3): v3 learns
+    /// its interval ("Set Master_Adver_Interval...; Recompute the Skew_Time;
+    /// Recompute the Master_Down_Interval"), and the Master_Down_Timer is
+    /// reset, counted from when the kernel saw the advert, not from when we
+    /// ran.
+    fn follow(&mut self, source: IpAddr, advert: &Advert, at: Timestamp) {
+        self.note_advert(source, at);
+        if self.params.version == Version::V3 {
+            self.master_adver_interval = advert.interval;
+        }
+        self.master_down_deadline = Some(at + self.master_down_interval());
+        self.resigned = false;
+        self.stall_grace_used = false;
+        self.arm_fast_rule();
+    }
 
     fn note_advert(&mut self, source: IpAddr, at: Timestamp) {
         if self.master != Some(source) {
