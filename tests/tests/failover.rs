@@ -326,7 +326,19 @@ fn a_second_daemon_on_the_same_node_refuses_to_start_and_touches_nothing() {
 
 #[test]
 fn link_loss_faults_the_master_and_the_peer_takes_over() {
-    let (_lab, a, b) = lab();
+    require_root("the link-loss test");
+    // Through a bridge, so A losing its link leaves B's link up (on a direct
+    // veth pair B would lose its carrier too, and rightly go FAULT as well).
+    let mut lab = Lab::new().expect("lab");
+    let a = lab.namespace("a", false).expect("a");
+    let b = lab.namespace("b", false).expect("b");
+    let sw = lab.namespace("sw", false).expect("sw");
+    lab.veth((&a, "eth1"), (&sw, "a-port")).expect("veth a");
+    lab.veth((&b, "eth1"), (&sw, "b-port")).expect("veth b");
+    lab.bridge(&sw, "br0", &["a-port", "b-port"])
+        .expect("bridge");
+    lab.address(&a, "eth1", "10.77.0.1/24").expect("address a");
+    lab.address(&b, "eth1", "10.77.0.2/24").expect("address b");
     let daemon_a = Daemon::start(&a, "a", |s| config(s, 200, FAST)).expect("start A");
     let daemon_b = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("start B");
     let long = Duration::from_secs(5);
