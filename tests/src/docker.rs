@@ -146,6 +146,59 @@ impl Drop for Stack {
     }
 }
 
+/// A real docker-compose project (Debian's docker-compose 1.29): its file in
+/// `dir`, containers created by `up --no-start`, removed by `down` on drop.
+pub struct ComposeProject {
+    pub dir: std::path::PathBuf,
+    pub project: String,
+}
+
+impl ComposeProject {
+    pub fn create(dir: &std::path::Path, project: &str, yaml: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("docker-compose.yml"), yaml)?;
+        let made = Self {
+            dir: dir.to_path_buf(),
+            project: project.to_string(),
+        };
+        made.compose(&["up", "--no-start"])?;
+        Ok(made)
+    }
+
+    pub fn compose(&self, args: &[&str]) -> Result<()> {
+        let output = Command::new("docker-compose")
+            .current_dir(&self.dir)
+            .args(["-p", &self.project])
+            .args(args)
+            .output()
+            .context("docker-compose (Debian package docker-compose)")?;
+        if !output.status.success() {
+            bail!(
+                "docker-compose -p {} {args:?}: {}",
+                self.project,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// `docker inspect` of the service's container, formatted by `format`.
+    pub fn inspect(&self, service: &str, format: &str) -> Result<String> {
+        run(docker().args([
+            "inspect",
+            "--format",
+            format,
+            &format!("{}_{service}_1", self.project),
+        ]))
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "--timeout", "1"]);
+    }
+}
+
 /// A dockerd of the test's own (own socket, data and exec roots), for
 /// stopping and starting without disturbing the shared one.
 pub struct OwnDockerd {

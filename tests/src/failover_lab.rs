@@ -104,6 +104,8 @@ pub struct Timeline {
     pub probes_lost: u64,
     /// The new master's own account, when it is wimark-ha.
     pub reported: Option<wimark_ha::control::TransitionRecord>,
+    /// The failure instant, CLOCK_REALTIME in ns: the zero of the times above.
+    pub failed_at_unix_ns: u64,
 }
 
 struct Probe {
@@ -124,6 +126,8 @@ pub struct FailoverLab {
     capture: Option<Capture>,
     probe: Option<Probe>,
     stop_responders: Arc<AtomicBool>,
+    /// More config for server A's and server B's daemons (wimark-ha pairs).
+    extra: [String; 2],
 }
 
 fn random_below(limit: Duration) -> Duration {
@@ -137,6 +141,11 @@ fn random_below(limit: Duration) -> Duration {
 
 impl FailoverLab {
     pub fn new(pair: Pair) -> Result<Self> {
+        Self::with_extra(pair, Default::default())
+    }
+
+    /// The same, with `extra` config for A's and B's daemons (e.g. `[roles]`).
+    pub fn with_extra(pair: Pair, extra: [String; 2]) -> Result<Self> {
         let mut lab = Lab::new()?;
         let a = lab.namespace("a", false)?;
         let b = lab.namespace("b", false)?;
@@ -160,6 +169,7 @@ impl FailoverLab {
             capture: None,
             probe: None,
             stop_responders: Arc::new(AtomicBool::new(false)),
+            extra,
         };
         this.start_pair()?;
         for namespace in [this.a.clone(), this.b.clone()] {
@@ -173,10 +183,10 @@ impl FailoverLab {
         Ok(this)
     }
 
-    fn start_node(&self, namespace: &str, name: &str, priority: u8) -> Result<Node> {
+    fn start_node(&self, namespace: &str, name: &str, priority: u8, extra: &str) -> Result<Node> {
         Ok(match self.pair {
             Pair::WimarkHaFast => Node::WimarkHa(Daemon::start(namespace, name, |s| {
-                config(s, priority, "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }")
+                config(s, priority, &format!("version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = {{ interval = \"1ms\", multiplier = 3 }}\n\n{extra}"))
             })?),
             Pair::KeepalivedV3Fast => Node::Keepalived(Keepalived::start(
                 namespace,
@@ -209,13 +219,13 @@ impl FailoverLab {
 
     fn start_pair(&mut self) -> Result<()> {
         let limit = 4 * self.pair.advert_interval() + Duration::from_secs(3);
-        let a = self.start_node(&self.a.clone(), "a", 200)?;
+        let a = self.start_node(&self.a.clone(), "a", 200, &self.extra[0].clone())?;
         self.nodes.push(a);
         let a_ns = self.a.clone();
         wait_until(limit, "server A to hold the VIP", || {
             has_address(&a_ns, "eth1", "10.77.0.100")
         })?;
-        let b = self.start_node(&self.b.clone(), "b", 100)?;
+        let b = self.start_node(&self.b.clone(), "b", 100, &self.extra[1].clone())?;
         self.nodes.push(b);
         // B settles as backup (a keepalived backup reports BACKUP at once).
         thread::sleep(Duration::from_millis(200).max(self.pair.advert_interval() * 2));
@@ -320,6 +330,14 @@ impl FailoverLab {
         Ok(self.timeline(t0))
     }
 
+    /// Server A's (0) or server B's (1) daemon, when the pair is wimark-ha.
+    pub fn daemon(&self, server: usize) -> Option<&Daemon> {
+        match self.nodes.get(server)? {
+            Node::WimarkHa(daemon) => Some(daemon),
+            Node::Keepalived(_) => None,
+        }
+    }
+
     /// Each server's VRRP state, as its daemon reports it.
     pub fn states(&self) -> Vec<(&'static str, String)> {
         self.nodes
@@ -413,6 +431,7 @@ impl FailoverLab {
             probe_gap_ms: gap,
             probes_lost: lost,
             reported,
+            failed_at_unix_ns: t0,
         }
     }
 }

@@ -370,3 +370,106 @@ fn dockerd_stopped_mid_switch_is_retried_until_it_answers() {
         roles_status(&daemon)
     );
 }
+
+/// Parses docker's RFC 3339 timestamps (nanoseconds, UTC) for ordering.
+fn docker_time(text: &str) -> String {
+    // Same-length UTC stamps compare as strings once padded to nanoseconds.
+    let (seconds, fraction) = text
+        .trim()
+        .trim_end_matches('Z')
+        .split_once('.')
+        .unwrap_or((text, "0"));
+    format!("{seconds}.{fraction:0<9}")
+}
+
+#[test]
+fn compose_depends_on_orders_start_and_stop() {
+    require_dockerd();
+    let image = wimark_ha_tests::docker::image();
+    let scratch = Scratch::new("depends");
+    let tag = format!("whdo{}", std::process::id());
+    // mongo takes a second to become healthy; broker waits for that, api for
+    // broker: the order compose itself would follow.
+    let yaml = format!(
+        "version: \"2.4\"\nservices:\n  api:\n    image: {image}\n    network_mode: none\n    depends_on: [broker]\n  broker:\n    image: {image}\n    network_mode: none\n    depends_on:\n      mongo: {{condition: service_healthy}}\n  mongo:\n    image: {image}\n    network_mode: none\n    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 1; : > /ready; while true; do sleep 0.05; done\"]\n    healthcheck:\n      test: [\"CMD\", \"/bin/busybox\", \"test\", \"-f\", \"/ready\"]\n      interval: 100ms\n      retries: 100\n"
+    );
+    let master = wimark_ha_tests::docker::ComposeProject::create(
+        &scratch.0.join("master"),
+        &format!("{tag}m"),
+        &yaml,
+    )
+    .expect("docker-compose up --no-start (master)");
+    let backup = wimark_ha_tests::docker::ComposeProject::create(
+        &scratch.0.join("backup"),
+        &format!("{tag}b"),
+        &yaml,
+    )
+    .expect("docker-compose up --no-start (backup)");
+    let toml = format!(
+        "{FAST}\n\n[roles]\ninstance = \"WIM1\"\nmaster = {{ compose_project = \"{}\" }}\nbackup = {{ compose_project = \"{}\" }}\ndemote_delay = \"100ms\"\n",
+        master.project, backup.project
+    );
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let daemon = Daemon::start(&a, "depends-a", |s| config(s, 100, &toml)).expect("daemon");
+    let running = |project: &wimark_ha_tests::docker::ComposeProject| {
+        ["api", "broker", "mongo"]
+            .iter()
+            .filter(|s| {
+                project
+                    .inspect(s, "{{.State.Running}}")
+                    .is_ok_and(|r| r == "true")
+            })
+            .count()
+    };
+    wait_until(Duration::from_secs(20), "master stack running", || {
+        roles_status(&daemon)["stack"] == "master" && running(&master) == 3
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    let status = roles_status(&daemon);
+    assert!(status["degraded"].is_null(), "{status}");
+    let started = |service| {
+        docker_time(
+            &master
+                .inspect(service, "{{.State.StartedAt}}")
+                .expect("inspect"),
+        )
+    };
+    let (mongo, broker, api) = (started("mongo"), started("broker"), started("api"));
+    assert!(
+        mongo < broker && broker < api,
+        "start order mongo {mongo} < broker {broker} < api {api}"
+    );
+    let seconds = |stamp: &str| -> f64 {
+        let (hms, fraction) = stamp.rsplit_once('.').expect("fraction");
+        let seconds: f64 = hms
+            .rsplit(':')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("seconds");
+        seconds + format!("0.{fraction}").parse::<f64>().expect("fraction")
+    };
+    let waited = (seconds(&broker) - seconds(&mongo)).rem_euclid(60.0);
+    assert!(
+        waited >= 0.9,
+        "broker waited for mongo to be healthy: {waited:.3} s"
+    );
+
+    // A higher-priority peer: the master stack stops in reverse order.
+    let _peer = Daemon::start(&b, "depends-b", |s| config(s, 200, FAST)).expect("peer");
+    wait_until(Duration::from_secs(20), "backup stack running", || {
+        roles_status(&daemon)["stack"] == "backup" && running(&backup) == 3 && running(&master) == 0
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    let finished = |service| {
+        docker_time(
+            &master
+                .inspect(service, "{{.State.FinishedAt}}")
+                .expect("inspect"),
+        )
+    };
+    let (mongo, broker, api) = (finished("mongo"), finished("broker"), finished("api"));
+    assert!(
+        api <= broker && broker <= mongo,
+        "stop order api {api} ≤ broker {broker} ≤ mongo {mongo}"
+    );
+}

@@ -32,8 +32,8 @@ enum Command {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
-    /// Build, then run the two-server lab in throwaway network namespaces and
-    /// print what the monitor saw (needs root).
+    /// Build, then run the two-server lab in throwaway network namespaces:
+    /// a failover and its timeline, containers included (needs root).
     Lab,
     /// Benchmarks that print figures measured side by side (needs root).
     Bench {
@@ -88,6 +88,7 @@ fn main() -> Result<()> {
         Command::Lab => {
             prereqs::ensure()?;
             prereqs::require_root("the lab (network namespaces, XDP)")?;
+            prereqs::ensure_dockerd()?;
             let built = build::all(&root)?;
             run::tool(&root, &built, "wimark-ha-lab", &[])
         }

@@ -4,38 +4,117 @@
 //! and server B, an AP sending a 1 kHz UDP probe stream to the VIP, and a
 //! capture on the bridge between them. Server A is lost (its link cut and its
 //! daemon killed at the same instant, as a power loss would), and the
-//! timeline is printed as the wire and the AP saw it. Everything is removed
-//! at the end, whatever happens.
+//! timeline is printed as the wire and the AP saw it, and then the container
+//! stacks as they followed the VIP (each server switches its own stacks; in
+//! the lab both share this machine's dockerd). Everything is removed at the
+//! end, whatever happens.
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
 use wimark_ha_tests::{
+    daemon::wait_until,
+    docker::{require_dockerd, Stack},
     failover_lab::{FailoverLab, Failure, Pair, Timeline, VIP},
     require_root,
 };
+
+/// Each server's two stacks: (master, backup), 3 and 2 containers.
+struct Stacks {
+    a: (Stack, Stack),
+    b: (Stack, Stack),
+}
+
+impl Stacks {
+    fn create() -> Result<Self> {
+        let tag = format!("whlab{}", std::process::id());
+        let pair = |server: &str| -> Result<(Stack, Stack)> {
+            Ok((
+                Stack::create(&format!("{tag}-{server}-master"), 3, None)?,
+                Stack::create(&format!("{tag}-{server}-backup"), 2, None)?,
+            ))
+        };
+        Ok(Self {
+            a: pair("a")?,
+            b: pair("b")?,
+        })
+    }
+
+    /// The `[roles]` section of one server's daemon.
+    fn roles(stacks: &(Stack, Stack)) -> String {
+        format!(
+            "[roles]\ninstance = \"WIM1\"\nmaster = {{ compose_project = \"{}\" }}\nbackup = {{ compose_project = \"{}\" }}\nstop_timeout = \"2s\"\ndemote_delay = \"1s\"\n",
+            stacks.0.project, stacks.1.project
+        )
+    }
+
+    fn print(&self) {
+        for (server, (master, backup)) in [("server A", &self.a), ("server B", &self.b)] {
+            println!(
+                "lab: {server}: master stack {}/{} running, backup stack {}/{} running",
+                master.running().len(),
+                master.names.len(),
+                backup.running().len(),
+                backup.names.len()
+            );
+        }
+    }
+}
 
 fn main() -> Result<()> {
     require_root("the lab");
     println!("lab: server A (10.77.0.1), server B (10.77.0.2) and an AP (10.77.0.101) behind a bridge, in network namespaces");
     println!("lab: wimark-ha on both servers: VRID 67, VIP {VIP}, VRRPv3 every 10 ms, fast detection 1 ms x 3; A has priority 200, B 100");
-    let mut lab = FailoverLab::new(Pair::WimarkHaFast)?;
+    require_dockerd();
+    let stacks = Stacks::create().context("creating the container stacks")?;
+    println!("lab: each server has a master stack (3 containers) and a backup stack (2), created and stopped");
+    let mut lab = FailoverLab::with_extra(
+        Pair::WimarkHaFast,
+        [Stacks::roles(&stacks.a), Stacks::roles(&stacks.b)],
+    )?;
+    // A's promotion includes its container switch: wait for it to settle.
+    let roles_stack = |lab: &FailoverLab, server| {
+        lab.daemon(server)
+            .and_then(|d| d.status().ok())
+            .and_then(|s| s.roles)
+            .map(|r| (r.stack, r.history.len()))
+            .unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(20), "server A's master stack", || {
+        roles_stack(&lab, 0).0 == "master" && roles_stack(&lab, 1).0 == "backup"
+    })?;
     for (name, state) in lab.states() {
         println!("lab: {name}: {state}");
     }
+    stacks.print();
     println!("lab: the AP probes the VIP 1000 times a second; a capture watches the bridge");
     println!(
         "lab: now server A is lost: its link cut and its daemon SIGKILLed at the same instant\n"
     );
+    let before = roles_stack(&lab, 1).1;
     let timeline = lab.fail(Failure::NodeLoss)?;
-    print(&timeline);
+    wait_until(Duration::from_secs(20), "server B's master stack", || {
+        let (stack, switches) = roles_stack(&lab, 1);
+        stack == "master" && switches > before
+    })?;
+    let switch = lab
+        .daemon(1)
+        .and_then(|d| d.status().ok())
+        .and_then(|s| s.roles)
+        .and_then(|r| r.history.last().cloned());
+    print(&timeline, switch.as_ref());
     for (name, state) in lab.states() {
         println!("lab: {name}: {state}");
     }
+    stacks.print();
+    println!("lab: (server A's containers stay as they were: that server is lost, not demoted)");
     drop(lab);
+    drop(stacks);
     println!("lab: done; namespaces, daemons and XDP programs removed");
     Ok(())
 }
 
-fn print(t: &Timeline) {
+fn print(t: &Timeline, switch: Option<&wimark_ha::roles::SwitchRecord>) {
     println!("  timeline (ms from the failure instant; wire events are kernel timestamps on the bridge):");
     let mut events = vec![(
         0.0,
@@ -60,6 +139,33 @@ fn print(t: &Timeline) {
             Some(ms) => events.push((ms, what)),
             None => println!("  (not seen) {what}"),
         }
+    }
+    if let Some(switch) = switch {
+        // The switch starts right after the gratuitous ARP; its record has
+        // ms wall-clock resolution, so only the steps after it are placed.
+        let began = switch.at_unix_ms as f64 - t.failed_at_unix_ns as f64 / 1e6;
+        events.push((
+            began + switch.hooks_ms + switch.stop_ms,
+            format!("server B's backup stack stopped ({:.0} ms)", switch.stop_ms),
+        ));
+        events.push((
+            began + switch.hooks_ms + switch.stop_ms + switch.ready_ms,
+            format!(
+                "server B's master stack running ({:.0} ms to start and be ready)",
+                switch.ready_ms
+            ),
+        ));
+        events.push((
+            began + switch.total_ms,
+            format!(
+                "server B's switch done: settle check passed{}",
+                if switch.problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(", problems: {}", switch.problems.join("; "))
+                }
+            ),
+        ));
     }
     events.sort_by(|a, b| a.0.total_cmp(&b.0));
     for (ms, what) in events {

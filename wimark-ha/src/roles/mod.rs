@@ -17,9 +17,12 @@ use bollard::{
     query_parameters::{ListContainersOptions, StartContainerOptions, StopContainerOptions},
     ClientVersion, Docker,
 };
-use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+mod order;
+
+use order::{Member, Order};
 
 use crate::{
     config::{Hook, NotifyConfig, RolesConfig, Selector},
@@ -149,6 +152,9 @@ async fn supervise(
         command
             .args(&argv[1..])
             .kill_on_drop(true)
+            // Its own process group, so that stopping it also stops what it
+            // started (lsyncd's rsync children).
+            .process_group(0)
             .stdin(std::process::Stdio::null());
         // If the daemon itself dies (even by SIGKILL), the kernel stops the
         // program too: a master-only mirror must never outlive mastership.
@@ -181,6 +187,11 @@ async fn supervise(
                             Ok(s) => s.to_string(),
                             Err(e) => e.to_string(),
                         };
+                        if let Some(pid) = pid {
+                            // Its leftover children go with it.
+                            // SAFETY: kill(2) of the group we created.
+                            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                        }
                         tracing::warn!(process = %name, "role-bound process died ({how}); starting it again in {backoff:?}");
                         update_process(&status, &name, |p| {
                             p.running = false;
@@ -190,12 +201,18 @@ async fn supervise(
                         });
                     }
                     _ = stop.changed() => {
-                        if let Some(pid) = pid {
-                            // SAFETY: plain kill(2) of our child.
-                            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                        let group = pid.map(|pid| -(pid as i32));
+                        if let Some(group) = group {
+                            // SAFETY: kill(2) of the group we created.
+                            unsafe { libc::kill(group, libc::SIGTERM) };
                         }
                         if tokio::time::timeout(PROCESS_STOP_GRACE, child.wait()).await.is_err() {
                             let _ = child.kill().await;
+                        }
+                        if let Some(group) = group {
+                            // Nothing of it may outlive mastership.
+                            // SAFETY: as above.
+                            unsafe { libc::kill(group, libc::SIGKILL) };
                         }
                         update_process(&status, &name, |p| {
                             p.running = false;
@@ -306,11 +323,14 @@ impl Switcher {
                             .roles
                             .as_ref()
                             .map_or(Duration::ZERO, |r| r.demote_delay);
+                        // Master-only programs stop at once: a mirror left
+                        // running on a node that is no longer master would
+                        // push its stale copy over the new master's files.
+                        self.stop_processes().await;
                         // The seed's "sleep, then re-check": a flap back to
                         // MASTER meanwhile cancels the demotion.
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {
-                                self.stop_processes().await;
                                 self.switch(&mut rx, Role::Backup).await
                             }
                             newer = rx.recv() => {
@@ -476,35 +496,45 @@ impl Switcher {
         };
         let stop_started = Instant::now();
         let stopping = list(&docker, from).await?;
+        let stop_order = Order::of(&stopping, |path| std::fs::read_to_string(path));
+        record.problems.extend(stop_order.problems.iter().cloned());
         let stop_options = StopContainerOptions {
             t: Some(roles.stop_timeout.as_secs() as i32),
             signal: None,
         };
-        let results = join_all(stopping.iter().map(|(id, name)| {
-            let docker = &docker;
-            let options = stop_options.clone();
-            async move { (name.clone(), docker.stop_container(id, Some(options)).await) }
-        }))
-        .await;
-        for (name, result) in results {
-            if let Err(e) = result {
-                if !e.to_string().contains("304") {
-                    record.problems.push(format!("stopping {name}: {e}"));
+        // Dependents stop before what they depend on, as `compose down` does.
+        let results = stop_order
+            .stop(|index| {
+                let docker = &docker;
+                let options = stop_options.clone();
+                let member = &stopping[index];
+                async move {
+                    match docker.stop_container(&member.id, Some(options)).await {
+                        Err(e) if !e.to_string().contains("304") => {
+                            Some(format!("stopping {}: {e}", member.name))
+                        }
+                        _ => None,
+                    }
                 }
-            }
-        }
+            })
+            .await;
+        record.problems.extend(results.into_iter().flatten());
         record.stop_ms = ms(stop_started.elapsed());
         let start_started = Instant::now();
         let starting = list(&docker, to).await?;
         if starting.is_empty() {
             record.problems.push(format!("no containers match {to}: create the stack beforehand (docker-compose -p NAME up --no-start)"));
         }
-        let results = join_all(
-            starting
-                .iter()
-                .map(|(id, name)| start_until_ready(&docker, id, name, roles.start_timeout)),
-        )
-        .await;
+        // Each container starts once what it depends on is ready (compose's
+        // depends_on); the rest of the stack in parallel.
+        let start_order = Order::of(&starting, |path| std::fs::read_to_string(path));
+        record.problems.extend(start_order.problems.iter().cloned());
+        let results = start_order
+            .start(|index| {
+                let member = &starting[index];
+                start_until_ready(&docker, &member.id, &member.name, roles.start_timeout)
+            })
+            .await;
         record.start_ms = ms(start_started.elapsed());
         record.ready_ms = record.start_ms;
         // A container that dies right after starting looked ready for an
@@ -514,10 +544,11 @@ impl Switcher {
         for round in 1..=START_ATTEMPTS {
             tokio::time::sleep(SETTLE).await;
             let mut down = Vec::new();
-            for (index, (id, name)) in starting.iter().enumerate() {
+            for (index, member) in starting.iter().enumerate() {
                 if problems[index].is_some() {
                     continue;
                 }
+                let (id, name) = (&member.id, &member.name);
                 let state = docker
                     .inspect_container(id, None)
                     .await
@@ -550,8 +581,8 @@ impl Switcher {
     }
 }
 
-/// (id, name) of every container of a stack, running or not.
-async fn list(docker: &Docker, selector: &Selector) -> Result<Vec<(String, String)>, String> {
+/// Every container of a stack, running or not, with its labels.
+async fn list(docker: &Docker, selector: &Selector) -> Result<Vec<Member>, String> {
     let mut filters = HashMap::new();
     filters.insert("label".to_string(), selector.label_filters());
     let options = ListContainersOptions {
@@ -567,7 +598,11 @@ async fn list(docker: &Docker, selector: &Selector) -> Result<Vec<(String, Strin
         .into_iter()
         .filter_map(|c| {
             let name = c.names.and_then(|n| n.first().cloned()).unwrap_or_default();
-            c.id.map(|id| (id, name.trim_start_matches('/').to_string()))
+            Some(Member {
+                id: c.id?,
+                name: name.trim_start_matches('/').to_string(),
+                labels: c.labels.unwrap_or_default(),
+            })
         })
         .collect())
 }
