@@ -249,6 +249,26 @@ fn dockerd_unreachable_still_takes_the_vip_and_reports_degraded() {
             .is_some_and(|d| d.contains("no-docker.sock") && d.contains("retrying"))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    // The instance that drives the switch says so, and so does `status`.
+    let instance = daemon.instance().expect("instance status");
+    assert!(
+        instance
+            .fault
+            .as_deref()
+            .is_some_and(|f| f.starts_with("containers:")),
+        "{instance:?}"
+    );
+    let human = std::process::Command::new(wimark_ha_tests::wimark_ha_bin())
+        .args(["status", "--socket"])
+        .arg(&daemon.socket)
+        .output()
+        .expect("wimark-ha status");
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("DEGRADED: containers: switching to master")
+            && human.contains("monitor on eth1: VRRP valid"),
+        "{human}"
+    );
 }
 
 #[test]

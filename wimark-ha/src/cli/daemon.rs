@@ -97,7 +97,84 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(roles) = &status.roles {
+        print_roles(roles);
+    }
+    for monitor in &status.monitors {
+        print_monitor(monitor);
+    }
     Ok(())
+}
+
+/// One line of what the XDP monitor counted (`stats --json` has it all).
+fn print_monitor(monitor: &serde_json::Value) {
+    let count = |path: &[&str]| {
+        path.iter()
+            .fold(monitor, |v, key| &v[key])
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let invalid = ["ttl", "version", "type", "length", "checksum"]
+        .map(|reason| format!("{reason} {}", count(&["vrrp", "invalid", reason])))
+        .join(" ");
+    println!(
+        "monitor on {}: VRRP valid {}, invalid ({invalid}); APs active {} known {}; IKE {} NAT-T {} MQTT {} packets; events lost {}",
+        monitor["interface"].as_str().unwrap_or("?"),
+        count(&["vrrp", "valid"]),
+        count(&["ap", "active_aps"]),
+        count(&["ap", "known_aps"]),
+        count(&["ap", "ike", "packets"]),
+        count(&["ap", "nat_t", "packets"]),
+        count(&["ap", "mqtt", "packets"]),
+        count(&["events_lost"]),
+    );
+}
+
+fn print_roles(roles: &crate::roles::RolesStatus) {
+    println!("containers: {} stack", roles.stack);
+    if let Some(reason) = &roles.degraded {
+        println!("  DEGRADED: {reason}");
+    }
+    for process in &roles.processes {
+        println!(
+            "  role-bound `{}`: {}, restarts {}{}",
+            process.argv,
+            if process.running {
+                "running"
+            } else {
+                "stopped"
+            },
+            process.restarts,
+            process
+                .last_exit
+                .as_ref()
+                .map_or(String::new(), |e| format!(", last exit: {e}"))
+        );
+    }
+    for switch in &roles.history {
+        if switch.cancelled {
+            println!(
+                "  {} to {}: cancelled by a flap",
+                switch.at_unix_ms, switch.to
+            );
+            continue;
+        }
+        println!(
+            "  {} to {}: hooks {:.0} ms, stop {:.0} ms, start {:.0} ms, ready {:.0} ms, total {:.0} ms{}",
+            switch.at_unix_ms,
+            switch.to,
+            switch.hooks_ms,
+            switch.stop_ms,
+            switch.start_ms,
+            switch.ready_ms,
+            switch.total_ms,
+            if switch.problems.is_empty() {
+                String::new()
+            } else {
+                format!("; problems: {}", switch.problems.join("; "))
+            }
+        );
+    }
 }
 
 pub fn switchover(args: SwitchoverArgs) -> anyhow::Result<()> {

@@ -144,7 +144,7 @@ async fn run_bound(
     }
 
     let monitors = Arc::new(Mutex::new(monitors));
-    let roles_configured = config.roles.is_some();
+    let roles_instance = config.roles.as_ref().map(|r| r.instance.clone());
     let (roles_tx, roles_status) = crate::roles::Switcher::spawn(
         config.roles.clone(),
         config.before_promote.clone(),
@@ -169,8 +169,24 @@ async fn run_bound(
                         .filter_map(|s| serde_json::to_value(s).ok())
                         .collect();
                 }
-                if roles_configured {
+                if let Some(roles_instance) = &roles_instance {
                     snapshot.roles = roles_status.lock().ok().map(|r| r.clone());
+                    // A failed container switch degrades the instance that
+                    // drives it: the VIP may be right while the apps are not.
+                    let degraded = snapshot.roles.as_ref().and_then(|r| r.degraded.clone());
+                    if let (Some(reason), Some(instance)) = (
+                        degraded,
+                        snapshot
+                            .instances
+                            .iter_mut()
+                            .find(|i| &i.name == roles_instance),
+                    ) {
+                        let reason = format!("containers: {reason}");
+                        instance.fault = Some(match instance.fault.take() {
+                            Some(fault) => format!("{fault}; {reason}"),
+                            None => reason,
+                        });
+                    }
                 }
                 Response {
                     ok: true,
