@@ -109,6 +109,16 @@ fn promotion_runs_hooks_switches_stacks_and_notifies() {
     for field in ["hooks_ms", "stop_ms", "start_ms", "ready_ms", "total_ms"] {
         assert!(last[field].as_f64().is_some(), "{field} in {last}");
     }
+
+    // Stopped: the last notify (keepalived's STOP) is run before it exits.
+    let mut daemon = daemon;
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait(), Some(0), "{}", daemon.log());
+    let notified = std::fs::read_to_string(scratch.0.join("notified")).unwrap_or_default();
+    assert!(
+        notified.lines().last() == Some("INSTANCE WIM1 STOP 200"),
+        "{notified}"
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ use std::{
     os::fd::{FromRawFd, OwnedFd},
     path::Path,
     sync::{mpsc, Arc, Mutex},
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _};
@@ -145,7 +146,11 @@ async fn run_bound(
 
     let monitors = Arc::new(Mutex::new(monitors));
     let roles_instance = config.roles.as_ref().map(|r| r.instance.clone());
-    let (roles_tx, roles_status) = crate::roles::Switcher::spawn(
+    // Time for the last notify and the role-bound programs' stop at exit.
+    let switcher_grace = config.notify.as_ref().map_or(Duration::ZERO, |n| n.timeout)
+        + crate::roles::PROCESS_STOP_GRACE
+        + Duration::from_secs(5);
+    let (roles_tx, roles_status, switcher) = crate::roles::Switcher::spawn(
         config.roles.clone(),
         config.before_promote.clone(),
         config.notify.clone(),
@@ -279,6 +284,16 @@ async fn run_bound(
         wake(&wake_fd);
     }
     let result = tokio::task::spawn_blocking(move || engine.join()).await?;
+    // The engine dropped its sender: the switcher runs the notify for the
+    // last transition and stops the role-bound programs, then ends.
+    if tokio::time::timeout(switcher_grace, switcher)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the role switcher did not finish within {switcher_grace:?}; exiting anyway"
+        );
+    }
     server.abort();
     drop(monitors); // XDP detached last: the engine needed it to the end
     match result {

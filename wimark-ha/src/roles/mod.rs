@@ -116,7 +116,7 @@ struct Supervised {
 }
 
 /// How long a role-bound program gets to exit on SIGTERM before SIGKILL.
-const PROCESS_STOP_GRACE: Duration = Duration::from_secs(5);
+pub const PROCESS_STOP_GRACE: Duration = Duration::from_secs(5);
 
 fn update_process(
     status: &Arc<Mutex<RolesStatus>>,
@@ -239,7 +239,9 @@ fn ms(d: Duration) -> f64 {
 
 fn state_name(state: State) -> &'static str {
     match state {
-        State::Initialize => "INIT",
+        // An instance returns to Initialize only when the daemon stops:
+        // keepalived's notify says STOP then.
+        State::Initialize => "STOP",
         State::Fault => "FAULT",
         State::Backup => "BACKUP",
         State::Master => "MASTER",
@@ -274,11 +276,17 @@ impl Switcher {
     }
 
     /// Starts the switcher on the current tokio runtime.
+    /// The switcher task; it ends once the sender is dropped and its last
+    /// notify and program stops are done (await the handle on shutdown).
     pub fn spawn(
         roles: Option<RolesConfig>,
         hooks: Vec<Hook>,
         notify: Option<NotifyConfig>,
-    ) -> (UnboundedSender<RoleEvent>, Arc<Mutex<RolesStatus>>) {
+    ) -> (
+        UnboundedSender<RoleEvent>,
+        Arc<Mutex<RolesStatus>>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(RolesStatus {
             stack: "none".to_string(),
@@ -291,18 +299,21 @@ impl Switcher {
             status: status.clone(),
             supervised: Mutex::new(Vec::new()),
         };
-        tokio::spawn(switcher.run(rx));
-        (tx, status)
+        let task = tokio::spawn(switcher.run(rx));
+        (tx, status, task)
     }
 
+    /// Until the engine hangs up (daemon shutdown); then the role-bound
+    /// programs are stopped, containers left as they are.
     async fn run(self, mut rx: UnboundedReceiver<RoleEvent>) {
         let mut next: Option<RoleEvent> = None;
-        loop {
+        let mut engine_gone = false;
+        while !engine_gone {
             let event = match next.take() {
                 Some(event) => event,
                 None => match rx.recv().await {
                     Some(event) => event,
-                    None => return,
+                    None => break,
                 },
             };
             let drives_roles = self
@@ -338,10 +349,10 @@ impl Switcher {
                                     tracing::info!("demotion cancelled: {} changed state within demote_delay", event.instance);
                                     self.record(SwitchRecord { at_unix_ms: unix_ms(), to: "backup".to_string(), cancelled: true, ..Default::default() });
                                 }
-                                match newer {
-                                    Some(newer) => Some(newer),
-                                    None => return,
-                                }
+                                // None: the daemon is stopping; the notify
+                                // below still runs for this state.
+                                engine_gone = newer.is_none();
+                                newer
                             }
                         }
                     }
@@ -368,6 +379,7 @@ impl Switcher {
                 }
             }
         }
+        self.stop_processes().await;
     }
 
     /// Starts the role-bound programs unless they already run.
