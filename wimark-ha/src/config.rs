@@ -68,6 +68,7 @@ pub struct Config {
     /// Run in order after VIP + GARP, before the containers switch.
     pub before_promote: Vec<Hook>,
     pub notify: Option<NotifyConfig>,
+    pub peer: Option<PeerConfig>,
     pub warnings: Vec<ConfigWarning>,
 }
 
@@ -138,6 +139,16 @@ pub struct Hook {
 pub struct NotifyConfig {
     pub script: PathBuf,
     pub timeout: Duration,
+}
+
+/// The other server of the pair, as `doctor` checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Its address on the peer link.
+    pub address: IpAddr,
+    /// The user for password-less ssh to it, when the peer is managed over
+    /// ssh (the vendor's `USERNAME` in .env).
+    pub ssh_user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +224,14 @@ struct RawConfig {
     #[serde(default)]
     hooks: RawHooks,
     notify: Option<RawNotify>,
+    peer: Option<RawPeer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    address: Spanned<String>,
+    ssh_user: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -385,12 +404,26 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             })
         }
     };
+    let peer = match raw.peer {
+        None => None,
+        Some(peer) => Some(PeerConfig {
+            address: peer.address.get_ref().parse().map_err(|_| {
+                cx.error(
+                    peer.address.span(),
+                    "peer.address",
+                    &format!("`{}` is not an IP address", peer.address.get_ref()),
+                )
+            })?,
+            ssh_user: peer.ssh_user.filter(|u| !u.is_empty()),
+        }),
+    };
     Ok(Config {
         daemon: DaemonConfig { control_socket },
         instances,
         roles,
         before_promote,
         notify,
+        peer,
         warnings,
     })
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod hooks;
+pub mod import;
 pub mod monitor;
 pub mod roles;
 pub mod vip;

@@ -4,6 +4,7 @@
 //! one-line messages users see. Must not: hold protocol or monitor logic.
 mod check_config;
 mod daemon;
+mod import_keepalived;
 mod stats;
 
 use std::time::Duration;
@@ -80,6 +81,16 @@ pub enum Command {
     Status(daemon::StatusArgs),
     /// Hand mastership to the peer at once (a priority-0 advert).
     Switchover(daemon::SwitchoverArgs),
+    /// Print the wimark-ha config equivalent to a keepalived.conf.
+    ///
+    /// vrrp_instance blocks become [[instance]] sections (interface, VRID,
+    /// priority, advert_int, version, authentication, virtual_ipaddress,
+    /// nopreempt, unicast_peer, garp settings) and `notify` a [notify]
+    /// script. With --env-dir, the vendor's master/.env and backup/.env fill
+    /// in the peer and a [roles] section replacing master-backup.sh.
+    /// Whatever cannot be carried over is listed as comments in the output.
+    /// The result is validated as `check-config` would before it is printed.
+    ImportKeepalived(import_keepalived::ImportKeepalivedArgs),
 }
 
 impl Cli {
@@ -114,6 +125,7 @@ impl Cli {
             }
             Command::Status(args) => daemon::status(args),
             Command::Switchover(args) => daemon::switchover(args),
+            Command::ImportKeepalived(args) => import_keepalived::run(args),
         }
     }
 }

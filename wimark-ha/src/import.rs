@@ -1,0 +1,613 @@
+//! `wimark-ha import-keepalived`: a keepalived.conf (and the vendor's
+//! `/etc/wimark/{master,backup}/.env`) turned into an equivalent wimark-ha
+//! config. What cannot be carried over is written into the output as a
+//! comment naming the keyword and its line — never dropped silently.
+//!
+//! Owns: reading keepalived's config syntax and the mapping of its keywords.
+//! Must not: validate the result (that is `config::parse`, which the CLI runs
+//! on the output) or touch the system.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+/// A keepalived config file that cannot be read as one.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ImportError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+/// One keepalived statement: `keyword args…`, with a `{ … }` block or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub line: usize,
+    pub words: Vec<String>,
+    pub block: Option<Vec<Statement>>,
+}
+
+impl Statement {
+    fn keyword(&self) -> &str {
+        self.words.first().map_or("", String::as_str)
+    }
+
+    fn arg(&self, index: usize) -> Option<&str> {
+        self.words.get(index + 1).map(String::as_str)
+    }
+
+    fn children(&self) -> &[Statement] {
+        self.block.as_deref().unwrap_or(&[])
+    }
+
+    /// The statement as written, for "not carried over" comments.
+    fn text(&self) -> String {
+        let mut text = self.words.join(" ");
+        if self.block.is_some() {
+            text.push_str(" { … }");
+        }
+        text
+    }
+}
+
+/// keepalived's syntax: statements end at the end of a line, `{` opens a
+/// block and `}` closes it (also on the same line), `#` and `!` start
+/// comments, double quotes group words.
+pub fn parse_keepalived(text: &str, file: &Path) -> Result<Vec<Statement>, ImportError> {
+    let error = |line, message: &str| ImportError {
+        file: file.to_path_buf(),
+        line,
+        message: message.to_string(),
+    };
+    // The open blocks, innermost last; the bottom one is the file itself.
+    let mut stack: Vec<(Option<Statement>, Vec<Statement>)> = vec![(None, Vec::new())];
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let mut current: Vec<String> = Vec::new();
+        let flush = |current: &mut Vec<String>,
+                     stack: &mut Vec<(Option<Statement>, Vec<Statement>)>| {
+            if !current.is_empty() {
+                let words = std::mem::take(current);
+                if let Some((_, statements)) = stack.last_mut() {
+                    statements.push(Statement {
+                        line: number,
+                        words,
+                        block: None,
+                    });
+                }
+            }
+        };
+        for token in tokenize(line).map_err(|m| error(number, &m))? {
+            match token.as_str() {
+                "{" => {
+                    let words = std::mem::take(&mut current);
+                    stack.push((
+                        Some(Statement {
+                            line: number,
+                            words,
+                            block: None,
+                        }),
+                        Vec::new(),
+                    ));
+                }
+                "}" => {
+                    flush(&mut current, &mut stack);
+                    if stack.len() == 1 {
+                        return Err(error(number, "`}` without a matching `{`"));
+                    }
+                    let (parent, children) = stack.pop().expect("checked above");
+                    let mut parent = parent.expect("only the bottom has no parent");
+                    parent.block = Some(children);
+                    stack.last_mut().expect("the bottom stays").1.push(parent);
+                }
+                _ => current.push(token),
+            }
+        }
+        flush(&mut current, &mut stack);
+    }
+    if stack.len() > 1 {
+        let open = stack
+            .last()
+            .and_then(|(p, _)| p.as_ref())
+            .map_or(0, |p| p.line);
+        return Err(error(open, "this `{` is never closed"));
+    }
+    Ok(stack.pop().map(|(_, s)| s).unwrap_or_default())
+}
+
+fn tokenize(line: &str) -> Result<Vec<String>, String> {
+    let mut tokens = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        match c {
+            '#' | '!' => break,
+            c if c.is_whitespace() => {
+                chars.next();
+            }
+            '{' | '}' => {
+                tokens.push(c.to_string());
+                chars.next();
+            }
+            '"' => {
+                chars.next();
+                let mut word = String::new();
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("a quoted string is not closed".to_string()),
+                    }
+                }
+                tokens.push(word);
+            }
+            _ => {
+                let mut word = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() || c == '{' || c == '}' || c == '#' {
+                        break;
+                    }
+                    word.push(c);
+                    chars.next();
+                }
+                tokens.push(word);
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+/// The vendor's `/etc/wimark/{master,backup}/.env` (`KEY=value # comment`).
+pub fn parse_env(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.split(" #").next().unwrap_or(line).trim();
+            if line.starts_with('#') {
+                return None;
+            }
+            let (key, value) = line.split_once('=')?;
+            Some((
+                key.trim().to_string(),
+                value.trim().trim_matches('"').to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// What the import found beside the keepalived config.
+#[derive(Debug, Default)]
+pub struct VendorEnv {
+    /// Where the .env files were (the compose projects' directories).
+    pub dir: PathBuf,
+    pub master: BTreeMap<String, String>,
+    pub backup: BTreeMap<String, String>,
+}
+
+impl VendorEnv {
+    pub fn read(dir: &Path) -> Result<Self, ImportError> {
+        let read = |role: &str| -> Result<BTreeMap<String, String>, ImportError> {
+            let path = dir.join(role).join(".env");
+            std::fs::read_to_string(&path)
+                .map(|text| parse_env(&text))
+                .map_err(|e| ImportError {
+                    file: path,
+                    line: 0,
+                    message: format!("cannot read it: {e}"),
+                })
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            master: read("master")?,
+            backup: read("backup")?,
+        })
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.master
+            .get(key)
+            .or_else(|| self.backup.get(key))
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// A TOML string literal.
+fn quoted(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+/// keepalived's seconds (`1`, `0.01`) as a wimark-ha duration.
+fn seconds(text: &str) -> Option<String> {
+    let value: f64 = text.parse().ok()?;
+    if !(value.is_finite() && value >= 0.0) {
+        return None;
+    }
+    let ms = (value * 1000.0).round() as u64;
+    Some(if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    })
+}
+
+/// The output being written: config lines and the comments beside them.
+struct Output {
+    text: String,
+    /// `# not carried over` notes of the current section, written after it.
+    notes: Vec<String>,
+}
+
+impl Output {
+    fn line(&mut self, line: impl AsRef<str>) {
+        self.text.push_str(line.as_ref());
+        self.text.push('\n');
+    }
+
+    fn not_carried(&mut self, statement: &Statement, why: &str) {
+        self.notes.push(format!(
+            "# not carried over (line {}): `{}` — {why}",
+            statement.line,
+            statement.text()
+        ));
+    }
+
+    fn flush_notes(&mut self) {
+        for note in std::mem::take(&mut self.notes) {
+            self.line(note);
+        }
+    }
+}
+
+/// Converts a parsed keepalived config; `source` names it in the header.
+pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>) -> String {
+    let mut out = Output {
+        text: String::new(),
+        notes: Vec::new(),
+    };
+    out.line(format!(
+        "# wimark-ha config imported from {} by `wimark-ha import-keepalived`.",
+        source.display()
+    ));
+    out.line("# Check it with `wimark-ha check-config --config FILE` before use.");
+    let mut default_version = None;
+    let mut instances = Vec::new();
+    for statement in statements {
+        match statement.keyword() {
+            "global_defs" => {
+                for global in statement.children() {
+                    match global.keyword() {
+                        "vrrp_version" => default_version = global.arg(0).map(str::to_string),
+                        "script_user" | "enable_script_security" => out.not_carried(
+                            global,
+                            "wimark-ha runs hooks and notify as its own user (root), argv without a shell",
+                        ),
+                        "router_id" => out.not_carried(global, "wimark-ha has no router id; status and logs use the host name"),
+                        _ => out.not_carried(global, "no wimark-ha equivalent"),
+                    }
+                }
+            }
+            "vrrp_instance" => instances.push(statement),
+            "vrrp_script" => out.not_carried(
+                statement,
+                "health-check scripts are not supported yet; wimark-ha follows the containers through [roles]",
+            ),
+            "vrrp_sync_group" => out.not_carried(
+                statement,
+                "sync groups are not supported; configure one instance per server pair",
+            ),
+            "virtual_server" | "virtual_server_group" => {
+                out.not_carried(statement, "LVS load balancing is not part of wimark-ha")
+            }
+            "include" => out.not_carried(
+                statement,
+                "included files are not read; import each of them as well",
+            ),
+            _ => out.not_carried(statement, "unknown keyword"),
+        }
+    }
+    out.flush_notes();
+    let mut notify_script = None;
+    let mut vip_addresses = Vec::new();
+    for instance in &instances {
+        let name = instance.arg(0).unwrap_or("VI_1").to_string();
+        out.line("");
+        out.line("[[instance]]");
+        out.line(format!("name = {}", quoted(&name)));
+        let mut fields: BTreeMap<&str, String> = BTreeMap::new();
+        let mut version = default_version.clone();
+        let mut priority = "100".to_string();
+        for item in instance.children() {
+            let arg = item.arg(0);
+            match (item.keyword(), arg) {
+                ("interface", Some(interface)) => {
+                    fields.insert("interface", quoted(interface));
+                }
+                ("virtual_router_id", Some(vrid)) => {
+                    fields.insert("vrid", vrid.to_string());
+                }
+                ("priority", Some(value)) => priority = value.to_string(),
+                ("version", Some(value)) => version = Some(value.to_string()),
+                ("advert_int", Some(value)) => match seconds(value) {
+                    Some(interval) => {
+                        fields.insert("advert_interval", quoted(&interval));
+                    }
+                    None => out.not_carried(item, "not a number of seconds"),
+                },
+                ("state", Some(state)) => out.notes.push(format!(
+                    "# line {}: `state {state}` is keepalived's initial state; wimark-ha starts as BACKUP \
+                     and takes over when no master of higher or equal priority is heard (RFC 5798 §6.4.1){}",
+                    item.line,
+                    if state.eq_ignore_ascii_case("BACKUP") {
+                        ". To stay the standby while both run, this server's priority must be lower than the other's"
+                    } else {
+                        ""
+                    }
+                )),
+                ("nopreempt", None) => {
+                    fields.insert("preempt", "false".to_string());
+                }
+                ("preempt", None) => {
+                    fields.insert("preempt", "true".to_string());
+                }
+                ("authentication", None) => {
+                    let mut kind = None;
+                    for auth in item.children() {
+                        match (auth.keyword(), auth.arg(0)) {
+                            ("auth_type", Some(t)) => kind = Some(t.to_ascii_uppercase()),
+                            ("auth_pass", Some(pass)) => {
+                                fields.insert("auth_pass", quoted(pass));
+                            }
+                            _ => out.not_carried(auth, "unknown authentication keyword"),
+                        }
+                    }
+                    if kind.as_deref() == Some("AH") {
+                        fields.remove("auth_pass");
+                        out.not_carried(item, "IPsec AH authentication is not supported (only PASS, VRRPv2)");
+                    }
+                }
+                ("virtual_ipaddress", None) => {
+                    let mut addresses = Vec::new();
+                    for vip in item.children() {
+                        let address = vip.keyword();
+                        let with_prefix = if address.contains('/') {
+                            address.to_string()
+                        } else if address.contains(':') {
+                            format!("{address}/128")
+                        } else {
+                            format!("{address}/32")
+                        };
+                        addresses.push(quoted(&with_prefix));
+                        let mut words = vip.words[1..].iter();
+                        while let Some(word) = words.next() {
+                            match (word.as_str(), words.next()) {
+                                ("dev", Some(dev)) if Some(dev.as_str()) == instance_interface(instance) => {}
+                                _ => {
+                                    out.not_carried(vip, "only the address is carried: wimark-ha adds VIPs on the instance's interface");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    for vip in item.children() {
+                        vip_addresses.push(vip.keyword().split('/').next().unwrap_or("").to_string());
+                    }
+                    fields.insert("virtual_ips", format!("[{}]", addresses.join(", ")));
+                }
+                ("unicast_peer", None) => {
+                    let peers: Vec<String> =
+                        item.children().iter().map(|p| quoted(p.keyword())).collect();
+                    fields.insert("unicast_peers", format!("[{}]", peers.join(", ")));
+                }
+                ("garp_master_delay", Some(value)) => match seconds(value) {
+                    Some(delay) => {
+                        fields.insert("garp_master_delay", quoted(&delay));
+                    }
+                    None => out.not_carried(item, "not a number of seconds"),
+                },
+                ("garp_master_repeat", Some(value)) => {
+                    fields.insert("garp_master_repeat", value.to_string());
+                }
+                ("notify", Some(script)) => {
+                    notify_script = Some((script.to_string(), item.clone()));
+                }
+                ("notify_master" | "notify_backup" | "notify_fault" | "notify_stop", _) => out.not_carried(
+                    item,
+                    "per-state scripts are not supported: use one `[notify] script`, which gets the state as its third argument",
+                ),
+                ("unicast_src_ip", _) => out.not_carried(
+                    item,
+                    "wimark-ha sends from the interface's primary address",
+                ),
+                _ => out.not_carried(item, "no wimark-ha equivalent"),
+            }
+        }
+        fields.insert("priority", priority);
+        if let Some(version) = version {
+            fields.insert("version", version);
+        } else {
+            fields.insert("version", "2".to_string());
+        }
+        // A stable, readable order: the one the README documents.
+        for key in [
+            "interface",
+            "vrid",
+            "priority",
+            "version",
+            "advert_interval",
+            "auth_pass",
+            "virtual_ips",
+            "preempt",
+            "unicast_peers",
+            "garp_master_repeat",
+            "garp_master_delay",
+        ] {
+            if let Some(value) = fields.get(key) {
+                out.line(format!("{key} = {value}"));
+            }
+        }
+        out.flush_notes();
+    }
+    if let Some(env) = env {
+        roles_from_env(
+            &mut out,
+            env,
+            instances.first().map(|i| i.arg(0).unwrap_or("VI_1")),
+            notify_script.as_ref(),
+            &vip_addresses,
+        );
+    } else if let Some((script, _)) = &notify_script {
+        out.line("");
+        out.line("[notify]");
+        out.line(format!("script = {}", quoted(script)));
+    }
+    out.text
+}
+
+fn instance_interface(instance: &Statement) -> Option<&str> {
+    instance
+        .children()
+        .iter()
+        .find(|s| s.keyword() == "interface")
+        .and_then(|s| s.arg(0))
+}
+
+/// The vendor's layout: compose projects in `ENV_DIR/master` and
+/// `ENV_DIR/backup` (compose names a project after its directory), switched
+/// by `master-backup.sh` — which `[roles]` replaces.
+fn roles_from_env(
+    out: &mut Output,
+    env: &VendorEnv,
+    instance: Option<&str>,
+    notify: Option<&(String, Statement)>,
+    vip_addresses: &[String],
+) {
+    let project = |role: &str| {
+        env.dir
+            .join(role)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| role.to_string())
+    };
+    if let Some(second_ip) = env.get("SECOND_IP") {
+        out.line("");
+        out.line(format!(
+            "# From {}/master/.env: the other server, reached over the peer link.",
+            env.dir.display()
+        ));
+        out.line("[peer]");
+        out.line(format!("address = {}", quoted(second_ip)));
+        if let Some(user) = env.get("USERNAME") {
+            out.line(format!("ssh_user = {}", quoted(user)));
+        }
+    }
+    out.line("");
+    out.line(format!(
+        "# The container switch of master-backup.sh, done by wimark-ha: stacks created beforehand with\n\
+         # `cd {0}/master && docker-compose up --no-start` (and the same in {0}/backup).",
+        env.dir.display()
+    ));
+    out.line("[roles]");
+    out.line(format!("instance = {}", quoted(instance.unwrap_or("VI_1"))));
+    out.line(format!(
+        "master = {{ compose_project = {} }}",
+        quoted(&project("master"))
+    ));
+    out.line(format!(
+        "backup = {{ compose_project = {} }}",
+        quoted(&project("backup"))
+    ));
+    out.line(
+        "demote_delay = \"10s\"   # master-backup.sh's `sleep 10` and re-check before demoting",
+    );
+    out.line("");
+    out.line("[[hooks.before_promote]]   # master-backup.sh's lock clean-up before the master stack starts");
+    out.line("remove = \"/usr/share/wimark/volumes/mongo/*.lock\"");
+    if let Some((script, statement)) = notify {
+        out.line("");
+        out.line(format!(
+            "# not carried over (line {}): `notify {script}` — [roles] does what master-backup.sh did; \
+             calling it as well would switch the containers twice. Put other notify work in a [notify] script.",
+            statement.line
+        ));
+    }
+    if let Some(vip) = env.get("VIP") {
+        if vip_addresses.iter().any(|a| a == vip) {
+            out.line(format!(
+                "# .env VIP={vip}: the instance's virtual IP, as it should be"
+            ));
+        } else {
+            out.line(format!(
+                "# WARNING: .env VIP={vip} is not among the instance's virtual_ips ({}): check which one is right",
+                vip_addresses.join(", ")
+            ));
+        }
+    }
+    for (key, why) in [
+        ("HOSTNAME", "used by the compose files, not by wimark-ha"),
+        ("HOST_UUID", "used by the compose files, not by wimark-ha"),
+    ] {
+        if let Some(value) = env.get(key) {
+            out.line(format!("# .env {key}={value}: {why}"));
+        }
+    }
+    out.line("# lsyncd mirror of /usr/share/wimark (run only while MASTER), if the vendor's lsyncd is used:");
+    out.line("# [[roles.master_process]]");
+    out.line("# run = [\"/usr/bin/lsyncd\", \"-nodaemon\", \"/etc/lsyncd/lsyncd.conf.lua\"]");
+    let mut unknown: Vec<&String> = env
+        .master
+        .keys()
+        .chain(env.backup.keys())
+        .filter(|k| {
+            !["VIP", "SECOND_IP", "HOSTNAME", "HOST_UUID", "USERNAME"].contains(&k.as_str())
+        })
+        .collect();
+    unknown.sort();
+    unknown.dedup();
+    for key in unknown {
+        out.line(format!("# .env {key}: not used by wimark-ha"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_on_one_line_and_comments() {
+        let text = "global_defs { router_id x } # c\n! bang\nvrrp_instance A {\n  authentication {\n auth_type PASS\n auth_pass \"a b\"\n }\n}\n";
+        let parsed = parse_keepalived(text, Path::new("k.conf")).expect("parses");
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].children()[0].words, ["router_id", "x"]);
+        let auth = &parsed[1].children()[0];
+        assert_eq!(auth.children()[1].words, ["auth_pass", "a b"]);
+        assert_eq!(auth.children()[1].line, 6);
+    }
+
+    #[test]
+    fn unbalanced_braces_name_the_line() {
+        let e = parse_keepalived("a {\n b\n", Path::new("k.conf")).unwrap_err();
+        assert_eq!(
+            (e.line, e.to_string()),
+            (1, "k.conf:1: this `{` is never closed".to_string())
+        );
+        let e = parse_keepalived("a\n}\n", Path::new("k.conf")).unwrap_err();
+        assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn seconds_become_durations() {
+        assert_eq!(seconds("1").as_deref(), Some("1s"));
+        assert_eq!(seconds("0.01").as_deref(), Some("10ms"));
+        assert_eq!(seconds("x"), None);
+        assert_eq!(seconds("-1"), None);
+    }
+
+    #[test]
+    fn env_files_with_comments() {
+        let env = parse_env("VIP=10.10.10.3 # shared\n# whole line\nUSERNAME=user\n\nBROKEN\n");
+        assert_eq!(env.get("VIP").map(String::as_str), Some("10.10.10.3"));
+        assert_eq!(env.get("USERNAME").map(String::as_str), Some("user"));
+        assert_eq!(env.len(), 2);
+    }
+}
