@@ -224,7 +224,7 @@ fn seconds(text: &str) -> Option<String> {
         return None;
     }
     let ms = (value * 1000.0).round() as u64;
-    Some(if ms % 1000 == 0 {
+    Some(if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -586,12 +586,12 @@ mod tests {
 
     #[test]
     fn unbalanced_braces_name_the_line() {
-        let e = parse_keepalived("a {\n b\n", Path::new("k.conf")).unwrap_err();
+        let e = parse_keepalived("a {\n b\n", Path::new("k.conf")).expect_err("refused");
         assert_eq!(
             (e.line, e.to_string()),
             (1, "k.conf:1: this `{` is never closed".to_string())
         );
-        let e = parse_keepalived("a\n}\n", Path::new("k.conf")).unwrap_err();
+        let e = parse_keepalived("a\n}\n", Path::new("k.conf")).expect_err("refused");
         assert_eq!(e.line, 2);
     }
 

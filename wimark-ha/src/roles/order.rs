@@ -373,11 +373,11 @@ mod tests {
             .build()
             .expect("runtime");
         let run = |order_fn: bool| {
-            log.lock().unwrap().clear();
+            log.lock().expect("log").clear();
             let work = |i: usize| {
                 let log = &log;
                 async move {
-                    log.lock().unwrap().push(i);
+                    log.lock().expect("log").push(i);
                     i
                 }
             };
@@ -387,7 +387,7 @@ mod tests {
                 runtime.block_on(order.stop(work))
             };
             assert_eq!(results.len(), 3);
-            log.lock().unwrap().clone()
+            log.lock().expect("log").clone()
         };
         assert_eq!(run(true), vec![2, 1, 0], "mongo, then broker, then api");
         assert_eq!(run(false), vec![0, 1, 2], "api stops first, mongo last");
