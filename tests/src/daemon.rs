@@ -50,10 +50,16 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// The daemon's failover journal directory (kept across restarts).
+    pub fn state_dir(&self) -> PathBuf {
+        self.config.with_file_name("state")
+    }
+
     pub fn restart(&mut self) -> Result<()> {
         let binary = crate::wimark_ha_bin();
         let config = self.config.clone();
         let log = self.config.with_extension("log");
+        let state_dir = self.state_dir();
         let child = in_netns(&self.namespace, move || -> Result<Child> {
             let log = std::fs::OpenOptions::new()
                 .create(true)
@@ -62,6 +68,8 @@ impl Daemon {
             Ok(Command::new(binary)
                 .args(["run", "--config"])
                 .arg(&config)
+                .arg("--state-dir")
+                .arg(&state_dir)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()?)

@@ -34,7 +34,8 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 pub const SERVER_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 pub const SERVER_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 pub const AP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 101);
-const PROBE_PORT: u16 = 7000;
+/// NAT-T, as an AP's IPsec keepalives: the XDP monitor counts it as AP traffic.
+const PROBE_PORT: u16 = 4500;
 
 /// Which VRRP implementation runs on both servers.
 #[derive(Clone, Copy, Debug)]
@@ -376,6 +377,18 @@ impl FailoverLab {
                 daemon.wait();
             }
             Node::Keepalived(keepalived) => keepalived.kill(),
+        }
+    }
+
+    /// Stops server B's wimark-ha (SIGTERM) and starts it again.
+    pub fn restart_b(&mut self) -> Result<()> {
+        match &mut self.nodes[1] {
+            Node::WimarkHa(daemon) => {
+                daemon.signal(libc::SIGTERM);
+                daemon.wait();
+                daemon.restart()
+            }
+            Node::Keepalived(_) => bail!("restart_b is for wimark-ha pairs"),
         }
     }
 

@@ -69,6 +69,7 @@ pub struct Config {
     pub before_promote: Vec<Hook>,
     pub notify: Option<NotifyConfig>,
     pub peer: Option<PeerConfig>,
+    pub metrics: Option<MetricsConfig>,
     pub warnings: Vec<ConfigWarning>,
 }
 
@@ -154,6 +155,14 @@ pub struct PeerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonConfig {
     pub control_socket: PathBuf,
+    /// The failover journal's directory.
+    pub state_dir: PathBuf,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: std::net::SocketAddr,
 }
 
 /// A virtual IP with its prefix length, as it goes on the interface.
@@ -225,6 +234,13 @@ struct RawConfig {
     hooks: RawHooks,
     notify: Option<RawNotify>,
     peer: Option<RawPeer>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -288,6 +304,7 @@ struct RawNotify {
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
     control_socket: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -404,6 +421,34 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             })
         }
     };
+    let state_dir = raw
+        .daemon
+        .state_dir
+        .map(|s| PathBuf::from(s.into_inner()))
+        .unwrap_or_else(|| PathBuf::from(crate::history::DEFAULT_STATE_DIR));
+    let metrics = match raw.metrics {
+        None => None,
+        Some(metrics) => {
+            let listen: std::net::SocketAddr = metrics.listen.get_ref().parse().map_err(|_| {
+                cx.error(
+                    metrics.listen.span(),
+                    "metrics.listen",
+                    &format!(
+                        "`{}` is not an address:port (e.g. 127.0.0.1:9650)",
+                        metrics.listen.get_ref()
+                    ),
+                )
+            })?;
+            if !listen.ip().is_loopback() {
+                warnings.push(ConfigWarning {
+                    line: cx.line_of(metrics.listen.span().start),
+                    key: "metrics.listen".to_string(),
+                    message: format!("{listen} is reachable from other hosts: the metrics show the pair's state and traffic"),
+                });
+            }
+            Some(MetricsConfig { listen })
+        }
+    };
     let peer = match raw.peer {
         None => None,
         Some(peer) => Some(PeerConfig {
@@ -418,12 +463,16 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         }),
     };
     Ok(Config {
-        daemon: DaemonConfig { control_socket },
+        daemon: DaemonConfig {
+            control_socket,
+            state_dir,
+        },
         instances,
         roles,
         before_promote,
         notify,
         peer,
+        metrics,
         warnings,
     })
 }

@@ -71,6 +71,11 @@ pub struct InstanceStatus {
     pub last_advert_ms_ago: Option<u64>,
     pub adverts_sent: u64,
     pub adverts_received: u64,
+    /// Resignations sent (shutdown, switchover) and heard from the peer.
+    #[serde(default)]
+    pub priority_zero_sent: u64,
+    #[serde(default)]
+    pub priority_zero_received: u64,
     /// Adverts not acted on, by reason (never obeyed).
     pub ignored: BTreeMap<String, u64>,
     pub virtual_ips: Vec<String>,

@@ -13,6 +13,10 @@ pub struct RunArgs {
     /// The config file.
     #[arg(long, default_value = "/etc/wimark-ha/wimark-ha.toml")]
     pub config: PathBuf,
+    /// Where the failover journal lives; overrides `[daemon] state_dir`
+    /// (default /var/lib/wimark-ha).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -36,7 +40,11 @@ pub struct SwitchoverArgs {
 }
 
 pub fn run(args: RunArgs, log_level: LogLevel) -> anyhow::Result<()> {
-    crate::daemon::run(&args.config, log_level.kernel_log())
+    crate::daemon::run(
+        &args.config,
+        args.state_dir.as_deref(),
+        log_level.kernel_log(),
+    )
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {

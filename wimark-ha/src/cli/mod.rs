@@ -4,6 +4,7 @@
 //! one-line messages users see. Must not: hold protocol or monitor logic.
 mod check_config;
 mod daemon;
+mod history;
 mod import_keepalived;
 mod stats;
 
@@ -81,6 +82,10 @@ pub enum Command {
     Status(daemon::StatusArgs),
     /// Hand mastership to the peer at once (a priority-0 advert).
     Switchover(daemon::SwitchoverArgs),
+    /// Show the failover journal: every transition with its timings, every
+    /// container switch, and how soon AP traffic reached the new master.
+    /// Read from the state directory; works with the daemon stopped.
+    History(history::HistoryArgs),
     /// Print the wimark-ha config equivalent to a keepalived.conf.
     ///
     /// vrrp_instance blocks become [[instance]] sections (interface, VRID,
@@ -126,6 +131,7 @@ impl Cli {
             Command::Status(args) => daemon::status(args),
             Command::Switchover(args) => daemon::switchover(args),
             Command::ImportKeepalived(args) => import_keepalived::run(args),
+            Command::History(args) => history::run(args),
         }
     }
 }

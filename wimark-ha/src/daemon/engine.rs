@@ -14,7 +14,7 @@ use std::{
     net::IpAddr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::{mpsc, Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use wimark_ha_common::abi::{AdvertEvent, FAMILY_IPV4};
@@ -57,6 +57,8 @@ pub struct EngineInstance {
     destinations: Vec<IpAddr>,
     adverts_sent: u64,
     adverts_received: u64,
+    priority_zero_sent: u64,
+    priority_zero_received: u64,
     ignored: BTreeMap<String, u64>,
     history: VecDeque<TransitionRecord>,
     holds_vips: bool,
@@ -65,6 +67,18 @@ pub struct EngineInstance {
 }
 
 impl EngineInstance {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Keeps `record` in the bounded in-memory history `status` shows.
+    pub fn remember(&mut self, record: TransitionRecord) {
+        if self.history.len() == HISTORY_LEN {
+            self.history.pop_front();
+        }
+        self.history.push_back(record);
+    }
+
     pub fn new(
         config: InstanceConfig,
         interface: InterfaceInfo,
@@ -94,6 +108,8 @@ impl EngineInstance {
             destinations,
             adverts_sent: 0,
             adverts_received: 0,
+            priority_zero_sent: 0,
+            priority_zero_received: 0,
             ignored: BTreeMap::new(),
             history: VecDeque::new(),
             holds_vips: false,
@@ -115,6 +131,8 @@ pub struct Engine {
     pub defer_vip_removal: bool,
     /// Told of every transition, after the fast path is done.
     pub roles: tokio::sync::mpsc::UnboundedSender<crate::roles::RoleEvent>,
+    /// The journal, metrics and APs-back watcher (off this thread).
+    pub observer: tokio::sync::mpsc::UnboundedSender<super::observer::Observed>,
     /// Link state changes of the peer interfaces (FAULT when down).
     pub links: super::link::LinkWatcher,
 }
@@ -123,12 +141,7 @@ fn now() -> Timestamp {
     Timestamp(monotonic_now_ns())
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::history::unix_ms;
 
 fn state_name(state: State) -> &'static str {
     match state {
@@ -393,7 +406,12 @@ impl Engine {
                     &advert,
                     Timestamp(event.timestamp_ns),
                 ) {
-                    Ok(()) => instance.adverts_received += 1,
+                    Ok(()) => {
+                        instance.adverts_received += 1;
+                        if advert.priority == 0 {
+                            instance.priority_zero_received += 1;
+                        }
+                    }
                     Err(Ignored::Own) => {}
                     Err(why) => {
                         *instance
@@ -521,10 +539,7 @@ impl Engine {
                         state: to,
                         priority: instance.config.priority,
                     });
-                    if instance.history.len() == HISTORY_LEN {
-                        instance.history.pop_front();
-                    }
-                    instance.history.push_back(TransitionRecord {
+                    let record = TransitionRecord {
                         at_unix_ms: unix_ms(),
                         from: state_name(from).to_string(),
                         to: state_name(to).to_string(),
@@ -532,7 +547,21 @@ impl Engine {
                         silence_us: silence.map(us),
                         vip_added_us: vip_added.map(us),
                         garp_sent_us: garp_sent.map(us),
-                    });
+                    };
+                    if to == State::Master {
+                        let _ = self.observer.send(super::observer::Observed::Takeover {
+                            instance: instance.config.name.clone(),
+                            monitor: instance.reader,
+                            decided_ns: decided.0,
+                        });
+                    }
+                    let _ = self.observer.send(super::observer::Observed::Entry(
+                        crate::history::Entry::Transition {
+                            instance: instance.config.name.clone(),
+                            record: record.clone(),
+                        },
+                    ));
+                    instance.remember(record);
                 }
             }
         }
@@ -619,7 +648,12 @@ impl Engine {
                 }
             };
             match instance.socket.send(&message, *destination) {
-                Ok(()) => instance.adverts_sent += 1,
+                Ok(()) => {
+                    instance.adverts_sent += 1;
+                    if priority == 0 {
+                        instance.priority_zero_sent += 1;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(instance = %instance.config.name, %destination, "sending an advert failed: {e}")
                 }
@@ -647,6 +681,8 @@ impl Engine {
                     .map(|a| t.saturating_since(a).as_millis() as u64),
                 adverts_sent: i.adverts_sent,
                 adverts_received: i.adverts_received,
+                priority_zero_sent: i.priority_zero_sent,
+                priority_zero_received: i.priority_zero_received,
                 ignored: i.ignored.clone(),
                 virtual_ips: i.config.virtual_ips.iter().map(|v| v.to_string()).collect(),
                 holds_virtual_ips: i.holds_vips,

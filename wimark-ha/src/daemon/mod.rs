@@ -7,6 +7,9 @@
 //!  ├─ signals ── Shutdown ─────────────────► epoll: advert rings, timerfd, wake
 //!  ├─ control socket ── Switchover ────────►   state machines → VIP, GARP, adverts
 //!  │                  ◄── status snapshot ──   (publishes status after each wake)
+//!  ├─ role switcher    ◄── RoleEvent ───────   after the fast path
+//!  ├─ observer         ◄── Observed ────────   journal, metrics, APs back
+//!  ├─ metrics endpoint (reads the status snapshot at scrape time)
 //!  └─ owns the XDP monitors (detached last)
 //! ```
 //!
@@ -15,6 +18,7 @@
 mod advert_socket;
 mod engine;
 mod link;
+mod observer;
 
 use std::{
     collections::BTreeMap,
@@ -30,6 +34,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     config::{self, InstanceConfig},
     control::{self, DaemonStatus, Request, Response},
+    history::{self, Journal},
+    metrics::Metrics,
     monitor::{Monitor, MonitorOptions},
     vip::{Announcer, Vips},
 };
@@ -62,8 +68,15 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-pub fn run(config_path: &Path, kernel_log: Option<log::Level>) -> anyhow::Result<()> {
-    let config = config::load(config_path)?;
+pub fn run(
+    config_path: &Path,
+    state_dir: Option<&Path>,
+    kernel_log: Option<log::Level>,
+) -> anyhow::Result<()> {
+    let mut config = config::load(config_path)?;
+    if let Some(dir) = state_dir {
+        config.daemon.state_dir = dir.to_path_buf();
+    }
     for warning in &config.warnings {
         tracing::warn!("{}: {warning}", config_path.display());
     }
@@ -150,55 +163,126 @@ async fn run_bound(
     let switcher_grace = config.notify.as_ref().map_or(Duration::ZERO, |n| n.timeout)
         + crate::roles::PROCESS_STOP_GRACE
         + Duration::from_secs(5);
+    // The journal first: what happened before this start is shown again.
+    let journal = Journal::open(&config.daemon.state_dir)
+        .context("opening the failover journal (set [daemon] state_dir or --state-dir)")?;
+    let past = history::read(&config.daemon.state_dir)?;
+    if past.damaged > 0 {
+        tracing::warn!(
+            "failover journal: {} damaged line(s) skipped (a crash mid-write?)",
+            past.damaged
+        );
+    }
+    let mut past_switches = Vec::new();
+    for entry in past.entries {
+        match entry {
+            history::Entry::Transition { instance, record } => {
+                if let Some(i) = instances.iter_mut().find(|i| i.name() == instance) {
+                    i.remember(record);
+                }
+            }
+            history::Entry::Containers { instance, record }
+                if Some(&instance) == roles_instance.as_ref() =>
+            {
+                past_switches.push(record);
+            }
+            _ => {}
+        }
+    }
+    let keep_from = past_switches
+        .len()
+        .saturating_sub(crate::roles::HISTORY_LEN);
+    let (observed_tx, observed_rx) = tokio::sync::mpsc::unbounded_channel();
     let (roles_tx, roles_status, switcher) = crate::roles::Switcher::spawn(
         config.roles.clone(),
         config.before_promote.clone(),
         config.notify.clone(),
+        past_switches.split_off(keep_from),
+        {
+            let observed = observed_tx.clone();
+            let instance = roles_instance.clone().unwrap_or_default();
+            Box::new(move |record| {
+                let _ = observed.send(observer::Observed::Entry(history::Entry::Containers {
+                    instance: instance.clone(),
+                    record: record.clone(),
+                }));
+            })
+        },
     );
     let status = Arc::new(Mutex::new(DaemonStatus::default()));
     let (commands_tx, commands_rx) = mpsc::channel();
     let wake_fd = Arc::new(eventfd()?);
-    let handler: control::Handler = {
+    // The status as `status` and the metrics endpoint see it.
+    let snapshot: Arc<dyn Fn() -> DaemonStatus + Send + Sync> = {
         let status = status.clone();
         let monitors = monitors.clone();
         let roles_status = roles_status.clone();
+        let roles_instance = roles_instance.clone();
+        Arc::new(move || {
+            let mut snapshot = status.lock().map(|s| s.clone()).unwrap_or_default();
+            if let Ok(monitors) = monitors.lock() {
+                snapshot.monitors = monitors
+                    .iter()
+                    .filter_map(|m| m.snapshot().ok())
+                    .filter_map(|s| serde_json::to_value(s).ok())
+                    .collect();
+            }
+            if let Some(roles_instance) = &roles_instance {
+                snapshot.roles = roles_status.lock().ok().map(|r| r.clone());
+                // A failed container switch degrades the instance that
+                // drives it: the VIP may be right while the apps are not.
+                let degraded = snapshot.roles.as_ref().and_then(|r| r.degraded.clone());
+                if let (Some(reason), Some(instance)) = (
+                    degraded,
+                    snapshot
+                        .instances
+                        .iter_mut()
+                        .find(|i| &i.name == roles_instance),
+                ) {
+                    let reason = format!("containers: {reason}");
+                    instance.fault = Some(match instance.fault.take() {
+                        Some(fault) => format!("{fault}; {reason}"),
+                        None => reason,
+                    });
+                }
+            }
+            snapshot
+        })
+    };
+    let metrics = Arc::new(Metrics::new({
+        let snapshot = snapshot.clone();
+        move || snapshot()
+    }));
+    let metrics_server = match &config.metrics {
+        Some(m) => {
+            // Bound here so that a taken port fails the start, not later.
+            let listener = tokio::net::TcpListener::bind(m.listen)
+                .await
+                .with_context(|| format!("metrics endpoint on {}", m.listen))?;
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics.clone(),
+            )))
+        }
+        None => None,
+    };
+    let observer = tokio::spawn(observer::run(
+        journal,
+        metrics.clone(),
+        monitors.clone(),
+        observed_tx.downgrade(),
+        observed_rx,
+    ));
+    let handler: control::Handler = {
+        let snapshot = snapshot.clone();
         let commands = Mutex::new(commands_tx.clone());
         let wake_fd = wake_fd.clone();
         Arc::new(move |request| match request {
-            Request::Status => {
-                let mut snapshot = status.lock().map(|s| s.clone()).unwrap_or_default();
-                if let Ok(monitors) = monitors.lock() {
-                    snapshot.monitors = monitors
-                        .iter()
-                        .filter_map(|m| m.snapshot().ok())
-                        .filter_map(|s| serde_json::to_value(s).ok())
-                        .collect();
-                }
-                if let Some(roles_instance) = &roles_instance {
-                    snapshot.roles = roles_status.lock().ok().map(|r| r.clone());
-                    // A failed container switch degrades the instance that
-                    // drives it: the VIP may be right while the apps are not.
-                    let degraded = snapshot.roles.as_ref().and_then(|r| r.degraded.clone());
-                    if let (Some(reason), Some(instance)) = (
-                        degraded,
-                        snapshot
-                            .instances
-                            .iter_mut()
-                            .find(|i| &i.name == roles_instance),
-                    ) {
-                        let reason = format!("containers: {reason}");
-                        instance.fault = Some(match instance.fault.take() {
-                            Some(fault) => format!("{fault}; {reason}"),
-                            None => reason,
-                        });
-                    }
-                }
-                Response {
-                    ok: true,
-                    status: Some(snapshot),
-                    ..Default::default()
-                }
-            }
+            Request::Status => Response {
+                ok: true,
+                status: Some(snapshot()),
+                ..Default::default()
+            },
             Request::Switchover { instance } => {
                 let (reply_tx, reply_rx) = mpsc::channel();
                 let sent = commands.lock().map(|c| {
@@ -262,6 +346,7 @@ async fn run_bound(
                     status: engine_status,
                     defer_vip_removal: false,
                     roles: roles_tx,
+                    observer: observed_tx,
                     links: link::LinkWatcher::new()?,
                 }
                 .run()
@@ -293,6 +378,17 @@ async fn run_bound(
         tracing::warn!(
             "the role switcher did not finish within {switcher_grace:?}; exiting anyway"
         );
+    }
+    // The engine and the switcher have hung up: the observer writes what
+    // is queued and ends (APs-back watchers still waiting are given up).
+    if tokio::time::timeout(Duration::from_secs(1), observer)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the observer did not finish within 1 s");
+    }
+    if let Some(server) = metrics_server {
+        server.abort();
     }
     server.abort();
     drop(monitors); // XDP detached last: the engine needed it to the end

@@ -245,6 +245,12 @@ impl Monitor {
         Snapshot::read(&self.ebpf, &self.interface)
     }
 
+    /// AP tunnel and control packets seen so far (IKE, NAT-T, ESP, MQTT,
+    /// MQTT/TLS): cheap enough to poll every millisecond.
+    pub fn ap_packets(&self) -> Result<u64, MonitorError> {
+        snapshot::read_ap_packets(&self.ebpf)
+    }
+
     /// The peer-change event stream (can be taken once).
     pub fn take_events(&mut self) -> Result<EventStream, MonitorError> {
         EventStream::new(&mut self.ebpf)

@@ -10,7 +10,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use bollard::{
@@ -76,7 +76,8 @@ pub struct SwitchRecord {
     pub cancelled: bool,
 }
 
-const HISTORY_LEN: usize = 32;
+/// Switch records kept in `status` (the journal keeps more).
+pub const HISTORY_LEN: usize = 32;
 /// Docker 20.10 speaks API 1.41; newer daemons accept it too.
 const API_VERSION: ClientVersion = ClientVersion {
     major_version: 1,
@@ -107,7 +108,12 @@ pub struct Switcher {
     notify: Option<NotifyConfig>,
     status: Arc<Mutex<RolesStatus>>,
     supervised: Mutex<Vec<Supervised>>,
+    /// Told of every switch record (the daemon journals them).
+    on_record: RecordSink,
 }
+
+/// Where finished switch records go besides `status`.
+pub type RecordSink = Box<dyn Fn(&SwitchRecord) + Send + Sync>;
 
 /// One role-bound program under supervision.
 struct Supervised {
@@ -261,6 +267,7 @@ impl Switcher {
             notify: None,
             status,
             supervised: Mutex::new(Vec::new()),
+            on_record: Box::new(|_| {}),
         }
     }
 
@@ -282,6 +289,8 @@ impl Switcher {
         roles: Option<RolesConfig>,
         hooks: Vec<Hook>,
         notify: Option<NotifyConfig>,
+        history: Vec<SwitchRecord>,
+        on_record: RecordSink,
     ) -> (
         UnboundedSender<RoleEvent>,
         Arc<Mutex<RolesStatus>>,
@@ -290,6 +299,7 @@ impl Switcher {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(RolesStatus {
             stack: "none".to_string(),
+            history,
             ..Default::default()
         }));
         let switcher = Self {
@@ -298,6 +308,7 @@ impl Switcher {
             notify,
             status: status.clone(),
             supervised: Mutex::new(Vec::new()),
+            on_record,
         };
         let task = tokio::spawn(switcher.run(rx));
         (tx, status, task)
@@ -413,6 +424,7 @@ impl Switcher {
     }
 
     fn record(&self, record: SwitchRecord) {
+        (self.on_record)(&record);
         if let Ok(mut status) = self.status.lock() {
             if !record.cancelled {
                 status.stack = record.to.clone();
@@ -675,9 +687,4 @@ async fn start_until_ready(
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::history::unix_ms;

@@ -1,0 +1,176 @@
+//! What an operator sees of a failover: the Prometheus endpoint (scraped
+//! before and after, the histograms move), the failover journal (`history`,
+//! including "APs back after N ms" from the AP probe stream), and the
+//! history still shown by `status` after the daemon restarts.
+
+use std::{io::Read as _, io::Write as _, time::Duration};
+
+use wimark_ha_tests::{
+    daemon::wait_until,
+    failover_lab::{FailoverLab, Failure, Pair},
+    lab::in_netns,
+    wimark_ha_bin,
+};
+
+const METRICS: &str = "127.0.0.1:9650";
+
+/// `GET /metrics` from inside `namespace` (the endpoint binds its loopback).
+fn scrape(namespace: &str) -> String {
+    in_netns(namespace, || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(METRICS)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    })
+    .expect("netns")
+    .unwrap_or_else(|e| panic!("scraping {METRICS} in {namespace}: {e}"))
+}
+
+/// The value of the sample line starting with `series`, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_history_and_aps_back_after_a_failover() {
+    wimark_ha_tests::require_root("the observability lab");
+    let metrics = format!("[metrics]\nlisten = \"{METRICS}\"\n");
+    let mut lab =
+        FailoverLab::with_extra(Pair::WimarkHaFast, [metrics.clone(), metrics]).expect("lab");
+    let b = lab.b.clone();
+
+    let before = scrape(&b);
+    assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+    assert!(
+        before.contains("content-type: application/openmetrics-text"),
+        "{before}"
+    );
+    let state = "wimark_ha_vrrp_state{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"}";
+    assert_eq!(sample(&before, state), Some(1.0), "B is BACKUP:\n{before}");
+    let detections = "wimark_ha_failover_detection_seconds_count{iname=\"WIM1\"}";
+    assert_eq!(sample(&before, detections).unwrap_or(0.0), 0.0, "{before}");
+    let received =
+        "wimark_ha_advertisements_received_total{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"}";
+    assert!(sample(&before, received).unwrap_or(0.0) > 0.0, "{before}");
+    assert!(
+        sample(
+            &before,
+            "wimark_ha_xdp_packets_total{interface=\"eth1\",class=\"vrrp\"}"
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "{before}"
+    );
+
+    lab.fail(Failure::NodeLoss).expect("failover");
+    let daemon_b = lab.daemon(1).expect("wimark-ha on B");
+    let state_dir = daemon_b.state_dir();
+    let history = || -> serde_json::Value {
+        let output = std::process::Command::new(wimark_ha_bin())
+            .args(["history", "--json", "--state-dir"])
+            .arg(&state_dir)
+            .output()
+            .expect("wimark-ha history");
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice(&output.stdout).expect("history JSON")
+    };
+    // The AP probe stream (NAT-T) reaches B once it holds the VIP.
+    wait_until(Duration::from_secs(5), "APs back recorded", || {
+        history()
+            .as_array()
+            .is_some_and(|h| h.iter().any(|e| e["kind"] == "aps_back"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", history(), daemon_b.log()));
+    let entries = history();
+    let entries = entries.as_array().expect("array");
+    let takeover = entries
+        .iter()
+        .find(|e| e["kind"] == "transition" && e["record"]["to"] == "MASTER")
+        .expect("the takeover is journaled");
+    assert!(
+        takeover["record"]["silence_us"].as_u64().is_some(),
+        "{takeover}"
+    );
+    let aps_back = entries
+        .iter()
+        .find(|e| e["kind"] == "aps_back")
+        .and_then(|e| e["after_ms"].as_f64())
+        .expect("after_ms");
+    assert!(
+        aps_back > 0.0 && aps_back < 1000.0,
+        "APs back after {aps_back} ms"
+    );
+
+    let after = scrape(&b);
+    assert_eq!(sample(&after, state), Some(2.0), "B is MASTER:\n{after}");
+    assert_eq!(sample(&after, detections), Some(1.0), "{after}");
+    let detection_sum = sample(
+        &after,
+        "wimark_ha_failover_detection_seconds_sum{iname=\"WIM1\"}",
+    )
+    .expect("sum");
+    assert!(
+        detection_sum > 0.0 && detection_sum < 0.1,
+        "{detection_sum}"
+    );
+    assert_eq!(
+        sample(&after, "wimark_ha_become_master_total{iname=\"WIM1\"}"),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "wimark_ha_failover_aps_back_seconds_count{iname=\"WIM1\"}"
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    assert!(
+        sample(&after, "wimark_ha_active_aps{interface=\"eth1\"}").unwrap_or(0.0) >= 1.0,
+        "{after}"
+    );
+
+    // The human form says the same.
+    let output = std::process::Command::new(wimark_ha_bin())
+        .args(["history", "--state-dir"])
+        .arg(&state_dir)
+        .output()
+        .expect("wimark-ha history");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("WIM1: BACKUP -> MASTER") && text.contains("APs back after"),
+        "{text}"
+    );
+}
+
+#[test]
+fn history_survives_a_restart_and_status_shows_it() {
+    wimark_ha_tests::require_root("the observability lab");
+    let mut lab = FailoverLab::new(Pair::WimarkHaFast).expect("lab");
+    lab.fail(Failure::NodeLoss).expect("failover");
+    let takeovers = |lab: &FailoverLab| {
+        lab.daemon(1)
+            .and_then(|d| d.instance().ok())
+            .map(|i| i.history.iter().filter(|t| t.to == "MASTER").count())
+            .unwrap_or(0)
+    };
+    assert_eq!(takeovers(&lab), 1);
+    lab.restart_b().expect("B restarted");
+    // The new process shows the takeover of the old one, and its own start.
+    wait_until(Duration::from_secs(5), "B MASTER again", || {
+        lab.daemon(1).is_some_and(|d| d.state() == "MASTER")
+    })
+    .expect("B back");
+    assert!(
+        takeovers(&lab) >= 2,
+        "{:?}",
+        lab.daemon(1).map(|d| d.instance())
+    );
+}

@@ -1,0 +1,88 @@
+//! `wimark-ha history`: the failover journal, read from disk, so it works
+//! whether or not the daemon runs.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::history::{self, Entry, DEFAULT_STATE_DIR};
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The daemon's state directory (`[daemon] state_dir`).
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Only the last N entries.
+    #[arg(long)]
+    pub last: Option<usize>,
+    /// Print a JSON array of the entries instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: HistoryArgs) -> anyhow::Result<()> {
+    let read = history::read(&args.state_dir)?;
+    if read.damaged > 0 {
+        eprintln!(
+            "{}: {} damaged line(s) skipped (a crash mid-write?)",
+            args.state_dir.display(),
+            read.damaged
+        );
+    }
+    let skip = args
+        .last
+        .map_or(0, |last| read.entries.len().saturating_sub(last));
+    let entries = &read.entries[skip..];
+    if args.json {
+        println!("{}", serde_json::to_string(entries)?);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("{}: no failover history yet", args.state_dir.display());
+    }
+    for entry in entries {
+        println!("{}", describe(entry));
+    }
+    Ok(())
+}
+
+fn describe(entry: &Entry) -> String {
+    let ms =
+        |us: Option<u64>| us.map_or("-".to_string(), |us| format!("{:.3} ms", us as f64 / 1e3));
+    match entry {
+        Entry::Transition { instance, record } => format!(
+            "{} {instance}: {} -> {} ({}); silence {}, VIP added {}, GARP sent {}",
+            record.at_unix_ms,
+            record.from,
+            record.to,
+            record.reason,
+            ms(record.silence_us),
+            ms(record.vip_added_us),
+            ms(record.garp_sent_us)
+        ),
+        Entry::Containers { instance, record } if record.cancelled => format!(
+            "{} {instance}: containers to {}: cancelled by a flap",
+            record.at_unix_ms, record.to
+        ),
+        Entry::Containers { instance, record } => format!(
+            "{} {instance}: containers to {}: hooks {:.0} ms, stop {:.0} ms, start {:.0} ms, ready {:.0} ms, total {:.0} ms{}",
+            record.at_unix_ms,
+            record.to,
+            record.hooks_ms,
+            record.stop_ms,
+            record.start_ms,
+            record.ready_ms,
+            record.total_ms,
+            if record.problems.is_empty() {
+                String::new()
+            } else {
+                format!("; problems: {}", record.problems.join("; "))
+            }
+        ),
+        Entry::ApsBack {
+            instance,
+            at_unix_ms,
+            after_ms,
+        } => format!("{at_unix_ms} {instance}: APs back after {after_ms:.1} ms"),
+    }
+}
