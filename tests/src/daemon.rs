@@ -18,6 +18,15 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub config: PathBuf,
     pub namespace: String,
+    /// How it is launched: a wrapper command before the binary (e.g.
+    /// `setpriv …`) and extra environment (e.g. `NOTIFY_SOCKET`).
+    pub launch: Launch,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    pub wrapper: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// A v3 instance config for the lab (`eth1`, VRID 67).
@@ -35,6 +44,16 @@ impl Daemon {
         name: &str,
         config: impl Fn(&std::path::Path) -> String,
     ) -> Result<Self> {
+        Self::start_with(namespace, name, config, Launch::default())
+    }
+
+    /// The same, launched as `launch` says.
+    pub fn start_with(
+        namespace: &str,
+        name: &str,
+        config: impl Fn(&std::path::Path) -> String,
+        launch: Launch,
+    ) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("wimark-ha-{namespace}-{name}"));
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("control.sock");
@@ -45,6 +64,7 @@ impl Daemon {
             socket,
             config: path,
             namespace: namespace.to_string(),
+            launch,
         };
         daemon.restart()?;
         Ok(daemon)
@@ -60,12 +80,22 @@ impl Daemon {
         let config = self.config.clone();
         let log = self.config.with_extension("log");
         let state_dir = self.state_dir();
+        let launch = self.launch.clone();
         let child = in_netns(&self.namespace, move || -> Result<Child> {
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&log)?;
-            Ok(Command::new(binary)
+            let mut command = match launch.wrapper.split_first() {
+                Some((program, args)) => {
+                    let mut command = Command::new(program);
+                    command.args(args).arg(binary);
+                    command
+                }
+                None => Command::new(binary),
+            };
+            command.envs(launch.env.iter().map(|(k, v)| (k, v)));
+            Ok(command
                 .args(["run", "--config"])
                 .arg(&config)
                 .arg("--state-dir")

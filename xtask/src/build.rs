@@ -97,3 +97,40 @@ pub fn all(root: &Path) -> Result<Built> {
     eprintln!("xtask: built {}", binary.display());
     Ok(Built { object, binary })
 }
+
+/// The Debian package of the binary `all` built (XDP object embedded):
+/// `cargo deb --no-build`, configured in wimark-ha/Cargo.toml. Its path.
+pub fn deb(root: &Path, built: &Built) -> Result<PathBuf> {
+    let out_dir = root.join("target/debian");
+    let mut command = Command::new(cargo());
+    command
+        .current_dir(root)
+        .args([
+            "deb",
+            "--no-build",
+            "--strip",
+            "-p",
+            "wimark-ha",
+            "--output",
+        ])
+        .arg(&out_dir);
+    command.env("PATH", crate::prereqs::path_with_cargo_bin());
+    host_env(&mut command, &built.object);
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?} (cargo install cargo-deb)"))?;
+    if !output.status.success() {
+        bail!(
+            "cargo deb failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let path = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .rev()
+        .find(|l| l.trim().ends_with(".deb"))
+        .map(|l| PathBuf::from(l.trim()))
+        .context("cargo deb printed no .deb path")?;
+    eprintln!("xtask: built {}", path.display());
+    Ok(path)
+}

@@ -42,6 +42,9 @@ enum Command {
     },
     /// Only check (and, as root on Debian, install) the prerequisites.
     Prereqs,
+    /// Build, then the Debian package (binary with the XDP object, systemd
+    /// unit, default config, docs) into target/debian/.
+    Deb,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +77,13 @@ fn main() -> Result<()> {
     let root = build::workspace_root();
     match cli.command {
         Command::Prereqs => prereqs::ensure(),
+        Command::Deb => {
+            prereqs::ensure()?;
+            let built = build::all(&root)?;
+            let deb = build::deb(&root, &built)?;
+            println!("{}", deb.display());
+            Ok(())
+        }
         Command::Build => {
             prereqs::ensure()?;
             build::all(&root).map(|_| ())
@@ -83,7 +93,8 @@ fn main() -> Result<()> {
             prereqs::require_root("the test suite (network namespaces, BPF)")?;
             prereqs::ensure_dockerd()?;
             let built = build::all(&root)?;
-            run::tests(&root, &built, &cargo_args)
+            let deb = build::deb(&root, &built)?;
+            run::tests(&root, &built, &deb, &cargo_args)
         }
         Command::Lab => {
             prereqs::ensure()?;

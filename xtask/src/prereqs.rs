@@ -50,7 +50,54 @@ const PACKAGES: &[Package] = &[
         path: "/usr/sbin/bpftool",
         why: "inspecting loaded programs",
     },
+    Package {
+        name: "keepalived",
+        path: "/usr/sbin/keepalived",
+        why: "interop tests and the failover benchmark",
+    },
+    Package {
+        name: "docker.io",
+        path: "/usr/sbin/dockerd",
+        why: "the container role tests run against a real dockerd",
+    },
+    Package {
+        name: "docker-compose",
+        path: "/usr/bin/docker-compose",
+        why: "stacks created as the vendor creates them; the roles benchmark",
+    },
+    Package {
+        name: "busybox-static",
+        path: "/bin/busybox",
+        why: "the FROM-scratch test image (nothing can be pulled)",
+    },
+    Package {
+        name: "lsyncd",
+        path: "/usr/bin/lsyncd",
+        why: "the static-files mirror test",
+    },
+    Package {
+        name: "rsync",
+        path: "/usr/bin/rsync",
+        why: "the static-files mirror test",
+    },
+    Package {
+        name: "debootstrap",
+        path: "/usr/sbin/debootstrap",
+        why: "the package test installs into a fresh Debian root",
+    },
+    Package {
+        name: "systemd",
+        path: "/usr/bin/systemd-analyze",
+        why: "`systemd-analyze verify` of the unit",
+    },
+    Package {
+        name: "binutils",
+        path: "/usr/bin/strip",
+        why: "cargo-deb strips the packaged binary",
+    },
 ];
+
+const CARGO_DEB_VERSION: &str = "3.6.3";
 
 const BPF_LINKER_INSTALL: &str =
     "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version 0.13.0 --locked --no-default-features --features llvm-22";
@@ -71,8 +118,16 @@ fn cargo_bin() -> Option<PathBuf> {
         .map(|home| home.join("bin"))
 }
 
+fn on_path(binary: &str) -> bool {
+    env::split_paths(&path_with_cargo_bin()).any(|dir| dir.join(binary).is_file())
+}
+
 fn bpf_linker_present() -> bool {
-    env::split_paths(&path_with_cargo_bin()).any(|dir| dir.join("bpf-linker").is_file())
+    on_path("bpf-linker")
+}
+
+fn cargo_deb_present() -> bool {
+    on_path("cargo-deb")
 }
 
 fn is_root() -> bool {
@@ -93,7 +148,8 @@ pub fn ensure() -> Result<()> {
         .filter(|p| !Path::new(p.path).exists())
         .collect();
     let linker_missing = !bpf_linker_present();
-    if missing.is_empty() && !linker_missing {
+    let deb_missing = !cargo_deb_present();
+    if missing.is_empty() && !linker_missing && !deb_missing {
         return Ok(());
     }
     let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
@@ -102,6 +158,9 @@ pub fn ensure() -> Result<()> {
     }
     if linker_missing {
         eprintln!("xtask: missing bpf-linker (links the XDP object)");
+    }
+    if deb_missing {
+        eprintln!("xtask: missing cargo-deb (builds the Debian package)");
     }
     let debian =
         Path::new("/usr/bin/apt-get").exists() && Path::new("/etc/debian_version").exists();
@@ -112,6 +171,11 @@ pub fn ensure() -> Result<()> {
         }
         if linker_missing || !names.is_empty() {
             steps.push(BPF_LINKER_INSTALL.to_string());
+        }
+        if deb_missing {
+            steps.push(format!(
+                "cargo install cargo-deb --version {CARGO_DEB_VERSION} --locked"
+            ));
         }
         bail!(
             "prerequisites missing; on Debian 12 install them as root with:\n  {}",
@@ -142,6 +206,16 @@ pub fn ensure() -> Result<()> {
                 "llvm-22",
             ])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
+    }
+    if !cargo_deb_present() {
+        eprintln!("xtask: installing cargo-deb (about a minute)");
+        run(Command::new(crate::build::cargo()).args([
+            "install",
+            "cargo-deb",
+            "--version",
+            CARGO_DEB_VERSION,
+            "--locked",
+        ]))?;
     }
     Ok(())
 }

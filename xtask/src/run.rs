@@ -14,7 +14,7 @@ use crate::build::{cargo, host_env, run, Built};
 /// in release mode so the test binaries share the build just made. The
 /// output is passed through as it comes; at the end one line sums up every
 /// test binary's result.
-pub fn tests(root: &Path, built: &Built, extra: &[String]) -> Result<()> {
+pub fn tests(root: &Path, built: &Built, deb: &Path, extra: &[String]) -> Result<()> {
     let mut command = Command::new(cargo());
     command
         .current_dir(root)
@@ -25,6 +25,7 @@ pub fn tests(root: &Path, built: &Built, extra: &[String]) -> Result<()> {
     host_env(&mut command, &built.object);
     command
         .env("WIMARK_HA_BIN", &built.binary)
+        .env("WIMARK_HA_DEB", deb)
         .stdout(Stdio::piped());
     let mut child = command
         .spawn()

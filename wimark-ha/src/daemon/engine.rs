@@ -35,6 +35,8 @@ const HISTORY_LEN: usize = 64;
 /// How long a resigning master keeps its VIPs at most, waiting for the new
 /// master's first advert.
 const SHUTDOWN_HOLD: Duration = Duration::from_millis(200);
+/// The longest the loop sleeps with nothing to do.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 pub enum Command {
     Switchover {
@@ -135,6 +137,8 @@ pub struct Engine {
     pub observer: tokio::sync::mpsc::UnboundedSender<super::observer::Observed>,
     /// Link state changes of the peer interfaces (FAULT when down).
     pub links: super::link::LinkWatcher,
+    /// CLOCK_MONOTONIC ms of the loop's last turn, for the systemd watchdog.
+    pub alive: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn now() -> Timestamp {
@@ -371,13 +375,16 @@ impl Engine {
                 self.second_garp(i, t);
             }
             self.publish(now());
+            // At least one loop per HEARTBEAT, even with nothing to time
+            // (FAULT, INIT): the watchdog hears the engine is alive.
+            let heartbeat = now() + HEARTBEAT;
             let deadline = self
                 .instances
                 .iter()
                 .flat_map(|i| [i.machine.poll_timeout(), i.second_garp_burst])
                 .flatten()
-                .min();
-            poller.arm(deadline);
+                .fold(heartbeat, Timestamp::min);
+            poller.arm(Some(deadline));
             poller.wait();
         }
     }
@@ -662,6 +669,8 @@ impl Engine {
     }
 
     fn publish(&self, t: Timestamp) {
+        self.alive
+            .store(t.0 / 1_000_000, std::sync::atomic::Ordering::Relaxed);
         let instances = self
             .instances
             .iter()

@@ -19,6 +19,7 @@ mod advert_socket;
 mod engine;
 mod link;
 mod observer;
+mod systemd;
 
 use std::{
     collections::BTreeMap,
@@ -322,6 +323,8 @@ async fn run_bound(
     };
     let server = tokio::spawn(control::serve(listener, handler));
 
+    let alive = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let engine_alive = alive.clone();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let engine_status = status.clone();
     let engine_wake = wake_fd.clone();
@@ -347,6 +350,7 @@ async fn run_bound(
                     defer_vip_removal: false,
                     roles: roles_tx,
                     observer: observed_tx,
+                    alive: engine_alive,
                     links: link::LinkWatcher::new()?,
                 }
                 .run()
@@ -355,6 +359,7 @@ async fn run_bound(
             result
         })?;
     tracing::info!(socket = %config.daemon.control_socket.display(), "wimark-ha running");
+    let watchdog = systemd::ready_and_watchdog(alive);
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -365,6 +370,7 @@ async fn run_bound(
     };
     if !engine_stopped_first {
         tracing::info!("shutting down: resigning mastership, removing VIPs");
+        systemd::stopping();
         let _ = commands_tx.send(Command::Shutdown);
         wake(&wake_fd);
     }
@@ -386,6 +392,9 @@ async fn run_bound(
         .is_err()
     {
         tracing::warn!("the observer did not finish within 1 s");
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
     }
     if let Some(server) = metrics_server {
         server.abort();

@@ -110,6 +110,21 @@ pub(crate) fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     detail.lines().next().unwrap_or_default().to_string()
 }
 
+const CAP_PERFMON: u32 = 38;
+
+/// Whether this process has capability `bit` in its effective set.
+fn has_effective_capability(bit: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1 << bit) != 0)
+}
+
 /// Turns a failure of `bpf()` into a [`MonitorError`] that tells the user what to do.
 fn classify_load_error(error: &(dyn std::error::Error + 'static)) -> MonitorError {
     // The whole story (with the verifier's log) for `--log-level debug`.
@@ -120,6 +135,13 @@ fn classify_load_error(error: &(dyn std::error::Error + 'static)) -> MonitorErro
         Some(libc::EPERM) => MonitorError::NotPermitted {
             detail: one_line(error),
         },
+        // ...unless CAP_PERFMON is missing: without it the verifier applies
+        // the unprivileged rules and refuses the program with EACCES.
+        Some(libc::EACCES) if !has_effective_capability(CAP_PERFMON) => {
+            MonitorError::NotPermitted {
+                detail: format!("{} (CAP_PERFMON is missing)", one_line(error)),
+            }
+        }
         _ => MonitorError::KernelUnsupported {
             detail: one_line(error),
         },
