@@ -285,7 +285,7 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     let mut daemon =
         Daemon::start_with(&a, "notify-a", |s| config(s, 200, fast), launch).expect("daemon");
     let mut heard = Vec::new();
-    let mut listen = |until: Duration, heard: &mut Vec<String>| {
+    let listen = |until: Duration, heard: &mut Vec<String>| {
         let deadline = Instant::now() + until;
         let mut buffer = [0u8; 512];
         while Instant::now() < deadline {

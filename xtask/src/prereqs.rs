@@ -91,6 +91,16 @@ const PACKAGES: &[Package] = &[
         why: "`systemd-analyze verify` of the unit",
     },
     Package {
+        name: "iptables",
+        path: "/usr/sbin/iptables",
+        why: "the doctor test breaks firewall rules in a lab namespace",
+    },
+    Package {
+        name: "openssh-client",
+        path: "/usr/bin/ssh",
+        why: "doctor's password-less ssh check",
+    },
+    Package {
         name: "binutils",
         path: "/usr/bin/strip",
         why: "cargo-deb strips the packaged binary",

@@ -4,6 +4,7 @@
 //! one-line messages users see. Must not: hold protocol or monitor logic.
 mod check_config;
 mod daemon;
+mod doctor;
 mod history;
 mod import_keepalived;
 mod stats;
@@ -82,6 +83,17 @@ pub enum Command {
     Status(daemon::StatusArgs),
     /// Hand mastership to the peer at once (a priority-0 advert).
     Switchover(daemon::SwitchoverArgs),
+    /// Check this server against the vendor's preparation list.
+    ///
+    /// Kernel and BPF support, net.ipv4.ip_forward and ip_nonlocal_bind,
+    /// the iptables FORWARD policy, the ports the APs and the peer need
+    /// (500/udp, 4500/udp, 1883/tcp, 80/tcp, 443/tcp, 22/tcp), the peer
+    /// interface, Docker and the role stacks, the peer on the peer link,
+    /// password-less ssh to it (when [peer] ssh_user is set), and a
+    /// keepalived still running on one of our VRIDs. One line per check:
+    /// OK, WARN or FAIL with the fix. Exits 1 if anything FAILed. Changes
+    /// nothing.
+    Doctor(doctor::DoctorArgs),
     /// Show the failover journal: every transition with its timings, every
     /// container switch, and how soon AP traffic reached the new master.
     /// Read from the state directory; works with the daemon stopped.
@@ -132,6 +144,12 @@ impl Cli {
             Command::Switchover(args) => daemon::switchover(args),
             Command::ImportKeepalived(args) => import_keepalived::run(args),
             Command::History(args) => history::run(args),
+            Command::Doctor(args) => {
+                if !runtime.block_on(doctor::run(args))? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
         }
     }
 }

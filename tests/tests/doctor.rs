@@ -1,0 +1,248 @@
+//! `wimark-ha doctor` in a lab namespace: a healthy server passes, and every
+//! check that can be broken inside a network namespace is broken once and
+//! must FAIL (with a fix), the others staying as they were.
+
+use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
+
+use wimark_ha_tests::{
+    docker::{require_dockerd, Stack},
+    keepalived::{Instance, Keepalived},
+    lab::two_servers,
+    wimark_ha_bin,
+};
+
+/// check → (status, fix) of one `doctor --json` run in `namespace`, and
+/// whether it exited non-zero.
+fn doctor(namespace: &str, config: &Path) -> (BTreeMap<String, (String, String)>, bool) {
+    let output = Command::new("ip")
+        .args(["netns", "exec", namespace])
+        .arg(wimark_ha_bin())
+        .args(["doctor", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("ip netns exec wimark-ha doctor");
+    let findings: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}\n{output:?}"));
+    let map = findings
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|f| {
+            (
+                f["check"].as_str().expect("check").to_string(),
+                (
+                    f["status"].as_str().expect("status").to_string(),
+                    f["fix"].as_str().unwrap_or("").to_string(),
+                ),
+            )
+        })
+        .collect();
+    (map, !output.status.success())
+}
+
+fn ns(namespace: &str, args: &[&str]) {
+    let status = Command::new("ip")
+        .args(["netns", "exec", namespace])
+        .args(args)
+        .status()
+        .expect("ip netns exec");
+    assert!(status.success(), "{args:?} in {namespace}");
+}
+
+#[test]
+fn doctor_passes_a_healthy_server_and_fails_each_broken_check() {
+    require_dockerd();
+    let (_lab, a, _b) = two_servers(true).expect("lab");
+    let tag = format!("whdr{}", std::process::id());
+    let _master = Stack::create(&format!("{tag}-master"), 1, None).expect("stack");
+    let _backup = Stack::create(&format!("{tag}-backup"), 1, None).expect("stack");
+    let dir = std::env::temp_dir().join(format!("wimark-ha-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let write = |name: &str, peer: &str, roles: &str| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[[instance]]\nname = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = 200\nvirtual_ips = [\"10.77.0.100/24\"]\n\n{peer}\n{roles}\n"
+            ),
+        )
+        .expect("config");
+        path
+    };
+    let roles = |socket: &str| {
+        format!("[roles]\ninstance = \"WIM1\"\ndocker_socket = \"{socket}\"\nmaster = {{ compose_project = \"{tag}-master\" }}\nbackup = {{ compose_project = \"{tag}-backup\" }}\n")
+    };
+    let healthy = write(
+        "healthy.toml",
+        "[peer]\naddress = \"10.77.0.2\"",
+        &roles("/var/run/docker.sock"),
+    );
+    ns(&a, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    ns(&a, &["sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1"]);
+
+    let (base, failed) = doctor(&a, &healthy);
+    for check in [
+        "config",
+        "kernel",
+        "bpf",
+        "net.ipv4.ip_forward",
+        "net.ipv4.ip_nonlocal_bind",
+        "iptables FORWARD",
+        "port 500/udp",
+        "port 4500/udp",
+        "port 1883/tcp",
+        "port 80/tcp",
+        "port 443/tcp",
+        "port 22/tcp",
+        "keepalived",
+        "interface eth1",
+        "docker",
+        "master stack",
+        "backup stack",
+        "peer",
+    ] {
+        assert_eq!(
+            base.get(check).map(|s| s.0.as_str()),
+            Some("OK"),
+            "{check} on a healthy server: {base:?}"
+        );
+    }
+    assert!(!failed, "nothing failed, exit 0: {base:?}");
+
+    // Break one thing, expect exactly that check (or those) to FAIL.
+    let expect_fail = |config: &Path, checks: &[&str], what: &str| {
+        let (found, failed) = doctor(&a, config);
+        assert!(failed, "{what}: exit code non-zero");
+        for (check, (status, fix)) in &found {
+            let broken = checks.contains(&check.as_str());
+            if broken {
+                assert_eq!(status, "FAIL", "{what}: {check}: {found:?}");
+                assert!(!fix.is_empty(), "{what}: {check} says how to fix it");
+            } else {
+                assert_eq!(
+                    Some(status),
+                    base.get(check).map(|s| &s.0),
+                    "{what}: {check} should not change: {found:?}"
+                );
+            }
+        }
+        for check in checks {
+            assert!(
+                found.contains_key(*check),
+                "{what}: {check} missing: {found:?}"
+            );
+        }
+    };
+    ns(&a, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    expect_fail(&healthy, &["net.ipv4.ip_forward"], "forwarding off");
+    ns(&a, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+
+    ns(&a, &["sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=0"]);
+    expect_fail(
+        &healthy,
+        &["net.ipv4.ip_nonlocal_bind"],
+        "nonlocal bind off",
+    );
+    ns(&a, &["sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1"]);
+
+    ns(&a, &["iptables", "-P", "FORWARD", "DROP"]);
+    expect_fail(&healthy, &["iptables FORWARD"], "FORWARD policy DROP");
+    ns(&a, &["iptables", "-P", "FORWARD", "ACCEPT"]);
+
+    ns(
+        &a,
+        &[
+            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "4500", "-j", "DROP",
+        ],
+    );
+    expect_fail(&healthy, &["port 4500/udp"], "NAT-T dropped");
+    ns(&a, &["iptables", "-F", "INPUT"]);
+
+    ns(
+        &a,
+        &[
+            "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
+        ],
+    );
+    ns(&a, &["iptables", "-P", "INPUT", "DROP"]);
+    expect_fail(
+        &healthy,
+        &[
+            "port 500/udp",
+            "port 4500/udp",
+            "port 1883/tcp",
+            "port 80/tcp",
+            "port 443/tcp",
+            // Replies from the peer are dropped too (no ESTABLISHED rule).
+            "peer",
+        ],
+        "INPUT policy DROP with only ssh accepted",
+    );
+    ns(&a, &["iptables", "-P", "INPUT", "ACCEPT"]);
+    ns(&a, &["iptables", "-F", "INPUT"]);
+
+    let no_docker = write(
+        "no-docker.toml",
+        "[peer]\naddress = \"10.77.0.2\"",
+        &roles(&dir.join("missing.sock").display().to_string()),
+    );
+    let (found, _) = doctor(&a, &no_docker);
+    assert_eq!(found["docker"].0, "FAIL", "{found:?}");
+
+    let no_stacks = write(
+        "no-stacks.toml",
+        "[peer]\naddress = \"10.77.0.2\"",
+        &roles("/var/run/docker.sock").replace(&tag, &format!("{tag}x")),
+    );
+    expect_fail(
+        &no_stacks,
+        &["master stack", "backup stack"],
+        "stacks not created",
+    );
+
+    let lost_peer = write(
+        "lost-peer.toml",
+        "[peer]\naddress = \"10.77.0.9\"",
+        &roles("/var/run/docker.sock"),
+    );
+    expect_fail(&lost_peer, &["peer"], "peer not on the link");
+
+    let ssh_peer = write(
+        "ssh.toml",
+        "[peer]\naddress = \"10.77.0.2\"\nssh_user = \"wimark\"",
+        &roles("/var/run/docker.sock"),
+    );
+    let (found, failed) = doctor(&a, &ssh_peer);
+    assert!(
+        failed && found["ssh"].0 == "FAIL",
+        "no sshd on the peer: {found:?}"
+    );
+
+    ns(&a, &["ip", "link", "set", "eth1", "down"]);
+    expect_fail(&healthy, &["interface eth1", "peer"], "peer link down");
+    ns(&a, &["ip", "link", "set", "eth1", "up"]);
+
+    let keepalived = Keepalived::start(
+        &a,
+        "doctor",
+        &Instance {
+            version: 2,
+            priority: 100,
+            advert_int: "1",
+            auth_pass: None,
+            vrid: 67,
+            vip: "10.77.0.100/24",
+            nopreempt: false,
+        },
+    )
+    .expect("keepalived");
+    std::thread::sleep(Duration::from_millis(300));
+    expect_fail(&healthy, &["keepalived"], "keepalived on our VRID");
+    drop(keepalived);
+
+    let broken = dir.join("broken.toml");
+    std::fs::write(&broken, "[[instance]]\nname = 1\n").expect("write");
+    let (found, failed) = doctor(&a, &broken);
+    assert!(failed && found["config"].0 == "FAIL", "{found:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
