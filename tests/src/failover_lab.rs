@@ -38,7 +38,7 @@ pub const AP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 101);
 const PROBE_PORT: u16 = 4500;
 
 /// Which VRRP implementation runs on both servers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pair {
     /// wimark-ha, VRRPv3 10 ms with fast detection 1 ms x 3.
     WimarkHaFast,

@@ -298,7 +298,6 @@ fn check_config_names_file_line_and_key_and_exits_non_zero() {
         .arg(&path)
         .output()
         .expect("run");
-    std::fs::remove_dir_all(&dir).ok();
     assert_eq!(bad.status.code(), Some(1));
     let line = stderr_line(&bad);
     assert!(
@@ -306,4 +305,18 @@ fn check_config_names_file_line_and_key_and_exits_non_zero() {
         "{line}"
     );
     assert!(line.contains("steps of 10ms"), "{line}");
+
+    // A valid file anyone may write is refused: it names programs run as root.
+    std::fs::write(&path, good).expect("write");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let writable = Command::new(wimark_ha_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(writable.status.code(), Some(1));
+    let line = stderr_line(&writable);
+    assert!(line.contains("is world-writable (mode 666)"), "{line}");
 }

@@ -174,3 +174,79 @@ fn history_survives_a_restart_and_status_shows_it() {
         lab.daemon(1).map(|d| d.instance())
     );
 }
+
+#[test]
+fn a_v2_password_never_shows_in_logs_status_history_or_metrics() {
+    wimark_ha_tests::require_root("a lab");
+    const PASSWORD: &str = "s3cr3tpw";
+    let (_lab, a, b) = wimark_ha_tests::lab::two_servers(true).expect("lab");
+    let extra = format!(
+        "version = 2\nadvert_interval = \"1s\"\nauth_pass = \"{PASSWORD}\"\nvirtual_ips = [\"10.77.0.100/24\"]\n\n[metrics]\nlisten = \"{METRICS}\"\n"
+    );
+    let launch = wimark_ha_tests::daemon::Launch {
+        wrapper: Vec::new(),
+        // Everything the daemon can log.
+        env: vec![("RUST_LOG".to_string(), "trace".to_string())],
+    };
+    let config =
+        |s: &std::path::Path, priority| wimark_ha_tests::daemon::config(s, priority, &extra);
+    let daemon_a = wimark_ha_tests::daemon::Daemon::start_with(
+        &a,
+        "secret-a",
+        |s| config(s, 200),
+        launch.clone(),
+    )
+    .expect("A");
+    // A peer with the wrong password: its adverts are refused and logged.
+    let wrong = extra.replace(PASSWORD, "wrongpw1");
+    let _daemon_b = wimark_ha_tests::daemon::Daemon::start_with(
+        &b,
+        "secret-b",
+        |s| wimark_ha_tests::daemon::config(s, 100, &wrong),
+        launch,
+    )
+    .expect("B");
+    wait_until(
+        Duration::from_secs(10),
+        "A MASTER, B's adverts refused",
+        || {
+            daemon_a.state() == "MASTER"
+                && daemon_a
+                    .instance()
+                    .is_ok_and(|i| i.ignored.get("auth").copied().unwrap_or(0) > 0)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_a.log()));
+    let status = serde_json::to_string(&daemon_a.status().expect("status")).expect("json");
+    let metrics = scrape(&a);
+    let history = std::process::Command::new(wimark_ha_bin())
+        .args(["history", "--json", "--state-dir"])
+        .arg(daemon_a.state_dir())
+        .output()
+        .expect("history");
+    let check = std::process::Command::new(wimark_ha_bin())
+        .args(["check-config", "--config"])
+        .arg(&daemon_a.config)
+        .output()
+        .expect("check-config");
+    for (what, text) in [
+        ("log", daemon_a.log()),
+        ("status", status),
+        ("metrics", metrics),
+        (
+            "history",
+            String::from_utf8_lossy(&history.stdout).to_string(),
+        ),
+        (
+            "check-config",
+            String::from_utf8_lossy(&check.stdout).to_string()
+                + &String::from_utf8_lossy(&check.stderr),
+        ),
+    ] {
+        assert!(!text.is_empty(), "{what} is empty");
+        assert!(
+            !text.contains(PASSWORD),
+            "the password shows in the {what}:\n{text}"
+        );
+    }
+}

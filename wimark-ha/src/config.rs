@@ -335,14 +335,29 @@ struct RawFastDetect {
 
 // ===== loading and validating =====
 
-/// Reads and validates `path`.
+/// Reads and validates `path`. A file anyone may write is refused: it names
+/// programs the daemon runs as root.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let file_error = |message: String| ConfigError {
         file: path.to_path_buf(),
         line: 0,
         key: "file".to_string(),
-        message: format!("cannot read it: {e}"),
-    })?;
+        message,
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read it: {e}")))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| file_error(format!("cannot stat it: {e}")))?
+        .permissions()
+        .mode();
+    if mode & 0o002 != 0 {
+        return Err(file_error(format!(
+            "is world-writable (mode {:o}): anyone could make the daemon run their program as root; chmod o-w {}",
+            mode & 0o7777,
+            path.display()
+        )));
+    }
     parse(&text, path)
 }
 
@@ -1175,6 +1190,9 @@ mod reference {
                 }
             }
         }
-        assert!(missing.is_empty(), "keys missing from the guide's configuration reference: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "keys missing from the guide's configuration reference: {missing:?}"
+        );
     }
 }

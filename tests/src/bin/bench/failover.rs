@@ -44,7 +44,7 @@ fn trial(pair: Pair, failure: Failure) -> Result<Timeline> {
     lab.fail(failure)
 }
 
-pub fn run(trials: usize, vendor_trials: usize) -> Result<()> {
+pub fn run(trials: usize, vendor_trials: usize, svg: &std::path::Path) -> Result<()> {
     let scenarios = [
         Scenario {
             pair: Pair::WimarkHaFast,
@@ -137,6 +137,20 @@ pub fn run(trials: usize, vendor_trials: usize) -> Result<()> {
         medians.push((scenario.pair.name(), scenario.failure, p99, median, gap_max));
     }
     println!();
+    let rows: Vec<super::plot::Row> = results
+        .iter()
+        .map(|(scenario, f)| super::plot::Row {
+            label: format!("{} / {}", scenario.pair.name(), scenario.failure.name()),
+            ours: scenario.pair == Pair::WimarkHaFast,
+            takeover_ms: f.takeover.clone(),
+            gap_ms: f.gap.clone(),
+        })
+        .collect();
+    if let Some(dir) = svg.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(svg, super::plot::svg(&rows))?;
+    println!("Every trial is plotted in `{}`.\n", svg.display());
     for failure in [Failure::NodeLoss, Failure::KillDaemon, Failure::Switchover] {
         let ours = medians
             .iter()

@@ -34,6 +34,7 @@ use wimark_ha_tests::{
 };
 
 mod failover;
+mod plot;
 mod roles;
 
 #[derive(Parser)]
@@ -71,6 +72,9 @@ enum Which {
         /// Trials of keepalived with the vendor's 1 s config (slow).
         #[arg(long, default_value_t = 3)]
         vendor_trials: usize,
+        /// Where to write the plot of every trial (SVG).
+        #[arg(long, default_value = "target/bench/failover-timelines.svg")]
+        svg: std::path::PathBuf,
     },
 }
 
@@ -107,9 +111,10 @@ fn main() -> Result<()> {
         Which::Failover {
             trials,
             vendor_trials,
+            svg,
         } => {
             require_root("the failover benchmark");
-            return failover::run(trials, vendor_trials);
+            return failover::run(trials, vendor_trials, &svg);
         }
     };
     require_root("the XDP benchmark");
