@@ -248,5 +248,15 @@ fn a_v2_password_never_shows_in_logs_status_history_or_metrics() {
             !text.contains(PASSWORD),
             "the password shows in the {what}:\n{text}"
         );
+        // Nor as the bytes a derived Debug would print.
+        let bytes = PASSWORD
+            .bytes()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(
+            !text.contains(&bytes),
+            "the password's bytes show in the {what}:\n{text}"
+        );
     }
 }

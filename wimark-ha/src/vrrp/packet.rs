@@ -49,8 +49,9 @@ impl Version {
     }
 }
 
-/// VRRPv2 authentication (RFC 3768 §5.3.6). v3 has none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// VRRPv2 authentication (RFC 3768 §5.3.6). v3 has none. Its Debug form
+/// never shows the password (configs and params are debug-printed).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
     None,
     /// Type 1: up to 8 bytes of clear-text password, zero padded.
@@ -58,6 +59,16 @@ pub enum Auth {
     /// Any other type (2 was IP AH, removed by RFC 3768): kept so the daemon
     /// can count and refuse it.
     Unsupported(u8),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Password(_) => f.write_str("Password(<redacted>)"),
+            Auth::Unsupported(kind) => write!(f, "Unsupported({kind})"),
+        }
+    }
 }
 
 impl Auth {
@@ -386,6 +397,22 @@ mod tests {
         assert_eq!(
             v2_over_6.encode(A6, GROUP6, ChecksumMode::WithPseudoHeader),
             Err(EncodeError::V2OverIpv6)
+        );
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    use super::Auth;
+
+    #[test]
+    fn a_password_is_never_debug_printed() {
+        let auth = Auth::Password(*b"s3cr3tpw");
+        let printed = format!("{auth:?} {:?}", Some(auth));
+        assert!(printed.contains("<redacted>"), "{printed}");
+        assert!(
+            !printed.contains("115") && !printed.contains("s3cr3tpw"),
+            "{printed}"
         );
     }
 }
