@@ -373,3 +373,83 @@ fn link_loss_faults_the_master_and_the_peer_takes_over() {
     .unwrap_or_else(|e| panic!("{e}\nA: {}", daemon_a.log()));
     assert!(has_address(&a, "eth1", VIP) && !has_address(&b, "eth1", VIP));
 }
+
+#[test]
+fn rogue_sources_are_dropped_in_xdp_and_never_move_the_vip() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use wimark_ha::vrrp::ChecksumMode;
+    use wimark_ha_tests::{frames, lab::in_netns, sockets::PacketSocket};
+
+    let (_lab, a, b) = lab();
+    let allow = format!("{FAST}\npeers = [\"10.77.0.2\"]");
+    let daemon = Daemon::start(&a, "rogue-a", |s| config(s, 100, &allow)).expect("start A");
+    wait_until(Duration::from_secs(5), "A MASTER", || {
+        daemon.state() == "MASTER"
+    })
+    .expect("A alone is master");
+    let vip = vec![IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100))];
+    let send = |source: Ipv4Addr, count: usize, spacing: Duration| {
+        let frame = frames::vrrp_v4_frame(
+            &frames::v3_advert(255, 10, vip.clone()),
+            source,
+            255,
+            ChecksumMode::WithPseudoHeader,
+            &[],
+        );
+        in_netns(&b, move || -> anyhow::Result<()> {
+            let socket = PacketSocket::bind("eth1", false)?;
+            for _ in 0..count {
+                socket.send(&frame)?;
+                if !spacing.is_zero() {
+                    std::thread::sleep(spacing);
+                }
+            }
+            Ok(())
+        })
+        .expect("netns")
+        .expect("send");
+    };
+    // A flood of valid priority-255 adverts from a source not on the list.
+    const FLOOD: u64 = 20_000;
+    send(Ipv4Addr::new(10, 77, 0, 66), FLOOD as usize, Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(300));
+    let status = daemon.status().expect("status");
+    let instance = &status.instances[0];
+    assert_eq!(instance.state, "MASTER", "a rogue master does not preempt");
+    assert!(has_address(&a, "eth1", "10.77.0.100"));
+    assert_eq!(instance.adverts_received, 0, "nothing reached the engine");
+    assert!(
+        !instance.ignored.contains_key("rogue"),
+        "the XDP program, not the engine, dropped them: {:?}",
+        instance.ignored
+    );
+    assert_eq!(
+        status.monitors[0]["vrrp"]["rogue"].as_u64(),
+        Some(FLOOD),
+        "every rogue advert counted: {}",
+        status.monitors[0]
+    );
+    // Logged once for that source, not once per advert.
+    wait_until(Duration::from_secs(5), "the rogue source logged", || {
+        daemon.log().contains("rogue adverts: 10.77.0.66")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    send(Ipv4Addr::new(10, 77, 0, 66), 100, Duration::ZERO);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        daemon.log().matches("rogue adverts: 10.77.0.66").count(),
+        1,
+        "{}",
+        daemon.log()
+    );
+    // The control: the allowed peer's higher priority is obeyed (a master
+    // advertising every 10 ms for half a second): A steps down.
+    send(Ipv4Addr::new(10, 77, 0, 2), 50, Duration::from_millis(10));
+    let history = daemon.instance().expect("instance").history;
+    assert!(
+        history
+            .iter()
+            .any(|t| t.from == "MASTER" && t.to == "BACKUP"),
+        "the allowed peer is obeyed: {history:?}"
+    );
+}

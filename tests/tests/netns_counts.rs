@@ -46,6 +46,7 @@ fn counter_total(snapshot: &Snapshot, counter: Counter) -> u64 {
         Counter::Other => snapshot.other.packets,
         Counter::EventsLost => snapshot.events_lost,
         Counter::ApEvicted => snapshot.ap.evicted,
+        Counter::VrrpRogue => snapshot.vrrp.rogue,
     }
 }
 

@@ -12,6 +12,15 @@ pub const MAP_EVENTS: &str = "PEER_EVENTS";
 pub const MAP_AP_CLOCK: &str = "AP_CLOCK";
 pub const MAP_ADVERTS: &str = "ADVERTS";
 pub const MAP_WATCHED_VRIDS: &str = "WATCHED_VRIDS";
+pub const MAP_ALLOWED_PEERS: &str = "ALLOWED_PEERS";
+/// `WATCHED_VRIDS` values: not watched, every source's adverts go to the
+/// daemon, or only those of the sources in `ALLOWED_PEERS` (the others are
+/// counted as rogue and go nowhere).
+pub const WATCH_NONE: u32 = 0;
+pub const WATCH_ANY_SOURCE: u32 = 1;
+pub const WATCH_ALLOWED_ONLY: u32 = 2;
+/// Entries of `ALLOWED_PEERS` ((source, VRID) pairs).
+pub const ALLOWED_PEERS_MAX: u32 = 64;
 /// Ring buffer size for per-advert events, in bytes (a power of two): at
 /// 48 bytes plus an 8-byte header, 4096 adverts — seconds of slack at the
 /// fastest heartbeat.
@@ -63,11 +72,14 @@ pub enum Counter {
     /// AP table entries replaced by another AP hashing to a full set.
     /// `packets` counts evictions; `bytes` stays 0.
     ApEvicted = 14,
+    /// Valid adverts for an allow-listed VRID from a source not on its
+    /// list: also counted in `VrrpValid`, never passed to the daemon.
+    VrrpRogue = 15,
 }
 
 impl Counter {
     /// Number of slots in the `COUNTERS` array.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::VrrpValid,
         Counter::VrrpInvalidTtl,
@@ -84,11 +96,16 @@ impl Counter {
         Counter::Other,
         Counter::EventsLost,
         Counter::ApEvicted,
+        Counter::VrrpRogue,
     ];
 
-    /// Diagnostics rather than traffic classes: not packets on the wire.
+    /// Diagnostics rather than traffic classes: not packets on the wire
+    /// (or, for rogue adverts, packets already counted as valid VRRP).
     pub const fn is_traffic(self) -> bool {
-        !matches!(self, Counter::EventsLost | Counter::ApEvicted)
+        !matches!(
+            self,
+            Counter::EventsLost | Counter::ApEvicted | Counter::VrrpRogue
+        )
     }
 }
 
@@ -108,6 +125,15 @@ pub struct IpBytes {
     /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
     pub family: u8,
     pub _pad: [u8; 3],
+}
+
+impl From<core::net::IpAddr> for IpBytes {
+    fn from(address: core::net::IpAddr) -> Self {
+        match address {
+            core::net::IpAddr::V4(a) => Self::v4(a.octets()),
+            core::net::IpAddr::V6(a) => Self::v6(a.octets()),
+        }
+    }
 }
 
 impl IpBytes {

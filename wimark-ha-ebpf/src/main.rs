@@ -2,7 +2,9 @@
 //! classifies it with `wimark_ha_common::classify`, and counts it.
 //!
 //! Owns: the maps (`COUNTERS`, `VRRP_PEERS`, `AP_TABLE`, `PEER_EVENTS`,
-//! `ADVERTS`, `WATCHED_VRIDS`, `AP_CLOCK`) and the kernel timestamps of adverts. Must not: drop, redirect or alter any frame —
+//! `ADVERTS`, `WATCHED_VRIDS`, `ALLOWED_PEERS`, `AP_CLOCK`) and the kernel
+//! timestamps of adverts; the peer allow-list is enforced here, so a flood of
+//! rogue adverts costs userspace nothing. Must not: drop, redirect or alter any frame —
 //! every path returns `XDP_PASS`, including every error path (fail open; a
 //! monitor must never cost the host its traffic).
 #![no_std]
@@ -18,14 +20,15 @@ use aya_ebpf::{
     bindings::{xdp_action, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use wimark_ha_common::{
     abi::{
         ap_set, peer_event, AdvertEvent, ApSlot, Counter, IpBytes, PeerEvent, PeerKey, PeerRecord,
-        TrafficCounter, ADVERT_RING_BYTES, AP_TABLE_SLOTS, AP_TABLE_WAYS, EVENT_RING_BYTES, PEER_TABLE_SIZE,
+        TrafficCounter, ADVERT_RING_BYTES, ALLOWED_PEERS_MAX, AP_TABLE_SLOTS, AP_TABLE_WAYS,
+        EVENT_RING_BYTES, PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY, WATCH_NONE,
     },
     classify::{classify, AdvertSummary, Frame, Verdict},
 };
@@ -56,6 +59,10 @@ static ADVERTS: RingBuf = RingBuf::with_byte_size(ADVERT_RING_BYTES, 0);
 /// Non-zero at index VRID: the daemon runs an instance for it.
 #[map]
 static WATCHED_VRIDS: Array<u32> = Array::with_max_entries(256, 0);
+
+/// (source, VRID) pairs allowed for VRIDs watched with `WATCH_ALLOWED_ONLY`.
+#[map]
+static ALLOWED_PEERS: HashMap<PeerKey, u8> = HashMap::with_max_entries(ALLOWED_PEERS_MAX, 0);
 
 #[map]
 static PEER_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
@@ -96,7 +103,7 @@ pub fn wimark_ha_monitor(ctx: XdpContext) -> u32 {
     let bytes = frame.frame_len() as u64;
     count(verdict.counter(), bytes);
     match verdict {
-        Verdict::Vrrp(advert) => record_peer(&frame, &advert),
+        Verdict::Vrrp(advert) => record_peer(&frame, &advert, bytes),
         Verdict::VrrpInvalid(reason) => {
             // Compiled in, but gated on AYA_LOG_LEVEL which userspace leaves
             // off unless `--log-level debug`: one load and a branch.
@@ -127,9 +134,25 @@ fn count(counter: Counter, bytes: u64) {
 }
 
 #[inline(always)]
-fn record_peer(frame: &XdpFrame, advert: &AdvertSummary) {
+fn record_peer(frame: &XdpFrame, advert: &AdvertSummary, bytes: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
-    if WATCHED_VRIDS.get(u32::from(advert.vrid)).is_some_and(|w| *w != 0) {
+    let key = PeerKey {
+        source: advert.source,
+        vrid: advert.vrid,
+        _pad: [0; 3],
+    };
+    let watch = WATCHED_VRIDS
+        .get(u32::from(advert.vrid))
+        .copied()
+        .unwrap_or(WATCH_NONE);
+    // SAFETY: a lookup; the value is not kept.
+    let rogue = watch == WATCH_ALLOWED_ONLY && unsafe { ALLOWED_PEERS.get(&key) }.is_none();
+    if rogue {
+        // Counted and still recorded in VRRP_PEERS (so it can be seen and
+        // logged), never handed to the daemon: it can neither preempt nor
+        // keep a dead master alive.
+        count(Counter::VrrpRogue, bytes);
+    } else if watch != WATCH_NONE {
         let event = AdvertEvent {
             timestamp_ns: now,
             source: advert.source,
@@ -150,11 +173,6 @@ fn record_peer(frame: &XdpFrame, advert: &AdvertSummary) {
             count(Counter::EventsLost, 0);
         }
     }
-    let key = PeerKey {
-        source: advert.source,
-        vrid: advert.vrid,
-        _pad: [0; 3],
-    };
     let mut kind = 0u32;
     let mut previous_priority = advert.priority;
     let mut previous_interval_ms = advert.interval_ms;

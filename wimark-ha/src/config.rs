@@ -198,6 +198,9 @@ pub struct InstanceConfig {
     pub virtual_ips: Vec<VirtualIp>,
     pub preempt: bool,
     pub unicast_peers: Vec<IpAddr>,
+    /// The only sources whose adverts count (enforced in XDP); empty means
+    /// any. `peers`, or else `unicast_peers`.
+    pub allowed_peers: Vec<IpAddr>,
     pub fast_detect: Option<FastDetect>,
     pub garp: Garp,
 }
@@ -321,6 +324,8 @@ struct RawInstance {
     preempt: Option<bool>,
     #[serde(default)]
     unicast_peers: Vec<Spanned<String>>,
+    #[serde(default)]
+    peers: Vec<Spanned<String>>,
     fast_detect: Option<Spanned<RawFastDetect>>,
     garp_master_repeat: Option<Spanned<i64>>,
     garp_master_delay: Option<Spanned<String>>,
@@ -656,16 +661,32 @@ impl Context<'_> {
                 "needs at least one address, like \"10.10.10.3/24\"",
             ));
         }
-        let mut unicast_peers = Vec::new();
-        for peer in &raw.unicast_peers {
-            let address: IpAddr = peer.get_ref().parse().map_err(|_| {
-                self.error(
-                    peer.span(),
-                    "unicast_peers",
-                    &format!("`{}` is not an IP address", peer.get_ref()),
-                )
-            })?;
-            unicast_peers.push(address);
+        let addresses = |list: &[Spanned<String>], key: &str| -> Result<Vec<IpAddr>, ConfigError> {
+            let ipv4 = virtual_ips[0].address.is_ipv4();
+            list.iter()
+                .map(|peer| {
+                    let address: IpAddr = peer.get_ref().parse().map_err(|_| {
+                        self.error(
+                            peer.span(),
+                            key,
+                            &format!("`{}` is not an IP address", peer.get_ref()),
+                        )
+                    })?;
+                    if address.is_ipv4() != ipv4 {
+                        return Err(self.error(
+                            peer.span(),
+                            key,
+                            &format!("{address} is not of the virtual IPs' family"),
+                        ));
+                    }
+                    Ok(address)
+                })
+                .collect()
+        };
+        let unicast_peers = addresses(&raw.unicast_peers, "unicast_peers")?;
+        let mut allowed_peers = addresses(&raw.peers, "peers")?;
+        if allowed_peers.is_empty() {
+            allowed_peers = unicast_peers.clone();
         }
         let fast_detect = match &raw.fast_detect {
             None => None,
@@ -702,6 +723,7 @@ impl Context<'_> {
             virtual_ips,
             preempt: raw.preempt.unwrap_or(true),
             unicast_peers,
+            allowed_peers,
             fast_detect,
             garp: Garp { repeat, delay },
         })

@@ -419,6 +419,16 @@ impl Collector for StatusCollector {
         }
         family(
             &mut encoder,
+            "rogue_adverts",
+            "Adverts for an allow-listed VRID from other sources, dropped in XDP before the daemon",
+            MetricType::Counter,
+            status
+                .monitors
+                .iter()
+                .map(|m| (interface(m), ConstCounter::new(count(&m["vrrp"]["rogue"])))),
+        )?;
+        family(
+            &mut encoder,
             "active_aps",
             "APs seen by the XDP monitor within the active window",
             MetricType::Gauge,

@@ -407,6 +407,14 @@ impl Engine {
                 {
                     continue;
                 }
+                // The XDP program already keeps rogue adverts out; this is
+                // the second lock on the same door.
+                if !instance.config.allowed_peers.is_empty()
+                    && !instance.config.allowed_peers.contains(&source)
+                {
+                    *instance.ignored.entry("rogue".to_string()).or_default() += 1;
+                    continue;
+                }
                 match instance.machine.handle_advert(
                     t,
                     source,

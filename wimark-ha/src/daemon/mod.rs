@@ -111,6 +111,7 @@ async fn run_bound(
             .push(instance);
     }
     let mut monitors = Vec::new();
+    let mut allow_lists = Vec::new();
     let mut readers = Vec::new();
     let mut instances = Vec::new();
     for (name, configs) in by_interface {
@@ -127,8 +128,17 @@ async fn run_bound(
         )
         .await
         .with_context(|| format!("attaching the XDP monitor to `{name}`"))?;
-        let vrids: Vec<u8> = configs.iter().map(|c| c.vrid).collect();
-        readers.push(monitor.take_adverts(&vrids)?);
+        let watch: Vec<(u8, Vec<std::net::IpAddr>)> = configs
+            .iter()
+            .map(|c| (c.vrid, c.allowed_peers.clone()))
+            .collect();
+        readers.push(monitor.take_adverts(&watch)?);
+        allow_lists.push(
+            watch
+                .into_iter()
+                .filter(|(_, peers)| !peers.is_empty())
+                .collect::<BTreeMap<_, _>>(),
+        );
         let announcer = Arc::new(Announcer::new(&info)?);
         for instance in configs {
             let primary = info
@@ -267,6 +277,7 @@ async fn run_bound(
         }
         None => None,
     };
+    let rogue_logger = tokio::spawn(observer::log_rogues(monitors.clone(), allow_lists));
     let observer = tokio::spawn(observer::run(
         journal,
         metrics.clone(),
@@ -396,6 +407,7 @@ async fn run_bound(
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
+    rogue_logger.abort();
     if let Some(server) = metrics_server {
         server.abort();
     }

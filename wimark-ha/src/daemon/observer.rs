@@ -109,3 +109,75 @@ async fn watch_aps(
     }
     tracing::warn!(%instance, "no AP traffic seen within {APS_BACK_WAIT:?} of the takeover");
 }
+
+/// How often the peer table is scanned for rogue sources.
+const ROGUE_SCAN: Duration = Duration::from_secs(2);
+/// A rogue source is logged at most this often.
+const ROGUE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs adverts for allow-listed VRIDs from sources not on the list, once
+/// per source per minute. The XDP program already kept them from the
+/// engine; this only reads its peer table, so a flood costs one scan.
+/// `allow[i]` is monitor i's VRID → allowed sources (only VRIDs that have
+/// an allow-list).
+pub async fn log_rogues(
+    monitors: Arc<Mutex<Vec<Monitor>>>,
+    allow: Vec<std::collections::BTreeMap<u8, Vec<std::net::IpAddr>>>,
+) {
+    if allow.iter().all(|a| a.is_empty()) {
+        return;
+    }
+    // (monitor, vrid, source) → (adverts when last logged, when).
+    let mut logged: std::collections::HashMap<
+        (usize, u8, std::net::IpAddr),
+        (u64, tokio::time::Instant),
+    > = std::collections::HashMap::new();
+    let mut ticker = tokio::time::interval(ROGUE_SCAN);
+    loop {
+        ticker.tick().await;
+        let mut rogues = Vec::new();
+        if let Ok(monitors) = monitors.lock() {
+            for (index, monitor) in monitors.iter().enumerate() {
+                let Some(allowed) = allow.get(index) else {
+                    continue;
+                };
+                let Ok(peers) = crate::monitor::read_peers(monitor.ebpf()) else {
+                    continue;
+                };
+                for (key, record) in peers {
+                    let source = crate::monitor::ip_addr(&key.source);
+                    if allowed
+                        .get(&key.vrid)
+                        .is_some_and(|list| !list.contains(&source))
+                    {
+                        rogues.push((
+                            index,
+                            monitor.interface().to_string(),
+                            key.vrid,
+                            source,
+                            record.adverts,
+                        ));
+                    }
+                }
+            }
+        }
+        let now = tokio::time::Instant::now();
+        for (index, interface, vrid, source, adverts) in rogues {
+            let entry = logged.get(&(index, vrid, source)).copied();
+            let due = match entry {
+                None => true,
+                Some((count, at)) => adverts > count && now.duration_since(at) >= ROGUE_LOG_EVERY,
+            };
+            if due {
+                tracing::warn!(
+                    %interface,
+                    vrid,
+                    %source,
+                    adverts,
+                    "rogue adverts: {source} is not an allowed peer of VRID {vrid}; counted and ignored"
+                );
+                logged.insert((index, vrid, source), (adverts, now));
+            }
+        }
+    }
+}

@@ -8,7 +8,13 @@ use aya::{
     maps::{Array, MapData, RingBuf},
     Ebpf,
 };
-use wimark_ha_common::abi::{AdvertEvent, MAP_ADVERTS, MAP_WATCHED_VRIDS};
+use std::net::IpAddr;
+
+use aya::maps::HashMap;
+use wimark_ha_common::abi::{
+    AdvertEvent, IpBytes, PeerKey, MAP_ADVERTS, MAP_ALLOWED_PEERS, MAP_WATCHED_VRIDS,
+    WATCH_ALLOWED_ONLY, WATCH_ANY_SOURCE,
+};
 
 use super::MonitorError;
 
@@ -17,9 +23,33 @@ pub struct AdvertReader {
 }
 
 impl AdvertReader {
-    /// Marks `vrids` as watched and takes the advert ring.
-    pub(super) fn new(ebpf: &mut Ebpf, vrids: &[u8]) -> Result<Self, MonitorError> {
+    /// Marks each VRID of `watch` as watched — from any source when its
+    /// allow-list is empty, else only from those sources (the kernel counts
+    /// the others as rogue) — and takes the advert ring.
+    pub(super) fn new(ebpf: &mut Ebpf, watch: &[(u8, Vec<IpAddr>)]) -> Result<Self, MonitorError> {
         let map_error = |map| move |source| MonitorError::Map { map, source };
+        {
+            let mut allowed: HashMap<_, PeerKey, u8> = HashMap::try_from(
+                ebpf.map_mut(MAP_ALLOWED_PEERS)
+                    .ok_or(MonitorError::ObjectMismatch {
+                        what: "map",
+                        name: MAP_ALLOWED_PEERS,
+                    })?,
+            )
+            .map_err(map_error(MAP_ALLOWED_PEERS))?;
+            for (vrid, peers) in watch {
+                for peer in peers {
+                    let key = PeerKey {
+                        source: IpBytes::from(*peer),
+                        vrid: *vrid,
+                        _pad: [0; 3],
+                    };
+                    allowed
+                        .insert(key, 1, 0)
+                        .map_err(map_error(MAP_ALLOWED_PEERS))?;
+                }
+            }
+        }
         let mut watched: Array<_, u32> = Array::try_from(ebpf.map_mut(MAP_WATCHED_VRIDS).ok_or(
             MonitorError::ObjectMismatch {
                 what: "map",
@@ -27,9 +57,14 @@ impl AdvertReader {
             },
         )?)
         .map_err(map_error(MAP_WATCHED_VRIDS))?;
-        for vrid in vrids {
+        for (vrid, peers) in watch {
+            let mode = if peers.is_empty() {
+                WATCH_ANY_SOURCE
+            } else {
+                WATCH_ALLOWED_ONLY
+            };
             watched
-                .set(u32::from(*vrid), 1, 0)
+                .set(u32::from(*vrid), mode, 0)
                 .map_err(map_error(MAP_WATCHED_VRIDS))?;
         }
         let map = ebpf

@@ -278,9 +278,13 @@ impl Monitor {
         EventStream::new(&mut self.ebpf)
     }
 
-    /// Every valid advert of `vrids` from now on (can be taken once).
-    pub fn take_adverts(&mut self, vrids: &[u8]) -> Result<AdvertReader, MonitorError> {
-        AdvertReader::new(&mut self.ebpf, vrids)
+    /// Every valid advert of the watched VRIDs from now on, each VRID with
+    /// its peer allow-list (empty: any source). Can be taken once.
+    pub fn take_adverts(
+        &mut self,
+        watch: &[(u8, Vec<std::net::IpAddr>)],
+    ) -> Result<AdvertReader, MonitorError> {
+        AdvertReader::new(&mut self.ebpf, watch)
     }
 
     /// The kernel-side log reader, when `--log-level debug` asked for one.

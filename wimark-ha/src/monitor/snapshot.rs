@@ -180,6 +180,9 @@ pub struct PeerStats {
 pub struct VrrpStats {
     pub valid: u64,
     pub valid_bytes: u64,
+    /// Valid adverts for an allow-listed VRID from a source not on the
+    /// list (included in `valid`; never handed to the daemon).
+    pub rogue: u64,
     pub invalid: InvalidCounts,
     pub peers: Vec<PeerStats>,
 }
@@ -244,6 +247,7 @@ impl Snapshot {
             vrrp: VrrpStats {
                 valid: at(Counter::VrrpValid).packets,
                 valid_bytes: at(Counter::VrrpValid).bytes,
+                rogue: at(Counter::VrrpRogue).packets,
                 invalid: InvalidCounts {
                     ttl: at(Counter::VrrpInvalidTtl).packets,
                     version: at(Counter::VrrpInvalidVersion).packets,

@@ -117,13 +117,6 @@ pub enum EncodeError {
     TooManyAddresses(usize),
 }
 
-fn ip_bytes(address: IpAddr) -> IpBytes {
-    match address {
-        IpAddr::V4(a) => IpBytes::v4(a.octets()),
-        IpAddr::V6(a) => IpBytes::v6(a.octets()),
-    }
-}
-
 impl Advert {
     /// The VRRP message (no IP header) as sent from `source` to `destination`.
     pub fn encode(
@@ -192,8 +185,8 @@ impl Advert {
             });
         }
         let ip = IpContext {
-            source: ip_bytes(source),
-            destination: ip_bytes(destination),
+            source: IpBytes::from(source),
+            destination: IpBytes::from(destination),
             ttl: 255,
         };
         // v2 never has a pseudo-header; v3 over IPv6 always has one.
@@ -218,8 +211,8 @@ impl Advert {
         ttl: u8,
     ) -> Result<Advert, VrrpRejection> {
         let ip = IpContext {
-            source: ip_bytes(source),
-            destination: ip_bytes(destination),
+            source: IpBytes::from(source),
+            destination: IpBytes::from(destination),
             ttl,
         };
         let summary = check_vrrp(message, 0, message.len(), &ip)?;
