@@ -13,6 +13,7 @@ pub mod keepalived;
 pub mod kernel;
 pub mod lab;
 pub mod sockets;
+pub mod wire;
 
 use std::path::PathBuf;
 

@@ -97,3 +97,82 @@ fn a_master_stopped_for_two_seconds_does_not_keep_the_vip_beside_the_new_one() {
         "A did not flap after waking: {a_history:?}"
     );
 }
+
+/// A and B joined through a lossy wire (a namespace copying frames between
+/// its two veth ends).
+fn lossy_lab(
+    impairment: wimark_ha_tests::wire::Impairment,
+) -> (
+    wimark_ha_tests::lab::Lab,
+    String,
+    String,
+    wimark_ha_tests::wire::LossyWire,
+) {
+    let mut lab = wimark_ha_tests::lab::Lab::new().expect("lab");
+    let a = lab.namespace("a", false).expect("ns a");
+    let b = lab.namespace("b", false).expect("ns b");
+    let w = lab.namespace("w", false).expect("ns wire");
+    lab.veth((&a, "eth1"), (&w, "wa")).expect("veth a");
+    lab.veth((&b, "eth1"), (&w, "wb")).expect("veth b");
+    lab.address(&a, "eth1", "10.77.0.1/24").expect("addr a");
+    lab.address(&b, "eth1", "10.77.0.2/24").expect("addr b");
+    let wire = wimark_ha_tests::wire::LossyWire::start(&w, "wa", "wb", impairment).expect("wire");
+    (lab, a, b, wire)
+}
+
+/// Runs A (200) and B (100) over a wire with `impairment` and fast
+/// detection `1ms × multiplier` for `seconds`; B's takeovers, and the share
+/// of frames the wire dropped.
+fn false_takeovers(loss: f64, jitter_ms: u64, multiplier: u32, seconds: u64) -> (usize, f64) {
+    let impairment = wimark_ha_tests::wire::Impairment {
+        loss,
+        jitter: Duration::from_millis(jitter_ms),
+    };
+    let (_lab, a, b, wire) = lossy_lab(impairment);
+    let settings = format!(
+        "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = {{ interval = \"1ms\", multiplier = {multiplier} }}"
+    );
+    let daemon_a = Daemon::start(&a, "loss-a", |s| config(s, 200, &settings)).expect("A");
+    wait_until(Duration::from_secs(5), "A MASTER", || {
+        daemon_a.state() == "MASTER"
+    })
+    .expect("A first");
+    let daemon_b = Daemon::start(&b, "loss-b", |s| config(s, 100, &settings)).expect("B");
+    wait_until(Duration::from_secs(5), "B BACKUP", || {
+        daemon_b.state() == "BACKUP"
+    })
+    .expect("B backup");
+    let before = transitions(&daemon_b).len();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let takeovers = transitions(&daemon_b)[before..]
+        .iter()
+        .filter(|t| t.2 == "MASTER")
+        .count();
+    let dropped = wire.dropped.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    let forwarded = wire.forwarded.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    (takeovers, dropped / (dropped + forwarded).max(1.0))
+}
+
+/// The documented `fast_detect.multiplier` per loss rate (operator's guide):
+/// no false failover at those settings, and the wire really was that lossy.
+/// The control: at 30 % loss the default multiplier 3 does flap.
+#[test]
+fn loss_and_jitter_on_the_peer_link_cause_no_false_failover_at_the_documented_settings() {
+    for (loss, jitter_ms, multiplier) in [(0.01, 0, 8), (0.05, 0, 10), (0.30, 0, 25), (0.0, 20, 30)]
+    {
+        let (takeovers, dropped) = false_takeovers(loss, jitter_ms, multiplier, 8);
+        assert!(
+            (dropped - loss).abs() <= loss * 0.3 + 0.002,
+            "the wire dropped {dropped:.3}, meant {loss}"
+        );
+        assert_eq!(
+            takeovers, 0,
+            "false failover at {loss} loss, 0–{jitter_ms} ms jitter, multiplier {multiplier}"
+        );
+    }
+    let (takeovers, _) = false_takeovers(0.30, 0, 3, 3);
+    assert!(
+        takeovers > 0,
+        "the control: 30 % loss with multiplier 3 must flap"
+    );
+}
