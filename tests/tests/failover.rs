@@ -17,6 +17,20 @@ fn lab() -> (Lab, String, String) {
     two_servers(true).expect("two-server lab")
 }
 
+/// Whether an XDP program is attached to `eth1` in `namespace` (netlink).
+fn xdp_attached(namespace: &str) -> bool {
+    wimark_ha_tests::lab::in_netns(namespace, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(wimark_ha::monitor::attached_xdp_program("eth1"))
+            .expect("netlink")
+            .is_some()
+    })
+    .expect("netns")
+}
+
 #[test]
 fn unplanned_failover_restart_and_planned_switchover() {
     let (_lab, a, b) = lab();
@@ -38,6 +52,7 @@ fn unplanned_failover_restart_and_planned_switchover() {
     assert!(b_status.adverts_received > 0);
 
     // Unplanned: A's daemon is killed; B takes over by the fast rule.
+    assert!(xdp_attached(&a), "the monitor is attached while A runs");
     daemon_a.signal(libc::SIGKILL);
     daemon_a.wait();
     wait_until(long, "B MASTER", || daemon_b.state() == "MASTER").expect("failover");
@@ -62,6 +77,8 @@ fn unplanned_failover_restart_and_planned_switchover() {
         has_address(&a, "eth1", VIP),
         "a killed daemon leaves its VIP (why node loss is the real test)"
     );
+    // The kernel detached the XDP program with the dead process's link.
+    assert!(!xdp_attached(&a), "no XDP program left by the crash");
     daemon_a.restart().expect("restart A");
     wait_until(long, "A MASTER again", || {
         daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
