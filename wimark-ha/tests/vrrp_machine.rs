@@ -862,3 +862,23 @@ fn a_stall_longer_than_master_down_interval_still_gets_the_grace() {
     );
     assert_eq!(instance.state(), State::Backup);
 }
+
+// ===== A zero advert interval (found by fuzzing the decoder) =====
+
+#[test]
+fn a_zero_interval_advert_is_ignored_and_does_not_shrink_master_down() {
+    let params = v3(100, 10);
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    let before = instance.poll_timeout();
+    // A higher-priority "master" advertising every 0 cs.
+    let zero = advert(&params, 200, Duration::ZERO);
+    assert_eq!(
+        instance.handle_advert(at_ms(1.0), ip("10.77.0.9"), &zero, at_ms(1.0)),
+        Err(Ignored::Interval(Duration::ZERO))
+    );
+    assert_eq!(instance.state(), State::Backup);
+    assert_eq!(instance.poll_timeout(), before, "the timer is untouched");
+    assert!(instance.master().is_none(), "not learned as the master");
+}

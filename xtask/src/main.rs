@@ -42,10 +42,28 @@ enum Command {
     },
     /// Only check (and, as root on Debian, install) the prerequisites.
     Prereqs,
+    /// Long runs: `soak fuzz` fuzzes the packet decoder and the config
+    /// parser for longer than the test suite does.
+    Soak {
+        #[command(subcommand)]
+        which: Soak,
+    },
     /// Build, then the Debian package (binary with the XDP object, systemd
     /// unit, default config, docs) into target/debian/.
     Deb,
 }
+
+#[derive(Debug, Subcommand)]
+enum Soak {
+    /// Each `cargo fuzz` target for `--seconds` (default 10 minutes).
+    Fuzz {
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
+}
+
+/// Seconds per fuzz target in `cargo xtask test`.
+const FUZZ_SECONDS_IN_TEST: u64 = 20;
 
 #[derive(Debug, Subcommand)]
 enum Bench {
@@ -94,8 +112,22 @@ fn main() -> Result<()> {
             prereqs::ensure_dockerd()?;
             let built = build::all(&root)?;
             let deb = build::deb(&root, &built)?;
-            run::tests(&root, &built, &deb, &cargo_args)
+            run::tests(&root, &built, &deb, &cargo_args)?;
+            // The whole suite also fuzzes for a bounded time; a filtered run
+            // (a test name given) does not.
+            if cargo_args.is_empty() {
+                run::fuzz(&root, FUZZ_SECONDS_IN_TEST)
+            } else {
+                println!("fuzz: skipped (a test filter was given)");
+                Ok(())
+            }
         }
+        Command::Soak { which } => match which {
+            Soak::Fuzz { seconds } => {
+                prereqs::ensure()?;
+                run::fuzz(&root, seconds)
+            }
+        },
         Command::Lab => {
             prereqs::ensure()?;
             prereqs::require_root("the lab (network namespaces, XDP)")?;

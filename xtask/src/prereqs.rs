@@ -108,6 +108,7 @@ const PACKAGES: &[Package] = &[
 ];
 
 const CARGO_DEB_VERSION: &str = "3.6.3";
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
 const BPF_LINKER_INSTALL: &str =
     "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version 0.13.0 --locked --no-default-features --features llvm-22";
@@ -140,6 +141,10 @@ fn cargo_deb_present() -> bool {
     on_path("cargo-deb")
 }
 
+fn cargo_fuzz_present() -> bool {
+    on_path("cargo-fuzz")
+}
+
 fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -159,7 +164,8 @@ pub fn ensure() -> Result<()> {
         .collect();
     let linker_missing = !bpf_linker_present();
     let deb_missing = !cargo_deb_present();
-    if missing.is_empty() && !linker_missing && !deb_missing {
+    let fuzz_missing = !cargo_fuzz_present();
+    if missing.is_empty() && !linker_missing && !deb_missing && !fuzz_missing {
         return Ok(());
     }
     let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
@@ -171,6 +177,9 @@ pub fn ensure() -> Result<()> {
     }
     if deb_missing {
         eprintln!("xtask: missing cargo-deb (builds the Debian package)");
+    }
+    if fuzz_missing {
+        eprintln!("xtask: missing cargo-fuzz (the fuzz targets)");
     }
     let debian =
         Path::new("/usr/bin/apt-get").exists() && Path::new("/etc/debian_version").exists();
@@ -185,6 +194,11 @@ pub fn ensure() -> Result<()> {
         if deb_missing {
             steps.push(format!(
                 "cargo install cargo-deb --version {CARGO_DEB_VERSION} --locked"
+            ));
+        }
+        if fuzz_missing {
+            steps.push(format!(
+                "cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked"
             ));
         }
         bail!(
@@ -216,6 +230,16 @@ pub fn ensure() -> Result<()> {
                 "llvm-22",
             ])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
+    }
+    if !cargo_fuzz_present() {
+        eprintln!("xtask: installing cargo-fuzz (about a minute)");
+        run(Command::new(crate::build::cargo()).args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ]))?;
     }
     if !cargo_deb_present() {
         eprintln!("xtask: installing cargo-deb (about a minute)");

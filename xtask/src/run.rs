@@ -99,3 +99,37 @@ pub fn tool(root: &Path, built: &Built, name: &str, args: &[String]) -> Result<(
         .env("WIMARK_HA_BIN", &built.binary);
     run(&mut command)
 }
+
+/// The `cargo fuzz` targets (in `fuzz/`), each for `seconds`, built without
+/// a sanitizer so the stable toolchain will do; libFuzzer's RSS and malloc
+/// limits turn unbounded allocation into a failure. Fails on any crash.
+pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
+    for target in ["decode_packet", "parse_config"] {
+        let mut command = Command::new(cargo());
+        command
+            .current_dir(root.join("fuzz"))
+            .args(["fuzz", "run", "--sanitizer", "none", target, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .args(["-rss_limit_mb=1024", "-malloc_limit_mb=256", "-print_final_stats=1"])
+            .env("PATH", crate::prereqs::path_with_cargo_bin());
+        let output = command
+            .output()
+            .with_context(|| format!("running {command:?} (cargo install cargo-fuzz)"))?;
+        let log = String::from_utf8_lossy(&output.stderr);
+        let runs = log
+            .lines()
+            .find_map(|l| l.strip_prefix("Done ").and_then(|r| r.split(' ').next()))
+            .unwrap_or("?")
+            .to_string();
+        if !output.status.success() {
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            bail!(
+                "fuzz target {target} failed ({}); the input is under fuzz/artifacts/{target}/:\n{}",
+                output.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        println!("fuzz: {target}: {runs} inputs in {seconds} s, no crash, no runaway allocation");
+    }
+    Ok(())
+}

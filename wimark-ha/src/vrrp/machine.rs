@@ -374,6 +374,13 @@ impl Instance {
                 return Err(Ignored::Interval(advert.interval));
             }
         }
+        // RFC 5798 §5.2.7 gives the interval in centiseconds, and a master
+        // advertising every 0 cs would shrink Master_Down_Interval to the
+        // skew alone (§6.1) and make every backup take over at once: a
+        // zero interval is not a master to learn from (found by fuzzing).
+        if advert.interval.is_zero() {
+            return Err(Ignored::Interval(advert.interval));
+        }
         Ok(())
     }
 
