@@ -71,7 +71,7 @@ impl LossyWire {
             threads.push(thread::spawn({
                 let (stop, dropped, queue) = (stop.clone(), dropped.clone(), queue.clone());
                 let mut random =
-                    Random(0x9e37_79b9_7f4a_7c15 ^ (seed as u64 + 1) * 0x1234_5678_9abc);
+                    Random(0x9e37_79b9_7f4a_7c15 ^ ((seed as u64 + 1) * 0x1234_5678_9abc));
                 move || {
                     let mut buffer = vec![0u8; 65536];
                     let mut sequence = 0u64;

@@ -110,7 +110,11 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
             .current_dir(root.join("fuzz"))
             .args(["fuzz", "run", "--sanitizer", "none", target, "--"])
             .arg(format!("-max_total_time={seconds}"))
-            .args(["-rss_limit_mb=1024", "-malloc_limit_mb=256", "-print_final_stats=1"])
+            .args([
+                "-rss_limit_mb=1024",
+                "-malloc_limit_mb=256",
+                "-print_final_stats=1",
+            ])
             .env("PATH", crate::prereqs::path_with_cargo_bin());
         let output = command
             .output()

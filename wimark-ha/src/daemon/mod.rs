@@ -69,6 +69,41 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// What the journal remembers from before this start: each instance's
+/// transitions go back into its in-memory history (so `status` shows them),
+/// and the last container switches of the `[roles]` instance are returned.
+fn replay_history(
+    state_dir: &Path,
+    instances: &mut [EngineInstance],
+    roles_instance: Option<&str>,
+) -> anyhow::Result<Vec<crate::roles::SwitchRecord>> {
+    let past = history::read(state_dir)?;
+    if past.damaged > 0 {
+        tracing::warn!(
+            "failover journal: {} damaged line(s) skipped (a crash mid-write?)",
+            past.damaged
+        );
+    }
+    let mut switches = Vec::new();
+    for entry in past.entries {
+        match entry {
+            history::Entry::Transition { instance, record } => {
+                if let Some(i) = instances.iter_mut().find(|i| i.name() == instance) {
+                    i.remember(record);
+                }
+            }
+            history::Entry::Containers { instance, record }
+                if Some(instance.as_str()) == roles_instance =>
+            {
+                switches.push(record);
+            }
+            _ => {}
+        }
+    }
+    let keep_from = switches.len().saturating_sub(crate::roles::HISTORY_LEN);
+    Ok(switches.split_off(keep_from))
+}
+
 pub fn run(
     config_path: &Path,
     state_dir: Option<&Path>,
@@ -177,38 +212,17 @@ async fn run_bound(
     // The journal first: what happened before this start is shown again.
     let journal = Journal::open(&config.daemon.state_dir)
         .context("opening the failover journal (set [daemon] state_dir or --state-dir)")?;
-    let past = history::read(&config.daemon.state_dir)?;
-    if past.damaged > 0 {
-        tracing::warn!(
-            "failover journal: {} damaged line(s) skipped (a crash mid-write?)",
-            past.damaged
-        );
-    }
-    let mut past_switches = Vec::new();
-    for entry in past.entries {
-        match entry {
-            history::Entry::Transition { instance, record } => {
-                if let Some(i) = instances.iter_mut().find(|i| i.name() == instance) {
-                    i.remember(record);
-                }
-            }
-            history::Entry::Containers { instance, record }
-                if Some(&instance) == roles_instance.as_ref() =>
-            {
-                past_switches.push(record);
-            }
-            _ => {}
-        }
-    }
-    let keep_from = past_switches
-        .len()
-        .saturating_sub(crate::roles::HISTORY_LEN);
+    let past_switches = replay_history(
+        &config.daemon.state_dir,
+        &mut instances,
+        roles_instance.as_deref(),
+    )?;
     let (observed_tx, observed_rx) = tokio::sync::mpsc::unbounded_channel();
     let (roles_tx, roles_status, switcher) = crate::roles::Switcher::spawn(
         config.roles.clone(),
         config.before_promote.clone(),
         config.notify.clone(),
-        past_switches.split_off(keep_from),
+        past_switches,
         {
             let observed = observed_tx.clone();
             let instance = roles_instance.clone().unwrap_or_default();
