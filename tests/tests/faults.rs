@@ -176,3 +176,38 @@ fn loss_and_jitter_on_the_peer_link_cause_no_false_failover_at_the_documented_se
         "the control: 30 % loss with multiplier 3 must flap"
     );
 }
+
+#[test]
+fn the_control_socket_refuses_other_users() {
+    let (_lab, a, _b) = two_servers(true).expect("lab");
+    let daemon = Daemon::start(&a, "ctl-a", |s| config(s, 200, FAST)).expect("A");
+    wait_until(Duration::from_secs(5), "A MASTER", || {
+        daemon.state() == "MASTER"
+    })
+    .expect("A master");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&daemon.socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "root only: {mode:o}");
+    // Even with the directory open to it, nobody cannot ask for status or
+    // a switchover.
+    for command in [&["status"][..], &["switchover"][..]] {
+        let output = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(wimark_ha_tests::wimark_ha_bin())
+            .args(command)
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .output()
+            .expect("setpriv");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{command:?} as nobody: {stderr}");
+        assert!(
+            stderr.to_lowercase().contains("permission denied"),
+            "a clear refusal: {stderr}"
+        );
+    }
+    assert_eq!(daemon.state(), "MASTER", "nothing changed");
+}
