@@ -129,6 +129,8 @@ pub struct FailoverLab {
     stop_responders: Arc<AtomicBool>,
     /// More config for server A's and server B's daemons (wimark-ha pairs).
     extra: [String; 2],
+    /// `fast_detect.multiplier` of the wimark-ha pair (3 unless tuned).
+    fast_multiplier: u32,
 }
 
 fn random_below(limit: Duration) -> Duration {
@@ -147,6 +149,11 @@ impl FailoverLab {
 
     /// The same, with `extra` config for A's and B's daemons (e.g. `[roles]`).
     pub fn with_extra(pair: Pair, extra: [String; 2]) -> Result<Self> {
+        Self::with_options(pair, extra, 3)
+    }
+
+    /// The same, with the wimark-ha pair's fast-detection multiplier.
+    pub fn with_options(pair: Pair, extra: [String; 2], fast_multiplier: u32) -> Result<Self> {
         let mut lab = Lab::new()?;
         let a = lab.namespace("a", false)?;
         let b = lab.namespace("b", false)?;
@@ -171,6 +178,7 @@ impl FailoverLab {
             probe: None,
             stop_responders: Arc::new(AtomicBool::new(false)),
             extra,
+            fast_multiplier,
         };
         this.start_pair()?;
         for namespace in [this.a.clone(), this.b.clone()] {
@@ -187,7 +195,7 @@ impl FailoverLab {
     fn start_node(&self, namespace: &str, name: &str, priority: u8, extra: &str) -> Result<Node> {
         Ok(match self.pair {
             Pair::WimarkHaFast => Node::WimarkHa(Daemon::start(namespace, name, |s| {
-                config(s, priority, &format!("version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = {{ interval = \"1ms\", multiplier = 3 }}\n\n{extra}"))
+                config(s, priority, &format!("version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = {{ interval = \"1ms\", multiplier = {} }}\n\n{extra}", self.fast_multiplier))
             })?),
             Pair::KeepalivedV3Fast => Node::Keepalived(Keepalived::start(
                 namespace,
@@ -329,6 +337,27 @@ impl FailoverLab {
         // Let the probe stream show the recovery.
         thread::sleep(Duration::from_millis(300));
         Ok(self.timeline(t0))
+    }
+
+    /// The process of server A's and server B's VRRP daemon.
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        self.nodes
+            .iter()
+            .map(|node| match node {
+                Node::WimarkHa(daemon) => daemon.child.as_ref().map(|c| c.id()),
+                Node::Keepalived(keepalived) => keepalived.pid(),
+            })
+            .collect()
+    }
+
+    /// Adverts from `source` the capture on the bridge has seen.
+    pub fn adverts_from(&self, source: Ipv4Addr) -> usize {
+        self.capture.as_ref().map_or(0, |c| {
+            c.records()
+                .iter()
+                .filter(|(_, s)| matches!(s, Seen::Advert { source: from, .. } if *from == std::net::IpAddr::V4(source)))
+                .count()
+        })
     }
 
     /// Server A's (0) or server B's (1) daemon, when the pair is wimark-ha.

@@ -126,6 +126,11 @@ impl Keepalived {
         }
     }
 
+    /// The parent process (its VRRP child is a child of it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Kills keepalived and its VRRP child at once, as a crash would.
     pub fn kill(&mut self) {
         for pid_file in ["vrrp.pid", "keepalived.pid"] {

@@ -12,6 +12,7 @@ pub mod frames;
 pub mod keepalived;
 pub mod kernel;
 pub mod lab;
+pub mod soak;
 pub mod sockets;
 pub mod wire;
 

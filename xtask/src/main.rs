@@ -60,6 +60,13 @@ enum Soak {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
+    /// wimark-ha (1 ms x 3) and keepalived (10 ms) pairs left running idle
+    /// and with every core saturated by stress-ng, `--seconds` each: false
+    /// takeovers, peak RSS and CPU (needs root).
+    Cpu {
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
 }
 
 /// Seconds per fuzz target in `cargo xtask test`.
@@ -126,6 +133,21 @@ fn main() -> Result<()> {
             Soak::Fuzz { seconds } => {
                 prereqs::ensure()?;
                 run::fuzz(&root, seconds)
+            }
+            Soak::Cpu { seconds } => {
+                prereqs::ensure()?;
+                prereqs::require_root("the soak (network namespaces, XDP)")?;
+                let built = build::all(&root)?;
+                run::tool(
+                    &root,
+                    &built,
+                    "wimark-ha-bench",
+                    &[
+                        "soak".to_string(),
+                        "--seconds".to_string(),
+                        seconds.to_string(),
+                    ],
+                )
             }
         },
         Command::Lab => {

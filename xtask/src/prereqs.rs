@@ -91,6 +91,11 @@ const PACKAGES: &[Package] = &[
         why: "`systemd-analyze verify` of the unit",
     },
     Package {
+        name: "stress-ng",
+        path: "/usr/bin/stress-ng",
+        why: "saturating the cores in the soak and its short CI version",
+    },
+    Package {
         name: "iptables",
         path: "/usr/sbin/iptables",
         why: "the doctor test breaks firewall rules in a lab namespace",

@@ -76,6 +76,14 @@ enum Which {
         #[arg(long, default_value = "target/bench/failover-timelines.svg")]
         svg: std::path::PathBuf,
     },
+    /// Both pairs left running with every core saturated: false takeovers,
+    /// peak RSS and CPU of each daemon, wimark-ha at 1 ms x 3 beside
+    /// keepalived at 10 ms.
+    Soak {
+        /// Seconds per pair.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
 }
 
 /// The per-packet target of BRIEF §6.
@@ -107,6 +115,32 @@ fn main() -> Result<()> {
         Which::Roles { trials } => {
             require_root("the roles benchmark");
             return roles::run(trials);
+        }
+        Which::Soak { seconds } => {
+            require_root("the soak");
+            println!("## Soak (`cargo xtask soak cpu --seconds {seconds}`)\n");
+            println!("| pair | duration | load | adverts from the standby (false takeovers) | active: peak RSS / CPU of one core | standby: peak RSS / CPU |");
+            println!("|---|---:|---|---:|---|---|");
+            use wimark_ha_tests::failover_lab::Pair;
+            for (pair, multiplier, stressed) in [
+                (Pair::WimarkHaFast, 3, false),
+                (Pair::WimarkHaFast, 3, true),
+                (Pair::WimarkHaFast, 10, true),
+                (Pair::KeepalivedV3Fast, 3, false),
+                (Pair::KeepalivedV3Fast, 3, true),
+            ] {
+                let figures = wimark_ha_tests::soak::soak(
+                    pair,
+                    std::time::Duration::from_secs(seconds),
+                    stressed,
+                    multiplier,
+                )?;
+                println!("{}", wimark_ha_tests::soak::row(&figures));
+                for transition in &figures.standby_transitions {
+                    eprintln!("soak: standby transition: {transition}");
+                }
+            }
+            return Ok(());
         }
         Which::Failover {
             trials,

@@ -1,0 +1,200 @@
+//! Soak runs: a pair left running (optionally with every core saturated by
+//! stress-ng in both servers' namespaces) while the capture on the bridge
+//! watches for a false takeover, and the daemons' RSS and CPU are measured.
+//! Used by the short CI test and by `cargo xtask soak cpu`.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    failover_lab::{FailoverLab, Pair, SERVER_B},
+    lab::in_netns,
+};
+
+/// RSS peak and CPU time of a process and its direct children.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessUse {
+    pub peak_rss_kib: u64,
+    pub cpu_seconds: f64,
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|candidate| {
+            std::fs::read_to_string(format!("/proc/{candidate}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+fn one(pid: u32) -> ProcessUse {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu_seconds = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            // utime and stime: fields 14 and 15 of stat(5), 12 and 13 here.
+            Some(
+                (fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+                    / ticks,
+            )
+        })
+        .unwrap_or(0.0);
+    let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0);
+    ProcessUse {
+        peak_rss_kib,
+        cpu_seconds,
+    }
+}
+
+/// `pid` and its children, summed.
+pub fn process_use(pid: u32) -> ProcessUse {
+    let mut total = one(pid);
+    for child in children(pid) {
+        let c = one(child);
+        total.peak_rss_kib += c.peak_rss_kib;
+        total.cpu_seconds += c.cpu_seconds;
+    }
+    total
+}
+
+/// What one soak showed.
+#[derive(Debug)]
+pub struct SoakFigures {
+    pub pair: &'static str,
+    pub multiplier: u32,
+    pub seconds: f64,
+    pub stressed: bool,
+    /// Adverts the standby (B) sent: any means it took over falsely.
+    pub standby_adverts: usize,
+    /// (peak RSS KiB, % of one core) of the active and the standby daemon.
+    pub active: (u64, f64),
+    pub standby: (u64, f64),
+    /// The standby's own account of any transition (wimark-ha only).
+    pub standby_transitions: Vec<String>,
+}
+
+/// A `stress-ng` keeping every core busy in `namespace`, killed on drop.
+struct Stress(Child);
+
+impl Drop for Stress {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stress(namespace: &str) -> Result<Stress> {
+    in_netns(namespace, || {
+        Command::new("stress-ng")
+            .args(["--cpu", "0", "--cpu-method", "matrixprod", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    })?
+    .map(Stress)
+    .context("stress-ng (Debian package stress-ng)")
+}
+
+/// Runs `pair` for `duration` (with stress-ng on both servers if
+/// `stressed`); `multiplier` is wimark-ha's fast-detection multiplier.
+pub fn soak(
+    pair: Pair,
+    duration: Duration,
+    stressed: bool,
+    multiplier: u32,
+) -> Result<SoakFigures> {
+    let lab = FailoverLab::with_options(pair, Default::default(), multiplier)?;
+    let pids = lab.pids();
+    let (Some(active), Some(standby)) = (pids[0], pids[1]) else {
+        anyhow::bail!("the pair's processes are not running");
+    };
+    let before = (process_use(active), process_use(standby));
+    let b_adverts_before = lab.adverts_from(SERVER_B);
+    let load = if stressed {
+        vec![stress(&lab.a)?, stress(&lab.b)?]
+    } else {
+        Vec::new()
+    };
+    let started = Instant::now();
+    std::thread::sleep(duration);
+    let seconds = started.elapsed().as_secs_f64();
+    drop(load);
+    let history_len = |lab: &FailoverLab| {
+        lab.daemon(1)
+            .and_then(|d| d.instance().ok())
+            .map(|i| i.history)
+            .unwrap_or_default()
+    };
+    let standby_transitions = history_len(&lab)
+        .iter()
+        .filter(|t| t.reason != "startup")
+        .map(|t| {
+            format!(
+                "{} -> {} ({}), silence {:?} us",
+                t.from, t.to, t.reason, t.silence_us
+            )
+        })
+        .collect();
+    let after = (process_use(active), process_use(standby));
+    let share = |b: ProcessUse, a: ProcessUse| 100.0 * (a.cpu_seconds - b.cpu_seconds) / seconds;
+    Ok(SoakFigures {
+        pair: pair.name(),
+        multiplier,
+        seconds,
+        stressed,
+        standby_adverts: lab.adverts_from(SERVER_B) - b_adverts_before,
+        active: (after.0.peak_rss_kib, share(before.0, after.0)),
+        standby: (after.1.peak_rss_kib, share(before.1, after.1)),
+        standby_transitions,
+    })
+}
+
+/// The table row of a soak.
+pub fn row(f: &SoakFigures) -> String {
+    let pair = if f.pair.starts_with("wimark-ha") {
+        format!(
+            "wimark-ha (VRRPv3 10 ms, fast detection 1 ms x {})",
+            f.multiplier
+        )
+    } else {
+        f.pair.to_string()
+    };
+    format!(
+        "| {} | {:.0} s | {} | {} | {:.1} MiB / {:.2} % | {:.1} MiB / {:.2} % |",
+        pair,
+        f.seconds,
+        if f.stressed {
+            "both cores saturated"
+        } else {
+            "idle"
+        },
+        f.standby_adverts,
+        f.active.0 as f64 / 1024.0,
+        f.active.1,
+        f.standby.0 as f64 / 1024.0,
+        f.standby.1,
+    )
+}
