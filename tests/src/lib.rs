@@ -42,3 +42,21 @@ pub fn wimark_ha_bin() -> PathBuf {
     );
     path
 }
+
+/// A scratch directory under the system temp dir, named after the test and
+/// the process, removed on drop — also when the test panics.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("wimark-ha-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

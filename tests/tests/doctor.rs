@@ -56,8 +56,8 @@ fn doctor_passes_a_healthy_server_and_fails_each_broken_check() {
     let tag = format!("whdr{}", std::process::id());
     let _master = Stack::create(&format!("{tag}-master"), 1, None).expect("stack");
     let _backup = Stack::create(&format!("{tag}-backup"), 1, None).expect("stack");
-    let dir = std::env::temp_dir().join(format!("wimark-ha-doctor-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let scratch = wimark_ha_tests::Scratch::new("doctor");
+    let dir = scratch.0.clone();
     let write = |name: &str, peer: &str, roles: &str| {
         let path = dir.join(name);
         std::fs::write(
@@ -244,5 +244,4 @@ fn doctor_passes_a_healthy_server_and_fails_each_broken_check() {
     std::fs::write(&broken, "[[instance]]\nname = 1\n").expect("write");
     let (found, failed) = doctor(&a, &broken);
     assert!(failed && found["config"].0 == "FAIL", "{found:?}");
-    std::fs::remove_dir_all(&dir).ok();
 }

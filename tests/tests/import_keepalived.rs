@@ -43,23 +43,20 @@ fn import(conf: &str, env_dir: Option<&str>) -> String {
     stdout
 }
 
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wimark-ha-import-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch");
-    dir
+fn scratch(tag: &str) -> wimark_ha_tests::Scratch {
+    wimark_ha_tests::Scratch::new(&format!("import-{tag}"))
 }
 
 /// `check-config` on `text`; its stdout.
 fn check_config(text: &str, tag: &str) -> String {
     let dir = scratch(tag);
-    let path = dir.join("wimark-ha.toml");
+    let path = dir.0.join("wimark-ha.toml");
     std::fs::write(&path, text).expect("write config");
     let (ok, stdout, stderr) = wimark_ha(&[
         "check-config".as_ref(),
         "--config".as_ref(),
         path.as_os_str(),
     ]);
-    std::fs::remove_dir_all(&dir).ok();
     assert!(
         ok,
         "check-config refused the imported config: {stderr}\n{text}"
@@ -162,7 +159,7 @@ fn every_supported_keyword_is_carried_and_the_rest_listed() {
 #[test]
 fn bad_input_is_refused_with_file_and_line() {
     let dir = scratch("bad");
-    let conf = dir.join("keepalived.conf");
+    let conf = dir.0.join("keepalived.conf");
     std::fs::write(&conf, "vrrp_instance X {\n  interface eth1\n").expect("write");
     let (ok, _, stderr) = wimark_ha(&["import-keepalived".as_ref(), conf.as_os_str()]);
     assert!(!ok);
@@ -183,7 +180,7 @@ fn bad_input_is_refused_with_file_and_line() {
         "{stderr}"
     );
     // --output never overwrites.
-    let existing = dir.join("existing.toml");
+    let existing = dir.0.join("existing.toml");
     std::fs::write(&existing, "keep me").expect("write");
     let seed = fixture("keepalived/seed-master.conf");
     let (ok, _, stderr) = wimark_ha(&[
@@ -194,7 +191,6 @@ fn bad_input_is_refused_with_file_and_line() {
     ]);
     assert!(!ok, "{stderr}");
     assert_eq!(std::fs::read_to_string(&existing).expect("read"), "keep me");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

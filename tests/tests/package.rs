@@ -263,8 +263,8 @@ fn the_daemon_needs_only_the_units_capabilities() {
 fn systemd_hears_ready_watchdog_and_stopping() {
     require_root("a lab");
     let (_lab, a, _b) = two_servers(true).expect("lab");
-    let dir = std::env::temp_dir().join(format!("wimark-ha-notify-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let scratch = wimark_ha_tests::Scratch::new("notify");
+    let dir = scratch.0.clone();
     let socket_path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
     socket
@@ -309,5 +309,4 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     listen(Duration::from_millis(500), &mut heard);
     assert!(heard.iter().any(|m| m == "STOPPING=1"), "{heard:?}");
     assert_eq!(daemon.wait(), Some(0));
-    std::fs::remove_dir_all(&dir).ok();
 }

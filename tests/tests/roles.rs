@@ -2,32 +2,16 @@
 //! containers labelled as docker-compose labels them, switched by the daemon
 //! as its instance changes state — hooks and the notify script included.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use wimark_ha_tests::{
     daemon::{config, has_address, wait_until, Daemon},
     docker::{require_dockerd, Stack},
     lab::two_servers,
+    Scratch,
 };
 
 const FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("wimark-ha-roles-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
-}
 
 /// The [roles], hooks and notify sections for stacks named `tag-master` and
 /// `tag-backup`; `hooks` is extra TOML.
@@ -63,7 +47,7 @@ fn promotion_runs_hooks_switches_stacks_and_notifies() {
     let tag = format!("whp{}", std::process::id());
     let master = Stack::create(&format!("{tag}-master"), 3, None).expect("master stack");
     let backup = Stack::create(&format!("{tag}-backup"), 2, None).expect("backup stack");
-    let scratch = Scratch::new("promote");
+    let scratch = Scratch::new("roles-promote");
     for lock in ["mongod.lock", "WiredTiger.lock"] {
         std::fs::write(scratch.0.join(lock), "").expect("lock");
     }
@@ -127,7 +111,7 @@ fn demotion_waits_demote_delay_and_a_flap_cancels_it() {
     let tag = format!("whd{}", std::process::id());
     let master = Stack::create(&format!("{tag}-master"), 2, None).expect("master stack");
     let backup = Stack::create(&format!("{tag}-backup"), 2, None).expect("backup stack");
-    let scratch = Scratch::new("demote");
+    let scratch = Scratch::new("roles-demote");
     let toml = roles_toml(&tag, &scratch.0, "1500ms", "");
     let (_lab, a, b) = two_servers(true).expect("lab");
     let daemon = Daemon::start(&a, "roles-d", |s| config(s, 100, &toml)).expect("daemon");
@@ -184,7 +168,7 @@ fn a_failing_container_is_reported_and_the_rest_still_start() {
     let master =
         Stack::create(&format!("{tag}-master"), 3, Some(&["false"])).expect("master stack");
     let _backup = Stack::create(&format!("{tag}-backup"), 1, None).expect("backup stack");
-    let scratch = Scratch::new("fail");
+    let scratch = Scratch::new("roles-fail");
     let toml = roles_toml(&tag, &scratch.0, "300ms", "");
     let (_lab, a, _b) = two_servers(true).expect("lab");
     let daemon = Daemon::start(&a, "roles-f", |s| config(s, 200, &toml)).expect("daemon");
@@ -212,7 +196,7 @@ fn a_blocking_hook_that_times_out_leaves_the_containers_and_says_so() {
     let tag = format!("whh{}", std::process::id());
     let master = Stack::create(&format!("{tag}-master"), 2, None).expect("master stack");
     let _backup = Stack::create(&format!("{tag}-backup"), 1, None).expect("backup stack");
-    let scratch = Scratch::new("hook");
+    let scratch = Scratch::new("roles-hook");
     let hooks = "[[hooks.before_promote]]\nrun = [\"/bin/sleep\", \"5\"]\ntimeout = \"200ms\"\nblocking = true\n";
     let toml = roles_toml(&tag, &scratch.0, "300ms", hooks);
     let (_lab, a, _b) = two_servers(true).expect("lab");
@@ -238,7 +222,7 @@ fn a_blocking_hook_that_times_out_leaves_the_containers_and_says_so() {
 #[test]
 fn dockerd_unreachable_still_takes_the_vip_and_reports_degraded() {
     let tag = format!("whu{}", std::process::id());
-    let scratch = Scratch::new("nodocker");
+    let scratch = Scratch::new("roles-nodocker");
     let toml = roles_toml(&tag, &scratch.0, "300ms", "").replace(
         "[roles]\n",
         &format!(
@@ -284,7 +268,7 @@ fn dockerd_unreachable_still_takes_the_vip_and_reports_degraded() {
 #[test]
 fn role_bound_programs_run_only_while_master_and_are_supervised() {
     require_dockerd();
-    let scratch = Scratch::new("procs");
+    let scratch = Scratch::new("roles-procs");
     let pids = scratch.0.join("pids");
     let tag = format!("whp2{}", std::process::id());
     let script = format!("echo $$ >> {}; exec /bin/sleep 1000", pids.display());
@@ -354,7 +338,7 @@ fn role_bound_programs_run_only_while_master_and_are_supervised() {
 #[test]
 fn dockerd_stopped_mid_switch_is_retried_until_it_answers() {
     require_dockerd();
-    let scratch = Scratch::new("middocker");
+    let scratch = Scratch::new("roles-middocker");
     // A dockerd of this test's own, so stopping it disturbs no other test.
     let own = wimark_ha_tests::docker::OwnDockerd::start(&scratch.0).expect("own dockerd");
     let host = own.host();
@@ -416,7 +400,7 @@ fn docker_time(text: &str) -> String {
 fn compose_depends_on_orders_start_and_stop() {
     require_dockerd();
     let image = wimark_ha_tests::docker::image();
-    let scratch = Scratch::new("depends");
+    let scratch = Scratch::new("roles-depends");
     let tag = format!("whdo{}", std::process::id());
     // mongo takes a second to become healthy; broker waits for that, api for
     // broker: the order compose itself would follow.

@@ -2,32 +2,16 @@
 //! role-bound program, mirrors a directory to the peer's rsync daemon, and the
 //! direction reverses after a failover.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use wimark_ha_tests::{
     daemon::{config, wait_until, Daemon},
     docker::require_dockerd,
     lab::two_servers,
+    Scratch,
 };
 
 const FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("wimark-ha-mirror-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
-}
 
 fn roles_status(daemon: &Daemon) -> serde_json::Value {
     daemon
@@ -109,7 +93,7 @@ fn static_files_follow_the_master_with_lsyncd() {
         std::path::Path::new("/usr/bin/lsyncd").exists(),
         "lsyncd is not installed (Debian package lsyncd)"
     );
-    let scratch = Scratch::new("lsyncd");
+    let scratch = Scratch::new("mirror-lsyncd");
     let (a_data, b_data) = (scratch.0.join("a-data"), scratch.0.join("b-data"));
     std::fs::create_dir_all(&a_data).expect("a-data");
     std::fs::create_dir_all(&b_data).expect("b-data");
