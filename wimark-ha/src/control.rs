@@ -125,8 +125,14 @@ pub async fn serve(listener: tokio::net::UnixListener, handler: Handler) {
     // SAFETY: no preconditions.
     let our_uid = unsafe { libc::geteuid() };
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and the like: do not spin, try again shortly.
+                tracing::warn!("control socket: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let handler = handler.clone();
         tokio::spawn(async move {
