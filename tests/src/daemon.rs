@@ -178,6 +178,16 @@ impl Drop for Daemon {
     }
 }
 
+/// The daemon's `status.roles` as JSON (null when it cannot be asked), for
+/// assertions and failure messages.
+pub fn roles_json(daemon: &Daemon) -> serde_json::Value {
+    daemon
+        .status()
+        .ok()
+        .and_then(|s| serde_json::to_value(s.roles).ok())
+        .unwrap_or_default()
+}
+
 /// Polls `check` every 5 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + timeout;

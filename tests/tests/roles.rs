@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use wimark_ha_tests::{
-    daemon::{config, has_address, wait_until, Daemon},
+    daemon::{config, has_address, roles_json, wait_until, Daemon},
     docker::{require_dockerd, Stack},
     lab::two_servers,
     Scratch,
@@ -33,14 +33,6 @@ fn roles_toml(tag: &str, dir: &std::path::Path, demote_delay: &str, hooks: &str)
     )
 }
 
-fn roles_status(daemon: &Daemon) -> serde_json::Value {
-    daemon
-        .status()
-        .ok()
-        .and_then(|s| serde_json::to_value(s.roles).ok())
-        .unwrap_or_default()
-}
-
 #[test]
 fn promotion_runs_hooks_switches_stacks_and_notifies() {
     require_dockerd();
@@ -61,12 +53,12 @@ fn promotion_runs_hooks_switches_stacks_and_notifies() {
     let daemon = Daemon::start(&a, "roles-a", |s| config(s, 200, &toml)).expect("daemon");
     // Alone, it becomes master; the switch follows.
     wait_until(Duration::from_secs(20), "master stack running", || {
-        roles_status(&daemon)["stack"] == "master" && master.running().len() == 3
+        roles_json(&daemon)["stack"] == "master" && master.running().len() == 3
     })
     .unwrap_or_else(|e| {
         panic!(
             "{e}\nstatus: {}\nlog: {}",
-            roles_status(&daemon),
+            roles_json(&daemon),
             daemon.log()
         )
     });
@@ -83,7 +75,7 @@ fn promotion_runs_hooks_switches_stacks_and_notifies() {
             .contains("INSTANCE WIM1 MASTER 200")
     })
     .expect("notify script called with keepalived's arguments");
-    let status = roles_status(&daemon);
+    let status = roles_json(&daemon);
     assert_eq!(status["stack"], "master", "{status}");
     assert!(status["degraded"].is_null(), "{status}");
     let last = status["history"]
@@ -116,7 +108,7 @@ fn demotion_waits_demote_delay_and_a_flap_cancels_it() {
     let (_lab, a, b) = two_servers(true).expect("lab");
     let daemon = Daemon::start(&a, "roles-d", |s| config(s, 100, &toml)).expect("daemon");
     wait_until(Duration::from_secs(20), "master stack running", || {
-        roles_status(&daemon)["stack"] == "master" && master.running().len() == 2
+        roles_json(&daemon)["stack"] == "master" && master.running().len() == 2
     })
     .expect("promotion");
 
@@ -138,7 +130,7 @@ fn demotion_waits_demote_delay_and_a_flap_cancels_it() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(master.running().len(), 2, "the flap cancelled the demotion");
     assert!(backup.running().is_empty());
-    let status = roles_status(&daemon);
+    let status = roles_json(&daemon);
     assert!(
         status["history"]
             .as_array()
@@ -153,12 +145,12 @@ fn demotion_waits_demote_delay_and_a_flap_cancels_it() {
         "backup stack running, master stopped",
         || {
             // The switch is recorded once its settle check is done.
-            roles_status(&daemon)["stack"] == "backup"
+            roles_json(&daemon)["stack"] == "backup"
                 && backup.running().len() == 2
                 && master.running().is_empty()
         },
     )
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
 }
 
 #[test]
@@ -173,14 +165,14 @@ fn a_failing_container_is_reported_and_the_rest_still_start() {
     let (_lab, a, _b) = two_servers(true).expect("lab");
     let daemon = Daemon::start(&a, "roles-f", |s| config(s, 200, &toml)).expect("daemon");
     wait_until(Duration::from_secs(30), "switch reported", || {
-        roles_status(&daemon)["history"]
+        roles_json(&daemon)["history"]
             .as_array()
             .is_some_and(|h| h.iter().any(|r| r["to"] == "master"))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     let running = master.running();
     assert_eq!(running.len(), 2, "the two good services run: {running:?}");
-    let degraded = roles_status(&daemon)["degraded"]
+    let degraded = roles_json(&daemon)["degraded"]
         .as_str()
         .unwrap_or_default()
         .to_string();
@@ -202,11 +194,11 @@ fn a_blocking_hook_that_times_out_leaves_the_containers_and_says_so() {
     let (_lab, a, _b) = two_servers(true).expect("lab");
     let daemon = Daemon::start(&a, "roles-h", |s| config(s, 200, &toml)).expect("daemon");
     wait_until(Duration::from_secs(20), "switch reported", || {
-        roles_status(&daemon)["degraded"]
+        roles_json(&daemon)["degraded"]
             .as_str()
             .is_some_and(|d| d.contains("timed out"))
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
     assert!(
         master.running().is_empty(),
         "a blocking hook failure keeps the containers as they were"
@@ -238,11 +230,11 @@ fn dockerd_unreachable_still_takes_the_vip_and_reports_degraded() {
     .expect("VIP first, containers after");
     assert!(has_address(&a, "eth1", "10.77.0.100"));
     wait_until(Duration::from_secs(5), "degraded with the reason", || {
-        roles_status(&daemon)["degraded"]
+        roles_json(&daemon)["degraded"]
             .as_str()
             .is_some_and(|d| d.contains("no-docker.sock") && d.contains("retrying"))
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
     // The instance that drives the switch says so, and so does `status`.
     let instance = daemon.instance().expect("instance status");
     assert!(
@@ -295,7 +287,7 @@ fn role_bound_programs_run_only_while_master_and_are_supervised() {
         "the program runs on the master",
         || started(&pids).len() == 1,
     )
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
     let first = started(&pids)[0];
 
     // It dies: it is started again.
@@ -303,9 +295,9 @@ fn role_bound_programs_run_only_while_master_and_are_supervised() {
     wait_until(Duration::from_secs(10), "restarted", || {
         started(&pids).len() == 2
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
     assert!(
-        roles_status(&daemon)["processes"][0]["restarts"]
+        roles_json(&daemon)["processes"][0]["restarts"]
             .as_u64()
             .unwrap_or(0)
             >= 1
@@ -317,7 +309,7 @@ fn role_bound_programs_run_only_while_master_and_are_supervised() {
     wait_until(Duration::from_secs(10), "stopped on demotion", || {
         daemon.state() == "BACKUP" && !alive(second)
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
 
     // Mastership back, then the daemon is SIGKILLed: the program dies with it.
     peer.signal(libc::SIGKILL);
@@ -325,7 +317,7 @@ fn role_bound_programs_run_only_while_master_and_are_supervised() {
     wait_until(Duration::from_secs(10), "running again as master", || {
         started(&pids).len() == 3
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
     let third = started(&pids)[2];
     daemon.signal(libc::SIGKILL);
     daemon.wait();
@@ -362,11 +354,11 @@ fn dockerd_stopped_mid_switch_is_retried_until_it_answers() {
     std::thread::sleep(Duration::from_millis(300)); // inside the hook now
     own.down();
     wait_until(Duration::from_secs(10), "degraded, retrying", || {
-        roles_status(&daemon)["degraded"]
+        roles_json(&daemon)["degraded"]
             .as_str()
             .is_some_and(|d| d.contains("retrying"))
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
     assert!(
         has_address(&a, "eth1", "10.77.0.100"),
         "the VIP never waits for Docker"
@@ -375,13 +367,13 @@ fn dockerd_stopped_mid_switch_is_retried_until_it_answers() {
     wait_until(
         Duration::from_secs(30),
         "the switch completes once dockerd answers",
-        || roles_status(&daemon)["stack"] == "master" && master.running().len() == 2,
+        || roles_json(&daemon)["stack"] == "master" && master.running().len() == 2,
     )
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
     assert!(
-        roles_status(&daemon)["degraded"].is_null(),
+        roles_json(&daemon)["degraded"].is_null(),
         "{}",
-        roles_status(&daemon)
+        roles_json(&daemon)
     );
 }
 
@@ -436,10 +428,10 @@ fn compose_depends_on_orders_start_and_stop() {
             .count()
     };
     wait_until(Duration::from_secs(20), "master stack running", || {
-        roles_status(&daemon)["stack"] == "master" && running(&master) == 3
+        roles_json(&daemon)["stack"] == "master" && running(&master) == 3
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
-    let status = roles_status(&daemon);
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
+    let status = roles_json(&daemon);
     assert!(status["degraded"].is_null(), "{status}");
     let started = |service| {
         docker_time(
@@ -471,9 +463,9 @@ fn compose_depends_on_orders_start_and_stop() {
     // A higher-priority peer: the master stack stops in reverse order.
     let _peer = Daemon::start(&b, "depends-b", |s| config(s, 200, FAST)).expect("peer");
     wait_until(Duration::from_secs(20), "backup stack running", || {
-        roles_status(&daemon)["stack"] == "backup" && running(&backup) == 3 && running(&master) == 0
+        roles_json(&daemon)["stack"] == "backup" && running(&backup) == 3 && running(&master) == 0
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
     let finished = |service| {
         docker_time(
             &master

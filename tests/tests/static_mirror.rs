@@ -5,21 +5,13 @@
 use std::time::Duration;
 
 use wimark_ha_tests::{
-    daemon::{config, wait_until, Daemon},
+    daemon::{config, roles_json, wait_until, Daemon},
     docker::require_dockerd,
     lab::two_servers,
     Scratch,
 };
 
 const FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
-
-fn roles_status(daemon: &Daemon) -> serde_json::Value {
-    daemon
-        .status()
-        .ok()
-        .and_then(|s| serde_json::to_value(s.roles).ok())
-        .unwrap_or_default()
-}
 
 /// An rsync daemon in `namespace` exporting `dir` as module `wimark`.
 /// A child process killed when dropped (also when a test panics).
@@ -122,14 +114,14 @@ fn static_files_follow_the_master_with_lsyncd() {
     // pushed its empty copy to A, as a real master would): write once it is
     // a backup with no mirror running.
     let mirror_running = |daemon: &Daemon| {
-        roles_status(daemon)["processes"]
+        roles_json(daemon)["processes"]
             .as_array()
             .is_some_and(|p| p.iter().any(|p| p["running"] == true))
     };
     wait_until(Duration::from_secs(5), "B BACKUP without a mirror", || {
         daemon_b.state() == "BACKUP" && !mirror_running(&daemon_b)
     })
-    .unwrap_or_else(|e| panic!("{e}\nB roles: {}", roles_status(&daemon_b)));
+    .unwrap_or_else(|e| panic!("{e}\nB roles: {}", roles_json(&daemon_b)));
 
     // A is master: its /usr/share/wimark stand-in is mirrored to B.
     std::fs::write(a_data.join("floor1.svg"), "map of floor 1").expect("write on A");
@@ -139,8 +131,8 @@ fn static_files_follow_the_master_with_lsyncd() {
     .unwrap_or_else(|e| {
         panic!(
             "{e}\nA roles: {}\nB roles: {}\nlsyncd log: {}\nrsyncd B log: {}\nA data: {:?}",
-            roles_status(&daemon_a),
-            roles_status(&daemon_b),
+            roles_json(&daemon_a),
+            roles_json(&daemon_b),
             std::fs::read_to_string(scratch.0.join("lsyncd-a.log")).unwrap_or_default(),
             std::fs::read_to_string(scratch.0.join("rsyncd-b.log")).unwrap_or_default(),
             std::fs::read_dir(&a_data)
@@ -150,7 +142,7 @@ fn static_files_follow_the_master_with_lsyncd() {
     assert!(
         !mirror_running(&daemon_b),
         "the backup runs no mirror: {}",
-        roles_status(&daemon_b)
+        roles_json(&daemon_b)
     );
 
     // A is lost; B takes over and the mirror reverses.
@@ -163,7 +155,7 @@ fn static_files_follow_the_master_with_lsyncd() {
     wait_until(Duration::from_secs(10), "B's lsyncd running", || {
         mirror_running(&daemon_b)
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", roles_status(&daemon_b)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon_b)));
     std::fs::write(b_data.join("floor2.svg"), "map of floor 2").expect("write on B");
     wait_until(
         Duration::from_secs(20),

@@ -169,60 +169,67 @@ fn iptables(chain: &str) -> Option<Result<String, String>> {
     })
 }
 
-/// Whether an iptables rule line drops or rejects `port`/`proto`.
-fn rule_blocks(rule: &str, port: u16, proto: &str) -> bool {
-    let words: Vec<&str> = rule.split_whitespace().collect();
-    let value = |flag: &str| {
-        words
+/// One `iptables -S` rule line, as far as the port checks need it.
+struct Rule<'a> {
+    words: Vec<&'a str>,
+}
+
+impl<'a> Rule<'a> {
+    fn parse(line: &'a str) -> Self {
+        Self {
+            words: line.split_whitespace().collect(),
+        }
+    }
+
+    /// The word after `flag`.
+    fn value(&self, flag: &str) -> Option<&'a str> {
+        let index = self.words.iter().position(|w| *w == flag)?;
+        self.words.get(index + 1).copied()
+    }
+
+    /// Whether the rule applies to `port`/`proto` (no port or protocol
+    /// given means every one; `--dports` lists and `low:high` ranges count).
+    fn covers(&self, port: u16, proto: &str) -> bool {
+        if self.value("-p").is_some_and(|p| p != proto) {
+            return false;
+        }
+        match self.value("--dport").or_else(|| self.value("--dports")) {
+            None => true,
+            Some(ports) => ports.split(',').any(|p| match p.split_once(':') {
+                Some((low, high)) => {
+                    let (low, high) = (low.parse().unwrap_or(0), high.parse().unwrap_or(u16::MAX));
+                    (low..=high).contains(&port)
+                }
+                None => p.parse() == Ok(port),
+            }),
+        }
+    }
+
+    /// Narrowed by source, interface, state or another match module: not a
+    /// blanket decision for the port.
+    fn narrowed(&self) -> bool {
+        ["-s", "-i", "--state", "--ctstate"]
             .iter()
-            .position(|w| *w == flag)
-            .and_then(|i| words.get(i + 1))
-            .copied()
-    };
-    let target = value("-j");
-    if !matches!(target, Some("DROP" | "REJECT")) {
-        return false;
-    }
-    // A rule narrowed by source, interface, state or another match module
-    // is not a blanket block.
-    let narrowed = ["-s", "-i", "--state", "--ctstate"]
-        .iter()
-        .any(|f| value(f).is_some())
-        || words
-            .windows(2)
-            .any(|w| w[0] == "-m" && !["tcp", "udp", "multiport", "comment"].contains(&w[1]));
-    if narrowed {
-        return false;
-    }
-    if value("-p").is_some_and(|p| p != proto) {
-        return false;
-    }
-    match value("--dport").or_else(|| value("--dports")) {
-        None => true,
-        Some(ports) => ports.split(',').any(|p| match p.split_once(':') {
-            Some((low, high)) => {
-                let (low, high) = (low.parse().unwrap_or(0), high.parse().unwrap_or(u16::MAX));
-                (low..=high).contains(&port)
-            }
-            None => p.parse() == Ok(port),
-        }),
+            .any(|f| self.value(f).is_some())
+            || self
+                .words
+                .windows(2)
+                .any(|w| w[0] == "-m" && !["tcp", "udp", "multiport", "comment"].contains(&w[1]))
     }
 }
 
-fn rule_accepts(rule: &str, port: u16, proto: &str) -> bool {
-    let words: Vec<&str> = rule.split_whitespace().collect();
-    let value = |flag: &str| {
-        words
-            .iter()
-            .position(|w| *w == flag)
-            .and_then(|i| words.get(i + 1))
-            .copied()
-    };
-    value("-j") == Some("ACCEPT")
-        && value("-p").is_none_or(|p| p == proto)
-        && value("--dport")
-            .or_else(|| value("--dports"))
-            .is_none_or(|ports| ports.split(',').any(|p| p.parse() == Ok(port)))
+/// Whether an iptables rule line drops or rejects `port`/`proto`.
+fn rule_blocks(line: &str, port: u16, proto: &str) -> bool {
+    let rule = Rule::parse(line);
+    matches!(rule.value("-j"), Some("DROP" | "REJECT"))
+        && !rule.narrowed()
+        && rule.covers(port, proto)
+}
+
+/// Whether an iptables rule line accepts `port`/`proto`.
+fn rule_accepts(line: &str, port: u16, proto: &str) -> bool {
+    let rule = Rule::parse(line);
+    rule.value("-j") == Some("ACCEPT") && rule.covers(port, proto)
 }
 
 fn firewall() -> Vec<Finding> {

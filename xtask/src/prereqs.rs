@@ -112,8 +112,25 @@ const PACKAGES: &[Package] = &[
     },
 ];
 
-const CARGO_DEB_VERSION: &str = "3.6.3";
-const CARGO_FUZZ_VERSION: &str = "0.13.1";
+/// Cargo subcommands installed with `cargo install NAME --version V --locked`.
+struct CargoTool {
+    name: &'static str,
+    version: &'static str,
+    why: &'static str,
+}
+
+const CARGO_TOOLS: &[CargoTool] = &[
+    CargoTool {
+        name: "cargo-deb",
+        version: "3.6.3",
+        why: "builds the Debian package",
+    },
+    CargoTool {
+        name: "cargo-fuzz",
+        version: "0.13.1",
+        why: "the fuzz targets",
+    },
+];
 
 const BPF_LINKER_INSTALL: &str =
     "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version 0.13.0 --locked --no-default-features --features llvm-22";
@@ -142,14 +159,6 @@ fn bpf_linker_present() -> bool {
     on_path("bpf-linker")
 }
 
-fn cargo_deb_present() -> bool {
-    on_path("cargo-deb")
-}
-
-fn cargo_fuzz_present() -> bool {
-    on_path("cargo-fuzz")
-}
-
 fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -168,9 +177,8 @@ pub fn ensure() -> Result<()> {
         .filter(|p| !Path::new(p.path).exists())
         .collect();
     let linker_missing = !bpf_linker_present();
-    let deb_missing = !cargo_deb_present();
-    let fuzz_missing = !cargo_fuzz_present();
-    if missing.is_empty() && !linker_missing && !deb_missing && !fuzz_missing {
+    let tools_missing: Vec<&CargoTool> = CARGO_TOOLS.iter().filter(|t| !on_path(t.name)).collect();
+    if missing.is_empty() && !linker_missing && tools_missing.is_empty() {
         return Ok(());
     }
     let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
@@ -180,11 +188,8 @@ pub fn ensure() -> Result<()> {
     if linker_missing {
         eprintln!("xtask: missing bpf-linker (links the XDP object)");
     }
-    if deb_missing {
-        eprintln!("xtask: missing cargo-deb (builds the Debian package)");
-    }
-    if fuzz_missing {
-        eprintln!("xtask: missing cargo-fuzz (the fuzz targets)");
+    for tool in &tools_missing {
+        eprintln!("xtask: missing {} ({})", tool.name, tool.why);
     }
     let debian =
         Path::new("/usr/bin/apt-get").exists() && Path::new("/etc/debian_version").exists();
@@ -196,14 +201,10 @@ pub fn ensure() -> Result<()> {
         if linker_missing || !names.is_empty() {
             steps.push(BPF_LINKER_INSTALL.to_string());
         }
-        if deb_missing {
+        for tool in &tools_missing {
             steps.push(format!(
-                "cargo install cargo-deb --version {CARGO_DEB_VERSION} --locked"
-            ));
-        }
-        if fuzz_missing {
-            steps.push(format!(
-                "cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked"
+                "cargo install {} --version {} --locked",
+                tool.name, tool.version
             ));
         }
         bail!(
@@ -236,23 +237,13 @@ pub fn ensure() -> Result<()> {
             ])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
-    if !cargo_fuzz_present() {
-        eprintln!("xtask: installing cargo-fuzz (about a minute)");
+    for tool in CARGO_TOOLS.iter().filter(|t| !on_path(t.name)) {
+        eprintln!("xtask: installing {} (about a minute)", tool.name);
         run(Command::new(crate::build::cargo()).args([
             "install",
-            "cargo-fuzz",
+            tool.name,
             "--version",
-            CARGO_FUZZ_VERSION,
-            "--locked",
-        ]))?;
-    }
-    if !cargo_deb_present() {
-        eprintln!("xtask: installing cargo-deb (about a minute)");
-        run(Command::new(crate::build::cargo()).args([
-            "install",
-            "cargo-deb",
-            "--version",
-            CARGO_DEB_VERSION,
+            tool.version,
             "--locked",
         ]))?;
     }

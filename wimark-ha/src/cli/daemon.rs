@@ -160,28 +160,7 @@ fn print_roles(roles: &crate::roles::RolesStatus) {
         );
     }
     for switch in &roles.history {
-        if switch.cancelled {
-            println!(
-                "  {} to {}: cancelled by a flap",
-                switch.at_unix_ms, switch.to
-            );
-            continue;
-        }
-        println!(
-            "  {} to {}: hooks {:.0} ms, stop {:.0} ms, start {:.0} ms, ready {:.0} ms, total {:.0} ms{}",
-            switch.at_unix_ms,
-            switch.to,
-            switch.hooks_ms,
-            switch.stop_ms,
-            switch.start_ms,
-            switch.ready_ms,
-            switch.total_ms,
-            if switch.problems.is_empty() {
-                String::new()
-            } else {
-                format!("; problems: {}", switch.problems.join("; "))
-            }
-        );
+        println!("  {} {}", switch.at_unix_ms, switch.summary());
     }
 }
 

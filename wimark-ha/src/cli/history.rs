@@ -60,24 +60,10 @@ fn describe(entry: &Entry) -> String {
             ms(record.vip_added_us),
             ms(record.garp_sent_us)
         ),
-        Entry::Containers { instance, record } if record.cancelled => format!(
-            "{} {instance}: containers to {}: cancelled by a flap",
-            record.at_unix_ms, record.to
-        ),
         Entry::Containers { instance, record } => format!(
-            "{} {instance}: containers to {}: hooks {:.0} ms, stop {:.0} ms, start {:.0} ms, ready {:.0} ms, total {:.0} ms{}",
+            "{} {instance}: containers {}",
             record.at_unix_ms,
-            record.to,
-            record.hooks_ms,
-            record.stop_ms,
-            record.start_ms,
-            record.ready_ms,
-            record.total_ms,
-            if record.problems.is_empty() {
-                String::new()
-            } else {
-                format!("; problems: {}", record.problems.join("; "))
-            }
+            record.summary()
         ),
         Entry::ApsBack {
             instance,

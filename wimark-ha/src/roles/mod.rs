@@ -76,6 +76,29 @@ pub struct SwitchRecord {
     pub cancelled: bool,
 }
 
+impl SwitchRecord {
+    /// One line for `status` and `history`: where to, the timings, problems.
+    pub fn summary(&self) -> String {
+        if self.cancelled {
+            return format!("to {}: cancelled by a flap", self.to);
+        }
+        format!(
+            "to {}: hooks {:.0} ms, stop {:.0} ms, start {:.0} ms, ready {:.0} ms, total {:.0} ms{}",
+            self.to,
+            self.hooks_ms,
+            self.stop_ms,
+            self.start_ms,
+            self.ready_ms,
+            self.total_ms,
+            if self.problems.is_empty() {
+                String::new()
+            } else {
+                format!("; problems: {}", self.problems.join("; "))
+            }
+        )
+    }
+}
+
 /// Switch records kept in `status` (the journal keeps more).
 pub const HISTORY_LEN: usize = 32;
 /// Docker 20.10 speaks API 1.41; newer daemons accept it too.
