@@ -68,6 +68,7 @@ pub struct Config {
     /// Run in order after VIP + GARP, before the containers switch.
     pub before_promote: Vec<Hook>,
     pub notify: Option<NotifyConfig>,
+    pub fencing: Option<FencingConfig>,
     pub peer: Option<PeerConfig>,
     pub metrics: Option<MetricsConfig>,
     pub warnings: Vec<ConfigWarning>,
@@ -203,6 +204,28 @@ pub struct InstanceConfig {
     pub allowed_peers: Vec<IpAddr>,
     pub fast_detect: Option<FastDetect>,
     pub garp: Garp,
+    /// More links the adverts travel on (`[[instance.heartbeat]]`): the peer
+    /// is down only when it is silent on `interface` and on every one of these.
+    pub heartbeats: Vec<HeartbeatLink>,
+}
+
+/// A second path between the two servers for the adverts of one instance
+/// (e.g. the AP-facing link beside the peer link). Adverts go to `peer` by
+/// unicast, and only `peer`'s count there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatLink {
+    pub interface: String,
+    /// The other server's address on that link.
+    pub peer: IpAddr,
+}
+
+/// A command that makes sure the peer no longer runs the master stack
+/// (e.g. over ssh), run before the containers are promoted after the peer
+/// went silent. Its exit status decides whether they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FencingConfig {
+    pub command: Vec<String>,
+    pub timeout: Duration,
 }
 
 impl InstanceConfig {
@@ -236,6 +259,7 @@ struct RawConfig {
     #[serde(default)]
     hooks: RawHooks,
     notify: Option<RawNotify>,
+    fencing: Option<RawFencing>,
     peer: Option<RawPeer>,
     metrics: Option<RawMetrics>,
 }
@@ -244,6 +268,20 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFencing {
+    command: Spanned<Vec<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeartbeat {
+    interface: Spanned<String>,
+    peer: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +367,8 @@ struct RawInstance {
     fast_detect: Option<Spanned<RawFastDetect>>,
     garp_master_repeat: Option<Spanned<i64>>,
     garp_master_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    heartbeat: Vec<Spanned<RawHeartbeat>>,
 }
 
 #[derive(Deserialize)]
@@ -400,15 +440,19 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                 ),
             ));
         }
-        if !routers.insert((instance.interface.clone(), instance.vrid)) {
-            return Err(cx.error(
-                span,
-                "vrid",
-                &format!(
-                    "VRID {} is used twice on `{}`; one instance per VRID and interface",
-                    instance.vrid, instance.interface
-                ),
-            ));
+        let links = std::iter::once(&instance.interface)
+            .chain(instance.heartbeats.iter().map(|h| &h.interface));
+        for interface in links {
+            if !routers.insert((interface.clone(), instance.vrid)) {
+                return Err(cx.error(
+                    span.clone(),
+                    "vrid",
+                    &format!(
+                        "VRID {} is used twice on `{interface}` (as an instance's interface or heartbeat link); one instance per VRID and link",
+                        instance.vrid
+                    ),
+                ));
+            }
         }
         instances.push(instance);
     }
@@ -437,6 +481,33 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             };
             Some(NotifyConfig {
                 script: PathBuf::from(script),
+                timeout,
+            })
+        }
+    };
+    let fencing = match raw.fencing {
+        None => None,
+        Some(fencing) => {
+            if fencing.command.get_ref().is_empty() {
+                return Err(cx.error(
+                    fencing.command.span(),
+                    "fencing.command",
+                    "must name a program (argv, no shell), e.g. [\"ssh\", \"root@10.10.10.2\", \"docker\", \"stop\", \"mongo\"]",
+                ));
+            }
+            if roles.is_none() {
+                return Err(cx.error(
+                    fencing.command.span(),
+                    "fencing",
+                    "fencing decides whether the containers are promoted: it needs a [roles] section",
+                ));
+            }
+            let timeout = match &fencing.timeout {
+                Some(t) => cx.duration(t, "fencing.timeout")?,
+                None => Duration::from_secs(10),
+            };
+            Some(FencingConfig {
+                command: fencing.command.into_inner(),
                 timeout,
             })
         }
@@ -491,6 +562,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         roles,
         before_promote,
         notify,
+        fencing,
         peer,
         metrics,
         warnings,
@@ -557,14 +629,7 @@ impl Context<'_> {
         if name.is_empty() {
             return Err(self.error(raw.name.span(), "name", "must not be empty"));
         }
-        let interface = raw.interface.get_ref().clone();
-        if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
-            return Err(self.error(
-                raw.interface.span(),
-                "interface",
-                "must be an interface name (1 to 15 characters, no `/` or spaces)",
-            ));
-        }
+        let interface = self.interface_name(&raw.interface, "interface")?;
         let vrid = self.integer(&raw.vrid, "vrid", 1, 255)? as u8;
         let priority = self.integer(&raw.priority, "priority", 1, 255)? as u8;
         let version = match raw.version.as_ref().map(|v| *v.get_ref()) {
@@ -712,6 +777,34 @@ impl Context<'_> {
             None => Duration::from_secs(5),
             Some(d) => self.duration(d, "garp_master_delay")?,
         };
+        let mut heartbeats: Vec<HeartbeatLink> = Vec::new();
+        for link in &raw.heartbeat {
+            let link_interface =
+                self.interface_name(&link.get_ref().interface, "heartbeat.interface")?;
+            if link_interface == interface
+                || heartbeats.iter().any(|h| h.interface == link_interface)
+            {
+                return Err(self.error(
+                    link.get_ref().interface.span(),
+                    "heartbeat.interface",
+                    &format!("`{link_interface}` is already one of this instance's links"),
+                ));
+            }
+            // The peer is one server seen through several links: its
+            // adverts on each must be recognised as the same master.
+            if allowed_peers.len() != 1 {
+                return Err(self.error(
+                    link.span(),
+                    "heartbeat",
+                    &format!("heartbeat links are for a pair: set `peers` (or `unicast_peers`) to the one peer's address on `{interface}`"),
+                ));
+            }
+            let peer = addresses(std::slice::from_ref(&link.get_ref().peer), "heartbeat.peer")?[0];
+            heartbeats.push(HeartbeatLink {
+                interface: link_interface,
+                peer,
+            });
+        }
         Ok(InstanceConfig {
             name,
             interface,
@@ -726,6 +819,7 @@ impl Context<'_> {
             allowed_peers,
             fast_detect,
             garp: Garp { repeat, delay },
+            heartbeats,
         })
     }
 
@@ -866,6 +960,18 @@ impl Context<'_> {
             ));
         }
         Ok(n)
+    }
+
+    fn interface_name(&self, value: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+        let name = value.get_ref();
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+            return Err(self.error(
+                value.span(),
+                key,
+                "must be an interface name (1 to 15 characters, no `/` or spaces)",
+            ));
+        }
+        Ok(name.clone())
     }
 
     fn duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
@@ -1146,6 +1252,87 @@ fast_detect = { interval = "1ms", multiplier = 3 }
         );
         assert_eq!(parse_str("[[instance]\nname=").expect_err("syntax").line, 1);
     }
+
+    const HEARTBEAT: &str =
+        "peers = [\"10.10.10.2\"]\n[[instance.heartbeat]]\ninterface = \"eth0\"\npeer = \"192.168.1.12\"\n";
+
+    #[test]
+    fn heartbeat_links_are_read_and_checked() {
+        let config = parse_str(&format!("{GOOD}{HEARTBEAT}")).expect("valid");
+        assert_eq!(
+            config.instances[0].heartbeats,
+            vec![HeartbeatLink {
+                interface: "eth0".to_string(),
+                peer: "192.168.1.12".parse().expect("ip"),
+            }]
+        );
+        // (text, line, key, message)
+        let cases = [
+            (
+                HEARTBEAT.replace("peers = [\"10.10.10.2\"]\n", ""),
+                16,
+                "heartbeat",
+                "set `peers`",
+            ),
+            (
+                HEARTBEAT.replace("\"eth0\"", "\"eth1\""),
+                18,
+                "heartbeat.interface",
+                "already one of",
+            ),
+            (
+                HEARTBEAT.replace("192.168.1.12", "fd00::2"),
+                19,
+                "heartbeat.peer",
+                "family",
+            ),
+            (
+                HEARTBEAT.replace("\"eth0\"", "\"eth0/x\""),
+                18,
+                "heartbeat.interface",
+                "interface name",
+            ),
+        ];
+        for (heartbeat, line, key, message) in cases {
+            let error = parse_str(&format!("{GOOD}{heartbeat}")).expect_err("refused");
+            assert_eq!((error.line, error.key.as_str()), (line, key), "{error}");
+            assert!(error.message.contains(message), "{error}");
+        }
+        // Another instance with the same VRID on the heartbeat link.
+        let other = format!(
+            "{GOOD}{HEARTBEAT}\n{}",
+            GOOD[GOOD.find("[[instance]]").expect("instance")..]
+                .replace("WIM1", "WIM2")
+                .replace("\"eth1\"", "\"eth0\"")
+        );
+        let error = parse_str(&other).expect_err("VRID twice on eth0");
+        assert_eq!(error.key, "vrid");
+        assert!(error.message.contains("heartbeat link"), "{error}");
+    }
+
+    #[test]
+    fn fencing_needs_a_command_and_roles() {
+        let roles = "[roles]\ninstance = \"WIM1\"\nmaster = { compose_project = \"m\" }\nbackup = { compose_project = \"b\" }\n";
+        let fencing =
+            "[fencing]\ncommand = [\"ssh\", \"root@10.10.10.2\", \"true\"]\ntimeout = \"3s\"\n";
+        let config = parse_str(&format!("{GOOD}{roles}{fencing}")).expect("valid");
+        assert_eq!(
+            config.fencing,
+            Some(FencingConfig {
+                command: vec!["ssh".into(), "root@10.10.10.2".into(), "true".into()],
+                timeout: Duration::from_secs(3),
+            })
+        );
+        let error = parse_str(&format!("{GOOD}{fencing}")).expect_err("no roles");
+        assert_eq!(error.key, "fencing");
+        assert!(error.message.contains("[roles]"), "{error}");
+        let error = parse_str(&format!("{GOOD}{roles}[fencing]\ncommand = []\n"))
+            .expect_err("empty command");
+        assert_eq!(error.key, "fencing.command");
+        let error = parse_str(&format!("{GOOD}{roles}{}", fencing.replace("3s", "soon")))
+            .expect_err("bad timeout");
+        assert_eq!(error.key, "fencing.timeout");
+    }
 }
 
 /// The operator's guide documents every key the parser accepts: each
@@ -1201,6 +1388,8 @@ mod reference {
             format!("{INSTANCE}[notify]\nscript = \"/x\"\nzz_unknown = 1\n"),
             format!("{INSTANCE}[peer]\naddress = \"10.0.0.2\"\nzz_unknown = 1\n"),
             format!("{INSTANCE}[metrics]\nlisten = \"127.0.0.1:9650\"\nzz_unknown = 1\n"),
+            format!("{INSTANCE}peers = [\"10.0.0.2\"]\n[[instance.heartbeat]]\ninterface = \"eth0\"\npeer = \"10.1.0.2\"\nzz_unknown = 1\n"),
+            format!("{INSTANCE}{ROLES}[fencing]\ncommand = [\"true\"]\nzz_unknown = 1\n"),
         ];
         let mut missing = Vec::new();
         for text in &sections {

@@ -84,6 +84,19 @@ pub struct InstanceStatus {
     pub fault: Option<String>,
     /// Latest transitions, oldest first (bounded).
     pub history: Vec<TransitionRecord>,
+    /// The instance's heartbeat links beside `interface`, if any.
+    #[serde(default)]
+    pub heartbeats: Vec<HeartbeatStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatStatus {
+    pub interface: String,
+    pub peer: IpAddr,
+    pub link_up: bool,
+    /// The peer's adverts heard on this link.
+    pub adverts_received: u64,
+    pub last_advert_ms_ago: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -528,6 +528,7 @@ mod tests {
                 holds_virtual_ips: true,
                 fault: None,
                 history: vec![],
+                heartbeats: vec![],
             }],
             monitors: vec![serde_json::json!({
                 "interface": "eth1",

@@ -882,3 +882,54 @@ fn a_zero_interval_advert_is_ignored_and_does_not_shrink_master_down() {
     assert_eq!(instance.poll_timeout(), before, "the timer is untouched");
     assert!(instance.master().is_none(), "not learned as the master");
 }
+
+#[test]
+fn an_advert_heard_twice_over_two_links_never_brings_the_deadlines_forward() {
+    // With heartbeat links the same advert arrives once per link; the engine
+    // feeds both copies as from the one peer, the slower copy possibly
+    // after a newer advert. RFC 5798 §6.4.2 resets Master_Down_Timer on each
+    // advert; the reset must count from the latest one heard.
+    let params = fast_params();
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    let from_peer = advert(&params, 250, ms(10));
+    for n in 1..=20 {
+        let t = at_ms(n as f64);
+        // Link 1 delivers the advert at t, link 2 its copy 0.3 ms earlier
+        // (kernel timestamp), drained after it.
+        instance
+            .handle_advert(t, ip(PEER_HIGH), &from_peer, t)
+            .expect("ok");
+        let copy = Timestamp(t.0 - 300_000);
+        instance
+            .handle_advert(t, ip(PEER_HIGH), &from_peer, copy)
+            .expect("ok");
+        assert!(run_until(&mut instance, t + Duration::from_micros(900)).is_empty());
+    }
+    // The fast rule and the RFC timer both count from 20 ms, not 19.7 ms.
+    assert_eq!(instance.poll_timeout(), Some(at_ms(23.0)));
+    assert_eq!(instance.state(), State::Backup);
+    // Silence on both links: the fast rule declares the master down.
+    let actions = run_until(&mut instance, at_ms(23.0));
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Backup, State::Master, Reason::FastDetect)]
+    );
+    // Without fast detection the RFC timer alone shows it.
+    let params = v3(200, 10);
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    let from_peer = advert(&params, 250, ms(10));
+    instance
+        .handle_advert(at_ms(10.0), ip(PEER_HIGH), &from_peer, at_ms(10.0))
+        .expect("ok");
+    instance
+        .handle_advert(at_ms(10.0), ip(PEER_HIGH), &from_peer, at_ms(9.7))
+        .expect("ok");
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(at_ms(10.0) + instance.master_down_interval())
+    );
+}

@@ -40,6 +40,19 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
             fast,
             vips.join(" ")
         );
+        for link in &i.heartbeats {
+            println!(
+                "    heartbeat link {} (peer {}): the peer is down only when silent on every link",
+                link.interface, link.peer
+            );
+        }
+    }
+    if let Some(fencing) = &config.fencing {
+        println!(
+            "  fencing before a promotion after the peer's silence: {} (timeout {:?})",
+            fencing.command.join(" "),
+            fencing.timeout
+        );
     }
     Ok(())
 }

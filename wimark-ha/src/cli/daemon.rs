@@ -86,6 +86,17 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             i.adverts_received,
             i.ignored
         );
+        for h in &i.heartbeats {
+            println!(
+                "  heartbeat link {} (peer {}): {}, adverts received {}, last {}",
+                h.interface,
+                h.peer,
+                if h.link_up { "up" } else { "DOWN" },
+                h.adverts_received,
+                h.last_advert_ms_ago
+                    .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
+            );
+        }
         if let Some(fault) = &i.fault {
             println!("  DEGRADED: {fault}");
         }

@@ -22,7 +22,7 @@ use wimark_ha_common::abi::{AdvertEvent, FAMILY_IPV4};
 use super::advert_socket::{AdvertSocket, VRRP_GROUP_V4, VRRP_GROUP_V6};
 use crate::{
     config::InstanceConfig,
-    control::{DaemonStatus, InstanceStatus, TransitionRecord},
+    control::{DaemonStatus, HeartbeatStatus, InstanceStatus, TransitionRecord},
     monitor::{ip_addr, monotonic_now_ns, AdvertReader},
     vip::{Announcer, InterfaceInfo, Vips},
     vrrp::{
@@ -46,6 +46,23 @@ pub enum Command {
     Shutdown,
 }
 
+/// A heartbeat link of an instance (`[[instance.heartbeat]]`): its adverts
+/// go out here too, and the peer's adverts here count as heard from the
+/// peer's address on the instance's own interface, so the state machine sees
+/// one master however many paths it speaks on.
+pub struct HeartbeatPath {
+    pub interface: InterfaceInfo,
+    /// Index into the engine's advert readers.
+    pub reader: usize,
+    pub socket: AdvertSocket,
+    /// Our address on this link: the adverts' source.
+    pub local: IpAddr,
+    pub peer: IpAddr,
+    pub link_up: bool,
+    pub adverts_received: u64,
+    pub last_advert_at: Option<Timestamp>,
+}
+
 /// One instance with everything the engine needs to carry out its actions.
 pub struct EngineInstance {
     pub config: InstanceConfig,
@@ -56,6 +73,7 @@ pub struct EngineInstance {
     pub socket: AdvertSocket,
     pub announcer: Arc<Announcer>,
     pub primary: IpAddr,
+    pub heartbeats: Vec<HeartbeatPath>,
     destinations: Vec<IpAddr>,
     adverts_sent: u64,
     adverts_received: u64,
@@ -81,6 +99,23 @@ impl EngineInstance {
         self.history.push_back(record);
     }
 
+    /// The source the state machine should see for an advert from `source`
+    /// read by `reader`, or `None` when the advert is not this instance's
+    /// business on that link.
+    fn heard_as(&mut self, reader: usize, source: IpAddr, at: Timestamp) -> Option<IpAddr> {
+        if reader == self.reader {
+            return Some(source);
+        }
+        let path = self
+            .heartbeats
+            .iter_mut()
+            .find(|h| h.reader == reader && h.peer == source)?;
+        path.adverts_received += 1;
+        path.last_advert_at = path.last_advert_at.max(Some(at));
+        // Config guarantees exactly one allowed peer when heartbeats exist.
+        self.config.allowed_peers.first().copied()
+    }
+
     pub fn new(
         config: InstanceConfig,
         interface: InterfaceInfo,
@@ -88,6 +123,7 @@ impl EngineInstance {
         reader: usize,
         socket: AdvertSocket,
         announcer: Arc<Announcer>,
+        heartbeats: Vec<HeartbeatPath>,
     ) -> Self {
         let destinations = if config.unicast_peers.is_empty() {
             vec![if primary.is_ipv4() {
@@ -107,6 +143,7 @@ impl EngineInstance {
             socket,
             announcer,
             primary,
+            heartbeats,
             destinations,
             adverts_sent: 0,
             adverts_received: 0,
@@ -336,6 +373,20 @@ impl Engine {
             let t = now();
             for (index, usable) in self.links.drain() {
                 for i in 0..self.instances.len() {
+                    // A heartbeat link going down costs a path, not the
+                    // instance: the others still carry the adverts.
+                    let instance = &mut self.instances[i];
+                    for path in &mut instance.heartbeats {
+                        if path.interface.index == index && path.link_up != usable {
+                            path.link_up = usable;
+                            tracing::warn!(
+                                instance = %instance.config.name,
+                                link = %path.interface.name,
+                                "heartbeat link {}",
+                                if usable { "up" } else { "down" }
+                            );
+                        }
+                    }
                     if self.instances[i].interface.index != index {
                         continue;
                     }
@@ -399,14 +450,17 @@ impl Engine {
                 continue;
             };
             let source = ip_addr(&event.source);
+            let at = Timestamp(event.timestamp_ns);
             for i in 0..self.instances.len() {
                 let instance = &mut self.instances[i];
-                if instance.reader != reader
-                    || instance.config.vrid != event.vrid
+                if instance.config.vrid != event.vrid
                     || instance.primary.is_ipv4() != (event.source.family == FAMILY_IPV4)
                 {
                     continue;
                 }
+                let Some(source) = instance.heard_as(reader, source, at) else {
+                    continue;
+                };
                 // The XDP program already keeps rogue adverts out; this is
                 // the second lock on the same door.
                 if !instance.config.allowed_peers.is_empty()
@@ -415,12 +469,7 @@ impl Engine {
                     *instance.ignored.entry("rogue".to_string()).or_default() += 1;
                     continue;
                 }
-                match instance.machine.handle_advert(
-                    t,
-                    source,
-                    &advert,
-                    Timestamp(event.timestamp_ns),
-                ) {
+                match instance.machine.handle_advert(t, source, &advert, at) {
                     Ok(()) => {
                         instance.adverts_received += 1;
                         if advert.priority == 0 {
@@ -482,14 +531,17 @@ impl Engine {
             }
             for (reader, event) in events {
                 let source = ip_addr(&event.source);
+                let at = Timestamp(event.timestamp_ns);
                 for i in 0..self.instances.len() {
-                    let instance = &self.instances[i];
-                    if instance.holds_vips
-                        && instance.reader == reader
+                    let instance = &mut self.instances[i];
+                    let primary = instance.primary;
+                    let new_master_speaks = instance.holds_vips
                         && instance.config.vrid == event.vrid
-                        && source != instance.primary
                         && event.priority > 0
-                    {
+                        && instance
+                            .heard_as(reader, source, at)
+                            .is_some_and(|s| s != primary);
+                    if new_master_speaks {
                         self.remove_vips(i);
                     }
                 }
@@ -553,6 +605,7 @@ impl Engine {
                         instance: instance.config.name.clone(),
                         state: to,
                         priority: instance.config.priority,
+                        peer_lost: matches!(reason, Reason::MasterDown | Reason::FastDetect),
                     });
                     let record = TransitionRecord {
                         at_unix_ms: unix_ms(),
@@ -650,19 +703,24 @@ impl Engine {
                 .map(|v| v.address)
                 .collect(),
         };
-        for destination in &instance.destinations {
-            let message = match advert.encode(
-                instance.primary,
-                *destination,
-                ChecksumMode::WithPseudoHeader,
-            ) {
+        let main = instance
+            .destinations
+            .iter()
+            .map(|d| (&instance.socket, instance.primary, *d));
+        let heartbeats = instance
+            .heartbeats
+            .iter()
+            .filter(|h| h.link_up)
+            .map(|h| (&h.socket, h.local, h.peer));
+        for (socket, source, destination) in main.chain(heartbeats) {
+            let message = match advert.encode(source, destination, ChecksumMode::WithPseudoHeader) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::error!(instance = %instance.config.name, "cannot encode our advert: {e}");
                     return;
                 }
             };
-            match instance.socket.send(&message, *destination) {
+            match socket.send(&message, destination) {
                 Ok(()) => {
                     instance.adverts_sent += 1;
                     if priority == 0 {
@@ -705,6 +763,19 @@ impl Engine {
                 holds_virtual_ips: i.holds_vips,
                 fault: i.fault.clone(),
                 history: i.history.iter().cloned().collect(),
+                heartbeats: i
+                    .heartbeats
+                    .iter()
+                    .map(|h| HeartbeatStatus {
+                        interface: h.interface.name.clone(),
+                        peer: h.peer,
+                        link_up: h.link_up,
+                        adverts_received: h.adverts_received,
+                        last_advert_ms_ago: h
+                            .last_advert_at
+                            .map(|a| t.saturating_since(a).as_millis() as u64),
+                    })
+                    .collect(),
             })
             .collect();
         if let Ok(mut status) = self.status.lock() {

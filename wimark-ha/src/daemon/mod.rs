@@ -33,7 +33,7 @@ use anyhow::{bail, Context as _};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    config::{self, InstanceConfig},
+    config,
     control::{self, DaemonStatus, Request, Response},
     history::{self, Journal},
     metrics::Metrics,
@@ -137,23 +137,31 @@ async fn run_bound(
     let socket_path = config.daemon.control_socket.clone();
     let _remove_socket = RemoveOnDrop(socket_path);
     let vips = Vips::connect()?;
-    // One XDP monitor (and one advert ring) per peer interface.
-    let mut by_interface: BTreeMap<String, Vec<InstanceConfig>> = BTreeMap::new();
-    for instance in config.instances {
-        by_interface
+    // One XDP monitor (and one advert ring) per link: each instance's
+    // interface and its heartbeat links. Each watches its VRIDs with the
+    // sources allowed there.
+    let mut watched: BTreeMap<String, Vec<(u8, Vec<std::net::IpAddr>)>> = BTreeMap::new();
+    for instance in &config.instances {
+        watched
             .entry(instance.interface.clone())
             .or_default()
-            .push(instance);
+            .push((instance.vrid, instance.allowed_peers.clone()));
+        for link in &instance.heartbeats {
+            watched
+                .entry(link.interface.clone())
+                .or_default()
+                .push((instance.vrid, vec![link.peer]));
+        }
     }
     let mut monitors = Vec::new();
     let mut allow_lists = Vec::new();
     let mut readers = Vec::new();
-    let mut instances = Vec::new();
-    for (name, configs) in by_interface {
+    let mut links = BTreeMap::new();
+    for (name, watch) in watched {
         let info = vips
             .interface(&name)
             .await
-            .with_context(|| format!("peer interface `{name}`"))?;
+            .with_context(|| format!("interface `{name}`"))?;
         let mut monitor = Monitor::attach(
             &name,
             MonitorOptions {
@@ -163,10 +171,6 @@ async fn run_bound(
         )
         .await
         .with_context(|| format!("attaching the XDP monitor to `{name}`"))?;
-        let watch: Vec<(u8, Vec<std::net::IpAddr>)> = configs
-            .iter()
-            .map(|c| (c.vrid, c.allowed_peers.clone()))
-            .collect();
         readers.push(monitor.take_adverts(&watch)?);
         allow_lists.push(
             watch
@@ -174,33 +178,64 @@ async fn run_bound(
                 .filter(|(_, peers)| !peers.is_empty())
                 .collect::<BTreeMap<_, _>>(),
         );
-        let announcer = Arc::new(Announcer::new(&info)?);
-        for instance in configs {
-            let primary = info
-                .primary_address(
-                    instance.virtual_ips[0].address.is_ipv4(),
-                    &instance.virtual_ips,
-                )
-                .with_context(|| format!("instance {}", instance.name))?;
-            // Never start with a VIP we do not own yet (a crash can leave one).
-            for vip in &instance.virtual_ips {
-                if vips.remove(info.index, *vip).await? {
-                    tracing::warn!(instance = %instance.name, %vip, "removed a VIP left on {name} (by a crash?) before starting");
-                }
-            }
-            let socket = AdvertSocket::new(&name, info.index, primary).with_context(|| {
-                format!("instance {}: advert socket on `{name}`", instance.name)
-            })?;
-            instances.push(EngineInstance::new(
-                instance,
-                info.clone(),
-                primary,
-                readers.len() - 1,
-                socket,
-                announcer.clone(),
-            ));
-        }
         monitors.push(monitor);
+        links.insert(name, (info, readers.len() - 1));
+    }
+    let mut announcers: BTreeMap<String, Arc<Announcer>> = BTreeMap::new();
+    let mut instances = Vec::new();
+    for instance in config.instances {
+        let name = instance.interface.clone();
+        let (info, reader) = links[&name].clone();
+        let announcer = match announcers.get(&name) {
+            Some(announcer) => announcer.clone(),
+            None => {
+                let announcer = Arc::new(Announcer::new(&info)?);
+                announcers.insert(name.clone(), announcer.clone());
+                announcer
+            }
+        };
+        let ipv4 = instance.virtual_ips[0].address.is_ipv4();
+        let primary = info
+            .primary_address(ipv4, &instance.virtual_ips)
+            .with_context(|| format!("instance {}", instance.name))?;
+        // Never start with a VIP we do not own yet (a crash can leave one).
+        for vip in &instance.virtual_ips {
+            if vips.remove(info.index, *vip).await? {
+                tracing::warn!(instance = %instance.name, %vip, "removed a VIP left on {name} (by a crash?) before starting");
+            }
+        }
+        let socket = AdvertSocket::new(&name, info.index, primary)
+            .with_context(|| format!("instance {}: advert socket on `{name}`", instance.name))?;
+        let mut heartbeats = Vec::new();
+        for link in &instance.heartbeats {
+            let (info, reader) = links[&link.interface].clone();
+            let local = info.primary_address(ipv4, &[]).with_context(|| {
+                format!(
+                    "instance {}: heartbeat link `{}`",
+                    instance.name, link.interface
+                )
+            })?;
+            let socket =
+                AdvertSocket::new(&link.interface, info.index, local).with_context(|| {
+                    format!(
+                        "instance {}: advert socket on heartbeat link `{}`",
+                        instance.name, link.interface
+                    )
+                })?;
+            heartbeats.push(engine::HeartbeatPath {
+                link_up: link::link_usable(&link.interface).unwrap_or(true),
+                interface: info,
+                reader,
+                socket,
+                local,
+                peer: link.peer,
+                adverts_received: 0,
+                last_advert_at: None,
+            });
+        }
+        instances.push(EngineInstance::new(
+            instance, info, primary, reader, socket, announcer, heartbeats,
+        ));
     }
 
     let monitors = Arc::new(Mutex::new(monitors));
@@ -222,6 +257,7 @@ async fn run_bound(
         config.roles.clone(),
         config.before_promote.clone(),
         config.notify.clone(),
+        config.fencing.clone(),
         past_switches,
         {
             let observed = observed_tx.clone();

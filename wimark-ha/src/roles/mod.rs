@@ -25,7 +25,7 @@ mod order;
 use order::{Member, Order};
 
 use crate::{
-    config::{Hook, NotifyConfig, RolesConfig, Selector},
+    config::{FencingConfig, Hook, HookAction, NotifyConfig, RolesConfig, Selector},
     hooks,
     vrrp::State,
 };
@@ -36,6 +36,9 @@ pub struct RoleEvent {
     pub instance: String,
     pub state: State,
     pub priority: u8,
+    /// MASTER because the peer went silent (not handed over): fence it
+    /// first, when `[fencing]` is configured.
+    pub peer_lost: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -74,6 +77,10 @@ pub struct SwitchRecord {
     pub problems: Vec<String>,
     /// A demotion cancelled by a flap back to MASTER within demote_delay.
     pub cancelled: bool,
+    /// Not carried out (fencing or a blocking hook failed): the containers
+    /// are as they were; `problems` says why.
+    #[serde(default)]
+    pub held_back: bool,
 }
 
 impl SwitchRecord {
@@ -81,6 +88,13 @@ impl SwitchRecord {
     pub fn summary(&self) -> String {
         if self.cancelled {
             return format!("to {}: cancelled by a flap", self.to);
+        }
+        if self.held_back {
+            return format!(
+                "to {}: held back, containers left as they were: {}",
+                self.to,
+                self.problems.join("; ")
+            );
         }
         format!(
             "to {}: hooks {:.0} ms, stop {:.0} ms, start {:.0} ms, ready {:.0} ms, total {:.0} ms{}",
@@ -129,10 +143,21 @@ pub struct Switcher {
     roles: Option<RolesConfig>,
     hooks: Vec<Hook>,
     notify: Option<NotifyConfig>,
+    fencing: Option<FencingConfig>,
     status: Arc<Mutex<RolesStatus>>,
     supervised: Mutex<Vec<Supervised>>,
     /// Told of every switch record (the daemon journals them).
     on_record: RecordSink,
+}
+
+/// What fencing decided about a promotion.
+enum Fenced {
+    /// Fenced, or nothing to fence: promote.
+    Yes,
+    /// Fencing failed: recorded, the containers stay as they are.
+    No,
+    /// A newer state change came first (`None`: the daemon is stopping).
+    Interrupted(Option<RoleEvent>),
 }
 
 /// Where finished switch records go besides `status`.
@@ -288,6 +313,7 @@ impl Switcher {
             roles: Some(roles),
             hooks: Vec::new(),
             notify: None,
+            fencing: None,
             status,
             supervised: Mutex::new(Vec::new()),
             on_record: Box::new(|_| {}),
@@ -312,6 +338,7 @@ impl Switcher {
         roles: Option<RolesConfig>,
         hooks: Vec<Hook>,
         notify: Option<NotifyConfig>,
+        fencing: Option<FencingConfig>,
         history: Vec<SwitchRecord>,
         on_record: RecordSink,
     ) -> (
@@ -329,6 +356,7 @@ impl Switcher {
             roles,
             hooks,
             notify,
+            fencing,
             status: status.clone(),
             supervised: Mutex::new(Vec::new()),
             on_record,
@@ -356,13 +384,17 @@ impl Switcher {
                 .is_some_and(|r| r.instance == event.instance);
             if drives_roles {
                 next = match event.state {
-                    State::Master => {
-                        let newer = self.switch(&mut rx, Role::Master).await;
-                        if newer.is_none() {
-                            self.start_processes();
+                    State::Master => match self.fence(&mut rx, event.peer_lost).await {
+                        Fenced::Yes => {
+                            let newer = self.switch(&mut rx, Role::Master).await;
+                            if newer.is_none() {
+                                self.start_processes();
+                            }
+                            newer
                         }
-                        newer
-                    }
+                        Fenced::No => None,
+                        Fenced::Interrupted(newer) => newer,
+                    },
                     State::Backup => {
                         let delay = self
                             .roles
@@ -416,6 +448,54 @@ impl Switcher {
         self.stop_processes().await;
     }
 
+    /// Runs `[fencing]` before a promotion that follows the peer's silence
+    /// (not a hand-over: a peer that resigned is alive and stepping down).
+    /// A failure is recorded and the promotion held back; a newer event
+    /// interrupts it (the command is killed).
+    async fn fence(&self, rx: &mut UnboundedReceiver<RoleEvent>, peer_lost: bool) -> Fenced {
+        let Some(fencing) = self.fencing.as_ref().filter(|_| peer_lost) else {
+            return Fenced::Yes;
+        };
+        let hook = Hook {
+            action: HookAction::Run(fencing.command.clone()),
+            timeout: fencing.timeout,
+            blocking: true,
+        };
+        let outcome = tokio::select! {
+            outcome = hooks::run_hook(&hook) => outcome,
+            newer = rx.recv() => {
+                tracing::warn!("fencing interrupted by a newer state change; promotion not done");
+                return Fenced::Interrupted(newer);
+            }
+        };
+        if outcome.ok {
+            tracing::info!(
+                took_ms = ms(outcome.took),
+                "fencing succeeded: {}",
+                outcome.detail
+            );
+            return Fenced::Yes;
+        }
+        tracing::error!(
+            "fencing `{}` failed: {}; the master stack is not started",
+            outcome.what,
+            outcome.detail
+        );
+        self.record(SwitchRecord {
+            at_unix_ms: unix_ms(),
+            to: Role::Master.name().to_string(),
+            hooks_ms: ms(outcome.took),
+            total_ms: ms(outcome.took),
+            problems: vec![format!(
+                "fencing `{}` failed: {}",
+                outcome.what, outcome.detail
+            )],
+            held_back: true,
+            ..Default::default()
+        });
+        Fenced::No
+    }
+
     /// Starts the role-bound programs unless they already run.
     fn start_processes(&self) {
         let Some(roles) = &self.roles else { return };
@@ -450,7 +530,10 @@ impl Switcher {
         (self.on_record)(&record);
         if let Ok(mut status) = self.status.lock() {
             if !record.cancelled {
-                status.stack = record.to.clone();
+                // Held back: the containers are where they were.
+                if !record.held_back {
+                    status.stack = record.to.clone();
+                }
                 status.degraded = (!record.problems.is_empty()).then(|| record.problems.join("; "));
             }
             if status.history.len() == HISTORY_LEN {
@@ -529,6 +612,7 @@ impl Switcher {
                         record
                             .problems
                             .push("blocking hook failed: containers left as they were".to_string());
+                        record.held_back = true;
                         record.hooks_ms = ms(started.elapsed());
                         record.total_ms = record.hooks_ms;
                         return Ok(record);

@@ -548,7 +548,10 @@ impl Instance {
         if self.params.version == Version::V3 {
             self.master_adver_interval = advert.interval;
         }
-        self.master_down_deadline = Some(at + self.master_down_interval());
+        // From the latest advert heard: over several heartbeat links the
+        // same advert arrives more than once, the older copy possibly last.
+        let latest = self.last_advert_at.unwrap_or(at);
+        self.master_down_deadline = Some(latest + self.master_down_interval());
         self.resigned = false;
         self.stall_grace_used = false;
         self.arm_fast_rule();
