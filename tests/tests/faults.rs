@@ -211,3 +211,139 @@ fn the_control_socket_refuses_other_users() {
     }
     assert_eq!(daemon.state(), "MASTER", "nothing changed");
 }
+
+/// The wimark-ha CLI against `daemon`'s control socket.
+fn cli(daemon: &Daemon, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(wimark_ha_tests::wimark_ha_bin())
+        .args(args)
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .output()
+        .expect("wimark-ha CLI")
+}
+
+#[test]
+fn a_restart_in_place_keeps_mastership_and_the_peer_waits() {
+    let fast = FAST.replace("multiplier = 3", "multiplier = 10");
+    let with_hold = |s: &std::path::Path| {
+        config(s, 200, &fast).replacen("[daemon]\n", "[daemon]\nrestart_hold = \"3s\"\n", 1)
+    };
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let mut daemon_a = Daemon::start(&a, "hold-a", with_hold).expect("A");
+    wait_until(Duration::from_secs(5), "A MASTER", || {
+        daemon_a.state() == "MASTER"
+    })
+    .expect("A first");
+    let daemon_b = Daemon::start(&b, "hold-b", |s| config(s, 100, &fast)).expect("B");
+    wait_until(Duration::from_secs(5), "B BACKUP", || {
+        daemon_b.state() == "BACKUP"
+    })
+    .expect("B backup");
+    let pid = daemon_a.child.as_ref().map(|c| c.id()).expect("A's pid");
+
+    // A config that would not load: refused, nothing happens.
+    let good = std::fs::read_to_string(&daemon_a.config).expect("config");
+    std::fs::write(
+        &daemon_a.config,
+        good.replace("priority = 200", "priority = 300"),
+    )
+    .expect("break config");
+    let refused = cli(&daemon_a, &["restart"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "a broken config must refuse the restart"
+    );
+    assert!(
+        stderr.contains("not restarting") && stderr.contains("priority"),
+        "{stderr}"
+    );
+    assert_eq!(daemon_a.state(), "MASTER");
+    std::fs::write(&daemon_a.config, &good).expect("restore config");
+
+    // Watch the VIP on both servers through the restart.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (a, b, stop) = (a.clone(), b.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut a_without, mut b_with, mut looks) = (0, 0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                a_without += usize::from(!has_address(&a, "eth1", "10.77.0.100"));
+                b_with += usize::from(has_address(&b, "eth1", "10.77.0.100"));
+                looks += 1;
+            }
+            (a_without, b_with, looks)
+        })
+    };
+    let asked = unix_ms();
+    let restarted = cli(&daemon_a, &["restart"]);
+    let stdout = String::from_utf8_lossy(&restarted.stdout);
+    assert!(
+        restarted.status.success(),
+        "{stdout}{}\nlog: {}",
+        String::from_utf8_lossy(&restarted.stderr),
+        daemon_a.log()
+    );
+    assert!(stdout.contains("WIM1: MASTER"), "{stdout}");
+    // Settle: B must not take over when its (fast) wait would have ended.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (a_without, b_with, looks) = watcher.join().expect("watcher");
+    assert!(looks > 10, "the VIP watcher looked {looks} times");
+    assert_eq!(
+        (a_without, b_with),
+        (0, 0),
+        "the VIP moved during the restart ({looks} looks)"
+    );
+
+    // The same process (exec in place), a new start, mastership resumed.
+    assert_eq!(
+        daemon_a.child.as_mut().and_then(|c| c.try_wait().ok()),
+        Some(None)
+    );
+    assert_eq!(daemon_a.child.as_ref().map(|c| c.id()), Some(pid));
+    let status = daemon_a.status().expect("A status");
+    assert!(
+        status.started_unix_ms >= asked,
+        "{}",
+        status.started_unix_ms
+    );
+    let since: Vec<(String, String, String)> = status.instances[0]
+        .history
+        .iter()
+        .filter(|t| t.at_unix_ms >= asked)
+        .map(|t| (t.from.clone(), t.to.clone(), t.reason.clone()))
+        .collect();
+    assert_eq!(
+        since,
+        [(
+            "INIT".to_string(),
+            "MASTER".to_string(),
+            "resumed after a restart in place".to_string()
+        )]
+    );
+    assert!(
+        !daemon_a.state_dir().join("restart-hold.json").exists(),
+        "the hold is used once"
+    );
+    // The peer never moved, and judges A by fast detection again: a kill
+    // now is noticed within milliseconds.
+    let b_moves: Vec<String> = transitions(&daemon_b).into_iter().map(|t| t.2).collect();
+    assert_eq!(b_moves, ["BACKUP"], "B flapped during the restart");
+    daemon_a.signal(libc::SIGKILL);
+    wait_until(Duration::from_secs(2), "B MASTER", || {
+        daemon_b.state() == "MASTER"
+    })
+    .expect("B takes over");
+    let takeover = daemon_b
+        .instance()
+        .expect("B")
+        .history
+        .last()
+        .cloned()
+        .expect("B's takeover");
+    assert_eq!(
+        takeover.reason, "master down (fast detection)",
+        "{takeover:?}"
+    );
+}

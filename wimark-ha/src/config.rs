@@ -158,6 +158,9 @@ pub struct DaemonConfig {
     pub control_socket: PathBuf,
     /// The failover journal's directory.
     pub state_dir: PathBuf,
+    /// `wimark-ha restart` keeps mastership across a restart in place: the
+    /// peer is told to wait this long for us. `None`: restart is refused.
+    pub restart_hold: Option<Duration>,
 }
 
 /// The Prometheus endpoint.
@@ -346,6 +349,7 @@ struct RawNotify {
 struct RawDaemon {
     control_socket: Option<Spanned<String>>,
     state_dir: Option<Spanned<String>>,
+    restart_hold: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -512,6 +516,29 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             })
         }
     };
+    let restart_hold = match &raw.daemon.restart_hold {
+        None => None,
+        Some(text) => {
+            let hold = cx.duration(text, "restart_hold")?;
+            // The hold travels as a v3 Max Adver Int of a third of it
+            // (12 bits of centiseconds): 40.95 s x 3 at most.
+            if hold < Duration::from_millis(100) || hold > Duration::from_millis(3 * 40_950) {
+                return Err(cx.error(
+                    text.span(),
+                    "restart_hold",
+                    "must be 100ms to 122s (it travels as a VRRPv3 advert interval of a third of it)",
+                ));
+            }
+            if let Some(v2) = instances.iter().find(|i| i.version == Version::V2) {
+                return Err(cx.error(
+                    text.span(),
+                    "restart_hold",
+                    &format!("instance {} is VRRPv2, whose peers must match a fixed interval: a restart hold needs VRRPv3", v2.name),
+                ));
+            }
+            Some(hold)
+        }
+    };
     let state_dir = raw
         .daemon
         .state_dir
@@ -557,6 +584,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         daemon: DaemonConfig {
             control_socket,
             state_dir,
+            restart_hold,
         },
         instances,
         roles,
@@ -1308,6 +1336,32 @@ fast_detect = { interval = "1ms", multiplier = 3 }
         let error = parse_str(&other).expect_err("VRID twice on eth0");
         assert_eq!(error.key, "vrid");
         assert!(error.message.contains("heartbeat link"), "{error}");
+    }
+
+    #[test]
+    fn restart_hold_is_bounded_and_needs_vrrp_v3() {
+        let with = |hold: &str| {
+            GOOD.replace(
+                "[daemon]\n",
+                &format!("[daemon]\nrestart_hold = \"{hold}\"\n"),
+            )
+        };
+        let config = parse_str(&with("5s")).expect("valid");
+        assert_eq!(config.daemon.restart_hold, Some(Duration::from_secs(5)));
+        for bad in ["10ms", "3m", "soon"] {
+            let error = parse_str(&with(bad)).expect_err("refused");
+            assert_eq!(
+                (error.line, error.key.as_str()),
+                (3, "restart_hold"),
+                "{error}"
+            );
+        }
+        let v2 = with("5s")
+            .replace("version = 3", "version = 2")
+            .replace("\"10ms\"", "\"1s\"")
+            .replace("fast_detect = { interval = \"1ms\", multiplier = 3 }\n", "");
+        let error = parse_str(&v2).expect_err("v2");
+        assert!(error.message.contains("needs VRRPv3"), "{error}");
     }
 
     #[test]

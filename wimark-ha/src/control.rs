@@ -29,6 +29,8 @@ pub enum Request {
     Switchover {
         instance: Option<String>,
     },
+    /// Restart the daemon in place keeping mastership (`restart_hold`).
+    Restart,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -42,6 +44,16 @@ pub struct Response {
     pub status: Option<DaemonStatus>,
 }
 
+impl Response {
+    pub fn failed(error: &str) -> Self {
+        Self {
+            ok: false,
+            error: Some(error.to_string()),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonStatus {
     pub instances: Vec<InstanceStatus>,
@@ -53,6 +65,10 @@ pub struct DaemonStatus {
     /// The container role switch, when `[roles]` is configured.
     #[serde(default)]
     pub roles: Option<crate::roles::RolesStatus>,
+    /// When this daemon process started (CLOCK_REALTIME ms); a restart in
+    /// place keeps the PID, so this tells the new process from the old.
+    #[serde(default)]
+    pub started_unix_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -536,6 +536,7 @@ mod tests {
                 "ap": {"ike": {"packets": 4, "bytes": 400}, "active_aps": 3},
             })],
             roles: None,
+            started_unix_ms: 0,
         }
     }
 

@@ -933,3 +933,103 @@ fn an_advert_heard_twice_over_two_links_never_brings_the_deadlines_forward() {
         Some(at_ms(10.0) + instance.master_down_interval())
     );
 }
+
+#[test]
+fn a_restart_hold_advert_makes_the_backup_wait_and_fast_detection_stand_aside() {
+    // wimark-ha's restart in place: the master's last advert carries a Max
+    // Adver Int of a third of the hold; RFC 5798 §6.4.2 makes the backup
+    // learn it, so Master_Down_Interval covers the hold.
+    let hold = Duration::from_secs(3);
+    let interval = wimark_ha::vrrp::hold_interval(hold);
+    assert_eq!(interval, ms(1000));
+    assert_eq!(
+        wimark_ha::vrrp::hold_interval(ms(100)),
+        ms(40),
+        "rounded up to centiseconds"
+    );
+    assert_eq!(
+        wimark_ha::vrrp::hold_interval(Duration::from_secs(600)),
+        ms(40_950)
+    );
+    let params = fast_params();
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    for n in 1..=20 {
+        let t = at_ms(n as f64);
+        instance
+            .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
+            .expect("ok");
+        run_until(&mut instance, t + Duration::from_micros(900));
+    }
+    let last = at_ms(20.5);
+    instance
+        .handle_advert(last, ip(PEER_HIGH), &advert(&params, 250, interval), last)
+        .expect("ok");
+    let down = last + 3 * interval + instance.skew_time();
+    assert!(3 * interval + instance.skew_time() >= hold);
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(down),
+        "only the RFC timer runs"
+    );
+    assert!(
+        run_until(&mut instance, at_ms(2_000.0)).is_empty(),
+        "no fast takeover"
+    );
+    // The restarted master speaks again at its normal rate: fast detection
+    // is back once two adverts show the fast stream.
+    for n in 0..3 {
+        let t = at_ms(2_000.0 + n as f64);
+        instance
+            .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
+            .expect("ok");
+    }
+    assert_eq!(instance.poll_timeout(), Some(at_ms(2_005.0)));
+    // And a master that never comes back is declared down after the hold.
+    let mut silent = Instance::new(params.clone());
+    silent.start(at_ms(0.0));
+    drain(&mut silent);
+    for n in 1..=5 {
+        let t = at_ms(n as f64);
+        silent
+            .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
+            .expect("ok");
+    }
+    silent
+        .handle_advert(
+            at_ms(5.5),
+            ip(PEER_HIGH),
+            &advert(&params, 250, interval),
+            at_ms(5.5),
+        )
+        .expect("ok");
+    let actions = run_until(&mut silent, at_ms(5.5) + hold + ms(500));
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Backup, State::Master, Reason::MasterDown)]
+    );
+}
+
+#[test]
+fn resume_master_after_a_restart_hold_goes_straight_to_master() {
+    let params = fast_params();
+    let mut instance = Instance::new(params);
+    instance.resume_master(at_ms(0.0));
+    let actions = drain(&mut instance);
+    assert_eq!(
+        actions[..3],
+        [
+            Action::AddVirtualIps,
+            Action::AnnounceVirtualIps,
+            Action::SendAdvert { priority: 200 }
+        ]
+    );
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Initialize, State::Master, Reason::RestartHold)]
+    );
+    // Only from Initialize.
+    instance.resume_master(at_ms(1.0));
+    assert!(drain(&mut instance).is_empty());
+}

@@ -30,6 +30,16 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// How long to wait for the new process to answer.
+    #[arg(long, default_value = "30s", value_parser = super::parse_positive_duration)]
+    pub timeout: std::time::Duration,
+    /// The daemon's control socket.
+    #[arg(long, default_value_os_t = control::default_socket())]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct SwitchoverArgs {
     /// Only this instance (default: every instance this node is master of).
     #[arg(long)]
@@ -192,4 +202,43 @@ pub fn switchover(args: SwitchoverArgs) -> anyhow::Result<()> {
     }
     println!("{}", response.message.unwrap_or_default());
     Ok(())
+}
+
+pub fn restart(args: RestartArgs) -> anyhow::Result<()> {
+    let asked_at = crate::history::unix_ms();
+    let response = control::request(&args.socket, &Request::Restart)?;
+    if !response.ok {
+        bail!(
+            "{}",
+            response
+                .error
+                .unwrap_or_else(|| "restart refused".to_string())
+        );
+    }
+    println!("{}", response.message.unwrap_or_default());
+    // The PID stays the same: the new process is the one started since.
+    let deadline = std::time::Instant::now() + args.timeout;
+    loop {
+        if let Ok(control::Response {
+            ok: true,
+            status: Some(status),
+            ..
+        }) = control::request(&args.socket, &Request::Status)
+        {
+            // Instances appear once the new engine has run its first turn.
+            if status.started_unix_ms >= asked_at && !status.instances.is_empty() {
+                for i in &status.instances {
+                    println!("{}: {}", i.name, i.state);
+                }
+                return Ok(());
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the daemon did not answer within {:?} of the restart; see its log (journalctl -u wimark-ha)",
+                args.timeout
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

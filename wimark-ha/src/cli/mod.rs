@@ -83,6 +83,12 @@ pub enum Command {
     Status(daemon::StatusArgs),
     /// Hand mastership to the peer at once (a priority-0 advert).
     Switchover(daemon::SwitchoverArgs),
+    /// Restart the daemon in place (e.g. after an upgrade) keeping
+    /// mastership: needs `[daemon] restart_hold`. The config is checked
+    /// first; each master tells the peer to wait up to restart_hold, keeps
+    /// its VIPs and containers, and the binary on disk is executed again.
+    /// Waits until the new process answers.
+    Restart(daemon::RestartArgs),
     /// Check this server against the vendor's preparation list.
     ///
     /// Kernel and BPF support, net.ipv4.ip_forward and ip_nonlocal_bind,
@@ -142,6 +148,7 @@ impl Cli {
             }
             Command::Status(args) => daemon::status(args),
             Command::Switchover(args) => daemon::switchover(args),
+            Command::Restart(args) => daemon::restart(args),
             Command::ImportKeepalived(args) => import_keepalived::run(args),
             Command::History(args) => history::run(args),
             Command::Doctor(args) => {

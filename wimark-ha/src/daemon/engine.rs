@@ -44,6 +44,21 @@ pub enum Command {
         reply: mpsc::Sender<Result<String, String>>,
     },
     Shutdown,
+    /// Stop for a restart in place: masters tell the peer to wait `hold`
+    /// and keep their VIPs.
+    RestartHold {
+        hold: Duration,
+        reply: mpsc::Sender<Result<String, String>>,
+    },
+}
+
+/// How the engine ended.
+pub enum Stopped {
+    /// Every instance resigned and gave its VIPs up.
+    Shutdown,
+    /// For a restart in place: these instances were master and still hold
+    /// their VIPs.
+    Restart(Vec<super::restart::Held>),
 }
 
 /// A heartbeat link of an instance (`[[instance.heartbeat]]`): its adverts
@@ -74,6 +89,8 @@ pub struct EngineInstance {
     pub announcer: Arc<Announcer>,
     pub primary: IpAddr,
     pub heartbeats: Vec<HeartbeatPath>,
+    /// Resume mastership at start (a restart hold left it to us).
+    pub resume: bool,
     destinations: Vec<IpAddr>,
     adverts_sent: u64,
     adverts_received: u64,
@@ -144,6 +161,7 @@ impl EngineInstance {
             announcer,
             primary,
             heartbeats,
+            resume: false,
             destinations,
             adverts_sent: 0,
             adverts_received: 0,
@@ -205,6 +223,7 @@ fn reason_name(reason: Reason) -> &'static str {
         Reason::Switchover => "planned switchover",
         Reason::InterfaceDown => "interface down",
         Reason::InterfaceUp => "interface up",
+        Reason::RestartHold => "resumed after a restart in place",
     }
 }
 
@@ -353,8 +372,9 @@ fn advert_from(event: &AdvertEvent) -> Option<Advert> {
 }
 
 impl Engine {
-    /// Runs until a Shutdown command; every instance resigns on the way out.
-    pub fn run(mut self) -> anyhow::Result<()> {
+    /// Runs until a Shutdown command (every instance resigns on the way
+    /// out) or a RestartHold one.
+    pub fn run(mut self) -> anyhow::Result<Stopped> {
         make_realtime();
         let mut fds: Vec<RawFd> = self.readers.iter().map(|r| r.fd()).collect();
         fds.push(self.wake.as_raw_fd());
@@ -362,7 +382,11 @@ impl Engine {
         let poller = Poller::new(&fds)?;
         let start = now();
         for i in 0..self.instances.len() {
-            self.instances[i].machine.start(start);
+            if self.instances[i].resume {
+                self.instances[i].machine.resume_master(start);
+            } else {
+                self.instances[i].machine.start(start);
+            }
             // An interface without a link at start: straight to FAULT.
             if !super::link::link_usable(&self.instances[i].config.interface).unwrap_or(true) {
                 self.instances[i].machine.interface_down(start);
@@ -404,6 +428,14 @@ impl Engine {
             while let Ok(command) = self.commands.try_recv() {
                 match command {
                     Command::Shutdown => shutting_down = true,
+                    Command::RestartHold { hold, reply } => {
+                        let held = self.restart_hold(hold);
+                        let _ = reply.send(Ok(format!(
+                            "restarting in place; {} instance(s) kept as master, the peer waits up to {hold:?}",
+                            held.len()
+                        )));
+                        return Ok(Stopped::Restart(held));
+                    }
                     Command::Switchover { instance, reply } => {
                         let _ = reply.send(self.switchover(instance.as_deref(), t));
                     }
@@ -411,7 +443,7 @@ impl Engine {
             }
             if shutting_down {
                 self.shutdown(now());
-                return Ok(());
+                return Ok(Stopped::Shutdown);
             }
             let t = now();
             for i in 0..self.instances.len() {
@@ -511,6 +543,37 @@ impl Engine {
                 Err("this node is master of no instance: nothing to hand over".to_string())
             }
         }
+    }
+
+    /// Each master sends its last advert with an interval that makes the
+    /// peer wait `hold` (RFC 5798 §6.4.2: a backup learns Master_Adver_Interval
+    /// from the advert), and keeps its VIPs for the next process to resume.
+    fn restart_hold(&mut self, hold: Duration) -> Vec<super::restart::Held> {
+        let interval = crate::vrrp::hold_interval(hold);
+        let mut held = Vec::new();
+        for i in 0..self.instances.len() {
+            if self.instances[i].machine.state() != State::Master {
+                continue;
+            }
+            let priority = self.instances[i].config.priority;
+            self.send_advert_with_interval(i, priority, interval);
+            let instance = &self.instances[i];
+            tracing::info!(instance = %instance.config.name, ?hold, ?interval, "restart hold: the peer was told to wait");
+            held.push(super::restart::Held {
+                instance: instance.config.name.clone(),
+                interface: instance.config.interface.clone(),
+                vrid: instance.config.vrid,
+                virtual_ips: instance
+                    .config
+                    .virtual_ips
+                    .iter()
+                    .map(|v| v.address)
+                    .collect(),
+                until_unix_ms: unix_ms() + hold.as_millis() as u64,
+            });
+        }
+        self.publish(now());
+        held
     }
 
     /// Every instance resigns. A master keeps its VIPs until the peer's
@@ -689,12 +752,17 @@ impl Engine {
     }
 
     fn send_advert(&mut self, i: usize, priority: u8) {
+        let interval = self.instances[i].config.advert_interval;
+        self.send_advert_with_interval(i, priority, interval);
+    }
+
+    fn send_advert_with_interval(&mut self, i: usize, priority: u8, interval: Duration) {
         let instance = &mut self.instances[i];
         let advert = Advert {
             version: instance.config.version,
             vrid: instance.config.vrid,
             priority,
-            interval: instance.config.advert_interval,
+            interval,
             auth: instance.config.auth,
             addresses: instance
                 .config

@@ -19,6 +19,7 @@ mod advert_socket;
 mod engine;
 mod link;
 mod observer;
+mod restart;
 mod systemd;
 
 use std::{
@@ -41,7 +42,7 @@ use crate::{
     vip::{Announcer, Vips},
 };
 use advert_socket::AdvertSocket;
-use engine::{Command, Engine, EngineInstance};
+use engine::{Command, Engine, EngineInstance, Stopped};
 
 fn eventfd() -> std::io::Result<OwnedFd> {
     // SAFETY: plain syscall.
@@ -119,21 +120,61 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run_async(config, kernel_log))
+    let stopped = runtime.block_on(run_async(config, config_path, kernel_log))?;
+    drop(runtime);
+    match stopped {
+        Stopped::Shutdown => Ok(()),
+        Stopped::Restart(_) => {
+            systemd::reloading();
+            Err(restart::exec_self())
+        }
+    }
 }
 
-async fn run_async(config: config::Config, kernel_log: Option<log::Level>) -> anyhow::Result<()> {
+async fn run_async(
+    config: config::Config,
+    config_path: &Path,
+    kernel_log: Option<log::Level>,
+) -> anyhow::Result<Stopped> {
     // First, so a second daemon started by mistake stops here, before it
     // touches the interface (it would remove the running one's VIPs).
     let listener = control::bind(&config.daemon.control_socket)?;
-    run_bound(config, kernel_log, listener).await
+    let held = restart::take(&config.daemon.state_dir);
+    let result = run_bound(config, config_path, kernel_log, listener, &held).await;
+    if result.is_err() {
+        release_held(&held).await;
+    }
+    result
+}
+
+/// A daemon that fails after a restart hold gives the held VIPs up: no
+/// process would own them, and the peer takes over once its wait ends.
+async fn release_held(held: &[restart::Held]) {
+    let Ok(vips) = Vips::connect() else { return };
+    for entry in held {
+        let Ok(index) = crate::vip::interface_index(&entry.interface) else {
+            continue;
+        };
+        for address in &entry.virtual_ips {
+            let vip = crate::config::VirtualIp {
+                address: *address,
+                prefix_len: if address.is_ipv4() { 32 } else { 128 },
+            };
+            if let Ok(true) = vips.remove(index, vip).await {
+                tracing::warn!(instance = %entry.instance, %address, "a held VIP nobody resumes: removed");
+            }
+        }
+    }
 }
 
 async fn run_bound(
     config: config::Config,
+    config_path: &Path,
     kernel_log: Option<log::Level>,
     listener: tokio::net::UnixListener,
-) -> anyhow::Result<()> {
+    held: &[restart::Held],
+) -> anyhow::Result<Stopped> {
+    let started_unix_ms = history::unix_ms();
     let socket_path = config.daemon.control_socket.clone();
     let _remove_socket = RemoveOnDrop(socket_path);
     let vips = Vips::connect()?;
@@ -183,6 +224,7 @@ async fn run_bound(
     }
     let mut announcers: BTreeMap<String, Arc<Announcer>> = BTreeMap::new();
     let mut instances = Vec::new();
+    let mut resumed = Vec::new();
     for instance in config.instances {
         let name = instance.interface.clone();
         let (info, reader) = links[&name].clone();
@@ -198,10 +240,17 @@ async fn run_bound(
         let primary = info
             .primary_address(ipv4, &instance.virtual_ips)
             .with_context(|| format!("instance {}", instance.name))?;
-        // Never start with a VIP we do not own yet (a crash can leave one).
-        for vip in &instance.virtual_ips {
-            if vips.remove(info.index, *vip).await? {
-                tracing::warn!(instance = %instance.name, %vip, "removed a VIP left on {name} (by a crash?) before starting");
+        // Never start with a VIP we do not own yet (a crash can leave one),
+        // unless a restart hold left it to this process.
+        let resume = held.iter().any(|h| h.resumable_by(&instance, &info));
+        if resume {
+            tracing::info!(instance = %instance.name, "resuming mastership after a restart in place");
+            resumed.push(instance.name.clone());
+        } else {
+            for vip in &instance.virtual_ips {
+                if vips.remove(info.index, *vip).await? {
+                    tracing::warn!(instance = %instance.name, %vip, "removed a VIP left on {name} (by a crash?) before starting");
+                }
             }
         }
         let socket = AdvertSocket::new(&name, info.index, primary)
@@ -233,10 +282,20 @@ async fn run_bound(
                 last_advert_at: None,
             });
         }
-        instances.push(EngineInstance::new(
+        let mut engine_instance = EngineInstance::new(
             instance, info, primary, reader, socket, announcer, heartbeats,
-        ));
+        );
+        engine_instance.resume = resume;
+        instances.push(engine_instance);
     }
+    // A held instance no longer resumable (config changed, VIP gone, the
+    // wait over): its VIPs are nobody's now.
+    let unclaimed: Vec<restart::Held> = held
+        .iter()
+        .filter(|h| !resumed.contains(&h.instance))
+        .cloned()
+        .collect();
+    release_held(&unclaimed).await;
 
     let monitors = Arc::new(Mutex::new(monitors));
     let roles_instance = config.roles.as_ref().map(|r| r.instance.clone());
@@ -270,7 +329,10 @@ async fn run_bound(
             })
         },
     );
-    let status = Arc::new(Mutex::new(DaemonStatus::default()));
+    let status = Arc::new(Mutex::new(DaemonStatus {
+        started_unix_ms,
+        ..Default::default()
+    }));
     let (commands_tx, commands_rx) = mpsc::channel();
     let wake_fd = Arc::new(eventfd()?);
     // The status as `status` and the metrics endpoint see it.
@@ -339,27 +401,13 @@ async fn run_bound(
         let snapshot = snapshot.clone();
         let commands = Mutex::new(commands_tx.clone());
         let wake_fd = wake_fd.clone();
-        Arc::new(move |request| match request {
-            Request::Status => Response {
-                ok: true,
-                status: Some(snapshot()),
-                ..Default::default()
-            },
-            Request::Switchover { instance } => {
-                let (reply_tx, reply_rx) = mpsc::channel();
-                let sent = commands.lock().map(|c| {
-                    c.send(Command::Switchover {
-                        instance,
-                        reply: reply_tx,
-                    })
-                    .is_ok()
-                });
+        let config_path = config_path.to_path_buf();
+        // Sends a command that answers, and turns the answer into a response.
+        let ask_engine =
+            move |command: Command, reply_rx: mpsc::Receiver<Result<String, String>>| {
+                let sent = commands.lock().map(|c| c.send(command).is_ok());
                 if !matches!(sent, Ok(true)) {
-                    return Response {
-                        ok: false,
-                        error: Some("the engine is not running".to_string()),
-                        ..Default::default()
-                    };
+                    return Response::failed("the engine is not running");
                 }
                 wake(&wake_fd);
                 match reply_rx.recv_timeout(std::time::Duration::from_secs(5)) {
@@ -368,17 +416,38 @@ async fn run_bound(
                         message: Some(message),
                         ..Default::default()
                     },
-                    Ok(Err(error)) => Response {
-                        ok: false,
-                        error: Some(error),
-                        ..Default::default()
-                    },
-                    Err(_) => Response {
-                        ok: false,
-                        error: Some("the engine did not answer".to_string()),
-                        ..Default::default()
-                    },
+                    Ok(Err(error)) => Response::failed(&error),
+                    Err(_) => Response::failed("the engine did not answer"),
                 }
+            };
+        Arc::new(move |request| match request {
+            Request::Status => Response {
+                ok: true,
+                status: Some(snapshot()),
+                ..Default::default()
+            },
+            Request::Switchover { instance } => {
+                let (reply, reply_rx) = mpsc::channel();
+                ask_engine(Command::Switchover { instance, reply }, reply_rx)
+            }
+            Request::Restart => {
+                // The process that starts reads the file as it is now: a
+                // config that would not load is refused here, while this
+                // one still runs.
+                let hold = match config::load(&config_path) {
+                    Err(e) => {
+                        return Response::failed(&format!("not restarting: {e}"));
+                    }
+                    Ok(new) => new.daemon.restart_hold,
+                };
+                let Some(hold) = hold else {
+                    return Response::failed(&format!(
+                        "not restarting: [daemon] restart_hold is not set in {} (without it, a restart hands mastership over and back)",
+                        config_path.display()
+                    ));
+                };
+                let (reply, reply_rx) = mpsc::channel();
+                ask_engine(Command::RestartHold { hold, reply }, reply_rx)
             }
         })
     };
@@ -392,7 +461,7 @@ async fn run_bound(
     let engine = std::thread::Builder::new()
         .name("wimark-ha engine".to_string())
         .spawn(move || {
-            let result = (|| -> anyhow::Result<()> {
+            let result = (|| -> anyhow::Result<Stopped> {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -464,8 +533,15 @@ async fn run_bound(
     server.abort();
     drop(monitors); // XDP detached last: the engine needed it to the end
     match result {
-        Ok(Ok(())) if !engine_stopped_first => Ok(()),
-        Ok(Ok(())) => bail!("the engine stopped unexpectedly"),
+        Ok(Ok(Stopped::Shutdown)) if !engine_stopped_first => Ok(Stopped::Shutdown),
+        Ok(Ok(Stopped::Restart(held))) => {
+            // Held VIPs stay; the next process finds them through this file.
+            restart::leave(&config.daemon.state_dir, &held)
+                .context("leaving the restart hold for the next process")?;
+            tracing::info!("restarting in place");
+            Ok(Stopped::Restart(held))
+        }
+        Ok(Ok(Stopped::Shutdown)) => bail!("the engine stopped unexpectedly"),
         Ok(Err(e)) => Err(e.context("engine")),
         Err(_) => bail!("the engine thread panicked"),
     }

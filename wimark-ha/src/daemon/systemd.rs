@@ -46,6 +46,11 @@ pub fn ready_and_watchdog(engine_alive: Arc<AtomicU64>) -> Option<tokio::task::J
     }))
 }
 
+/// Before a restart in place: the new process sends READY again.
+pub fn reloading() {
+    let _ = sd_notify::notify(&[NotifyState::Reloading]);
+}
+
 pub fn stopping() {
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
 }

@@ -92,6 +92,9 @@ pub enum Reason {
     InterfaceDown,
     /// The interface has its link back.
     InterfaceUp,
+    /// Restarted in place while the peer was told to wait (`restart_hold`):
+    /// mastership resumed without a hand-over.
+    RestartHold,
 }
 
 /// What the runtime must do, in order.
@@ -270,6 +273,20 @@ impl Instance {
             self.enter(State::Backup, reason, None);
             self.master_down_deadline = Some(now + self.master_down_interval());
         }
+    }
+
+    /// wimark-ha's restart hold, instead of [`start`](Self::start): this
+    /// node was master a moment ago, its VIPs are still on the interface,
+    /// and its last advert (see [`hold_interval`]) told the peer to wait
+    /// for it. Resume as master at once: VIPs (already there), gratuitous
+    /// ARP, an advert at the normal interval that the peer re-learns. A
+    /// peer that took over meanwhile is settled by the usual preemption
+    /// rules (RFC 5798 §6.4.3) on the first advert heard.
+    pub fn resume_master(&mut self, now: Timestamp) {
+        if self.state != State::Initialize {
+            return;
+        }
+        self.become_master(now, Reason::RestartHold, None);
     }
 
     /// RFC 5798 §6.4.2 / §6.4.3: "If a Shutdown event is received".
@@ -545,6 +562,11 @@ impl Instance {
     /// ran.
     fn follow(&mut self, source: IpAddr, advert: &Advert, at: Timestamp) {
         self.note_advert(source, at);
+        // A master announcing a longer interval than it had is saying it
+        // will be quiet that long (wimark-ha's restart hold does so): the
+        // fast rule must not judge it until its fast stream resumes.
+        let slowing_down =
+            self.params.version == Version::V3 && advert.interval > self.master_adver_interval;
         if self.params.version == Version::V3 {
             self.master_adver_interval = advert.interval;
         }
@@ -554,7 +576,12 @@ impl Instance {
         self.master_down_deadline = Some(latest + self.master_down_interval());
         self.resigned = false;
         self.stall_grace_used = false;
-        self.arm_fast_rule();
+        if slowing_down {
+            self.previous_advert_at = None;
+            self.fast_down_deadline = None;
+        } else {
+            self.arm_fast_rule();
+        }
     }
 
     fn note_advert(&mut self, source: IpAddr, at: Timestamp) {
@@ -619,6 +646,16 @@ impl Instance {
             silence,
         });
     }
+}
+
+/// The Max Adver Int a master puts in its last advert before a restart in
+/// place so that a backup waits `hold` for it: Master_Down_Interval is
+/// `3 * Master_Adver_Interval + Skew_Time` (RFC 5798 §6.1), so a third of the
+/// hold, rounded up to the centisecond the field carries (§5.2.7), at most
+/// 40.95 s.
+pub fn hold_interval(hold: Duration) -> Duration {
+    let centiseconds = hold.as_millis().div_ceil(30).clamp(1, 4095) as u64;
+    Duration::from_millis(centiseconds * 10)
 }
 
 /// RFC 5798 §6.4.3: "the primary IPvX Address of the sender is greater than

@@ -6,6 +6,8 @@
 pub mod machine;
 pub mod packet;
 
-pub use machine::{Action, FastDetect, Ignored, Instance, Params, Reason, State, Timestamp};
+pub use machine::{
+    hold_interval, Action, FastDetect, Ignored, Instance, Params, Reason, State, Timestamp,
+};
 pub use packet::{Advert, Auth, ChecksumMode, EncodeError, Version};
 pub use wimark_ha_common::classify::{DecodeError, VrrpRejection};
