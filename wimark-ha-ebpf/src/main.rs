@@ -2,7 +2,7 @@
 //! classifies it with `wimark_ha_common::classify`, and counts it.
 //!
 //! Owns: the maps (`COUNTERS`, `VRRP_PEERS`, `AP_TABLE`, `PEER_EVENTS`,
-//! `ADVERTS`, `WATCHED_VRIDS`, `ALLOWED_PEERS`, `AP_CLOCK`) and the kernel
+//! `ADVERTS`, `WATCHED_VRIDS`, `ALLOWED_PEERS`, `AP_CLOCK`, `AP_WATCH`) and the kernel
 //! timestamps of adverts; the peer allow-list is enforced here, so a flood of
 //! rogue adverts costs userspace nothing. Must not: drop, redirect or alter any frame —
 //! every path returns `XDP_PASS`, including every error path (fail open; a
@@ -28,7 +28,8 @@ use wimark_ha_common::{
     abi::{
         ap_set, peer_event, AdvertEvent, ApSlot, Counter, IpBytes, PeerEvent, PeerKey, PeerRecord,
         TrafficCounter, ADVERT_RING_BYTES, ALLOWED_PEERS_MAX, AP_TABLE_SLOTS, AP_TABLE_WAYS,
-        EVENT_RING_BYTES, PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY, WATCH_NONE,
+        AP_WATCH_ARMED, AP_WATCH_FIRST, EVENT_RING_BYTES, PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY,
+        WATCH_NONE,
     },
     classify::{classify, AdvertSummary, Frame, Verdict},
 };
@@ -51,6 +52,13 @@ static AP_TABLE: PerCpuArray<ApSlot> = PerCpuArray::with_max_entries(AP_TABLE_SL
 /// array load costs ~1 ns.
 #[map]
 static AP_CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+
+/// "APs back after a takeover", exactly and without polling counters: the
+/// daemon arms slot `AP_WATCH_ARMED`, the next AP packet disarms it and
+/// stamps `AP_WATCH_FIRST` with its receive time. Unarmed, the AP path pays
+/// one array load and a branch.
+#[map]
+static AP_WATCH: Array<u64> = Array::with_max_entries(2, 0);
 
 /// Every valid advert of a watched VRID, for the daemon's state machines.
 #[map]
@@ -109,7 +117,10 @@ pub fn wimark_ha_monitor(ctx: XdpContext) -> u32 {
             // off unless `--log-level debug`: one load and a branch.
             debug!(&ctx, "VRRP packet rejected: {}", reason.name());
         }
-        Verdict::Ap { ap, .. } => record_ap(&ap, bytes),
+        Verdict::Ap { ap, .. } => {
+            record_ap(&ap, bytes);
+            note_ap_watch();
+        }
         Verdict::Carp | Verdict::Other => {}
     }
     xdp_action::XDP_PASS
@@ -289,6 +300,25 @@ fn record_ap(ap: &IpBytes, bytes: u64) {
         (*slot).last_seen_ns = now;
         (*slot).packets += 1;
         (*slot).bytes += bytes;
+    }
+}
+
+#[inline(always)]
+fn note_ap_watch() {
+    let (Some(armed), Some(first)) = (
+        AP_WATCH.get_ptr_mut(AP_WATCH_ARMED),
+        AP_WATCH.get_ptr_mut(AP_WATCH_FIRST),
+    ) else {
+        return;
+    };
+    // SAFETY: pointers into a live map value. Two CPUs racing here both
+    // stamp, the later write wins: "first" is then off by the time between
+    // two packets that arrived together, which is what a stamp can resolve.
+    unsafe {
+        if core::ptr::read_volatile(armed) != 0 {
+            core::ptr::write_volatile(armed, 0);
+            core::ptr::write_volatile(first, bpf_ktime_get_ns());
+        }
     }
 }
 

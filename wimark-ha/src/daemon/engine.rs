@@ -2,9 +2,9 @@
 //! them, and the fast path of a takeover.
 //!
 //! One thread, realtime (SCHED_FIFO) where permitted, sleeping in epoll on
-//! the XDP advert rings, a wake-up eventfd and a timerfd armed at the next
-//! absolute deadline (CLOCK_MONOTONIC, nanoseconds) — never on tokio's
-//! millisecond timer wheel. On each wake-up it first drains every advert the
+//! the XDP advert rings and a wake-up eventfd with a nanosecond timeout
+//! until the next absolute deadline (CLOCK_MONOTONIC, `epoll_pwait2`) —
+//! never on tokio's millisecond timer wheel. On each wake-up it first drains every advert the
 //! kernel recorded, then fires due timers, then carries out the actions:
 //! VIP and gratuitous ARP before anything else.
 
@@ -37,6 +37,10 @@ const HISTORY_LEN: usize = 64;
 const SHUTDOWN_HOLD: Duration = Duration::from_millis(200);
 /// The longest the loop sleeps with nothing to do.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How stale the published counters may get. Building the status clones
+/// every instance's history: at 1 000 wake-ups a second that was most of
+/// the engine's CPU. Transitions and VIP changes publish at once.
+const STATUS_PERIOD: Duration = Duration::from_millis(50);
 
 pub enum Command {
     Switchover {
@@ -194,6 +198,8 @@ pub struct Engine {
     pub links: super::link::LinkWatcher,
     /// CLOCK_MONOTONIC ms of the loop's last turn, for the systemd watchdog.
     pub alive: Arc<std::sync::atomic::AtomicU64>,
+    /// Something `status` shows changed beyond the counters: publish now.
+    pub status_changed: bool,
 }
 
 fn now() -> Timestamp {
@@ -248,7 +254,10 @@ pub fn make_realtime() {
             io::Error::last_os_error()
         );
     }
-    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+    // MCL_ONFAULT: lock pages as they are touched instead of faulting in
+    // every mapping at once — thread stacks and allocator arenas would
+    // otherwise count in full (it doubled the resident size).
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) } != 0 {
         tracing::warn!(
             "mlockall not permitted ({}); memory may be paged",
             io::Error::last_os_error()
@@ -256,9 +265,14 @@ pub fn make_realtime() {
     }
 }
 
+/// epoll with a nanosecond timeout (`epoll_pwait2`, Linux 5.11): one
+/// syscall per wake-up, where a timerfd cost three (arm, wait, read). A
+/// master wakes every fast interval, so each one counts.
 struct Poller {
     epoll: OwnedFd,
-    timer: OwnedFd,
+    /// `epoll_pwait2` missing (older kernel): millisecond timeouts, rounded
+    /// up, with `epoll_wait`.
+    coarse: std::cell::Cell<bool>,
 }
 
 impl Poller {
@@ -269,17 +283,7 @@ impl Poller {
             return Err(io::Error::last_os_error());
         }
         let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
-        let timer = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
-            )
-        };
-        if timer < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let timer = unsafe { OwnedFd::from_raw_fd(timer) };
-        for fd in fds.iter().copied().chain([timer.as_raw_fd()]) {
+        for &fd in fds {
             let mut event = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: fd as u64,
@@ -290,55 +294,59 @@ impl Poller {
                 return Err(io::Error::last_os_error());
             }
         }
-        Ok(Self { epoll, timer })
+        Ok(Self {
+            epoll,
+            coarse: std::cell::Cell::new(false),
+        })
     }
 
-    /// Arms the timer at `deadline` (absolute), or disarms it.
-    fn arm(&self, deadline: Option<Timestamp>) {
-        let value = match deadline {
-            // A zero it_value disarms; an already-passed deadline must still
-            // fire, so use at least 1 ns.
-            Some(t) => libc::timespec {
-                tv_sec: (t.0 / 1_000_000_000) as i64,
-                tv_nsec: (t.0 % 1_000_000_000).max(1) as i64,
-            },
-            None => libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-        };
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: value,
-        };
-        // SAFETY: valid pointers.
-        unsafe {
-            libc::timerfd_settime(
-                self.timer.as_raw_fd(),
-                libc::TFD_TIMER_ABSTIME,
-                &spec,
-                std::ptr::null_mut(),
-            )
-        };
-    }
-
-    fn wait(&self) {
+    /// Sleeps until a descriptor is ready or `deadline` (absolute) passes;
+    /// returns the ready descriptors.
+    fn wait(&self, deadline: Timestamp) -> Vec<RawFd> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
-        // SAFETY: valid buffer.
-        unsafe {
-            libc::epoll_wait(
-                self.epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as i32,
-                -1,
-            )
-        };
-        let mut expirations = 0u64;
-        // SAFETY: reading 8 bytes from a non-blocking timerfd.
-        unsafe { libc::read(self.timer.as_raw_fd(), (&raw mut expirations).cast(), 8) };
+        let timeout = deadline.saturating_since(now());
+        let mut n = -1;
+        if !self.coarse.get() {
+            let spec = libc::timespec {
+                tv_sec: timeout.as_secs() as i64,
+                tv_nsec: i64::from(timeout.subsec_nanos()),
+            };
+            // SAFETY: valid buffer and timespec; no signal mask.
+            n = unsafe {
+                libc::syscall(
+                    libc::SYS_epoll_pwait2,
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    &spec as *const libc::timespec,
+                    std::ptr::null::<libc::sigset_t>(),
+                    0usize,
+                )
+            } as i32;
+            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+                tracing::warn!(
+                    "epoll_pwait2 unavailable (Linux < 5.11): timers have millisecond resolution"
+                );
+                self.coarse.set(true);
+            }
+        }
+        if self.coarse.get() {
+            let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+            // SAFETY: valid buffer.
+            n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    ms,
+                )
+            };
+        }
+        events
+            .iter()
+            .take(n.max(0) as usize)
+            .map(|event| event.u64 as RawFd)
+            .collect()
     }
 }
 
@@ -381,6 +389,7 @@ impl Engine {
         fds.push(self.links.fd());
         let poller = Poller::new(&fds)?;
         let start = now();
+        let mut next_publish = start;
         for i in 0..self.instances.len() {
             if self.instances[i].resume {
                 self.instances[i].machine.resume_master(start);
@@ -393,9 +402,17 @@ impl Engine {
             }
             self.carry_out(i, start);
         }
+        // The first turn reads everything; later ones what epoll says.
+        let (links_fd, wake_fd) = (self.links.fd(), self.wake.as_raw_fd());
+        let mut ready = vec![links_fd, wake_fd];
         loop {
             let t = now();
-            for (index, usable) in self.links.drain() {
+            let link_changes = if ready.contains(&links_fd) {
+                self.links.drain()
+            } else {
+                Vec::new()
+            };
+            for (index, usable) in link_changes {
                 for i in 0..self.instances.len() {
                     // A heartbeat link going down costs a path, not the
                     // instance: the others still carry the adverts.
@@ -403,6 +420,7 @@ impl Engine {
                     for path in &mut instance.heartbeats {
                         if path.interface.index == index && path.link_up != usable {
                             path.link_up = usable;
+                            self.status_changed = true;
                             tracing::warn!(
                                 instance = %instance.config.name,
                                 link = %path.interface.name,
@@ -424,7 +442,9 @@ impl Engine {
             }
             self.drain_adverts(t);
             let mut shutting_down = false;
-            drain_eventfd(self.wake.as_raw_fd());
+            if ready.contains(&wake_fd) {
+                drain_eventfd(wake_fd);
+            }
             while let Ok(command) = self.commands.try_recv() {
                 match command {
                     Command::Shutdown => shutting_down = true,
@@ -457,7 +477,13 @@ impl Engine {
                 self.carry_out(i, t);
                 self.second_garp(i, t);
             }
-            self.publish(now());
+            let t = now();
+            self.alive
+                .store(t.0 / 1_000_000, std::sync::atomic::Ordering::Relaxed);
+            if std::mem::take(&mut self.status_changed) || t >= next_publish {
+                self.publish(t);
+                next_publish = t + STATUS_PERIOD;
+            }
             // At least one loop per HEARTBEAT, even with nothing to time
             // (FAULT, INIT): the watchdog hears the engine is alive.
             let heartbeat = now() + HEARTBEAT;
@@ -467,8 +493,7 @@ impl Engine {
                 .flat_map(|i| [i.machine.poll_timeout(), i.second_garp_burst])
                 .flatten()
                 .fold(heartbeat, Timestamp::min);
-            poller.arm(Some(deadline));
-            poller.wait();
+            ready = poller.wait(deadline);
         }
     }
 
@@ -626,6 +651,9 @@ impl Engine {
         let mut vip_added = None;
         let mut garp_sent = None;
         while let Some(action) = self.instances[i].machine.poll_action() {
+            if !matches!(action, Action::SendAdvert { .. }) {
+                self.status_changed = true;
+            }
             match action {
                 Action::AddVirtualIps => {
                     self.add_vips(i);

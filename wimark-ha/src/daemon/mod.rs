@@ -481,6 +481,7 @@ async fn run_bound(
                     roles: roles_tx,
                     observer: observed_tx,
                     alive: engine_alive,
+                    status_changed: true,
                     links: link::LinkWatcher::new()?,
                 }
                 .run()

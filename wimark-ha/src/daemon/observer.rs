@@ -15,13 +15,14 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, WeakUnboundedSender}
 use crate::{
     history::{Entry, Journal},
     metrics::Metrics,
-    monitor::{monotonic_now_ns, Monitor},
+    monitor::Monitor,
 };
 
 /// How long after a takeover AP traffic is waited for.
 const APS_BACK_WAIT: Duration = Duration::from_secs(120);
-/// The watcher's poll period: the resolution of "APs back".
-const APS_BACK_POLL: Duration = Duration::from_millis(1);
+/// How often the watcher reads the XDP program's stamp. Not the
+/// resolution: the stamp is the packet's own receive time.
+const APS_BACK_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 pub enum Observed {
@@ -79,7 +80,8 @@ pub async fn run(
     }
 }
 
-/// Polls the monitor's AP counters until they move after the takeover.
+/// Arms the monitor's AP watch and waits for the kernel's stamp of the
+/// first AP packet after the takeover.
 async fn watch_aps(
     instance: String,
     monitor: usize,
@@ -87,18 +89,24 @@ async fn watch_aps(
     monitors: Arc<Mutex<Vec<Monitor>>>,
     report: UnboundedSender<Observed>,
 ) {
-    let read = || -> Option<u64> {
-        let monitors = monitors.lock().ok()?;
-        monitors.get(monitor)?.ap_packets().ok()
+    let with_monitor = |f: &dyn Fn(&mut Monitor) -> Result<u64, crate::monitor::MonitorError>| {
+        let mut monitors = monitors.lock().ok()?;
+        f(monitors.get_mut(monitor)?).ok()
     };
-    let Some(before) = read() else { return };
+    if with_monitor(&|m| m.arm_ap_watch().map(|()| 0)).is_none() {
+        tracing::warn!(%instance, "cannot arm the AP watch; APs back not measured");
+        return;
+    }
     let mut ticker = tokio::time::interval(APS_BACK_POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let deadline = tokio::time::Instant::now() + APS_BACK_WAIT;
     while tokio::time::Instant::now() < deadline {
         ticker.tick().await;
-        if read().is_some_and(|now| now > before) {
-            let after_ms = monotonic_now_ns().saturating_sub(decided_ns) as f64 / 1e6;
+        // Another takeover may have re-armed the watch meanwhile; any stamp
+        // after our decision answers ours too.
+        let stamp = with_monitor(&|m| m.ap_watch_stamp()).unwrap_or(0);
+        if stamp >= decided_ns {
+            let after_ms = (stamp - decided_ns) as f64 / 1e6;
             let _ = report.send(Observed::Entry(Entry::ApsBack {
                 instance,
                 at_unix_ms: crate::history::unix_ms(),

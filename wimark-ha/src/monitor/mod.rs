@@ -23,7 +23,7 @@ use std::io;
 
 use aya::{programs::Xdp, Ebpf, EbpfLoader};
 use tokio::io::unix::AsyncFd;
-use wimark_ha_common::abi::PROGRAM_NAME;
+use wimark_ha_common::abi::{AP_WATCH_ARMED, AP_WATCH_FIRST, MAP_AP_WATCH, PROGRAM_NAME};
 
 /// The XDP object built by `cargo xtask build`, embedded at compile time.
 static KERNEL_OBJECT: &[u8] =
@@ -268,9 +268,44 @@ impl Monitor {
     }
 
     /// AP tunnel and control packets seen so far (IKE, NAT-T, ESP, MQTT,
-    /// MQTT/TLS): cheap enough to poll every millisecond.
+    /// MQTT/TLS).
     pub fn ap_packets(&self) -> Result<u64, MonitorError> {
         snapshot::read_ap_packets(&self.ebpf)
+    }
+
+    /// Asks the XDP program to stamp the next AP packet it sees (`AP_WATCH`).
+    pub fn arm_ap_watch(&mut self) -> Result<(), MonitorError> {
+        self.ap_watch()?
+            .set(AP_WATCH_ARMED, 1, 0)
+            .map_err(|source| MonitorError::Map {
+                map: MAP_AP_WATCH,
+                source,
+            })
+    }
+
+    /// CLOCK_MONOTONIC ns of the AP packet that answered the latest arming
+    /// (0: none yet since the program was loaded).
+    pub fn ap_watch_stamp(&mut self) -> Result<u64, MonitorError> {
+        self.ap_watch()?
+            .get(&AP_WATCH_FIRST, 0)
+            .map_err(|source| MonitorError::Map {
+                map: MAP_AP_WATCH,
+                source,
+            })
+    }
+
+    fn ap_watch(&mut self) -> Result<aya::maps::Array<&mut aya::maps::MapData, u64>, MonitorError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_AP_WATCH)
+            .ok_or(MonitorError::ObjectMismatch {
+                what: "map",
+                name: MAP_AP_WATCH,
+            })?;
+        aya::maps::Array::try_from(map).map_err(|source| MonitorError::Map {
+            map: MAP_AP_WATCH,
+            source,
+        })
     }
 
     /// The peer-change event stream (can be taken once).
