@@ -29,6 +29,13 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
 }
 
+/// The lab's usual VRRPv3 instance body: 10 ms adverts, VIP 10.77.0.100,
+/// fast detection 1 ms x 10 (the packaged default). x 3 is the benchmarks'
+/// figure for a quiet link; beside other tests in one run it can flap (see
+/// docs/reliability.md, Soak), and a test asserting exact histories must
+/// not depend on a quiet machine.
+pub const FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 10 }";
+
 /// A v3 instance config for the lab (`eth1`, VRID 67).
 pub fn config(socket: &std::path::Path, priority: u8, extra: &str) -> String {
     format!(
@@ -73,6 +80,37 @@ impl Daemon {
     /// The daemon's failover journal directory (kept across restarts).
     pub fn state_dir(&self) -> PathBuf {
         self.config.with_file_name("state")
+    }
+
+    /// Every transition in the failover journal as "FROM->TO", oldest
+    /// first: complete across restarts, readable after the daemon exited.
+    pub fn moves(&self) -> Vec<String> {
+        wimark_ha::history::read(&self.state_dir())
+            .map(|read| {
+                read.entries
+                    .into_iter()
+                    .filter_map(|entry| match entry {
+                        wimark_ha::history::Entry::Transition { record, .. } => {
+                            Some(format!("{}->{}", record.from, record.to))
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits (the journal is written off the fast path) until the journal
+    /// holds exactly `expected`; panics with what it holds instead.
+    pub fn expect_moves(&self, expected: &[&str]) {
+        let matches = || self.moves() == expected;
+        if wait_until(Duration::from_secs(3), "the journal", matches).is_err() {
+            panic!(
+                "transitions lost or extra in {}'s journal:\n  expected {expected:?}\n  found    {:?}",
+                self.namespace,
+                self.moves()
+            );
+        }
     }
 
     pub fn restart(&mut self) -> Result<()> {

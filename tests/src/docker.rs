@@ -262,6 +262,15 @@ impl OwnDockerd {
 
     /// Stops it (SIGTERM) and waits until it is gone.
     pub fn down(&self) {
+        self.signal_and_wait(libc::SIGTERM);
+    }
+
+    /// Kills it (SIGKILL: no clean-up of its own) and waits until it is gone.
+    pub fn kill(&self) {
+        self.signal_and_wait(libc::SIGKILL);
+    }
+
+    fn signal_and_wait(&self, signal: i32) {
         let Ok(pid) = std::fs::read_to_string(self.dir.join("docker.pid")) else {
             return;
         };
@@ -269,7 +278,7 @@ impl OwnDockerd {
             return;
         };
         // SAFETY: plain kill(2) of the dockerd we started.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        unsafe { libc::kill(pid, signal) };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::path::Path::new(&format!("/proc/{pid}")).exists()
             && std::time::Instant::now() < deadline

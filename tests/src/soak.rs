@@ -15,10 +15,17 @@ use crate::{
     lab::in_netns,
 };
 
-/// RSS peak and CPU time of a process and its direct children.
+/// Memory and CPU time of a process and its direct children.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcessUse {
+    /// VmRSS now: what it holds in its steady state.
+    pub rss_kib: u64,
+    /// VmHWM: the most it ever held (wimark-ha peaks at start-up, while
+    /// aya's loader parses the kernel's BTF).
     pub peak_rss_kib: u64,
+    /// Time on a CPU, from each thread's schedstat (nanosecond accounting:
+    /// utime/stime are sampled at the tick and miss a thread that wakes
+    /// briefly a thousand times a second, in either direction).
     pub cpu_seconds: f64,
 }
 
@@ -41,31 +48,27 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 fn one(pid: u32) -> ProcessUse {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let cpu_seconds = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            // utime and stime: fields 14 and 15 of stat(5), 12 and 13 here.
-            Some(
-                (fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
-                    / ticks,
-            )
-        })
-        .unwrap_or(0.0);
-    let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0);
+    // The first field of schedstat: ns on a CPU, per thread (threads that
+    // already exited are not counted; the daemons' long-lived ones are).
+    let cpu_ns: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
     ProcessUse {
-        peak_rss_kib,
-        cpu_seconds,
+        rss_kib: kib("VmRSS:"),
+        peak_rss_kib: kib("VmHWM:"),
+        cpu_seconds: cpu_ns as f64 / 1e9,
     }
 }
 
@@ -74,6 +77,7 @@ pub fn process_use(pid: u32) -> ProcessUse {
     let mut total = one(pid);
     for child in children(pid) {
         let c = one(child);
+        total.rss_kib += c.rss_kib;
         total.peak_rss_kib += c.peak_rss_kib;
         total.cpu_seconds += c.cpu_seconds;
     }
@@ -89,9 +93,10 @@ pub struct SoakFigures {
     pub stressed: bool,
     /// Adverts the standby (B) sent: any means it took over falsely.
     pub standby_adverts: usize,
-    /// (peak RSS KiB, % of one core) of the active and the standby daemon.
-    pub active: (u64, f64),
-    pub standby: (u64, f64),
+    /// Memory at the end and % of one core, of the active and the standby
+    /// daemon.
+    pub active: (ProcessUse, f64),
+    pub standby: (ProcessUse, f64),
     /// The standby's own account of any transition (wimark-ha only).
     pub standby_transitions: Vec<String>,
 }
@@ -166,8 +171,8 @@ pub fn soak(
         seconds,
         stressed,
         standby_adverts: lab.adverts_from(SERVER_B) - b_adverts_before,
-        active: (after.0.peak_rss_kib, share(before.0, after.0)),
-        standby: (after.1.peak_rss_kib, share(before.1, after.1)),
+        active: (after.0, share(before.0, after.0)),
+        standby: (after.1, share(before.1, after.1)),
         standby_transitions,
     })
 }
@@ -182,8 +187,16 @@ pub fn row(f: &SoakFigures) -> String {
     } else {
         f.pair.to_string()
     };
+    let side = |(memory, cpu): (ProcessUse, f64)| {
+        format!(
+            "{:.1} MiB ({:.1}) / {:.2} %",
+            memory.rss_kib as f64 / 1024.0,
+            memory.peak_rss_kib as f64 / 1024.0,
+            cpu
+        )
+    };
     format!(
-        "| {} | {:.0} s | {} | {} | {:.1} MiB / {:.2} % | {:.1} MiB / {:.2} % |",
+        "| {} | {:.0} s | {} | {} | {} | {} |",
         pair,
         f.seconds,
         if f.stressed {
@@ -192,9 +205,7 @@ pub fn row(f: &SoakFigures) -> String {
             "idle"
         },
         f.standby_adverts,
-        f.active.0 as f64 / 1024.0,
-        f.active.1,
-        f.standby.0 as f64 / 1024.0,
-        f.standby.1,
+        side(f.active),
+        side(f.standby),
     )
 }

@@ -5,13 +5,12 @@
 use std::time::Duration;
 
 use wimark_ha_tests::{
-    daemon::{config, has_address, wait_until, Daemon},
+    daemon::{config, has_address, wait_until, Daemon, FAST},
     lab::{two_servers, Lab},
     require_root,
 };
 
 const VIP: &str = "10.77.0.100";
-const FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
 
 fn lab() -> (Lab, String, String) {
     two_servers(true).expect("two-server lab")
@@ -131,6 +130,21 @@ fn unplanned_failover_restart_and_planned_switchover() {
                 .unwrap_or_default()
                 .contains("master of no instance")
     );
+    // No transition lost: the kill left no record of its own, the restart
+    // starts over.
+    daemon_a.expect_moves(&[
+        "INIT->BACKUP",
+        "BACKUP->MASTER",
+        "INIT->BACKUP",
+        "BACKUP->MASTER",
+        "MASTER->BACKUP",
+    ]);
+    daemon_b.expect_moves(&[
+        "INIT->BACKUP",
+        "BACKUP->MASTER",
+        "MASTER->BACKUP",
+        "BACKUP->MASTER",
+    ]);
 }
 
 #[test]
@@ -166,6 +180,8 @@ fn sigterm_on_the_master_hands_over_and_leaves_nothing_behind() {
         !String::from_utf8_lossy(&xdp.stdout).contains("xdp"),
         "XDP program left on A's eth1"
     );
+    daemon_a.expect_moves(&["INIT->BACKUP", "BACKUP->MASTER", "MASTER->INIT"]);
+    daemon_b.expect_moves(&["INIT->BACKUP", "BACKUP->MASTER"]);
 }
 
 #[test]
@@ -203,7 +219,7 @@ fn ipv6_vip_fails_over_between_link_local_speakers() {
     let a = lab.namespace("a6", true).expect("a");
     let b = lab.namespace("b6", true).expect("b");
     lab.veth((&a, "eth1"), (&b, "eth1")).expect("veth");
-    let v6 = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"fd00::100/64\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
+    let v6 = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"fd00::100/64\"]\nfast_detect = { interval = \"1ms\", multiplier = 10 }";
     let long = Duration::from_secs(5);
     // Link-local addresses appear once the links are up.
     wait_until(long, "link-local addresses", || {
@@ -389,6 +405,14 @@ fn link_loss_faults_the_master_and_the_peer_takes_over() {
     })
     .unwrap_or_else(|e| panic!("{e}\nA: {}", daemon_a.log()));
     assert!(has_address(&a, "eth1", VIP) && !has_address(&b, "eth1", VIP));
+    daemon_a.expect_moves(&[
+        "INIT->BACKUP",
+        "BACKUP->MASTER",
+        "MASTER->FAULT",
+        "FAULT->BACKUP",
+        "BACKUP->MASTER",
+    ]);
+    daemon_b.expect_moves(&["INIT->BACKUP", "BACKUP->MASTER", "MASTER->BACKUP"]);
 }
 
 #[test]

@@ -4,11 +4,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wimark_ha_tests::{
-    daemon::{config, has_address, wait_until, Daemon},
+    daemon::{config, has_address, wait_until, Daemon, FAST},
     lab::two_servers,
 };
-
-const FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -224,7 +222,7 @@ fn cli(daemon: &Daemon, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_restart_in_place_keeps_mastership_and_the_peer_waits() {
-    let fast = FAST.replace("multiplier = 3", "multiplier = 10");
+    let fast = FAST.to_string();
     let with_hold = |s: &std::path::Path| {
         config(s, 200, &fast).replacen("[daemon]\n", "[daemon]\nrestart_hold = \"3s\"\n", 1)
     };
@@ -326,6 +324,8 @@ fn a_restart_in_place_keeps_mastership_and_the_peer_waits() {
         !daemon_a.state_dir().join("restart-hold.json").exists(),
         "the hold is used once"
     );
+    // The journal agrees: A never left MASTER across the restart.
+    daemon_a.expect_moves(&["INIT->BACKUP", "BACKUP->MASTER", "INIT->MASTER"]);
     // The peer never moved, and judges A by fast detection again: a kill
     // now is noticed within milliseconds.
     let b_moves: Vec<String> = transitions(&daemon_b).into_iter().map(|t| t.2).collect();

@@ -6,14 +6,13 @@
 use std::{thread, time::Duration};
 
 use wimark_ha_tests::{
-    daemon::{config, has_address, wait_until, Daemon},
+    daemon::{config, has_address, wait_until, Daemon, FAST},
     keepalived::{Instance, Keepalived},
     lab::{two_servers, Lab},
 };
 
 const VIP: &str = "10.77.0.100";
 const V2: &str = "version = 2\nadvert_interval = \"1s\"\nauth_pass = \"wimark12\"\nvirtual_ips = [\"10.77.0.100/24\"]";
-const V3_FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
 
 fn lab() -> (Lab, String, String) {
     assert!(
@@ -148,7 +147,7 @@ fn v3_10ms_both_directions_and_the_fast_rule_never_judges_keepalived() {
         keepalived.states().contains(&"MASTER".to_string())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", keepalived.log()));
-    let mut daemon = Daemon::start(&b, "b", |s| config(s, 100, V3_FAST)).expect("wimark-ha");
+    let mut daemon = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("wimark-ha");
     holds_for(
         Duration::from_secs(2),
         "wimark-ha BACKUP (no fast-rule takeover of a 10 ms master)",

@@ -5,13 +5,11 @@
 use std::time::Duration;
 
 use wimark_ha_tests::{
-    daemon::{config, has_address, roles_json, wait_until, Daemon},
+    daemon::{config, has_address, roles_json, wait_until, Daemon, FAST},
     docker::{require_dockerd, Stack},
     lab::two_servers,
     Scratch,
 };
-
-const FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
 
 /// The [roles], hooks and notify sections for stacks named `tag-master` and
 /// `tag-backup`; `hooks` is extra TOML.
@@ -328,7 +326,7 @@ fn role_bound_programs_run_only_while_master_and_are_supervised() {
 }
 
 #[test]
-fn dockerd_stopped_mid_switch_is_retried_until_it_answers() {
+fn dockerd_killed_mid_promotion_is_retried_until_it_answers() {
     require_dockerd();
     let scratch = Scratch::new("roles-middocker");
     // A dockerd of this test's own, so stopping it disturbs no other test.
@@ -352,7 +350,7 @@ fn dockerd_stopped_mid_switch_is_retried_until_it_answers() {
     })
     .expect("master");
     std::thread::sleep(Duration::from_millis(300)); // inside the hook now
-    own.down();
+    own.kill();
     wait_until(Duration::from_secs(10), "degraded, retrying", || {
         roles_json(&daemon)["degraded"]
             .as_str()

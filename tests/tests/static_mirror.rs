@@ -5,13 +5,11 @@
 use std::time::Duration;
 
 use wimark_ha_tests::{
-    daemon::{config, roles_json, wait_until, Daemon},
+    daemon::{config, roles_json, wait_until, Daemon, FAST},
     docker::require_dockerd,
     lab::two_servers,
     Scratch,
 };
-
-const FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = { interval = \"1ms\", multiplier = 3 }";
 
 /// An rsync daemon in `namespace` exporting `dir` as module `wimark`.
 /// A child process killed when dropped (also when a test panics).

@@ -119,7 +119,7 @@ fn main() -> Result<()> {
         Which::Soak { seconds } => {
             require_root("the soak");
             println!("## Soak (`cargo xtask soak cpu --seconds {seconds}`)\n");
-            println!("| pair | duration | load | adverts from the standby (false takeovers) | active: peak RSS / CPU of one core | standby: peak RSS / CPU |");
+            println!("| pair | duration | load | adverts from the standby (false takeovers) | active: RSS (peak) / CPU of one core | standby: RSS (peak) / CPU |");
             println!("|---|---:|---|---:|---|---|");
             use wimark_ha_tests::failover_lab::Pair;
             for (pair, multiplier, stressed) in [
