@@ -160,3 +160,48 @@ fn kernel_keeps_the_peer_table_and_reports_changes() {
         .windows(2)
         .all(|w| w[0].timestamp_ns <= w[1].timestamp_ns));
 }
+
+#[test]
+fn an_armed_ap_watch_is_stamped_by_the_first_ap_packet_only() {
+    use aya::maps::Array;
+    use wimark_ha_common::abi::{AP_WATCH_ARMED, MAP_AP_WATCH};
+    let mut monitor = KernelMonitor::load().expect("load");
+    let slot = |monitor: &mut KernelMonitor| -> u64 {
+        let map = monitor.ebpf.map_mut(MAP_AP_WATCH).expect("AP_WATCH");
+        let array: Array<_, u64> = Array::try_from(map).expect("array");
+        array.get(&0, 0).expect("slot")
+    };
+    let arm = |monitor: &mut KernelMonitor| {
+        let map = monitor.ebpf.map_mut(MAP_AP_WATCH).expect("AP_WATCH");
+        let mut array: Array<_, u64> = Array::try_from(map).expect("array");
+        array.set(0, AP_WATCH_ARMED, 0).expect("arm");
+    };
+    let frame_of = |name: &str| {
+        catalogue()
+            .into_iter()
+            .find(|case| case.name == name)
+            .unwrap_or_else(|| panic!("no catalogue frame {name}"))
+            .frame
+    };
+    let nat_t = frame_of("nat-t esp-in-udp");
+    let advert = frame_of("vrrp v3 ipv4 (pseudo-header checksum)");
+    // Unarmed, nothing is written.
+    monitor.run(&nat_t, 1).expect("run");
+    assert_eq!(slot(&mut monitor), 0);
+    // Armed: a VRRP advert is not AP traffic and leaves it armed...
+    arm(&mut monitor);
+    monitor.run(&advert, 1).expect("run");
+    assert_eq!(slot(&mut monitor), AP_WATCH_ARMED);
+    // ...the first AP packet stamps it with the kernel's clock...
+    let before = wimark_ha::monitor::monotonic_now_ns();
+    monitor.run(&nat_t, 1).expect("run");
+    let stamp = slot(&mut monitor);
+    let after = wimark_ha::monitor::monotonic_now_ns();
+    assert!(
+        (before..=after).contains(&stamp),
+        "{before} <= {stamp} <= {after}"
+    );
+    // ...and later ones leave that stamp alone.
+    monitor.run(&nat_t, 3).expect("run");
+    assert_eq!(slot(&mut monitor), stamp);
+}

@@ -14,10 +14,10 @@ pub const MAP_ADVERTS: &str = "ADVERTS";
 pub const MAP_WATCHED_VRIDS: &str = "WATCHED_VRIDS";
 pub const MAP_ALLOWED_PEERS: &str = "ALLOWED_PEERS";
 pub const MAP_AP_WATCH: &str = "AP_WATCH";
-/// `AP_WATCH` slots: userspace sets `ARMED` non-zero after a takeover; the
-/// next AP packet clears it and writes its `bpf_ktime_get_ns()` to `FIRST`.
-pub const AP_WATCH_ARMED: u32 = 0;
-pub const AP_WATCH_FIRST: u32 = 1;
+/// `AP_WATCH`'s one slot: userspace writes `AP_WATCH_ARMED` after a
+/// takeover; the next AP packet replaces it with its `bpf_ktime_get_ns()`
+/// (one slot, so the unarmed AP path pays a single array load).
+pub const AP_WATCH_ARMED: u64 = u64::MAX;
 /// `WATCHED_VRIDS` values: not watched, every source's adverts go to the
 /// daemon, or only those of the sources in `ALLOWED_PEERS` (the others are
 /// counted as rogue and go nowhere).

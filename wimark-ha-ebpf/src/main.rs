@@ -28,7 +28,7 @@ use wimark_ha_common::{
     abi::{
         ap_set, peer_event, AdvertEvent, ApSlot, Counter, IpBytes, PeerEvent, PeerKey, PeerRecord,
         TrafficCounter, ADVERT_RING_BYTES, ALLOWED_PEERS_MAX, AP_TABLE_SLOTS, AP_TABLE_WAYS,
-        AP_WATCH_ARMED, AP_WATCH_FIRST, EVENT_RING_BYTES, PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY,
+        AP_WATCH_ARMED, EVENT_RING_BYTES, PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY,
         WATCH_NONE,
     },
     classify::{classify, AdvertSummary, Frame, Verdict},
@@ -54,11 +54,10 @@ static AP_TABLE: PerCpuArray<ApSlot> = PerCpuArray::with_max_entries(AP_TABLE_SL
 static AP_CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 
 /// "APs back after a takeover", exactly and without polling counters: the
-/// daemon arms slot `AP_WATCH_ARMED`, the next AP packet disarms it and
-/// stamps `AP_WATCH_FIRST` with its receive time. Unarmed, the AP path pays
-/// one array load and a branch.
+/// daemon writes `AP_WATCH_ARMED`, the next AP packet replaces it with its
+/// receive time. Unarmed, the AP path pays one array load and a branch.
 #[map]
-static AP_WATCH: Array<u64> = Array::with_max_entries(2, 0);
+static AP_WATCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Every valid advert of a watched VRID, for the daemon's state machines.
 #[map]
@@ -305,19 +304,15 @@ fn record_ap(ap: &IpBytes, bytes: u64) {
 
 #[inline(always)]
 fn note_ap_watch() {
-    let (Some(armed), Some(first)) = (
-        AP_WATCH.get_ptr_mut(AP_WATCH_ARMED),
-        AP_WATCH.get_ptr_mut(AP_WATCH_FIRST),
-    ) else {
+    let Some(slot) = AP_WATCH.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: pointers into a live map value. Two CPUs racing here both
+    // SAFETY: a pointer into a live map value. Two CPUs racing here both
     // stamp, the later write wins: "first" is then off by the time between
     // two packets that arrived together, which is what a stamp can resolve.
     unsafe {
-        if core::ptr::read_volatile(armed) != 0 {
-            core::ptr::write_volatile(armed, 0);
-            core::ptr::write_volatile(first, bpf_ktime_get_ns());
+        if core::ptr::read_volatile(slot) == AP_WATCH_ARMED {
+            core::ptr::write_volatile(slot, bpf_ktime_get_ns());
         }
     }
 }

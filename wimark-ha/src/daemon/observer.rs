@@ -89,11 +89,12 @@ async fn watch_aps(
     monitors: Arc<Mutex<Vec<Monitor>>>,
     report: UnboundedSender<Observed>,
 ) {
-    let with_monitor = |f: &dyn Fn(&mut Monitor) -> Result<u64, crate::monitor::MonitorError>| {
-        let mut monitors = monitors.lock().ok()?;
-        f(monitors.get_mut(monitor)?).ok()
-    };
-    if with_monitor(&|m| m.arm_ap_watch().map(|()| 0)).is_none() {
+    let with_monitor =
+        |f: &dyn Fn(&mut Monitor) -> Result<Option<u64>, crate::monitor::MonitorError>| {
+            let mut monitors = monitors.lock().ok()?;
+            f(monitors.get_mut(monitor)?).ok()
+        };
+    if with_monitor(&|m| m.arm_ap_watch().map(|()| None)).is_none() {
         tracing::warn!(%instance, "cannot arm the AP watch; APs back not measured");
         return;
     }
@@ -104,7 +105,7 @@ async fn watch_aps(
         ticker.tick().await;
         // Another takeover may have re-armed the watch meanwhile; any stamp
         // after our decision answers ours too.
-        let stamp = with_monitor(&|m| m.ap_watch_stamp()).unwrap_or(0);
+        let stamp = with_monitor(&|m| m.ap_watch_stamp()).flatten().unwrap_or(0);
         if stamp >= decided_ns {
             let after_ms = (stamp - decided_ns) as f64 / 1e6;
             let _ = report.send(Observed::Entry(Entry::ApsBack {

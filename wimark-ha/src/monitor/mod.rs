@@ -23,7 +23,7 @@ use std::io;
 
 use aya::{programs::Xdp, Ebpf, EbpfLoader};
 use tokio::io::unix::AsyncFd;
-use wimark_ha_common::abi::{AP_WATCH_ARMED, AP_WATCH_FIRST, MAP_AP_WATCH, PROGRAM_NAME};
+use wimark_ha_common::abi::{AP_WATCH_ARMED, MAP_AP_WATCH, PROGRAM_NAME};
 
 /// The XDP object built by `cargo xtask build`, embedded at compile time.
 static KERNEL_OBJECT: &[u8] =
@@ -276,18 +276,19 @@ impl Monitor {
     /// Asks the XDP program to stamp the next AP packet it sees (`AP_WATCH`).
     pub fn arm_ap_watch(&mut self) -> Result<(), MonitorError> {
         self.ap_watch()?
-            .set(AP_WATCH_ARMED, 1, 0)
+            .set(0, AP_WATCH_ARMED, 0)
             .map_err(|source| MonitorError::Map {
                 map: MAP_AP_WATCH,
                 source,
             })
     }
 
-    /// CLOCK_MONOTONIC ns of the AP packet that answered the latest arming
-    /// (0: none yet since the program was loaded).
-    pub fn ap_watch_stamp(&mut self) -> Result<u64, MonitorError> {
+    /// CLOCK_MONOTONIC ns of the AP packet that answered the latest arming;
+    /// `None` while still armed (0: never armed since the program loaded).
+    pub fn ap_watch_stamp(&mut self) -> Result<Option<u64>, MonitorError> {
         self.ap_watch()?
-            .get(&AP_WATCH_FIRST, 0)
+            .get(&0, 0)
+            .map(|value| (value != AP_WATCH_ARMED).then_some(value))
             .map_err(|source| MonitorError::Map {
                 map: MAP_AP_WATCH,
                 source,
