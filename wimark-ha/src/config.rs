@@ -1460,4 +1460,24 @@ mod reference {
             "keys missing from the guide's configuration reference: {missing:?}"
         );
     }
+
+    #[test]
+    fn the_readmes_example_config_is_valid() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+                .expect("README.md");
+        let example: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|block| block.split("```").next())
+            .collect();
+        assert!(
+            example.len() >= 2,
+            "the README shows its config in ```toml blocks"
+        );
+        let config = parse(&example.join("\n"), Path::new("README.md"))
+            .unwrap_or_else(|e| panic!("the README's example config: {e}"));
+        assert!(config.roles.is_some() && config.fencing.is_some());
+        assert_eq!(config.instances[0].heartbeats.len(), 1);
+    }
 }
