@@ -446,6 +446,17 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
                 out.line(format!("{key} = {value}"));
             }
         }
+        // Multicast keepalived obeys any source; the vendor's .env names
+        // the other server. Offered, not imposed: a .env copied from the
+        // wrong server would lock the real peer out.
+        if !fields.contains_key("unicast_peers") {
+            if let Some(second_ip) = env.and_then(|e| e.get("SECOND_IP")) {
+                out.line(format!(
+                    "# peers = [{}]   # .env SECOND_IP: uncomment to drop adverts from any other source in XDP (check it is the OTHER server)",
+                    quoted(second_ip)
+                ));
+            }
+        }
         out.flush_notes();
     }
     if let Some(env) = env {
