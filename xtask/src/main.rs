@@ -60,12 +60,16 @@ enum Soak {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
-    /// wimark-ha (1 ms x 3) and keepalived (10 ms) pairs left running idle
-    /// and with every core saturated by stress-ng, `--seconds` each: false
-    /// takeovers, peak RSS and CPU (needs root).
+    /// wimark-ha (1 ms x 3 and x 10) and keepalived (10 ms) pairs left
+    /// running idle and with every core saturated by stress-ng, `--seconds`
+    /// each: false takeovers, RSS and CPU (needs root). `--only ROW`
+    /// (repeatable) runs some rows: x3-idle, x3-saturated, x10-saturated,
+    /// keepalived-idle, keepalived-saturated.
     Cpu {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
+        #[arg(long)]
+        only: Vec<String>,
     },
 }
 
@@ -134,20 +138,19 @@ fn main() -> Result<()> {
                 prereqs::ensure()?;
                 run::fuzz(&root, seconds)
             }
-            Soak::Cpu { seconds } => {
+            Soak::Cpu { seconds, only } => {
                 prereqs::ensure()?;
                 prereqs::require_root("the soak (network namespaces, XDP)")?;
                 let built = build::all(&root)?;
-                run::tool(
-                    &root,
-                    &built,
-                    "wimark-ha-bench",
-                    &[
-                        "soak".to_string(),
-                        "--seconds".to_string(),
-                        seconds.to_string(),
-                    ],
-                )
+                let mut args = vec![
+                    "soak".to_string(),
+                    "--seconds".to_string(),
+                    seconds.to_string(),
+                ];
+                for row in only {
+                    args.extend(["--only".to_string(), row]);
+                }
+                run::tool(&root, &built, "wimark-ha-bench", &args)
             }
         },
         Command::Lab => {

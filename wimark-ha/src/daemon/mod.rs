@@ -20,10 +20,10 @@ mod engine;
 mod link;
 mod observer;
 mod restart;
+mod setup;
 mod systemd;
 
 use std::{
-    collections::BTreeMap,
     os::fd::{FromRawFd, OwnedFd},
     path::Path,
     sync::{mpsc, Arc, Mutex},
@@ -38,10 +38,8 @@ use crate::{
     control::{self, DaemonStatus, Request, Response},
     history::{self, Journal},
     metrics::Metrics,
-    monitor::{Monitor, MonitorOptions},
-    vip::{Announcer, Vips},
+    vip::Vips,
 };
-use advert_socket::AdvertSocket;
 use engine::{Command, Engine, EngineInstance, Stopped};
 
 fn eventfd() -> std::io::Result<OwnedFd> {
@@ -178,116 +176,15 @@ async fn run_bound(
     let socket_path = config.daemon.control_socket.clone();
     let _remove_socket = RemoveOnDrop(socket_path);
     let vips = Vips::connect()?;
-    // One XDP monitor (and one advert ring) per link: each instance's
-    // interface and its heartbeat links. Each watches its VRIDs with the
-    // sources allowed there.
-    let mut watched: BTreeMap<String, Vec<(u8, Vec<std::net::IpAddr>)>> = BTreeMap::new();
-    for instance in &config.instances {
-        watched
-            .entry(instance.interface.clone())
-            .or_default()
-            .push((instance.vrid, instance.allowed_peers.clone()));
-        for link in &instance.heartbeats {
-            watched
-                .entry(link.interface.clone())
-                .or_default()
-                .push((instance.vrid, vec![link.peer]));
-        }
-    }
-    let mut monitors = Vec::new();
-    let mut allow_lists = Vec::new();
-    let mut readers = Vec::new();
-    let mut links = BTreeMap::new();
-    for (name, watch) in watched {
-        let info = vips
-            .interface(&name)
-            .await
-            .with_context(|| format!("interface `{name}`"))?;
-        let mut monitor = Monitor::attach(
-            &name,
-            MonitorOptions {
-                force: false,
-                kernel_log,
-            },
-        )
-        .await
-        .with_context(|| format!("attaching the XDP monitor to `{name}`"))?;
-        readers.push(monitor.take_adverts(&watch)?);
-        allow_lists.push(
-            watch
-                .into_iter()
-                .filter(|(_, peers)| !peers.is_empty())
-                .collect::<BTreeMap<_, _>>(),
-        );
-        monitors.push(monitor);
-        links.insert(name, (info, readers.len() - 1));
-    }
-    let mut announcers: BTreeMap<String, Arc<Announcer>> = BTreeMap::new();
-    let mut instances = Vec::new();
-    let mut resumed = Vec::new();
-    for instance in config.instances {
-        let name = instance.interface.clone();
-        let (info, reader) = links[&name].clone();
-        let announcer = match announcers.get(&name) {
-            Some(announcer) => announcer.clone(),
-            None => {
-                let announcer = Arc::new(Announcer::new(&info)?);
-                announcers.insert(name.clone(), announcer.clone());
-                announcer
-            }
-        };
-        let ipv4 = instance.virtual_ips[0].address.is_ipv4();
-        let primary = info
-            .primary_address(ipv4, &instance.virtual_ips)
-            .with_context(|| format!("instance {}", instance.name))?;
-        // Never start with a VIP we do not own yet (a crash can leave one),
-        // unless a restart hold left it to this process.
-        let resume = held.iter().any(|h| h.resumable_by(&instance, &info));
-        if resume {
-            tracing::info!(instance = %instance.name, "resuming mastership after a restart in place");
-            resumed.push(instance.name.clone());
-        } else {
-            for vip in &instance.virtual_ips {
-                if vips.remove(info.index, *vip).await? {
-                    tracing::warn!(instance = %instance.name, %vip, "removed a VIP left on {name} (by a crash?) before starting");
-                }
-            }
-        }
-        let socket = AdvertSocket::new(&name, info.index, primary)
-            .with_context(|| format!("instance {}: advert socket on `{name}`", instance.name))?;
-        let mut heartbeats = Vec::new();
-        for link in &instance.heartbeats {
-            let (info, reader) = links[&link.interface].clone();
-            let local = info.primary_address(ipv4, &[]).with_context(|| {
-                format!(
-                    "instance {}: heartbeat link `{}`",
-                    instance.name, link.interface
-                )
-            })?;
-            let socket =
-                AdvertSocket::new(&link.interface, info.index, local).with_context(|| {
-                    format!(
-                        "instance {}: advert socket on heartbeat link `{}`",
-                        instance.name, link.interface
-                    )
-                })?;
-            heartbeats.push(engine::HeartbeatPath {
-                link_up: link::link_usable(&link.interface).unwrap_or(true),
-                interface: info,
-                reader,
-                socket,
-                local,
-                peer: link.peer,
-                adverts_received: 0,
-                last_advert_at: None,
-            });
-        }
-        let mut engine_instance = EngineInstance::new(
-            instance, info, primary, reader, socket, announcer, heartbeats,
-        );
-        engine_instance.resume = resume;
-        instances.push(engine_instance);
-    }
+    let links = setup::attach_links(&config.instances, &vips, kernel_log).await?;
+    let (mut instances, resumed) =
+        setup::engine_instances(config.instances, &links, &vips, held).await?;
+    let setup::Links {
+        monitors,
+        readers,
+        allow_lists,
+        ..
+    } = links;
     // A held instance no longer resumable (config changed, VIP gone, the
     // wait over): its VIPs are nobody's now.
     let unclaimed: Vec<restart::Held> = held

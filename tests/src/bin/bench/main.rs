@@ -76,13 +76,17 @@ enum Which {
         #[arg(long, default_value = "target/bench/failover-timelines.svg")]
         svg: std::path::PathBuf,
     },
-    /// Both pairs left running with every core saturated: false takeovers,
-    /// peak RSS and CPU of each daemon, wimark-ha at 1 ms x 3 beside
-    /// keepalived at 10 ms.
+    /// Both pairs left running, idle and with every core saturated: false
+    /// takeovers, RSS and CPU of each daemon, wimark-ha at 1 ms x 3 and x 10
+    /// beside keepalived at 10 ms.
     Soak {
-        /// Seconds per pair.
+        /// Seconds per row.
         #[arg(long, default_value_t = 600)]
         seconds: u64,
+        /// Only these rows (repeatable): x3-idle, x3-saturated,
+        /// x10-saturated, keepalived-idle, keepalived-saturated.
+        #[arg(long)]
+        only: Vec<String>,
     },
 }
 
@@ -116,19 +120,29 @@ fn main() -> Result<()> {
             require_root("the roles benchmark");
             return roles::run(trials);
         }
-        Which::Soak { seconds } => {
+        Which::Soak { seconds, only } => {
             require_root("the soak");
             println!("## Soak (`cargo xtask soak cpu --seconds {seconds}`)\n");
             println!("| pair | duration | load | adverts from the standby (false takeovers) | active: RSS (peak) / CPU of one core | standby: RSS (peak) / CPU |");
             println!("|---|---:|---|---:|---|---|");
             use wimark_ha_tests::failover_lab::Pair;
-            for (pair, multiplier, stressed) in [
-                (Pair::WimarkHaFast, 3, false),
-                (Pair::WimarkHaFast, 3, true),
-                (Pair::WimarkHaFast, 10, true),
-                (Pair::KeepalivedV3Fast, 3, false),
-                (Pair::KeepalivedV3Fast, 3, true),
-            ] {
+            let rows = [
+                ("x3-idle", Pair::WimarkHaFast, 3, false),
+                ("x3-saturated", Pair::WimarkHaFast, 3, true),
+                ("x10-saturated", Pair::WimarkHaFast, 10, true),
+                ("keepalived-idle", Pair::KeepalivedV3Fast, 3, false),
+                ("keepalived-saturated", Pair::KeepalivedV3Fast, 3, true),
+            ];
+            if let Some(unknown) = only
+                .iter()
+                .find(|o| !rows.iter().any(|r| r.0 == o.as_str()))
+            {
+                anyhow::bail!("--only {unknown}: not a row (x3-idle, x3-saturated, x10-saturated, keepalived-idle, keepalived-saturated)");
+            }
+            for (_, pair, multiplier, stressed) in rows
+                .into_iter()
+                .filter(|r| only.is_empty() || only.iter().any(|o| o == r.0))
+            {
                 let figures = wimark_ha_tests::soak::soak(
                     pair,
                     std::time::Duration::from_secs(seconds),
