@@ -82,6 +82,20 @@ impl Daemon {
         self.config.with_file_name("state")
     }
 
+    /// The instance's latest transition, as `status` reports it.
+    pub fn last_transition(&self) -> wimark_ha::control::TransitionRecord {
+        self.instance()
+            .ok()
+            .and_then(|i| i.history.last().cloned())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no transition in {}'s status:\n{}",
+                    self.namespace,
+                    self.log()
+                )
+            })
+    }
+
     /// Every transition in the failover journal as "FROM->TO", oldest
     /// first: complete across restarts, readable after the daemon exited.
     pub fn moves(&self) -> Vec<String> {

@@ -175,6 +175,23 @@ pub fn netns_path(namespace: &str) -> String {
     format!("{NETNS_DIR}/{namespace}")
 }
 
+/// Servers A and B with `interface` each on its own port (`a-port`,
+/// `b-port`) of a bridge `br0` in a third namespace (the switch), no
+/// addresses: a server's link going down leaves the other's carrier up, and
+/// a port taken out of the bridge cuts the path with every carrier up.
+/// Returns (lab, a, b, switch).
+pub fn two_servers_on_a_switch(interface: &str) -> Result<(Lab, String, String, String)> {
+    crate::require_root("a two-server lab with a switch");
+    let mut lab = Lab::new()?;
+    let a = lab.namespace("a", false)?;
+    let b = lab.namespace("b", false)?;
+    let sw = lab.namespace("sw", false)?;
+    lab.veth((&a, interface), (&sw, "a-port"))?;
+    lab.veth((&b, interface), (&sw, "b-port"))?;
+    lab.bridge(&sw, "br0", &["a-port", "b-port"])?;
+    Ok((lab, a, b, sw))
+}
+
 /// Server A and server B joined by a veth (`eth1` on both sides), IPv6 off,
 /// and with `addresses`, 10.77.0.1/24 on A and 10.77.0.2/24 on B: the lab
 /// most tests need. Fails with what is missing when not root.

@@ -56,13 +56,7 @@ fn unplanned_failover_restart_and_planned_switchover() {
     daemon_a.wait();
     wait_until(long, "B MASTER", || daemon_b.state() == "MASTER").expect("failover");
     assert!(has_address(&b, "eth1", VIP));
-    let takeover = daemon_b
-        .instance()
-        .expect("B")
-        .history
-        .last()
-        .cloned()
-        .expect("history");
+    let takeover = daemon_b.last_transition();
     assert_eq!(takeover.reason, "master down (fast detection)");
     assert!(
         takeover.silence_us.is_some()
@@ -107,13 +101,7 @@ fn unplanned_failover_restart_and_planned_switchover() {
         ("BACKUP".to_string(), "MASTER".to_string())
     );
     assert!(has_address(&b, "eth1", VIP) && !has_address(&a, "eth1", VIP));
-    let handover = daemon_b
-        .instance()
-        .expect("B")
-        .history
-        .last()
-        .cloned()
-        .expect("history");
+    let handover = daemon_b.last_transition();
     assert_eq!(handover.reason, "peer resigned (priority 0)");
 
     // A switchover on a node that is not master is refused, with the reason.
@@ -161,13 +149,7 @@ fn sigterm_on_the_master_hands_over_and_leaves_nothing_behind() {
     assert_eq!(daemon_a.wait(), Some(0), "clean exit: {}", daemon_a.log());
     wait_until(long, "B MASTER", || daemon_b.state() == "MASTER").expect("hand-over");
     assert_eq!(
-        daemon_b
-            .instance()
-            .expect("B")
-            .history
-            .last()
-            .expect("history")
-            .reason,
+        daemon_b.last_transition().reason,
         "peer resigned (priority 0)"
     );
     assert!(!has_address(&a, "eth1", VIP), "SIGTERM must remove the VIP");
@@ -253,13 +235,7 @@ fn ipv6_vip_fails_over_between_link_local_speakers() {
     wait_until(long, "B MASTER", || daemon_b.state() == "MASTER").expect("IPv6 failover");
     assert!(has_address(&b, "eth1", "fd00::100"));
     assert_eq!(
-        daemon_b
-            .instance()
-            .expect("B")
-            .history
-            .last()
-            .expect("history")
-            .reason,
+        daemon_b.last_transition().reason,
         "master down (fast detection)"
     );
 }
@@ -359,17 +335,9 @@ fn a_second_daemon_on_the_same_node_refuses_to_start_and_touches_nothing() {
 
 #[test]
 fn link_loss_faults_the_master_and_the_peer_takes_over() {
-    require_root("the link-loss test");
-    // Through a bridge, so A losing its link leaves B's link up (on a direct
+    // Through a switch, so A losing its link leaves B's link up (on a direct
     // veth pair B would lose its carrier too, and rightly go FAULT as well).
-    let mut lab = Lab::new().expect("lab");
-    let a = lab.namespace("a", false).expect("a");
-    let b = lab.namespace("b", false).expect("b");
-    let sw = lab.namespace("sw", false).expect("sw");
-    lab.veth((&a, "eth1"), (&sw, "a-port")).expect("veth a");
-    lab.veth((&b, "eth1"), (&sw, "b-port")).expect("veth b");
-    lab.bridge(&sw, "br0", &["a-port", "b-port"])
-        .expect("bridge");
+    let (lab, a, b, _sw) = wimark_ha_tests::lab::two_servers_on_a_switch("eth1").expect("lab");
     lab.address(&a, "eth1", "10.77.0.1/24").expect("address a");
     lab.address(&b, "eth1", "10.77.0.2/24").expect("address b");
     let daemon_a = Daemon::start(&a, "a", |s| config(s, 200, FAST)).expect("start A");
@@ -388,16 +356,7 @@ fn link_loss_faults_the_master_and_the_peer_takes_over() {
         !has_address(&a, "eth1", VIP),
         "a faulted node gives its VIP up"
     );
-    assert_eq!(
-        daemon_a
-            .instance()
-            .expect("A")
-            .history
-            .last()
-            .expect("history")
-            .reason,
-        "interface down"
-    );
+    assert_eq!(daemon_a.last_transition().reason, "interface down");
     wimark_ha_tests::lab::ip(&["-n", &a, "link", "set", "eth1", "up"]).expect("link up");
     // Back as backup, then (priority 200, preempt) master again.
     wait_until(long, "A MASTER again", || {

@@ -335,13 +335,7 @@ fn a_restart_in_place_keeps_mastership_and_the_peer_waits() {
         daemon_b.state() == "MASTER"
     })
     .expect("B takes over");
-    let takeover = daemon_b
-        .instance()
-        .expect("B")
-        .history
-        .last()
-        .cloned()
-        .expect("B's takeover");
+    let takeover = daemon_b.last_transition();
     assert_eq!(
         takeover.reason, "master down (fast detection)",
         "{takeover:?}"

@@ -73,16 +73,7 @@ fn keepalived_v2_master_wimark_ha_backup_then_failover_and_preempt_back() {
     )
     .expect("takeover within the RFC interval");
     assert!(has_address(&b, "eth1", VIP));
-    assert_eq!(
-        daemon
-            .instance()
-            .expect("status")
-            .history
-            .last()
-            .expect("history")
-            .reason,
-        "master down (RFC timer)"
-    );
+    assert_eq!(daemon.last_transition().reason, "master down (RFC timer)");
 
     // keepalived comes back with the higher priority and preempts.
     keepalived.restart().expect("restart keepalived");
@@ -158,16 +149,7 @@ fn v3_10ms_both_directions_and_the_fast_rule_never_judges_keepalived() {
         daemon.state() == "MASTER"
     })
     .expect("takeover");
-    assert_eq!(
-        daemon
-            .instance()
-            .expect("status")
-            .history
-            .last()
-            .expect("history")
-            .reason,
-        "master down (RFC timer)"
-    );
+    assert_eq!(daemon.last_transition().reason, "master down (RFC timer)");
 
     // Now the other way: wimark-ha master, keepalived (lower priority) backup.
     // The killed keepalived left its VIP on A (a daemon killed alone does);

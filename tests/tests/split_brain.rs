@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wimark_ha_tests::{
     daemon::{has_address, roles_json, wait_until, Daemon},
     docker::{require_dockerd, Stack},
-    lab::{ip, Lab},
+    lab::{ip, two_servers_on_a_switch},
     Scratch,
 };
 
@@ -102,13 +102,7 @@ fn check_healed(a: &Daemon, b: &Daemon, (ns_a, ns_b): (&str, &str), healed_at: u
         state(b) == "BACKUP"
     })
     .unwrap_or_else(|e| panic!("{e}\nB: {}", b.log()));
-    let back = b
-        .instance()
-        .expect("B status")
-        .history
-        .last()
-        .cloned()
-        .expect("B history");
+    let back = b.last_transition();
     assert_eq!(
         (back.from.as_str(), back.to.as_str(), back.reason.as_str()),
         ("MASTER", "BACKUP", "preempted by a higher-priority peer")
@@ -142,15 +136,7 @@ fn heartbeats_on_two_links_fencing_and_a_healed_split() {
     let fence_ok = scratch.0.join("b-fence-ok");
     std::fs::write(&a_fence_ok, "").expect("a-fence-ok");
 
-    wimark_ha_tests::require_root("the split-brain lab");
-    let mut lab = Lab::new().expect("lab");
-    let ns_a = lab.namespace("a", false).expect("ns");
-    let ns_b = lab.namespace("b", false).expect("ns");
-    let sw = lab.namespace("sw", false).expect("ns");
-    lab.veth((&ns_a, "eth0"), (&sw, "a-port")).expect("veth");
-    lab.veth((&ns_b, "eth0"), (&sw, "b-port")).expect("veth");
-    lab.bridge(&sw, "br0", &["a-port", "b-port"])
-        .expect("bridge");
+    let (lab, ns_a, ns_b, sw) = two_servers_on_a_switch("eth0").expect("lab");
     lab.veth((&ns_a, "eth1"), (&ns_b, "eth1")).expect("veth");
     for (ns, eth0, eth1) in [
         (&ns_a, "10.78.0.1/24", "10.77.0.1/24"),
