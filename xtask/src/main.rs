@@ -64,7 +64,7 @@ enum Soak {
     /// running idle and with every core saturated by stress-ng, `--seconds`
     /// each: false takeovers, RSS and CPU (needs root). `--only ROW`
     /// (repeatable) runs some rows: x3-idle, x3-saturated, x10-saturated,
-    /// keepalived-idle, keepalived-saturated.
+    /// x20-saturated, keepalived-idle, keepalived-saturated.
     Cpu {
         #[arg(long, default_value_t = 600)]
         seconds: u64,

@@ -84,7 +84,7 @@ enum Which {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
         /// Only these rows (repeatable): x3-idle, x3-saturated,
-        /// x10-saturated, keepalived-idle, keepalived-saturated.
+        /// x10-saturated, x20-saturated, keepalived-idle, keepalived-saturated.
         #[arg(long)]
         only: Vec<String>,
     },
@@ -130,6 +130,7 @@ fn main() -> Result<()> {
                 ("x3-idle", Pair::WimarkHaFast, 3, false),
                 ("x3-saturated", Pair::WimarkHaFast, 3, true),
                 ("x10-saturated", Pair::WimarkHaFast, 10, true),
+                ("x20-saturated", Pair::WimarkHaFast, 20, true),
                 ("keepalived-idle", Pair::KeepalivedV3Fast, 3, false),
                 ("keepalived-saturated", Pair::KeepalivedV3Fast, 3, true),
             ];
@@ -137,7 +138,7 @@ fn main() -> Result<()> {
                 .iter()
                 .find(|o| !rows.iter().any(|r| r.0 == o.as_str()))
             {
-                anyhow::bail!("--only {unknown}: not a row (x3-idle, x3-saturated, x10-saturated, keepalived-idle, keepalived-saturated)");
+                anyhow::bail!("--only {unknown}: not a row (x3-idle, x3-saturated, x10-saturated, x20-saturated, keepalived-idle, keepalived-saturated)");
             }
             for (_, pair, multiplier, stressed) in rows
                 .into_iter()
