@@ -2,11 +2,12 @@
 //! them, and the fast path of a takeover.
 //!
 //! One thread, realtime (SCHED_FIFO) where permitted, sleeping in epoll on
-//! the XDP advert rings and a wake-up eventfd with a nanosecond timeout
-//! until the next absolute deadline (CLOCK_MONOTONIC, `epoll_pwait2`) —
-//! never on tokio's millisecond timer wheel. On each wake-up it first drains every advert the
-//! kernel recorded, then fires due timers, then carries out the actions:
-//! VIP and gratuitous ARP before anything else.
+//! the XDP advert rings, the link-event socket and a wake-up eventfd with a
+//! nanosecond timeout until the next absolute deadline (CLOCK_MONOTONIC,
+//! `epoll_pwait2`) — never on tokio's millisecond timer wheel. On each
+//! wake-up it first drains every advert the kernel recorded, then fires due
+//! timers, then carries out the actions: VIP and gratuitous ARP before
+//! anything else.
 
 use std::{
     collections::{BTreeMap, VecDeque},
