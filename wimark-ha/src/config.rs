@@ -479,10 +479,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                     "must be an absolute path (the seed's relative paths broke)",
                 ));
             }
-            let timeout = match &notify.timeout {
-                Some(t) => cx.duration(t, "notify.timeout")?,
-                None => Duration::from_secs(30),
-            };
+            let timeout =
+                cx.duration_or(&notify.timeout, "notify.timeout", Duration::from_secs(30))?;
             Some(NotifyConfig {
                 script: PathBuf::from(script),
                 timeout,
@@ -506,10 +504,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                     "fencing decides whether the containers are promoted: it needs a [roles] section",
                 ));
             }
-            let timeout = match &fencing.timeout {
-                Some(t) => cx.duration(t, "fencing.timeout")?,
-                None => Duration::from_secs(10),
-            };
+            let timeout =
+                cx.duration_or(&fencing.timeout, "fencing.timeout", Duration::from_secs(10))?;
             Some(FencingConfig {
                 command: fencing.command.into_inner(),
                 timeout,
@@ -801,10 +797,11 @@ impl Context<'_> {
             None => 5,
             Some(r) => self.integer(r, "garp_master_repeat", 1, 255)? as u32,
         };
-        let delay = match &raw.garp_master_delay {
-            None => Duration::from_secs(5),
-            Some(d) => self.duration(d, "garp_master_delay")?,
-        };
+        let delay = self.duration_or(
+            &raw.garp_master_delay,
+            "garp_master_delay",
+            Duration::from_secs(5),
+        )?;
         let mut heartbeats: Vec<HeartbeatLink> = Vec::new();
         for link in &raw.heartbeat {
             let link_interface =
@@ -884,10 +881,6 @@ impl Context<'_> {
                 "selects the same containers as roles.master",
             ));
         }
-        let duration = |value: &Option<Spanned<String>>, key: &str, default: Duration| match value {
-            Some(v) => self.duration(v, key),
-            None => Ok(default),
-        };
         Ok(RolesConfig {
             instance,
             docker_socket: PathBuf::from(
@@ -896,17 +889,17 @@ impl Context<'_> {
             ),
             master,
             backup,
-            stop_timeout: duration(
+            stop_timeout: self.duration_or(
                 &raw.stop_timeout,
                 "roles.stop_timeout",
                 Duration::from_secs(5),
             )?,
-            demote_delay: duration(
+            demote_delay: self.duration_or(
                 &raw.demote_delay,
                 "roles.demote_delay",
                 Duration::from_secs(10),
             )?,
-            start_timeout: duration(
+            start_timeout: self.duration_or(
                 &raw.start_timeout,
                 "roles.start_timeout",
                 Duration::from_secs(60),
@@ -961,10 +954,11 @@ impl Context<'_> {
                 ))
             }
         };
-        let timeout = match &raw.timeout {
-            Some(t) => self.duration(t, "hooks.before_promote.timeout")?,
-            None => Duration::from_secs(30),
-        };
+        let timeout = self.duration_or(
+            &raw.timeout,
+            "hooks.before_promote.timeout",
+            Duration::from_secs(30),
+        )?;
         Ok(Hook {
             action,
             timeout,
@@ -1000,6 +994,19 @@ impl Context<'_> {
             ));
         }
         Ok(name.clone())
+    }
+
+    /// An optional duration key: `default` when absent.
+    fn duration_or(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            Some(text) => self.duration(text, key),
+            None => Ok(default),
+        }
     }
 
     fn duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
