@@ -291,5 +291,23 @@ impl OwnDockerd {
 impl Drop for OwnDockerd {
     fn drop(&mut self) {
         self.down();
+        // A killed dockerd leaves the bind mount of its data root behind (a
+        // clean stop removes it): without this the directory could not be
+        // removed and the mount would outlive the test.
+        unmount_below(&self.dir);
+    }
+}
+
+/// Lazily unmounts every mount point at or below `dir`, deepest first.
+fn unmount_below(dir: &std::path::Path) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| std::path::Path::new(point).starts_with(dir))
+        .collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    for point in points {
+        let _ = Command::new("umount").args(["-l", point]).status();
     }
 }
