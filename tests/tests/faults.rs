@@ -341,3 +341,55 @@ fn a_restart_in_place_keeps_mastership_and_the_peer_waits() {
         "{takeover:?}"
     );
 }
+
+#[test]
+fn a_restart_whose_new_process_cannot_start_releases_the_held_vip() {
+    // What a restart in place leaves (the VIP on the interface, the hold
+    // file), and a config the new process cannot read: it must exit with
+    // the reason and take the VIP down, or the VIP would outlive the hold
+    // beside the peer's.
+    let (_lab, a, _b) = two_servers(true).expect("lab");
+    wimark_ha_tests::lab::ip(&["-n", &a, "addr", "add", "10.77.0.100/24", "dev", "eth1"])
+        .expect("held VIP");
+    let scratch = wimark_ha_tests::Scratch::new("hold-bad-config");
+    let state = scratch.0.join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let hold = serde_json::json!([{
+        "instance": "WIM1",
+        "interface": "eth1",
+        "vrid": 67,
+        "virtual_ips": ["10.77.0.100"],
+        "until_unix_ms": unix_ms() + 5_000,
+    }]);
+    std::fs::write(state.join("restart-hold.json"), hold.to_string()).expect("hold file");
+    let bad = scratch.0.join("wimark-ha.toml");
+    std::fs::write(
+        &bad,
+        config(&scratch.0.join("c.sock"), 200, FAST).replace("vrid = 67", "vrid = 0"),
+    )
+    .expect("config");
+    let output = wimark_ha_tests::lab::in_netns(&a, {
+        let (bad, state) = (bad.clone(), state.clone());
+        move || {
+            std::process::Command::new(wimark_ha_tests::wimark_ha_bin())
+                .args(["run", "--config"])
+                .arg(&bad)
+                .arg("--state-dir")
+                .arg(&state)
+                .output()
+        }
+    })
+    .expect("netns")
+    .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a bad config must stop the start");
+    assert!(stderr.contains("vrid"), "{stderr}");
+    assert!(
+        !has_address(&a, "eth1", "10.77.0.100"),
+        "the held VIP outlived a failed start: {stderr}"
+    );
+    assert!(
+        !state.join("restart-hold.json").exists(),
+        "the hold is used once"
+    );
+}

@@ -108,7 +108,26 @@ pub fn run(
     state_dir: Option<&Path>,
     kernel_log: Option<log::Level>,
 ) -> anyhow::Result<()> {
-    let mut config = config::load(config_path)?;
+    let mut config = match config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            // A restart in place whose new process cannot read the config
+            // (an upgrade that reads it differently): the VIPs the old one
+            // held must not outlive its hold.
+            let dir = state_dir.map_or_else(
+                || Path::new(history::DEFAULT_STATE_DIR).to_path_buf(),
+                Path::to_path_buf,
+            );
+            let held = restart::take(&dir);
+            if !held.is_empty() {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(release_held(&held));
+            }
+            return Err(e.into());
+        }
+    };
     if let Some(dir) = state_dir {
         config.daemon.state_dir = dir.to_path_buf();
     }
