@@ -27,19 +27,36 @@ fn transitions(daemon: &Daemon) -> Vec<(u64, String, String)> {
         .unwrap_or_default()
 }
 
-#[test]
-fn a_master_stopped_for_two_seconds_does_not_keep_the_vip_beside_the_new_one() {
-    let (_lab, a, b) = two_servers(true).expect("lab");
-    let mut daemon_a = Daemon::start(&a, "stop-a", |s| config(s, 200, FAST)).expect("A");
+/// A (priority 200) started first and MASTER, then B (100) as BACKUP: the
+/// settled pair every fault here starts from. `tag` names their files.
+fn settled_pair(
+    (a, b): (&str, &str),
+    tag: &str,
+    config_a: impl Fn(&std::path::Path) -> String,
+    config_b: impl Fn(&std::path::Path) -> String,
+) -> (Daemon, Daemon) {
+    let daemon_a = Daemon::start(a, &format!("{tag}-a"), config_a).expect("A");
     wait_until(Duration::from_secs(5), "A MASTER", || {
         daemon_a.state() == "MASTER"
     })
     .expect("A first");
-    let daemon_b = Daemon::start(&b, "stop-b", |s| config(s, 100, FAST)).expect("B");
+    let daemon_b = Daemon::start(b, &format!("{tag}-b"), config_b).expect("B");
     wait_until(Duration::from_secs(5), "B BACKUP", || {
         daemon_b.state() == "BACKUP"
     })
     .expect("B backup");
+    (daemon_a, daemon_b)
+}
+
+#[test]
+fn a_master_stopped_for_two_seconds_does_not_keep_the_vip_beside_the_new_one() {
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let (mut daemon_a, daemon_b) = settled_pair(
+        (&a, &b),
+        "stop",
+        |s| config(s, 200, FAST),
+        |s| config(s, 100, FAST),
+    );
 
     daemon_a.signal(libc::SIGSTOP);
     wait_until(Duration::from_secs(2), "B takes over", || {
@@ -130,16 +147,12 @@ fn false_takeovers(loss: f64, jitter_ms: u64, multiplier: u32, seconds: u64) -> 
     let settings = format!(
         "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = {{ interval = \"1ms\", multiplier = {multiplier} }}"
     );
-    let daemon_a = Daemon::start(&a, "loss-a", |s| config(s, 200, &settings)).expect("A");
-    wait_until(Duration::from_secs(5), "A MASTER", || {
-        daemon_a.state() == "MASTER"
-    })
-    .expect("A first");
-    let daemon_b = Daemon::start(&b, "loss-b", |s| config(s, 100, &settings)).expect("B");
-    wait_until(Duration::from_secs(5), "B BACKUP", || {
-        daemon_b.state() == "BACKUP"
-    })
-    .expect("B backup");
+    let (_daemon_a, daemon_b) = settled_pair(
+        (&a, &b),
+        "loss",
+        |s| config(s, 200, &settings),
+        |s| config(s, 100, &settings),
+    );
     let before = transitions(&daemon_b).len();
     std::thread::sleep(Duration::from_secs(seconds));
     let takeovers = transitions(&daemon_b)[before..]
@@ -222,21 +235,12 @@ fn cli(daemon: &Daemon, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_restart_in_place_keeps_mastership_and_the_peer_waits() {
-    let fast = FAST.to_string();
     let with_hold = |s: &std::path::Path| {
-        config(s, 200, &fast).replacen("[daemon]\n", "[daemon]\nrestart_hold = \"3s\"\n", 1)
+        config(s, 200, FAST).replacen("[daemon]\n", "[daemon]\nrestart_hold = \"3s\"\n", 1)
     };
     let (_lab, a, b) = two_servers(true).expect("lab");
-    let mut daemon_a = Daemon::start(&a, "hold-a", with_hold).expect("A");
-    wait_until(Duration::from_secs(5), "A MASTER", || {
-        daemon_a.state() == "MASTER"
-    })
-    .expect("A first");
-    let daemon_b = Daemon::start(&b, "hold-b", |s| config(s, 100, &fast)).expect("B");
-    wait_until(Duration::from_secs(5), "B BACKUP", || {
-        daemon_b.state() == "BACKUP"
-    })
-    .expect("B backup");
+    let (mut daemon_a, daemon_b) =
+        settled_pair((&a, &b), "hold", with_hold, |s| config(s, 100, FAST));
     let pid = daemon_a.child.as_ref().map(|c| c.id()).expect("A's pid");
 
     // A config that would not load: refused, nothing happens.

@@ -186,36 +186,29 @@ fn print_roles(roles: &crate::roles::RolesStatus) {
 }
 
 pub fn switchover(args: SwitchoverArgs) -> anyhow::Result<()> {
-    let response = control::request(
-        &args.socket,
-        &Request::Switchover {
-            instance: args.instance,
-        },
-    )?;
-    if !response.ok {
-        bail!(
-            "{}",
-            response
-                .error
-                .unwrap_or_else(|| "switchover refused".to_string())
-        );
-    }
-    println!("{}", response.message.unwrap_or_default());
+    let request = Request::Switchover {
+        instance: args.instance,
+    };
+    println!("{}", ask(&args.socket, &request, "switchover refused")?);
     Ok(())
+}
+
+/// A request that the daemon carries out: its message, or its refusal as
+/// the error.
+fn ask(socket: &std::path::Path, request: &Request, refused: &str) -> anyhow::Result<String> {
+    let response = control::request(socket, request)?;
+    if !response.ok {
+        bail!("{}", response.error.unwrap_or_else(|| refused.to_string()));
+    }
+    Ok(response.message.unwrap_or_default())
 }
 
 pub fn restart(args: RestartArgs) -> anyhow::Result<()> {
     let asked_at = crate::history::unix_ms();
-    let response = control::request(&args.socket, &Request::Restart)?;
-    if !response.ok {
-        bail!(
-            "{}",
-            response
-                .error
-                .unwrap_or_else(|| "restart refused".to_string())
-        );
-    }
-    println!("{}", response.message.unwrap_or_default());
+    println!(
+        "{}",
+        ask(&args.socket, &Request::Restart, "restart refused")?
+    );
     // The PID stays the same: the new process is the one started since.
     let deadline = std::time::Instant::now() + args.timeout;
     loop {

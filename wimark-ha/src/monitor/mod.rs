@@ -267,12 +267,6 @@ impl Monitor {
         Snapshot::read(&self.ebpf, &self.interface)
     }
 
-    /// AP tunnel and control packets seen so far (IKE, NAT-T, ESP, MQTT,
-    /// MQTT/TLS).
-    pub fn ap_packets(&self) -> Result<u64, MonitorError> {
-        snapshot::read_ap_packets(&self.ebpf)
-    }
-
     /// Asks the XDP program to stamp the next AP packet it sees (`AP_WATCH`).
     pub fn arm_ap_watch(&mut self) -> Result<(), MonitorError> {
         self.ap_watch()?

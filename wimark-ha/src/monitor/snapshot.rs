@@ -71,26 +71,6 @@ pub fn read_counters(
     Ok(totals)
 }
 
-/// The packets of the AP classes only, summed over CPUs.
-pub fn read_ap_packets(ebpf: &Ebpf) -> Result<u64, MonitorError> {
-    let array: PerCpuArray<_, TrafficCounter> =
-        PerCpuArray::try_from(map(ebpf, MAP_COUNTERS)?).map_err(map_error(MAP_COUNTERS))?;
-    let mut total = 0;
-    for counter in [
-        Counter::Ike,
-        Counter::NatT,
-        Counter::Esp,
-        Counter::Mqtt,
-        Counter::MqttTls,
-    ] {
-        let per_cpu = array
-            .get(&(counter as u32), 0)
-            .map_err(map_error(MAP_COUNTERS))?;
-        total += per_cpu.iter().map(|c| c.packets).sum::<u64>();
-    }
-    Ok(total)
-}
-
 pub fn read_peers(ebpf: &Ebpf) -> Result<Vec<(PeerKey, PeerRecord)>, MonitorError> {
     let table: HashMap<_, PeerKey, PeerRecord> =
         HashMap::try_from(map(ebpf, MAP_PEERS)?).map_err(map_error(MAP_PEERS))?;
