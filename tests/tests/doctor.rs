@@ -245,3 +245,69 @@ fn doctor_passes_a_healthy_server_and_fails_each_broken_check() {
     let (found, failed) = doctor(&a, &broken);
     assert!(failed && found["config"].0 == "FAIL", "{found:?}");
 }
+
+/// A `remove` hook is judged as the service would run it (root with only
+/// the packaged unit's capabilities): mongo's lock in its uid-999 directory
+/// is within reach; a read-only file system is not, and says so.
+#[test]
+fn doctor_judges_remove_hooks_with_the_units_capabilities() {
+    wimark_ha_tests::require_root("a lab, chown and a private mount");
+    let (_lab, a, _b) = two_servers(true).expect("lab");
+    let scratch = wimark_ha_tests::Scratch::new("doctor-hooks");
+    let mongo = scratch.0.join("mongo");
+    let frozen = scratch.0.join("frozen");
+    for dir in [&mongo, &frozen] {
+        std::fs::create_dir_all(dir).expect("dir");
+    }
+    std::fs::write(mongo.join("mongod.lock"), "1").expect("lock");
+    std::os::unix::fs::chown(mongo.join("mongod.lock"), Some(999), Some(999)).expect("chown");
+    std::os::unix::fs::chown(&mongo, Some(999), Some(999)).expect("chown");
+    let config = scratch.0.join("hooks.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[instance]]\nname = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = 200\nvirtual_ips = [\"10.77.0.100/24\"]\n\n\
+             [roles]\ninstance = \"WIM1\"\ndocker_socket = \"{0}/no-docker.sock\"\nmaster = {{ compose_project = \"m\" }}\nbackup = {{ compose_project = \"b\" }}\n\n\
+             [[hooks.before_promote]]\nremove = \"{1}/*.lock\"\n[[hooks.before_promote]]\nremove = \"{2}/*.lock\"\n",
+            scratch.0.display(),
+            mongo.display(),
+            frozen.display()
+        ),
+    )
+    .expect("config");
+    // `ip netns exec` runs in a mount namespace of its own: the read-only
+    // tmpfs lives and dies with this one command.
+    let script = format!(
+        "mount -t tmpfs -o ro tmpfs {} && exec {} doctor --json --config {}",
+        frozen.display(),
+        wimark_ha_bin().display(),
+        config.display()
+    );
+    let output = Command::new("ip")
+        .args(["netns", "exec", &a, "sh", "-c", &script])
+        .output()
+        .expect("ip netns exec sh");
+    let findings: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}\n{output:?}"));
+    let finding = |pattern: &Path| {
+        let check = format!("hook remove {}/*.lock", pattern.display());
+        findings
+            .as_array()
+            .and_then(|all| all.iter().find(|f| f["check"] == check.as_str()).cloned())
+            .unwrap_or_else(|| panic!("no {check} in {findings}"))
+    };
+    let reachable = finding(&mongo);
+    assert_eq!(reachable["status"], "OK", "{reachable}");
+    let unreachable = finding(&frozen);
+    assert_eq!(unreachable["status"], "WARN", "{unreachable}");
+    assert!(
+        unreachable["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("read-only")),
+        "{unreachable}"
+    );
+    assert!(
+        unreachable["fix"].as_str().is_some_and(|f| !f.is_empty()),
+        "{unreachable}"
+    );
+}

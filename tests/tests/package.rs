@@ -1,8 +1,10 @@
 //! The service as an operator installs it: the Debian package built by
 //! `cargo xtask deb` installed into a fresh Debian root (debootstrap), every
 //! file where the unit expects it, `systemd-analyze verify` clean; the
-//! daemon running with only the unit's capabilities; and the `Type=notify`
-//! contract (READY, WATCHDOG while the engine turns, STOPPING).
+//! daemon running with only the unit's capabilities (its vendor duties
+//! included: mongo's lock, owned by the container's uid, removed before the
+//! master stack starts); and the `Type=notify` contract (READY, WATCHDOG
+//! while the engine turns, STOPPING).
 
 use std::{
     os::unix::net::UnixDatagram,
@@ -12,9 +14,10 @@ use std::{
 };
 
 use wimark_ha_tests::{
-    daemon::{config, has_address, wait_until, Daemon, Launch},
+    daemon::{config, has_address, roles_json, wait_until, Daemon, Launch, FAST},
+    docker::{require_dockerd, Stack},
     lab::two_servers,
-    require_root,
+    require_root, Scratch,
 };
 
 const UNIT: &str = "wimark-ha.service";
@@ -189,16 +192,11 @@ fn unit_capabilities() -> String {
     list
 }
 
-#[test]
-fn the_daemon_needs_only_the_units_capabilities() {
-    require_root("a lab and setpriv");
-    let (_lab, a, _b) = two_servers(true).expect("lab");
+/// setpriv's arguments that give a process exactly the unit's
+/// capabilities (bounding, inheritable and ambient), as systemd starts it.
+fn as_the_unit_starts_it() -> Launch {
     let capabilities = unit_capabilities();
-    let unit = unit_source();
-    assert_eq!(unit_values(&unit, "LimitMEMLOCK"), ["infinity"]);
-    let launch = Launch {
-        // As systemd starts it: only the unit's capabilities (bounding,
-        // inheritable and ambient).
+    Launch {
         wrapper: vec![
             "setpriv".to_string(),
             format!("--bounding-set={capabilities}"),
@@ -207,7 +205,72 @@ fn the_daemon_needs_only_the_units_capabilities() {
             "--".to_string(),
         ],
         env: Vec::new(),
-    };
+    }
+}
+
+/// The imported config's `remove = "/usr/share/wimark/volumes/mongo/*.lock"`
+/// as the service runs it: mongo's container leaves its locks owned by its
+/// uid 999 in a 0755 directory of uid 999. Root without CAP_DAC_OVERRIDE
+/// gets EACCES there, the blocking hook fails and the master stack never
+/// starts after a takeover.
+#[test]
+fn the_units_capabilities_remove_a_containers_lock_and_promote() {
+    require_root("a lab, setpriv and chown");
+    require_dockerd();
+    let tag = format!("whcap{}", std::process::id());
+    let master = Stack::create(&format!("{tag}-master"), 2, None).expect("master stack");
+    let _backup = Stack::create(&format!("{tag}-backup"), 1, None).expect("backup stack");
+    let scratch = Scratch::new("caps-lock");
+    let mongo = scratch.0.join("volumes/mongo");
+    std::fs::create_dir_all(&mongo).expect("mongo volume");
+    for lock in ["mongod.lock", "WiredTiger.lock"] {
+        std::fs::write(mongo.join(lock), "1").expect("lock");
+        std::os::unix::fs::chown(mongo.join(lock), Some(999), Some(999)).expect("chown lock");
+    }
+    std::os::unix::fs::chown(&mongo, Some(999), Some(999)).expect("chown dir");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&mongo, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let body = format!(
+        "{FAST}\n\n[roles]\ninstance = \"WIM1\"\nmaster = {{ compose_project = \"{tag}-master\" }}\nbackup = {{ compose_project = \"{tag}-backup\" }}\nstop_timeout = \"2s\"\n\n[[hooks.before_promote]]\nremove = \"{}/*.lock\"\n",
+        mongo.display()
+    );
+    let (_lab, a, _b) = two_servers(true).expect("lab");
+    let daemon = Daemon::start_with(
+        &a,
+        "caps-lock",
+        |s| config(s, 200, &body),
+        as_the_unit_starts_it(),
+    )
+    .expect("starts with only the unit's capabilities");
+    wait_until(Duration::from_secs(20), "the master stack running", || {
+        roles_json(&daemon)["stack"] == "master" && master.running().len() == 2
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: the lock hook held the switch back?\nstatus: {}\nlog: {}",
+            roles_json(&daemon),
+            daemon.log()
+        )
+    });
+    for lock in ["mongod.lock", "WiredTiger.lock"] {
+        assert!(!mongo.join(lock).exists(), "{lock} removed by the hook");
+    }
+    let status = roles_json(&daemon);
+    assert!(status["degraded"].is_null(), "{status}");
+    assert!(
+        !daemon.log().contains("Permission denied"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn the_daemon_needs_only_the_units_capabilities() {
+    require_root("a lab and setpriv");
+    let (_lab, a, _b) = two_servers(true).expect("lab");
+    let unit = unit_source();
+    assert_eq!(unit_values(&unit, "LimitMEMLOCK"), ["infinity"]);
+    let launch = as_the_unit_starts_it();
     let fast = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]";
     let daemon = Daemon::start_with(&a, "caps-a", |s| config(s, 200, fast), launch)
         .expect("starts with only the unit's capabilities");
@@ -227,6 +290,8 @@ fn the_daemon_needs_only_the_units_capabilities() {
     let expected: u64 = unit_values(&unit, "CapabilityBoundingSet")[0]
         .split_whitespace()
         .map(|cap| match cap {
+            "CAP_DAC_OVERRIDE" => 1 << 1,
+            "CAP_FOWNER" => 1 << 3,
             "CAP_NET_ADMIN" => 1 << 12,
             "CAP_NET_RAW" => 1 << 13,
             "CAP_SYS_NICE" => 1 << 23,

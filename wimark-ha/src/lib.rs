@@ -15,5 +15,6 @@ pub mod import;
 pub mod metrics;
 pub mod monitor;
 pub mod roles;
+pub mod unit;
 pub mod vip;
 pub mod vrrp;

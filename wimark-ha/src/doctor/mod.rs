@@ -17,6 +17,8 @@ use serde::Serialize;
 
 use crate::config::{Config, Selector};
 
+mod hook_paths;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
@@ -80,6 +82,7 @@ pub async fn run(config: Option<&Config>) -> Vec<Finding> {
     if let Some(config) = config {
         findings.extend(interfaces(config));
         findings.extend(docker(config).await);
+        findings.extend(hook_paths::check(config));
         if let Some(peer) = &config.peer {
             let interface = config.instances.first().map(|i| i.interface.as_str());
             findings.push(peer_reachable(peer.address, interface));
