@@ -4,6 +4,7 @@
 //!
 //! Every packet sent through this crate stays inside namespaces a [`lab::Lab`]
 //! created; nothing here touches the machine's own interfaces.
+pub mod ap_clients;
 pub mod capture;
 pub mod daemon;
 pub mod docker;

@@ -410,6 +410,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, path)
 }
 
+/// Deserialises a TOML file of another shape (e.g. an adapter's), with
+/// errors that name file, line and key as the daemon's own config does.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<T, ConfigError> {
+    let cx = Context { text, file };
+    toml::from_str(text).map_err(|e| cx.toml_error(&e))
+}
+
 /// Validates `text` as if read from `file`.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let cx = Context { text, file };

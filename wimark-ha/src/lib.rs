@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod import;
 pub mod metrics;
 pub mod monitor;
+pub mod recovery;
 pub mod roles;
 pub mod unit;
 pub mod vip;

@@ -106,6 +106,36 @@ const PACKAGES: &[Package] = &[
         why: "doctor's password-less ssh check",
     },
     Package {
+        name: "strongswan-charon",
+        path: "/usr/lib/ipsec/charon",
+        why: "real AP IKEv2 initiators and the servers' responders in the AP lab",
+    },
+    Package {
+        name: "strongswan-swanctl",
+        path: "/usr/sbin/swanctl",
+        why: "loading the AP lab's IKE configs over vici",
+    },
+    Package {
+        name: "libcharon-extra-plugins",
+        path: "/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so",
+        why: "ESP in userspace (kernel-libipsec): this kernel has no XFRM ESP",
+    },
+    Package {
+        name: "libstrongswan-standard-plugins",
+        path: "/usr/lib/ipsec/plugins/libstrongswan-openssl.so",
+        why: "charon's crypto (openssl plugin) in the AP lab",
+    },
+    Package {
+        name: "mosquitto",
+        path: "/usr/sbin/mosquitto",
+        why: "the servers' MQTT brokers in the AP lab",
+    },
+    Package {
+        name: "mosquitto-clients",
+        path: "/usr/bin/mosquitto_sub",
+        why: "the APs' MQTT clients in the AP lab",
+    },
+    Package {
         name: "binutils",
         path: "/usr/bin/strip",
         why: "cargo-deb strips the packaged binary",
@@ -221,6 +251,7 @@ pub fn ensure() -> Result<()> {
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&names)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        disable_system_units();
     }
     if !bpf_linker_present() {
         eprintln!("xtask: installing bpf-linker (about a minute)");
@@ -248,6 +279,22 @@ pub fn ensure() -> Result<()> {
         ]))?;
     }
     Ok(())
+}
+
+/// Services Debian enables when their package is installed; every daemon
+/// of the lab runs inside the lab's namespaces instead, so the machine's
+/// own copies are stopped and disabled (best effort: there may be no
+/// running systemd).
+const SYSTEM_UNITS: &[&str] = &["strongswan-starter", "strongswan", "mosquitto"];
+
+fn disable_system_units() {
+    for unit in SYSTEM_UNITS {
+        let _ = Command::new("systemctl")
+            .args(["disable", "--now", unit])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";

@@ -6,6 +6,7 @@ mod check_config;
 mod daemon;
 mod doctor;
 mod history;
+mod ike_initiate;
 mod import_keepalived;
 mod stats;
 
@@ -114,6 +115,14 @@ pub enum Command {
     /// Whatever cannot be carried over is listed as comments in the output.
     /// The result is validated as `check-config` would before it is printed.
     ImportKeepalived(import_keepalived::ImportKeepalivedArgs),
+    /// Bring the APs' IPsec back after a takeover (strongSwan adapter).
+    ///
+    /// Reads the AP list a recovery hook gets on stdin (JSON, see the
+    /// operator's guide) and initiates an IKE SA from this server's charon
+    /// to each AP over vici, so the AP drops its stale SA at once
+    /// (INITIAL_CONTACT). Prints one JSON line per AP; exits 1 if any AP
+    /// failed, 2 if the config or the input is unusable.
+    IkeInitiate(ike_initiate::IkeInitiateArgs),
 }
 
 impl Cli {
@@ -151,6 +160,13 @@ impl Cli {
             Command::Restart(args) => daemon::restart(args),
             Command::ImportKeepalived(args) => import_keepalived::run(args),
             Command::History(args) => history::run(args),
+            Command::IkeInitiate(args) => match runtime.block_on(ike_initiate::run(args)) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => {
+                    eprintln!("wimark-ha: {e:#}");
+                    std::process::exit(2);
+                }
+            },
             Command::Doctor(args) => {
                 if !runtime.block_on(doctor::run(args))? {
                     std::process::exit(1);

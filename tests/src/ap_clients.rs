@@ -1,0 +1,260 @@
+//! Real AP clients for the lab: strongSwan's charon as each AP's IKEv2
+//! initiator (PSK, UDP-encapsulated ESP) to the VIP, and charon responders
+//! on the servers, as the vendor's IKE containers are.
+//!
+//! This kernel has no XFRM ESP, so every charon does ESP in userspace
+//! (kernel-libipsec, a TUN device `ipsec0` in its namespace). Each charon
+//! runs in a network namespace of the lab and in a mount namespace of its
+//! own with a private `/run` (its pid file is fixed at /run/charon.pid),
+//! with its own `STRONGSWAN_CONF` and vici socket. Drop kills it.
+//!
+//! Addresses: inside the tunnels the servers are 10.99.0.1 (on `lo` of
+//! both), AP `n` is 10.99.1.n.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+/// The pre-shared key of the lab's IKE SAs.
+pub const PSK: &str = "wimark-lab-psk";
+/// The servers' address inside the tunnels.
+pub const SERVER_INNER: &str = "10.99.0.1";
+/// The IKE identity the servers use (both, as one controller).
+pub const SERVER_ID: &str = "controller";
+/// The proposals every lab charon offers and accepts (no curve25519 in
+/// Debian's plugin set; the openssl plugin has modp2048).
+const IKE_PROPOSAL: &str = "aes128-sha256-modp2048";
+const ESP_PROPOSAL: &str = "aes128-sha256";
+/// The plugins a lab charon loads: crypto from openssl, ESP in userspace,
+/// addresses and routes from netlink, control over vici.
+const PLUGINS: &str =
+    "random nonce openssl pem pkcs1 x509 pubkey kdf kernel-libipsec kernel-netlink socket-default vici";
+
+/// AP `n`'s address inside its tunnel.
+pub fn ap_inner(n: u8) -> String {
+    format!("10.99.1.{n}")
+}
+
+/// One charon daemon in a lab namespace.
+pub struct Charon {
+    child: Option<Child>,
+    pub namespace: String,
+    pub dir: PathBuf,
+}
+
+impl Charon {
+    /// Starts charon in `namespace` with its files under `dir` (created);
+    /// returns once its vici socket answers.
+    pub fn start(namespace: &str, dir: &Path) -> Result<Self> {
+        for binary in ["/usr/lib/ipsec/charon", "/usr/sbin/swanctl"] {
+            if !Path::new(binary).exists() {
+                bail!("{binary} is missing: the AP lab needs strongswan-charon, strongswan-swanctl, libcharon-extra-plugins and libstrongswan-standard-plugins (cargo xtask prereqs)");
+            }
+        }
+        std::fs::create_dir_all(dir)?;
+        let vici = dir.join("charon.vici");
+        let _ = std::fs::remove_file(&vici);
+        let conf = dir.join("strongswan.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "charon {{\n  load = {PLUGINS}\n  filelog {{\n    log {{\n      path = {log}\n      flush_line = yes\n      default = 1\n      ike = 2\n      time_format = %T\n    }}\n  }}\n  plugins {{\n    vici {{\n      socket = unix://{vici}\n    }}\n    kernel-libipsec {{\n      allow_peer_ts = yes\n    }}\n  }}\n}}\n",
+                log = dir.join("charon.log").display(),
+                vici = vici.display(),
+            ),
+        )?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", namespace, "unshare", "--mount", "sh", "-c"])
+            .arg("mount -t tmpfs tmpfs /run && exec /usr/lib/ipsec/charon")
+            .env("STRONGSWAN_CONF", &conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("charon.stderr"))?)
+            .spawn()
+            .context("starting charon")?;
+        let mut charon = Self {
+            child: Some(child),
+            namespace: namespace.to_string(),
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while charon.swanctl(&["--stats"]).is_err() {
+            if let Some(status) = charon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "charon in {namespace} exited at start ({status}):\n{}",
+                    charon.log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "charon in {namespace}: no vici socket in 10 s:\n{}",
+                    charon.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(charon)
+    }
+
+    /// The vici socket, as a URI for swanctl and the adapter.
+    pub fn vici_uri(&self) -> String {
+        format!("unix://{}", self.dir.join("charon.vici").display())
+    }
+
+    /// Runs swanctl against this charon; its stdout, or why it failed.
+    pub fn swanctl(&self, args: &[&str]) -> Result<String> {
+        let output = Command::new("swanctl")
+            .args(args)
+            .args(["--uri", &self.vici_uri()])
+            .output()
+            .context("running swanctl")?;
+        if !output.status.success() {
+            bail!(
+                "swanctl {}: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).to_string())
+    }
+
+    /// Loads a swanctl.conf (connections and secrets).
+    pub fn load(&self, swanctl_conf: &str) -> Result<()> {
+        let path = self.dir.join("swanctl.conf");
+        std::fs::write(&path, swanctl_conf)?;
+        self.swanctl(&[
+            "--load-all",
+            "--noprompt",
+            "--file",
+            &path.display().to_string(),
+        ])
+        .map(|_| ())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
+            + &std::fs::read_to_string(self.dir.join("charon.stderr")).unwrap_or_default()
+    }
+
+    /// Kills charon at once (SIGKILL): the node loss of a server.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Charon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A server's responder config: any AP with the lab's PSK, on `vip`.
+pub fn responder_conf(vip: &str) -> String {
+    // mobike = no: with MOBIKE a planned switchover moves the AP's SA to
+    // the old master's own address, off the VIP.
+    format!(
+        "connections {{\n  aps {{\n    local_addrs = {vip}\n    encap = yes\n    mobike = no\n    version = 2\n    proposals = {IKE_PROPOSAL}\n    local {{\n      auth = psk\n      id = {SERVER_ID}\n    }}\n    remote {{\n      auth = psk\n    }}\n    children {{\n      tunnel {{\n        local_ts = {SERVER_INNER}/32\n        remote_ts = 10.99.1.0/24\n        esp_proposals = {ESP_PROPOSAL}\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lab {{\n    secret = \"{PSK}\"\n  }}\n}}\n"
+    )
+}
+
+/// How an AP's charon treats a silent controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApIke {
+    /// strongSwan's defaults: no DPD, the SA stays until rekey.
+    Defaults,
+    /// DPD every second, restart on DPD, close or start failure.
+    Dpd1s,
+}
+
+/// AP `n`'s initiator config: from `address` to `vip`, inner 10.99.1.n;
+/// its IKE identity is its address (strongSwan's default).
+pub fn initiator_conf(n: u8, address: &str, vip: &str, ike: ApIke) -> String {
+    let dpd = match ike {
+        ApIke::Defaults => String::new(),
+        ApIke::Dpd1s => "    dpd_delay = 1s\n".to_string(),
+    };
+    let actions = match ike {
+        ApIke::Defaults => String::new(),
+        ApIke::Dpd1s => "        dpd_action = restart\n        close_action = start\n".to_string(),
+    };
+    format!(
+        "connections {{\n  controller {{\n    local_addrs = {address}\n    remote_addrs = {vip}\n    encap = yes\n    version = 2\n    proposals = {IKE_PROPOSAL}\n{dpd}    local {{\n      auth = psk\n    }}\n    remote {{\n      auth = psk\n      id = {SERVER_ID}\n    }}\n    children {{\n      tunnel {{\n        local_ts = {inner}/32\n        remote_ts = {SERVER_INNER}/32\n        esp_proposals = {ESP_PROPOSAL}\n        start_action = start\n{actions}      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lab {{\n    secret = \"{PSK}\"\n  }}\n}}\n",
+        inner = ap_inner(n),
+    )
+}
+
+/// Whether AP `n` (in `namespace`) reaches the servers through its tunnel
+/// now: one ICMP echo from its inner address, answered within `wait`.
+pub fn tunnel_works(namespace: &str, n: u8, wait: Duration) -> bool {
+    let seconds = wait.as_secs().max(1).to_string();
+    Command::new("ip")
+        .args([
+            "netns", "exec", namespace, "busybox", "ping", "-c", "1", "-W",
+        ])
+        .arg(seconds)
+        .args(["-I", &ap_inner(n), SERVER_INNER])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Servers A and B (`eth1`, 10.77.0.1 and .2) and `count` APs (`eth0`,
+/// 10.77.0.(50 + n)) on one switch, each AP in a namespace of its own;
+/// the tunnels' inner addresses on `lo` (10.99.0.1 on both servers,
+/// 10.99.1.n on AP n).
+pub struct ApLab {
+    pub lab: crate::lab::Lab,
+    pub a: String,
+    pub b: String,
+    pub switch: String,
+    /// AP n (1-based) is `aps[n - 1]`.
+    pub aps: Vec<String>,
+}
+
+impl ApLab {
+    pub fn new(count: u8) -> Result<Self> {
+        let (mut lab, a, b, switch) = crate::lab::two_servers_on_a_switch("eth1")?;
+        lab.address(&a, "eth1", "10.77.0.1/24")?;
+        lab.address(&b, "eth1", "10.77.0.2/24")?;
+        for server in [&a, &b] {
+            lab.address(server, "lo", &format!("{SERVER_INNER}/32"))?;
+        }
+        let mut aps = Vec::new();
+        for n in 1..=count {
+            let ap = lab.namespace(&format!("ap{n}"), false)?;
+            let port = format!("ap{n}-port");
+            lab.veth((&ap, "eth0"), (&switch, &port))?;
+            crate::lab::ip(&["-n", &switch, "link", "set", &port, "master", "br0"])?;
+            lab.address(&ap, "eth0", &format!("{}/24", ap_address(n)))?;
+            lab.address(&ap, "lo", &format!("{}/32", ap_inner(n)))?;
+            aps.push(ap);
+        }
+        Ok(Self {
+            lab,
+            a,
+            b,
+            switch,
+            aps,
+        })
+    }
+}
+
+/// AP `n`'s address on the controller's segment.
+pub fn ap_address(n: u8) -> String {
+    format!("10.77.0.{}", 50 + u16::from(n))
+}

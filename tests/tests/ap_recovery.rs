@@ -1,0 +1,209 @@
+//! Bringing real AP clients back after a takeover: strongSwan charon
+//! initiators on the APs (at their defaults: no DPD), charon responders on
+//! both servers, and the new master's `wimark-ha ike-initiate` adapter.
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use wimark_ha_tests::{
+    ap_clients::{
+        ap_address, initiator_conf, responder_conf, tunnel_works, ApIke, ApLab, Charon, SERVER_ID,
+        SERVER_INNER,
+    },
+    daemon::wait_until,
+    lab::ip,
+    require_root, wimark_ha_bin, Scratch,
+};
+
+const VIP: &str = "10.77.0.100";
+
+/// The adapter's config for the lab's responders (the same connection as
+/// `responder_conf`, in the adapter's TOML).
+fn adapter_toml(vici: &str) -> String {
+    format!(
+        "vici = \"{vici}\"\nchild = \"tunnel\"\ntimeout = \"3s\"\n\n[connection]\nlocal_addrs = [\"{VIP}\"]\nversion = 2\nencap = true\nmobike = false\nproposals = [\"aes128-sha256-modp2048\"]\n[connection.local]\nauth = \"psk\"\nid = \"{SERVER_ID}\"\n[connection.remote]\nauth = \"psk\"\n[connection.children.tunnel]\nlocal_ts = [\"{SERVER_INNER}/32\"]\nremote_ts = [\"10.99.1.0/24\"]\nesp_proposals = [\"aes128-sha256\"]\n"
+    )
+}
+
+/// Runs the adapter in `namespace` with `input` on stdin: (exit code,
+/// stdout lines as JSON).
+fn ike_initiate(
+    namespace: &str,
+    config: &std::path::Path,
+    input: &str,
+) -> (i32, Vec<serde_json::Value>, String) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", namespace])
+        .arg(wimark_ha_bin())
+        .args(["ike-initiate", "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wimark-ha ike-initiate");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("AP list");
+    let output = child.wait_with_output().expect("adapter output");
+    let lines = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (
+        output.status.code().unwrap_or(-1),
+        lines,
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[test]
+fn the_new_masters_ike_initiation_brings_stale_ap_tunnels_back() {
+    require_root("an AP lab with strongSwan");
+    const APS: u8 = 3;
+    let lab = ApLab::new(APS).expect("lab");
+    let scratch = Scratch::new("ike-recovery");
+    ip(&[
+        "-n",
+        &lab.a,
+        "addr",
+        "add",
+        &format!("{VIP}/24"),
+        "dev",
+        "eth1",
+    ])
+    .expect("VIP on A");
+    let mut charon_a = Charon::start(&lab.a, &scratch.0.join("a")).expect("charon A");
+    let charon_b = Charon::start(&lab.b, &scratch.0.join("b")).expect("charon B");
+    for charon in [&charon_a, &charon_b] {
+        charon.load(&responder_conf(VIP)).expect("responder");
+    }
+    let mut ap_charons = Vec::new();
+    for n in 1..=APS {
+        let namespace = &lab.aps[usize::from(n) - 1];
+        let charon =
+            Charon::start(namespace, &scratch.0.join(format!("ap{n}"))).expect("AP charon");
+        charon
+            .load(&initiator_conf(n, &ap_address(n), VIP, ApIke::Defaults))
+            .expect("initiator");
+        ap_charons.push(charon);
+    }
+    for n in 1..=APS {
+        let namespace = &lab.aps[usize::from(n) - 1];
+        wait_until(Duration::from_secs(10), "the AP's tunnel to A", || {
+            tunnel_works(namespace, n, Duration::from_secs(1))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", ap_charons[usize::from(n) - 1].log()));
+    }
+
+    // Node loss of A; the VIP moves to B and is announced, as a takeover does.
+    charon_a.kill();
+    ip(&["-n", &lab.a, "link", "set", "eth1", "down"]).expect("cut A");
+    ip(&[
+        "-n",
+        &lab.b,
+        "addr",
+        "add",
+        &format!("{VIP}/24"),
+        "dev",
+        "eth1",
+    ])
+    .expect("VIP on B");
+    let garp = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.b, "busybox", "arping", "-U", "-c", "1", "-I", "eth1", VIP,
+        ])
+        .output()
+        .expect("arping");
+    assert!(garp.status.success(), "{garp:?}");
+    // At their defaults the APs keep the stale SA: ESP into the void.
+    for n in 1..=APS {
+        assert!(
+            !tunnel_works(&lab.aps[usize::from(n) - 1], n, Duration::from_secs(1)),
+            "AP {n}'s tunnel works without any recovery: the lab does not show the problem"
+        );
+    }
+
+    let config = scratch.0.join("ike-initiate.toml");
+    std::fs::write(&config, adapter_toml(&charon_b.vici_uri())).expect("adapter config");
+    let mut input = serde_json::json!({
+        "instance": "WIM1",
+        "virtual_ips": [VIP],
+        "aps": (1..=APS).map(|n| serde_json::json!({"address": ap_address(n), "ike_port": 4500})).collect::<Vec<_>>(),
+    });
+    input["aps"]
+        .as_array_mut()
+        .expect("aps")
+        .push(serde_json::json!({"address": "not-an-ap"}));
+    let started = Instant::now();
+    let (code, outcomes, stderr) = ike_initiate(&lab.b, &config, &input.to_string());
+    let took = started.elapsed();
+    assert_eq!(code, 1, "one bad entry: exit 1\n{outcomes:?}\n{stderr}");
+    assert_eq!(outcomes.len(), usize::from(APS) + 1, "{outcomes:?}");
+    for (n, outcome) in (1..=APS).zip(&outcomes) {
+        assert_eq!(outcome["address"], ap_address(n).as_str());
+        assert_eq!(outcome["ok"], true, "AP {n}: {outcome}\n{}", charon_b.log());
+    }
+    let bad = &outcomes[usize::from(APS)];
+    assert_eq!(bad["ok"], false);
+    assert!(
+        bad["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not an IP address")),
+        "{bad}"
+    );
+    for n in 1..=APS {
+        let namespace = &lab.aps[usize::from(n) - 1];
+        assert!(
+            tunnel_works(namespace, n, Duration::from_secs(1)),
+            "AP {n}'s tunnel after the new master initiated:\n{}",
+            ap_charons[usize::from(n) - 1].log()
+        );
+        let log = ap_charons[usize::from(n) - 1].log();
+        assert!(
+            log.contains("destroying duplicate IKE_SA"),
+            "AP {n} dropped its stale SA on INITIAL_CONTACT:\n{}",
+            &log[log.len().saturating_sub(4000)..]
+        );
+    }
+    eprintln!("ike-initiate for {APS} APs took {took:?}");
+    // No per-AP connection is left loaded on the new master.
+    let conns = charon_b.swanctl(&["--list-conns"]).expect("list-conns");
+    assert!(!conns.contains("wimark-ap-"), "{conns}");
+}
+
+#[test]
+fn an_ike_daemon_that_is_down_is_reported_per_ap_and_quickly() {
+    require_root("a lab namespace");
+    let lab = ApLab::new(0).expect("lab");
+    let scratch = Scratch::new("ike-down");
+    let config = scratch.0.join("ike-initiate.toml");
+    std::fs::write(
+        &config,
+        adapter_toml(&format!("unix://{}/no-charon.vici", scratch.0.display())),
+    )
+    .expect("config");
+    let started = Instant::now();
+    let (code, outcomes, _) = ike_initiate(
+        &lab.b,
+        &config,
+        r#"{"aps":[{"address":"10.77.0.51"},{"address":"10.77.0.52"}]}"#,
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(code, 1);
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.iter().all(|o| o["ok"] == false
+        && o["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no-charon.vici"))));
+    let (code, outcomes, stderr) = ike_initiate(&lab.b, &config, "not json");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(outcomes.is_empty());
+    assert!(stderr.contains("not the documented JSON"), "{stderr}");
+}

@@ -1,0 +1,51 @@
+//! `wimark-ha ike-initiate`: the strongSwan adapter as a recovery hook —
+//! the AP list (JSON) on stdin, one JSON outcome per AP on stdout.
+
+use std::{io::Read as _, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::recovery::{vici, ApList};
+
+#[derive(Debug, Args)]
+pub struct IkeInitiateArgs {
+    /// The adapter's config: vici socket, CHILD_SA, timeout and the
+    /// connection (swanctl.conf's `connections.<name>` as TOML).
+    #[arg(long, default_value = "/etc/wimark-ha/ike-initiate.toml")]
+    pub config: PathBuf,
+}
+
+/// At most this much JSON is read from stdin (64 Ki APs fit).
+const MAX_INPUT: u64 = 8 << 20;
+
+/// Exit 0: every AP's CHILD_SA is up; 1: some failed (each says why on
+/// stdout); 2: the config or the input could not be read.
+pub async fn run(args: IkeInitiateArgs) -> anyhow::Result<i32> {
+    let config = vici::IkeConfig::load(&args.config)?;
+    let mut text = String::new();
+    std::io::stdin()
+        .take(MAX_INPUT + 1)
+        .read_to_string(&mut text)
+        .context("reading the AP list from stdin")?;
+    if text.len() as u64 > MAX_INPUT {
+        anyhow::bail!("the AP list on stdin is larger than {MAX_INPUT} bytes");
+    }
+    let list: ApList = serde_json::from_str(&text)
+        .context("the AP list on stdin is not the documented JSON ({\"aps\":[{\"address\":…}]})")?;
+    let outcomes = vici::initiate_all(&config, &list).await;
+    let mut failed = 0;
+    for outcome in &outcomes {
+        println!("{}", serde_json::to_string(outcome)?);
+        if !outcome.ok {
+            failed += 1;
+        }
+    }
+    eprintln!(
+        "ike-initiate: {} of {} AP(s) initiated through {}",
+        outcomes.len() - failed,
+        outcomes.len(),
+        config.vici.display()
+    );
+    Ok(if failed == 0 { 0 } else { 1 })
+}

@@ -1,0 +1,81 @@
+//! Bringing the APs back after a takeover. The VIP moving is not the end of
+//! a failover: an AP keeps its stale IPsec SA (strongSwan at its defaults
+//! until rekey, ~53 min; with DPD 1 s for 166 s) and its MQTT session until
+//! the keepalive, unless the new master reaches out to it.
+//!
+//! Owns: the AP list handed to recovery hooks — the documented contract
+//! ([`ApList`], JSON on the hook's stdin) — and the ready adapter for
+//! strongSwan's vici ([`vici`]). Must not: touch the VIP, adverts or the
+//! containers (a recovery failure never changes them), or retry without
+//! bound.
+
+pub mod vici;
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// What a recovery hook reads on stdin: the APs this controller had before
+/// the takeover. `docs/operator-guide.md` documents the contract.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApList {
+    /// The instance that was promoted.
+    #[serde(default)]
+    pub instance: String,
+    /// Its virtual addresses (the APs' IKE peer and MQTT broker address).
+    #[serde(default)]
+    pub virtual_ips: Vec<IpAddr>,
+    pub aps: Vec<ApEntry>,
+}
+
+/// One AP as the old master saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApEntry {
+    /// The AP's address as the controller sees it (after any NAT). Kept as
+    /// text so that one bad entry is reported on its own, not the whole list.
+    pub address: String,
+    /// The UDP source port of its IKE traffic: 500, or its NAT-T port
+    /// (4500, or what a NAT mapped it to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_port: Option<u16>,
+}
+
+impl ApEntry {
+    pub fn ip(&self) -> Result<IpAddr, String> {
+        self.address
+            .parse()
+            .map_err(|_| format!("`{}` is not an IP address", self.address))
+    }
+}
+
+/// What happened to one AP.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApOutcome {
+    pub address: String,
+    pub ok: bool,
+    /// From the start of this AP's attempt to its end (ms).
+    pub took_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_reads_as_documented() {
+        let text = r#"{"instance":"WIM1","virtual_ips":["10.10.10.3"],
+            "aps":[{"address":"10.10.20.7","ike_port":4500},{"address":"fe80::1"},{"address":"ap-7"}]}"#;
+        let list: ApList = serde_json::from_str(text).expect("parses");
+        assert_eq!(list.instance, "WIM1");
+        assert_eq!(list.aps.len(), 3);
+        assert_eq!(list.aps[0].ike_port, Some(4500));
+        assert!(list.aps[1].ip().is_ok());
+        let bad = list.aps[2].ip().expect_err("not an address");
+        assert!(bad.contains("ap-7"), "{bad}");
+        // Only `aps` is required.
+        let minimal: ApList = serde_json::from_str(r#"{"aps":[]}"#).expect("parses");
+        assert!(minimal.aps.is_empty());
+    }
+}

@@ -1,0 +1,377 @@
+//! The ready IKE adapter for strongSwan (`wimark-ha ike-initiate`): the new
+//! master initiates an IKE SA to each AP of the list over charon's vici
+//! socket. Its INITIAL_CONTACT makes the AP's charon destroy the stale
+//! IKE_SA it still holds for the controller, and the CHILD_SA is up tens of
+//! milliseconds after the takeover instead of after the AP's DPD schedule
+//! (166 s) or never (strongSwan's defaults).
+//!
+//! The connection to initiate is the operator's, as TOML in the shape of
+//! swanctl.conf's `connections.<name>` (vici's own `load-conn` message);
+//! per AP, `remote_addrs` (and `remote_port` for NAT-T, and `remote.id`
+//! when the template has none) are set to the AP and the connection is loaded as `wimark-ap-<address>`, initiated with a
+//! timeout, then unloaded (the SA keeps what it needs), so thousands of APs
+//! leave no config behind.
+//!
+//! Owns: the adapter's config and its vici conversation. Must not: retry
+//! (one attempt per AP per takeover, bounded by `timeout`), or act on an
+//! entry that is not an address.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use super::{ApEntry, ApList, ApOutcome};
+use crate::config::ConfigError;
+
+/// `/etc/wimark-ha/ike-initiate.toml`, as documented in the guide.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    vici: Option<String>,
+    child: String,
+    timeout: Option<String>,
+    concurrency: Option<usize>,
+    connection: toml::Table,
+}
+
+/// The adapter's validated config.
+#[derive(Clone, Debug)]
+pub struct IkeConfig {
+    /// charon's vici socket (a path, or `unix://` + path).
+    pub vici: PathBuf,
+    /// The CHILD_SA of `connection` to initiate.
+    pub child: String,
+    /// Per AP: load, initiate and unload must finish within it.
+    pub timeout: Duration,
+    /// APs initiated at once (one vici connection each).
+    pub concurrency: usize,
+    /// swanctl.conf's `connections.<name>`, without `remote_addrs`.
+    pub connection: toml::Table,
+}
+
+const DEFAULT_VICI: &str = "/var/run/charon.vici";
+
+impl IkeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            key: "file".to_string(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = crate::config::parse_toml(text, file)?;
+        let error = |key: &str, message: String| ConfigError {
+            file: file.to_path_buf(),
+            line: line_of_key(text, key),
+            key: key.to_string(),
+            message,
+        };
+        let timeout = match &raw.timeout {
+            None => Duration::from_secs(3),
+            Some(text) => humantime::parse_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    error(
+                        "timeout",
+                        format!("`{text}` is not a positive duration (e.g. 3s, 500ms)"),
+                    )
+                })?,
+        };
+        let concurrency = raw.concurrency.unwrap_or(32);
+        if !(1..=1024).contains(&concurrency) {
+            return Err(error(
+                "concurrency",
+                format!("{concurrency}: must be 1..1024"),
+            ));
+        }
+        let children = raw
+            .connection
+            .get("children")
+            .and_then(toml::Value::as_table);
+        if !children.is_some_and(|c| c.contains_key(&raw.child)) {
+            return Err(error(
+                "child",
+                format!(
+                    "`{}` is not one of [connection.children.*]: the CHILD_SA to initiate must be defined there",
+                    raw.child
+                ),
+            ));
+        }
+        for key in ["remote_addrs", "remote_port"] {
+            if raw.connection.contains_key(key) {
+                return Err(error(
+                    key,
+                    "is set per AP by the adapter; remove it from [connection]".to_string(),
+                ));
+            }
+        }
+        let vici = raw.vici.unwrap_or_else(|| DEFAULT_VICI.to_string());
+        let vici = PathBuf::from(vici.strip_prefix("unix://").unwrap_or(&vici));
+        Ok(Self {
+            vici,
+            child: raw.child,
+            timeout,
+            concurrency,
+            connection: raw.connection,
+        })
+    }
+}
+
+/// The first line that sets `key`, for errors found after deserialising.
+fn line_of_key(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(0, |i| i + 1)
+}
+
+/// The name the AP's connection is loaded under.
+fn connection_name(address: &std::net::IpAddr) -> String {
+    format!("wimark-ap-{}", address.to_string().replace([':', '.'], "-"))
+}
+
+#[derive(Debug, Deserialize)]
+struct Answer {
+    success: bool,
+    #[serde(default)]
+    errmsg: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Initiate<'a> {
+    child: &'a str,
+    ike: &'a str,
+    /// ms; charon answers when the CHILD_SA is up or this passed.
+    timeout: u64,
+    /// The AP must not be refused by charon's half-open limits.
+    #[serde(rename = "init-limits")]
+    init_limits: bool,
+}
+
+#[derive(Serialize)]
+struct Unload<'a> {
+    name: &'a str,
+}
+
+fn outcome(entry: &ApEntry, started: Instant, result: Result<(), String>) -> ApOutcome {
+    ApOutcome {
+        address: entry.address.clone(),
+        ok: result.is_ok(),
+        took_ms: started.elapsed().as_secs_f64() * 1e3,
+        error: result.err(),
+    }
+}
+
+/// One AP: load its connection, initiate, unload.
+async fn initiate_one(config: &IkeConfig, entry: &ApEntry) -> ApOutcome {
+    let started = Instant::now();
+    let address = match entry.ip() {
+        Ok(address) => address,
+        Err(e) => return outcome(entry, started, Err(e)),
+    };
+    let attempt = async {
+        let mut client = rsvici::unix::connect(&config.vici)
+            .await
+            .map_err(|e| format!("vici {}: {e}", config.vici.display()))?;
+        let name = connection_name(&address);
+        let mut connection = config.connection.clone();
+        connection.insert(
+            "remote_addrs".to_string(),
+            toml::Value::Array(vec![toml::Value::String(address.to_string())]),
+        );
+        // NAT-T: the AP's IKE arrived from another port than 500 (4500, or
+        // what a NAT mapped it to); answer it there, UDP-encapsulated.
+        if let Some(port) = entry.ike_port.filter(|p| *p != 500) {
+            connection.insert("remote_port".to_string(), toml::Value::Integer(port.into()));
+        }
+        // charon sends INITIAL_CONTACT, which makes the AP drop its stale
+        // SA, only to a known identity (never to %any): unless the
+        // template names one, the AP's is its address (strongSwan's default
+        // identity for PSK peers).
+        if let Some(toml::Value::Table(remote)) = connection.get_mut("remote") {
+            remote
+                .entry("id")
+                .or_insert_with(|| toml::Value::String(address.to_string()));
+        }
+        let mut message = toml::Table::new();
+        message.insert(name.clone(), toml::Value::Table(connection));
+        let loaded: Answer = client
+            .request("load-conn", &message)
+            .await
+            .map_err(|e| format!("vici load-conn: {e}"))?;
+        if !loaded.success {
+            return Err(format!(
+                "load-conn refused: {}",
+                loaded.errmsg.unwrap_or_default()
+            ));
+        }
+        let remaining = config.timeout.saturating_sub(started.elapsed());
+        let initiated: Result<Answer, String> = client
+            .request(
+                "initiate",
+                Initiate {
+                    child: &config.child,
+                    ike: &name,
+                    timeout: remaining.as_millis().max(1) as u64,
+                    init_limits: false,
+                },
+            )
+            .await
+            .map_err(|e| format!("vici initiate: {e}"));
+        // Whatever happened, leave no per-AP config behind (an established
+        // SA keeps a reference to what it needs).
+        let _: Result<Answer, _> = client.request("unload-conn", Unload { name: &name }).await;
+        let initiated = initiated?;
+        if initiated.success {
+            Ok(())
+        } else {
+            Err(format!(
+                "initiate failed: {}",
+                initiated
+                    .errmsg
+                    .unwrap_or_else(|| "no reason given".to_string())
+            ))
+        }
+    };
+    // charon bounds `initiate` itself; this bounds a socket that accepts
+    // and never answers.
+    let bound = config.timeout + Duration::from_millis(500);
+    let result = match tokio::time::timeout(bound, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer from vici within {bound:?}")),
+    };
+    outcome(entry, started, result)
+}
+
+/// Every AP of `list`, `concurrency` at a time; one outcome per entry, in
+/// the list's order.
+pub async fn initiate_all(config: &IkeConfig, list: &ApList) -> Vec<ApOutcome> {
+    // An IKE daemon that is down fails every AP the same way: say so once
+    // each, at once, instead of waiting out a timeout per AP.
+    if let Err(e) = rsvici::unix::connect(&config.vici).await {
+        let started = Instant::now();
+        return list
+            .aps
+            .iter()
+            .map(|entry| {
+                outcome(
+                    entry,
+                    started,
+                    Err(format!("vici {}: {e}", config.vici.display())),
+                )
+            })
+            .collect();
+    }
+    futures_util::stream::iter(list.aps.iter())
+        .map(|entry| initiate_one(config, entry))
+        .buffered(config.concurrency)
+        .collect()
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+vici = "unix:///run/charon.vici"
+child = "tunnel"
+timeout = "2s"
+
+[connection]
+local_addrs = ["10.10.10.3"]
+version = 2
+encap = true
+proposals = ["aes128-sha256-modp2048"]
+[connection.local]
+auth = "psk"
+id = "controller"
+[connection.remote]
+auth = "psk"
+[connection.children.tunnel]
+local_ts = ["10.99.0.1/32"]
+esp_proposals = ["aes128-sha256"]
+"#;
+
+    #[test]
+    fn a_documented_config_loads() {
+        let config = IkeConfig::parse(GOOD, Path::new("ike.toml")).expect("valid");
+        assert_eq!(config.vici, Path::new("/run/charon.vici"));
+        assert_eq!(config.child, "tunnel");
+        assert_eq!(config.timeout, Duration::from_secs(2));
+        assert_eq!(config.concurrency, 32);
+    }
+
+    #[test]
+    fn bad_configs_name_file_line_and_key() {
+        let missing_child = GOOD.replace("child = \"tunnel\"", "child = \"other\"");
+        let e = IkeConfig::parse(&missing_child, Path::new("ike.toml")).expect_err("bad child");
+        assert_eq!((e.line, e.key.as_str()), (3, "child"), "{e}");
+        let remote = GOOD.replace("version = 2", "version = 2\nremote_addrs = [\"1.2.3.4\"]");
+        let e = IkeConfig::parse(&remote, Path::new("ike.toml")).expect_err("remote_addrs");
+        assert_eq!(e.key, "remote_addrs", "{e}");
+        let timeout = GOOD.replace("\"2s\"", "\"soon\"");
+        let e = IkeConfig::parse(&timeout, Path::new("ike.toml")).expect_err("timeout");
+        assert_eq!((e.line, e.key.as_str()), (4, "timeout"), "{e}");
+        let unknown = GOOD.replace("child =", "chlid = \"x\"\nchild =");
+        let e = IkeConfig::parse(&unknown, Path::new("ike.toml")).expect_err("unknown key");
+        assert!(e.to_string().starts_with("ike.toml:"), "{e}");
+    }
+
+    #[test]
+    fn connection_names_are_vici_safe() {
+        assert_eq!(
+            connection_name(&"10.77.0.50".parse().expect("ip")),
+            "wimark-ap-10-77-0-50"
+        );
+        assert_eq!(
+            connection_name(&"fd00::5".parse().expect("ip")),
+            "wimark-ap-fd00--5"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ike_daemon_that_is_down_fails_every_ap_at_once() {
+        let mut config = IkeConfig::parse(GOOD, Path::new("ike.toml")).expect("valid");
+        config.vici = PathBuf::from("/nonexistent/charon.vici");
+        let list = ApList {
+            aps: vec![
+                ApEntry {
+                    address: "10.0.0.1".to_string(),
+                    ike_port: None,
+                },
+                ApEntry {
+                    address: "10.0.0.2".to_string(),
+                    ike_port: Some(4500),
+                },
+            ],
+            ..ApList::default()
+        };
+        let started = Instant::now();
+        let outcomes = initiate_all(&config, &list).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(outcomes.len(), 2);
+        for outcome in outcomes {
+            assert!(!outcome.ok);
+            assert!(
+                outcome
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("/nonexistent/charon.vici")),
+                "{outcome:?}"
+            );
+        }
+    }
+}
