@@ -207,3 +207,186 @@ fn an_ike_daemon_that_is_down_is_reported_per_ap_and_quickly() {
     assert!(outcomes.is_empty());
     assert!(stderr.contains("not the documented JSON"), "{stderr}");
 }
+
+/// The whole path with two daemons: A (master) shares its AP table with B;
+/// A is lost (link cut, daemon and IKE daemon killed); B takes the VIP,
+/// runs its IKE hook with the synced list, and every AP's tunnel works
+/// again — the APs at strongSwan's defaults, which alone would never come
+/// back.
+#[test]
+fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
+    require_root("an AP lab with strongSwan and two daemons");
+    use wimark_ha_tests::daemon::{config, has_address, Daemon, FAST};
+    const APS: u8 = 3;
+    let lab = ApLab::new(APS).expect("lab");
+    let scratch = Scratch::new("ap-recovery-e2e");
+    let mut charon_a = Charon::start(&lab.a, &scratch.0.join("charon-a")).expect("charon A");
+    let charon_b = Charon::start(&lab.b, &scratch.0.join("charon-b")).expect("charon B");
+    for charon in [&charon_a, &charon_b] {
+        charon.load(&responder_conf(VIP)).expect("responder");
+    }
+    let key = scratch.0.join("ap-sync.key");
+    std::fs::write(&key, "lab-key-0123456789abcdef\n").expect("key");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let adapter = scratch.0.join("ike-initiate-b.toml");
+    std::fs::write(&adapter, adapter_toml(&charon_b.vici_uri())).expect("adapter config");
+    let body = |peer: &str, adapter: &std::path::Path| {
+        format!(
+            "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"10s\"\n",
+            key.display(),
+            wimark_ha_bin().display(),
+            adapter.display()
+        )
+    };
+    let body_a = body("10.77.0.2", &scratch.0.join("unused.toml"));
+    let body_b = body("10.77.0.1", &adapter);
+    let mut daemon_a = Daemon::start(&lab.a, "apr-a", |s| config(s, 200, &body_a)).expect("A");
+    wait_until(Duration::from_secs(5), "A MASTER", || {
+        daemon_a.state() == "MASTER"
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_a.log()));
+    let daemon_b = Daemon::start(&lab.b, "apr-b", |s| config(s, 100, &body_b)).expect("B");
+    wait_until(Duration::from_secs(5), "B BACKUP", || {
+        daemon_b.state() == "BACKUP"
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+
+    let mut ap_charons = Vec::new();
+    for n in 1..=APS {
+        let namespace = &lab.aps[usize::from(n) - 1];
+        let charon =
+            Charon::start(namespace, &scratch.0.join(format!("ap{n}"))).expect("AP charon");
+        charon
+            .load(&initiator_conf(n, &ap_address(n), VIP, ApIke::Defaults))
+            .expect("initiator");
+        ap_charons.push(charon);
+    }
+    for n in 1..=APS {
+        wait_until(Duration::from_secs(10), "the AP's tunnel to A", || {
+            tunnel_works(&lab.aps[usize::from(n) - 1], n, Duration::from_secs(1))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", ap_charons[usize::from(n) - 1].log()));
+    }
+    // B learns the APs from A's sync (A saw them on its XDP monitor).
+    wait_until(Duration::from_secs(10), "B knows the APs", || {
+        daemon_b
+            .status()
+            .ok()
+            .and_then(|s| s.ap_sync)
+            .is_some_and(|sync| sync.synced_aps == usize::from(APS))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nB: {:?}\nA: {:?}",
+            daemon_b.status().map(|s| s.ap_sync),
+            daemon_a.status().map(|s| s.ap_sync)
+        )
+    });
+
+    // Node loss of A.
+    let lost = Instant::now();
+    daemon_a.signal(libc::SIGKILL);
+    ip(&["-n", &lab.a, "link", "set", "eth1", "down"]).expect("cut A");
+    charon_a.kill();
+    wait_until(Duration::from_secs(5), "B MASTER with the VIP", || {
+        daemon_b.state() == "MASTER" && has_address(&lab.b, "eth1", VIP)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    let mut back = Vec::new();
+    for n in 1..=APS {
+        let namespace = &lab.aps[usize::from(n) - 1];
+        wait_until(Duration::from_secs(10), "the AP's tunnel to B", || {
+            tunnel_works(namespace, n, Duration::from_secs(1))
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: AP {n}\nB: {}\nB's charon: {}",
+                daemon_b.log(),
+                charon_b.log()
+            )
+        });
+        back.push(lost.elapsed());
+    }
+    eprintln!("AP tunnels back after node loss: {back:?}");
+    // One journal entry for the takeover's recovery, every AP accounted for.
+    let recoveries = || -> Vec<wimark_ha::recovery::RecoveryRecord> {
+        wimark_ha::history::read(&daemon_b.state_dir())
+            .map(|read| {
+                read.entries
+                    .into_iter()
+                    .filter_map(|entry| match entry {
+                        wimark_ha::history::Entry::ApRecovery { record, .. } => Some(record),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_until(
+        Duration::from_secs(5),
+        "the recovery in B's journal",
+        || !recoveries().is_empty(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    let records = recoveries();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0];
+    assert_eq!(record.expected, usize::from(APS), "{record:?}");
+    assert_eq!(record.synced, usize::from(APS), "{record:?}");
+    let ike = record.ike.as_ref().expect("the IKE hook ran");
+    assert_eq!((ike.ok, ike.failed), (usize::from(APS), 0), "{ike:?}");
+    assert!(ike.error.is_none(), "{ike:?}");
+}
+
+/// A forged AP sync (another key) and garbage are counted, never obeyed.
+#[test]
+fn a_forged_ap_sync_is_counted_and_ignored() {
+    require_root("a lab and a daemon");
+    use wimark_ha_tests::daemon::{config, Daemon, FAST};
+    let lab = ApLab::new(0).expect("lab");
+    let scratch = Scratch::new("ap-sync-forged");
+    let key = scratch.0.join("ap-sync.key");
+    std::fs::write(&key, "lab-key-0123456789abcdef").expect("key");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let body = format!(
+        "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"10.77.0.1\"\n",
+        key.display()
+    );
+    let daemon_b = Daemon::start(&lab.b, "apsync-b", |s| config(s, 100, &body)).expect("B");
+    // From the configured peer's address (A's namespace), with the wrong
+    // key, then with no MAC at all.
+    let forged = wimark_ha::recovery::sync::encode(
+        b"not the key of this pair",
+        u64::MAX - 1,
+        &[wimark_ha::recovery::sync::SyncedAp {
+            address: "10.77.0.200".parse().expect("ip"),
+            ike_port: 4500,
+            mqtt_port: 0,
+            age_s: 0,
+        }],
+    );
+    let send = move |payload: Vec<u8>| {
+        wimark_ha_tests::lab::in_netns(&lab.a, move || {
+            let socket = std::net::UdpSocket::bind("10.77.0.1:0").expect("bind");
+            socket.send_to(&payload, "10.77.0.2:9651").expect("send");
+        })
+        .expect("in A");
+    };
+    send(forged);
+    send(b"WHA1 garbage".to_vec());
+    wait_until(Duration::from_secs(3), "both counted", || {
+        daemon_b
+            .status()
+            .ok()
+            .and_then(|s| s.ap_sync)
+            .is_some_and(|sync| sync.rejected.values().sum::<u64>() == 2)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}", daemon_b.status().map(|s| s.ap_sync)));
+    let sync = daemon_b.status().expect("status").ap_sync.expect("ap_sync");
+    assert_eq!(sync.synced_aps, 0, "{sync:?}");
+    assert_eq!(sync.datagrams_accepted, 0, "{sync:?}");
+    assert_eq!(sync.rejected.get("mac"), Some(&1), "{sync:?}");
+    assert_eq!(sync.rejected.get("short"), Some(&1), "{sync:?}");
+}

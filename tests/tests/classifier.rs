@@ -156,7 +156,19 @@ fn ap_address_is_the_side_that_is_not_the_service_port() {
         to_controller,
         Verdict::Ap {
             class: ApClass::Ike,
-            ap: IpBytes::v4(AP_1.octets())
+            ap: IpBytes::v4(AP_1.octets()),
+            ap_port: 500,
+        }
+    );
+    // Behind a NAT the AP's NAT-T port is what the mapping made of 4500.
+    let natted =
+        classify(frames::udp_v4_frame(AP_1, frames::SERVER_B, 61234, 4500, &[0; 8]).as_slice());
+    assert_eq!(
+        natted,
+        Verdict::Ap {
+            class: ApClass::NatT,
+            ap: IpBytes::v4(AP_1.octets()),
+            ap_port: 61234,
         }
     );
     let from_controller =
@@ -165,7 +177,8 @@ fn ap_address_is_the_side_that_is_not_the_service_port() {
         from_controller,
         Verdict::Ap {
             class: ApClass::Mqtt,
-            ap: IpBytes::v4(AP_2.octets())
+            ap: IpBytes::v4(AP_2.octets()),
+            ap_port: 40000,
         }
     );
 }

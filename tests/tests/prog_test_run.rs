@@ -205,3 +205,34 @@ fn an_armed_ap_watch_is_stamped_by_the_first_ap_packet_only() {
     monitor.run(&nat_t, 3).expect("run");
     assert_eq!(slot(&mut monitor), stamp);
 }
+
+/// The AP table keeps what a new master needs to reach each AP's sessions:
+/// the AP-side port of its IKE / NAT-T traffic (a NAT's mapping, not 4500)
+/// and of its MQTT connection, the latest winning.
+#[test]
+fn the_ap_table_keeps_each_aps_ike_and_mqtt_ports() {
+    let mut monitor = KernelMonitor::load().expect("load");
+    let ap = Ipv4Addr::new(10, 20, 0, 7);
+    let other = Ipv4Addr::new(10, 20, 0, 8);
+    monitor
+        .run(&frames::udp_v4_frame(ap, SERVER_A, 500, 500, &[0; 8]), 1)
+        .expect("IKE");
+    monitor
+        .run(&frames::udp_v4_frame(ap, SERVER_A, 61234, 4500, &[0; 8]), 1)
+        .expect("NAT-T");
+    monitor
+        .run(&frames::tcp_v4_frame(SERVER_A, ap, 1883, 40001, &[]), 1)
+        .expect("MQTT from the controller");
+    monitor
+        .run(&frames::tcp_v4_frame(other, SERVER_A, 40002, 1883, &[]), 1)
+        .expect("MQTT only");
+    let aps = wimark_ha::monitor::read_aps(&monitor.ebpf).expect("AP table");
+    let of = |address: Ipv4Addr| {
+        aps.iter()
+            .find(|a| a.address == IpBytes::v4(address.octets()))
+            .copied()
+            .unwrap_or_else(|| panic!("{address} not in {aps:?}"))
+    };
+    assert_eq!((of(ap).ike_port, of(ap).mqtt_port), (61234, 40001));
+    assert_eq!((of(other).ike_port, of(other).mqtt_port), (0, 40002));
+}

@@ -240,7 +240,11 @@ pub struct AdvertEvent {
 pub struct ApSlot {
     /// `family == 0`: the slot is empty.
     pub address: IpBytes,
-    pub _pad: [u8; 4],
+    /// The AP's UDP port of its latest IKE or NAT-T packet (0: none seen):
+    /// 500, 4500, or what a NAT mapped it to.
+    pub ike_port: u16,
+    /// The AP's TCP port of its latest MQTT (1883 or 8883) segment (0: none).
+    pub mqtt_port: u16,
     /// `AP_CLOCK` (CLOCK_MONOTONIC ns, refreshed by userspace every
     /// [`AP_CLOCK_TICK_MS`]) at the latest packet.
     pub last_seen_ns: u64,

@@ -178,10 +178,13 @@ pub enum Verdict {
     VrrpInvalid(DecodeError),
     Carp,
     /// `ap` is the address on the AP's side: the end whose port is not the
-    /// service port (for ESP, which has no ports, the source).
+    /// service port (for ESP, which has no ports, the source); `ap_port` is
+    /// its port (0 for ESP): the NAT-T mapping an IKE initiation must reach,
+    /// the MQTT connection's 4-tuple.
     Ap {
         class: ApClass,
         ap: IpBytes,
+        ap_port: u16,
     },
     Other,
 }
@@ -349,6 +352,7 @@ fn classify_transport<F: Frame + ?Sized>(
         IPPROTO_ESP => Verdict::Ap {
             class: ApClass::Esp,
             ap: ip.source,
+            ap_port: 0,
         },
         IPPROTO_UDP | IPPROTO_TCP if !later_fragment => {
             let Some(ports) = frame.load::<4>(offset) else {
@@ -369,12 +373,14 @@ fn classify_transport<F: Frame + ?Sized>(
                     return Verdict::Ap {
                         class,
                         ap: ip.source,
+                        ap_port: source_port,
                     };
                 }
                 if source_port == port {
                     return Verdict::Ap {
                         class,
                         ap: ip.destination,
+                        ap_port: destination_port,
                     };
                 }
             }

@@ -31,7 +31,7 @@ use wimark_ha_common::{
         AP_WATCH_ARMED, EVENT_RING_BYTES, PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY,
         WATCH_NONE,
     },
-    classify::{classify, AdvertSummary, Frame, Verdict},
+    classify::{classify, AdvertSummary, ApClass, Frame, Verdict},
 };
 
 #[map]
@@ -116,8 +116,8 @@ pub fn wimark_ha_monitor(ctx: XdpContext) -> u32 {
             // off unless `--log-level debug`: one load and a branch.
             debug!(&ctx, "VRRP packet rejected: {}", reason.name());
         }
-        Verdict::Ap { ap, .. } => {
-            record_ap(&ap, bytes);
+        Verdict::Ap { class, ap, ap_port } => {
+            record_ap(&ap, class, ap_port, bytes);
             note_ap_watch();
         }
         Verdict::Carp | Verdict::Other => {}
@@ -261,7 +261,7 @@ fn same_address(a: &IpBytes, b: &IpBytes) -> bool {
 }
 
 #[inline(always)]
-fn record_ap(ap: &IpBytes, bytes: u64) {
+fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, bytes: u64) {
     let first_way = ap_set(ap) * AP_TABLE_WAYS;
     let (Some(way0), Some(way1)) = (
         AP_TABLE.get_ptr_mut(first_way),
@@ -289,7 +289,8 @@ fn record_ap(ap: &IpBytes, bytes: u64) {
             }
             *victim = ApSlot {
                 address: *ap,
-                _pad: [0; 4],
+                ike_port: 0,
+                mqtt_port: 0,
                 last_seen_ns: 0,
                 packets: 0,
                 bytes: 0,
@@ -299,6 +300,13 @@ fn record_ap(ap: &IpBytes, bytes: u64) {
         (*slot).last_seen_ns = now;
         (*slot).packets += 1;
         (*slot).bytes += bytes;
+        // What the new master needs to reach this AP's sessions after a
+        // takeover (synced to the peer): the latest ports win.
+        match class {
+            ApClass::Ike | ApClass::NatT => (*slot).ike_port = ap_port,
+            ApClass::Mqtt | ApClass::MqttTls => (*slot).mqtt_port = ap_port,
+            ApClass::Esp => {}
+        }
     }
 }
 

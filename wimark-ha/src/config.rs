@@ -71,8 +71,30 @@ pub struct Config {
     pub fencing: Option<FencingConfig>,
     pub peer: Option<PeerConfig>,
     pub metrics: Option<MetricsConfig>,
+    /// Bringing the APs back after a takeover: the AP table synced from the
+    /// peer, and the IKE hook run with it.
+    pub ap_recovery: Option<ApRecoveryConfig>,
     pub warnings: Vec<ConfigWarning>,
 }
+
+/// `[ap_recovery]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApRecoveryConfig {
+    /// Whose takeover starts the recovery, and whose master sends the table.
+    pub instance: String,
+    /// The key both nodes hold (read at start; at least 16 bytes, root only).
+    pub sync_key_file: PathBuf,
+    /// The peer the AP table goes to and comes from (on the peer link).
+    pub sync_peer: IpAddr,
+    pub sync_port: u16,
+    /// Run after the takeover (once the master stack is up, with [roles])
+    /// with the AP list as JSON on stdin; e.g. `wimark-ha ike-initiate`.
+    pub ike_hook: Option<Vec<String>>,
+    pub ike_hook_timeout: Duration,
+}
+
+/// The AP sync's UDP port when `[ap_recovery] sync_port` is not set.
+pub const DEFAULT_AP_SYNC_PORT: u16 = 9651;
 
 /// How a stack's containers are found: created beforehand by
 /// `docker-compose -p NAME up --no-start` (or by hand, with labels).
@@ -265,6 +287,18 @@ struct RawConfig {
     fencing: Option<RawFencing>,
     peer: Option<RawPeer>,
     metrics: Option<RawMetrics>,
+    ap_recovery: Option<RawApRecovery>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApRecovery {
+    instance: Option<Spanned<String>>,
+    sync_key_file: Spanned<String>,
+    sync_peer: Option<Spanned<String>>,
+    sync_port: Option<Spanned<i64>>,
+    ike_hook: Option<Spanned<Vec<String>>>,
+    ike_hook_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -586,7 +620,12 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             ssh_user: peer.ssh_user.filter(|u| !u.is_empty()),
         }),
     };
+    let ap_recovery = match raw.ap_recovery {
+        None => None,
+        Some(raw) => Some(cx.ap_recovery(raw, &instances, peer.as_ref())?),
+    };
     Ok(Config {
+        ap_recovery,
         daemon: DaemonConfig {
             control_socket,
             state_dir,
@@ -973,6 +1012,85 @@ impl Context<'_> {
             action,
             timeout,
             blocking: raw.blocking.unwrap_or(true),
+        })
+    }
+
+    fn ap_recovery(
+        &self,
+        raw: RawApRecovery,
+        instances: &[InstanceConfig],
+        peer: Option<&PeerConfig>,
+    ) -> Result<ApRecoveryConfig, ConfigError> {
+        let instance = match &raw.instance {
+            Some(name) => {
+                if !instances.iter().any(|i| &i.name == name.get_ref()) {
+                    return Err(self.error(
+                        name.span(),
+                        "ap_recovery.instance",
+                        &format!("no [[instance]] is named `{}`", name.get_ref()),
+                    ));
+                }
+                name.get_ref().clone()
+            }
+            None => instances
+                .first()
+                .map(|i| i.name.clone())
+                .unwrap_or_default(),
+        };
+        let key = raw.sync_key_file.get_ref();
+        if !key.starts_with('/') {
+            return Err(self.error(
+                raw.sync_key_file.span(),
+                "ap_recovery.sync_key_file",
+                "must be an absolute path (a file of at least 16 random bytes, mode 0600, the same on both nodes)",
+            ));
+        }
+        let sync_peer = match (&raw.sync_peer, peer) {
+            (Some(text), _) => text.get_ref().parse().map_err(|_| {
+                self.error(
+                    text.span(),
+                    "ap_recovery.sync_peer",
+                    &format!("`{}` is not an IP address", text.get_ref()),
+                )
+            })?,
+            (None, Some(peer)) => peer.address,
+            (None, None) => {
+                return Err(self.error(
+                    raw.sync_key_file.span(),
+                    "ap_recovery.sync_peer",
+                    "the AP table needs a peer to go to: set sync_peer, or [peer] address",
+                ))
+            }
+        };
+        let sync_port = match &raw.sync_port {
+            Some(port) => self.integer(port, "ap_recovery.sync_port", 1, 65535)? as u16,
+            None => DEFAULT_AP_SYNC_PORT,
+        };
+        let ike_hook = match raw.ike_hook {
+            None => None,
+            Some(argv) if argv.get_ref().first().is_some_and(|p| p.starts_with('/')) => {
+                Some(argv.into_inner())
+            }
+            Some(argv) => {
+                return Err(self.error(
+                    argv.span(),
+                    "ap_recovery.ike_hook",
+                    "must be an argv whose program is an absolute path, e.g. [\"/usr/sbin/wimark-ha\", \"ike-initiate\", \"--config\", \"/etc/wimark-ha/ike-initiate.toml\"]",
+                ))
+            }
+        };
+        let ike_hook_timeout = self.duration_or(
+            &raw.ike_hook_timeout,
+            "ap_recovery.ike_hook_timeout",
+            Duration::from_secs(10),
+        )?;
+        Ok(ApRecoveryConfig {
+            instance,
+            sync_key_file: PathBuf::from(key),
+            sync_peer,
+            sync_port,
+            ike_hook,
+            ike_hook_timeout,
         })
     }
 

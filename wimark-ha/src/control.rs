@@ -69,6 +69,9 @@ pub struct DaemonStatus {
     /// place keeps the PID, so this tells the new process from the old.
     #[serde(default)]
     pub started_unix_ms: u64,
+    /// The AP table shared with the peer, when `[ap_recovery]` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ap_sync: Option<crate::recovery::sync::SyncStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

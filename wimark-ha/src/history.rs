@@ -44,6 +44,12 @@ pub enum Entry {
         /// From the takeover decision to that packet.
         after_ms: f64,
     },
+    /// The APs the new master reached out to after a takeover.
+    ApRecovery {
+        instance: String,
+        at_unix_ms: u64,
+        record: crate::recovery::RecoveryRecord,
+    },
 }
 
 impl Entry {
@@ -51,7 +57,8 @@ impl Entry {
         match self {
             Entry::Transition { instance, .. }
             | Entry::Containers { instance, .. }
-            | Entry::ApsBack { instance, .. } => instance,
+            | Entry::ApsBack { instance, .. }
+            | Entry::ApRecovery { instance, .. } => instance,
         }
     }
 
@@ -59,7 +66,7 @@ impl Entry {
         match self {
             Entry::Transition { record, .. } => record.at_unix_ms,
             Entry::Containers { record, .. } => record.at_unix_ms,
-            Entry::ApsBack { at_unix_ms, .. } => *at_unix_ms,
+            Entry::ApsBack { at_unix_ms, .. } | Entry::ApRecovery { at_unix_ms, .. } => *at_unix_ms,
         }
     }
 }

@@ -174,6 +174,9 @@ impl Metrics {
             Entry::ApsBack { after_ms, .. } => {
                 self.aps_back.get_or_create(&labels).observe(after_ms / 1e3);
             }
+            // Not exported yet: the per-AP recovery histogram comes with
+            // the per-AP "back" detection (issue 11, item 1).
+            Entry::ApRecovery { .. } => {}
         }
     }
 
@@ -537,6 +540,7 @@ mod tests {
             })],
             roles: None,
             started_unix_ms: 0,
+            ap_sync: None,
         }
     }
 

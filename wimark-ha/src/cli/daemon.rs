@@ -126,6 +126,24 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(sync) = &status.ap_sync {
+        let rejected: u64 = sync.rejected.values().sum();
+        println!(
+            "AP sync with {}: {} AP(s) known from the peer, {} datagram(s) accepted (last {}), {} sent, {} ignored{}",
+            sync.peer.map_or("-".to_string(), |p| p.to_string()),
+            sync.synced_aps,
+            sync.datagrams_accepted,
+            sync.last_accepted_ms_ago
+                .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
+            sync.datagrams_sent,
+            rejected,
+            if rejected == 0 {
+                String::new()
+            } else {
+                format!(" {:?}", sync.rejected)
+            }
+        );
+    }
     if let Some(roles) = &status.roles {
         print_roles(roles);
     }

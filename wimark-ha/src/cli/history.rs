@@ -70,5 +70,32 @@ fn describe(entry: &Entry) -> String {
             at_unix_ms,
             after_ms,
         } => format!("{at_unix_ms} {instance}: APs back after {after_ms:.1} ms"),
+        Entry::ApRecovery {
+            instance,
+            at_unix_ms,
+            record,
+        } => {
+            let ike = match &record.ike {
+                None => "no IKE hook".to_string(),
+                Some(ike) => format!(
+                    "IKE initiated to {} AP(s), {} failed, in {:.1} ms{}{}",
+                    ike.ok,
+                    ike.failed,
+                    ike.took_ms,
+                    ike.error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!("; hook: {e}")),
+                    if ike.failures.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {}", ike.failures.join("; "))
+                    }
+                ),
+            };
+            format!(
+                "{at_unix_ms} {instance}: AP recovery: {} AP(s) expected ({} synced from the peer); {ike}",
+                record.expected, record.synced
+            )
+        }
     }
 }

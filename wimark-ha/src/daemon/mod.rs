@@ -16,6 +16,7 @@
 //! Owns: start-up and shutdown order. Must not: run protocol logic (engine
 //! and `vrrp::machine` do).
 mod advert_socket;
+mod ap_recovery;
 mod engine;
 mod link;
 mod observer;
@@ -249,6 +250,29 @@ async fn run_bound(
         started_unix_ms,
         ..Default::default()
     }));
+    let (ap_recovery, ap_recovery_tasks) = match &config.ap_recovery {
+        None => (None, Vec::new()),
+        Some(recovery_config) => {
+            let instance = instances
+                .iter()
+                .find(|i| i.config.name == recovery_config.instance)
+                .context("[ap_recovery] instance")?;
+            let (recovery, tasks) = ap_recovery::ApRecovery::start(
+                recovery_config.clone(),
+                monitors.clone(),
+                instance.reader,
+                instance
+                    .config
+                    .virtual_ips
+                    .iter()
+                    .map(|v| v.address)
+                    .collect(),
+                status.clone(),
+            )
+            .await?;
+            (Some(recovery), tasks)
+        }
+    };
     let (commands_tx, commands_rx) = mpsc::channel();
     let wake_fd = Arc::new(eventfd()?);
     // The status as `status` and the metrics endpoint see it.
@@ -257,8 +281,10 @@ async fn run_bound(
         let monitors = monitors.clone();
         let roles_status = roles_status.clone();
         let roles_instance = roles_instance.clone();
+        let ap_recovery = ap_recovery.clone();
         Arc::new(move || {
             let mut snapshot = status.lock().map(|s| s.clone()).unwrap_or_default();
+            snapshot.ap_sync = ap_recovery.as_ref().map(|r| r.status());
             if let Ok(monitors) = monitors.lock() {
                 snapshot.monitors = monitors
                     .iter()
@@ -312,6 +338,10 @@ async fn run_bound(
         monitors.clone(),
         observed_tx.downgrade(),
         observed_rx,
+        ap_recovery.map(|recovery| observer::Recovery {
+            after_containers: roles_instance.as_deref() == Some(recovery.config.instance.as_str()),
+            recovery,
+        }),
     ));
     let handler: control::Handler = {
         let snapshot = snapshot.clone();
@@ -444,6 +474,9 @@ async fn run_bound(
         watchdog.abort();
     }
     rogue_logger.abort();
+    for task in ap_recovery_tasks {
+        task.abort();
+    }
     if let Some(server) = metrics_server {
         server.abort();
     }

@@ -2,8 +2,12 @@
 //! goes into the journal (and the metrics), and after each takeover the
 //! first AP packet the XDP monitor sees is timed ("APs back after N ms").
 //!
-//! Owns: the journal writer and the APs-back watchers. Must not: run on the
-//! engine thread or delay it — the engine only sends into a channel.
+//! After a takeover it also starts the AP recovery (`[ap_recovery]`): at
+//! once, or once the master stack is up when `[roles]` follows the instance.
+//!
+//! Owns: the journal writer, the APs-back watchers, when the recovery
+//! starts. Must not: run on the engine thread or delay it — the engine only
+//! sends into a channel.
 
 use std::{
     sync::{Arc, Mutex},
@@ -36,6 +40,14 @@ pub enum Observed {
     },
 }
 
+/// The AP recovery after a takeover, and when to start it.
+pub struct Recovery {
+    pub recovery: super::ap_recovery::ApRecovery,
+    /// `[roles]` follows the instance: the IKE daemon is in the master
+    /// stack, so the hook waits until the stack's switch is done.
+    pub after_containers: bool,
+}
+
 /// Runs until every sender is gone.
 pub async fn run(
     mut journal: Journal,
@@ -43,12 +55,70 @@ pub async fn run(
     monitors: Arc<Mutex<Vec<Monitor>>>,
     own: WeakUnboundedSender<Observed>,
     mut events: UnboundedReceiver<Observed>,
+    recovery: Option<Recovery>,
 ) {
+    // A takeover whose recovery waits for the master stack.
+    let mut recovery_pending = false;
+    let start_recovery = |recovery: &Recovery| {
+        if let Some(report) = own.upgrade() {
+            let recovery = recovery.recovery.clone();
+            tokio::spawn(async move {
+                let record = recovery.recover().await;
+                let instance = recovery.config.instance.clone();
+                match &record.ike {
+                    Some(ike) if ike.error.is_some() || ike.failed > 0 => tracing::warn!(
+                        %instance,
+                        expected = record.expected,
+                        synced = record.synced,
+                        ok = ike.ok,
+                        failed = ike.failed,
+                        took_ms = ike.took_ms,
+                        error = ike.error.as_deref().unwrap_or(""),
+                        "AP recovery: IKE hook reported failures: {}",
+                        ike.failures.join("; ")
+                    ),
+                    Some(ike) => tracing::info!(
+                        %instance,
+                        expected = record.expected,
+                        synced = record.synced,
+                        ok = ike.ok,
+                        took_ms = ike.took_ms,
+                        "AP recovery: IKE initiated to {} AP(s)",
+                        ike.ok
+                    ),
+                    None => tracing::info!(
+                        %instance,
+                        expected = record.expected,
+                        synced = record.synced,
+                        "AP recovery: no IKE hook configured"
+                    ),
+                }
+                let _ = report.send(Observed::Entry(Entry::ApRecovery {
+                    instance,
+                    at_unix_ms: crate::history::unix_ms(),
+                    record,
+                }));
+            });
+        }
+    };
     // Watchers hold a strong sender only while they watch, so the loop ends
     // once the engine and the switcher have hung up and no watcher is left.
     while let Some(observed) = events.recv().await {
         match observed {
             Observed::Entry(entry) => {
+                if let (Some(recovery), Entry::Containers { instance, record }) =
+                    (&recovery, &entry)
+                {
+                    // The master stack's switch is over (done, held back or
+                    // failed: the hook reports what it finds either way).
+                    if recovery_pending
+                        && *instance == recovery.recovery.config.instance
+                        && record.to == "master"
+                    {
+                        recovery_pending = false;
+                        start_recovery(recovery);
+                    }
+                }
                 metrics.observe(&entry);
                 if let Entry::ApsBack {
                     instance, after_ms, ..
@@ -66,6 +136,16 @@ pub async fn run(
                 monitor,
                 decided_ns,
             } => {
+                if let Some(recovery) = recovery
+                    .as_ref()
+                    .filter(|r| r.recovery.config.instance == instance)
+                {
+                    if recovery.after_containers {
+                        recovery_pending = true;
+                    } else {
+                        start_recovery(recovery);
+                    }
+                }
                 if let Some(report) = own.upgrade() {
                     tokio::spawn(watch_aps(
                         instance,

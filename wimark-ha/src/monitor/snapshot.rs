@@ -88,6 +88,9 @@ pub struct ApSeen {
     pub last_seen_ns: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// The AP's latest IKE / NAT-T and MQTT source ports (0: none seen).
+    pub ike_port: u16,
+    pub mqtt_port: u16,
 }
 
 /// The AP table with each AP's per-CPU slots merged: packets and bytes
@@ -103,6 +106,17 @@ pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<ApSeen>, MonitorError> {
                 address: slot.address,
                 ..ApSeen::default()
             });
+            // Ports from the CPU that saw the AP last (a slot without any
+            // leaves what another CPU saw).
+            let latest = slot.last_seen_ns >= seen.last_seen_ns;
+            for (mine, theirs) in [
+                (&mut seen.ike_port, slot.ike_port),
+                (&mut seen.mqtt_port, slot.mqtt_port),
+            ] {
+                if theirs != 0 && (latest || *mine == 0) {
+                    *mine = theirs;
+                }
+            }
             seen.last_seen_ns = seen.last_seen_ns.max(slot.last_seen_ns);
             seen.packets += slot.packets;
             seen.bytes += slot.bytes;

@@ -9,6 +9,7 @@
 //! containers (a recovery failure never changes them), or retry without
 //! bound.
 
+pub mod sync;
 pub mod vici;
 
 use std::net::IpAddr;
@@ -57,6 +58,34 @@ pub struct ApOutcome {
     pub took_ms: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// One takeover's reaching out, as the journal keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryRecord {
+    /// APs handed to the hooks: synced from the peer, and our own.
+    pub expected: usize,
+    /// Of those, known from the peer's sync.
+    pub synced: usize,
+    /// The IKE hook's result, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike: Option<HookReport>,
+}
+
+/// What a recovery hook reported.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HookReport {
+    /// APs it reported as done, and as failed (its JSON lines).
+    pub ok: usize,
+    pub failed: usize,
+    pub took_ms: f64,
+    /// The hook itself failed (would not start, timed out, exited non-zero
+    /// without reporting every AP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The first few failures, "address: why".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,310 @@
+//! The AP recovery's IO (`[ap_recovery]`): the AP table goes to the peer
+//! while we are MASTER and comes from it while it is, over an authenticated
+//! UDP socket on the peer link; after a takeover the IKE hook is run with
+//! the APs the old master had.
+//!
+//! Owns: the sync socket, the key, the hook process. Must not: run on the
+//! engine thread, or delay the fast path (the hook runs after VIP + GARP,
+//! and after the master stack when [roles] follows the instance).
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::{
+    config::ApRecoveryConfig,
+    control::DaemonStatus,
+    monitor::{ip_addr, monotonic_now_ns, read_aps, Monitor, ACTIVE_AP_WINDOW},
+    recovery::{
+        sync::{self, Received, Sender, SyncStatus, SyncedAp, MIN_KEY},
+        ApEntry, ApList, ApOutcome, HookReport, RecoveryRecord,
+    },
+};
+
+/// How often the master sends what changed.
+const SEND_EVERY: Duration = Duration::from_secs(1);
+/// Failures kept in the journal entry.
+const FAILURES_KEPT: usize = 10;
+
+/// Reads the sync key: a file only root can read, at least [`MIN_KEY`]
+/// bytes (trailing whitespace, e.g. from `openssl rand -hex 32 > key`, is
+/// not part of it).
+pub fn read_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let metadata = std::fs::metadata(path)
+        .with_context(|| format!("[ap_recovery] sync_key_file {}", path.display()))?;
+    let mode = metadata.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "[ap_recovery] sync_key_file {}: mode {:o} lets others read the key; chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    let mut key = std::fs::read(path)
+        .with_context(|| format!("[ap_recovery] sync_key_file {}", path.display()))?;
+    while key.last().is_some_and(u8::is_ascii_whitespace) {
+        key.pop();
+    }
+    if key.len() < MIN_KEY {
+        bail!(
+            "[ap_recovery] sync_key_file {}: {} bytes; at least {MIN_KEY} are needed (e.g. openssl rand -hex 32)",
+            path.display(),
+            key.len()
+        );
+    }
+    Ok(key)
+}
+
+/// The running sync, shared with the observer (which reads the table after
+/// a takeover) and the status snapshot.
+#[derive(Clone)]
+pub struct ApRecovery {
+    pub config: ApRecoveryConfig,
+    /// The instance's VIPs, for the hooks' AP list.
+    virtual_ips: Vec<IpAddr>,
+    received: Arc<Mutex<Received>>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    monitors: Arc<Mutex<Vec<Monitor>>>,
+    monitor: usize,
+}
+
+impl ApRecovery {
+    /// Binds the sync socket and starts sending and receiving.
+    pub async fn start(
+        config: ApRecoveryConfig,
+        monitors: Arc<Mutex<Vec<Monitor>>>,
+        monitor: usize,
+        virtual_ips: Vec<IpAddr>,
+        status: Arc<Mutex<DaemonStatus>>,
+    ) -> anyhow::Result<(Self, Vec<tokio::task::JoinHandle<()>>)> {
+        let key = Arc::new(read_key(&config.sync_key_file)?);
+        let unspecified = match config.sync_peer {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let socket = Arc::new(
+            tokio::net::UdpSocket::bind(SocketAddr::new(unspecified, config.sync_port))
+                .await
+                .with_context(|| {
+                    format!("[ap_recovery] sync socket on port {}", config.sync_port)
+                })?,
+        );
+        let recovery = Self {
+            received: Arc::new(Mutex::new(Received::new(config.sync_peer))),
+            sent: Arc::default(),
+            virtual_ips,
+            config,
+            monitors,
+            monitor,
+        };
+        let receiver = tokio::spawn(recovery.clone().receive(socket.clone(), key.clone()));
+        let sender = tokio::spawn(recovery.clone().send(socket, key, status));
+        Ok((recovery, vec![receiver, sender]))
+    }
+
+    async fn receive(self, socket: Arc<tokio::net::UdpSocket>, key: Arc<Vec<u8>>) {
+        let mut buffer = vec![0u8; 2048];
+        let mut last_warning: Option<Instant> = None;
+        loop {
+            let (len, from) = match socket.recv_from(&mut buffer).await {
+                Ok(received) => received,
+                Err(e) => {
+                    tracing::warn!("AP sync: receive: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let result = self
+                .received
+                .lock()
+                .map(|mut r| r.accept(&key, from.ip(), &buffer[..len], Instant::now()));
+            if let Ok(Err(e)) = result {
+                // Counted in status; logged at most once a minute.
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    last_warning = Some(Instant::now());
+                    tracing::warn!(source = %from.ip(), "AP sync datagram ignored: {e} (counted in status; logged once a minute)");
+                }
+            }
+        }
+    }
+
+    async fn send(
+        self,
+        socket: Arc<tokio::net::UdpSocket>,
+        key: Arc<Vec<u8>>,
+        status: Arc<Mutex<DaemonStatus>>,
+    ) {
+        // Sequence numbers keep rising across restarts: they start at the
+        // wall clock in ns.
+        let mut sequence = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let mut sender = Sender::default();
+        let destination = SocketAddr::new(self.config.sync_peer, self.config.sync_port);
+        let mut ticker = tokio::time::interval(SEND_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            ticker.tick().await;
+            let master = status.lock().is_ok_and(|s| {
+                s.instances
+                    .iter()
+                    .any(|i| i.name == self.config.instance && i.state == "MASTER")
+            });
+            if !master {
+                // A new term as master sends the whole table again.
+                sender = Sender::default();
+                continue;
+            }
+            let due = sender.due(&self.own_aps(), Instant::now());
+            for chunk in due.chunks(sync::MAX_ENTRIES) {
+                sequence += 1;
+                let datagram = sync::encode(&key, sequence, chunk);
+                match socket.send_to(&datagram, destination).await {
+                    Ok(_) => {
+                        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::debug!("AP sync: send to {destination}: {e}"),
+                }
+            }
+        }
+    }
+
+    /// The APs our own XDP monitor saw within the activity window.
+    fn own_aps(&self) -> Vec<SyncedAp> {
+        let now_ns = monotonic_now_ns();
+        let window_ns = ACTIVE_AP_WINDOW.as_nanos() as u64;
+        let Ok(monitors) = self.monitors.lock() else {
+            return Vec::new();
+        };
+        let Some(monitor) = monitors.get(self.monitor) else {
+            return Vec::new();
+        };
+        read_aps(monitor.ebpf())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|ap| now_ns.saturating_sub(ap.last_seen_ns) <= window_ns)
+            .map(|ap| SyncedAp {
+                address: ip_addr(&ap.address),
+                ike_port: ap.ike_port,
+                mqtt_port: ap.mqtt_port,
+                age_s: (now_ns.saturating_sub(ap.last_seen_ns) / 1_000_000_000)
+                    .min(u64::from(u16::MAX)) as u16,
+            })
+            .collect()
+    }
+
+    pub fn status(&self) -> SyncStatus {
+        let mut status = self
+            .received
+            .lock()
+            .map(|mut r| r.status(Instant::now()))
+            .unwrap_or_default();
+        status.datagrams_sent = self.sent.load(std::sync::atomic::Ordering::Relaxed);
+        status
+    }
+
+    /// After a takeover: the APs the old master had (synced) and ours, to
+    /// the IKE hook. Returns the journal's record.
+    pub async fn recover(&self) -> RecoveryRecord {
+        let synced = self
+            .received
+            .lock()
+            .map(|mut r| r.aps(Instant::now()))
+            .unwrap_or_default();
+        let synced_count = synced.len();
+        let mut all: std::collections::BTreeMap<IpAddr, SyncedAp> =
+            self.own_aps().into_iter().map(|a| (a.address, a)).collect();
+        // The old master's view wins: it is who the APs were talking to.
+        all.extend(synced.into_iter().map(|a| (a.address, a)));
+        let list = ApList {
+            instance: self.config.instance.clone(),
+            virtual_ips: self.virtual_ips.clone(),
+            aps: all
+                .values()
+                .map(|ap| ApEntry {
+                    address: ap.address.to_string(),
+                    ike_port: (ap.ike_port != 0).then_some(ap.ike_port),
+                })
+                .collect(),
+        };
+        let ike = match &self.config.ike_hook {
+            Some(argv) => Some(run_hook(argv, self.config.ike_hook_timeout, &list).await),
+            None => None,
+        };
+        RecoveryRecord {
+            expected: list.aps.len(),
+            synced: synced_count,
+            ike,
+        }
+    }
+}
+
+/// Runs a recovery hook with `list` as JSON on stdin; its stdout lines are
+/// [`ApOutcome`]s (what `wimark-ha ike-initiate` prints). Killed at
+/// `timeout`; never retried.
+pub async fn run_hook(argv: &[String], timeout: Duration, list: &ApList) -> HookReport {
+    let started = Instant::now();
+    let mut report = HookReport::default();
+    let result = async {
+        let input = serde_json::to_vec(list).context("encoding the AP list")?;
+        let mut child = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", argv[0]))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A hook that does not read its input must not block us.
+            let _ = stdin.write_all(&input).await;
+        }
+        anyhow::Ok(child.wait_with_output().await?)
+    };
+    match tokio::time::timeout(timeout, result).await {
+        Err(_) => report.error = Some(format!("timed out after {timeout:?} (killed)")),
+        Ok(Err(e)) => report.error = Some(format!("{e:#}")),
+        Ok(Ok(output)) => {
+            for line in String::from_utf8_lossy(&output.stdout).lines() {
+                let Ok(outcome) = serde_json::from_str::<ApOutcome>(line) else {
+                    continue;
+                };
+                if outcome.ok {
+                    report.ok += 1;
+                } else {
+                    report.failed += 1;
+                    if report.failures.len() < FAILURES_KEPT {
+                        report.failures.push(format!(
+                            "{}: {}",
+                            outcome.address,
+                            outcome.error.unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+            let reported = report.ok + report.failed;
+            if !output.status.success() && reported < list.aps.len() {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let tail: String = stderr
+                    .trim()
+                    .chars()
+                    .rev()
+                    .take(300)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                report.error = Some(format!("{}; stderr: {tail:?}", output.status));
+            }
+        }
+    }
+    report.took_ms = started.elapsed().as_secs_f64() * 1e3;
+    report
+}
