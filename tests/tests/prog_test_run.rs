@@ -211,7 +211,7 @@ fn an_armed_ap_watch_is_stamped_by_the_first_ap_packet_only() {
 /// and of its MQTT connection, the latest winning.
 #[test]
 fn the_ap_table_keeps_each_aps_ike_and_mqtt_ports() {
-    let mut monitor = KernelMonitor::load().expect("load");
+    let monitor = KernelMonitor::load().expect("load");
     let ap = Ipv4Addr::new(10, 20, 0, 7);
     let other = Ipv4Addr::new(10, 20, 0, 8);
     monitor
