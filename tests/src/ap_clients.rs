@@ -258,3 +258,240 @@ impl ApLab {
 pub fn ap_address(n: u8) -> String {
     format!("10.77.0.{}", 50 + u16::from(n))
 }
+
+/// The lab's VIP in the AP scenarios.
+pub const VIP: &str = "10.77.0.100";
+
+/// `wimark-ha ike-initiate`'s config for the lab's responders (the same
+/// connection as [`responder_conf`], in the adapter's TOML).
+pub fn adapter_toml(vici: &str) -> String {
+    format!(
+        "vici = \"{vici}\"\nchild = \"tunnel\"\ntimeout = \"3s\"\n\n[connection]\nlocal_addrs = [\"{VIP}\"]\nversion = 2\nencap = true\nmobike = false\nproposals = [\"{IKE_PROPOSAL}\"]\n[connection.local]\nauth = \"psk\"\nid = \"{SERVER_ID}\"\n[connection.remote]\nauth = \"psk\"\n[connection.children.tunnel]\nlocal_ts = [\"{SERVER_INNER}/32\"]\nremote_ts = [\"10.99.1.0/24\"]\nesp_proposals = [\"{ESP_PROPOSAL}\"]\n"
+    )
+}
+
+/// A thread in a namespace until the flag is set.
+fn spawn_in_netns(
+    namespace: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    body: impl FnOnce(std::sync::Arc<std::sync::atomic::AtomicBool>) + Send + 'static,
+) -> Result<thread::JoinHandle<()>> {
+    let path = crate::lab::netns_path(namespace);
+    Ok(thread::Builder::new()
+        .name(format!("netns {namespace}"))
+        .spawn(move || {
+            if crate::lab::enter_netns(&path).is_ok() {
+                body(stop);
+            }
+        })?)
+}
+
+/// UDP probes through the tunnels: each AP sends to the servers' inner
+/// address every 10 ms and records when answers arrive; both servers echo.
+pub struct TunnelProbes {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+    /// Per AP, the arrival times of answers.
+    answers: Vec<std::sync::Arc<std::sync::Mutex<Vec<Instant>>>>,
+}
+
+const PROBE_PORT: u16 = 7;
+const PROBE_EVERY: Duration = Duration::from_millis(10);
+
+impl TunnelProbes {
+    pub fn start(lab: &ApLab) -> Result<Self> {
+        use std::sync::{atomic::Ordering, Arc, Mutex};
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for server in [&lab.a, &lab.b] {
+            threads.push(spawn_in_netns(server, stop.clone(), |stop| {
+                let Ok(socket) = std::net::UdpSocket::bind((SERVER_INNER, PROBE_PORT)) else {
+                    return;
+                };
+                let _ = socket.set_read_timeout(Some(Duration::from_millis(50)));
+                let mut buffer = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = socket.recv_from(&mut buffer) {
+                        let _ = socket.send_to(&buffer[..n], from);
+                    }
+                }
+            })?);
+        }
+        let mut answers = Vec::new();
+        for (i, ap) in lab.aps.iter().enumerate() {
+            let n = i as u8 + 1;
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            answers.push(seen.clone());
+            threads.push(spawn_in_netns(ap, stop.clone(), move |stop| {
+                let Ok(socket) = std::net::UdpSocket::bind((ap_inner(n).as_str(), 0)) else {
+                    return;
+                };
+                let _ = socket.connect((SERVER_INNER, PROBE_PORT));
+                let _ = socket.set_read_timeout(Some(Duration::from_millis(1)));
+                let mut next = Instant::now();
+                let mut buffer = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    if Instant::now() >= next {
+                        let _ = socket.send(b"probe");
+                        next += PROBE_EVERY;
+                    }
+                    if socket.recv(&mut buffer).is_ok() {
+                        if let Ok(mut seen) = seen.lock() {
+                            seen.push(Instant::now());
+                        }
+                    }
+                }
+            })?);
+        }
+        Ok(Self {
+            stop,
+            threads,
+            answers,
+        })
+    }
+
+    /// Per AP, the first answer that cannot have come through the lost
+    /// server (it arrived after the cut was complete), timed from the
+    /// loss's start (None: none yet).
+    pub fn back_after(&self, loss: Loss) -> Vec<Option<Duration>> {
+        self.answers
+            .iter()
+            .map(|seen| {
+                seen.lock()
+                    .ok()
+                    .and_then(|s| s.iter().find(|t| **t > loss.cut).map(|t| *t - loss.started))
+            })
+            .collect()
+    }
+
+    /// Waits until every AP is back, or `limit` after the loss.
+    pub fn wait_all_back(&self, loss: Loss, limit: Duration) -> Vec<Option<Duration>> {
+        while loss.started.elapsed() < limit {
+            let back = self.back_after(loss);
+            if back.iter().all(Option::is_some) {
+                return back;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.back_after(loss)
+    }
+}
+
+impl Drop for TunnelProbes {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Two daemons (A 200, B 100, 1 ms fast detection) in front of real AP
+/// clients, the IKE responders on both servers; with `recovery`, both have
+/// `[ap_recovery]` (the synced AP table and `wimark-ha ike-initiate` as
+/// the IKE hook). Ready when every AP's tunnel works through A and, with
+/// recovery, B knows every AP.
+pub struct ApFailover {
+    pub daemon_a: crate::daemon::Daemon,
+    pub daemon_b: crate::daemon::Daemon,
+    pub aps: Vec<Charon>,
+    pub charon_a: Charon,
+    pub charon_b: Charon,
+    pub lab: ApLab,
+    _scratch: crate::Scratch,
+}
+
+impl ApFailover {
+    pub fn new(count: u8, ike: ApIke, recovery: bool, tag: &str) -> Result<Self> {
+        use crate::daemon::{config, wait_until, Daemon, FAST};
+        let lab = ApLab::new(count)?;
+        let scratch = crate::Scratch::new(tag);
+        let charon_a = Charon::start(&lab.a, &scratch.0.join("charon-a"))?;
+        let charon_b = Charon::start(&lab.b, &scratch.0.join("charon-b"))?;
+        for charon in [&charon_a, &charon_b] {
+            charon.load(&responder_conf(VIP))?;
+        }
+        let key = scratch.0.join("ap-sync.key");
+        std::fs::write(&key, "lab-key-0123456789abcdef\n")?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        let body = |peer: &str, charon: &Charon, name: &str| -> Result<String> {
+            if !recovery {
+                return Ok(FAST.to_string());
+            }
+            let adapter = scratch.0.join(format!("ike-initiate-{name}.toml"));
+            std::fs::write(&adapter, adapter_toml(&charon.vici_uri()))?;
+            Ok(format!(
+                "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"10s\"\n",
+                key.display(),
+                crate::wimark_ha_bin().display(),
+                adapter.display()
+            ))
+        };
+        let body_a = body("10.77.0.2", &charon_a, "a")?;
+        let body_b = body("10.77.0.1", &charon_b, "b")?;
+        let daemon_a = Daemon::start(&lab.a, &format!("{tag}-a"), |s| config(s, 200, &body_a))?;
+        wait_until(Duration::from_secs(5), "A MASTER", || {
+            daemon_a.state() == "MASTER"
+        })
+        .with_context(|| daemon_a.log())?;
+        let daemon_b = Daemon::start(&lab.b, &format!("{tag}-b"), |s| config(s, 100, &body_b))?;
+        wait_until(Duration::from_secs(5), "B BACKUP", || {
+            daemon_b.state() == "BACKUP"
+        })
+        .with_context(|| daemon_b.log())?;
+        let mut aps = Vec::new();
+        for n in 1..=count {
+            let charon = Charon::start(
+                &lab.aps[usize::from(n) - 1],
+                &scratch.0.join(format!("ap{n}")),
+            )?;
+            charon.load(&initiator_conf(n, &ap_address(n), VIP, ike))?;
+            aps.push(charon);
+        }
+        for n in 1..=count {
+            wait_until(Duration::from_secs(20), "an AP's tunnel to A", || {
+                tunnel_works(&lab.aps[usize::from(n) - 1], n, Duration::from_secs(1))
+            })
+            .with_context(|| format!("AP {n}:\n{}", aps[usize::from(n) - 1].log()))?;
+        }
+        if recovery {
+            wait_until(Duration::from_secs(15), "B knows every AP", || {
+                daemon_b
+                    .status()
+                    .ok()
+                    .and_then(|s| s.ap_sync)
+                    .is_some_and(|sync| sync.synced_aps == usize::from(count))
+            })
+            .with_context(|| format!("{:?}", daemon_b.status().map(|s| s.ap_sync)))?;
+        }
+        Ok(Self {
+            daemon_a,
+            daemon_b,
+            aps,
+            charon_a,
+            charon_b,
+            lab,
+            _scratch: scratch,
+        })
+    }
+
+    /// Node loss of A: its link cut, its daemon and IKE daemon killed at
+    /// once.
+    pub fn lose_a(&mut self) -> Result<Loss> {
+        let started = Instant::now();
+        self.daemon_a.signal(libc::SIGKILL);
+        crate::lab::ip(&["-n", &self.lab.a, "link", "set", "eth1", "down"])?;
+        let cut = Instant::now();
+        self.charon_a.kill();
+        Ok(Loss { started, cut })
+    }
+}
+
+/// When a server was lost: from `started` (the first kill) to `cut` (its
+/// link down: nothing can pass through it after).
+#[derive(Clone, Copy, Debug)]
+pub struct Loss {
+    pub started: Instant,
+    pub cut: Instant,
+}

@@ -10,23 +10,13 @@ use std::{
 
 use wimark_ha_tests::{
     ap_clients::{
-        ap_address, initiator_conf, responder_conf, tunnel_works, ApIke, ApLab, Charon, SERVER_ID,
-        SERVER_INNER,
+        adapter_toml, ap_address, initiator_conf, responder_conf, tunnel_works, ApFailover, ApIke,
+        ApLab, Charon, TunnelProbes, VIP,
     },
     daemon::wait_until,
     lab::ip,
     require_root, wimark_ha_bin, Scratch,
 };
-
-const VIP: &str = "10.77.0.100";
-
-/// The adapter's config for the lab's responders (the same connection as
-/// `responder_conf`, in the adapter's TOML).
-fn adapter_toml(vici: &str) -> String {
-    format!(
-        "vici = \"{vici}\"\nchild = \"tunnel\"\ntimeout = \"3s\"\n\n[connection]\nlocal_addrs = [\"{VIP}\"]\nversion = 2\nencap = true\nmobike = false\nproposals = [\"aes128-sha256-modp2048\"]\n[connection.local]\nauth = \"psk\"\nid = \"{SERVER_ID}\"\n[connection.remote]\nauth = \"psk\"\n[connection.children.tunnel]\nlocal_ts = [\"{SERVER_INNER}/32\"]\nremote_ts = [\"10.99.1.0/24\"]\nesp_proposals = [\"aes128-sha256\"]\n"
-    )
-}
 
 /// Runs the adapter in `namespace` with `input` on stdin: (exit code,
 /// stdout lines as JSON).
@@ -216,99 +206,21 @@ fn an_ike_daemon_that_is_down_is_reported_per_ap_and_quickly() {
 #[test]
 fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
     require_root("an AP lab with strongSwan and two daemons");
-    use wimark_ha_tests::daemon::{config, has_address, Daemon, FAST};
     const APS: u8 = 3;
-    let lab = ApLab::new(APS).expect("lab");
-    let scratch = Scratch::new("ap-recovery-e2e");
-    let mut charon_a = Charon::start(&lab.a, &scratch.0.join("charon-a")).expect("charon A");
-    let charon_b = Charon::start(&lab.b, &scratch.0.join("charon-b")).expect("charon B");
-    for charon in [&charon_a, &charon_b] {
-        charon.load(&responder_conf(VIP)).expect("responder");
-    }
-    let key = scratch.0.join("ap-sync.key");
-    std::fs::write(&key, "lab-key-0123456789abcdef\n").expect("key");
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let adapter = scratch.0.join("ike-initiate-b.toml");
-    std::fs::write(&adapter, adapter_toml(&charon_b.vici_uri())).expect("adapter config");
-    let body = |peer: &str, adapter: &std::path::Path| {
-        format!(
-            "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"10s\"\n",
-            key.display(),
-            wimark_ha_bin().display(),
-            adapter.display()
-        )
-    };
-    let body_a = body("10.77.0.2", &scratch.0.join("unused.toml"));
-    let body_b = body("10.77.0.1", &adapter);
-    let mut daemon_a = Daemon::start(&lab.a, "apr-a", |s| config(s, 200, &body_a)).expect("A");
-    wait_until(Duration::from_secs(5), "A MASTER", || {
-        daemon_a.state() == "MASTER"
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_a.log()));
-    let daemon_b = Daemon::start(&lab.b, "apr-b", |s| config(s, 100, &body_b)).expect("B");
-    wait_until(Duration::from_secs(5), "B BACKUP", || {
-        daemon_b.state() == "BACKUP"
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
-
-    let mut ap_charons = Vec::new();
-    for n in 1..=APS {
-        let namespace = &lab.aps[usize::from(n) - 1];
-        let charon =
-            Charon::start(namespace, &scratch.0.join(format!("ap{n}"))).expect("AP charon");
-        charon
-            .load(&initiator_conf(n, &ap_address(n), VIP, ApIke::Defaults))
-            .expect("initiator");
-        ap_charons.push(charon);
-    }
-    for n in 1..=APS {
-        wait_until(Duration::from_secs(10), "the AP's tunnel to A", || {
-            tunnel_works(&lab.aps[usize::from(n) - 1], n, Duration::from_secs(1))
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", ap_charons[usize::from(n) - 1].log()));
-    }
-    // B learns the APs from A's sync (A saw them on its XDP monitor).
-    wait_until(Duration::from_secs(10), "B knows the APs", || {
-        daemon_b
-            .status()
-            .ok()
-            .and_then(|s| s.ap_sync)
-            .is_some_and(|sync| sync.synced_aps == usize::from(APS))
-    })
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\nB: {:?}\nA: {:?}",
-            daemon_b.status().map(|s| s.ap_sync),
-            daemon_a.status().map(|s| s.ap_sync)
-        )
-    });
-
-    // Node loss of A.
-    let lost = Instant::now();
-    daemon_a.signal(libc::SIGKILL);
-    ip(&["-n", &lab.a, "link", "set", "eth1", "down"]).expect("cut A");
-    charon_a.kill();
-    wait_until(Duration::from_secs(5), "B MASTER with the VIP", || {
-        daemon_b.state() == "MASTER" && has_address(&lab.b, "eth1", VIP)
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
-    let mut back = Vec::new();
-    for n in 1..=APS {
-        let namespace = &lab.aps[usize::from(n) - 1];
-        wait_until(Duration::from_secs(10), "the AP's tunnel to B", || {
-            tunnel_works(namespace, n, Duration::from_secs(1))
-        })
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}: AP {n}\nB: {}\nB's charon: {}",
-                daemon_b.log(),
-                charon_b.log()
-            )
-        });
-        back.push(lost.elapsed());
-    }
+    let mut failover =
+        ApFailover::new(APS, ApIke::Defaults, true, "apr-e2e").unwrap_or_else(|e| panic!("{e:#}"));
+    let probes = TunnelProbes::start(&failover.lab).expect("probes");
+    let lost = failover.lose_a().expect("node loss");
+    let back = probes.wait_all_back(lost, Duration::from_secs(10));
+    let daemon_b = &failover.daemon_b;
+    assert!(
+        back.iter().all(Option::is_some),
+        "every AP's tunnel back: {back:?}\nB: {}\nB's charon: {}",
+        daemon_b.log(),
+        failover.charon_b.log()
+    );
     eprintln!("AP tunnels back after node loss: {back:?}");
+    assert!(daemon_b.state() == "MASTER", "{}", daemon_b.log());
     // One journal entry for the takeover's recovery, every AP accounted for.
     let recoveries = || -> Vec<wimark_ha::recovery::RecoveryRecord> {
         wimark_ha::history::read(&daemon_b.state_dir())
@@ -337,6 +249,17 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
     let ike = record.ike.as_ref().expect("the IKE hook ran");
     assert_eq!((ike.ok, ike.failed), (usize::from(APS), 0), "{ike:?}");
     assert!(ike.error.is_none(), "{ike:?}");
+    // `history` says it in words.
+    let history = Command::new(wimark_ha_bin())
+        .args(["history", "--state-dir"])
+        .arg(daemon_b.state_dir())
+        .output()
+        .expect("wimark-ha history");
+    let text = String::from_utf8_lossy(&history.stdout);
+    assert!(
+        text.contains(&format!("AP recovery: {APS} AP(s) expected ({APS} synced from the peer); IKE initiated to {APS} AP(s), 0 failed")),
+        "{text}"
+    );
 }
 
 /// A forged AP sync (another key) and garbage are counted, never obeyed.

@@ -92,6 +92,13 @@ enum Bench {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Real AP clients (strongSwan charon initiators) after a node loss:
+    /// when each AP's tunnel works again, with and without AP recovery.
+    Aps {
+        /// Arguments for the benchmark binary (see `--help` after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// A 5-container stack switched by wimark-ha beside the seed's
     /// `docker-compose down && up -d`, against a real dockerd.
     Roles {
@@ -169,6 +176,7 @@ fn main() -> Result<()> {
                 Bench::Xdp { args } => ("xdp", args),
                 Bench::Failover { args } => ("failover", args),
                 Bench::Roles { args } => ("roles", args),
+                Bench::Aps { args } => ("aps", args),
             };
             let mut all = vec![name.to_string()];
             all.extend(args);

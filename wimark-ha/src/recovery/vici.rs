@@ -21,7 +21,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use super::{ApEntry, ApList, ApOutcome};
@@ -47,13 +46,18 @@ pub struct IkeConfig {
     pub child: String,
     /// Per AP: load, initiate and unload must finish within it.
     pub timeout: Duration,
-    /// APs initiated at once (one vici connection each).
+    /// APs initiated at once (one vici connection each). A waiting
+    /// `initiate` holds one of charon's worker threads (`charon.threads`,
+    /// 16 by default): at 8 of 16, the IKE exchanges themselves starved
+    /// and every initiate timed out; keep it at a quarter of the threads.
     pub concurrency: usize,
     /// swanctl.conf's `connections.<name>`, without `remote_addrs`.
     pub connection: toml::Table,
 }
 
 const DEFAULT_VICI: &str = "/var/run/charon.vici";
+/// A quarter of charon's default 16 worker threads (see `concurrency`).
+const DEFAULT_CONCURRENCY: usize = 4;
 
 impl IkeConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -86,11 +90,11 @@ impl IkeConfig {
                     )
                 })?,
         };
-        let concurrency = raw.concurrency.unwrap_or(32);
-        if !(1..=1024).contains(&concurrency) {
+        let concurrency = raw.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if !(1..=64).contains(&concurrency) {
             return Err(error(
                 "concurrency",
-                format!("{concurrency}: must be 1..1024"),
+                format!("{concurrency}: must be 1..64"),
             ));
         }
         let children = raw
@@ -174,17 +178,32 @@ fn outcome(entry: &ApEntry, started: Instant, result: Result<(), String>) -> ApO
     }
 }
 
-/// One AP: load its connection, initiate, unload.
-async fn initiate_one(config: &IkeConfig, entry: &ApEntry) -> ApOutcome {
+/// Connects to vici. charon's listen backlog is short: a connection
+/// refused with EAGAIN is tried again until `deadline`.
+async fn connect(path: &Path, deadline: Instant) -> Result<rsvici::Client, String> {
+    loop {
+        match rsvici::unix::connect(path).await {
+            Ok(client) => return Ok(client),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => return Err(format!("vici {}: {e}", path.display())),
+        }
+    }
+}
+
+/// One AP over `client`: load its connection, initiate, unload.
+async fn initiate_one(
+    config: &IkeConfig,
+    client: &mut rsvici::Client,
+    entry: &ApEntry,
+) -> ApOutcome {
     let started = Instant::now();
     let address = match entry.ip() {
         Ok(address) => address,
         Err(e) => return outcome(entry, started, Err(e)),
     };
     let attempt = async {
-        let mut client = rsvici::unix::connect(&config.vici)
-            .await
-            .map_err(|e| format!("vici {}: {e}", config.vici.display()))?;
         let name = connection_name(&address);
         let mut connection = config.connection.clone();
         connection.insert(
@@ -255,30 +274,53 @@ async fn initiate_one(config: &IkeConfig, entry: &ApEntry) -> ApOutcome {
     outcome(entry, started, result)
 }
 
-/// Every AP of `list`, `concurrency` at a time; one outcome per entry, in
-/// the list's order.
+/// Every AP of `list` by `concurrency` workers, each with a vici
+/// connection of its own (a vici connection carries one request at a
+/// time); one outcome per entry, in the list's order.
 pub async fn initiate_all(config: &IkeConfig, list: &ApList) -> Vec<ApOutcome> {
+    let started = Instant::now();
+    let deadline = started + config.timeout;
     // An IKE daemon that is down fails every AP the same way: say so once
     // each, at once, instead of waiting out a timeout per AP.
-    if let Err(e) = rsvici::unix::connect(&config.vici).await {
-        let started = Instant::now();
-        return list
-            .aps
-            .iter()
-            .map(|entry| {
-                outcome(
-                    entry,
-                    started,
-                    Err(format!("vici {}: {e}", config.vici.display())),
-                )
-            })
-            .collect();
-    }
-    futures_util::stream::iter(list.aps.iter())
-        .map(|entry| initiate_one(config, entry))
-        .buffered(config.concurrency)
-        .collect()
-        .await
+    let first = match connect(&config.vici, deadline).await {
+        Ok(client) => client,
+        Err(e) => {
+            return list
+                .aps
+                .iter()
+                .map(|entry| outcome(entry, started, Err(e.clone())))
+                .collect()
+        }
+    };
+    let queue = std::sync::Mutex::new(list.aps.iter().enumerate());
+    let workers = config.concurrency.min(list.aps.len()).max(1);
+    let mut first = Some(first);
+    let results: Vec<Vec<(usize, ApOutcome)>> =
+        futures_util::future::join_all((0..workers).map(|_| {
+            let given = first.take();
+            let queue = &queue;
+            async move {
+                let mut done = Vec::new();
+                let mut client = match given {
+                    Some(client) => Ok(client),
+                    None => connect(&config.vici, deadline).await,
+                };
+                loop {
+                    let next = queue.lock().ok().and_then(|mut q| q.next());
+                    let Some((index, entry)) = next else { break };
+                    let result = match &mut client {
+                        Ok(client) => initiate_one(config, client, entry).await,
+                        Err(e) => outcome(entry, Instant::now(), Err(e.clone())),
+                    };
+                    done.push((index, result));
+                }
+                done
+            }
+        }))
+        .await;
+    let mut outcomes: Vec<(usize, ApOutcome)> = results.into_iter().flatten().collect();
+    outcomes.sort_by_key(|(index, _)| *index);
+    outcomes.into_iter().map(|(_, outcome)| outcome).collect()
 }
 
 #[cfg(test)]
@@ -311,7 +353,7 @@ esp_proposals = ["aes128-sha256"]
         assert_eq!(config.vici, Path::new("/run/charon.vici"));
         assert_eq!(config.child, "tunnel");
         assert_eq!(config.timeout, Duration::from_secs(2));
-        assert_eq!(config.concurrency, 32);
+        assert_eq!(config.concurrency, DEFAULT_CONCURRENCY);
     }
 
     #[test]

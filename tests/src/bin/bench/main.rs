@@ -33,6 +33,7 @@ use wimark_ha_tests::{
     sockets::PacketSocket,
 };
 
+mod aps;
 mod failover;
 mod plot;
 mod roles;
@@ -76,6 +77,16 @@ enum Which {
         #[arg(long, default_value = "target/bench/failover-timelines.svg")]
         svg: std::path::PathBuf,
     },
+    /// Real AP clients (strongSwan) after a node loss: tunnel back per AP,
+    /// with and without the AP recovery.
+    Aps {
+        /// AP clients (each a charon in a namespace of its own).
+        #[arg(long, default_value_t = 20)]
+        aps: u8,
+        /// Seconds to wait for the APs before a row says "> N s".
+        #[arg(long, default_value_t = 20)]
+        wait: u64,
+    },
     /// Both pairs left running, idle and with every core saturated: false
     /// takeovers, RSS and CPU of each daemon, wimark-ha at 1 ms x 3 and x 10
     /// beside keepalived at 10 ms.
@@ -116,6 +127,10 @@ fn main() -> Result<()> {
             rounds,
             flood,
         } => (repeat, rounds, flood),
+        Which::Aps { aps, wait } => {
+            require_root("the AP benchmark");
+            return aps::run(aps, std::time::Duration::from_secs(wait));
+        }
         Which::Roles { trials } => {
             require_root("the roles benchmark");
             return roles::run(trials);
