@@ -392,6 +392,8 @@ impl Drop for TunnelProbes {
 /// the IKE hook). Ready when every AP's tunnel works through A and, with
 /// recovery, B knows every AP.
 pub struct ApFailover {
+    /// With `mqtt_keepalive`: brokers on both servers, a subscriber per AP.
+    pub mqtt: Option<Mqtt>,
     pub daemon_a: crate::daemon::Daemon,
     pub daemon_b: crate::daemon::Daemon,
     pub aps: Vec<Charon>,
@@ -402,7 +404,13 @@ pub struct ApFailover {
 }
 
 impl ApFailover {
-    pub fn new(count: u8, ike: ApIke, recovery: bool, tag: &str) -> Result<Self> {
+    pub fn new(
+        count: u8,
+        ike: ApIke,
+        recovery: bool,
+        mqtt_keepalive: Option<u16>,
+        tag: &str,
+    ) -> Result<Self> {
         use crate::daemon::{config, wait_until, Daemon, FAST};
         let lab = ApLab::new(count)?;
         let scratch = crate::Scratch::new(tag);
@@ -455,6 +463,10 @@ impl ApFailover {
             })
             .with_context(|| format!("AP {n}:\n{}", aps[usize::from(n) - 1].log()))?;
         }
+        let mqtt = match mqtt_keepalive {
+            Some(keepalive) => Some(Mqtt::start(&lab, &scratch.0.join("mqtt"), keepalive)?),
+            None => None,
+        };
         if recovery {
             wait_until(Duration::from_secs(15), "B knows every AP", || {
                 daemon_b
@@ -465,7 +477,23 @@ impl ApFailover {
             })
             .with_context(|| format!("{:?}", daemon_b.status().map(|s| s.ap_sync)))?;
         }
+        if mqtt.is_some() && recovery {
+            // The MQTT ports reach B with the next change or refresh.
+            wait_until(
+                Duration::from_secs(15),
+                "B knows every AP's MQTT port",
+                || {
+                    daemon_b
+                        .status()
+                        .ok()
+                        .and_then(|s| s.ap_sync)
+                        .is_some_and(|sync| sync.synced_mqtt == usize::from(count))
+                },
+            )
+            .with_context(|| format!("{:?}", daemon_b.status().map(|s| s.ap_sync)))?;
+        }
         Ok(Self {
+            mqtt,
             daemon_a,
             daemon_b,
             aps,
@@ -484,6 +512,9 @@ impl ApFailover {
         crate::lab::ip(&["-n", &self.lab.a, "link", "set", "eth1", "down"])?;
         let cut = Instant::now();
         self.charon_a.kill();
+        if let Some(mqtt) = &mut self.mqtt {
+            mqtt.lose_a();
+        }
         Ok(Loss { started, cut })
     }
 }
@@ -494,4 +525,210 @@ impl ApFailover {
 pub struct Loss {
     pub started: Instant,
     pub cut: Instant,
+}
+
+/// The MQTT topic the lab's brokers carry.
+pub const MQTT_TOPIC: &str = "wimark/lab";
+
+/// A process in a lab namespace, killed on drop.
+struct LabProcess(Option<Child>);
+
+impl LabProcess {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for LabProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// MQTT as the controller runs it: a mosquitto broker on each server, a
+/// publisher on each feeding it a message every 100 ms, and one
+/// `mosquitto_sub` per AP to the VIP whose messages are timed.
+pub struct Mqtt {
+    broker_a: LabProcess,
+    publisher_a: LabProcess,
+    _broker_b: LabProcess,
+    _publisher_b: LabProcess,
+    _subscribers: Vec<LabProcess>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+    /// Per AP, when its messages arrived.
+    received: Vec<std::sync::Arc<std::sync::Mutex<Vec<Instant>>>>,
+}
+
+impl Mqtt {
+    pub fn start(lab: &ApLab, dir: &Path, keepalive_s: u16) -> Result<Self> {
+        use std::{
+            io::{BufRead as _, Write as _},
+            sync::{atomic::Ordering, Arc, Mutex},
+        };
+        for binary in [
+            "/usr/sbin/mosquitto",
+            "/usr/bin/mosquitto_sub",
+            "/usr/bin/mosquitto_pub",
+        ] {
+            if !Path::new(binary).exists() {
+                bail!("{binary} is missing: the AP lab's MQTT needs mosquitto and mosquitto-clients (cargo xtask prereqs)");
+            }
+        }
+        std::fs::create_dir_all(dir)?;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            "listener 1883 0.0.0.0\nallow_anonymous true\npersistence false\nlog_dest stderr\n",
+        )?;
+        let in_ns = |namespace: &str, program: &str| {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", namespace, program]);
+            command
+        };
+        let broker = |namespace: &str, name: &str| -> Result<LabProcess> {
+            Ok(LabProcess(Some(
+                in_ns(namespace, "mosquitto")
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
+                    .spawn()
+                    .context("starting mosquitto")?,
+            )))
+        };
+        let broker_a = broker(&lab.a, "broker-a")?;
+        let broker_b = broker(&lab.b, "broker-b")?;
+        // The brokers listen before anyone connects.
+        for server in [&lab.a, &lab.b] {
+            crate::daemon::wait_until(Duration::from_secs(5), "mosquitto listening", || {
+                crate::lab::in_netns(server, || {
+                    std::net::TcpStream::connect(("127.0.0.1", 1883)).is_ok()
+                })
+                .unwrap_or(false)
+            })?;
+        }
+        let publisher = |namespace: &str| -> Result<LabProcess> {
+            Ok(LabProcess(Some(
+                in_ns(namespace, "mosquitto_pub")
+                    .args(["-h", "127.0.0.1", "-t", MQTT_TOPIC, "-l"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting mosquitto_pub")?,
+            )))
+        };
+        let mut publisher_a = publisher(&lab.a)?;
+        let mut publisher_b = publisher(&lab.b)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let mut inputs: Vec<std::process::ChildStdin> = [&mut publisher_a, &mut publisher_b]
+            .into_iter()
+            .filter_map(|p| p.0.as_mut().and_then(|c| c.stdin.take()))
+            .collect();
+        threads.push(thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    for input in &mut inputs {
+                        let _ = writeln!(input, "{n}");
+                        let _ = input.flush();
+                    }
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }));
+        let mut subscribers = Vec::new();
+        let mut received = Vec::new();
+        for (i, ap) in lab.aps.iter().enumerate() {
+            let mut child = in_ns(ap, "mosquitto_sub")
+                .args(["-h", VIP, "-t", MQTT_TOPIC, "-k", &keepalive_s.to_string()])
+                .args(["-i", &format!("ap{}", i + 1)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting mosquitto_sub")?;
+            let stdout = child.stdout.take().context("mosquitto_sub stdout")?;
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            received.push(seen.clone());
+            threads.push(thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout).lines() {
+                    if line.is_err() {
+                        break;
+                    }
+                    if let Ok(mut seen) = seen.lock() {
+                        seen.push(Instant::now());
+                    }
+                }
+            }));
+            subscribers.push(LabProcess(Some(child)));
+        }
+        let mqtt = Self {
+            broker_a,
+            publisher_a,
+            _broker_b: broker_b,
+            _publisher_b: publisher_b,
+            _subscribers: subscribers,
+            stop,
+            threads,
+            received,
+        };
+        crate::daemon::wait_until(Duration::from_secs(10), "every AP receiving MQTT", || {
+            let now = Instant::now();
+            mqtt.back_after(Loss {
+                started: now - Duration::from_millis(500),
+                cut: now - Duration::from_millis(500),
+            })
+            .iter()
+            .all(Option::is_some)
+        })?;
+        Ok(mqtt)
+    }
+
+    /// The lost server's broker and publisher go with it.
+    pub fn lose_a(&mut self) {
+        self.broker_a.kill();
+        self.publisher_a.kill();
+    }
+
+    /// Per AP, the first message after the cut, timed from the loss.
+    pub fn back_after(&self, loss: Loss) -> Vec<Option<Duration>> {
+        self.received
+            .iter()
+            .map(|seen| {
+                seen.lock()
+                    .ok()
+                    .and_then(|s| s.iter().find(|t| **t > loss.cut).map(|t| *t - loss.started))
+            })
+            .collect()
+    }
+
+    /// Waits until every AP receives again, or `limit` after the loss.
+    pub fn wait_all_back(&self, loss: Loss, limit: Duration) -> Vec<Option<Duration>> {
+        while loss.started.elapsed() < limit {
+            let back = self.back_after(loss);
+            if back.iter().all(Option::is_some) {
+                return back;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.back_after(loss)
+    }
+}
+
+impl Drop for Mqtt {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The subscribers' readers end when their processes are killed
+        // (fields drop after this), so only the feeder is joined here.
+        if let Some(feeder) = self.threads.drain(..1).next() {
+            let _ = feeder.join();
+        }
+    }
 }

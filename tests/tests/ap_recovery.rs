@@ -207,8 +207,8 @@ fn an_ike_daemon_that_is_down_is_reported_per_ap_and_quickly() {
 fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
     require_root("an AP lab with strongSwan and two daemons");
     const APS: u8 = 3;
-    let mut failover =
-        ApFailover::new(APS, ApIke::Defaults, true, "apr-e2e").unwrap_or_else(|e| panic!("{e:#}"));
+    let mut failover = ApFailover::new(APS, ApIke::Defaults, true, Some(60), "apr-e2e")
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let probes = TunnelProbes::start(&failover.lab).expect("probes");
     let lost = failover.lose_a().expect("node loss");
     let back = probes.wait_all_back(lost, Duration::from_secs(10));
@@ -220,6 +220,20 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
         failover.charon_b.log()
     );
     eprintln!("AP tunnels back after node loss: {back:?}");
+    // MQTT (keepalive 60 s): kicked, every subscriber receives again long
+    // before its keepalive would have noticed.
+    let mqtt = failover
+        .mqtt
+        .as_ref()
+        .expect("mqtt")
+        .wait_all_back(lost, Duration::from_secs(10));
+    assert!(
+        mqtt.iter()
+            .all(|b| b.is_some_and(|t| t < Duration::from_secs(5))),
+        "every AP's MQTT back within 5 s (keepalive 60 s): {mqtt:?}\nB: {}",
+        daemon_b.log()
+    );
+    eprintln!("AP MQTT back after node loss: {mqtt:?}");
     assert!(daemon_b.state() == "MASTER", "{}", daemon_b.log());
     // One journal entry for the takeover's recovery, every AP accounted for.
     let recoveries = || -> Vec<wimark_ha::recovery::RecoveryRecord> {
@@ -249,6 +263,9 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
     let ike = record.ike.as_ref().expect("the IKE hook ran");
     assert_eq!((ike.ok, ike.failed), (usize::from(APS), 0), "{ike:?}");
     assert!(ike.error.is_none(), "{ike:?}");
+    let kicked = record.mqtt.as_ref().expect("the MQTT kick ran");
+    assert_eq!(kicked.connections, usize::from(APS), "{kicked:?}");
+    assert!(kicked.errors.is_empty(), "{kicked:?}");
     // `history` says it in words.
     let history = Command::new(wimark_ha_bin())
         .args(["history", "--state-dir"])

@@ -91,6 +91,9 @@ pub struct ApRecoveryConfig {
     /// with the AP list as JSON on stdin; e.g. `wimark-ha ike-initiate`.
     pub ike_hook: Option<Vec<String>>,
     pub ike_hook_timeout: Duration,
+    /// Kick the APs' stale MQTT connections (challenge ACK -> RST) so that
+    /// their clients reconnect at once, not at their keepalive.
+    pub mqtt_kick: bool,
 }
 
 /// The AP sync's UDP port when `[ap_recovery] sync_port` is not set.
@@ -299,6 +302,7 @@ struct RawApRecovery {
     sync_port: Option<Spanned<i64>>,
     ike_hook: Option<Spanned<Vec<String>>>,
     ike_hook_timeout: Option<Spanned<String>>,
+    mqtt_kick: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -1091,6 +1095,7 @@ impl Context<'_> {
             sync_port,
             ike_hook,
             ike_hook_timeout,
+            mqtt_kick: raw.mqtt_kick.unwrap_or(true),
         })
     }
 

@@ -92,8 +92,20 @@ fn describe(entry: &Entry) -> String {
                     }
                 ),
             };
+            let mqtt = match &record.mqtt {
+                None => String::new(),
+                Some(kick) => format!(
+                    "; MQTT: {} connection(s) kicked{}",
+                    kick.connections,
+                    if kick.errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", kick.errors.join("; "))
+                    }
+                ),
+            };
             format!(
-                "{at_unix_ms} {instance}: AP recovery: {} AP(s) expected ({} synced from the peer); {ike}",
+                "{at_unix_ms} {instance}: AP recovery: {} AP(s) expected ({} synced from the peer); {ike}{mqtt}",
                 record.expected, record.synced
             )
         }

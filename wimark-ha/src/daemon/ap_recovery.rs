@@ -234,6 +234,38 @@ impl ApRecovery {
                 })
                 .collect(),
         };
+        // MQTT first: a few segments, microseconds; the clients' reconnect
+        // delay runs while the IKE hook works.
+        let mqtt = if self.config.mqtt_kick {
+            let connections: Vec<(IpAddr, u16)> = all
+                .values()
+                .filter(|ap| ap.mqtt_port != 0)
+                .map(|ap| (ap.address, ap.mqtt_port))
+                .collect();
+            let mut report = crate::recovery::mqtt::KickReport::default();
+            // Per address family, the instance's first VIP of it is the
+            // APs' broker address.
+            for ipv4 in [true, false] {
+                let Some(vip) = self.virtual_ips.iter().find(|v| v.is_ipv4() == ipv4) else {
+                    continue;
+                };
+                let family: Vec<(IpAddr, u16)> = connections
+                    .iter()
+                    .filter(|(ap, _)| ap.is_ipv4() == ipv4)
+                    .copied()
+                    .collect();
+                if family.is_empty() {
+                    continue;
+                }
+                let kicked = crate::recovery::mqtt::kick(*vip, &family).await;
+                report.connections += kicked.connections;
+                report.segments_sent += kicked.segments_sent;
+                report.errors.extend(kicked.errors);
+            }
+            Some(report)
+        } else {
+            None
+        };
         let ike = match &self.config.ike_hook {
             Some(argv) => Some(run_hook(argv, self.config.ike_hook_timeout, &list).await),
             None => None,
@@ -242,6 +274,7 @@ impl ApRecovery {
             expected: list.aps.len(),
             synced: synced_count,
             ike,
+            mqtt,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! containers (a recovery failure never changes them), or retry without
 //! bound.
 
+pub mod mqtt;
 pub mod sync;
 pub mod vici;
 
@@ -70,6 +71,9 @@ pub struct RecoveryRecord {
     /// The IKE hook's result, when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ike: Option<HookReport>,
+    /// The stale MQTT connections kicked, when `mqtt_kick` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<mqtt::KickReport>,
 }
 
 /// What a recovery hook reported.

@@ -155,6 +155,9 @@ pub struct SyncStatus {
     pub peer: Option<IpAddr>,
     /// APs known from the peer now.
     pub synced_aps: usize,
+    /// Of those, with an MQTT connection known (its port).
+    #[serde(default)]
+    pub synced_mqtt: usize,
     pub datagrams_sent: u64,
     pub datagrams_accepted: u64,
     /// Ignored datagrams by reason (forged, replayed, malformed...).
@@ -239,6 +242,11 @@ impl Received {
         self.aps
             .retain(|_, (_, heard)| now.saturating_duration_since(*heard) < FORGET_AFTER);
         self.status.synced_aps = self.aps.len();
+        self.status.synced_mqtt = self
+            .aps
+            .values()
+            .filter(|(ap, _)| ap.mqtt_port != 0)
+            .count();
     }
 
     /// The APs the peer had, as of `now`.

@@ -86,6 +86,9 @@ enum Which {
         /// Seconds to wait for the APs before a row says "> N s".
         #[arg(long, default_value_t = 20)]
         wait: u64,
+        /// The AP subscribers' MQTT keepalive (seconds).
+        #[arg(long, default_value_t = 5)]
+        mqtt_keepalive: u16,
     },
     /// Both pairs left running, idle and with every core saturated: false
     /// takeovers, RSS and CPU of each daemon, wimark-ha at 1 ms x 3 and x 10
@@ -127,9 +130,13 @@ fn main() -> Result<()> {
             rounds,
             flood,
         } => (repeat, rounds, flood),
-        Which::Aps { aps, wait } => {
+        Which::Aps {
+            aps,
+            wait,
+            mqtt_keepalive,
+        } => {
             require_root("the AP benchmark");
-            return aps::run(aps, std::time::Duration::from_secs(wait));
+            return aps::run(aps, std::time::Duration::from_secs(wait), mqtt_keepalive);
         }
         Which::Roles { trials } => {
             require_root("the roles benchmark");
