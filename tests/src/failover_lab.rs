@@ -305,6 +305,16 @@ impl FailoverLab {
         })
     }
 
+    /// The AP opens an IKE session with the VIP (one IKE_SA_INIT request
+    /// to port 500): what "the AP is back" means to the daemon, unlike the
+    /// probe stream, which is ESP-like traffic of a session that already
+    /// exists.
+    pub fn ap_opens_session(&self) -> Result<()> {
+        let socket = in_netns(&self.ap, || UdpSocket::bind(SocketAddrV4::new(AP, 500)))??;
+        socket.send_to(&crate::frames::ike_header(34), SocketAddrV4::new(VIP, 500))?;
+        Ok(())
+    }
+
     /// Breaks the active node (A) at a random instant within one advert
     /// interval and waits for B to take over; the timeline.
     pub fn fail(&mut self, failure: Failure) -> Result<Timeline> {

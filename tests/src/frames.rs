@@ -244,6 +244,30 @@ pub fn tcp_v4_frame(
     ipv4_frame(src, dst, 6, &tcp(sport, dport, payload))
 }
 
+/// An IKEv2 header (RFC 7296 §3.1) of `exchange` (34 IKE_SA_INIT, 35
+/// IKE_AUTH, 37 INFORMATIONAL), no payloads.
+pub fn ike_header(exchange: u8) -> Vec<u8> {
+    let mut header = vec![0x11; 8]; // SPIi
+    header.extend_from_slice(&[0; 8]); // SPIr (0 in a first IKE_SA_INIT)
+    header.extend_from_slice(&[33, 0x20, exchange, 0x08]); // SA, v2.0, initiator
+    header.extend_from_slice(&[0, 0, 0, 0]); // message ID
+    header.extend_from_slice(&28u32.to_be_bytes());
+    header
+}
+
+/// A TCP segment over IPv4 with `flags` (0x02 SYN, 0x12 SYN-ACK, 0x10 ACK).
+pub fn tcp_v4_frame_with_flags(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+) -> Vec<u8> {
+    let mut segment = tcp(sport, dport, &[]);
+    segment[13] = flags;
+    ipv4_frame(src, dst, 6, &segment)
+}
+
 /// AP -> controller over IPv6, hop limit 64, with extension headers.
 fn ap6_frame(next_header: u8, payload: &[u8], extensions: &[(u8, Vec<u8>)]) -> Vec<u8> {
     let packet = ipv6(AP_6, SERVER_B6, 64, next_header, payload, extensions);

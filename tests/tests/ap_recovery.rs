@@ -263,6 +263,36 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
     let ike = record.ike.as_ref().expect("the IKE hook ran");
     assert_eq!((ike.ok, ike.failed), (usize::from(APS), 0), "{ike:?}");
     assert!(ike.error.is_none(), "{ike:?}");
+    // Every AP came back, by its own new session, in one entry.
+    let aps_back = || -> Vec<wimark_ha::recovery::ApsBackDetail> {
+        wimark_ha::history::read(&daemon_b.state_dir())
+            .map(|read| {
+                read.entries
+                    .into_iter()
+                    .filter_map(|entry| match entry {
+                        wimark_ha::history::Entry::ApsBack { per_ap, .. } => per_ap,
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(5), "APs back in B's journal", || {
+        !aps_back().is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    let back = aps_back();
+    assert_eq!(back.len(), 1, "one entry per takeover: {back:?}");
+    assert_eq!(
+        (back[0].expected, back[0].back),
+        (usize::from(APS), usize::from(APS)),
+        "{back:?}"
+    );
+    assert!(back[0].missing.is_empty(), "{back:?}");
+    assert!(
+        back[0].back_ms.iter().all(|ms| *ms > 0.0 && *ms < 2000.0),
+        "{back:?}"
+    );
     let kicked = record.mqtt.as_ref().expect("the MQTT kick ran");
     assert_eq!(kicked.connections, usize::from(APS), "{kicked:?}");
     assert!(kicked.errors.is_empty(), "{kicked:?}");

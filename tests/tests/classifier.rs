@@ -158,6 +158,7 @@ fn ap_address_is_the_side_that_is_not_the_service_port() {
             class: ApClass::Ike,
             ap: IpBytes::v4(AP_1.octets()),
             ap_port: 500,
+            session: false,
         }
     );
     // Behind a NAT the AP's NAT-T port is what the mapping made of 4500.
@@ -169,6 +170,7 @@ fn ap_address_is_the_side_that_is_not_the_service_port() {
             class: ApClass::NatT,
             ap: IpBytes::v4(AP_1.octets()),
             ap_port: 61234,
+            session: false,
         }
     );
     let from_controller =
@@ -179,8 +181,78 @@ fn ap_address_is_the_side_that_is_not_the_service_port() {
             class: ApClass::Mqtt,
             ap: IpBytes::v4(AP_2.octets()),
             ap_port: 40000,
+            session: false,
         }
     );
+}
+
+/// "The AP is back" is a session it opens, never any packet: IKE_SA_INIT
+/// and IKE_AUTH (on 500, or on 4500 behind the non-ESP marker) and a SYN to
+/// the broker count; ESP-in-UDP, an INFORMATIONAL (DPD), a SYN-ACK or an ACK
+/// do not, nor anything the controller sends.
+#[test]
+fn only_a_session_the_ap_opens_counts_as_back() {
+    let session = |frame: Vec<u8>| match classify(frame.as_slice()) {
+        Verdict::Ap { session, .. } => session,
+        other => panic!("not AP traffic: {other:?}"),
+    };
+    let server = frames::SERVER_B;
+    let ike = |exchange: u8| frames::ike_header(exchange);
+    assert!(session(frames::udp_v4_frame(
+        AP_1,
+        server,
+        500,
+        500,
+        &ike(34)
+    )));
+    let mut natted = vec![0, 0, 0, 0];
+    natted.extend(ike(35));
+    assert!(session(frames::udp_v4_frame(
+        AP_1, server, 61234, 4500, &natted
+    )));
+    let mut dpd = vec![0, 0, 0, 0];
+    dpd.extend(ike(37));
+    assert!(!session(frames::udp_v4_frame(
+        AP_1, server, 4500, 4500, &dpd
+    )));
+    let mut esp_in_udp = vec![0x12, 0x34, 0x56, 0x78];
+    esp_in_udp.extend([0; 24]);
+    assert!(!session(frames::udp_v4_frame(
+        AP_1,
+        server,
+        4500,
+        4500,
+        &esp_in_udp
+    )));
+    // (With 500 on both ends direction cannot be told from the ports; the
+    // monitor sees only what arrives, so that is the AP's.)
+    assert!(
+        !session(frames::udp_v4_frame(server, AP_1, 500, 61000, &ike(34))),
+        "from the controller"
+    );
+    assert!(session(frames::tcp_v4_frame_with_flags(
+        AP_2, server, 40000, 1883, 0x02
+    )));
+    assert!(session(frames::tcp_v4_frame_with_flags(
+        AP_2, server, 40000, 8883, 0x02
+    )));
+    assert!(!session(frames::tcp_v4_frame_with_flags(
+        AP_2, server, 40000, 1883, 0x12
+    )));
+    assert!(!session(frames::tcp_v4_frame_with_flags(
+        AP_2, server, 40000, 1883, 0x10
+    )));
+    assert!(!session(frames::tcp_v4_frame_with_flags(
+        server, AP_2, 1883, 40000, 0x02
+    )));
+    // A truncated IKE header is not a session (and not a panic).
+    assert!(!session(frames::udp_v4_frame(
+        AP_1,
+        server,
+        500,
+        500,
+        &ike(34)[..10]
+    )));
 }
 
 #[test]

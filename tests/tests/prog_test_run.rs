@@ -161,49 +161,69 @@ fn kernel_keeps_the_peer_table_and_reports_changes() {
         .all(|w| w[0].timestamp_ns <= w[1].timestamp_ns));
 }
 
+/// "The AP is back" is stamped per AP by the kernel, precisely, and only by
+/// a packet that opens a session (IKE_SA_INIT / IKE_AUTH, MQTT SYN): ESP,
+/// a DPD or a data segment leave the stamp alone.
 #[test]
-fn an_armed_ap_watch_is_stamped_by_the_first_ap_packet_only() {
-    use aya::maps::Array;
-    use wimark_ha_common::abi::{AP_WATCH_ARMED, MAP_AP_WATCH};
-    let mut monitor = KernelMonitor::load().expect("load");
-    let slot = |monitor: &mut KernelMonitor| -> u64 {
-        let map = monitor.ebpf.map_mut(MAP_AP_WATCH).expect("AP_WATCH");
-        let array: Array<_, u64> = Array::try_from(map).expect("array");
-        array.get(&0, 0).expect("slot")
-    };
-    let arm = |monitor: &mut KernelMonitor| {
-        let map = monitor.ebpf.map_mut(MAP_AP_WATCH).expect("AP_WATCH");
-        let mut array: Array<_, u64> = Array::try_from(map).expect("array");
-        array.set(0, AP_WATCH_ARMED, 0).expect("arm");
-    };
-    let frame_of = |name: &str| {
-        catalogue()
+fn a_session_start_is_stamped_per_ap_and_nothing_else_is() {
+    let monitor = KernelMonitor::load().expect("load");
+    let ap = Ipv4Addr::new(10, 20, 0, 9);
+    let session_ns = |monitor: &KernelMonitor| {
+        wimark_ha::monitor::read_aps(&monitor.ebpf)
+            .expect("AP table")
             .into_iter()
-            .find(|case| case.name == name)
-            .unwrap_or_else(|| panic!("no catalogue frame {name}"))
-            .frame
+            .find(|a| a.address == IpBytes::v4(ap.octets()))
+            .map(|a| a.session_ns)
     };
-    let nat_t = frame_of("nat-t esp-in-udp");
-    let advert = frame_of("vrrp v3 ipv4 (pseudo-header checksum)");
-    // Unarmed, nothing is written.
-    monitor.run(&nat_t, 1).expect("run");
-    assert_eq!(slot(&mut monitor), 0);
-    // Armed: a VRRP advert is not AP traffic and leaves it armed...
-    arm(&mut monitor);
-    monitor.run(&advert, 1).expect("run");
-    assert_eq!(slot(&mut monitor), AP_WATCH_ARMED);
-    // ...the first AP packet stamps it with the kernel's clock...
+    let mut esp_in_udp = vec![0x12, 0x34, 0x56, 0x78];
+    esp_in_udp.extend([0; 24]);
+    monitor
+        .run(
+            &frames::udp_v4_frame(ap, SERVER_A, 4500, 4500, &esp_in_udp),
+            1,
+        )
+        .expect("ESP-in-UDP");
+    let mut dpd = vec![0, 0, 0, 0];
+    dpd.extend(frames::ike_header(37));
+    monitor
+        .run(&frames::udp_v4_frame(ap, SERVER_A, 4500, 4500, &dpd), 1)
+        .expect("DPD");
+    monitor
+        .run(&frames::tcp_v4_frame(ap, SERVER_A, 40001, 1883, &[0x30]), 1)
+        .expect("MQTT data");
+    assert_eq!(session_ns(&monitor), Some(0), "no session opened yet");
     let before = wimark_ha::monitor::monotonic_now_ns();
-    monitor.run(&nat_t, 1).expect("run");
-    let stamp = slot(&mut monitor);
+    let mut ike_auth = vec![0, 0, 0, 0];
+    ike_auth.extend(frames::ike_header(35));
+    monitor
+        .run(
+            &frames::udp_v4_frame(ap, SERVER_A, 4500, 4500, &ike_auth),
+            1,
+        )
+        .expect("IKE_AUTH");
     let after = wimark_ha::monitor::monotonic_now_ns();
+    let stamp = session_ns(&monitor).expect("in the table");
     assert!(
         (before..=after).contains(&stamp),
         "{before} <= {stamp} <= {after}"
     );
-    // ...and later ones leave that stamp alone.
-    monitor.run(&nat_t, 3).expect("run");
-    assert_eq!(slot(&mut monitor), stamp);
+    monitor
+        .run(
+            &frames::udp_v4_frame(ap, SERVER_A, 4500, 4500, &esp_in_udp),
+            3,
+        )
+        .expect("ESP again");
+    assert_eq!(session_ns(&monitor), Some(stamp), "ESP leaves it alone");
+    monitor
+        .run(
+            &frames::tcp_v4_frame_with_flags(ap, SERVER_A, 40002, 1883, 0x02),
+            1,
+        )
+        .expect("MQTT SYN");
+    assert!(
+        session_ns(&monitor).expect("in the table") > stamp,
+        "a SYN stamps it"
+    );
 }
 
 /// The AP table keeps what a new master needs to reach each AP's sessions:

@@ -13,11 +13,6 @@ pub const MAP_AP_CLOCK: &str = "AP_CLOCK";
 pub const MAP_ADVERTS: &str = "ADVERTS";
 pub const MAP_WATCHED_VRIDS: &str = "WATCHED_VRIDS";
 pub const MAP_ALLOWED_PEERS: &str = "ALLOWED_PEERS";
-pub const MAP_AP_WATCH: &str = "AP_WATCH";
-/// `AP_WATCH`'s one slot: userspace writes `AP_WATCH_ARMED` after a
-/// takeover; the next AP packet replaces it with its `bpf_ktime_get_ns()`
-/// (one slot, so the unarmed AP path pays a single array load).
-pub const AP_WATCH_ARMED: u64 = u64::MAX;
 /// `WATCHED_VRIDS` values: not watched, every source's adverts go to the
 /// daemon, or only those of the sources in `ALLOWED_PEERS` (the others are
 /// counted as rogue and go nowhere).
@@ -250,6 +245,9 @@ pub struct ApSlot {
     pub last_seen_ns: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// CLOCK_MONOTONIC (precise) of the latest packet with which the AP
+    /// (re)opened a session: IKE_SA_INIT / IKE_AUTH, or a SYN to the broker.
+    pub session_ns: u64,
 }
 
 /// The set an AP address belongs to: a multiplicative hash of its words,
@@ -284,7 +282,7 @@ const _: () = assert!(core::mem::size_of::<IpBytes>() == 20);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerRecord>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerEvent>() == 8 + 24 + 12 + 3 + 9);
-const _: () = assert!(core::mem::size_of::<ApSlot>() == 48);
+const _: () = assert!(core::mem::size_of::<ApSlot>() == 56);
 const _: () = assert!(core::mem::size_of::<AdvertEvent>() == 48);
 const _: () = assert!(AP_TABLE_SETS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<TrafficCounter>() == 16);

@@ -180,11 +180,15 @@ pub enum Verdict {
     /// `ap` is the address on the AP's side: the end whose port is not the
     /// service port (for ESP, which has no ports, the source); `ap_port` is
     /// its port (0 for ESP): the NAT-T mapping an IKE initiation must reach,
-    /// the MQTT connection's 4-tuple.
+    /// the MQTT connection's 4-tuple. `session`: the AP is (re)opening a
+    /// session — an IKE_SA_INIT or IKE_AUTH message from it, or a TCP SYN to
+    /// the broker — which is what "the AP is back" means after a takeover
+    /// (any other packet may be a stale SA's or connection's).
     Ap {
         class: ApClass,
         ap: IpBytes,
         ap_port: u16,
+        session: bool,
     },
     Other,
 }
@@ -353,6 +357,7 @@ fn classify_transport<F: Frame + ?Sized>(
             class: ApClass::Esp,
             ap: ip.source,
             ap_port: 0,
+            session: false,
         },
         IPPROTO_UDP | IPPROTO_TCP if !later_fragment => {
             let Some(ports) = frame.load::<4>(offset) else {
@@ -374,6 +379,7 @@ fn classify_transport<F: Frame + ?Sized>(
                         class,
                         ap: ip.source,
                         ap_port: source_port,
+                        session: opens_session(frame, class, offset),
                     };
                 }
                 if source_port == port {
@@ -381,6 +387,7 @@ fn classify_transport<F: Frame + ?Sized>(
                         class,
                         ap: ip.destination,
                         ap_port: destination_port,
+                        session: false,
                     };
                 }
             }
@@ -388,6 +395,44 @@ fn classify_transport<F: Frame + ?Sized>(
         }
         _ => Verdict::Other,
     }
+}
+
+/// IKEv2 exchange types that (re)establish an IKE SA (RFC 7296 §3.1).
+const IKE_SA_INIT: u8 = 34;
+const IKE_AUTH: u8 = 35;
+/// The exchange type's offset in the IKE header (after both SPIs, the next
+/// payload and the version).
+const IKE_EXCHANGE_TYPE: usize = 18;
+const UDP_HEADER: usize = 8;
+/// NAT-T carries IKE behind four zero bytes (RFC 3948 §2.2, the non-ESP
+/// marker); anything else on 4500 is ESP.
+const NON_ESP_MARKER: usize = 4;
+const TCP_FLAGS: usize = 13;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// Whether a packet from the AP to a service port opens a session: an
+/// IKE_SA_INIT or IKE_AUTH message (either role: answering our initiation
+/// counts), or a SYN to the broker.
+#[inline(always)]
+fn opens_session<F: Frame + ?Sized>(frame: &F, class: ApClass, offset: usize) -> bool {
+    let ike_at = match class {
+        ApClass::Ike => offset + UDP_HEADER,
+        ApClass::NatT => match frame.load::<4>(offset + UDP_HEADER) {
+            Some([0, 0, 0, 0]) => offset + UDP_HEADER + NON_ESP_MARKER,
+            _ => return false,
+        },
+        ApClass::Mqtt | ApClass::MqttTls => {
+            return frame
+                .load::<1>(offset + TCP_FLAGS)
+                .is_some_and(|[flags]| flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
+        }
+        ApClass::Esp => return false,
+    };
+    matches!(
+        frame.load::<1>(ike_at + IKE_EXCHANGE_TYPE),
+        Some([IKE_SA_INIT | IKE_AUTH])
+    )
 }
 
 /// Why [`check_vrrp`] did not accept a protocol-112 message.

@@ -2,7 +2,7 @@
 //! classifies it with `wimark_ha_common::classify`, and counts it.
 //!
 //! Owns: the maps (`COUNTERS`, `VRRP_PEERS`, `AP_TABLE`, `PEER_EVENTS`,
-//! `ADVERTS`, `WATCHED_VRIDS`, `ALLOWED_PEERS`, `AP_CLOCK`, `AP_WATCH`) and the kernel
+//! `ADVERTS`, `WATCHED_VRIDS`, `ALLOWED_PEERS`, `AP_CLOCK`) and the kernel
 //! timestamps of adverts; the peer allow-list is enforced here, so a flood of
 //! rogue adverts costs userspace nothing. Must not: drop, redirect or alter any frame —
 //! every path returns `XDP_PASS`, including every error path (fail open; a
@@ -28,7 +28,7 @@ use wimark_ha_common::{
     abi::{
         ap_set, peer_event, AdvertEvent, ApSlot, Counter, IpBytes, PeerEvent, PeerKey, PeerRecord,
         TrafficCounter, ADVERT_RING_BYTES, ALLOWED_PEERS_MAX, AP_TABLE_SLOTS, AP_TABLE_WAYS,
-        AP_WATCH_ARMED, EVENT_RING_BYTES, PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY,
+        EVENT_RING_BYTES, PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY,
         WATCH_NONE,
     },
     classify::{classify, AdvertSummary, ApClass, Frame, Verdict},
@@ -52,12 +52,6 @@ static AP_TABLE: PerCpuArray<ApSlot> = PerCpuArray::with_max_entries(AP_TABLE_SL
 /// array load costs ~1 ns.
 #[map]
 static AP_CLOCK: Array<u64> = Array::with_max_entries(1, 0);
-
-/// "APs back after a takeover", exactly and without polling counters: the
-/// daemon writes `AP_WATCH_ARMED`, the next AP packet replaces it with its
-/// receive time. Unarmed, the AP path pays one array load and a branch.
-#[map]
-static AP_WATCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Every valid advert of a watched VRID, for the daemon's state machines.
 #[map]
@@ -116,9 +110,13 @@ pub fn wimark_ha_monitor(ctx: XdpContext) -> u32 {
             // off unless `--log-level debug`: one load and a branch.
             debug!(&ctx, "VRRP packet rejected: {}", reason.name());
         }
-        Verdict::Ap { class, ap, ap_port } => {
-            record_ap(&ap, class, ap_port, bytes);
-            note_ap_watch();
+        Verdict::Ap {
+            class,
+            ap,
+            ap_port,
+            session,
+        } => {
+            record_ap(&ap, class, ap_port, session, bytes);
         }
         Verdict::Carp | Verdict::Other => {}
     }
@@ -261,7 +259,7 @@ fn same_address(a: &IpBytes, b: &IpBytes) -> bool {
 }
 
 #[inline(always)]
-fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, bytes: u64) {
+fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, session: bool, bytes: u64) {
     let first_way = ap_set(ap) * AP_TABLE_WAYS;
     let (Some(way0), Some(way1)) = (
         AP_TABLE.get_ptr_mut(first_way),
@@ -294,6 +292,7 @@ fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, bytes: u64) {
                 last_seen_ns: 0,
                 packets: 0,
                 bytes: 0,
+                session_ns: 0,
             };
             victim
         };
@@ -302,25 +301,14 @@ fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, bytes: u64) {
         (*slot).bytes += bytes;
         // What the new master needs to reach this AP's sessions after a
         // takeover (synced to the peer): the latest ports win.
+        // Rare (a session start): the precise clock is affordable here.
+        if session {
+            (*slot).session_ns = bpf_ktime_get_ns();
+        }
         match class {
             ApClass::Ike | ApClass::NatT => (*slot).ike_port = ap_port,
             ApClass::Mqtt | ApClass::MqttTls => (*slot).mqtt_port = ap_port,
             ApClass::Esp => {}
-        }
-    }
-}
-
-#[inline(always)]
-fn note_ap_watch() {
-    let Some(slot) = AP_WATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: a pointer into a live map value. Two CPUs racing here both
-    // stamp, the later write wins: "first" is then off by the time between
-    // two packets that arrived together, which is what a stamp can resolve.
-    unsafe {
-        if core::ptr::read_volatile(slot) == AP_WATCH_ARMED {
-            core::ptr::write_volatile(slot, bpf_ktime_get_ns());
         }
     }
 }

@@ -37,12 +37,16 @@ pub enum Entry {
         instance: String,
         record: SwitchRecord,
     },
-    /// The first AP tunnel packet the XDP monitor saw after a takeover.
+    /// When the APs came back after a takeover: one entry per takeover.
     ApsBack {
         instance: String,
         at_unix_ms: u64,
-        /// From the takeover decision to that packet.
+        /// From the takeover decision until every expected AP was back (or
+        /// the last one that came, when some are missing). Journals written
+        /// before `per_ap` existed mean the first AP packet by it.
         after_ms: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        per_ap: Option<crate::recovery::ApsBackDetail>,
     },
     /// The APs the new master reached out to after a takeover.
     ApRecovery {
@@ -231,6 +235,7 @@ mod tests {
                 instance: "WIM1".to_string(),
                 at_unix_ms: 2,
                 after_ms: 4.5,
+                per_ap: None,
             })
             .expect("append");
         drop(journal);

@@ -47,6 +47,8 @@ pub struct Metrics {
     containers: Family<Labels, Histogram>,
     total: Family<Labels, Histogram>,
     aps_back: Family<Labels, Histogram>,
+    /// Per AP: from the takeover to its session with the new master.
+    ap_back: Family<Labels, Histogram>,
     become_master: Family<Labels, Counter>,
     release_master: Family<Labels, Counter>,
     journal_errors: Counter,
@@ -73,6 +75,7 @@ impl Metrics {
             containers: histograms(),
             total: histograms(),
             aps_back: histograms(),
+            ap_back: histograms(),
             become_master: Family::default(),
             release_master: Family::default(),
             journal_errors: Counter::default(),
@@ -101,8 +104,13 @@ impl Metrics {
         );
         registry.register(
             "failover_aps_back_seconds",
-            "Takeovers: from the decision to the first AP packet seen by the XDP monitor",
+            "Takeovers: from the decision until every expected AP opened a session with the new master",
             metrics.aps_back.clone(),
+        );
+        registry.register(
+            "failover_ap_back_seconds",
+            "Per AP and takeover: from the decision to the AP's session with the new master (IKE_SA_INIT/IKE_AUTH or MQTT SYN)",
+            metrics.ap_back.clone(),
         );
         registry.register(
             "become_master",
@@ -171,8 +179,19 @@ impl Metrics {
                 }
             }
             Entry::Containers { .. } => {}
-            Entry::ApsBack { after_ms, .. } => {
-                self.aps_back.get_or_create(&labels).observe(after_ms / 1e3);
+            Entry::ApsBack {
+                after_ms, per_ap, ..
+            } => {
+                // The failover is over when every expected AP is back.
+                let all_back = per_ap
+                    .as_ref()
+                    .is_none_or(|d| d.back >= d.expected && d.back > 0);
+                if all_back {
+                    self.aps_back.get_or_create(&labels).observe(after_ms / 1e3);
+                }
+                for ms in per_ap.iter().flat_map(|d| d.back_ms.iter()) {
+                    self.ap_back.get_or_create(&labels).observe(ms / 1e3);
+                }
             }
             // Not exported yet: the per-AP recovery histogram comes with
             // the per-AP "back" detection (issue 11, item 1).

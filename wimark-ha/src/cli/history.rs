@@ -69,7 +69,46 @@ fn describe(entry: &Entry) -> String {
             instance,
             at_unix_ms,
             after_ms,
+            per_ap: None,
         } => format!("{at_unix_ms} {instance}: APs back after {after_ms:.1} ms"),
+        Entry::ApsBack {
+            instance,
+            at_unix_ms,
+            after_ms,
+            per_ap: Some(detail),
+        } => {
+            let at = |p: f64| {
+                detail
+                    .percentile_ms(p)
+                    .map_or("-".to_string(), |ms| format!("{ms:.1} ms"))
+            };
+            let missing = if detail.missing.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; missing: {}{}",
+                    detail.missing.join(", "),
+                    if detail.expected - detail.back > detail.missing.len() {
+                        " …"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            if detail.expected == 0 {
+                return format!(
+                    "{at_unix_ms} {instance}: APs back: the first AP opened a session after {after_ms:.1} ms (no AP was known before the takeover)"
+                );
+            }
+            format!(
+                "{at_unix_ms} {instance}: APs back: {} of {} expected after {after_ms:.1} ms (per AP p50 {}, p99 {}){}{missing}",
+                detail.back,
+                detail.expected,
+                at(50.0),
+                at(99.0),
+                if detail.superseded { " (cut short by the next takeover)" } else { "" },
+            )
+        }
         Entry::ApRecovery {
             instance,
             at_unix_ms,

@@ -178,26 +178,18 @@ impl ApRecovery {
 
     /// The APs our own XDP monitor saw within the activity window.
     fn own_aps(&self) -> Vec<SyncedAp> {
-        let now_ns = monotonic_now_ns();
-        let window_ns = ACTIVE_AP_WINDOW.as_nanos() as u64;
-        let Ok(monitors) = self.monitors.lock() else {
-            return Vec::new();
-        };
-        let Some(monitor) = monitors.get(self.monitor) else {
-            return Vec::new();
-        };
-        read_aps(monitor.ebpf())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|ap| now_ns.saturating_sub(ap.last_seen_ns) <= window_ns)
-            .map(|ap| SyncedAp {
-                address: ip_addr(&ap.address),
-                ike_port: ap.ike_port,
-                mqtt_port: ap.mqtt_port,
-                age_s: (now_ns.saturating_sub(ap.last_seen_ns) / 1_000_000_000)
-                    .min(u64::from(u16::MAX)) as u16,
-            })
-            .collect()
+        active_aps(&self.monitors, self.monitor)
+    }
+
+    /// Whom to expect back after a takeover: the APs the old master had
+    /// (synced) and those we saw ourselves.
+    pub fn expected(&self) -> Vec<IpAddr> {
+        let mut all: std::collections::BTreeSet<IpAddr> =
+            self.own_aps().into_iter().map(|a| a.address).collect();
+        if let Ok(mut received) = self.received.lock() {
+            all.extend(received.aps(Instant::now()).into_iter().map(|a| a.address));
+        }
+        all.into_iter().collect()
     }
 
     pub fn status(&self) -> SyncStatus {
@@ -277,6 +269,30 @@ impl ApRecovery {
             mqtt,
         }
     }
+}
+
+/// The APs monitor `monitor` saw within the activity window.
+pub fn active_aps(monitors: &Mutex<Vec<Monitor>>, monitor: usize) -> Vec<SyncedAp> {
+    let now_ns = monotonic_now_ns();
+    let window_ns = ACTIVE_AP_WINDOW.as_nanos() as u64;
+    let Ok(monitors) = monitors.lock() else {
+        return Vec::new();
+    };
+    let Some(monitor) = monitors.get(monitor) else {
+        return Vec::new();
+    };
+    read_aps(monitor.ebpf())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|ap| now_ns.saturating_sub(ap.last_seen_ns) <= window_ns)
+        .map(|ap| SyncedAp {
+            address: ip_addr(&ap.address),
+            ike_port: ap.ike_port,
+            mqtt_port: ap.mqtt_port,
+            age_s: (now_ns.saturating_sub(ap.last_seen_ns) / 1_000_000_000).min(u64::from(u16::MAX))
+                as u16,
+        })
+        .collect()
 }
 
 /// Runs a recovery hook with `list` as JSON on stdin; its stdout lines are

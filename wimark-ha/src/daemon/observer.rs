@@ -1,6 +1,6 @@
 //! What happened, after it happened: every transition and container switch
-//! goes into the journal (and the metrics), and after each takeover the
-//! first AP packet the XDP monitor sees is timed ("APs back after N ms").
+//! goes into the journal (and the metrics), and after each takeover each
+//! expected AP is timed until it opens a session with us ("APs back").
 //!
 //! After a takeover it also starts the AP recovery (`[ap_recovery]`): at
 //! once, or once the master stack is up when `[roles]` follows the instance.
@@ -10,6 +10,8 @@
 //! sends into a channel.
 
 use std::{
+    collections::HashMap,
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -20,6 +22,7 @@ use crate::{
     history::{Entry, Journal},
     metrics::Metrics,
     monitor::Monitor,
+    recovery::{ApsBackDetail, MAX_BACK_TIMES, MAX_MISSING_NAMED},
 };
 
 /// How long after a takeover AP traffic is waited for.
@@ -59,6 +62,8 @@ pub async fn run(
 ) {
     // A takeover whose recovery waits for the master stack.
     let mut recovery_pending = false;
+    // Per instance, the running APs-back watch of its latest takeover.
+    let mut watchers: HashMap<String, tokio::sync::oneshot::Sender<()>> = HashMap::new();
     let start_recovery = |recovery: &Recovery| {
         if let Some(report) = own.upgrade() {
             let recovery = recovery.recovery.clone();
@@ -121,10 +126,23 @@ pub async fn run(
                 }
                 metrics.observe(&entry);
                 if let Entry::ApsBack {
-                    instance, after_ms, ..
+                    instance,
+                    after_ms,
+                    per_ap: Some(detail),
+                    ..
                 } = &entry
                 {
-                    tracing::info!(%instance, after_ms, "APs back after {after_ms:.1} ms");
+                    tracing::info!(
+                        %instance,
+                        after_ms,
+                        expected = detail.expected,
+                        back = detail.back,
+                        p50_ms = detail.percentile_ms(50.0).unwrap_or(f64::NAN),
+                        p99_ms = detail.percentile_ms(99.0).unwrap_or(f64::NAN),
+                        "APs back: {} of {} after {after_ms:.1} ms",
+                        detail.back,
+                        detail.expected
+                    );
                 }
                 if let Err(e) = journal.append(&entry) {
                     metrics.journal_error();
@@ -146,13 +164,34 @@ pub async fn run(
                         start_recovery(recovery);
                     }
                 }
+                // Whom to expect: the APs the old master had (synced) and
+                // those we saw ourselves, as of the decision.
+                let expected: Vec<IpAddr> = match recovery
+                    .as_ref()
+                    .filter(|r| r.recovery.config.instance == instance)
+                {
+                    Some(recovery) => recovery.recovery.expected(),
+                    None => super::ap_recovery::active_aps(&monitors, monitor)
+                        .into_iter()
+                        .map(|ap| ap.address)
+                        .collect(),
+                };
+                // One journal entry per takeover: an older watch of this
+                // instance ends now, with what it has.
+                if let Some(older) = watchers.remove(&instance) {
+                    let _ = older.send(());
+                }
                 if let Some(report) = own.upgrade() {
+                    let (supersede, superseded) = tokio::sync::oneshot::channel();
+                    watchers.insert(instance.clone(), supersede);
                     tokio::spawn(watch_aps(
                         instance,
                         monitor,
                         decided_ns,
+                        expected,
                         monitors.clone(),
                         report,
+                        superseded,
                     ));
                 }
             }
@@ -160,43 +199,100 @@ pub async fn run(
     }
 }
 
-/// Arms the monitor's AP watch and waits for the kernel's stamp of the
-/// first AP packet after the takeover.
+/// Watches one takeover until every expected AP has opened a session with
+/// us (the XDP program stamps IKE_SA_INIT / IKE_AUTH and MQTT SYNs per AP),
+/// [`APS_BACK_WAIT`] passes, or the next takeover of the instance cuts it
+/// short; then writes its one journal entry. With no AP expected (none
+/// known before), the first AP that opens a session ends it.
 async fn watch_aps(
     instance: String,
     monitor: usize,
     decided_ns: u64,
+    expected: Vec<IpAddr>,
     monitors: Arc<Mutex<Vec<Monitor>>>,
     report: UnboundedSender<Observed>,
+    mut superseded: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let with_monitor =
-        |f: &dyn Fn(&mut Monitor) -> Result<Option<u64>, crate::monitor::MonitorError>| {
-            let mut monitors = monitors.lock().ok()?;
-            f(monitors.get_mut(monitor)?).ok()
-        };
-    if with_monitor(&|m| m.arm_ap_watch().map(|()| None)).is_none() {
-        tracing::warn!(%instance, "cannot arm the AP watch; APs back not measured");
-        return;
-    }
+    let mut back: HashMap<IpAddr, u64> = HashMap::new();
     let mut ticker = tokio::time::interval(APS_BACK_POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let deadline = tokio::time::Instant::now() + APS_BACK_WAIT;
-    while tokio::time::Instant::now() < deadline {
-        ticker.tick().await;
-        // Another takeover may have re-armed the watch meanwhile; any stamp
-        // after our decision answers ours too.
-        let stamp = with_monitor(&|m| m.ap_watch_stamp()).flatten().unwrap_or(0);
-        if stamp >= decided_ns {
-            let after_ms = (stamp - decided_ns) as f64 / 1e6;
-            let _ = report.send(Observed::Entry(Entry::ApsBack {
-                instance,
-                at_unix_ms: crate::history::unix_ms(),
-                after_ms,
-            }));
-            return;
+    let mut cut_short = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = &mut superseded => cut_short = true,
+        }
+        let sessions: Vec<(IpAddr, u64)> = monitors
+            .lock()
+            .ok()
+            .and_then(|monitors| {
+                monitors
+                    .get(monitor)
+                    .and_then(|m| crate::monitor::read_aps(m.ebpf()).ok())
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|ap| ap.session_ns >= decided_ns)
+            .map(|ap| (crate::monitor::ip_addr(&ap.address), ap.session_ns))
+            .collect();
+        for (address, session_ns) in sessions {
+            // The first session after the decision counts.
+            back.entry(address).or_insert(session_ns);
+        }
+        let done = if expected.is_empty() {
+            !back.is_empty()
+        } else {
+            expected.iter().all(|ap| back.contains_key(ap))
+        };
+        if done || cut_short || tokio::time::Instant::now() >= deadline {
+            break;
         }
     }
-    tracing::warn!(%instance, "no AP traffic seen within {APS_BACK_WAIT:?} of the takeover");
+    let counted: Vec<(IpAddr, u64)> = if expected.is_empty() {
+        back.into_iter().collect()
+    } else {
+        expected
+            .iter()
+            .filter_map(|ap| back.get(ap).map(|ns| (*ap, *ns)))
+            .collect()
+    };
+    let mut back_ms: Vec<f64> = counted
+        .iter()
+        .map(|(_, ns)| (ns - decided_ns) as f64 / 1e6)
+        .collect();
+    back_ms.sort_by(f64::total_cmp);
+    let missing: Vec<String> = expected
+        .iter()
+        .filter(|ap| !counted.iter().any(|(a, _)| a == *ap))
+        .map(ToString::to_string)
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            %instance,
+            missing = missing.len(),
+            "{} of {} expected AP(s) did not come back: {}",
+            missing.len(),
+            expected.len(),
+            missing.iter().take(MAX_MISSING_NAMED).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let after_ms = back_ms.last().copied().unwrap_or_else(|| {
+        (crate::monitor::monotonic_now_ns().saturating_sub(decided_ns)) as f64 / 1e6
+    });
+    let detail = ApsBackDetail {
+        expected: expected.len(),
+        back: counted.len(),
+        missing: missing.into_iter().take(MAX_MISSING_NAMED).collect(),
+        back_ms: back_ms.into_iter().take(MAX_BACK_TIMES).collect(),
+        superseded: cut_short,
+    };
+    let _ = report.send(Observed::Entry(Entry::ApsBack {
+        instance,
+        at_unix_ms: crate::history::unix_ms(),
+        after_ms,
+        per_ap: Some(detail),
+    }));
 }
 
 /// How often the peer table is scanned for rogue sources.

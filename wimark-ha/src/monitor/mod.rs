@@ -23,7 +23,7 @@ use std::io;
 
 use aya::{programs::Xdp, Ebpf, EbpfLoader};
 use tokio::io::unix::AsyncFd;
-use wimark_ha_common::abi::{AP_WATCH_ARMED, MAP_AP_WATCH, PROGRAM_NAME};
+use wimark_ha_common::abi::PROGRAM_NAME;
 
 /// The XDP object built by `cargo xtask build`, embedded at compile time.
 static KERNEL_OBJECT: &[u8] =
@@ -265,42 +265,6 @@ impl Monitor {
     /// Counters, peers and APs as of now.
     pub fn snapshot(&self) -> Result<Snapshot, MonitorError> {
         Snapshot::read(&self.ebpf, &self.interface)
-    }
-
-    /// Asks the XDP program to stamp the next AP packet it sees (`AP_WATCH`).
-    pub fn arm_ap_watch(&mut self) -> Result<(), MonitorError> {
-        self.ap_watch()?
-            .set(0, AP_WATCH_ARMED, 0)
-            .map_err(|source| MonitorError::Map {
-                map: MAP_AP_WATCH,
-                source,
-            })
-    }
-
-    /// CLOCK_MONOTONIC ns of the AP packet that answered the latest arming;
-    /// `None` while still armed (0: never armed since the program loaded).
-    pub fn ap_watch_stamp(&mut self) -> Result<Option<u64>, MonitorError> {
-        self.ap_watch()?
-            .get(&0, 0)
-            .map(|value| (value != AP_WATCH_ARMED).then_some(value))
-            .map_err(|source| MonitorError::Map {
-                map: MAP_AP_WATCH,
-                source,
-            })
-    }
-
-    fn ap_watch(&mut self) -> Result<aya::maps::Array<&mut aya::maps::MapData, u64>, MonitorError> {
-        let map = self
-            .ebpf
-            .map_mut(MAP_AP_WATCH)
-            .ok_or(MonitorError::ObjectMismatch {
-                what: "map",
-                name: MAP_AP_WATCH,
-            })?;
-        aya::maps::Array::try_from(map).map_err(|source| MonitorError::Map {
-            map: MAP_AP_WATCH,
-            source,
-        })
     }
 
     /// The peer-change event stream (can be taken once).

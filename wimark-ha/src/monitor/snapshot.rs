@@ -91,6 +91,9 @@ pub struct ApSeen {
     /// The AP's latest IKE / NAT-T and MQTT source ports (0: none seen).
     pub ike_port: u16,
     pub mqtt_port: u16,
+    /// The latest session start (IKE_SA_INIT / IKE_AUTH, MQTT SYN) from
+    /// it, precise CLOCK_MONOTONIC ns; 0: none seen.
+    pub session_ns: u64,
 }
 
 /// The AP table with each AP's per-CPU slots merged: packets and bytes
@@ -118,6 +121,7 @@ pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<ApSeen>, MonitorError> {
                 }
             }
             seen.last_seen_ns = seen.last_seen_ns.max(slot.last_seen_ns);
+            seen.session_ns = seen.session_ns.max(slot.session_ns);
             seen.packets += slot.packets;
             seen.bytes += slot.bytes;
         }

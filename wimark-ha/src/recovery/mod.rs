@@ -76,6 +76,46 @@ pub struct RecoveryRecord {
     pub mqtt: Option<mqtt::KickReport>,
 }
 
+/// Which APs came back after a takeover: each AP counts once it opened a
+/// session with the new master (an IKE_SA_INIT / IKE_AUTH message, or a
+/// SYN to the broker, stamped by the XDP program) — not at its first
+/// packet, which may be its stale SA's or connection's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApsBackDetail {
+    /// APs active before the takeover (synced from the peer, and ours);
+    /// 0 when none were known (then `back` counts whoever came).
+    pub expected: usize,
+    pub back: usize,
+    /// Expected APs not back when the watch ended (the first 32).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// Per AP, from the takeover decision to its session, sorted (ms; at
+    /// most [`MAX_BACK_TIMES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub back_ms: Vec<f64>,
+    /// The watch ended early: another takeover of the same instance.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded: bool,
+}
+
+/// Per-AP times kept in one journal entry.
+pub const MAX_BACK_TIMES: usize = 4096;
+/// Missing APs named in one journal entry.
+pub const MAX_MISSING_NAMED: usize = 32;
+
+impl ApsBackDetail {
+    /// The `p`th percentile of the APs back (ms), the missing ones ranked
+    /// last: None when the rank falls on a missing AP.
+    pub fn percentile_ms(&self, p: f64) -> Option<f64> {
+        let all = self.expected.max(self.back);
+        if all == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * all as f64).ceil().max(1.0) as usize;
+        self.back_ms.get(rank - 1).copied()
+    }
+}
+
 /// What a recovery hook reported.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HookReport {
