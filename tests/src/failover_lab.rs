@@ -330,7 +330,10 @@ impl FailoverLab {
                 Node::WimarkHa(daemon) => {
                     let response = wimark_ha::control::request(
                         &daemon.socket,
-                        &wimark_ha::control::Request::Switchover { instance: None },
+                        &wimark_ha::control::Request::Switchover {
+                            instance: None,
+                            back: false,
+                        },
                     )?;
                     if !response.ok {
                         bail!("switchover refused: {:?}", response.error);

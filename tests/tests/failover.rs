@@ -87,7 +87,10 @@ fn unplanned_failover_restart_and_planned_switchover() {
     // Planned switchover: A resigns, B takes over, A does not preempt back.
     let response = wimark_ha::control::request(
         &daemon_a.socket,
-        &wimark_ha::control::Request::Switchover { instance: None },
+        &wimark_ha::control::Request::Switchover {
+            instance: None,
+            back: false,
+        },
     )
     .expect("switchover");
     assert!(response.ok, "{response:?}");
@@ -107,7 +110,10 @@ fn unplanned_failover_restart_and_planned_switchover() {
     // A switchover on a node that is not master is refused, with the reason.
     let refused = wimark_ha::control::request(
         &daemon_a.socket,
-        &wimark_ha::control::Request::Switchover { instance: None },
+        &wimark_ha::control::Request::Switchover {
+            instance: None,
+            back: false,
+        },
     )
     .expect("request");
     assert!(
@@ -133,6 +139,50 @@ fn unplanned_failover_restart_and_planned_switchover() {
         "MASTER->BACKUP",
         "BACKUP->MASTER",
     ]);
+    // The hand-over is a maintenance state that status shows, until the
+    // operator ends it: then A's higher priority preempts again.
+    assert!(daemon_a.instance().expect("status").handed_over);
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", &a])
+        .arg(wimark_ha_tests::wimark_ha_bin())
+        .args(["status", "--socket"])
+        .arg(&daemon_a.socket)
+        .output()
+        .expect("wimark-ha status");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("HANDED OVER"),
+        "{output:?}"
+    );
+    let back = wimark_ha::control::request(
+        &daemon_a.socket,
+        &wimark_ha::control::Request::Switchover {
+            instance: None,
+            back: true,
+        },
+    )
+    .expect("switchover --back");
+    assert!(back.ok, "{back:?}");
+    wait_until(long, "A MASTER again", || {
+        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_a.log()));
+    assert!(!daemon_a.instance().expect("status").handed_over);
+    let again = wimark_ha::control::request(
+        &daemon_a.socket,
+        &wimark_ha::control::Request::Switchover {
+            instance: None,
+            back: true,
+        },
+    )
+    .expect("request");
+    assert!(
+        !again.ok
+            && again
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("nothing to take back")),
+        "{again:?}"
+    );
 }
 
 #[test]

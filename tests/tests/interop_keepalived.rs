@@ -105,7 +105,10 @@ fn wimark_ha_v2_master_keepalived_backup_and_switchover() {
 
     let response = wimark_ha::control::request(
         &daemon.socket,
-        &wimark_ha::control::Request::Switchover { instance: None },
+        &wimark_ha::control::Request::Switchover {
+            instance: None,
+            back: false,
+        },
     )
     .expect("switchover");
     assert!(response.ok, "{response:?}");

@@ -28,6 +28,10 @@ pub enum Request {
     /// name: every instance this node is master of.
     Switchover {
         instance: Option<String>,
+        /// End a hand-over instead (`switchover --back`): the node that
+        /// handed over may preempt again.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        back: bool,
     },
     /// Restart the daemon in place keeping mastership (`restart_hold`).
     Restart,
@@ -106,6 +110,11 @@ pub struct InstanceStatus {
     /// The instance's heartbeat links beside `interface`, if any.
     #[serde(default)]
     pub heartbeats: Vec<HeartbeatStatus>,
+    /// This node handed mastership over (`switchover`) and stays backup —
+    /// no preemption, no fast-rule takeover — until `switchover --back`, a
+    /// restart, or the new master's real death.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handed_over: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -551,6 +551,7 @@ mod tests {
                 fault: None,
                 history: vec![],
                 heartbeats: vec![],
+                handed_over: false,
             }],
             monitors: vec![serde_json::json!({
                 "interface": "eth1",

@@ -764,6 +764,102 @@ fn switchover_resigns_and_does_not_preempt_back() {
     assert_eq!(pair.states(), [State::Backup, State::Master]);
 }
 
+/// After a switchover the old master stays backup whatever a transient
+/// silence says: the fast rule stands aside (a few ms of silence from the
+/// new master are not its death), the RFC Master_Down_Interval still
+/// answers a real death, and `switchover --back` (reclaim) lets the higher
+/// priority preempt again.
+#[test]
+fn a_handed_over_node_ignores_transient_silence_until_reclaimed() {
+    let a = Params {
+        primary_address: ip(PEER_LOW),
+        priority: 250,
+        ..fast_params()
+    };
+    let b = Params {
+        primary_address: ip(PEER_HIGH),
+        priority: 100,
+        ..fast_params()
+    };
+    let mut pair = Pair::new(a, b);
+    pair.drive(at_ms(500.0));
+    assert_eq!(pair.states(), [State::Master, State::Backup]);
+    let t = pair.now;
+    pair.routers[0].resign(t);
+    pair.collect(0);
+    pair.drive(t + ms(20));
+    assert_eq!(pair.states(), [State::Backup, State::Master]);
+    assert!(pair.routers[0].handed_over());
+    // A 5 ms silence of the new master (its CPU stalled): 1 ms x 3 would
+    // have fired, a handed-over node does not take over.
+    let silent_from = pair.now;
+    pair.alive[1] = false;
+    pair.drive(silent_from + ms(5));
+    pair.in_flight.clear();
+    pair.alive[1] = true;
+    pair.routers[1].handle_timeout(pair.now);
+    pair.collect(1);
+    pair.drive(silent_from + ms(300));
+    assert_eq!(
+        pair.states(),
+        [State::Backup, State::Master],
+        "the switchover stands: {:?}",
+        transitions(
+            &pair
+                .log
+                .iter()
+                .filter(|(i, _)| *i == 0)
+                .map(|(_, a)| a.clone())
+                .collect::<Vec<_>>()
+        )
+    );
+    // The operator ends the maintenance: A's priority preempts again.
+    let reclaimed_at = pair.now;
+    assert!(pair.routers[0].reclaim(reclaimed_at));
+    assert!(!pair.routers[0].reclaim(reclaimed_at), "only once");
+    pair.drive(reclaimed_at + ms(100));
+    assert_eq!(pair.states(), [State::Master, State::Backup]);
+    assert!(!pair.routers[0].handed_over());
+}
+
+/// A handed-over node still takes over when the new master really dies:
+/// Master_Down_Interval, not the fast rule.
+#[test]
+fn a_handed_over_node_takes_over_when_the_new_master_dies() {
+    let a = Params {
+        primary_address: ip(PEER_LOW),
+        priority: 250,
+        ..fast_params()
+    };
+    let b = Params {
+        primary_address: ip(PEER_HIGH),
+        priority: 100,
+        ..fast_params()
+    };
+    let mut pair = Pair::new(a, b);
+    pair.drive(at_ms(500.0));
+    let t = pair.now;
+    pair.routers[0].resign(t);
+    pair.collect(0);
+    pair.drive(t + ms(20));
+    assert_eq!(pair.states(), [State::Backup, State::Master]);
+    let died = pair.now;
+    pair.alive[1] = false;
+    pair.drive(died + ms(10));
+    assert_eq!(
+        pair.states()[0],
+        State::Backup,
+        "not at the fast rule's 3 ms"
+    );
+    let master_down = pair.routers[0].master_down_interval();
+    pair.drive(died + master_down + ms(2));
+    assert_eq!(pair.states()[0], State::Master, "at Master_Down_Interval");
+    assert!(
+        !pair.routers[0].handed_over(),
+        "master again: the hand-over is over"
+    );
+}
+
 #[test]
 fn resignation_of_a_fast_master_uses_the_fast_skew() {
     let params = fast_params();

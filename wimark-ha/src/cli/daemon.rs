@@ -44,6 +44,12 @@ pub struct SwitchoverArgs {
     /// Only this instance (default: every instance this node is master of).
     #[arg(long)]
     pub instance: Option<String>,
+    /// End an earlier switchover on this node (the one that handed over):
+    /// it may preempt again, and takes mastership back if its priority is
+    /// higher. Until then it stays backup whatever its priority or a
+    /// transient silence says.
+    #[arg(long)]
+    pub back: bool,
     /// The daemon's control socket.
     #[arg(long, default_value_os_t = control::default_socket())]
     pub socket: PathBuf,
@@ -105,6 +111,11 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 h.adverts_received,
                 h.last_advert_ms_ago
                     .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
+            );
+        }
+        if i.handed_over {
+            println!(
+                "  HANDED OVER: stays backup (no preemption, no fast takeover) until `wimark-ha switchover --back`"
             );
         }
         if let Some(fault) = &i.fault {
@@ -206,6 +217,7 @@ fn print_roles(roles: &crate::roles::RolesStatus) {
 pub fn switchover(args: SwitchoverArgs) -> anyhow::Result<()> {
     let request = Request::Switchover {
         instance: args.instance,
+        back: args.back,
     };
     println!("{}", ask(&args.socket, &request, "switchover refused")?);
     Ok(())

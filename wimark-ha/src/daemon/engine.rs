@@ -46,6 +46,8 @@ const STATUS_PERIOD: Duration = Duration::from_millis(50);
 pub enum Command {
     Switchover {
         instance: Option<String>,
+        /// End the hand-over instead of starting one.
+        back: bool,
         reply: mpsc::Sender<Result<String, String>>,
     },
     Shutdown,
@@ -457,8 +459,19 @@ impl Engine {
                         )));
                         return Ok(Stopped::Restart(held));
                     }
-                    Command::Switchover { instance, reply } => {
+                    Command::Switchover {
+                        instance,
+                        back: false,
+                        reply,
+                    } => {
                         let _ = reply.send(self.switchover(instance.as_deref(), t));
+                    }
+                    Command::Switchover {
+                        instance,
+                        back: true,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.switch_back(instance.as_deref(), t));
                     }
                 }
             }
@@ -568,6 +581,33 @@ impl Engine {
             (true, _) => {
                 Err("this node is master of no instance: nothing to hand over".to_string())
             }
+        }
+    }
+
+    /// Ends the hand-over of each instance that handed mastership over:
+    /// it may preempt again (and, with the higher priority, will).
+    fn switch_back(&mut self, name: Option<&str>, t: Timestamp) -> Result<String, String> {
+        if let Some(n) = name.filter(|n| !self.instances.iter().any(|i| i.config.name == *n)) {
+            return Err(format!("no instance named `{n}`"));
+        }
+        let mut ended = Vec::new();
+        for instance in &mut self.instances {
+            if name.is_some_and(|n| n != instance.config.name) {
+                continue;
+            }
+            if instance.machine.reclaim(t) {
+                tracing::info!(instance = %instance.config.name, "hand-over ended: preemption and fast detection apply again");
+                ended.push(instance.config.name.clone());
+            }
+        }
+        self.status_changed = true;
+        if ended.is_empty() {
+            Err("no instance here handed mastership over: nothing to take back".to_string())
+        } else {
+            Ok(format!(
+                "hand-over ended for {}: it preempts again if its priority is higher",
+                ended.join(", ")
+            ))
         }
     }
 
@@ -873,6 +913,7 @@ impl Engine {
                             .map(|a| t.saturating_since(a).as_millis() as u64),
                     })
                     .collect(),
+                handed_over: i.machine.handed_over(),
             })
             .collect();
         if let Ok(mut status) = self.status.lock() {

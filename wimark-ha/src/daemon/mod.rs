@@ -372,9 +372,16 @@ async fn run_bound(
                 status: Some(snapshot()),
                 ..Default::default()
             },
-            Request::Switchover { instance } => {
+            Request::Switchover { instance, back } => {
                 let (reply, reply_rx) = mpsc::channel();
-                ask_engine(Command::Switchover { instance, reply }, reply_rx)
+                ask_engine(
+                    Command::Switchover {
+                        instance,
+                        back,
+                        reply,
+                    },
+                    reply_rx,
+                )
             }
             Request::Restart => {
                 // The process that starts reads the file as it is now: a

@@ -153,8 +153,10 @@ pub struct Instance {
     /// Whether the master-down timer currently runs on skew time only
     /// (the master resigned).
     resigned: bool,
-    /// We handed mastership over on purpose: do not preempt it back until
-    /// we become master again.
+    /// We handed mastership over on purpose (a planned switchover, a
+    /// maintenance state): no preemption and no fast-rule takeover until
+    /// the operator ends it ([`reclaim`](Self::reclaim)) or we become
+    /// master because the new master really died (Master_Down_Interval).
     yielded: bool,
     /// After a switchover we keep answering on the VIPs until the new
     /// master's first advert, so no client packet falls in between.
@@ -350,6 +352,31 @@ impl Instance {
         self.release_vips_on_new_master = true;
         self.enter(State::Backup, Reason::Switchover, None);
         self.master_down_deadline = Some(now + self.master_down_interval());
+    }
+
+    /// Ends a planned switchover's maintenance state (`wimark-ha switchover
+    /// --back`): with preemption and the higher priority, the next advert
+    /// of the current master is discarded again (RFC 5798 §6.4.2) and
+    /// Master_Down_Interval later this node takes mastership back. Returns
+    /// whether there was a hand-over to end.
+    pub fn reclaim(&mut self, now: Timestamp) -> bool {
+        if !std::mem::take(&mut self.yielded) {
+            return false;
+        }
+        if self.state == State::Backup {
+            // The fast rule applies again from the master's next adverts.
+            self.stall_grace_used = false;
+            self.master_down_deadline = self
+                .master_down_deadline
+                .or(Some(now + self.master_down_interval()));
+        }
+        true
+    }
+
+    /// Whether this node handed mastership over and stays backup until
+    /// [`reclaim`](Self::reclaim).
+    pub fn handed_over(&self) -> bool {
+        self.yielded
     }
 
     /// An advert heard at `at` (the kernel's receive timestamp), already
@@ -604,6 +631,13 @@ impl Instance {
         let Some(fast) = self.params.fast_detect else {
             return;
         };
+        // Handed over on purpose: a transient silence of a few fast
+        // intervals must not undo the operator's switchover (it did: a
+        // false fast takeover took the VIP back and kept it). Only the
+        // RFC's Master_Down_Interval speaks for the new master's death.
+        if self.yielded {
+            return;
+        }
         let (Some(last), Some(previous)) = (self.last_advert_at, self.previous_advert_at) else {
             return;
         };
