@@ -6,8 +6,9 @@
 //! daemon killed at the same instant, as a power loss would), and the
 //! timeline is printed as the wire and the AP saw it, and then the container
 //! stacks as they followed the VIP (each server switches its own stacks; in
-//! the lab both share this machine's dockerd). Everything is removed at the
-//! end, whatever happens.
+//! the lab both share this machine's dockerd). Then the same loss in front
+//! of real AP clients (strongSwan and mosquitto), and when each was back.
+//! Everything is removed at the end, whatever happens.
 
 use std::time::Duration;
 
@@ -110,7 +111,61 @@ fn main() -> Result<()> {
     println!("lab: (server A's containers stay as they were: that server is lost, not demoted)");
     drop(lab);
     drop(stacks);
-    println!("lab: done; namespaces, daemons and XDP programs removed");
+    real_aps()?;
+    println!("lab: done; namespaces, daemons, IKE daemons, brokers and XDP programs removed");
+    Ok(())
+}
+
+/// The same loss in front of real AP clients: the failover is over when
+/// the APs are back, not when the VIP moved.
+fn real_aps() -> Result<()> {
+    use wimark_ha_tests::ap_clients::{ApFailover, ApIke, TunnelProbes};
+    const APS: u8 = 5;
+    println!("\nlab: part 2, real AP clients: {APS} APs, each a strongSwan charon (IKEv2, UDP-encapsulated ESP, at strongSwan's defaults: no DPD) and a mosquitto_sub (keepalive 60 s) to the VIP; charon and mosquitto on both servers; [ap_recovery] on both daemons (A shares its AP table with B; B's IKE hook is `wimark-ha ike-initiate`)");
+    let mut failover = ApFailover::new(APS, ApIke::Defaults, true, Some(60), "lab-aps")
+        .context("the real-AP lab")?;
+    let probes = TunnelProbes::start(&failover.lab)?;
+    println!("lab: every AP's tunnel and MQTT session work through server A; B knows all {APS} APs from A's sync");
+    println!("lab: now server A is lost: link cut, daemon, charon and mosquitto killed\n");
+    let loss = failover.lose_a()?;
+    let tunnels = probes.wait_all_back(loss, Duration::from_secs(10));
+    let mqtt = failover
+        .mqtt
+        .as_ref()
+        .map(|m| m.wait_all_back(loss, Duration::from_secs(10)))
+        .unwrap_or_default();
+    let shown = |d: &Option<Duration>| {
+        d.map_or("not back in 10 s".to_string(), |d| {
+            format!("{:.0} ms", d.as_secs_f64() * 1e3)
+        })
+    };
+    println!("  per AP (ms from the loss): tunnel back (first probe answered through it) / MQTT back (first message received)");
+    for (n, (tunnel, mqtt)) in tunnels.iter().zip(&mqtt).enumerate() {
+        println!(
+            "    AP {}: tunnel {} / MQTT {}",
+            n + 1,
+            shown(tunnel),
+            shown(mqtt)
+        );
+    }
+    wait_until(Duration::from_secs(5), "server B's journal", || {
+        wimark_ha::history::read(&failover.daemon_b.state_dir()).is_ok_and(|r| {
+            r.entries
+                .iter()
+                .any(|e| matches!(e, wimark_ha::history::Entry::ApsBack { .. }))
+        })
+    })
+    .ok();
+    let history = std::process::Command::new(wimark_ha_tests::wimark_ha_bin())
+        .args(["history", "--state-dir"])
+        .arg(failover.daemon_b.state_dir())
+        .output()
+        .context("wimark-ha history")?;
+    println!("  server B's `wimark-ha history`:");
+    for line in String::from_utf8_lossy(&history.stdout).lines() {
+        println!("    {line}");
+    }
+    println!("  (without [ap_recovery] these APs' tunnels never come back and MQTT waits for its 60 s keepalive: `cargo xtask bench aps`)\n");
     Ok(())
 }
 
