@@ -96,8 +96,10 @@ pub enum Command {
     /// the iptables FORWARD policy, the ports the APs and the peer need
     /// (500/udp, 4500/udp, 1883/tcp, 80/tcp, 443/tcp, 22/tcp), the peer
     /// interface, Docker and the role stacks, the peer on the peer link,
-    /// password-less ssh to it (when [peer] ssh_user is set), and a
-    /// keepalived still running on one of our VRIDs. One line per check:
+    /// password-less ssh to it (when [peer] ssh_user is set), a keepalived
+    /// still running on one of our VRIDs, each remove hook's path as the
+    /// service's capabilities reach it, and the AP recovery (the IKE hook,
+    /// MOBIKE in the strongSwan adapter's connection). One line per check:
     /// OK, WARN or FAIL with the fix. Exits 1 if anything FAILed. Changes
     /// nothing.
     Doctor(doctor::DoctorArgs),

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Selector};
 
+mod ap_recovery;
 mod hook_paths;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -83,6 +84,7 @@ pub async fn run(config: Option<&Config>) -> Vec<Finding> {
         findings.extend(interfaces(config));
         findings.extend(docker(config).await);
         findings.extend(hook_paths::check(config));
+        findings.extend(ap_recovery::check(config));
         if let Some(peer) = &config.peer {
             let interface = config.instances.first().map(|i| i.interface.as_str());
             findings.push(peer_reachable(peer.address, interface));
