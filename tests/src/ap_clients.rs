@@ -292,7 +292,7 @@ pub struct TunnelProbes {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<thread::JoinHandle<()>>,
     /// Per AP, the arrival times of answers.
-    answers: Vec<std::sync::Arc<std::sync::Mutex<Vec<Instant>>>>,
+    answers: Arrivals,
 }
 
 const PROBE_PORT: u16 = 7;
@@ -351,30 +351,43 @@ impl TunnelProbes {
     }
 
     /// Per AP, the first answer that cannot have come through the lost
-    /// server (it arrived after the cut was complete), timed from the
-    /// loss's start (None: none yet).
+    /// server, timed from the loss (None: none yet).
     pub fn back_after(&self, loss: Loss) -> Vec<Option<Duration>> {
-        self.answers
-            .iter()
-            .map(|seen| {
-                seen.lock()
-                    .ok()
-                    .and_then(|s| s.iter().find(|t| **t > loss.cut).map(|t| *t - loss.started))
-            })
-            .collect()
+        back_after(&self.answers, loss)
     }
 
     /// Waits until every AP is back, or `limit` after the loss.
     pub fn wait_all_back(&self, loss: Loss, limit: Duration) -> Vec<Option<Duration>> {
-        while loss.started.elapsed() < limit {
-            let back = self.back_after(loss);
-            if back.iter().all(Option::is_some) {
-                return back;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        self.back_after(loss)
+        wait_all_back(&self.answers, loss, limit)
     }
+}
+
+/// When something arrived at each AP (a probe's answer, an MQTT message).
+type Arrivals = Vec<std::sync::Arc<std::sync::Mutex<Vec<Instant>>>>;
+
+/// Per AP, the first arrival that cannot have come through the lost server
+/// (after its cut was complete), timed from the loss's start.
+fn back_after(arrivals: &Arrivals, loss: Loss) -> Vec<Option<Duration>> {
+    arrivals
+        .iter()
+        .map(|seen| {
+            seen.lock()
+                .ok()
+                .and_then(|s| s.iter().find(|t| **t > loss.cut).map(|t| *t - loss.started))
+        })
+        .collect()
+}
+
+/// Waits until every AP has such an arrival, or `limit` after the loss.
+fn wait_all_back(arrivals: &Arrivals, loss: Loss, limit: Duration) -> Vec<Option<Duration>> {
+    while loss.started.elapsed() < limit {
+        let back = back_after(arrivals, loss);
+        if back.iter().all(Option::is_some) {
+            return back;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    back_after(arrivals, loss)
 }
 
 impl Drop for TunnelProbes {
@@ -560,7 +573,7 @@ pub struct Mqtt {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<thread::JoinHandle<()>>,
     /// Per AP, when its messages arrived.
-    received: Vec<std::sync::Arc<std::sync::Mutex<Vec<Instant>>>>,
+    received: Arrivals,
 }
 
 impl Mqtt {
@@ -699,26 +712,12 @@ impl Mqtt {
 
     /// Per AP, the first message after the cut, timed from the loss.
     pub fn back_after(&self, loss: Loss) -> Vec<Option<Duration>> {
-        self.received
-            .iter()
-            .map(|seen| {
-                seen.lock()
-                    .ok()
-                    .and_then(|s| s.iter().find(|t| **t > loss.cut).map(|t| *t - loss.started))
-            })
-            .collect()
+        back_after(&self.received, loss)
     }
 
     /// Waits until every AP receives again, or `limit` after the loss.
     pub fn wait_all_back(&self, loss: Loss, limit: Duration) -> Vec<Option<Duration>> {
-        while loss.started.elapsed() < limit {
-            let back = self.back_after(loss);
-            if back.iter().all(Option::is_some) {
-                return back;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        self.back_after(loss)
+        wait_all_back(&self.received, loss, limit)
     }
 }
 

@@ -198,6 +198,16 @@ fn an_ike_daemon_that_is_down_is_reported_per_ap_and_quickly() {
     assert!(stderr.contains("not the documented JSON"), "{stderr}");
 }
 
+/// What `pick` takes from each entry of the daemon's failover journal.
+fn journal<T>(
+    daemon: &wimark_ha_tests::daemon::Daemon,
+    pick: impl Fn(wimark_ha::history::Entry) -> Option<T>,
+) -> Vec<T> {
+    wimark_ha::history::read(&daemon.state_dir())
+        .map(|read| read.entries.into_iter().filter_map(&pick).collect())
+        .unwrap_or_default()
+}
+
 /// The whole path with two daemons: A (master) shares its AP table with B;
 /// A is lost (link cut, daemon and IKE daemon killed); B takes the VIP,
 /// runs its IKE hook with the synced list, and every AP's tunnel works
@@ -236,18 +246,11 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
     eprintln!("AP MQTT back after node loss: {mqtt:?}");
     assert!(daemon_b.state() == "MASTER", "{}", daemon_b.log());
     // One journal entry for the takeover's recovery, every AP accounted for.
-    let recoveries = || -> Vec<wimark_ha::recovery::RecoveryRecord> {
-        wimark_ha::history::read(&daemon_b.state_dir())
-            .map(|read| {
-                read.entries
-                    .into_iter()
-                    .filter_map(|entry| match entry {
-                        wimark_ha::history::Entry::ApRecovery { record, .. } => Some(record),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+    let recoveries = || {
+        journal(daemon_b, |entry| match entry {
+            wimark_ha::history::Entry::ApRecovery { record, .. } => Some(record),
+            _ => None,
+        })
     };
     wait_until(
         Duration::from_secs(5),
@@ -264,18 +267,11 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
     assert_eq!((ike.ok, ike.failed), (usize::from(APS), 0), "{ike:?}");
     assert!(ike.error.is_none(), "{ike:?}");
     // Every AP came back, by its own new session, in one entry.
-    let aps_back = || -> Vec<wimark_ha::recovery::ApsBackDetail> {
-        wimark_ha::history::read(&daemon_b.state_dir())
-            .map(|read| {
-                read.entries
-                    .into_iter()
-                    .filter_map(|entry| match entry {
-                        wimark_ha::history::Entry::ApsBack { per_ap, .. } => per_ap,
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+    let aps_back = || {
+        journal(daemon_b, |entry| match entry {
+            wimark_ha::history::Entry::ApsBack { per_ap, .. } => per_ap,
+            _ => None,
+        })
     };
     wait_until(Duration::from_secs(5), "APs back in B's journal", || {
         !aps_back().is_empty()

@@ -221,6 +221,17 @@ fn doctor_passes_a_healthy_server_and_fails_each_broken_check() {
     ns(&a, &["ip", "link", "set", "eth1", "down"]);
     expect_fail(&healthy, &["interface eth1", "peer"], "peer link down");
     ns(&a, &["ip", "link", "set", "eth1", "up"]);
+    // The operational state follows the admin state a moment later; the
+    // next checks need the link really up again (a fixed order raced).
+    wimark_ha_tests::daemon::wait_until(Duration::from_secs(5), "eth1 up again", || {
+        Command::new("ip")
+            .args(["-n", &a, "-br", "link", "show", "eth1"])
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1) == Some("UP")
+            })
+    })
+    .expect("eth1 up");
 
     let keepalived = Keepalived::start(
         &a,

@@ -764,13 +764,8 @@ fn switchover_resigns_and_does_not_preempt_back() {
     assert_eq!(pair.states(), [State::Backup, State::Master]);
 }
 
-/// After a switchover the old master stays backup whatever a transient
-/// silence says: the fast rule stands aside (a few ms of silence from the
-/// new master are not its death), the RFC Master_Down_Interval still
-/// answers a real death, and `switchover --back` (reclaim) lets the higher
-/// priority preempt again.
-#[test]
-fn a_handed_over_node_ignores_transient_silence_until_reclaimed() {
+/// A fast pair where A (250) was master and handed over to B (100).
+fn handed_over_fast_pair() -> Pair {
     let a = Params {
         primary_address: ip(PEER_LOW),
         priority: 250,
@@ -789,6 +784,17 @@ fn a_handed_over_node_ignores_transient_silence_until_reclaimed() {
     pair.collect(0);
     pair.drive(t + ms(20));
     assert_eq!(pair.states(), [State::Backup, State::Master]);
+    pair
+}
+
+/// After a switchover the old master stays backup whatever a transient
+/// silence says: the fast rule stands aside (a few ms of silence from the
+/// new master are not its death), the RFC Master_Down_Interval still
+/// answers a real death, and `switchover --back` (reclaim) lets the higher
+/// priority preempt again.
+#[test]
+fn a_handed_over_node_ignores_transient_silence_until_reclaimed() {
+    let mut pair = handed_over_fast_pair();
     assert!(pair.routers[0].handed_over());
     // A 5 ms silence of the new master (its CPU stalled): 1 ms x 3 would
     // have fired, a handed-over node does not take over.
@@ -826,23 +832,7 @@ fn a_handed_over_node_ignores_transient_silence_until_reclaimed() {
 /// Master_Down_Interval, not the fast rule.
 #[test]
 fn a_handed_over_node_takes_over_when_the_new_master_dies() {
-    let a = Params {
-        primary_address: ip(PEER_LOW),
-        priority: 250,
-        ..fast_params()
-    };
-    let b = Params {
-        primary_address: ip(PEER_HIGH),
-        priority: 100,
-        ..fast_params()
-    };
-    let mut pair = Pair::new(a, b);
-    pair.drive(at_ms(500.0));
-    let t = pair.now;
-    pair.routers[0].resign(t);
-    pair.collect(0);
-    pair.drive(t + ms(20));
-    assert_eq!(pair.states(), [State::Backup, State::Master]);
+    let mut pair = handed_over_fast_pair();
     let died = pair.now;
     pair.alive[1] = false;
     pair.drive(died + ms(10));
