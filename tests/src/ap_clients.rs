@@ -360,10 +360,34 @@ impl TunnelProbes {
     pub fn wait_all_back(&self, loss: Loss, limit: Duration) -> Vec<Option<Duration>> {
         wait_all_back(&self.answers, loss, limit)
     }
+
+    /// Per AP, the longest silence in the answers from `from` to `until`.
+    pub fn longest_gap(&self, from: Instant, until: Instant) -> Vec<Duration> {
+        longest_gap(&self.answers, from, until)
+    }
 }
 
 /// When something arrived at each AP (a probe's answer, an MQTT message).
 type Arrivals = Vec<std::sync::Arc<std::sync::Mutex<Vec<Instant>>>>;
+
+/// Per AP, the longest silence between arrivals from `from` to `until`
+/// (a silence still running at `until` counts up to it): the outage a
+/// planned switchover caused, where nothing is lost outright.
+fn longest_gap(arrivals: &Arrivals, from: Instant, until: Instant) -> Vec<Duration> {
+    arrivals
+        .iter()
+        .map(|seen| {
+            let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+            let mut last = from;
+            let mut longest = Duration::ZERO;
+            for t in seen.into_iter().filter(|t| *t > from && *t <= until) {
+                longest = longest.max(t - last);
+                last = t;
+            }
+            longest.max(until.saturating_duration_since(last))
+        })
+        .collect()
+}
 
 /// Per AP, the first arrival that cannot have come through the lost server
 /// (after its cut was complete), timed from the loss's start.
@@ -529,6 +553,28 @@ impl ApFailover {
             mqtt.lose_a();
         }
         Ok(Loss { started, cut })
+    }
+}
+
+impl ApFailover {
+    /// A planned switchover: A hands mastership to B (`wimark-ha
+    /// switchover`); returns when it was asked. Everything stays up.
+    pub fn switch_over(&self) -> Result<Instant> {
+        let asked = Instant::now();
+        let response = wimark_ha::control::request(
+            &self.daemon_a.socket,
+            &wimark_ha::control::Request::Switchover {
+                instance: None,
+                back: false,
+            },
+        )?;
+        if !response.ok {
+            bail!("switchover refused: {response:?}");
+        }
+        crate::daemon::wait_until(Duration::from_secs(5), "B MASTER", || {
+            self.daemon_b.state() == "MASTER"
+        })?;
+        Ok(asked)
     }
 }
 
@@ -718,6 +764,11 @@ impl Mqtt {
     /// Waits until every AP receives again, or `limit` after the loss.
     pub fn wait_all_back(&self, loss: Loss, limit: Duration) -> Vec<Option<Duration>> {
         wait_all_back(&self.received, loss, limit)
+    }
+
+    /// Per AP, the longest silence in the messages from `from` to `until`.
+    pub fn longest_gap(&self, from: Instant, until: Instant) -> Vec<Duration> {
+        longest_gap(&self.received, from, until)
     }
 }
 

@@ -118,5 +118,46 @@ pub fn run(aps: u8, wait: Duration, mqtt_keepalive: u16) -> Result<()> {
             summary(&mqtt, wait)
         );
     }
+    println!("\nPlanned switchover (`wimark-ha switchover` on A; both servers stay up): the longest silence each AP saw, from the switchover until {} s after it (an AP whose tunnel never came back shows the whole window).\n", wait.as_secs());
+    println!("| servers | AP IKE settings | tunnel: longest silence p50 | p99 | max | MQTT: longest silence p50 | p99 | max |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for (name, recovery) in [
+        ("wimark-ha + AP recovery", true),
+        ("wimark-ha, no AP recovery", false),
+    ] {
+        let failover = ApFailover::new(
+            aps,
+            ApIke::Defaults,
+            recovery,
+            Some(mqtt_keepalive),
+            &format!("bench-aps-so-{}", recovery as u8),
+        )?;
+        let probes = TunnelProbes::start(&failover.lab)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let asked = failover.switch_over()?;
+        std::thread::sleep(wait);
+        let until = asked + wait;
+        let gaps = |mut gaps: Vec<Duration>| {
+            gaps.sort();
+            if gaps.is_empty() {
+                return "- | - | -".to_string();
+            }
+            format!(
+                "{} | {} | {}",
+                ms(percentile(&gaps, 50.0)),
+                ms(percentile(&gaps, 99.0)),
+                ms(gaps[gaps.len() - 1])
+            )
+        };
+        let tunnel = gaps(probes.longest_gap(asked, until));
+        let mqtt = gaps(
+            failover
+                .mqtt
+                .as_ref()
+                .map(|m| m.longest_gap(asked, until))
+                .unwrap_or_default(),
+        );
+        println!("| {name} | strongSwan defaults (no DPD) | {tunnel} | {mqtt} |");
+    }
     Ok(())
 }
