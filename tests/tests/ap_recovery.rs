@@ -289,6 +289,16 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
         back[0].back_ms.iter().all(|ms| *ms > 0.0 && *ms < 2000.0),
         "{back:?}"
     );
+    // `status` shows the same.
+    let shown = daemon_b.status().expect("status").aps_back;
+    assert_eq!(
+        shown
+            .iter()
+            .map(|b| (b.instance.as_str(), b.detail.back))
+            .collect::<Vec<_>>(),
+        [("WIM1", usize::from(APS))],
+        "{shown:?}"
+    );
     let kicked = record.mqtt.as_ref().expect("the MQTT kick ran");
     assert_eq!(kicked.connections, usize::from(APS), "{kicked:?}");
     assert!(kicked.errors.is_empty(), "{kicked:?}");

@@ -76,6 +76,10 @@ pub struct DaemonStatus {
     /// The AP table shared with the peer, when `[ap_recovery]` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ap_sync: Option<crate::recovery::sync::SyncStatus>,
+    /// Per instance, when the APs came back after its latest takeover (by
+    /// this process; `history` keeps them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aps_back: Vec<crate::recovery::LastApsBack>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

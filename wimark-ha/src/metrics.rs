@@ -561,6 +561,7 @@ mod tests {
             roles: None,
             started_unix_ms: 0,
             ap_sync: None,
+            aps_back: Vec::new(),
         }
     }
 

@@ -137,6 +137,27 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             );
         }
     }
+    for back in &status.aps_back {
+        let d = &back.detail;
+        let at = |p: f64| {
+            d.percentile_ms(p)
+                .map_or("-".to_string(), |ms| format!("{ms:.1} ms"))
+        };
+        println!(
+            "APs back after {}'s latest takeover: {} of {} expected, after {:.1} ms (per AP p50 {}, p99 {}){}",
+            back.instance,
+            d.back,
+            d.expected,
+            back.after_ms,
+            at(50.0),
+            at(99.0),
+            if d.missing.is_empty() {
+                String::new()
+            } else {
+                format!("; missing: {}", d.missing.join(", "))
+            }
+        );
+    }
     if let Some(sync) = &status.ap_sync {
         let rejected: u64 = sync.rejected.values().sum();
         println!(

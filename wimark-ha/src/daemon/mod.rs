@@ -275,6 +275,9 @@ async fn run_bound(
     };
     let (commands_tx, commands_rx) = mpsc::channel();
     let wake_fd = Arc::new(eventfd()?);
+    // Per instance, when its APs came back after its latest takeover
+    // (written by the observer).
+    let aps_back: Arc<Mutex<Vec<crate::recovery::LastApsBack>>> = Arc::default();
     // The status as `status` and the metrics endpoint see it.
     let snapshot: Arc<dyn Fn() -> DaemonStatus + Send + Sync> = {
         let status = status.clone();
@@ -282,9 +285,11 @@ async fn run_bound(
         let roles_status = roles_status.clone();
         let roles_instance = roles_instance.clone();
         let ap_recovery = ap_recovery.clone();
+        let aps_back = aps_back.clone();
         Arc::new(move || {
             let mut snapshot = status.lock().map(|s| s.clone()).unwrap_or_default();
             snapshot.ap_sync = ap_recovery.as_ref().map(|r| r.status());
+            snapshot.aps_back = aps_back.lock().map(|a| a.clone()).unwrap_or_default();
             if let Ok(monitors) = monitors.lock() {
                 snapshot.monitors = monitors
                     .iter()
@@ -342,6 +347,7 @@ async fn run_bound(
             after_containers: roles_instance.as_deref() == Some(recovery.config.instance.as_str()),
             recovery,
         }),
+        aps_back,
     ));
     let handler: control::Handler = {
         let snapshot = snapshot.clone();

@@ -64,6 +64,7 @@ pub async fn run(
     own: WeakUnboundedSender<Observed>,
     mut events: UnboundedReceiver<Observed>,
     recovery: Option<Recovery>,
+    last_aps_back: Arc<Mutex<Vec<crate::recovery::LastApsBack>>>,
 ) {
     // A takeover whose recovery waits for the master stack.
     let mut recovery_pending = false;
@@ -132,11 +133,20 @@ pub async fn run(
                 metrics.observe(&entry);
                 if let Entry::ApsBack {
                     instance,
+                    at_unix_ms,
                     after_ms,
                     per_ap: Some(detail),
-                    ..
                 } = &entry
                 {
+                    if let Ok(mut last) = last_aps_back.lock() {
+                        last.retain(|l| &l.instance != instance);
+                        last.push(crate::recovery::LastApsBack {
+                            instance: instance.clone(),
+                            at_unix_ms: *at_unix_ms,
+                            after_ms: *after_ms,
+                            detail: detail.clone(),
+                        });
+                    }
                     tracing::info!(
                         %instance,
                         after_ms,

@@ -98,6 +98,16 @@ pub struct ApsBackDetail {
     pub superseded: bool,
 }
 
+/// An instance's latest takeover as `status` shows it: when its APs came
+/// back (the same as its journal entry).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LastApsBack {
+    pub instance: String,
+    pub at_unix_ms: u64,
+    pub after_ms: f64,
+    pub detail: ApsBackDetail,
+}
+
 /// Per-AP times kept in one journal entry.
 pub const MAX_BACK_TIMES: usize = 4096;
 /// Missing APs named in one journal entry.
