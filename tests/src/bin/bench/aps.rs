@@ -2,7 +2,8 @@
 //! loss — strongSwan initiators (at their defaults and with DPD 1 s) and
 //! mosquitto subscribers in front of two wimark-ha servers, with and
 //! without the AP recovery (synced AP table, `wimark-ha ike-initiate`, the
-//! MQTT kick). "Tunnel back" is the first UDP probe answered through the
+//! MQTT kick), and in front of keepalived with the vendor's config; then
+//! a planned switchover. "Tunnel back" is the first UDP probe answered through the
 //! AP's tunnel after the loss (each AP probes every 10 ms); "MQTT back" the
 //! first message its subscriber receives (a message every 100 ms).
 
@@ -10,6 +11,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use wimark_ha_tests::ap_clients::{ApFailover, ApIke, TunnelProbes};
+
+/// Per AP, when it was back (None: not within the wait).
+type PerAp = Vec<Option<Duration>>;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -118,6 +122,17 @@ pub fn run(aps: u8, wait: Duration, mqtt_keepalive: u16) -> Result<()> {
             summary(&mqtt, wait)
         );
     }
+    for (ike, ike_name) in [
+        (ApIke::Defaults, "strongSwan defaults (no DPD)"),
+        (ApIke::Dpd1s, "DPD 1 s, restart"),
+    ] {
+        let (vip, tunnels, mqtt) = keepalived_row(aps, ike, wait, mqtt_keepalive)?;
+        println!(
+            "| keepalived, the vendor's VRRPv2 1 s config | {ike_name} | {vip} | {} | {} |",
+            summary(&tunnels, wait),
+            summary(&mqtt, wait)
+        );
+    }
     println!("\nPlanned switchover (`wimark-ha switchover` on A; both servers stay up): the longest silence each AP saw, from the switchover until {} s after it (an AP whose tunnel never came back shows the whole window).\n", wait.as_secs());
     println!("| servers | AP IKE settings | tunnel: longest silence p50 | p99 | max | MQTT: longest silence p50 | p99 | max |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
@@ -160,4 +175,79 @@ pub fn run(aps: u8, wait: Duration, mqtt_keepalive: u16) -> Result<()> {
         println!("| {name} | strongSwan defaults (no DPD) | {tunnel} | {mqtt} |");
     }
     Ok(())
+}
+
+/// The seed's setup: keepalived (VRRPv2, advert_int 1, auth PASS) on both
+/// servers in front of the same AP clients; A lost the same way.
+fn keepalived_row(
+    aps: u8,
+    ike: ApIke,
+    wait: Duration,
+    mqtt_keepalive: u16,
+) -> Result<(String, PerAp, PerAp)> {
+    use wimark_ha_tests::{
+        ap_clients::{
+            ap_address, initiator_conf, responder_conf, tunnel_works, ApLab, Charon, Loss, Mqtt,
+            VIP,
+        },
+        daemon::{has_address, wait_until},
+        keepalived::{Instance, Keepalived},
+    };
+    let lab = ApLab::new(aps)?;
+    let scratch = wimark_ha_tests::Scratch::new("bench-aps-keepalived");
+    let mut charon_a = Charon::start(&lab.a, &scratch.0.join("charon-a"))?;
+    let charon_b = Charon::start(&lab.b, &scratch.0.join("charon-b"))?;
+    for charon in [&charon_a, &charon_b] {
+        charon.load(&responder_conf(VIP))?;
+    }
+    let instance = |priority| Instance {
+        version: 2,
+        priority,
+        advert_int: "1",
+        auth_pass: Some("wimark12"),
+        vrid: 67,
+        vip: "10.77.0.100/24",
+        nopreempt: false,
+    };
+    let mut keepalived_a = Keepalived::start(&lab.a, "bench-aps-a", &instance(200))?;
+    wait_until(
+        Duration::from_secs(10),
+        "keepalived A holds the VIP",
+        || has_address(&lab.a, "eth1", VIP),
+    )?;
+    let _keepalived_b = Keepalived::start(&lab.b, "bench-aps-b", &instance(100))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let mut ap_charons = Vec::new();
+    for n in 1..=aps {
+        let charon = Charon::start(
+            &lab.aps[usize::from(n) - 1],
+            &scratch.0.join(format!("ap{n}")),
+        )?;
+        charon.load(&initiator_conf(n, &ap_address(n), VIP, ike))?;
+        ap_charons.push(charon);
+    }
+    for n in 1..=aps {
+        wait_until(Duration::from_secs(20), "an AP's tunnel to A", || {
+            tunnel_works(&lab.aps[usize::from(n) - 1], n, Duration::from_secs(1))
+        })?;
+    }
+    let mut mqtt = Mqtt::start(&lab, &scratch.0.join("mqtt"), mqtt_keepalive)?;
+    let probes = TunnelProbes::start(&lab)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    keepalived_a.kill();
+    wimark_ha_tests::lab::ip(&["-n", &lab.a, "link", "set", "eth1", "down"])?;
+    let loss = Loss {
+        started,
+        cut: std::time::Instant::now(),
+    };
+    charon_a.kill();
+    mqtt.lose_a();
+    let vip = match wait_until(wait, "the VIP on B", || has_address(&lab.b, "eth1", VIP)) {
+        Ok(()) => ms(started.elapsed()),
+        Err(_) => format!("> {} s", wait.as_secs()),
+    };
+    let tunnels = probes.wait_all_back(loss, wait);
+    let mqtt_back = mqtt.wait_all_back(loss, wait);
+    Ok((vip, tunnels, mqtt_back))
 }
