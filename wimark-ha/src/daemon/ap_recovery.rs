@@ -357,3 +357,74 @@ pub async fn run_hook(argv: &[String], timeout: Duration, list: &ApList) -> Hook
     report.took_ms = started.elapsed().as_secs_f64() * 1e3;
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(addresses: &[&str]) -> ApList {
+        ApList {
+            aps: addresses
+                .iter()
+                .map(|a| ApEntry {
+                    address: a.to_string(),
+                    ike_port: None,
+                })
+                .collect(),
+            ..ApList::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_hangs_is_killed_at_its_timeout() {
+        let argv = ["/bin/sleep".to_string(), "10".to_string()];
+        let started = Instant::now();
+        let report = run_hook(&argv, Duration::from_millis(200), &list(&["10.0.0.1"])).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "{report:?}");
+        assert!(
+            report
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("timed out")),
+            "{report:?}"
+        );
+        assert_eq!((report.ok, report.failed), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_hook_reports_per_ap_and_a_silent_failure_is_an_error() {
+        let script = r#"cat > /dev/null; echo '{"address":"10.0.0.1","ok":true,"took_ms":1.0}'; echo '{"address":"10.0.0.2","ok":false,"took_ms":2.0,"error":"no"}'; echo 'noise'; exit 1"#;
+        let argv = ["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
+        let report = run_hook(
+            &argv,
+            Duration::from_secs(5),
+            &list(&["10.0.0.1", "10.0.0.2"]),
+        )
+        .await;
+        assert_eq!((report.ok, report.failed), (1, 1), "{report:?}");
+        assert_eq!(report.failures, ["10.0.0.2: no"]);
+        assert!(report.error.is_none(), "every AP reported: {report:?}");
+        let silent = [
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            "echo broken >&2; exit 3".to_string(),
+        ];
+        let report = run_hook(&silent, Duration::from_secs(5), &list(&["10.0.0.1"])).await;
+        assert!(
+            report
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("broken")),
+            "{report:?}"
+        );
+        let missing = ["/nonexistent/hook".to_string()];
+        let report = run_hook(&missing, Duration::from_secs(5), &list(&["10.0.0.1"])).await;
+        assert!(
+            report
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("/nonexistent/hook")),
+            "{report:?}"
+        );
+    }
+}

@@ -126,65 +126,92 @@ pub fn run(aps: u8, wait: Duration, mqtt_keepalive: u16) -> Result<()> {
         (ApIke::Defaults, "strongSwan defaults (no DPD)"),
         (ApIke::Dpd1s, "DPD 1 s, restart"),
     ] {
-        let (vip, tunnels, mqtt) = keepalived_row(aps, ike, wait, mqtt_keepalive)?;
+        let Row::Loss(vip, tunnels, mqtt) = keepalived_row(aps, ike, wait, mqtt_keepalive, false)?
+        else {
+            unreachable!("a node loss row");
+        };
         println!(
             "| keepalived, the vendor's VRRPv2 1 s config | {ike_name} | {vip} | {} | {} |",
             summary(&tunnels, wait),
             summary(&mqtt, wait)
         );
     }
-    println!("\nPlanned switchover (`wimark-ha switchover` on A; both servers stay up): the longest silence each AP saw, from the switchover until {} s after it (an AP whose tunnel never came back shows the whole window).\n", wait.as_secs());
+    println!("\nPlanned switchover (`wimark-ha switchover` on A, or keepalived stopped on A; both servers stay up): the longest silence each AP saw, from the switchover until {} s after it (an AP whose tunnel never came back shows the whole window).\n", wait.as_secs());
     println!("| servers | AP IKE settings | tunnel: longest silence p50 | p99 | max | MQTT: longest silence p50 | p99 | max |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
-    for (name, recovery) in [
-        ("wimark-ha + AP recovery", true),
-        ("wimark-ha, no AP recovery", false),
+    let gaps = |mut gaps: Vec<Duration>| {
+        gaps.sort();
+        if gaps.is_empty() {
+            return "- | - | -".to_string();
+        }
+        format!(
+            "{} | {} | {}",
+            ms(percentile(&gaps, 50.0)),
+            ms(percentile(&gaps, 99.0)),
+            ms(gaps[gaps.len() - 1])
+        )
+    };
+    for (ike, ike_name) in [
+        (ApIke::Defaults, "strongSwan defaults (no DPD)"),
+        (ApIke::Dpd1s, "DPD 1 s, restart"),
     ] {
-        let failover = ApFailover::new(
-            aps,
-            ApIke::Defaults,
-            recovery,
-            Some(mqtt_keepalive),
-            &format!("bench-aps-so-{}", recovery as u8),
-        )?;
-        let probes = TunnelProbes::start(&failover.lab)?;
-        std::thread::sleep(Duration::from_millis(300));
-        let asked = failover.switch_over()?;
-        std::thread::sleep(wait);
-        let until = asked + wait;
-        let gaps = |mut gaps: Vec<Duration>| {
-            gaps.sort();
-            if gaps.is_empty() {
-                return "- | - | -".to_string();
-            }
-            format!(
-                "{} | {} | {}",
-                ms(percentile(&gaps, 50.0)),
-                ms(percentile(&gaps, 99.0)),
-                ms(gaps[gaps.len() - 1])
-            )
+        for (name, recovery) in [
+            ("wimark-ha + AP recovery", true),
+            ("wimark-ha, no AP recovery", false),
+        ] {
+            let failover = ApFailover::new(
+                aps,
+                ike,
+                recovery,
+                Some(mqtt_keepalive),
+                &format!("bench-aps-so-{}", recovery as u8),
+            )?;
+            let probes = TunnelProbes::start(&failover.lab)?;
+            std::thread::sleep(Duration::from_millis(300));
+            let asked = failover.switch_over()?;
+            std::thread::sleep(wait);
+            let until = asked + wait;
+            let tunnel = gaps(probes.longest_gap(asked, until));
+            let mqtt = gaps(
+                failover
+                    .mqtt
+                    .as_ref()
+                    .map(|m| m.longest_gap(asked, until))
+                    .unwrap_or_default(),
+            );
+            println!("| {name} | {ike_name} | {tunnel} | {mqtt} |");
+        }
+        let Row::Switchover(tunnel, mqtt) = keepalived_row(aps, ike, wait, mqtt_keepalive, true)?
+        else {
+            unreachable!("a switchover row");
         };
-        let tunnel = gaps(probes.longest_gap(asked, until));
-        let mqtt = gaps(
-            failover
-                .mqtt
-                .as_ref()
-                .map(|m| m.longest_gap(asked, until))
-                .unwrap_or_default(),
+        println!(
+            "| keepalived, the vendor's config (SIGTERM on A: priority 0) | {ike_name} | {} | {} |",
+            gaps(tunnel),
+            gaps(mqtt)
         );
-        println!("| {name} | strongSwan defaults (no DPD) | {tunnel} | {mqtt} |");
     }
     Ok(())
 }
 
+/// One keepalived row: after a node loss (VIP time, tunnels and MQTT
+/// back), or after a planned hand-over (each AP's longest silence).
+enum Row {
+    Loss(String, PerAp, PerAp),
+    Switchover(Vec<Duration>, Vec<Duration>),
+}
+
 /// The seed's setup: keepalived (VRRPv2, advert_int 1, auth PASS) on both
-/// servers in front of the same AP clients; A lost the same way.
+/// servers in front of the same AP clients; A lost the same way, or (with
+/// `planned`) stopped cleanly, as the vendor hands over: SIGTERM, a
+/// priority-0 advert.
 fn keepalived_row(
     aps: u8,
     ike: ApIke,
     wait: Duration,
     mqtt_keepalive: u16,
-) -> Result<(String, PerAp, PerAp)> {
+    planned: bool,
+) -> Result<Row> {
     use wimark_ha_tests::{
         ap_clients::{
             ap_address, initiator_conf, responder_conf, tunnel_works, ApLab, Charon, Loss, Mqtt,
@@ -235,6 +262,15 @@ fn keepalived_row(
     let probes = TunnelProbes::start(&lab)?;
     std::thread::sleep(Duration::from_millis(300));
     let started = std::time::Instant::now();
+    if planned {
+        keepalived_a.signal(libc::SIGTERM);
+        std::thread::sleep(wait);
+        let until = started + wait;
+        return Ok(Row::Switchover(
+            probes.longest_gap(started, until),
+            mqtt.longest_gap(started, until),
+        ));
+    }
     keepalived_a.kill();
     wimark_ha_tests::lab::ip(&["-n", &lab.a, "link", "set", "eth1", "down"])?;
     let loss = Loss {
@@ -249,5 +285,5 @@ fn keepalived_row(
     };
     let tunnels = probes.wait_all_back(loss, wait);
     let mqtt_back = mqtt.wait_all_back(loss, wait);
-    Ok((vip, tunnels, mqtt_back))
+    Ok(Row::Loss(vip, tunnels, mqtt_back))
 }
