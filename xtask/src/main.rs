@@ -86,7 +86,8 @@ enum Bench {
         args: Vec<String>,
     },
     /// Failover timelines (capture on the lab bridge, AP probe stream) of
-    /// wimark-ha beside keepalived at VRRPv3 10 ms and the vendor's v2 1 s.
+    /// wimark-ha beside keepalived at VRRPv3 10 ms and the vendor's v2 1 s,
+    /// then the rows of `bench aps` (real AP clients; `-- --no-aps` skips).
     Failover {
         /// Arguments for the benchmark binary (see `--help` after `--`).
         #[arg(last = true)]

@@ -76,6 +76,10 @@ enum Which {
         /// Where to write the plot of every trial (SVG).
         #[arg(long, default_value = "target/bench/failover-timelines.svg")]
         svg: std::path::PathBuf,
+        /// Skip the rows with real AP clients (`bench aps`, 20 APs,
+        /// about 7 minutes).
+        #[arg(long)]
+        no_aps: bool,
     },
     /// Real AP clients (strongSwan) after a node loss: tunnel back per AP,
     /// with and without the AP recovery.
@@ -183,9 +187,17 @@ fn main() -> Result<()> {
             trials,
             vendor_trials,
             svg,
+            no_aps,
         } => {
             require_root("the failover benchmark");
-            return failover::run(trials, vendor_trials, &svg);
+            failover::run(trials, vendor_trials, &svg)?;
+            // A failover is over when the APs are back: the same losses
+            // in front of real AP clients.
+            if !no_aps {
+                println!();
+                aps::run(20, std::time::Duration::from_secs(20), 5)?;
+            }
+            return Ok(());
         }
     };
     require_root("the XDP benchmark");
