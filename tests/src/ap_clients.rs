@@ -254,6 +254,38 @@ impl ApLab {
     }
 }
 
+impl ApLab {
+    /// charon responders on both servers (files under `dir`), for `vip`.
+    pub fn responders(&self, dir: &Path) -> Result<(Charon, Charon)> {
+        let a = Charon::start(&self.a, &dir.join("charon-a"))?;
+        let b = Charon::start(&self.b, &dir.join("charon-b"))?;
+        for charon in [&a, &b] {
+            charon.load(&responder_conf(VIP))?;
+        }
+        Ok((a, b))
+    }
+
+    /// Every AP's initiator (`ike` settings) to the VIP; returns once every
+    /// AP's tunnel works (or says which did not, with its charon's log).
+    pub fn start_aps(&self, dir: &Path, ike: ApIke) -> Result<Vec<Charon>> {
+        let mut charons = Vec::new();
+        for (i, namespace) in self.aps.iter().enumerate() {
+            let n = i as u8 + 1;
+            let charon = Charon::start(namespace, &dir.join(format!("ap{n}")))?;
+            charon.load(&initiator_conf(n, &ap_address(n), VIP, ike))?;
+            charons.push(charon);
+        }
+        for (i, namespace) in self.aps.iter().enumerate() {
+            let n = i as u8 + 1;
+            crate::daemon::wait_until(Duration::from_secs(20), "an AP's tunnel to the VIP", || {
+                tunnel_works(namespace, n, Duration::from_secs(1))
+            })
+            .with_context(|| format!("AP {n}:\n{}", charons[i].log()))?;
+        }
+        Ok(charons)
+    }
+}
+
 /// AP `n`'s address on the controller's segment.
 pub fn ap_address(n: u8) -> String {
     format!("10.77.0.{}", 50 + u16::from(n))
@@ -451,11 +483,7 @@ impl ApFailover {
         use crate::daemon::{config, wait_until, Daemon, FAST};
         let lab = ApLab::new(count)?;
         let scratch = crate::Scratch::new(tag);
-        let charon_a = Charon::start(&lab.a, &scratch.0.join("charon-a"))?;
-        let charon_b = Charon::start(&lab.b, &scratch.0.join("charon-b"))?;
-        for charon in [&charon_a, &charon_b] {
-            charon.load(&responder_conf(VIP))?;
-        }
+        let (charon_a, charon_b) = lab.responders(&scratch.0)?;
         let key = scratch.0.join("ap-sync.key");
         std::fs::write(&key, "lab-key-0123456789abcdef\n")?;
         use std::os::unix::fs::PermissionsExt as _;
@@ -485,21 +513,7 @@ impl ApFailover {
             daemon_b.state() == "BACKUP"
         })
         .with_context(|| daemon_b.log())?;
-        let mut aps = Vec::new();
-        for n in 1..=count {
-            let charon = Charon::start(
-                &lab.aps[usize::from(n) - 1],
-                &scratch.0.join(format!("ap{n}")),
-            )?;
-            charon.load(&initiator_conf(n, &ap_address(n), VIP, ike))?;
-            aps.push(charon);
-        }
-        for n in 1..=count {
-            wait_until(Duration::from_secs(20), "an AP's tunnel to A", || {
-                tunnel_works(&lab.aps[usize::from(n) - 1], n, Duration::from_secs(1))
-            })
-            .with_context(|| format!("AP {n}:\n{}", aps[usize::from(n) - 1].log()))?;
-        }
+        let aps = lab.start_aps(&scratch.0, ike)?;
         let mqtt = match mqtt_keepalive {
             Some(keepalive) => Some(Mqtt::start(&lab, &scratch.0.join("mqtt"), keepalive)?),
             None => None,

@@ -213,15 +213,7 @@ impl FailoverLab {
             Pair::KeepalivedVendor => Node::Keepalived(Keepalived::start(
                 namespace,
                 name,
-                &Instance {
-                    version: 2,
-                    priority,
-                    advert_int: "1",
-                    auth_pass: Some("wimark12"),
-                    vrid: 67,
-                    vip: "10.77.0.100/24",
-                    nopreempt: false,
-                },
+                &Instance::vendor(priority),
             )?),
         })
     }

@@ -31,6 +31,22 @@ pub struct Instance<'a> {
     pub nopreempt: bool,
 }
 
+impl Instance<'static> {
+    /// The vendor's keepalived.conf (VRRPv2, advert_int 1, auth PASS, VRID
+    /// 67) with the lab's VIP, at `priority`.
+    pub fn vendor(priority: u8) -> Self {
+        Self {
+            version: 2,
+            priority,
+            advert_int: "1",
+            auth_pass: Some("wimark12"),
+            vrid: 67,
+            vip: "10.77.0.100/24",
+            nopreempt: false,
+        }
+    }
+}
+
 impl Keepalived {
     pub fn start(namespace: &str, name: &str, instance: &Instance) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("wimark-ha-keepalived-{namespace}-{name}"));

@@ -10,8 +10,7 @@ use std::{
 
 use wimark_ha_tests::{
     ap_clients::{
-        adapter_toml, ap_address, initiator_conf, responder_conf, tunnel_works, ApFailover, ApIke,
-        ApLab, Charon, TunnelProbes, VIP,
+        adapter_toml, ap_address, tunnel_works, ApFailover, ApIke, ApLab, TunnelProbes, VIP,
     },
     daemon::wait_until,
     lab::ip,
@@ -69,28 +68,10 @@ fn the_new_masters_ike_initiation_brings_stale_ap_tunnels_back() {
         "eth1",
     ])
     .expect("VIP on A");
-    let mut charon_a = Charon::start(&lab.a, &scratch.0.join("a")).expect("charon A");
-    let charon_b = Charon::start(&lab.b, &scratch.0.join("b")).expect("charon B");
-    for charon in [&charon_a, &charon_b] {
-        charon.load(&responder_conf(VIP)).expect("responder");
-    }
-    let mut ap_charons = Vec::new();
-    for n in 1..=APS {
-        let namespace = &lab.aps[usize::from(n) - 1];
-        let charon =
-            Charon::start(namespace, &scratch.0.join(format!("ap{n}"))).expect("AP charon");
-        charon
-            .load(&initiator_conf(n, &ap_address(n), VIP, ApIke::Defaults))
-            .expect("initiator");
-        ap_charons.push(charon);
-    }
-    for n in 1..=APS {
-        let namespace = &lab.aps[usize::from(n) - 1];
-        wait_until(Duration::from_secs(10), "the AP's tunnel to A", || {
-            tunnel_works(namespace, n, Duration::from_secs(1))
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", ap_charons[usize::from(n) - 1].log()));
-    }
+    let (mut charon_a, charon_b) = lab.responders(&scratch.0).expect("responders");
+    let ap_charons = lab
+        .start_aps(&scratch.0, ApIke::Defaults)
+        .unwrap_or_else(|e| panic!("the APs' tunnels to A: {e:#}"));
 
     // Node loss of A; the VIP moves to B and is announced, as a takeover does.
     charon_a.kill();

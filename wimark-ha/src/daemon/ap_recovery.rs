@@ -184,12 +184,22 @@ impl ApRecovery {
     /// Whom to expect back after a takeover: the APs the old master had
     /// (synced) and those we saw ourselves.
     pub fn expected(&self) -> Vec<IpAddr> {
-        let mut all: std::collections::BTreeSet<IpAddr> =
-            self.own_aps().into_iter().map(|a| a.address).collect();
-        if let Ok(mut received) = self.received.lock() {
-            all.extend(received.aps(Instant::now()).into_iter().map(|a| a.address));
-        }
-        all.into_iter().collect()
+        self.known_aps().0.into_keys().collect()
+    }
+
+    /// Our own active APs and those synced from the peer (whose view wins:
+    /// it is who the APs were talking to), and how many were synced.
+    fn known_aps(&self) -> (std::collections::BTreeMap<IpAddr, SyncedAp>, usize) {
+        let synced = self
+            .received
+            .lock()
+            .map(|mut r| r.aps(Instant::now()))
+            .unwrap_or_default();
+        let synced_count = synced.len();
+        let mut all: std::collections::BTreeMap<IpAddr, SyncedAp> =
+            self.own_aps().into_iter().map(|a| (a.address, a)).collect();
+        all.extend(synced.into_iter().map(|a| (a.address, a)));
+        (all, synced_count)
     }
 
     pub fn status(&self) -> SyncStatus {
@@ -205,16 +215,7 @@ impl ApRecovery {
     /// After a takeover: the APs the old master had (synced) and ours, to
     /// the IKE hook. Returns the journal's record.
     pub async fn recover(&self) -> RecoveryRecord {
-        let synced = self
-            .received
-            .lock()
-            .map(|mut r| r.aps(Instant::now()))
-            .unwrap_or_default();
-        let synced_count = synced.len();
-        let mut all: std::collections::BTreeMap<IpAddr, SyncedAp> =
-            self.own_aps().into_iter().map(|a| (a.address, a)).collect();
-        // The old master's view wins: it is who the APs were talking to.
-        all.extend(synced.into_iter().map(|a| (a.address, a)));
+        let (all, synced_count) = self.known_aps();
         let list = ApList {
             instance: self.config.instance.clone(),
             virtual_ips: self.virtual_ips.clone(),

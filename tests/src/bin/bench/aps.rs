@@ -213,51 +213,22 @@ fn keepalived_row(
     planned: bool,
 ) -> Result<Row> {
     use wimark_ha_tests::{
-        ap_clients::{
-            ap_address, initiator_conf, responder_conf, tunnel_works, ApLab, Charon, Loss, Mqtt,
-            VIP,
-        },
+        ap_clients::{ApLab, Loss, Mqtt, VIP},
         daemon::{has_address, wait_until},
         keepalived::{Instance, Keepalived},
     };
     let lab = ApLab::new(aps)?;
     let scratch = wimark_ha_tests::Scratch::new("bench-aps-keepalived");
-    let mut charon_a = Charon::start(&lab.a, &scratch.0.join("charon-a"))?;
-    let charon_b = Charon::start(&lab.b, &scratch.0.join("charon-b"))?;
-    for charon in [&charon_a, &charon_b] {
-        charon.load(&responder_conf(VIP))?;
-    }
-    let instance = |priority| Instance {
-        version: 2,
-        priority,
-        advert_int: "1",
-        auth_pass: Some("wimark12"),
-        vrid: 67,
-        vip: "10.77.0.100/24",
-        nopreempt: false,
-    };
-    let mut keepalived_a = Keepalived::start(&lab.a, "bench-aps-a", &instance(200))?;
+    let (mut charon_a, _charon_b) = lab.responders(&scratch.0)?;
+    let mut keepalived_a = Keepalived::start(&lab.a, "bench-aps-a", &Instance::vendor(200))?;
     wait_until(
         Duration::from_secs(10),
         "keepalived A holds the VIP",
         || has_address(&lab.a, "eth1", VIP),
     )?;
-    let _keepalived_b = Keepalived::start(&lab.b, "bench-aps-b", &instance(100))?;
+    let _keepalived_b = Keepalived::start(&lab.b, "bench-aps-b", &Instance::vendor(100))?;
     std::thread::sleep(Duration::from_secs(2));
-    let mut ap_charons = Vec::new();
-    for n in 1..=aps {
-        let charon = Charon::start(
-            &lab.aps[usize::from(n) - 1],
-            &scratch.0.join(format!("ap{n}")),
-        )?;
-        charon.load(&initiator_conf(n, &ap_address(n), VIP, ike))?;
-        ap_charons.push(charon);
-    }
-    for n in 1..=aps {
-        wait_until(Duration::from_secs(20), "an AP's tunnel to A", || {
-            tunnel_works(&lab.aps[usize::from(n) - 1], n, Duration::from_secs(1))
-        })?;
-    }
+    let _ap_charons = lab.start_aps(&scratch.0, ike)?;
     let mut mqtt = Mqtt::start(&lab, &scratch.0.join("mqtt"), mqtt_keepalive)?;
     let probes = TunnelProbes::start(&lab)?;
     std::thread::sleep(Duration::from_millis(300));
