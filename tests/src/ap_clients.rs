@@ -129,8 +129,13 @@ impl Charon {
     }
 
     /// Loads a swanctl.conf (connections and secrets).
+    /// The swanctl.conf [`Charon::load`] last wrote and loaded.
+    pub fn swanctl_conf(&self) -> PathBuf {
+        self.dir.join("swanctl.conf")
+    }
+
     pub fn load(&self, swanctl_conf: &str) -> Result<()> {
-        let path = self.dir.join("swanctl.conf");
+        let path = self.swanctl_conf();
         std::fs::write(&path, swanctl_conf)?;
         self.swanctl(&[
             "--load-all",
@@ -495,10 +500,11 @@ impl ApFailover {
             let adapter = scratch.0.join(format!("ike-initiate-{name}.toml"));
             std::fs::write(&adapter, adapter_toml(&charon.vici_uri()))?;
             Ok(format!(
-                "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"10s\"\n",
+                "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"10s\"\nike_daemon_config = [\"{}\"]\n",
                 key.display(),
                 crate::wimark_ha_bin().display(),
-                adapter.display()
+                adapter.display(),
+                charon.swanctl_conf().display()
             ))
         };
         let body_a = body("10.77.0.2", &charon_a, "a")?;

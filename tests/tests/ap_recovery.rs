@@ -200,6 +200,34 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
     const APS: u8 = 3;
     let mut failover = ApFailover::new(APS, ApIke::Defaults, true, Some(60), "apr-e2e")
         .unwrap_or_else(|e| panic!("{e:#}"));
+    // doctor reads the swanctl.conf B's charon really loaded: the AP
+    // connection on the VIP keeps MOBIKE off.
+    let doctor = Command::new("ip")
+        .args(["netns", "exec", &failover.lab.b])
+        .arg(wimark_ha_tests::wimark_ha_bin())
+        .args(["doctor", "--json", "--config"])
+        .arg(&failover.daemon_b.config)
+        .output()
+        .expect("doctor");
+    let findings: serde_json::Value = serde_json::from_slice(&doctor.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}\n{doctor:?}"));
+    let ap_findings: Vec<_> = findings
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|f| f["check"] == "ap recovery")
+        .collect();
+    assert_eq!(ap_findings.len(), 2, "{findings:#}");
+    assert!(
+        ap_findings.iter().all(|f| f["status"] == "OK"),
+        "{ap_findings:#?}"
+    );
+    assert!(
+        ap_findings[1]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("1 connection(s) on the VIP keep MOBIKE off")),
+        "{ap_findings:#?}"
+    );
     let probes = TunnelProbes::start(&failover.lab).expect("probes");
     let lost = failover.lose_a().expect("node loss");
     let back = probes.wait_all_back(lost, Duration::from_secs(10));

@@ -91,6 +91,10 @@ pub struct ApRecoveryConfig {
     /// with the AP list as JSON on stdin; e.g. `wimark-ha ike-initiate`.
     pub ike_hook: Option<Vec<String>>,
     pub ike_hook_timeout: Duration,
+    /// The servers' IKE daemon's own configuration (swanctl.conf syntax),
+    /// read by `doctor` only: a connection there that leaves MOBIKE on lets
+    /// the old master move an AP's SA off the VIP on a planned switchover.
+    pub ike_daemon_config: Vec<PathBuf>,
     /// Kick the APs' stale MQTT connections (challenge ACK -> RST) so that
     /// their clients reconnect at once, not at their keepalive.
     pub mqtt_kick: bool,
@@ -302,6 +306,7 @@ struct RawApRecovery {
     sync_port: Option<Spanned<i64>>,
     ike_hook: Option<Spanned<Vec<String>>>,
     ike_hook_timeout: Option<Spanned<String>>,
+    ike_daemon_config: Option<Spanned<Vec<String>>>,
     mqtt_kick: Option<bool>,
 }
 
@@ -1088,6 +1093,19 @@ impl Context<'_> {
             "ap_recovery.ike_hook_timeout",
             Duration::from_secs(10),
         )?;
+        let ike_daemon_config = match raw.ike_daemon_config {
+            None => Vec::new(),
+            Some(paths) => {
+                if let Some(bad) = paths.get_ref().iter().find(|p| !p.starts_with('/')) {
+                    return Err(self.error(
+                        paths.span(),
+                        "ap_recovery.ike_daemon_config",
+                        &format!("`{bad}` is not an absolute path (the IKE daemon's swanctl.conf, e.g. /usr/share/wimark/ipsec/swanctl.conf)"),
+                    ));
+                }
+                paths.into_inner().into_iter().map(PathBuf::from).collect()
+            }
+        };
         Ok(ApRecoveryConfig {
             instance,
             sync_key_file: PathBuf::from(key),
@@ -1095,6 +1113,7 @@ impl Context<'_> {
             sync_port,
             ike_hook,
             ike_hook_timeout,
+            ike_daemon_config,
             mqtt_kick: raw.mqtt_kick.unwrap_or(true),
         })
     }

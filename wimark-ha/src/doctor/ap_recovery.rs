@@ -1,15 +1,19 @@
 //! Whether the APs can come back after a takeover: `[ap_recovery]` set,
 //! an IKE hook, and — for the strongSwan adapter — a connection that does
 //! not let MOBIKE move an AP's SA off the VIP (with MOBIKE on, a planned
-//! switchover moved the SAs to the old master's own address).
+//! switchover moved the SAs to the old master's own address) — and the
+//! same of the servers' own IKE daemon's swanctl.conf (`ike_daemon_config`).
 //!
 //! Owns: those findings. Must not: connect to the IKE daemon or change
 //! anything.
 
-use std::path::PathBuf;
+use std::{net::IpAddr, path::PathBuf};
 
-use super::{bad, ok, Finding, Status};
-use crate::{config::Config, recovery::vici::IkeConfig};
+use super::{bad, ok, swanctl, Finding, Status};
+use crate::{
+    config::{ApRecoveryConfig, Config},
+    recovery::vici::IkeConfig,
+};
 
 const CHECK: &str = "ap recovery";
 
@@ -32,32 +36,45 @@ pub fn check(config: &Config) -> Vec<Finding> {
             "configure [ap_recovery] (sync_key_file, ike_hook = wimark-ha ike-initiate): see the guide, \"Bringing the APs back\"",
         )];
     };
+    let vips: Vec<IpAddr> = config
+        .instances
+        .iter()
+        .filter(|i| i.name == recovery.instance)
+        .flat_map(|i| i.virtual_ips.iter().map(|v| v.address))
+        .collect();
+    vec![
+        hook_finding(recovery),
+        ike_daemon_finding(&recovery.ike_daemon_config, &vips),
+    ]
+}
+
+fn hook_finding(recovery: &ApRecoveryConfig) -> Finding {
     let Some(hook) = &recovery.ike_hook else {
-        return vec![bad(
+        return bad(
             Status::Warn,
             CHECK,
             "[ap_recovery] has no ike_hook: MQTT is kicked, but AP tunnels are left to the APs' own retries",
             "set ike_hook = [\"/usr/sbin/wimark-ha\", \"ike-initiate\", \"--config\", \"/etc/wimark-ha/ike-initiate.toml\"]",
-        )];
+        );
     };
     let Some(path) = adapter_config(hook) else {
-        return vec![ok(
+        return ok(
             CHECK,
             format!(
-                "IKE hook {} (not the strongSwan adapter: MOBIKE not checked)",
+                "IKE hook {} (not the strongSwan adapter: its MOBIKE not checked)",
                 hook[0]
             ),
-        )];
+        );
     };
     let adapter = match IkeConfig::load(&path) {
         Ok(adapter) => adapter,
         Err(e) => {
-            return vec![bad(
+            return bad(
                 Status::Fail,
                 CHECK,
                 format!("the IKE adapter's config: {e}"),
                 "fix it (`wimark-ha ike-initiate --config` reads it at every takeover)",
-            )]
+            )
         }
     };
     let mobike_off = matches!(
@@ -68,24 +85,130 @@ pub fn check(config: &Config) -> Vec<Finding> {
         Some(toml::Value::String(s)) if s == "no"
     );
     if !mobike_off {
-        return vec![bad(
+        return bad(
             Status::Warn,
             CHECK,
             format!(
                 "{}: [connection] leaves MOBIKE on (strongSwan's default): a planned switchover lets the old master move the APs' SAs to its own address, off the VIP",
                 path.display()
             ),
-            "set mobike = false in [connection], and mobike = no on the AP connections of the IKE daemon's swanctl.conf",
-        )];
+            "set mobike = false in [connection]",
+        );
     }
-    vec![ok(
+    ok(
         CHECK,
         format!(
             "AP table synced with {}, IKE hook: the strongSwan adapter ({}), MOBIKE off",
             recovery.sync_peer,
             path.display()
         ),
-    )]
+    )
+}
+
+/// Whether a connection with these `local_addrs` answers on the VIP:
+/// unset or `%any` answers on every address.
+fn serves_vip(local_addrs: &[String], vips: &[IpAddr]) -> bool {
+    local_addrs.is_empty()
+        || local_addrs.iter().any(|entry| {
+            let entry = entry.as_str();
+            if entry.starts_with("%any") {
+                return true;
+            }
+            match entry.split_once('/') {
+                None => entry.parse::<IpAddr>().is_ok_and(|a| vips.contains(&a)),
+                Some((network, prefix)) => {
+                    match (network.parse::<IpAddr>(), prefix.parse::<u8>()) {
+                        (Ok(network), Ok(prefix)) => {
+                            vips.iter().any(|vip| contains(network, prefix, *vip))
+                        }
+                        _ => false,
+                    }
+                }
+            }
+        })
+}
+
+fn contains(network: IpAddr, prefix: u8, address: IpAddr) -> bool {
+    match (network, address) {
+        (IpAddr::V4(n), IpAddr::V4(a)) if prefix <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) if prefix <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The servers' own IKE daemon: every connection that answers on the VIP
+/// must say `mobike = no`.
+fn ike_daemon_finding(files: &[PathBuf], vips: &[IpAddr]) -> Finding {
+    const FIX: &str = "set mobike = no in each AP connection of the IKE daemon's swanctl.conf (and reload it: swanctl --load-conns)";
+    if files.is_empty() {
+        return bad(
+            Status::Warn,
+            CHECK,
+            "the IKE daemon's own config is not checked: with MOBIKE on there (strongSwan's default), a planned switchover moves the APs' SAs to the old master's address, off the VIP",
+            "set [ap_recovery] ike_daemon_config = [\"/path/to/the/containers/swanctl.conf\"]",
+        );
+    }
+    let mut moved = Vec::new();
+    let mut checked = 0;
+    for file in files {
+        let connections = match swanctl::connections(file) {
+            Ok(connections) => connections,
+            Err(e) => {
+                return bad(
+                    Status::Fail,
+                    CHECK,
+                    format!("the IKE daemon's config: {e}"),
+                    "fix the path in [ap_recovery] ike_daemon_config, or the file",
+                )
+            }
+        };
+        for connection in connections
+            .iter()
+            .filter(|c| serves_vip(&c.local_addrs, vips))
+        {
+            checked += 1;
+            if connection.mobike_on() {
+                moved.push(format!(
+                    "{}:{} `{}`",
+                    connection.file.display(),
+                    connection.line,
+                    connection.name
+                ));
+            }
+        }
+    }
+    if !moved.is_empty() {
+        return bad(
+            Status::Warn,
+            CHECK,
+            format!(
+                "MOBIKE is on for connections that answer on the VIP: {} — a planned switchover moves their APs' SAs to the old master's own address, off the VIP",
+                moved.join(", ")
+            ),
+            FIX,
+        );
+    }
+    if checked == 0 {
+        return bad(
+            Status::Warn,
+            CHECK,
+            format!(
+                "no connection in {} answers on the VIP: is this the IKE daemon the APs reach?",
+                files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            "point [ap_recovery] ike_daemon_config at the swanctl.conf of the containers that answer the APs",
+        );
+    }
+    ok(
+        CHECK,
+        format!("the IKE daemon's {checked} connection(s) on the VIP keep MOBIKE off"),
+    )
 }
 
 #[cfg(test)]
@@ -152,5 +275,59 @@ mod tests {
             finding.detail.contains("/nonexistent/ike.toml"),
             "{finding:?}"
         );
+    }
+
+    #[test]
+    fn the_ike_daemons_connections_on_the_vip_must_keep_mobike_off() {
+        let dir = std::env::temp_dir().join(format!("wimark-ha-doctor-ike-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let vips: Vec<IpAddr> = vec!["10.10.10.3".parse().expect("vip")];
+        let conf = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("connections {{\n{body}}}\n")).expect("write");
+            vec![path]
+        };
+        let off = conf("off.conf", "  aps {\n    local_addrs = 10.10.10.3\n    mobike = no\n  }\n  other {\n    local_addrs = 192.0.2.1\n  }\n");
+        let finding = ike_daemon_finding(&off, &vips);
+        assert_eq!(finding.status, Status::Ok, "{finding:?}");
+        assert!(finding.detail.contains("1 connection"), "{finding:?}");
+        // Unset local_addrs answers on every address, the VIP too.
+        let any = conf("any.conf", "  aps {\n    mobike = yes\n  }\n");
+        let finding = ike_daemon_finding(&any, &vips);
+        assert_eq!(finding.status, Status::Warn, "{finding:?}");
+        assert!(finding.detail.contains("any.conf:2 `aps`"), "{finding:?}");
+        let subnet = conf(
+            "subnet.conf",
+            "  aps {\n    local_addrs = 10.10.10.0/24\n  }\n",
+        );
+        assert_eq!(ike_daemon_finding(&subnet, &vips).status, Status::Warn);
+        let elsewhere = conf(
+            "elsewhere.conf",
+            "  mgmt {\n    local_addrs = 192.0.2.1\n  }\n",
+        );
+        let finding = ike_daemon_finding(&elsewhere, &vips);
+        assert_eq!(finding.status, Status::Warn, "{finding:?}");
+        assert!(finding.detail.contains("no connection"), "{finding:?}");
+        let broken = conf("broken.conf", "  aps {\n    mobike no\n  }\n");
+        let finding = ike_daemon_finding(&broken, &vips);
+        assert_eq!(finding.status, Status::Fail, "{finding:?}");
+        assert!(finding.detail.contains("broken.conf:3"), "{finding:?}");
+        let finding = ike_daemon_finding(&[], &vips);
+        assert_eq!(finding.status, Status::Warn);
+        assert!(finding.detail.contains("not checked"), "{finding:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn ike_daemon_config_must_be_absolute() {
+        let text = "[[instance]]\nname = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = 200\nvirtual_ips = [\"10.10.10.3/24\"]\n\n[ap_recovery]\nsync_key_file = \"/k\"\nsync_peer = \"10.10.10.2\"\nike_daemon_config = [\"swanctl.conf\"]\n";
+        let error =
+            crate::config::parse(text, std::path::Path::new("t.toml")).expect_err("relative");
+        let message = error.to_string();
+        assert!(
+            message.contains("ap_recovery.ike_daemon_config"),
+            "{message}"
+        );
+        assert!(message.contains("t.toml:11"), "{message}");
     }
 }

@@ -19,6 +19,7 @@ use crate::config::{Config, Selector};
 
 mod ap_recovery;
 mod hook_paths;
+mod swanctl;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
