@@ -8,7 +8,10 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use wimark_ha::control::{self, DaemonStatus, InstanceStatus, Request};
+use wimark_ha::{
+    control::{self, Request},
+    records::{DaemonStatus, InstanceStatus},
+};
 
 use crate::lab::in_netns;
 
@@ -84,7 +87,7 @@ impl Daemon {
     }
 
     /// The instance's latest transition, as `status` reports it.
-    pub fn last_transition(&self) -> wimark_ha::control::TransitionRecord {
+    pub fn last_transition(&self) -> wimark_ha::records::TransitionRecord {
         self.instance()
             .ok()
             .and_then(|i| i.history.last().cloned())

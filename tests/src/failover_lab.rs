@@ -104,7 +104,7 @@ pub struct Timeline {
     pub probe_gap_ms: f64,
     pub probes_lost: u64,
     /// The new master's own account, when it is wimark-ha.
-    pub reported: Option<wimark_ha::control::TransitionRecord>,
+    pub reported: Option<wimark_ha::records::TransitionRecord>,
     /// The failure instant, CLOCK_REALTIME in ns: the zero of the times above.
     pub failed_at_unix_ns: u64,
 }

@@ -192,7 +192,7 @@ fn a_session_start_is_stamped_per_ap_and_nothing_else_is() {
         .run(&frames::tcp_v4_frame(ap, SERVER_A, 40001, 1883, &[0x30]), 1)
         .expect("MQTT data");
     assert_eq!(session_ns(&monitor), Some(0), "no session opened yet");
-    let before = wimark_ha::monitor::monotonic_now_ns();
+    let before = wimark_ha::clock::monotonic_now_ns();
     let mut ike_auth = vec![0, 0, 0, 0];
     ike_auth.extend(frames::ike_header(35));
     monitor
@@ -201,7 +201,7 @@ fn a_session_start_is_stamped_per_ap_and_nothing_else_is() {
             1,
         )
         .expect("IKE_AUTH");
-    let after = wimark_ha::monitor::monotonic_now_ns();
+    let after = wimark_ha::clock::monotonic_now_ns();
     let stamp = session_ns(&monitor).expect("in the table");
     assert!(
         (before..=after).contains(&stamp),

@@ -100,6 +100,8 @@ pub struct ApRecoveryConfig {
     pub mqtt_kick: bool,
 }
 
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/wimark-ha";
+
 /// The AP sync's UDP port when `[ap_recovery] sync_port` is not set.
 pub const DEFAULT_AP_SYNC_PORT: u16 = 9651;
 
@@ -592,7 +594,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         .daemon
         .state_dir
         .map(|s| PathBuf::from(s.into_inner()))
-        .unwrap_or_else(|| PathBuf::from(crate::history::DEFAULT_STATE_DIR));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let metrics = match raw.metrics {
         None => None,
         Some(metrics) => {

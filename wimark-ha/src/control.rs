@@ -7,9 +7,7 @@
 //! passes requests to the engine and reports what the engine says.
 
 use std::{
-    collections::BTreeMap,
     io::{BufRead as _, BufReader, Write as _},
-    net::IpAddr,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::Arc,
@@ -18,6 +16,8 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
+
+use crate::records::DaemonStatus;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,93 +56,6 @@ impl Response {
             ..Default::default()
         }
     }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct DaemonStatus {
-    pub instances: Vec<InstanceStatus>,
-    /// What the XDP monitor counted on each peer interface (as
-    /// `wimark-ha stats --json` prints it): invalid and forged adverts are
-    /// counted here, never obeyed.
-    #[serde(default)]
-    pub monitors: Vec<serde_json::Value>,
-    /// The container role switch, when `[roles]` is configured.
-    #[serde(default)]
-    pub roles: Option<crate::roles::RolesStatus>,
-    /// When this daemon process started (CLOCK_REALTIME ms); a restart in
-    /// place keeps the PID, so this tells the new process from the old.
-    #[serde(default)]
-    pub started_unix_ms: u64,
-    /// The AP table shared with the peer, when `[ap_recovery]` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ap_sync: Option<crate::recovery::sync::SyncStatus>,
-    /// Per instance, when the APs came back after its latest takeover (by
-    /// this process; `history` keeps them all).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub aps_back: Vec<crate::recovery::LastApsBack>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceStatus {
-    pub name: String,
-    pub interface: String,
-    pub vrid: u8,
-    pub version: u8,
-    /// MASTER, BACKUP, INIT or FAULT.
-    pub state: String,
-    pub priority: u8,
-    pub advert_interval_ms: u64,
-    pub primary_address: IpAddr,
-    /// The master as far as we know (ourselves when MASTER).
-    pub master: Option<IpAddr>,
-    pub last_advert_ms_ago: Option<u64>,
-    pub adverts_sent: u64,
-    pub adverts_received: u64,
-    /// Resignations sent (shutdown, switchover) and heard from the peer.
-    #[serde(default)]
-    pub priority_zero_sent: u64,
-    #[serde(default)]
-    pub priority_zero_received: u64,
-    /// Adverts not acted on, by reason (never obeyed).
-    pub ignored: BTreeMap<String, u64>,
-    pub virtual_ips: Vec<String>,
-    pub holds_virtual_ips: bool,
-    /// Why the instance is degraded (a VIP that could not be added...), if it is.
-    pub fault: Option<String>,
-    /// Latest transitions, oldest first (bounded).
-    pub history: Vec<TransitionRecord>,
-    /// The instance's heartbeat links beside `interface`, if any.
-    #[serde(default)]
-    pub heartbeats: Vec<HeartbeatStatus>,
-    /// This node handed mastership over (`switchover`) and stays backup —
-    /// no preemption, no fast-rule takeover — until `switchover --back`, a
-    /// restart, or the new master's real death.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub handed_over: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeartbeatStatus {
-    pub interface: String,
-    pub peer: IpAddr,
-    pub link_up: bool,
-    /// The peer's adverts heard on this link.
-    pub adverts_received: u64,
-    pub last_advert_ms_ago: Option<u64>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransitionRecord {
-    pub at_unix_ms: u64,
-    pub from: String,
-    pub to: String,
-    pub reason: String,
-    /// Takeovers: silence from the last advert heard to the decision.
-    pub silence_us: Option<u64>,
-    /// From the decision to the VIPs being on the interface.
-    pub vip_added_us: Option<u64>,
-    /// From the decision to the first gratuitous ARP/NA on the wire.
-    pub garp_sent_us: Option<u64>,
 }
 
 pub type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;

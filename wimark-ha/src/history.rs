@@ -15,9 +15,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{control::TransitionRecord, roles::SwitchRecord};
+use crate::records::{SwitchRecord, TransitionRecord};
 
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/wimark-ha";
 const FILE: &str = "history.jsonl";
 const ROTATED: &str = "history.jsonl.1";
 /// Past this size the file is rotated: the journal never exceeds twice it.
@@ -73,14 +72,6 @@ impl Entry {
             Entry::ApsBack { at_unix_ms, .. } | Entry::ApRecovery { at_unix_ms, .. } => *at_unix_ms,
         }
     }
-}
-
-/// Wall-clock ms, as every record carries.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[derive(Debug, thiserror::Error)]

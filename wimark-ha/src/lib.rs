@@ -5,6 +5,7 @@
 //! - [`vrrp`]: the VRRP codec (and, later, the sans-IO state machine).
 //! - [`cli`]: the command line; each subcommand in its own module.
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -14,6 +15,7 @@ pub mod hooks;
 pub mod import;
 pub mod metrics;
 pub mod monitor;
+pub mod records;
 pub mod recovery;
 pub mod roles;
 pub mod unit;

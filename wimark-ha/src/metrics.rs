@@ -26,7 +26,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{control::DaemonStatus, history::Entry};
+use crate::{history::Entry, records::DaemonStatus};
 
 type Labels = Vec<(String, String)>;
 
@@ -251,14 +251,14 @@ fn state_code(state: &str) -> i64 {
 impl Collector for StatusCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let status = (self.0)();
-        let labels = |i: &crate::control::InstanceStatus| -> Labels {
+        let labels = |i: &crate::records::InstanceStatus| -> Labels {
             vec![
                 ("iname".to_string(), i.name.clone()),
                 ("intf".to_string(), i.interface.clone()),
                 ("vrid".to_string(), i.vrid.to_string()),
             ]
         };
-        let per_instance = |value: fn(&crate::control::InstanceStatus) -> u64| {
+        let per_instance = |value: fn(&crate::records::InstanceStatus) -> u64| {
             status
                 .instances
                 .iter()
@@ -299,8 +299,8 @@ impl Collector for StatusCollector {
             (
                 "advertisements_sent",
                 "Adverts sent",
-                (|i: &crate::control::InstanceStatus| i.adverts_sent)
-                    as fn(&crate::control::InstanceStatus) -> u64,
+                (|i: &crate::records::InstanceStatus| i.adverts_sent)
+                    as fn(&crate::records::InstanceStatus) -> u64,
             ),
             (
                 "advertisements_received",
@@ -526,7 +526,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{InstanceStatus, TransitionRecord};
+    use crate::records::{InstanceStatus, TransitionRecord};
 
     fn status() -> DaemonStatus {
         DaemonStatus {
@@ -582,7 +582,7 @@ mod tests {
         });
         metrics.observe(&Entry::Containers {
             instance: "WIM1".to_string(),
-            record: crate::roles::SwitchRecord {
+            record: crate::records::SwitchRecord {
                 at_unix_ms: 1001,
                 to: "master".to_string(),
                 total_ms: 500.0,

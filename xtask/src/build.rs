@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::prereqs;
+use crate::shell::{cargo, path_with_cargo_bin, run};
 
 /// What a build produced.
 pub struct Built {
@@ -24,20 +24,6 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-pub fn cargo() -> String {
-    env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
-}
-
-pub fn run(command: &mut Command) -> Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("running {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed ({status})");
-    }
-    Ok(())
-}
-
 /// Builds the XDP object from inside `wimark-ha-ebpf`, where its
 /// `.cargo/config.toml` picks the target, Debian's rustc and bpf-linker.
 pub fn kernel_object(root: &Path) -> Result<PathBuf> {
@@ -46,7 +32,7 @@ pub fn kernel_object(root: &Path) -> Result<PathBuf> {
     command
         .current_dir(&dir)
         .args(["build", "--release"])
-        .env("PATH", prereqs::path_with_cargo_bin());
+        .env("PATH", path_with_cargo_bin());
     // Settings meant for the host build must not leak into the BPF one.
     for var in [
         "RUSTC",
@@ -114,7 +100,7 @@ pub fn deb(root: &Path, built: &Built) -> Result<PathBuf> {
             "--output",
         ])
         .arg(&out_dir);
-    command.env("PATH", crate::prereqs::path_with_cargo_bin());
+    command.env("PATH", path_with_cargo_bin());
     host_env(&mut command, &built.object);
     let output = command
         .output()

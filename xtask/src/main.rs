@@ -7,6 +7,7 @@
 mod build;
 mod prereqs;
 mod run;
+mod shell;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -2,15 +2,11 @@
 //! Debian the missing ones are installed; elsewhere the exact commands are
 //! printed and the task stops.
 
-use std::{
-    env,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{env, path::Path, process::Command};
 
 use anyhow::{bail, Result};
 
-use crate::build::run;
+use crate::shell::{cargo, path_with_cargo_bin, run};
 
 /// A Debian package that provides `path`.
 struct Package {
@@ -165,22 +161,6 @@ const CARGO_TOOLS: &[CargoTool] = &[
 const BPF_LINKER_INSTALL: &str =
     "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version 0.13.0 --locked --no-default-features --features llvm-22";
 
-/// `$PATH` with `~/.cargo/bin` (where `cargo install` puts bpf-linker).
-pub fn path_with_cargo_bin() -> String {
-    let mut path = env::var("PATH").unwrap_or_default();
-    if let Some(bin) = cargo_bin() {
-        path = format!("{}:{path}", bin.display());
-    }
-    path
-}
-
-fn cargo_bin() -> Option<PathBuf> {
-    env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|home| home.join("bin"))
-}
-
 fn on_path(binary: &str) -> bool {
     env::split_paths(&path_with_cargo_bin()).any(|dir| dir.join(binary).is_file())
 }
@@ -255,7 +235,7 @@ pub fn ensure() -> Result<()> {
     }
     if !bpf_linker_present() {
         eprintln!("xtask: installing bpf-linker (about a minute)");
-        run(Command::new(crate::build::cargo())
+        run(Command::new(cargo())
             .args([
                 "install",
                 "bpf-linker",
@@ -270,7 +250,7 @@ pub fn ensure() -> Result<()> {
     }
     for tool in CARGO_TOOLS.iter().filter(|t| !on_path(t.name)) {
         eprintln!("xtask: installing {} (about a minute)", tool.name);
-        run(Command::new(crate::build::cargo()).args([
+        run(Command::new(cargo()).args([
             "install",
             tool.name,
             "--version",

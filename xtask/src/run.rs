@@ -8,7 +8,10 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::build::{cargo, host_env, run, Built};
+use crate::{
+    build::{host_env, Built},
+    shell::{cargo, path_with_cargo_bin, run},
+};
 
 /// Every test of the workspace (unit, BPF_PROG_TEST_RUN, netns integration),
 /// in release mode so the test binaries share the build just made. The
@@ -115,7 +118,7 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
                 "-malloc_limit_mb=256",
                 "-print_final_stats=1",
             ])
-            .env("PATH", crate::prereqs::path_with_cargo_bin());
+            .env("PATH", path_with_cargo_bin());
         let output = command
             .output()
             .with_context(|| format!("running {command:?} (cargo install cargo-fuzz)"))?;

@@ -169,7 +169,7 @@ fn real_aps() -> Result<()> {
     Ok(())
 }
 
-fn print(t: &Timeline, switch: Option<&wimark_ha::roles::SwitchRecord>) {
+fn print(t: &Timeline, switch: Option<&wimark_ha::records::SwitchRecord>) {
     println!("  timeline (ms from the failure instant; wire events are kernel timestamps on the bridge):");
     let mut events = vec![(
         0.0,

@@ -209,7 +209,7 @@ fn print_monitor(monitor: &serde_json::Value) {
     );
 }
 
-fn print_roles(roles: &crate::roles::RolesStatus) {
+fn print_roles(roles: &crate::records::RolesStatus) {
     println!("containers: {} stack", roles.stack);
     if let Some(reason) = &roles.degraded {
         println!("  DEGRADED: {reason}");
@@ -255,7 +255,7 @@ fn ask(socket: &std::path::Path, request: &Request, refused: &str) -> anyhow::Re
 }
 
 pub fn restart(args: RestartArgs) -> anyhow::Result<()> {
-    let asked_at = crate::history::unix_ms();
+    let asked_at = crate::clock::unix_ms();
     println!(
         "{}",
         ask(&args.socket, &Request::Restart, "restart refused")?

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::history::{self, Entry, DEFAULT_STATE_DIR};
+use crate::{
+    config::DEFAULT_STATE_DIR,
+    history::{self, Entry},
+};
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {

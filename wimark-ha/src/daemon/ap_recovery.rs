@@ -18,9 +18,10 @@ use anyhow::{bail, Context as _};
 use tokio::io::AsyncWriteExt as _;
 
 use crate::{
+    clock::monotonic_now_ns,
     config::ApRecoveryConfig,
-    control::DaemonStatus,
-    monitor::{ip_addr, monotonic_now_ns, read_aps, Monitor, ACTIVE_AP_WINDOW},
+    monitor::{ip_addr, read_aps, Monitor, ACTIVE_AP_WINDOW},
+    records::DaemonStatus,
     recovery::{
         sync::{self, Received, Sender, SyncStatus, SyncedAp, MIN_KEY},
         ApEntry, ApList, ApOutcome, HookReport, RecoveryRecord,

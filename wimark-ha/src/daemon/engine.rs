@@ -22,9 +22,10 @@ use wimark_ha_common::abi::{AdvertEvent, FAMILY_IPV4};
 
 use super::advert_socket::{AdvertSocket, VRRP_GROUP_V4, VRRP_GROUP_V6};
 use crate::{
+    clock::{monotonic_now_ns, unix_ms},
     config::InstanceConfig,
-    control::{DaemonStatus, HeartbeatStatus, InstanceStatus, TransitionRecord},
-    monitor::{ip_addr, monotonic_now_ns, AdvertReader},
+    monitor::{ip_addr, AdvertReader},
+    records::{DaemonStatus, HeartbeatStatus, InstanceStatus, TransitionRecord},
     vip::{Announcer, InterfaceInfo, Vips},
     vrrp::{
         Action, Advert, Auth, ChecksumMode, Ignored, Instance, Reason, State, Timestamp, Version,
@@ -208,8 +209,6 @@ pub struct Engine {
 fn now() -> Timestamp {
     Timestamp(monotonic_now_ns())
 }
-
-use crate::history::unix_ms;
 
 fn state_name(state: State) -> &'static str {
     match state {

@@ -36,9 +36,10 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     config,
-    control::{self, DaemonStatus, Request, Response},
+    control::{self, Request, Response},
     history::{self, Journal},
     metrics::Metrics,
+    records::DaemonStatus,
     vip::Vips,
 };
 use engine::{Command, Engine, EngineInstance, Stopped};
@@ -76,7 +77,7 @@ fn replay_history(
     state_dir: &Path,
     instances: &mut [EngineInstance],
     roles_instance: Option<&str>,
-) -> anyhow::Result<Vec<crate::roles::SwitchRecord>> {
+) -> anyhow::Result<Vec<crate::records::SwitchRecord>> {
     let past = history::read(state_dir)?;
     if past.damaged > 0 {
         tracing::warn!(
@@ -116,7 +117,7 @@ pub fn run(
             // (an upgrade that reads it differently): the VIPs the old one
             // held must not outlive its hold.
             let dir = state_dir.map_or_else(
-                || Path::new(history::DEFAULT_STATE_DIR).to_path_buf(),
+                || Path::new(crate::config::DEFAULT_STATE_DIR).to_path_buf(),
                 Path::to_path_buf,
             );
             let held = restart::take(&dir);
@@ -192,7 +193,7 @@ async fn run_bound(
     listener: tokio::net::UnixListener,
     held: &[restart::Held],
 ) -> anyhow::Result<Stopped> {
-    let started_unix_ms = history::unix_ms();
+    let started_unix_ms = crate::clock::unix_ms();
     let socket_path = config.daemon.control_socket.clone();
     let _remove_socket = RemoveOnDrop(socket_path);
     let vips = Vips::connect()?;

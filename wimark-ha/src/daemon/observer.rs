@@ -106,7 +106,7 @@ pub async fn run(
                 }
                 let _ = report.send(Observed::Entry(Entry::ApRecovery {
                     instance,
-                    at_unix_ms: crate::history::unix_ms(),
+                    at_unix_ms: crate::clock::unix_ms(),
                     record,
                 }));
             });
@@ -297,7 +297,7 @@ async fn watch_aps(
         );
     }
     let after_ms = back_ms.last().copied().unwrap_or_else(|| {
-        (crate::monitor::monotonic_now_ns().saturating_sub(decided_ns)) as f64 / 1e6
+        (crate::clock::monotonic_now_ns().saturating_sub(decided_ns)) as f64 / 1e6
     });
     let detail = ApsBackDetail {
         expected: expected.len(),
@@ -308,7 +308,7 @@ async fn watch_aps(
     };
     let _ = report.send(Observed::Entry(Entry::ApsBack {
         instance,
-        at_unix_ms: crate::history::unix_ms(),
+        at_unix_ms: crate::clock::unix_ms(),
         after_ms,
         per_ap: Some(detail),
     }));

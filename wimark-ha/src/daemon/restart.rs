@@ -21,7 +21,7 @@ use std::{
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::{config::InstanceConfig, history::unix_ms, vip::InterfaceInfo};
+use crate::{clock::unix_ms, config::InstanceConfig, vip::InterfaceInfo};
 
 const FILE: &str = "restart-hold.json";
 

@@ -15,7 +15,7 @@ use std::{
 
 use sd_notify::NotifyState;
 
-use crate::monitor::monotonic_now_ns;
+use crate::clock::monotonic_now_ns;
 
 /// Tells systemd the daemon is ready and, when `WatchdogSec` is set, pings
 /// it at half that period for as long as the engine loop is seen turning.

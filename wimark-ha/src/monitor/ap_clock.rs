@@ -18,7 +18,8 @@ use aya::{
 };
 use wimark_ha_common::abi::{AP_CLOCK_TICK_MS, MAP_AP_CLOCK};
 
-use super::{snapshot::monotonic_now_ns, MonitorError};
+use super::MonitorError;
+use crate::clock::monotonic_now_ns;
 
 /// Keeps `AP_CLOCK` current until dropped.
 pub struct ApClock {

@@ -15,8 +15,8 @@ pub use adverts::AdvertReader;
 pub use attach::{attached_xdp_program, AttachMode, ExistingProgram};
 pub use events::{EventStream, PeerChange};
 pub use snapshot::{
-    ip_addr, monotonic_now_ns, read_aps, read_counters, read_peers, ApSeen, ApStats, InvalidCounts,
-    PeerStats, Snapshot, TrafficTotals, VrrpStats, ACTIVE_AP_WINDOW,
+    ip_addr, read_aps, read_counters, read_peers, ApSeen, ApStats, InvalidCounts, PeerStats,
+    Snapshot, TrafficTotals, VrrpStats, ACTIVE_AP_WINDOW,
 };
 
 use std::io;

@@ -18,20 +18,10 @@ use wimark_ha_common::abi::{
 };
 
 use super::MonitorError;
+use crate::clock::monotonic_now_ns;
 
 /// An AP counts as active if the monitor saw a packet of it this recently.
 pub const ACTIVE_AP_WINDOW: Duration = Duration::from_secs(60);
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
-pub fn monotonic_now_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
 
 pub fn ip_addr(bytes: &IpBytes) -> IpAddr {
     if bytes.family == FAMILY_IPV4 {

@@ -17,7 +17,7 @@ use bollard::{
     query_parameters::{ListContainersOptions, StartContainerOptions, StopContainerOptions},
     ClientVersion, Docker,
 };
-use serde::{Deserialize, Serialize};
+
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 mod order;
@@ -25,8 +25,10 @@ mod order;
 use order::{Member, Order};
 
 use crate::{
+    clock::unix_ms,
     config::{FencingConfig, Hook, HookAction, NotifyConfig, RolesConfig, Selector},
     hooks,
+    records::{ProcessStatus, RolesStatus, SwitchRecord},
     vrrp::State,
 };
 
@@ -39,78 +41,6 @@ pub struct RoleEvent {
     /// MASTER because the peer went silent (not handed over): fence it
     /// first, when `[fencing]` is configured.
     pub peer_lost: bool,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RolesStatus {
-    /// The stack this server last switched to: "master", "backup" or "none".
-    pub stack: String,
-    /// Why the last switch did not complete (dockerd down, a container that
-    /// would not start, a blocking hook), if it did not.
-    pub degraded: Option<String>,
-    pub history: Vec<SwitchRecord>,
-    /// The role-bound programs (`[[roles.master_process]]`).
-    #[serde(default)]
-    pub processes: Vec<ProcessStatus>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessStatus {
-    pub argv: String,
-    pub running: bool,
-    pub pid: Option<u32>,
-    /// Times it died while it should have run, and was started again.
-    pub restarts: u32,
-    pub last_exit: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SwitchRecord {
-    pub at_unix_ms: u64,
-    pub to: String,
-    pub hooks_ms: f64,
-    pub stop_ms: f64,
-    pub start_ms: f64,
-    pub ready_ms: f64,
-    pub total_ms: f64,
-    /// Containers that failed, hooks that failed: reported, never dropped.
-    pub problems: Vec<String>,
-    /// A demotion cancelled by a flap back to MASTER within demote_delay.
-    pub cancelled: bool,
-    /// Not carried out (fencing or a blocking hook failed): the containers
-    /// are as they were; `problems` says why.
-    #[serde(default)]
-    pub held_back: bool,
-}
-
-impl SwitchRecord {
-    /// One line for `status` and `history`: where to, the timings, problems.
-    pub fn summary(&self) -> String {
-        if self.cancelled {
-            return format!("to {}: cancelled by a flap", self.to);
-        }
-        if self.held_back {
-            return format!(
-                "to {}: held back, containers left as they were: {}",
-                self.to,
-                self.problems.join("; ")
-            );
-        }
-        format!(
-            "to {}: hooks {:.0} ms, stop {:.0} ms, start {:.0} ms, ready {:.0} ms, total {:.0} ms{}",
-            self.to,
-            self.hooks_ms,
-            self.stop_ms,
-            self.start_ms,
-            self.ready_ms,
-            self.total_ms,
-            if self.problems.is_empty() {
-                String::new()
-            } else {
-                format!("; problems: {}", self.problems.join("; "))
-            }
-        )
-    }
 }
 
 /// Switch records kept in `status` (the journal keeps more).
@@ -793,5 +723,3 @@ async fn start_until_ready(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
-
-use crate::history::unix_ms;
