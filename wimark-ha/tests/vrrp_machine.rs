@@ -58,6 +58,13 @@ fn advert(params: &Params, priority: u8, interval: Duration) -> Advert {
     }
 }
 
+/// The advert every test router (VRID 67, 10 ms, the one VIP) sends with
+/// `priority`: the machine hands out the complete advert.
+fn sends(priority: u8) -> Action {
+    let params = v3(priority, 10);
+    Action::SendAdvert(advert(&params, priority, params.advert_interval))
+}
+
 fn drain(instance: &mut Instance) -> Vec<Action> {
     std::iter::from_fn(|| instance.poll_action()).collect()
 }
@@ -125,7 +132,7 @@ fn address_owner_goes_straight_to_master() {
         vec![
             Action::AddVirtualIps,
             Action::AnnounceVirtualIps,
-            Action::SendAdvert { priority: 255 },
+            sends(255),
             Action::Transition {
                 from: State::Initialize,
                 to: State::Master,
@@ -154,7 +161,7 @@ fn master_down_timer_fires_into_master_vip_and_garp_first() {
         [
             Action::AddVirtualIps,
             Action::AnnounceVirtualIps,
-            Action::SendAdvert { priority: 200 }
+            sends(200)
         ],
         "VIP and gratuitous ARP before anything else"
     );
@@ -304,10 +311,7 @@ fn master_sends_on_absolute_deadlines() {
     let first = instance.poll_timeout().expect("adver timer");
     // Woken 4 ms late: the next deadline stays on the original cadence.
     instance.handle_timeout(first + ms(4));
-    assert_eq!(
-        drain(&mut instance),
-        vec![Action::SendAdvert { priority: 200 }]
-    );
+    assert_eq!(drain(&mut instance), vec![sends(200)]);
     assert_eq!(instance.poll_timeout(), Some(first + ms(10)));
 }
 
@@ -353,25 +357,128 @@ fn master_answers_a_resignation_with_an_advert_at_once() {
     instance
         .handle_advert(now, ip(PEER_HIGH), &advert(&params, 0, ms(10)), now)
         .expect("ok");
-    assert_eq!(
-        drain(&mut instance),
-        vec![Action::SendAdvert { priority: 200 }]
-    );
+    assert_eq!(drain(&mut instance), vec![sends(200)]);
     assert_eq!(instance.state(), State::Master);
 }
 
 #[test]
-fn shutdown_of_the_master_resigns_with_priority_zero() {
-    let mut instance = master(v3(200, 10));
+fn shutdown_of_the_master_resigns_and_keeps_the_vips_until_the_new_master_speaks() {
+    let params = v3(200, 10);
+    let mut instance = master(params.clone());
     instance.shutdown(at_ms(500.0));
     let actions = drain(&mut instance);
-    assert_eq!(actions[0], Action::SendAdvert { priority: 0 });
-    assert_eq!(actions[1], Action::RemoveVirtualIps);
+    assert_eq!(actions[0], sends(0));
+    assert!(
+        !actions.contains(&Action::RemoveVirtualIps),
+        "VIPs kept for the new master's first advert: {actions:?}"
+    );
     assert_eq!(
         transitions(&actions),
         vec![(State::Master, State::Initialize, Reason::Shutdown)]
     );
+    // The hold is a deadline of the machine, SHUTDOWN_VIP_HOLD away.
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(at_ms(500.0) + wimark_ha::vrrp::SHUTDOWN_VIP_HOLD)
+    );
+    // Another resignation is not a new master: the VIPs stay.
+    instance
+        .handle_advert(
+            at_ms(500.3),
+            ip(PEER_LOW),
+            &advert(&params, 0, ms(10)),
+            at_ms(500.3),
+        )
+        .expect("heard");
+    assert!(drain(&mut instance).is_empty());
+    // The new master's first advert releases them at once; nothing is left
+    // to time, so the runtime may stop.
+    instance
+        .handle_advert(
+            at_ms(500.6),
+            ip(PEER_LOW),
+            &advert(&params, 100, ms(10)),
+            at_ms(500.6),
+        )
+        .expect("heard");
+    assert_eq!(drain(&mut instance), vec![Action::RemoveVirtualIps]);
     assert_eq!(instance.poll_timeout(), None);
+    assert!(run_until(&mut instance, at_ms(2000.0)).is_empty());
+}
+
+#[test]
+fn shutdown_hold_ends_at_its_deadline_when_no_master_speaks() {
+    let mut instance = master(v3(200, 10));
+    instance.shutdown(at_ms(500.0));
+    drain(&mut instance);
+    let hold = wimark_ha::vrrp::SHUTDOWN_VIP_HOLD;
+    assert!(run_until(&mut instance, at_ms(500.0) + (hold - ms(1))).is_empty());
+    assert_eq!(
+        run_until(&mut instance, at_ms(500.0) + hold),
+        vec![Action::RemoveVirtualIps]
+    );
+    assert_eq!(instance.poll_timeout(), None);
+}
+
+#[test]
+fn shutdown_of_a_backup_sends_nothing_and_times_nothing() {
+    let mut instance = Instance::new(v3(100, 10));
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    instance.shutdown(at_ms(5.0));
+    assert_eq!(
+        transitions(&drain(&mut instance)),
+        vec![(State::Backup, State::Initialize, Reason::Shutdown)]
+    );
+    assert_eq!(instance.poll_timeout(), None);
+}
+
+#[test]
+fn restart_hold_sends_one_advert_that_makes_the_backup_wait_and_then_nothing() {
+    let params = fast_params();
+    let mut instance = master(params.clone());
+    let hold = Duration::from_secs(5);
+    assert!(instance.restart_hold(at_ms(200.0), hold));
+    let actions = drain(&mut instance);
+    let held = Advert {
+        interval: wimark_ha::vrrp::hold_interval(hold),
+        ..advert(&params, 200, params.advert_interval)
+    };
+    assert_eq!(actions, vec![Action::SendAdvert(held.clone())]);
+    assert_eq!(
+        instance.state(),
+        State::Master,
+        "still master: the VIPs stay"
+    );
+    assert_eq!(
+        instance.poll_timeout(),
+        None,
+        "no more adverts from this process"
+    );
+    // A backup that hears it waits the hold (RFC 5798 §6.4.2: it learns
+    // Master_Adver_Interval), and its fast rule does not judge the silence.
+    let mut backup = Instance::new(Params {
+        primary_address: ip(PEER_LOW),
+        ..v3(100, 10)
+    });
+    backup.start(at_ms(0.0));
+    for n in 0..5 {
+        let t = at_ms(1.0 + n as f64);
+        backup
+            .handle_advert(t, ip(LOCAL), &advert(&params, 200, ms(10)), t)
+            .expect("heard");
+    }
+    backup
+        .handle_advert(at_ms(6.0), ip(LOCAL), &held, at_ms(6.0))
+        .expect("heard");
+    drain(&mut backup);
+    assert!(
+        run_until(&mut backup, at_ms(6.0) + (hold - ms(1))).is_empty(),
+        "the backup waits the whole hold"
+    );
+    // A backup is not held.
+    assert!(!backup.restart_hold(at_ms(7.0), hold));
+    assert!(drain(&mut backup).is_empty());
 }
 
 #[test]
@@ -599,10 +706,8 @@ impl Pair {
     fn collect(&mut self, i: usize) {
         while let Some(action) = self.routers[i].poll_action() {
             self.log.push((i, action.clone()));
-            if let Action::SendAdvert { priority } = action {
+            if let Action::SendAdvert(advert) = action {
                 if self.alive[i] {
-                    let params = self.routers[i].params();
-                    let advert = advert(params, priority, params.advert_interval);
                     self.in_flight.push((self.now + self.delay, 1 - i, advert));
                 }
             }
@@ -728,7 +833,7 @@ fn switchover_resigns_and_does_not_preempt_back() {
     let t = pair.now;
     pair.routers[0].resign(t);
     let actions: Vec<Action> = std::iter::from_fn(|| pair.routers[0].poll_action()).collect();
-    assert_eq!(actions[0], Action::SendAdvert { priority: 0 });
+    assert_eq!(actions[0], sends(0));
     assert!(
         !actions.contains(&Action::RemoveVirtualIps),
         "VIPs kept until the new master speaks"
@@ -1108,7 +1213,7 @@ fn resume_master_after_a_restart_hold_goes_straight_to_master() {
         [
             Action::AddVirtualIps,
             Action::AnnounceVirtualIps,
-            Action::SendAdvert { priority: 200 }
+            sends(200)
         ]
     );
     assert_eq!(

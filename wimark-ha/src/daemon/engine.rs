@@ -34,9 +34,6 @@ use crate::{
 
 /// Transitions kept per instance for `status`.
 const HISTORY_LEN: usize = 64;
-/// How long a resigning master keeps its VIPs at most, waiting for the new
-/// master's first advert.
-const SHUTDOWN_HOLD: Duration = Duration::from_millis(200);
 /// The longest the loop sleeps with nothing to do.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How stale the published counters may get. Building the status clones
@@ -192,8 +189,6 @@ pub struct Engine {
     pub commands: mpsc::Receiver<Command>,
     pub wake: Arc<OwnedFd>,
     pub status: Arc<Mutex<DaemonStatus>>,
-    /// During shutdown: VIPs go when the new master speaks, not at once.
-    pub defer_vip_removal: bool,
     /// Told of every transition, after the fast path is done.
     pub roles: tokio::sync::mpsc::UnboundedSender<crate::roles::RoleEvent>,
     /// The journal, metrics and APs-back watcher (off this thread).
@@ -407,6 +402,7 @@ impl Engine {
         // The first turn reads everything; later ones what epoll says.
         let (links_fd, wake_fd) = (self.links.fd(), self.wake.as_raw_fd());
         let mut ready = vec![links_fd, wake_fd];
+        let mut stopping = false;
         loop {
             let t = now();
             let link_changes = if ready.contains(&links_fd) {
@@ -443,13 +439,21 @@ impl Engine {
                 }
             }
             self.drain_adverts(t);
-            let mut shutting_down = false;
             if ready.contains(&wake_fd) {
                 drain_eventfd(wake_fd);
             }
             while let Ok(command) = self.commands.try_recv() {
                 match command {
-                    Command::Shutdown => shutting_down = true,
+                    Command::Shutdown if !stopping => {
+                        // Every instance resigns; the machines then keep
+                        // their VIPs until the new master speaks (bounded).
+                        stopping = true;
+                        for i in 0..self.instances.len() {
+                            self.instances[i].machine.shutdown(t);
+                            self.carry_out(i, t);
+                        }
+                    }
+                    Command::Shutdown => {}
                     Command::RestartHold { hold, reply } => {
                         let held = self.restart_hold(hold);
                         let _ = reply.send(Ok(format!(
@@ -474,10 +478,6 @@ impl Engine {
                     }
                 }
             }
-            if shutting_down {
-                self.shutdown(now());
-                return Ok(Stopped::Shutdown);
-            }
             let t = now();
             for i in 0..self.instances.len() {
                 if self.instances[i]
@@ -489,6 +489,15 @@ impl Engine {
                 }
                 self.carry_out(i, t);
                 self.second_garp(i, t);
+            }
+            if stopping
+                && self
+                    .instances
+                    .iter()
+                    .all(|i| i.machine.poll_timeout().is_none())
+            {
+                self.leave_no_vip_behind();
+                return Ok(Stopped::Shutdown);
             }
             let t = now();
             self.alive
@@ -610,20 +619,19 @@ impl Engine {
         }
     }
 
-    /// Each master sends its last advert with an interval that makes the
-    /// peer wait `hold` (RFC 5798 §6.4.2: a backup learns Master_Adver_Interval
-    /// from the advert), and keeps its VIPs for the next process to resume.
+    /// Each master's machine sends its last advert with an interval that
+    /// makes the peer wait `hold`, and keeps its VIPs for the next process
+    /// to resume.
     fn restart_hold(&mut self, hold: Duration) -> Vec<super::restart::Held> {
-        let interval = crate::vrrp::hold_interval(hold);
+        let t = now();
         let mut held = Vec::new();
         for i in 0..self.instances.len() {
-            if self.instances[i].machine.state() != State::Master {
+            if !self.instances[i].machine.restart_hold(t, hold) {
                 continue;
             }
-            let priority = self.instances[i].config.priority;
-            self.send_advert_with_interval(i, priority, interval);
+            self.carry_out(i, t);
             let instance = &self.instances[i];
-            tracing::info!(instance = %instance.config.name, ?hold, ?interval, "restart hold: the peer was told to wait");
+            tracing::info!(instance = %instance.config.name, ?hold, interval = ?crate::vrrp::hold_interval(hold), "restart hold: the peer was told to wait");
             held.push(super::restart::Held {
                 instance: instance.config.name.clone(),
                 interface: instance.config.interface.clone(),
@@ -641,44 +649,12 @@ impl Engine {
         held
     }
 
-    /// Every instance resigns. A master keeps its VIPs until the peer's
-    /// first advert as the new master (or at most `SHUTDOWN_HOLD`), so the
-    /// clients its gratuitous ARP moves find someone answering all along.
-    fn shutdown(&mut self, t: Timestamp) {
-        self.defer_vip_removal = true;
-        for i in 0..self.instances.len() {
-            self.instances[i].machine.shutdown(t);
-            self.carry_out(i, t);
-        }
-        self.defer_vip_removal = false;
-        let deadline = now() + SHUTDOWN_HOLD;
-        while self.instances.iter().any(|i| i.holds_vips) && now() < deadline {
-            let mut events = Vec::new();
-            for (index, reader) in self.readers.iter_mut().enumerate() {
-                reader.drain(|event| events.push((index, event)));
-            }
-            for (reader, event) in events {
-                let source = ip_addr(&event.source);
-                let at = Timestamp(event.timestamp_ns);
-                for i in 0..self.instances.len() {
-                    let instance = &mut self.instances[i];
-                    let primary = instance.primary;
-                    let new_master_speaks = instance.holds_vips
-                        && instance.config.vrid == event.vrid
-                        && event.priority > 0
-                        && instance
-                            .heard_as(reader, source, at)
-                            .is_some_and(|s| s != primary);
-                    if new_master_speaks {
-                        self.remove_vips(i);
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        // Whatever happened, leave no VIP behind.
+    /// The end of a shutdown: every machine has released its VIPs; any the
+    /// engine still holds (a removal that failed) are tried once more.
+    fn leave_no_vip_behind(&mut self) {
         for i in 0..self.instances.len() {
             if self.instances[i].holds_vips {
+                tracing::warn!(instance = %self.instances[i].config.name, "VIPs still held at the end of the shutdown: removing them");
                 self.remove_vips(i);
             }
         }
@@ -691,7 +667,7 @@ impl Engine {
         let mut vip_added = None;
         let mut garp_sent = None;
         while let Some(action) = self.instances[i].machine.poll_action() {
-            if !matches!(action, Action::SendAdvert { .. }) {
+            if !matches!(action, Action::SendAdvert(_)) {
                 self.status_changed = true;
             }
             match action {
@@ -705,11 +681,9 @@ impl Engine {
                     let delay = self.instances[i].config.garp.delay;
                     self.instances[i].second_garp_burst = Some(now() + delay);
                 }
-                Action::SendAdvert { priority } => self.send_advert(i, priority),
+                Action::SendAdvert(advert) => self.send_advert(i, &advert),
                 Action::RemoveVirtualIps => {
-                    if !self.defer_vip_removal {
-                        self.remove_vips(i);
-                    }
+                    self.remove_vips(i);
                     self.instances[i].second_garp_burst = None;
                 }
                 Action::Transition {
@@ -819,26 +793,11 @@ impl Engine {
         }
     }
 
-    fn send_advert(&mut self, i: usize, priority: u8) {
-        let interval = self.instances[i].config.advert_interval;
-        self.send_advert_with_interval(i, priority, interval);
-    }
-
-    fn send_advert_with_interval(&mut self, i: usize, priority: u8, interval: Duration) {
+    /// The machine's advert, on the instance's link and every heartbeat
+    /// link that is up: only the IP addresses (and so the checksum) differ.
+    fn send_advert(&mut self, i: usize, advert: &Advert) {
         let instance = &mut self.instances[i];
-        let advert = Advert {
-            version: instance.config.version,
-            vrid: instance.config.vrid,
-            priority,
-            interval,
-            auth: instance.config.auth,
-            addresses: instance
-                .config
-                .virtual_ips
-                .iter()
-                .map(|v| v.address)
-                .collect(),
-        };
+        let priority = advert.priority;
         let main = instance
             .destinations
             .iter()

@@ -437,7 +437,6 @@ async fn run_bound(
                     commands: commands_rx,
                     wake: engine_wake,
                     status: engine_status,
-                    defer_vip_removal: false,
                     roles: roles_tx,
                     observer: observed_tx,
                     alive: engine_alive,

@@ -100,10 +100,9 @@ pub enum Reason {
 /// What the runtime must do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Send an advert with this priority (0 = resignation).
-    SendAdvert {
-        priority: u8,
-    },
+    /// Send this advert, complete (priority 0 = resignation): the runtime
+    /// only adds the addresses of each link it goes out on.
+    SendAdvert(Advert),
     AddVirtualIps,
     RemoveVirtualIps,
     /// Gratuitous ARP / unsolicited NA for every VIP (the runtime repeats
@@ -158,9 +157,12 @@ pub struct Instance {
     /// the operator ends it ([`reclaim`](Self::reclaim)) or we become
     /// master because the new master really died (Master_Down_Interval).
     yielded: bool,
-    /// After a switchover we keep answering on the VIPs until the new
-    /// master's first advert, so no client packet falls in between.
+    /// After a switchover or a shutdown we keep answering on the VIPs
+    /// until the new master's first advert, so no client packet falls in
+    /// between.
     release_vips_on_new_master: bool,
+    /// Shutdown's bound on that wait: the VIPs go then, new master or not.
+    vip_release_deadline: Option<Timestamp>,
     last_advert_at: Option<Timestamp>,
     previous_advert_at: Option<Timestamp>,
     master: Option<IpAddr>,
@@ -181,6 +183,7 @@ impl Instance {
             resigned: false,
             yielded: false,
             release_vips_on_new_master: false,
+            vip_release_deadline: None,
             last_advert_at: None,
             previous_advert_at: None,
             master: None,
@@ -291,8 +294,15 @@ impl Instance {
         self.become_master(now, Reason::RestartHold, None);
     }
 
-    /// RFC 5798 §6.4.2 / §6.4.3: "If a Shutdown event is received".
-    pub fn shutdown(&mut self, _now: Timestamp) {
+    /// RFC 5798 §6.4.2 / §6.4.3: "If a Shutdown event is received". A
+    /// master resigns (priority 0, so the backup takes over after its skew
+    /// time only) but keeps its VIPs until the new master's first advert,
+    /// at most [`SHUTDOWN_VIP_HOLD`]: the clients the new master's
+    /// gratuitous ARP moves find someone answering all along. The runtime
+    /// keeps feeding adverts and timeouts until [`poll_timeout`] is `None`.
+    ///
+    /// [`poll_timeout`]: Self::poll_timeout
+    pub fn shutdown(&mut self, now: Timestamp) {
         match self.state {
             State::Initialize => return,
             State::Fault => {}
@@ -302,13 +312,34 @@ impl Instance {
                 }
             }
             State::Master => {
-                // Resign so the backup takes over after its skew time only.
-                self.actions.push_back(Action::SendAdvert { priority: 0 });
-                self.actions.push_back(Action::RemoveVirtualIps);
+                self.actions.push_back(Action::SendAdvert(self.advert(0)));
             }
         }
+        let was_master = self.state == State::Master;
         self.clear_timers();
         self.enter(State::Initialize, Reason::Shutdown, None);
+        if was_master {
+            self.release_vips_on_new_master = true;
+            self.vip_release_deadline = Some(now + SHUTDOWN_VIP_HOLD);
+        }
+    }
+
+    /// wimark-ha's restart hold (`wimark-ha restart`): a master's last
+    /// advert carries an interval that makes the backup wait `hold` for it
+    /// (RFC 5798 §6.4.2: a backup learns Master_Adver_Interval from the
+    /// advert; see [`hold_interval`]), then it sends nothing more and keeps
+    /// its VIPs for the next process, which calls
+    /// [`resume_master`](Self::resume_master). Returns whether this
+    /// instance was master (and is now held).
+    pub fn restart_hold(&mut self, _now: Timestamp, hold: Duration) -> bool {
+        if self.state != State::Master {
+            return false;
+        }
+        let mut advert = self.advert(self.params.priority);
+        advert.interval = hold_interval(hold);
+        self.actions.push_back(Action::SendAdvert(advert));
+        self.adver_deadline = None;
+        true
     }
 
     /// The interface lost its link: whatever we were, we can neither hear
@@ -346,7 +377,7 @@ impl Instance {
         if self.state != State::Master {
             return;
         }
-        self.actions.push_back(Action::SendAdvert { priority: 0 });
+        self.actions.push_back(Action::SendAdvert(self.advert(0)));
         self.clear_timers();
         self.yielded = true;
         self.release_vips_on_new_master = true;
@@ -392,7 +423,14 @@ impl Instance {
     ) -> Result<(), Ignored> {
         self.check_receive(source, advert)?;
         match self.state {
-            State::Initialize | State::Fault => Ok(()),
+            State::Initialize => {
+                // Shut down, waiting for the new master to speak first.
+                if advert.priority > 0 && self.release_vips_on_new_master {
+                    self.release_vips();
+                }
+                Ok(())
+            }
+            State::Fault => Ok(()),
             State::Backup => self.backup_heard(now, source, advert, at),
             State::Master => self.master_heard(now, source, advert, at),
         }
@@ -480,9 +518,8 @@ impl Instance {
         if advert.priority == 0 {
             // "If the Priority in the ADVERTISEMENT is zero, then: Send an
             // ADVERTISEMENT; Reset the Adver_Timer".
-            self.actions.push_back(Action::SendAdvert {
-                priority: self.params.priority,
-            });
+            self.actions
+                .push_back(Action::SendAdvert(self.advert(self.params.priority)));
             self.adver_deadline = Some(now + self.send_interval());
             return Ok(());
         }
@@ -508,15 +545,20 @@ impl Instance {
     /// wake-up never mistakes our own stall for the peer's silence.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         match self.state {
-            State::Initialize | State::Fault => {}
+            State::Initialize => {
+                if self.vip_release_deadline.is_some_and(|d| now >= d) {
+                    // Nobody spoke up within SHUTDOWN_VIP_HOLD: go anyway.
+                    self.release_vips();
+                }
+            }
+            State::Fault => {}
             State::Master => {
                 if self.adver_deadline.is_some_and(|d| now >= d) {
                     // RFC 5798 §6.4.3 "If the Adver_Timer fires": send an
                     // ADVERTISEMENT, reset the Adver_Timer. Deadlines are
                     // absolute: a late firing does not shift the cadence.
-                    self.actions.push_back(Action::SendAdvert {
-                        priority: self.params.priority,
-                    });
+                    self.actions
+                        .push_back(Action::SendAdvert(self.advert(self.params.priority)));
                     let mut next = self.adver_deadline.unwrap_or(now) + self.send_interval();
                     if next <= now {
                         next = now + self.send_interval();
@@ -570,6 +612,7 @@ impl Instance {
             self.adver_deadline,
             self.master_down_deadline,
             self.fast_down_deadline,
+            self.vip_release_deadline,
         ]
         .into_iter()
         .flatten()
@@ -581,6 +624,26 @@ impl Instance {
     }
 
     // ===== helpers =====
+
+    /// Our advert (RFC 5798 §5.1): Advertisement_Interval, not the fast
+    /// interval — a backup learns Master_Adver_Interval from it, and must
+    /// keep the RFC's Master_Down_Interval as the fallback.
+    fn advert(&self, priority: u8) -> Advert {
+        Advert {
+            version: self.params.version,
+            vrid: self.params.vrid,
+            priority,
+            interval: self.params.advert_interval,
+            auth: self.params.auth,
+            addresses: self.params.virtual_ips.clone(),
+        }
+    }
+
+    fn release_vips(&mut self) {
+        self.release_vips_on_new_master = false;
+        self.vip_release_deadline = None;
+        self.actions.push_back(Action::RemoveVirtualIps);
+    }
 
     /// Accepts `source` as the master (RFC 5798 §6.4.2 / §6.4.3): v3 learns
     /// its interval ("Set Master_Adver_Interval...; Recompute the Skew_Time;
@@ -660,13 +723,13 @@ impl Instance {
         self.clear_timers();
         self.actions.push_back(Action::AddVirtualIps);
         self.actions.push_back(Action::AnnounceVirtualIps);
-        self.actions.push_back(Action::SendAdvert {
-            priority: self.params.priority,
-        });
+        self.actions
+            .push_back(Action::SendAdvert(self.advert(self.params.priority)));
         self.adver_deadline = Some(now + self.send_interval());
         self.master = None;
         self.yielded = false;
         self.release_vips_on_new_master = false;
+        self.vip_release_deadline = None;
         self.enter(State::Master, reason, silence);
     }
 
@@ -681,6 +744,10 @@ impl Instance {
         });
     }
 }
+
+/// How long a master that shuts down keeps its VIPs at most, waiting for the
+/// new master's first advert.
+pub const SHUTDOWN_VIP_HOLD: Duration = Duration::from_millis(200);
 
 /// The Max Adver Int a master puts in its last advert before a restart in
 /// place so that a backup waits `hold` for it: Master_Down_Interval is

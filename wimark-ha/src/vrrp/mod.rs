@@ -8,6 +8,7 @@ pub mod packet;
 
 pub use machine::{
     hold_interval, Action, FastDetect, Ignored, Instance, Params, Reason, State, Timestamp,
+    SHUTDOWN_VIP_HOLD,
 };
 pub use packet::{Advert, Auth, ChecksumMode, EncodeError, Version};
 pub use wimark_ha_common::classify::{DecodeError, VrrpRejection};
