@@ -89,7 +89,7 @@ impl Capture {
                     let frame = &buffer[..len];
                     let seen = match classify(frame) {
                         Verdict::Vrrp(advert) => Some(Seen::Advert {
-                            source: wimark_ha::monitor::ip_addr(&advert.source),
+                            source: std::net::IpAddr::from(advert.source),
                             priority: advert.priority,
                         }),
                         _ => gratuitous_arp(frame),

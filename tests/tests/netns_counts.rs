@@ -183,7 +183,7 @@ fn exact_counts_of_every_kind_over_a_veth() {
 fn classify_source(frame: &[u8]) -> Option<std::net::IpAddr> {
     match wimark_ha_common::classify::classify(frame) {
         wimark_ha_common::classify::Verdict::Vrrp(advert) => {
-            Some(wimark_ha::monitor::ip_addr(&advert.source))
+            Some(std::net::IpAddr::from(advert.source))
         }
         _ => None,
     }

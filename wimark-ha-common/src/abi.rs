@@ -136,6 +136,19 @@ impl From<core::net::IpAddr> for IpBytes {
     }
 }
 
+impl From<IpBytes> for core::net::IpAddr {
+    /// Anything but [`FAMILY_IPV4`] reads as IPv6 (the kernel side writes
+    /// only the two).
+    fn from(bytes: IpBytes) -> Self {
+        if bytes.family == FAMILY_IPV4 {
+            let a = bytes.addr;
+            core::net::IpAddr::V4(core::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+        } else {
+            core::net::IpAddr::V6(core::net::Ipv6Addr::from(bytes.addr))
+        }
+    }
+}
+
 impl IpBytes {
     #[inline(always)]
     pub const fn v4(a: [u8; 4]) -> Self {

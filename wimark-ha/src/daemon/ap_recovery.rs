@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt as _;
 use crate::{
     clock::monotonic_now_ns,
     config::ApRecoveryConfig,
-    monitor::{ip_addr, read_aps, Monitor, ACTIVE_AP_WINDOW},
+    monitor::{read_aps, Monitor, ACTIVE_AP_WINDOW},
     records::DaemonStatus,
     recovery::{
         sync::{self, Received, Sender, SyncStatus, SyncedAp, MIN_KEY},
@@ -288,7 +288,7 @@ pub fn active_aps(monitors: &Mutex<Vec<Monitor>>, monitor: usize) -> Vec<SyncedA
         .into_iter()
         .filter(|ap| now_ns.saturating_sub(ap.last_seen_ns) <= window_ns)
         .map(|ap| SyncedAp {
-            address: ip_addr(&ap.address),
+            address: IpAddr::from(ap.address),
             ike_port: ap.ike_port,
             mqtt_port: ap.mqtt_port,
             age_s: (now_ns.saturating_sub(ap.last_seen_ns) / 1_000_000_000).min(u64::from(u16::MAX))

@@ -18,18 +18,14 @@ use std::{
     time::Duration,
 };
 
-use wimark_ha_common::abi::{AdvertEvent, FAMILY_IPV4};
-
 use super::advert_socket::{AdvertSocket, VRRP_GROUP_V4, VRRP_GROUP_V6};
 use crate::{
     clock::{monotonic_now_ns, unix_ms},
     config::InstanceConfig,
-    monitor::{ip_addr, AdvertReader},
+    monitor::{AdvertReader, Heard},
     records::{DaemonStatus, HeartbeatStatus, InstanceStatus, TransitionRecord},
     vip::{Announcer, InterfaceInfo, Vips},
-    vrrp::{
-        Action, Advert, Auth, ChecksumMode, Ignored, Instance, Reason, State, Timestamp, Version,
-    },
+    vrrp::{Action, Advert, ChecksumMode, Ignored, Instance, Reason, State, Timestamp},
 };
 
 /// Transitions kept per instance for `status`.
@@ -353,29 +349,6 @@ fn drain_eventfd(fd: RawFd) {
     unsafe { libc::read(fd, (&raw mut value).cast(), 8) };
 }
 
-/// The advert as the state machine needs it (the XDP program already did
-/// the wire checks; addresses are not carried and not needed).
-fn advert_from(event: &AdvertEvent) -> Option<Advert> {
-    let version = match event.version {
-        2 => Version::V2,
-        3 => Version::V3,
-        _ => return None,
-    };
-    let auth = match event.auth_type {
-        0 => Auth::None,
-        1 => Auth::Password(event.auth_data),
-        other => Auth::Unsupported(other),
-    };
-    Some(Advert {
-        version,
-        vrid: event.vrid,
-        priority: event.priority,
-        interval: Duration::from_millis(u64::from(event.interval_ms)),
-        auth,
-        addresses: Vec::new(),
-    })
-}
-
 impl Engine {
     /// Runs until a Shutdown command (every instance resigns on the way
     /// out) or a RestartHold one.
@@ -524,16 +497,12 @@ impl Engine {
         for (index, reader) in self.readers.iter_mut().enumerate() {
             reader.drain(|event| events.push((index, event)));
         }
-        for (reader, event) in events {
-            let Some(advert) = advert_from(&event) else {
-                continue;
-            };
-            let source = ip_addr(&event.source);
-            let at = Timestamp(event.timestamp_ns);
+        for (reader, heard) in events {
+            let Heard { source, at, advert } = heard;
             for i in 0..self.instances.len() {
                 let instance = &mut self.instances[i];
-                if instance.config.vrid != event.vrid
-                    || instance.primary.is_ipv4() != (event.source.family == FAMILY_IPV4)
+                if instance.config.vrid != advert.vrid
+                    || instance.primary.is_ipv4() != source.is_ipv4()
                 {
                     continue;
                 }

@@ -253,7 +253,7 @@ async fn watch_aps(
             .unwrap_or_default()
             .into_iter()
             .filter(|ap| ap.session_ns >= decided_ns)
-            .map(|ap| (crate::monitor::ip_addr(&ap.address), ap.session_ns))
+            .map(|ap| (IpAddr::from(ap.address), ap.session_ns))
             .collect();
         for (address, session_ns) in sessions {
             // The first session after the decision counts.
@@ -349,7 +349,7 @@ pub async fn log_rogues(
                     continue;
                 };
                 for (key, record) in peers {
-                    let source = crate::monitor::ip_addr(&key.source);
+                    let source = IpAddr::from(key.source);
                     if allowed
                         .get(&key.vrid)
                         .is_some_and(|list| !list.contains(&source))

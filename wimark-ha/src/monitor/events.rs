@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use wimark_ha_common::abi::{peer_event, PeerEvent, MAP_EVENTS};
 
-use super::{snapshot::ip_addr, MonitorError};
+use super::MonitorError;
 
 /// One decoded [`PeerEvent`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -44,7 +44,7 @@ impl PeerChange {
         Some(Self {
             timestamp_ns: event.timestamp_ns,
             vrid: event.key.vrid,
-            source: ip_addr(&event.key.source),
+            source: IpAddr::from(event.key.source),
             new_peer: event.kind & peer_event::NEW_PEER != 0,
             priority_changed: event.kind & peer_event::PRIORITY_CHANGED != 0,
             priority_zero: event.kind & peer_event::PRIORITY_ZERO != 0,

@@ -11,12 +11,12 @@ mod attach;
 mod events;
 mod snapshot;
 
-pub use adverts::AdvertReader;
+pub use adverts::{AdvertReader, Heard};
 pub use attach::{attached_xdp_program, AttachMode, ExistingProgram};
 pub use events::{EventStream, PeerChange};
 pub use snapshot::{
-    ip_addr, read_aps, read_counters, read_peers, ApSeen, ApStats, InvalidCounts, PeerStats,
-    Snapshot, TrafficTotals, VrrpStats, ACTIVE_AP_WINDOW,
+    read_aps, read_counters, read_peers, ApSeen, ApStats, InvalidCounts, PeerStats, Snapshot,
+    TrafficTotals, VrrpStats, ACTIVE_AP_WINDOW,
 };
 
 use std::io;

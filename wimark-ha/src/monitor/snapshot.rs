@@ -2,10 +2,7 @@
 //! `wimark-ha stats --json` prints (a contract scripts rely on: add fields,
 //! never rename or remove them).
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
 
 use aya::{
     maps::{HashMap, PerCpuArray},
@@ -13,8 +10,8 @@ use aya::{
 };
 use serde::Serialize;
 use wimark_ha_common::abi::{
-    ApSlot, Counter, IpBytes, PeerKey, PeerRecord, TrafficCounter, AP_TABLE_SLOTS, FAMILY_IPV4,
-    MAP_APS, MAP_COUNTERS, MAP_PEERS,
+    ApSlot, Counter, IpBytes, PeerKey, PeerRecord, TrafficCounter, AP_TABLE_SLOTS, MAP_APS,
+    MAP_COUNTERS, MAP_PEERS,
 };
 
 use super::MonitorError;
@@ -22,15 +19,6 @@ use crate::clock::monotonic_now_ns;
 
 /// An AP counts as active if the monitor saw a packet of it this recently.
 pub const ACTIVE_AP_WINDOW: Duration = Duration::from_secs(60);
-
-pub fn ip_addr(bytes: &IpBytes) -> IpAddr {
-    if bytes.family == FAMILY_IPV4 {
-        let a = bytes.addr;
-        IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(bytes.addr))
-    }
-}
 
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> MonitorError {
     move |source| MonitorError::Map { map, source }
@@ -212,7 +200,7 @@ impl Snapshot {
             .into_iter()
             .map(|(key, record)| PeerStats {
                 vrid: key.vrid,
-                source: ip_addr(&key.source),
+                source: IpAddr::from(key.source),
                 priority: record.priority,
                 interval_ms: record.interval_ms,
                 adverts: record.adverts,
