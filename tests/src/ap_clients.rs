@@ -17,6 +17,7 @@ use std::{
     thread,
     time::{Duration, Instant},
 };
+use wimark_ha::records::State;
 
 use anyhow::{bail, Context as _, Result};
 
@@ -511,12 +512,12 @@ impl ApFailover {
         let body_b = body("10.77.0.1", &charon_b, "b")?;
         let daemon_a = Daemon::start(&lab.a, &format!("{tag}-a"), |s| config(s, 200, &body_a))?;
         wait_until(Duration::from_secs(5), "A MASTER", || {
-            daemon_a.state() == "MASTER"
+            daemon_a.state() == Some(State::Master)
         })
         .with_context(|| daemon_a.log())?;
         let daemon_b = Daemon::start(&lab.b, &format!("{tag}-b"), |s| config(s, 100, &body_b))?;
         wait_until(Duration::from_secs(5), "B BACKUP", || {
-            daemon_b.state() == "BACKUP"
+            daemon_b.state() == Some(State::Backup)
         })
         .with_context(|| daemon_b.log())?;
         let aps = lab.start_aps(&scratch.0, ike)?;
@@ -592,7 +593,7 @@ impl ApFailover {
             bail!("switchover refused: {response:?}");
         }
         crate::daemon::wait_until(Duration::from_secs(5), "B MASTER", || {
-            self.daemon_b.state() == "MASTER"
+            self.daemon_b.state() == Some(State::Master)
         })?;
         Ok(asked)
     }

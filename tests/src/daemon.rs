@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use wimark_ha::{
     control::{self, Request},
-    records::{DaemonStatus, InstanceStatus},
+    records::{DaemonStatus, InstanceStatus, State},
 };
 
 use crate::lab::in_netns;
@@ -193,11 +193,9 @@ impl Daemon {
         response.status.context("no status in the answer")
     }
 
-    /// The first instance's state ("MASTER"...), or why it is unknown.
-    pub fn state(&self) -> String {
-        self.instance()
-            .map(|i| i.state)
-            .unwrap_or_else(|e| format!("unreachable: {e}"))
+    /// The first instance's state, `None` while the daemon does not answer.
+    pub fn state(&self) -> Option<State> {
+        self.instance().ok().map(|i| i.state)
     }
 
     pub fn instance(&self) -> Result<InstanceStatus> {

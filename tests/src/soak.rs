@@ -7,6 +7,7 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+use wimark_ha::records::Reason;
 
 use anyhow::{Context as _, Result};
 
@@ -155,7 +156,7 @@ pub fn soak(
     };
     let standby_transitions = history_len(&lab)
         .iter()
-        .filter(|t| t.reason != "startup")
+        .filter(|t| t.reason != Reason::Startup)
         .map(|t| {
             format!(
                 "{} -> {} ({}), silence {:?} us",

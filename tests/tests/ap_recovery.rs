@@ -7,6 +7,7 @@ use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
+use wimark_ha::records::State;
 
 use wimark_ha_tests::{
     ap_clients::{
@@ -253,7 +254,11 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
         daemon_b.log()
     );
     eprintln!("AP MQTT back after node loss: {mqtt:?}");
-    assert!(daemon_b.state() == "MASTER", "{}", daemon_b.log());
+    assert!(
+        daemon_b.state() == Some(State::Master),
+        "{}",
+        daemon_b.log()
+    );
     // One journal entry for the takeover's recovery, every AP accounted for.
     let recoveries = || {
         journal(daemon_b, |entry| match entry {

@@ -3,6 +3,7 @@
 //! hand-over. Where the VIP is, is read from the interfaces themselves.
 
 use std::time::Duration;
+use wimark_ha::records::{Reason, State};
 
 use wimark_ha_tests::{
     daemon::{config, has_address, wait_until, Daemon, FAST},
@@ -39,7 +40,7 @@ fn unplanned_failover_restart_and_planned_switchover() {
 
     // Election: A (priority 200) is master, the VIP only on A.
     wait_until(long, "A MASTER, B BACKUP", || {
-        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
     })
     .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
     assert!(has_address(&a, "eth1", VIP) && !has_address(&b, "eth1", VIP));
@@ -54,10 +55,10 @@ fn unplanned_failover_restart_and_planned_switchover() {
     assert!(xdp_attached(&a), "the monitor is attached while A runs");
     daemon_a.signal(libc::SIGKILL);
     daemon_a.wait();
-    wait_until(long, "B MASTER", || daemon_b.state() == "MASTER").expect("failover");
+    wait_until(long, "B MASTER", || daemon_b.state() == Some(State::Master)).expect("failover");
     assert!(has_address(&b, "eth1", VIP));
     let takeover = daemon_b.last_transition();
-    assert_eq!(takeover.reason, "master down (fast detection)");
+    assert_eq!(takeover.reason, Reason::FastDetect);
     assert!(
         takeover.silence_us.is_some()
             && takeover.vip_added_us.is_some()
@@ -74,7 +75,7 @@ fn unplanned_failover_restart_and_planned_switchover() {
     assert!(!xdp_attached(&a), "no XDP program left by the crash");
     daemon_a.restart().expect("restart A");
     wait_until(long, "A MASTER again", || {
-        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
     })
     .expect("preempt");
     assert!(has_address(&a, "eth1", VIP) && !has_address(&b, "eth1", VIP));
@@ -95,17 +96,17 @@ fn unplanned_failover_restart_and_planned_switchover() {
     .expect("switchover");
     assert!(response.ok, "{response:?}");
     wait_until(long, "B MASTER after switchover", || {
-        daemon_b.state() == "MASTER"
+        daemon_b.state() == Some(State::Master)
     })
     .expect("switchover");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         (daemon_a.state(), daemon_b.state()),
-        ("BACKUP".to_string(), "MASTER".to_string())
+        (Some(State::Backup), Some(State::Master))
     );
     assert!(has_address(&b, "eth1", VIP) && !has_address(&a, "eth1", VIP));
     let handover = daemon_b.last_transition();
-    assert_eq!(handover.reason, "peer resigned (priority 0)");
+    assert_eq!(handover.reason, Reason::PeerResigned);
 
     // A switchover on a node that is not master is refused, with the reason.
     let refused = wimark_ha::control::request(
@@ -163,7 +164,7 @@ fn unplanned_failover_restart_and_planned_switchover() {
     .expect("switchover --back");
     assert!(back.ok, "{back:?}");
     wait_until(long, "A MASTER again", || {
-        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", daemon_a.log()));
     assert!(!daemon_a.instance().expect("status").handed_over);
@@ -192,16 +193,13 @@ fn sigterm_on_the_master_hands_over_and_leaves_nothing_behind() {
     let daemon_b = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("start B");
     let long = Duration::from_secs(5);
     wait_until(long, "A MASTER", || {
-        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
     })
     .expect("election");
     daemon_a.signal(libc::SIGTERM);
     assert_eq!(daemon_a.wait(), Some(0), "clean exit: {}", daemon_a.log());
-    wait_until(long, "B MASTER", || daemon_b.state() == "MASTER").expect("hand-over");
-    assert_eq!(
-        daemon_b.last_transition().reason,
-        "peer resigned (priority 0)"
-    );
+    wait_until(long, "B MASTER", || daemon_b.state() == Some(State::Master)).expect("hand-over");
+    assert_eq!(daemon_b.last_transition().reason, Reason::PeerResigned);
     assert!(!has_address(&a, "eth1", VIP), "SIGTERM must remove the VIP");
     assert!(!daemon_a.socket.exists(), "control socket removed");
     let xdp = std::process::Command::new("ip")
@@ -221,7 +219,7 @@ fn status_json_follows_the_contract() {
     let (_lab, a, _b) = lab();
     let daemon = Daemon::start(&a, "a", |s| config(s, 200, FAST)).expect("start");
     wait_until(Duration::from_secs(5), "MASTER", || {
-        daemon.state() == "MASTER"
+        daemon.state() == Some(State::Master)
     })
     .expect("alone, it becomes master");
     let output = std::process::Command::new(wimark_ha_tests::wimark_ha_bin())
@@ -267,7 +265,7 @@ fn ipv6_vip_fails_over_between_link_local_speakers() {
     let mut daemon_a = Daemon::start(&a, "a6", |s| config(s, 200, v6)).expect("start A");
     let daemon_b = Daemon::start(&b, "b6", |s| config(s, 100, v6)).expect("start B");
     wait_until(long, "A MASTER, B BACKUP", || {
-        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
     })
     .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
     assert!(has_address(&a, "eth1", "fd00::100") && !has_address(&b, "eth1", "fd00::100"));
@@ -282,12 +280,10 @@ fn ipv6_vip_fails_over_between_link_local_speakers() {
     );
     daemon_a.signal(libc::SIGKILL);
     daemon_a.wait();
-    wait_until(long, "B MASTER", || daemon_b.state() == "MASTER").expect("IPv6 failover");
+    wait_until(long, "B MASTER", || daemon_b.state() == Some(State::Master))
+        .expect("IPv6 failover");
     assert!(has_address(&b, "eth1", "fd00::100"));
-    assert_eq!(
-        daemon_b.last_transition().reason,
-        "master down (fast detection)"
-    );
+    assert_eq!(daemon_b.last_transition().reason, Reason::FastDetect);
 }
 
 #[test]
@@ -325,7 +321,7 @@ fn forged_and_foreign_adverts_are_counted_and_never_obeyed() {
     send(frames::v3_advert(250, 10, vip.clone()), 64, 100);
     send(other_vrid, 255, 50);
     wait_until(Duration::from_secs(2), "B MASTER", || {
-        daemon.state() == "MASTER"
+        daemon.state() == Some(State::Master)
     })
     .expect("B takes over regardless");
     let status = daemon.status().expect("status");
@@ -335,18 +331,18 @@ fn forged_and_foreign_adverts_are_counted_and_never_obeyed() {
     );
     let monitor = &status.monitors[0];
     assert!(
-        monitor["vrrp"]["invalid"]["ttl"].as_u64().unwrap_or(0) >= 100,
-        "TTL≠255 counted: {monitor}"
+        monitor.vrrp.invalid.ttl >= 100,
+        "TTL≠255 counted: {monitor:?}"
     );
-    let peers = monitor["vrrp"]["peers"].as_array().expect("peers");
+    let peers = &monitor.vrrp.peers;
     assert!(
-        peers.iter().any(|p| p["vrid"] == 68),
+        peers.iter().any(|p| p.vrid == 68),
         "the other VRID is seen and counted: {peers:?}"
     );
     // The control: a valid higher-priority advert for our VRID is obeyed.
     send(frames::v3_advert(250, 10, vip), 255, 20);
     wait_until(Duration::from_secs(2), "B BACKUP", || {
-        daemon.state() == "BACKUP"
+        daemon.state() == Some(State::Backup)
     })
     .expect("a valid master is obeyed");
 }
@@ -356,7 +352,7 @@ fn a_second_daemon_on_the_same_node_refuses_to_start_and_touches_nothing() {
     let (_lab, a, _b) = lab();
     let daemon = Daemon::start(&a, "a", |s| config(s, 200, FAST)).expect("start");
     wait_until(Duration::from_secs(5), "MASTER", || {
-        daemon.state() == "MASTER"
+        daemon.state() == Some(State::Master)
     })
     .expect("master");
     // Same control socket, same node: it must stop before touching the interface.
@@ -380,7 +376,7 @@ fn a_second_daemon_on_the_same_node_refuses_to_start_and_touches_nothing() {
         has_address(&a, "eth1", VIP),
         "the running daemon's VIP was left alone"
     );
-    assert_eq!(daemon.state(), "MASTER");
+    assert_eq!(daemon.state(), Some(State::Master));
 }
 
 #[test]
@@ -394,23 +390,23 @@ fn link_loss_faults_the_master_and_the_peer_takes_over() {
     let daemon_b = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("start B");
     let long = Duration::from_secs(5);
     wait_until(long, "A MASTER", || {
-        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
     })
     .expect("election");
     wimark_ha_tests::lab::ip(&["-n", &a, "link", "set", "eth1", "down"]).expect("link down");
     wait_until(long, "A FAULT, B MASTER", || {
-        daemon_a.state() == "FAULT" && daemon_b.state() == "MASTER"
+        daemon_a.state() == Some(State::Fault) && daemon_b.state() == Some(State::Master)
     })
     .unwrap_or_else(|e| panic!("{e}\nA: {}", daemon_a.log()));
     assert!(
         !has_address(&a, "eth1", VIP),
         "a faulted node gives its VIP up"
     );
-    assert_eq!(daemon_a.last_transition().reason, "interface down");
+    assert_eq!(daemon_a.last_transition().reason, Reason::InterfaceDown);
     wimark_ha_tests::lab::ip(&["-n", &a, "link", "set", "eth1", "up"]).expect("link up");
     // Back as backup, then (priority 200, preempt) master again.
     wait_until(long, "A MASTER again", || {
-        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
     })
     .unwrap_or_else(|e| panic!("{e}\nA: {}", daemon_a.log()));
     assert!(has_address(&a, "eth1", VIP) && !has_address(&b, "eth1", VIP));
@@ -434,7 +430,7 @@ fn rogue_sources_are_dropped_in_xdp_and_never_move_the_vip() {
     let allow = format!("{FAST}\npeers = [\"10.77.0.2\"]");
     let daemon = Daemon::start(&a, "rogue-a", |s| config(s, 100, &allow)).expect("start A");
     wait_until(Duration::from_secs(5), "A MASTER", || {
-        daemon.state() == "MASTER"
+        daemon.state() == Some(State::Master)
     })
     .expect("A alone is master");
     let vip = vec![IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100))];
@@ -465,18 +461,24 @@ fn rogue_sources_are_dropped_in_xdp_and_never_move_the_vip() {
     std::thread::sleep(Duration::from_millis(300));
     let status = daemon.status().expect("status");
     let instance = &status.instances[0];
-    assert_eq!(instance.state, "MASTER", "a rogue master does not preempt");
+    assert_eq!(
+        instance.state,
+        State::Master,
+        "a rogue master does not preempt"
+    );
     assert!(has_address(&a, "eth1", "10.77.0.100"));
     assert_eq!(instance.adverts_received, 0, "nothing reached the engine");
     assert!(
-        !instance.ignored.contains_key("rogue"),
+        instance
+            .ignored
+            .get(wimark_ha::records::IgnoredReason::Rogue)
+            == 0,
         "the XDP program, not the engine, dropped them: {:?}",
         instance.ignored
     );
     assert_eq!(
-        status.monitors[0]["vrrp"]["rogue"].as_u64(),
-        Some(FLOOD),
-        "every rogue advert counted: {}",
+        status.monitors[0].vrrp.rogue, FLOOD,
+        "every rogue advert counted: {:?}",
         status.monitors[0]
     );
     // Logged once for that source, not once per advert.
@@ -499,7 +501,7 @@ fn rogue_sources_are_dropped_in_xdp_and_never_move_the_vip() {
     assert!(
         history
             .iter()
-            .any(|t| t.from == "MASTER" && t.to == "BACKUP"),
+            .any(|t| t.from == State::Master && t.to == State::Backup),
         "the allowed peer is obeyed: {history:?}"
     );
 }

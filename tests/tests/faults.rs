@@ -2,6 +2,7 @@
 //! and that every transition is in the history.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use wimark_ha::records::{Reason, State};
 
 use wimark_ha_tests::{
     daemon::{config, has_address, wait_until, Daemon, FAST},
@@ -15,13 +16,13 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn transitions(daemon: &Daemon) -> Vec<(u64, String, String)> {
+fn transitions(daemon: &Daemon) -> Vec<(u64, State, State)> {
     daemon
         .instance()
         .map(|i| {
             i.history
                 .iter()
-                .map(|t| (t.at_unix_ms, t.from.clone(), t.to.clone()))
+                .map(|t| (t.at_unix_ms, t.from, t.to))
                 .collect()
         })
         .unwrap_or_default()
@@ -37,12 +38,12 @@ fn settled_pair(
 ) -> (Daemon, Daemon) {
     let daemon_a = Daemon::start(a, &format!("{tag}-a"), config_a).expect("A");
     wait_until(Duration::from_secs(5), "A MASTER", || {
-        daemon_a.state() == "MASTER"
+        daemon_a.state() == Some(State::Master)
     })
     .expect("A first");
     let daemon_b = Daemon::start(b, &format!("{tag}-b"), config_b).expect("B");
     wait_until(Duration::from_secs(5), "B BACKUP", || {
-        daemon_b.state() == "BACKUP"
+        daemon_b.state() == Some(State::Backup)
     })
     .expect("B backup");
     (daemon_a, daemon_b)
@@ -60,7 +61,7 @@ fn a_master_stopped_for_two_seconds_does_not_keep_the_vip_beside_the_new_one() {
 
     daemon_a.signal(libc::SIGSTOP);
     wait_until(Duration::from_secs(2), "B takes over", || {
-        daemon_b.state() == "MASTER" && has_address(&b, "eth1", "10.77.0.100")
+        daemon_b.state() == Some(State::Master) && has_address(&b, "eth1", "10.77.0.100")
     })
     .expect("B master while A is stopped");
     std::thread::sleep(Duration::from_secs(2));
@@ -73,7 +74,7 @@ fn a_master_stopped_for_two_seconds_does_not_keep_the_vip_beside_the_new_one() {
     })
     .expect("one holder");
     wait_until(Duration::from_secs(2), "B BACKUP again", || {
-        daemon_b.state() == "BACKUP"
+        daemon_b.state() == Some(State::Backup)
     })
     .expect("B backs off");
     assert!(has_address(&a, "eth1", "10.77.0.100") && !has_address(&b, "eth1", "10.77.0.100"));
@@ -81,34 +82,31 @@ fn a_master_stopped_for_two_seconds_does_not_keep_the_vip_beside_the_new_one() {
     let back = b_history
         .iter()
         .rev()
-        .find(|t| t.1 == "MASTER" && t.2 == "BACKUP")
+        .find(|t| t.1 == State::Master && t.2 == State::Backup)
         .unwrap_or_else(|| panic!("B's hand-back is in its history: {b_history:?}"));
     // Both held the VIP from A's wake-up until B heard A's first advert:
     // at most one advert interval (10 ms), plus ms rounding and scheduling.
     let overlap = back.0.saturating_sub(resumed);
     assert!(overlap <= 25, "two holders for {overlap} ms after SIGCONT");
     // Nothing lost: B went BACKUP → MASTER → BACKUP; A never left MASTER.
-    let kinds: Vec<(String, String)> = b_history
-        .iter()
-        .map(|t| (t.1.clone(), t.2.clone()))
-        .collect();
+    let kinds: Vec<(State, State)> = b_history.iter().map(|t| (t.1, t.2)).collect();
     assert!(
         kinds.ends_with(&[
-            ("BACKUP".to_string(), "MASTER".to_string()),
-            ("MASTER".to_string(), "BACKUP".to_string())
+            (State::Backup, State::Master),
+            (State::Master, State::Backup)
         ]),
         "{kinds:?}"
     );
     let a_history = transitions(&daemon_a);
     assert_eq!(
-        a_history.last().map(|t| t.2.as_str()),
-        Some("MASTER"),
+        a_history.last().map(|t| t.2),
+        Some(State::Master),
         "{a_history:?}"
     );
     assert!(
         a_history
             .iter()
-            .all(|t| t.0 < resumed - 2000 || t.2 == "MASTER"),
+            .all(|t| t.0 < resumed - 2000 || t.2 == State::Master),
         "A did not flap after waking: {a_history:?}"
     );
 }
@@ -157,7 +155,7 @@ fn false_takeovers(loss: f64, jitter_ms: u64, multiplier: u32, seconds: u64) -> 
     std::thread::sleep(Duration::from_secs(seconds));
     let takeovers = transitions(&daemon_b)[before..]
         .iter()
-        .filter(|t| t.2 == "MASTER")
+        .filter(|t| t.2 == State::Master)
         .count();
     let dropped = wire.dropped.load(std::sync::atomic::Ordering::Relaxed) as f64;
     let forwarded = wire.forwarded.load(std::sync::atomic::Ordering::Relaxed) as f64;
@@ -193,7 +191,7 @@ fn the_control_socket_refuses_other_users() {
     let (_lab, a, _b) = two_servers(true).expect("lab");
     let daemon = Daemon::start(&a, "ctl-a", |s| config(s, 200, FAST)).expect("A");
     wait_until(Duration::from_secs(5), "A MASTER", || {
-        daemon.state() == "MASTER"
+        daemon.state() == Some(State::Master)
     })
     .expect("A master");
     use std::os::unix::fs::PermissionsExt as _;
@@ -220,7 +218,7 @@ fn the_control_socket_refuses_other_users() {
             "a clear refusal: {stderr}"
         );
     }
-    assert_eq!(daemon.state(), "MASTER", "nothing changed");
+    assert_eq!(daemon.state(), Some(State::Master), "nothing changed");
 }
 
 /// The wimark-ha CLI against `daemon`'s control socket.
@@ -260,7 +258,7 @@ fn a_restart_in_place_keeps_mastership_and_the_peer_waits() {
         stderr.contains("not restarting") && stderr.contains("priority"),
         "{stderr}"
     );
-    assert_eq!(daemon_a.state(), "MASTER");
+    assert_eq!(daemon_a.state(), Some(State::Master));
     std::fs::write(&daemon_a.config, &good).expect("restore config");
 
     // Watch the VIP on both servers through the restart.
@@ -310,19 +308,15 @@ fn a_restart_in_place_keeps_mastership_and_the_peer_waits() {
         "{}",
         status.started_unix_ms
     );
-    let since: Vec<(String, String, String)> = status.instances[0]
+    let since: Vec<(State, State, Reason)> = status.instances[0]
         .history
         .iter()
         .filter(|t| t.at_unix_ms >= asked)
-        .map(|t| (t.from.clone(), t.to.clone(), t.reason.clone()))
+        .map(|t| (t.from, t.to, t.reason))
         .collect();
     assert_eq!(
         since,
-        [(
-            "INIT".to_string(),
-            "MASTER".to_string(),
-            "resumed after a restart in place".to_string()
-        )]
+        [(State::Initialize, State::Master, Reason::RestartHold)]
     );
     assert!(
         !daemon_a.state_dir().join("restart-hold.json").exists(),
@@ -332,18 +326,15 @@ fn a_restart_in_place_keeps_mastership_and_the_peer_waits() {
     daemon_a.expect_moves(&["INIT->BACKUP", "BACKUP->MASTER", "INIT->MASTER"]);
     // The peer never moved, and judges A by fast detection again: a kill
     // now is noticed within milliseconds.
-    let b_moves: Vec<String> = transitions(&daemon_b).into_iter().map(|t| t.2).collect();
-    assert_eq!(b_moves, ["BACKUP"], "B flapped during the restart");
+    let b_moves: Vec<State> = transitions(&daemon_b).into_iter().map(|t| t.2).collect();
+    assert_eq!(b_moves, [State::Backup], "B flapped during the restart");
     daemon_a.signal(libc::SIGKILL);
     wait_until(Duration::from_secs(2), "B MASTER", || {
-        daemon_b.state() == "MASTER"
+        daemon_b.state() == Some(State::Master)
     })
     .expect("B takes over");
     let takeover = daemon_b.last_transition();
-    assert_eq!(
-        takeover.reason, "master down (fast detection)",
-        "{takeover:?}"
-    );
+    assert_eq!(takeover.reason, Reason::FastDetect, "{takeover:?}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! listed, line by line; the seed's pair then runs and fails over in a lab.
 
 use std::{path::PathBuf, process::Command, time::Duration};
+use wimark_ha::records::State;
 
 use wimark_ha_tests::{
     daemon::{has_address, wait_until, Daemon},
@@ -216,15 +217,15 @@ fn the_imported_seed_pair_runs_and_fails_over_in_a_lab() {
     // Both have priority 200 (as the vendor ships them): the first one up
     // is master, and a backup does not preempt an equal priority.
     wait_until(Duration::from_secs(10), "one master", || {
-        daemon_a.state() == "MASTER" && daemon_b.state() == "BACKUP"
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
     })
-    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.state(), daemon_b.state()));
+    .unwrap_or_else(|e| panic!("{e}\nA: {:?}\nB: {:?}", daemon_a.state(), daemon_b.state()));
     assert!(has_address(&a, "eth1", "10.10.10.3") && !has_address(&b, "eth1", "10.10.10.3"));
     // A is lost: B takes over after Master_Down_Interval (~3.2 s at 1 s).
     daemon_a.signal(libc::SIGKILL);
     daemon_a.wait();
     wait_until(Duration::from_secs(10), "B takes over", || {
-        daemon_b.state() == "MASTER" && has_address(&b, "eth1", "10.10.10.3")
+        daemon_b.state() == Some(State::Master) && has_address(&b, "eth1", "10.10.10.3")
     })
     .unwrap_or_else(|e| panic!("{e}\nB: {}", daemon_b.log()));
     let mut daemon_b = daemon_b;

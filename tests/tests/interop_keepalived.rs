@@ -4,6 +4,7 @@
 //! between the two implementations.
 
 use std::{thread, time::Duration};
+use wimark_ha::records::{Reason, State};
 
 use wimark_ha_tests::{
     daemon::{config, has_address, wait_until, Daemon, FAST},
@@ -56,7 +57,7 @@ fn keepalived_v2_master_wimark_ha_backup_then_failover_and_preempt_back() {
     holds_for(
         Duration::from_secs(4),
         "wimark-ha BACKUP without the VIP while keepalived is master",
-        || daemon.state() == "BACKUP" && !has_address(&b, "eth1", VIP),
+        || daemon.state() == Some(State::Backup) && !has_address(&b, "eth1", VIP),
     );
     let status = daemon.instance().expect("status");
     assert_eq!(
@@ -69,18 +70,18 @@ fn keepalived_v2_master_wimark_ha_backup_then_failover_and_preempt_back() {
     wait_until(
         Duration::from_secs(6),
         "wimark-ha MASTER after keepalived died",
-        || daemon.state() == "MASTER",
+        || daemon.state() == Some(State::Master),
     )
     .expect("takeover within the RFC interval");
     assert!(has_address(&b, "eth1", VIP));
-    assert_eq!(daemon.last_transition().reason, "master down (RFC timer)");
+    assert_eq!(daemon.last_transition().reason, Reason::MasterDown);
 
     // keepalived comes back with the higher priority and preempts.
     keepalived.restart().expect("restart keepalived");
     wait_until(
         Duration::from_secs(10),
         "wimark-ha gives the VIP back",
-        || daemon.state() == "BACKUP" && !has_address(&b, "eth1", VIP),
+        || daemon.state() == Some(State::Backup) && !has_address(&b, "eth1", VIP),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", keepalived.log()));
 }
@@ -90,7 +91,7 @@ fn wimark_ha_v2_master_keepalived_backup_and_switchover() {
     let (_lab, a, b) = lab();
     let daemon = Daemon::start(&a, "a", |s| config(s, 200, V2)).expect("wimark-ha");
     wait_until(Duration::from_secs(6), "wimark-ha MASTER", || {
-        daemon.state() == "MASTER"
+        daemon.state() == Some(State::Master)
     })
     .expect("alone, it becomes master");
     let keepalived = Keepalived::start(&b, "kb", &vendor(100, "wimark12")).expect("keepalived");
@@ -145,14 +146,14 @@ fn v3_10ms_both_directions_and_the_fast_rule_never_judges_keepalived() {
     holds_for(
         Duration::from_secs(2),
         "wimark-ha BACKUP (no fast-rule takeover of a 10 ms master)",
-        || daemon.state() == "BACKUP" && !has_address(&b, "eth1", VIP),
+        || daemon.state() == Some(State::Backup) && !has_address(&b, "eth1", VIP),
     );
     keepalived.kill();
     wait_until(Duration::from_secs(2), "wimark-ha MASTER", || {
-        daemon.state() == "MASTER"
+        daemon.state() == Some(State::Master)
     })
     .expect("takeover");
-    assert_eq!(daemon.last_transition().reason, "master down (RFC timer)");
+    assert_eq!(daemon.last_transition().reason, Reason::MasterDown);
 
     // Now the other way: wimark-ha master, keepalived (lower priority) backup.
     // The killed keepalived left its VIP on A (a daemon killed alone does);
@@ -191,12 +192,12 @@ fn a_wrong_password_is_counted_and_never_obeyed() {
     wait_until(
         Duration::from_secs(6),
         "wimark-ha MASTER despite a higher-priority forger",
-        || daemon.state() == "MASTER",
+        || daemon.state() == Some(State::Master),
     )
     .expect("never obeyed");
     let status = daemon.instance().expect("status");
     assert!(
-        status.ignored.get("auth").copied().unwrap_or(0) >= 2,
+        status.ignored.get(wimark_ha::records::IgnoredReason::Auth) >= 2,
         "{status:?}"
     );
     assert_eq!(status.adverts_received, 0);

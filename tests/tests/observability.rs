@@ -4,6 +4,7 @@
 //! and the history still shown by `status` after the daemon restarts.
 
 use std::{io::Read as _, io::Write as _, time::Duration};
+use wimark_ha::records::State;
 
 use wimark_ha_tests::{
     daemon::wait_until,
@@ -177,14 +178,15 @@ fn history_survives_a_restart_and_status_shows_it() {
     let takeovers = |lab: &FailoverLab| {
         lab.daemon(1)
             .and_then(|d| d.instance().ok())
-            .map(|i| i.history.iter().filter(|t| t.to == "MASTER").count())
+            .map(|i| i.history.iter().filter(|t| t.to == State::Master).count())
             .unwrap_or(0)
     };
     assert_eq!(takeovers(&lab), 1);
     lab.restart_b().expect("B restarted");
     // The new process shows the takeover of the old one, and its own start.
     wait_until(Duration::from_secs(5), "B MASTER again", || {
-        lab.daemon(1).is_some_and(|d| d.state() == "MASTER")
+        lab.daemon(1)
+            .is_some_and(|d| d.state() == Some(State::Master))
     })
     .expect("B back");
     assert!(
@@ -229,10 +231,10 @@ fn a_v2_password_never_shows_in_logs_status_history_or_metrics() {
         Duration::from_secs(10),
         "A MASTER, B's adverts refused",
         || {
-            daemon_a.state() == "MASTER"
+            daemon_a.state() == Some(State::Master)
                 && daemon_a
                     .instance()
-                    .is_ok_and(|i| i.ignored.get("auth").copied().unwrap_or(0) > 0)
+                    .is_ok_and(|i| i.ignored.get(wimark_ha::records::IgnoredReason::Auth) > 0)
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", daemon_a.log()));

@@ -12,6 +12,7 @@ use std::{
     process::Command,
     time::{Duration, Instant},
 };
+use wimark_ha::records::State;
 
 use wimark_ha_tests::{
     daemon::{config, has_address, roles_json, wait_until, Daemon, Launch, FAST},
@@ -275,7 +276,7 @@ fn the_daemon_needs_only_the_units_capabilities() {
     let daemon = Daemon::start_with(&a, "caps-a", |s| config(s, 200, fast), launch)
         .expect("starts with only the unit's capabilities");
     wait_until(Duration::from_secs(5), "MASTER with the VIP", || {
-        daemon.state() == "MASTER" && has_address(&a, "eth1", "10.77.0.100")
+        daemon.state() == Some(State::Master) && has_address(&a, "eth1", "10.77.0.100")
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     let status = std::fs::read_to_string(format!(

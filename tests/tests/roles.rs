@@ -3,6 +3,7 @@
 //! as its instance changes state — hooks and the notify script included.
 
 use std::time::Duration;
+use wimark_ha::records::State;
 
 use wimark_ha_tests::{
     daemon::{config, has_address, roles_json, wait_until, Daemon, FAST},
@@ -113,7 +114,7 @@ fn demotion_waits_demote_delay_and_a_flap_cancels_it() {
     // A higher-priority peer appears: A becomes backup, but the stacks wait.
     let mut peer = Daemon::start(&b, "peer-d", |s| config(s, 200, FAST)).expect("peer");
     wait_until(Duration::from_secs(5), "A BACKUP", || {
-        daemon.state() == "BACKUP"
+        daemon.state() == Some(State::Backup)
     })
     .expect("preempted");
     std::thread::sleep(Duration::from_millis(500));
@@ -122,7 +123,7 @@ fn demotion_waits_demote_delay_and_a_flap_cancels_it() {
     peer.signal(libc::SIGKILL);
     peer.wait();
     wait_until(Duration::from_secs(5), "A MASTER again", || {
-        daemon.state() == "MASTER"
+        daemon.state() == Some(State::Master)
     })
     .expect("flap back");
     std::thread::sleep(Duration::from_millis(1500));
@@ -203,7 +204,7 @@ fn a_blocking_hook_that_times_out_leaves_the_containers_and_says_so() {
     );
     assert_eq!(
         daemon.state(),
-        "MASTER",
+        Some(State::Master),
         "the VIP side is not held back by the hook"
     );
     assert!(has_address(&a, "eth1", "10.77.0.100"));
@@ -223,7 +224,7 @@ fn dockerd_unreachable_still_takes_the_vip_and_reports_degraded() {
     let (_lab, a, _b) = two_servers(true).expect("lab");
     let daemon = Daemon::start(&a, "roles-u", |s| config(s, 200, &toml)).expect("daemon");
     wait_until(Duration::from_secs(5), "MASTER", || {
-        daemon.state() == "MASTER"
+        daemon.state() == Some(State::Master)
     })
     .expect("VIP first, containers after");
     assert!(has_address(&a, "eth1", "10.77.0.100"));
@@ -305,7 +306,7 @@ fn role_bound_programs_run_only_while_master_and_are_supervised() {
     // A higher-priority peer takes over: after demote_delay the program stops.
     let mut peer = Daemon::start(&b, "procs-b", |s| config(s, 250, FAST)).expect("peer");
     wait_until(Duration::from_secs(10), "stopped on demotion", || {
-        daemon.state() == "BACKUP" && !alive(second)
+        daemon.state() == Some(State::Backup) && !alive(second)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
 
@@ -346,7 +347,7 @@ fn dockerd_killed_mid_promotion_is_retried_until_it_answers() {
     let (_lab, a, _b) = two_servers(true).expect("lab");
     let daemon = Daemon::start(&a, "roles-m", |s| config(s, 200, &toml)).expect("daemon");
     wait_until(Duration::from_secs(5), "MASTER", || {
-        daemon.state() == "MASTER"
+        daemon.state() == Some(State::Master)
     })
     .expect("master");
     std::thread::sleep(Duration::from_millis(300)); // inside the hook now

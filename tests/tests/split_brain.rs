@@ -12,6 +12,7 @@
 //! cutting the peer link takes its carrier down, as a pulled cable would.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use wimark_ha::records::{Reason, State};
 
 use wimark_ha_tests::{
     daemon::{has_address, roles_json, wait_until, Daemon},
@@ -73,16 +74,12 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn state(daemon: &Daemon) -> String {
-    daemon.instance().map(|i| i.state).unwrap_or_default()
-}
-
 /// Nothing may change for `how_long`: B stays BACKUP without the VIP.
 fn hold_still(a: &Daemon, b: &Daemon, (ns_a, ns_b): (&str, &str), how_long: Duration) {
     let until = std::time::Instant::now() + how_long;
     while std::time::Instant::now() < until {
-        assert_eq!(state(b), "BACKUP", "B took over: {}", b.log());
-        assert_eq!(state(a), "MASTER", "A gave up: {}", a.log());
+        assert_eq!(b.state(), Some(State::Backup), "B took over: {}", b.log());
+        assert_eq!(a.state(), Some(State::Master), "A gave up: {}", a.log());
         assert!(!has_address(ns_b, "eth0", VIP), "second VIP holder");
         assert!(has_address(ns_a, "eth0", VIP), "A lost the VIP");
         std::thread::sleep(Duration::from_millis(50));
@@ -99,13 +96,13 @@ fn heal_ap_link(sw: &str) -> u64 {
 /// of the heal, A never having left MASTER.
 fn check_healed(a: &Daemon, b: &Daemon, (ns_a, ns_b): (&str, &str), healed_at: u64) {
     wait_until(Duration::from_secs(5), "B back to BACKUP", || {
-        state(b) == "BACKUP"
+        b.state() == Some(State::Backup)
     })
     .unwrap_or_else(|e| panic!("{e}\nB: {}", b.log()));
     let back = b.last_transition();
     assert_eq!(
-        (back.from.as_str(), back.to.as_str(), back.reason.as_str()),
-        ("MASTER", "BACKUP", "preempted by a higher-priority peer")
+        (back.from, back.to, back.reason),
+        (State::Master, State::Backup, Reason::PreemptedByPeer)
     );
     eprintln!(
         "healed: B stepped down {} ms after the AP link came back",
@@ -116,7 +113,7 @@ fn check_healed(a: &Daemon, b: &Daemon, (ns_a, ns_b): (&str, &str), healed_at: u
         "B stepped down {} ms after the heal; one advert interval is {ADVERT_INTERVAL_MS} ms",
         back.at_unix_ms.saturating_sub(healed_at)
     );
-    assert_eq!(state(a), "MASTER");
+    assert_eq!(a.state(), Some(State::Master));
     assert!(has_address(ns_a, "eth0", VIP));
     assert!(!has_address(ns_b, "eth0", VIP), "B kept the VIP");
 }
@@ -159,7 +156,7 @@ fn heartbeats_on_two_links_fencing_and_a_healed_split() {
     })
     .expect("daemon A");
     wait_until(Duration::from_secs(10), "A master", || {
-        state(&a) == "MASTER"
+        a.state() == Some(State::Master)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
     let b = Daemon::start(&ns_b, "split-b", |s| {
@@ -184,7 +181,7 @@ fn heartbeats_on_two_links_fencing_and_a_healed_split() {
     let mut monitored: Vec<String> = status
         .monitors
         .iter()
-        .filter_map(|m| m["interface"].as_str().map(str::to_string))
+        .map(|m| m.interface.clone())
         .collect();
     monitored.sort();
     assert_eq!(monitored, ["eth0", "eth1"]);
@@ -221,7 +218,7 @@ fn heartbeats_on_two_links_fencing_and_a_healed_split() {
     wait_until(
         Duration::from_secs(5),
         "B master after both links cut",
-        || state(&b) == "MASTER",
+        || b.state() == Some(State::Master),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
     wait_until(Duration::from_secs(10), "fencing refused recorded", || {
@@ -262,7 +259,11 @@ fn heartbeats_on_two_links_fencing_and_a_healed_split() {
     wait_until(
         Duration::from_secs(20),
         "B master with its master stack",
-        || state(&b) == "MASTER" && b_master.running().len() == 2 && b_backup.running().is_empty(),
+        || {
+            b.state() == Some(State::Master)
+                && b_master.running().len() == 2
+                && b_backup.running().is_empty()
+        },
     )
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", roles_json(&b), b.log()));
     let healed_at = heal_ap_link(&sw);

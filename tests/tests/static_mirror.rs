@@ -3,6 +3,7 @@
 //! direction reverses after a failover.
 
 use std::time::Duration;
+use wimark_ha::records::State;
 
 use wimark_ha_tests::{
     daemon::{config, roles_json, wait_until, Daemon, FAST},
@@ -104,7 +105,7 @@ fn static_files_follow_the_master_with_lsyncd() {
     let mut daemon_a = Daemon::start(&a, "lsyncd-a", |s| config(s, 200, &a_toml)).expect("A");
     let daemon_b = Daemon::start(&b, "lsyncd-b", |s| config(s, 100, &b_toml)).expect("B");
     wait_until(Duration::from_secs(5), "A MASTER", || {
-        daemon_a.state() == "MASTER"
+        daemon_a.state() == Some(State::Master)
     })
     .expect("election");
 
@@ -117,7 +118,7 @@ fn static_files_follow_the_master_with_lsyncd() {
             .is_some_and(|p| p.iter().any(|p| p["running"] == true))
     };
     wait_until(Duration::from_secs(5), "B BACKUP without a mirror", || {
-        daemon_b.state() == "BACKUP" && !mirror_running(&daemon_b)
+        daemon_b.state() == Some(State::Backup) && !mirror_running(&daemon_b)
     })
     .unwrap_or_else(|e| panic!("{e}\nB roles: {}", roles_json(&daemon_b)));
 
@@ -147,7 +148,7 @@ fn static_files_follow_the_master_with_lsyncd() {
     daemon_a.signal(libc::SIGKILL);
     daemon_a.wait();
     wait_until(Duration::from_secs(5), "B MASTER", || {
-        daemon_b.state() == "MASTER"
+        daemon_b.state() == Some(State::Master)
     })
     .expect("failover");
     wait_until(Duration::from_secs(10), "B's lsyncd running", || {

@@ -155,7 +155,7 @@ fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
 
 /// What reading the journal found.
 #[derive(Debug, Default)]
-pub struct Read {
+pub struct JournalRead {
     /// Oldest first.
     pub entries: Vec<Entry>,
     /// Lines that were not whole entries (a torn last line after a crash).
@@ -164,8 +164,8 @@ pub struct Read {
 
 /// Reads the journal in `dir`, rotated part first. A missing journal is an
 /// empty one.
-pub fn read(dir: &Path) -> Result<Read, JournalError> {
-    let mut read = Read::default();
+pub fn read(dir: &Path) -> Result<JournalRead, JournalError> {
+    let mut read = JournalRead::default();
     for name in [ROTATED, FILE] {
         let path = dir.join(name);
         let file = match File::open(&path) {
@@ -206,9 +206,9 @@ mod tests {
             instance: "WIM1".to_string(),
             record: TransitionRecord {
                 at_unix_ms: at,
-                from: "BACKUP".to_string(),
-                to: "MASTER".to_string(),
-                reason: "master down".to_string(),
+                from: crate::records::State::Backup,
+                to: crate::records::State::Master,
+                reason: crate::records::Reason::FastDetect,
                 silence_us: Some(3000),
                 vip_added_us: Some(50),
                 garp_sent_us: Some(90),

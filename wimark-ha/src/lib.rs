@@ -2,7 +2,12 @@
 //!
 //! The layout follows the data flow (docs/design.md):
 //! - [`monitor`]: loads and attaches the XDP program, reads its maps and events.
-//! - [`vrrp`]: the VRRP codec (and, later, the sans-IO state machine).
+//! - [`vrrp`]: the VRRP codec and the sans-IO state machine (events and time
+//!   in, complete actions out).
+//! - [`records`] and [`clock`]: the plain records and the two clocks every
+//!   layer shares (the bottom floor: they import no layer above them).
+//! - [`daemon`]: the engine thread that executes the machine's actions, and
+//!   the tasks around it (roles, observer, AP recovery, control, metrics).
 //! - [`cli`]: the command line; each subcommand in its own module.
 pub mod cli;
 pub mod clock;

@@ -26,7 +26,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{history::Entry, records::DaemonStatus};
+use crate::{
+    history::Entry,
+    monitor::{InvalidCounts, TrafficTotals},
+    records::{DaemonStatus, IgnoredReason, Snapshot, Stack, State},
+};
 
 type Labels = Vec<(String, String)>;
 
@@ -139,7 +143,7 @@ impl Metrics {
         let labels = instance_labels(entry.instance());
         match entry {
             Entry::Transition { record, .. } => {
-                if record.to == "MASTER" {
+                if record.to == State::Master {
                     self.become_master.get_or_create(&labels).inc();
                     let detection = record.silence_us.map(|us| us as f64 / 1e6);
                     let vip = record.vip_added_us.map(|us| us as f64 / 1e6);
@@ -158,11 +162,11 @@ impl Metrics {
                             ),
                         );
                     }
-                } else if record.from == "MASTER" {
+                } else if record.from == State::Master {
                     self.release_master.get_or_create(&labels).inc();
                 }
             }
-            Entry::Containers { record, .. } if record.to == "master" && !record.cancelled => {
+            Entry::Containers { record, .. } if record.to == Stack::Master && !record.cancelled => {
                 let seconds = record.total_ms / 1e3;
                 self.containers.get_or_create(&labels).observe(seconds);
                 let takeover = self
@@ -237,14 +241,13 @@ fn family<M: EncodeMetric>(
     Ok(())
 }
 
-fn state_code(state: &str) -> i64 {
+fn state_code(state: State) -> i64 {
     // keepalived exporter's encoding.
     match state {
-        "INIT" => 0,
-        "BACKUP" => 1,
-        "MASTER" => 2,
-        "FAULT" => 3,
-        _ => -1,
+        State::Initialize => 0,
+        State::Backup => 1,
+        State::Master => 2,
+        State::Fault => 3,
     }
 }
 
@@ -273,7 +276,7 @@ impl Collector for StatusCollector {
             status
                 .instances
                 .iter()
-                .map(|i| (labels(i), ConstGauge::new(state_code(&i.state)))),
+                .map(|i| (labels(i), ConstGauge::new(state_code(i.state)))),
         )?;
         family(
             &mut encoder,
@@ -320,12 +323,12 @@ impl Collector for StatusCollector {
             (
                 "authentication_failure",
                 "Adverts with a wrong password (never obeyed)",
-                |i| i.ignored.get("auth").copied().unwrap_or(0),
+                |i| i.ignored.get(IgnoredReason::Auth),
             ),
             (
                 "advertisements_interval_errors",
                 "Adverts with an interval other than ours (VRRPv2, never obeyed)",
-                |i| i.ignored.get("interval").copied().unwrap_or(0),
+                |i| i.ignored.get(IgnoredReason::Interval),
             ),
         ] {
             family(
@@ -344,45 +347,41 @@ impl Collector for StatusCollector {
             status.instances.iter().flat_map(|i| {
                 i.ignored.iter().map(move |(reason, count)| {
                     let mut l = labels(i);
-                    l.push(("reason".to_string(), reason.clone()));
-                    (l, ConstCounter::new(*count))
+                    l.push(("reason".to_string(), reason.name().to_string()));
+                    (l, ConstCounter::new(count))
                 })
             }),
         )?;
 
-        // The XDP monitors, from the JSON `stats --json` also prints.
-        let interface = |m: &serde_json::Value| -> Labels {
-            vec![(
-                "interface".to_string(),
-                m["interface"].as_str().unwrap_or("?").to_string(),
-            )]
-        };
-        let count = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-        for (name, help, reason) in [
+        // The XDP monitors, as `stats --json` also prints them.
+        let interface =
+            |m: &Snapshot| -> Labels { vec![("interface".to_string(), m.interface.clone())] };
+        type InvalidField = fn(&InvalidCounts) -> u64;
+        for (name, help, invalid) in [
             (
                 "ip_ttl_errors",
                 "VRRP packets with TTL other than 255, dropped in XDP",
-                "ttl",
+                (|c| c.ttl) as InvalidField,
             ),
             (
                 "version_errors",
                 "VRRP packets of an unknown version, dropped in XDP",
-                "version",
+                |c| c.version,
             ),
             (
                 "invalid_type_received",
                 "VRRP packets of a type other than advert, dropped in XDP",
-                "type",
+                |c| c.r#type,
             ),
             (
                 "packet_length_errors",
                 "VRRP packets too short or inconsistent, dropped in XDP",
-                "length",
+                |c| c.length,
             ),
             (
                 "checksum_errors",
                 "VRRP packets with a bad checksum, dropped in XDP",
-                "checksum",
+                |c| c.checksum,
             ),
         ] {
             family(
@@ -390,39 +389,41 @@ impl Collector for StatusCollector {
                 name,
                 help,
                 MetricType::Counter,
-                status.monitors.iter().map(|m| {
-                    (
-                        interface(m),
-                        ConstCounter::new(count(&m["vrrp"]["invalid"][reason])),
-                    )
-                }),
+                status
+                    .monitors
+                    .iter()
+                    .map(|m| (interface(m), ConstCounter::new(invalid(&m.vrrp.invalid)))),
             )?;
         }
-        let classes = |m: &serde_json::Value| -> Vec<(&'static str, serde_json::Value)> {
-            vec![
+        let classes = |m: &Snapshot| -> [(&'static str, TrafficTotals); 8] {
+            [
                 (
                     "vrrp",
-                    serde_json::json!({"packets": m["vrrp"]["valid"], "bytes": m["vrrp"]["valid_bytes"]}),
+                    TrafficTotals {
+                        packets: m.vrrp.valid,
+                        bytes: m.vrrp.valid_bytes,
+                    },
                 ),
-                ("carp", m["carp"].clone()),
-                ("ike", m["ap"]["ike"].clone()),
-                ("nat_t", m["ap"]["nat_t"].clone()),
-                ("esp", m["ap"]["esp"].clone()),
-                ("mqtt", m["ap"]["mqtt"].clone()),
-                ("mqtt_tls", m["ap"]["mqtt_tls"].clone()),
-                ("other", m["other"].clone()),
+                ("carp", m.carp),
+                ("ike", m.ap.ike),
+                ("nat_t", m.ap.nat_t),
+                ("esp", m.ap.esp),
+                ("mqtt", m.ap.mqtt),
+                ("mqtt_tls", m.ap.mqtt_tls),
+                ("other", m.other),
             ]
         };
+        type TotalsField = fn(&TrafficTotals) -> u64;
         for (name, help, field) in [
             (
                 "xdp_packets",
                 "Packets seen by the XDP monitor, by class",
-                "packets",
+                (|t| t.packets) as TotalsField,
             ),
             (
                 "xdp_bytes",
                 "Bytes seen by the XDP monitor, by class",
-                "bytes",
+                |t| t.bytes,
             ),
         ] {
             family(
@@ -434,7 +435,7 @@ impl Collector for StatusCollector {
                     classes(m).into_iter().map(move |(class, totals)| {
                         let mut l = interface(m);
                         l.push(("class".to_string(), class.to_string()));
-                        (l, ConstCounter::new(count(&totals[field])))
+                        (l, ConstCounter::new(field(&totals)))
                     })
                 }),
             )?;
@@ -447,19 +448,17 @@ impl Collector for StatusCollector {
             status
                 .monitors
                 .iter()
-                .map(|m| (interface(m), ConstCounter::new(count(&m["vrrp"]["rogue"])))),
+                .map(|m| (interface(m), ConstCounter::new(m.vrrp.rogue))),
         )?;
         family(
             &mut encoder,
             "active_aps",
             "APs seen by the XDP monitor within the active window",
             MetricType::Gauge,
-            status.monitors.iter().map(|m| {
-                (
-                    interface(m),
-                    ConstGauge::new(count(&m["ap"]["active_aps"]) as i64),
-                )
-            }),
+            status
+                .monitors
+                .iter()
+                .map(|m| (interface(m), ConstGauge::new(m.ap.active_aps as i64))),
         )?;
         if let Some(roles) = &status.roles {
             family(
@@ -468,7 +467,7 @@ impl Collector for StatusCollector {
                 "1 while the last container switch did not complete",
                 MetricType::Gauge,
                 [(
-                    vec![("stack".to_string(), roles.stack.clone())],
+                    vec![("stack".to_string(), roles.stack.to_string())],
                     ConstGauge::new(i64::from(roles.degraded.is_some())),
                 )],
             )?;
@@ -535,7 +534,7 @@ mod tests {
                 interface: "eth1".to_string(),
                 vrid: 67,
                 version: 3,
-                state: "MASTER".to_string(),
+                state: State::Master,
                 priority: 200,
                 advert_interval_ms: 10,
                 primary_address: "10.77.0.1".parse().expect("ip"),
@@ -545,7 +544,7 @@ mod tests {
                 adverts_received: 7,
                 priority_zero_sent: 1,
                 priority_zero_received: 0,
-                ignored: [("auth".to_string(), 5)].into_iter().collect(),
+                ignored: [(IgnoredReason::Auth, 5)].into_iter().collect(),
                 virtual_ips: vec![],
                 holds_virtual_ips: true,
                 fault: None,
@@ -553,11 +552,28 @@ mod tests {
                 heartbeats: vec![],
                 handed_over: false,
             }],
-            monitors: vec![serde_json::json!({
-                "interface": "eth1",
-                "vrrp": {"valid": 9, "valid_bytes": 360, "invalid": {"ttl": 2, "checksum": 1}},
-                "ap": {"ike": {"packets": 4, "bytes": 400}, "active_aps": 3},
-            })],
+            monitors: vec![Snapshot {
+                interface: "eth1".to_string(),
+                vrrp: crate::monitor::VrrpStats {
+                    valid: 9,
+                    valid_bytes: 360,
+                    invalid: InvalidCounts {
+                        ttl: 2,
+                        checksum: 1,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                ap: crate::monitor::ApStats {
+                    ike: TrafficTotals {
+                        packets: 4,
+                        bytes: 400,
+                    },
+                    active_aps: 3,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
             roles: None,
             started_unix_ms: 0,
             ap_sync: None,
@@ -572,9 +588,9 @@ mod tests {
             instance: "WIM1".to_string(),
             record: TransitionRecord {
                 at_unix_ms: 1000,
-                from: "BACKUP".to_string(),
-                to: "MASTER".to_string(),
-                reason: "master down".to_string(),
+                from: State::Backup,
+                to: State::Master,
+                reason: crate::records::Reason::FastDetect,
                 silence_us: Some(3000),
                 vip_added_us: Some(50),
                 garp_sent_us: Some(90),
@@ -584,7 +600,7 @@ mod tests {
             instance: "WIM1".to_string(),
             record: crate::records::SwitchRecord {
                 at_unix_ms: 1001,
-                to: "master".to_string(),
+                to: Stack::Master,
                 total_ms: 500.0,
                 ..Default::default()
             },

@@ -7,9 +7,131 @@
 //! Must not: hold behaviour beyond one-line summaries, or import anything
 //! above `vrrp`, `recovery` and `monitor`'s records.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{fmt, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::monitor::Snapshot;
+pub use crate::vrrp::{Reason, State};
+
+/// Which container stack a server runs (`[roles]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stack {
+    /// Not switched yet (the daemon just started).
+    #[default]
+    None,
+    Master,
+    Backup,
+}
+
+impl fmt::Display for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stack::None => "none",
+            Stack::Master => "master",
+            Stack::Backup => "backup",
+        })
+    }
+}
+
+/// Why an instance did not act on an advert it heard (never obeyed). The
+/// names are the keys of `ignored` in `status --json` and the `reason`
+/// label of `wimark_ha_advertisements_ignored_total`; alphabetical, as the
+/// map they replace listed them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IgnoredReason {
+    /// VRRPv2 authentication that is not ours (RFC 3768 §7.1).
+    Auth,
+    /// VRRPv2 with another advert interval (RFC 3768 §7.1), or a zero one.
+    Interval,
+    /// A lower-priority master while we preempt (we take over).
+    LowerPriority,
+    OtherVrid,
+    /// A source not on the instance's allow-list (the XDP program drops
+    /// these first; this is the second lock).
+    Rogue,
+    Version,
+}
+
+impl IgnoredReason {
+    pub const ALL: [IgnoredReason; 6] = [
+        IgnoredReason::Auth,
+        IgnoredReason::Interval,
+        IgnoredReason::LowerPriority,
+        IgnoredReason::OtherVrid,
+        IgnoredReason::Rogue,
+        IgnoredReason::Version,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IgnoredReason::Auth => "auth",
+            IgnoredReason::Interval => "interval",
+            IgnoredReason::LowerPriority => "lower_priority",
+            IgnoredReason::OtherVrid => "other_vrid",
+            IgnoredReason::Rogue => "rogue",
+            IgnoredReason::Version => "version",
+        }
+    }
+}
+
+/// Ignored adverts by reason. In JSON a map of the reasons counted at
+/// least once (as earlier releases wrote it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IgnoredCounts([u64; IgnoredReason::ALL.len()]);
+
+impl IgnoredCounts {
+    pub fn count(&mut self, reason: IgnoredReason) {
+        self.0[reason as usize] += 1;
+    }
+
+    pub fn get(&self, reason: IgnoredReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// The reasons counted at least once, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (IgnoredReason, u64)> + '_ {
+        IgnoredReason::ALL
+            .into_iter()
+            .map(|r| (r, self.get(r)))
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
+impl FromIterator<(IgnoredReason, u64)> for IgnoredCounts {
+    fn from_iter<I: IntoIterator<Item = (IgnoredReason, u64)>>(iter: I) -> Self {
+        let mut counts = Self::default();
+        for (reason, n) in iter {
+            counts.0[reason as usize] += n;
+        }
+        counts
+    }
+}
+
+impl Serialize for IgnoredCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for IgnoredCounts {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A reason this build does not know (a daemon of another release
+        // answering `status`) is left out, not an error.
+        let map = std::collections::BTreeMap::<String, u64>::deserialize(deserializer)?;
+        Ok(map
+            .into_iter()
+            .filter_map(|(name, n)| {
+                IgnoredReason::ALL
+                    .into_iter()
+                    .find(|r| r.name() == name)
+                    .map(|r| (r, n))
+            })
+            .collect())
+    }
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonStatus {
@@ -18,7 +140,7 @@ pub struct DaemonStatus {
     /// `wimark-ha stats --json` prints it): invalid and forged adverts are
     /// counted here, never obeyed.
     #[serde(default)]
-    pub monitors: Vec<serde_json::Value>,
+    pub monitors: Vec<Snapshot>,
     /// The container role switch, when `[roles]` is configured.
     #[serde(default)]
     pub roles: Option<RolesStatus>,
@@ -42,7 +164,7 @@ pub struct InstanceStatus {
     pub vrid: u8,
     pub version: u8,
     /// MASTER, BACKUP, INIT or FAULT.
-    pub state: String,
+    pub state: State,
     pub priority: u8,
     pub advert_interval_ms: u64,
     pub primary_address: IpAddr,
@@ -57,7 +179,7 @@ pub struct InstanceStatus {
     #[serde(default)]
     pub priority_zero_received: u64,
     /// Adverts not acted on, by reason (never obeyed).
-    pub ignored: BTreeMap<String, u64>,
+    pub ignored: IgnoredCounts,
     pub virtual_ips: Vec<String>,
     pub holds_virtual_ips: bool,
     /// Why the instance is degraded (a VIP that could not be added...), if it is.
@@ -87,9 +209,9 @@ pub struct HeartbeatStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransitionRecord {
     pub at_unix_ms: u64,
-    pub from: String,
-    pub to: String,
-    pub reason: String,
+    pub from: State,
+    pub to: State,
+    pub reason: Reason,
     /// Takeovers: silence from the last advert heard to the decision.
     pub silence_us: Option<u64>,
     /// From the decision to the VIPs being on the interface.
@@ -101,7 +223,7 @@ pub struct TransitionRecord {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RolesStatus {
     /// The stack this server last switched to: "master", "backup" or "none".
-    pub stack: String,
+    pub stack: Stack,
     /// Why the last switch did not complete (dockerd down, a container that
     /// would not start, a blocking hook), if it did not.
     pub degraded: Option<String>,
@@ -124,7 +246,7 @@ pub struct ProcessStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SwitchRecord {
     pub at_unix_ms: u64,
-    pub to: String,
+    pub to: Stack,
     pub hooks_ms: f64,
     pub stop_ms: f64,
     pub start_ms: f64,
@@ -167,5 +289,84 @@ impl SwitchRecord {
                 format!("; problems: {}", self.problems.join("; "))
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_records_write_the_json_earlier_releases_wrote_and_read_it_back() {
+        // A journal line's record as the release before the typed records
+        // wrote it (strings for states and reasons).
+        let written = r#"{"at_unix_ms":1,"from":"BACKUP","to":"MASTER","reason":"master down (fast detection)","silence_us":3000,"vip_added_us":50,"garp_sent_us":null}"#;
+        let record: TransitionRecord = serde_json::from_str(written).expect("reads");
+        assert_eq!(
+            (record.from, record.to, record.reason),
+            (State::Backup, State::Master, Reason::FastDetect)
+        );
+        assert_eq!(serde_json::to_string(&record).expect("json"), written);
+        let ignored: IgnoredCounts = [(IgnoredReason::Rogue, 1), (IgnoredReason::Auth, 5)]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            serde_json::to_string(&ignored).expect("json"),
+            r#"{"auth":5,"rogue":1}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<IgnoredCounts>(r#"{"auth":5,"own":2,"rogue":1}"#)
+                .expect("reads, leaving out a reason it does not know"),
+            ignored
+        );
+        let switch: SwitchRecord =
+            serde_json::from_str(r#"{"at_unix_ms":2,"to":"master","hooks_ms":0.5,"stop_ms":1.0,"start_ms":2.0,"ready_ms":3.0,"total_ms":6.5,"problems":[],"cancelled":false}"#)
+                .expect("reads an entry without held_back");
+        assert_eq!(switch.to, Stack::Master);
+        assert_eq!(
+            serde_json::to_string(&Stack::None).expect("json"),
+            r#""none""#
+        );
+    }
+
+    #[test]
+    fn every_state_and_reason_has_one_name_in_json_and_logs() {
+        for state in [
+            State::Initialize,
+            State::Backup,
+            State::Master,
+            State::Fault,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&state).expect("json"),
+                format!("\"{state}\"")
+            );
+        }
+        for reason in [
+            Reason::Startup,
+            Reason::AddressOwner,
+            Reason::MasterDown,
+            Reason::FastDetect,
+            Reason::PeerResigned,
+            Reason::PreemptedByPeer,
+            Reason::Shutdown,
+            Reason::Switchover,
+            Reason::InterfaceDown,
+            Reason::InterfaceUp,
+            Reason::RestartHold,
+        ] {
+            let json = serde_json::to_string(&reason).expect("json");
+            assert_eq!(json, format!("\"{reason}\""));
+            assert_eq!(
+                serde_json::from_str::<Reason>(&json).expect("reads"),
+                reason
+            );
+        }
+        for reason in IgnoredReason::ALL {
+            assert_eq!(
+                serde_json::to_string(&reason).expect("json"),
+                format!("\"{}\"", reason.name())
+            );
+        }
     }
 }

@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use wimark_ha::records::Stack as RunningStack;
 use wimark_ha_tests::{
     daemon::wait_until,
     docker::{require_dockerd, Stack},
@@ -82,7 +83,8 @@ fn main() -> Result<()> {
             .unwrap_or_default()
     };
     wait_until(Duration::from_secs(20), "server A's master stack", || {
-        roles_stack(&lab, 0).0 == "master" && roles_stack(&lab, 1).0 == "backup"
+        roles_stack(&lab, 0).0 == RunningStack::Master
+            && roles_stack(&lab, 1).0 == RunningStack::Backup
     })?;
     for (name, state) in lab.states() {
         println!("lab: {name}: {state}");
@@ -96,7 +98,7 @@ fn main() -> Result<()> {
     let timeline = lab.fail(Failure::NodeLoss)?;
     wait_until(Duration::from_secs(20), "server B's master stack", || {
         let (stack, switches) = roles_stack(&lab, 1);
-        stack == "master" && switches > before
+        stack == RunningStack::Master && switches > before
     })?;
     let switch = lab
         .daemon(1)

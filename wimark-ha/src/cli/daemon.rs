@@ -186,26 +186,23 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 /// One line of what the XDP monitor counted (`stats --json` has it all).
-fn print_monitor(monitor: &serde_json::Value) {
-    let count = |path: &[&str]| {
-        path.iter()
-            .fold(monitor, |v, key| &v[key])
-            .as_u64()
-            .unwrap_or(0)
-    };
-    let invalid = ["ttl", "version", "type", "length", "checksum"]
-        .map(|reason| format!("{reason} {}", count(&["vrrp", "invalid", reason])))
-        .join(" ");
+fn print_monitor(monitor: &crate::records::Snapshot) {
+    let invalid = &monitor.vrrp.invalid;
     println!(
-        "monitor on {}: VRRP valid {}, invalid ({invalid}); APs active {} known {}; IKE {} NAT-T {} MQTT {} packets; events lost {}",
-        monitor["interface"].as_str().unwrap_or("?"),
-        count(&["vrrp", "valid"]),
-        count(&["ap", "active_aps"]),
-        count(&["ap", "known_aps"]),
-        count(&["ap", "ike", "packets"]),
-        count(&["ap", "nat_t", "packets"]),
-        count(&["ap", "mqtt", "packets"]),
-        count(&["events_lost"]),
+        "monitor on {}: VRRP valid {}, invalid (ttl {} version {} type {} length {} checksum {}); APs active {} known {}; IKE {} NAT-T {} MQTT {} packets; events lost {}",
+        monitor.interface,
+        monitor.vrrp.valid,
+        invalid.ttl,
+        invalid.version,
+        invalid.r#type,
+        invalid.length,
+        invalid.checksum,
+        monitor.ap.active_aps,
+        monitor.ap.known_aps,
+        monitor.ap.ike.packets,
+        monitor.ap.nat_t.packets,
+        monitor.ap.mqtt.packets,
+        monitor.events_lost,
     );
 }
 

@@ -21,7 +21,7 @@ use crate::{
     clock::monotonic_now_ns,
     config::ApRecoveryConfig,
     monitor::{read_aps, Monitor, ACTIVE_AP_WINDOW},
-    records::DaemonStatus,
+    records::{DaemonStatus, State},
     recovery::{
         sync::{self, Received, Sender, SyncStatus, SyncedAp, MIN_KEY},
         ApEntry, ApList, ApOutcome, HookReport, RecoveryRecord,
@@ -156,7 +156,7 @@ impl ApRecovery {
             let master = status.lock().is_ok_and(|s| {
                 s.instances
                     .iter()
-                    .any(|i| i.name == self.config.instance && i.state == "MASTER")
+                    .any(|i| i.name == self.config.instance && i.state == State::Master)
             });
             if !master {
                 // A new term as master sends the whole table again.

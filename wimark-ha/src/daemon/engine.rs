@@ -10,7 +10,7 @@
 //! anything else.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::VecDeque,
     io,
     net::IpAddr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
@@ -23,9 +23,12 @@ use crate::{
     clock::{monotonic_now_ns, unix_ms},
     config::InstanceConfig,
     monitor::{AdvertReader, Heard},
-    records::{DaemonStatus, HeartbeatStatus, InstanceStatus, TransitionRecord},
+    records::{
+        DaemonStatus, HeartbeatStatus, IgnoredCounts, IgnoredReason, InstanceStatus,
+        TransitionRecord,
+    },
     vip::{Announcer, InterfaceInfo, Vips},
-    vrrp::{Action, Advert, ChecksumMode, Ignored, Instance, Reason, State, Timestamp},
+    vrrp::{Action, Advert, ChecksumMode, Ignored, Instance, State, Timestamp},
 };
 
 /// Transitions kept per instance for `status`.
@@ -97,7 +100,7 @@ pub struct EngineInstance {
     adverts_received: u64,
     priority_zero_sent: u64,
     priority_zero_received: u64,
-    ignored: BTreeMap<String, u64>,
+    ignored: IgnoredCounts,
     history: VecDeque<TransitionRecord>,
     holds_vips: bool,
     fault: Option<String>,
@@ -168,7 +171,7 @@ impl EngineInstance {
             adverts_received: 0,
             priority_zero_sent: 0,
             priority_zero_received: 0,
-            ignored: BTreeMap::new(),
+            ignored: IgnoredCounts::default(),
             history: VecDeque::new(),
             holds_vips: false,
             fault: None,
@@ -201,40 +204,17 @@ fn now() -> Timestamp {
     Timestamp(monotonic_now_ns())
 }
 
-fn state_name(state: State) -> &'static str {
-    match state {
-        State::Initialize => "INIT",
-        State::Fault => "FAULT",
-        State::Backup => "BACKUP",
-        State::Master => "MASTER",
-    }
-}
-
-fn reason_name(reason: Reason) -> &'static str {
-    match reason {
-        Reason::Startup => "startup",
-        Reason::AddressOwner => "address owner",
-        Reason::MasterDown => "master down (RFC timer)",
-        Reason::FastDetect => "master down (fast detection)",
-        Reason::PeerResigned => "peer resigned (priority 0)",
-        Reason::PreemptedByPeer => "preempted by a higher-priority peer",
-        Reason::Shutdown => "shutdown",
-        Reason::Switchover => "planned switchover",
-        Reason::InterfaceDown => "interface down",
-        Reason::InterfaceUp => "interface up",
-        Reason::RestartHold => "resumed after a restart in place",
-    }
-}
-
-fn ignored_name(ignored: &Ignored) -> &'static str {
-    match ignored {
-        Ignored::OtherVrid(_) => "other_vrid",
-        Ignored::Version(_) => "version",
-        Ignored::Auth => "auth",
-        Ignored::Interval(_) => "interval",
-        Ignored::Own => "own",
-        Ignored::LowerPriority => "lower_priority",
-    }
+/// The counter an ignored advert goes to; our own adverts (looped back on
+/// some links) are not counted.
+fn ignored_reason(ignored: &Ignored) -> Option<IgnoredReason> {
+    Some(match ignored {
+        Ignored::OtherVrid(_) => IgnoredReason::OtherVrid,
+        Ignored::Version(_) => IgnoredReason::Version,
+        Ignored::Auth => IgnoredReason::Auth,
+        Ignored::Interval(_) => IgnoredReason::Interval,
+        Ignored::Own => return None,
+        Ignored::LowerPriority => IgnoredReason::LowerPriority,
+    })
 }
 
 /// Realtime scheduling and locked memory, where permitted; reported, not fatal.
@@ -514,7 +494,7 @@ impl Engine {
                 if !instance.config.allowed_peers.is_empty()
                     && !instance.config.allowed_peers.contains(&source)
                 {
-                    *instance.ignored.entry("rogue".to_string()).or_default() += 1;
+                    instance.ignored.count(IgnoredReason::Rogue);
                     continue;
                 }
                 match instance.machine.handle_advert(t, source, &advert, at) {
@@ -524,12 +504,10 @@ impl Engine {
                             instance.priority_zero_received += 1;
                         }
                     }
-                    Err(Ignored::Own) => {}
                     Err(why) => {
-                        *instance
-                            .ignored
-                            .entry(ignored_name(&why).to_string())
-                            .or_default() += 1
+                        if let Some(reason) = ignored_reason(&why) {
+                            instance.ignored.count(reason);
+                        }
                     }
                 }
                 self.carry_out(i, t);
@@ -665,9 +643,9 @@ impl Engine {
                     let us = |d: Duration| d.as_micros() as u64;
                     tracing::info!(
                         instance = %instance.config.name,
-                        from = state_name(from),
-                        to = state_name(to),
-                        reason = reason_name(reason),
+                        %from,
+                        %to,
+                        %reason,
                         silence_us = silence.map(us),
                         vip_added_us = vip_added.map(us),
                         garp_sent_us = garp_sent.map(us),
@@ -679,13 +657,13 @@ impl Engine {
                         instance: instance.config.name.clone(),
                         state: to,
                         priority: instance.config.priority,
-                        peer_lost: matches!(reason, Reason::MasterDown | Reason::FastDetect),
+                        peer_lost: reason.peer_lost(),
                     });
                     let record = TransitionRecord {
                         at_unix_ms: unix_ms(),
-                        from: state_name(from).to_string(),
-                        to: state_name(to).to_string(),
-                        reason: reason_name(reason).to_string(),
+                        from,
+                        to,
+                        reason,
                         silence_us: silence.map(us),
                         vip_added_us: vip_added.map(us),
                         garp_sent_us: garp_sent.map(us),
@@ -809,7 +787,7 @@ impl Engine {
                 interface: i.config.interface.clone(),
                 vrid: i.config.vrid,
                 version: i.config.version.number(),
-                state: state_name(i.machine.state()).to_string(),
+                state: i.machine.state(),
                 priority: i.config.priority,
                 advert_interval_ms: i.config.advert_interval.as_millis() as u64,
                 primary_address: i.primary,
@@ -822,7 +800,7 @@ impl Engine {
                 adverts_received: i.adverts_received,
                 priority_zero_sent: i.priority_zero_sent,
                 priority_zero_received: i.priority_zero_received,
-                ignored: i.ignored.clone(),
+                ignored: i.ignored,
                 virtual_ips: i.config.virtual_ips.iter().map(|v| v.to_string()).collect(),
                 holds_virtual_ips: i.holds_vips,
                 fault: i.fault.clone(),

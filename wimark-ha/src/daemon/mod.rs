@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  main thread (tokio)                      engine thread (SCHED_FIFO)
-//!  ├─ signals ── Shutdown ─────────────────► epoll: advert rings, timerfd, wake
+//!  ├─ signals ── Shutdown ─────────────────► epoll_pwait2 (ns deadline): advert
+//!  │                                          rings, link events, wake eventfd
 //!  ├─ control socket ── Switchover ────────►   state machines → VIP, GARP, adverts
 //!  │                  ◄── status snapshot ──   (publishes status after each wake)
 //!  ├─ role switcher    ◄── RoleEvent ───────   after the fast path
@@ -292,11 +293,7 @@ async fn run_bound(
             snapshot.ap_sync = ap_recovery.as_ref().map(|r| r.status());
             snapshot.aps_back = aps_back.lock().map(|a| a.clone()).unwrap_or_default();
             if let Ok(monitors) = monitors.lock() {
-                snapshot.monitors = monitors
-                    .iter()
-                    .filter_map(|m| m.snapshot().ok())
-                    .filter_map(|s| serde_json::to_value(s).ok())
-                    .collect();
+                snapshot.monitors = monitors.iter().filter_map(|m| m.snapshot().ok()).collect();
             }
             if let Some(roles_instance) = &roles_instance {
                 snapshot.roles = roles_status.lock().ok().map(|r| r.clone());

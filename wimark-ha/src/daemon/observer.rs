@@ -22,6 +22,7 @@ use crate::{
     history::{Entry, Journal},
     metrics::Metrics,
     monitor::Monitor,
+    records::Stack,
     recovery::{ApsBackDetail, MAX_BACK_TIMES, MAX_MISSING_NAMED},
 };
 
@@ -124,7 +125,7 @@ pub async fn run(
                     // failed: the hook reports what it finds either way).
                     if recovery_pending
                         && *instance == recovery.recovery.config.instance
-                        && record.to == "master"
+                        && record.to == Stack::Master
                     {
                         recovery_pending = false;
                         start_recovery(recovery);

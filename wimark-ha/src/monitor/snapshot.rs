@@ -8,7 +8,7 @@ use aya::{
     maps::{HashMap, PerCpuArray},
     Ebpf,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wimark_ha_common::abi::{
     ApSlot, Counter, IpBytes, PeerKey, PeerRecord, TrafficCounter, AP_TABLE_SLOTS, MAP_APS,
     MAP_COUNTERS, MAP_PEERS,
@@ -107,7 +107,7 @@ pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<ApSeen>, MonitorError> {
     Ok(merged.into_values().collect())
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrafficTotals {
     pub packets: u64,
     pub bytes: u64,
@@ -122,7 +122,7 @@ impl From<TrafficCounter> for TrafficTotals {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvalidCounts {
     pub ttl: u64,
     pub version: u64,
@@ -137,7 +137,7 @@ impl InvalidCounts {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStats {
     pub vrid: u8,
     pub source: IpAddr,
@@ -152,7 +152,7 @@ pub struct PeerStats {
     pub last_seen_ns: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VrrpStats {
     pub valid: u64,
     pub valid_bytes: u64,
@@ -163,7 +163,7 @@ pub struct VrrpStats {
     pub peers: Vec<PeerStats>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApStats {
     pub ike: TrafficTotals,
     pub nat_t: TrafficTotals,
@@ -179,7 +179,7 @@ pub struct ApStats {
 }
 
 /// Everything the monitor knows at one instant.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub interface: String,
     pub vrrp: VrrpStats,

@@ -28,7 +28,7 @@ use crate::{
     clock::unix_ms,
     config::{FencingConfig, Hook, HookAction, NotifyConfig, RolesConfig, Selector},
     hooks,
-    records::{ProcessStatus, RolesStatus, SwitchRecord},
+    records::{ProcessStatus, RolesStatus, Stack, SwitchRecord},
     vrrp::State,
 };
 
@@ -65,6 +65,15 @@ impl Role {
         match self {
             Role::Master => "master",
             Role::Backup => "backup",
+        }
+    }
+}
+
+impl From<Role> for Stack {
+    fn from(role: Role) -> Stack {
+        match role {
+            Role::Master => Stack::Master,
+            Role::Backup => Stack::Backup,
         }
     }
 }
@@ -221,7 +230,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn state_name(state: State) -> &'static str {
+/// The state word keepalived's notify script gets (its third argument).
+fn notify_state(state: State) -> &'static str {
     match state {
         // An instance returns to Initialize only when the daemon stops:
         // keepalived's notify says STOP then.
@@ -236,7 +246,7 @@ impl Switcher {
     /// A switcher not attached to a daemon (benchmarks drive it directly).
     pub fn new(roles: RolesConfig) -> Self {
         let status = Arc::new(Mutex::new(RolesStatus {
-            stack: "none".to_string(),
+            stack: Stack::None,
             ..Default::default()
         }));
         Self {
@@ -278,7 +288,7 @@ impl Switcher {
     ) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(RolesStatus {
-            stack: "none".to_string(),
+            stack: Stack::None,
             history,
             ..Default::default()
         }));
@@ -343,7 +353,7 @@ impl Switcher {
                             newer = rx.recv() => {
                                 if newer.as_ref().is_some_and(|n| n.instance == event.instance) {
                                     tracing::info!("demotion cancelled: {} changed state within demote_delay", event.instance);
-                                    self.record(SwitchRecord { at_unix_ms: unix_ms(), to: "backup".to_string(), cancelled: true, ..Default::default() });
+                                    self.record(SwitchRecord { at_unix_ms: unix_ms(), to: Stack::Backup, cancelled: true, ..Default::default() });
                                 }
                                 // None: the daemon is stopping; the notify
                                 // below still runs for this state.
@@ -364,7 +374,7 @@ impl Switcher {
                 let outcome = hooks::notify(
                     notify,
                     &event.instance,
-                    state_name(event.state),
+                    notify_state(event.state),
                     event.priority,
                 )
                 .await;
@@ -413,7 +423,7 @@ impl Switcher {
         );
         self.record(SwitchRecord {
             at_unix_ms: unix_ms(),
-            to: Role::Master.name().to_string(),
+            to: Stack::Master,
             hooks_ms: ms(outcome.took),
             total_ms: ms(outcome.took),
             problems: vec![format!(
@@ -462,7 +472,7 @@ impl Switcher {
             if !record.cancelled {
                 // Held back: the containers are where they were.
                 if !record.held_back {
-                    status.stack = record.to.clone();
+                    status.stack = record.to;
                 }
                 status.degraded = (!record.problems.is_empty()).then(|| record.problems.join("; "));
             }
@@ -528,7 +538,7 @@ impl Switcher {
             .map_err(|e| format!("dockerd not answering: {e}"))?;
         let mut record = SwitchRecord {
             at_unix_ms: unix_ms(),
-            to: role.name().to_string(),
+            to: role.into(),
             ..Default::default()
         };
         if role == Role::Master {

@@ -33,7 +33,8 @@ impl std::ops::Add<Duration> for Timestamp {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+/// In JSON (status, journal) and logs: INIT, BACKUP, MASTER, FAULT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum State {
     #[serde(rename = "INIT")]
@@ -70,31 +71,88 @@ pub struct Params {
     pub fast_detect: Option<FastDetect>,
 }
 
-/// Why a transition happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Initialize => "INIT",
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+            State::Fault => "FAULT",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a transition happened. In JSON (status, journal) and logs as the
+/// phrase of [`Reason::phrase`], as earlier releases wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Reason {
+    #[serde(rename = "startup")]
     Startup,
     /// Priority 255: we own the addresses.
+    #[serde(rename = "address owner")]
     AddressOwner,
     /// Master_Down_Timer fired: the master went silent.
+    #[serde(rename = "master down (RFC timer)")]
     MasterDown,
     /// The fast rule fired: `multiplier` fast intervals of silence.
+    #[serde(rename = "master down (fast detection)")]
     FastDetect,
     /// The master resigned (priority 0) and our skew time passed.
+    #[serde(rename = "peer resigned (priority 0)")]
     PeerResigned,
     /// A peer with a higher priority (or equal priority, higher address).
+    #[serde(rename = "preempted by a higher-priority peer")]
     PreemptedByPeer,
+    #[serde(rename = "shutdown")]
     Shutdown,
     /// A planned hand-over (`wimark-ha switchover`).
+    #[serde(rename = "planned switchover")]
     Switchover,
     /// The interface lost its link.
+    #[serde(rename = "interface down")]
     InterfaceDown,
     /// The interface has its link back.
+    #[serde(rename = "interface up")]
     InterfaceUp,
     /// Restarted in place while the peer was told to wait (`restart_hold`):
     /// mastership resumed without a hand-over.
+    #[serde(rename = "resumed after a restart in place")]
     RestartHold,
+}
+
+impl Reason {
+    pub fn phrase(self) -> &'static str {
+        match self {
+            Reason::Startup => "startup",
+            Reason::AddressOwner => "address owner",
+            Reason::MasterDown => "master down (RFC timer)",
+            Reason::FastDetect => "master down (fast detection)",
+            Reason::PeerResigned => "peer resigned (priority 0)",
+            Reason::PreemptedByPeer => "preempted by a higher-priority peer",
+            Reason::Shutdown => "shutdown",
+            Reason::Switchover => "planned switchover",
+            Reason::InterfaceDown => "interface down",
+            Reason::InterfaceUp => "interface up",
+            Reason::RestartHold => "resumed after a restart in place",
+        }
+    }
+
+    /// A takeover because the peer went silent (not handed over).
+    pub fn peer_lost(self) -> bool {
+        matches!(self, Reason::MasterDown | Reason::FastDetect)
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.phrase())
+    }
 }
 
 /// What the runtime must do, in order.

@@ -8,6 +8,7 @@
 //! first message its subscriber receives (a message every 100 ms).
 
 use std::time::Duration;
+use wimark_ha::records::State;
 
 use anyhow::Result;
 use wimark_ha_tests::ap_clients::{ApFailover, ApIke, TunnelProbes};
@@ -111,7 +112,7 @@ pub fn run(aps: u8, wait: Duration, mqtt_keepalive: u16) -> Result<()> {
         }
         let transition = failover.daemon_b.last_transition();
         let vip = match (transition.silence_us, transition.vip_added_us) {
-            (Some(silence), Some(vip)) if transition.to == "MASTER" => {
+            (Some(silence), Some(vip)) if transition.to == State::Master => {
                 format!("{:.1} ms", (silence + vip) as f64 / 1e3)
             }
             _ => "-".to_string(),
