@@ -3,7 +3,6 @@
 //! Create them on a thread inside the lab namespace they are for.
 
 use std::{
-    ffi::CString,
     io, mem,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
@@ -11,10 +10,8 @@ use std::{
 use anyhow::{Context as _, Result};
 
 fn interface_index(interface: &str) -> Result<i32> {
-    let name = CString::new(interface)?;
-    // SAFETY: valid C string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    anyhow::ensure!(index != 0, "no interface {interface} in this namespace");
+    let index = wimark_ha::vip::interface_index(interface)
+        .with_context(|| format!("no interface {interface} in this namespace"))?;
     Ok(index as i32)
 }
 

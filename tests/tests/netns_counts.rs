@@ -285,9 +285,7 @@ async fn attach_through_netlink(
     use std::os::fd::{AsFd as _, AsRawFd as _};
     let (connection, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(connection);
-    let index = std::ffi::CString::new(interface)?;
-    // SAFETY: valid C string.
-    let index = unsafe { libc::if_nametoindex(index.as_ptr()) };
+    let index = wimark_ha::vip::interface_index(interface)?;
     let mut message = LinkMessage::default();
     message.header.index = index;
     let fd = program.fd()?.as_fd().as_raw_fd();

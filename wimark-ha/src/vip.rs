@@ -7,7 +7,6 @@
 //! state machine's job.
 
 use std::{
-    ffi::CString,
     io, mem,
     net::{IpAddr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -193,13 +192,7 @@ fn message_address(message: &AddressMessage) -> Option<IpAddr> {
 }
 
 pub fn interface_index(name: &str) -> Result<u32, VipError> {
-    let missing = || VipError::NoSuchInterface(name.to_string());
-    let c = CString::new(name).map_err(|_| missing())?;
-    // SAFETY: valid C string.
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => Err(missing()),
-        index => Ok(index),
-    }
+    nix::net::if_::if_nametoindex(name).map_err(|_| VipError::NoSuchInterface(name.to_string()))
 }
 
 /// Sends gratuitous ARP / unsolicited NA frames on one interface.

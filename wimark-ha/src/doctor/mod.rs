@@ -398,7 +398,7 @@ fn interfaces(config: &Config) -> Vec<Finding> {
         let operstate =
             std::fs::read_to_string(format!("/sys/class/net/{}/operstate", instance.interface));
         // sysfs may show another namespace; ask the kernel by name instead.
-        let index = nix_if_nametoindex(&instance.interface);
+        let index = nix::net::if_::if_nametoindex(instance.interface.as_str()).ok();
         match (index, operstate) {
             (None, _) => findings.push(bad(
                 Status::Fail,
@@ -416,13 +416,6 @@ fn interfaces(config: &Config) -> Vec<Finding> {
         }
     }
     findings
-}
-
-fn nix_if_nametoindex(name: &str) -> Option<u32> {
-    let name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
 }
 
 async fn docker(config: &Config) -> Vec<Finding> {

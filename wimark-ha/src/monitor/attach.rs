@@ -2,7 +2,7 @@
 //! program someone else attached (unless forced), driver mode with a generic
 //! fallback.
 
-use std::{ffi::CString, fmt};
+use std::fmt;
 
 use aya::{programs::XdpMode, Ebpf};
 use futures_util::TryStreamExt as _;
@@ -46,12 +46,7 @@ pub(super) fn interface_index(interface: &str) -> Result<u32, MonitorError> {
     let missing = || MonitorError::NoSuchInterface {
         interface: interface.to_string(),
     };
-    let name = CString::new(interface).map_err(|_| missing())?;
-    // SAFETY: `name` is a valid NUL-terminated string.
-    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
-        0 => Err(missing()),
-        index => Ok(index),
-    }
+    nix::net::if_::if_nametoindex(interface).map_err(|_| missing())
 }
 
 fn netlink_error(interface: &str, detail: impl fmt::Display) -> MonitorError {
