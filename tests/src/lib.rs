@@ -9,7 +9,7 @@ pub mod capture;
 pub mod daemon;
 pub mod docker;
 pub mod failover_lab;
-pub mod frames;
+pub use wimark_ha_frames as frames;
 pub mod keepalived;
 pub mod kernel;
 pub mod lab;
