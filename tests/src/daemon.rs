@@ -65,7 +65,13 @@ impl Daemon {
         config: impl Fn(&std::path::Path) -> String,
         launch: Launch,
     ) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("wimark-ha-{namespace}-{name}"));
+        // Unique per run, as `Scratch` is, and fresh: a journal left by a
+        // crashed earlier run must not become this daemon's history.
+        let dir = std::env::temp_dir().join(format!(
+            "wimark-ha-{namespace}-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("control.sock");
         let path = dir.join("wimark-ha.toml");

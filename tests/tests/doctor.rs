@@ -247,7 +247,14 @@ fn doctor_passes_a_healthy_server_and_fails_each_broken_check() {
         },
     )
     .expect("keepalived");
-    std::thread::sleep(Duration::from_millis(300));
+    // Until `ip netns exec` has become keepalived, there is none to see.
+    wimark_ha_tests::daemon::wait_until(Duration::from_secs(5), "keepalived running", || {
+        doctor(&a, &healthy)
+            .0
+            .get("keepalived")
+            .is_some_and(|f| f.0 == "FAIL")
+    })
+    .expect("doctor sees keepalived");
     expect_fail(&healthy, &["keepalived"], "keepalived on our VRID");
     drop(keepalived);
 

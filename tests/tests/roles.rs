@@ -338,9 +338,14 @@ fn dockerd_killed_mid_promotion_is_retried_until_it_answers() {
         Stack::create_on(Some(&host), &format!("{tag}-master"), 2, None).expect("master stack");
     let _backup =
         Stack::create_on(Some(&host), &format!("{tag}-backup"), 1, None).expect("backup stack");
-    // A one-second hook holds the switch open while dockerd goes away.
-    let hooks = "[[hooks.before_promote]]\nrun = [\"/bin/sleep\", \"1\"]\ntimeout = \"5s\"\n";
-    let toml = roles_toml(&tag, &scratch.0, "300ms", hooks).replace(
+    // A one-second hook holds the switch open while dockerd goes away; it
+    // says when it started.
+    let in_hook = scratch.0.join("in-hook");
+    let hooks = format!(
+        "[[hooks.before_promote]]\nrun = [\"/bin/sh\", \"-c\", \"touch {} && exec sleep 1\"]\ntimeout = \"5s\"\n",
+        in_hook.display()
+    );
+    let toml = roles_toml(&tag, &scratch.0, "300ms", &hooks).replace(
         "[roles]\n",
         &format!("[roles]\ndocker_socket = \"{}\"\n", own.socket().display()),
     );
@@ -350,7 +355,10 @@ fn dockerd_killed_mid_promotion_is_retried_until_it_answers() {
         daemon.state() == Some(State::Master)
     })
     .expect("master");
-    std::thread::sleep(Duration::from_millis(300)); // inside the hook now
+    wait_until(Duration::from_secs(5), "inside the hook", || {
+        in_hook.exists()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     own.kill();
     wait_until(Duration::from_secs(10), "degraded, retrying", || {
         roles_json(&daemon)["degraded"]

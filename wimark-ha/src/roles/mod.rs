@@ -230,6 +230,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Docker's "304 Not Modified": the container already is as asked
+/// (started, or stopped), which is success for an idempotent switch.
+fn not_modified(error: &bollard::errors::Error) -> bool {
+    matches!(
+        error,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
+}
+
 /// The state word keepalived's notify script gets (its third argument).
 fn notify_state(state: State) -> &'static str {
     match state {
@@ -581,7 +593,7 @@ impl Switcher {
                 let member = &stopping[index];
                 async move {
                     match docker.stop_container(&member.id, Some(options)).await {
-                        Err(e) if !e.to_string().contains("304") => {
+                        Err(e) if !not_modified(&e) => {
                             Some(format!("stopping {}: {e}", member.name))
                         }
                         _ => None,
@@ -695,7 +707,7 @@ async fn start_until_ready(
             .start_container(id, None::<StartContainerOptions>)
             .await
         {
-            if !e.to_string().contains("304") {
+            if !not_modified(&e) {
                 if attempts >= START_ATTEMPTS {
                     return Some(format!("starting {name}: {e}"));
                 }
@@ -731,5 +743,27 @@ async fn start_until_ready(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_docker_s_304_counts_as_already_done() {
+        let status = |status_code| bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: "container already started".to_string(),
+        };
+        assert!(not_modified(&status(304)));
+        assert!(!not_modified(&status(500)));
+        // A message that mentions 304 is not the status.
+        assert!(!not_modified(
+            &bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                message: "no such container: app-304".to_string(),
+            }
+        ));
     }
 }
