@@ -1,123 +1,146 @@
 //! The link state of the peer interfaces, as the kernel announces it
 //! (rtnetlink RTMGRP_LINK multicast): the engine polls nothing, it is told.
+//!
+//! Owns: that socket and reading its link messages (netlink-packet-route
+//! decodes them). Must not: decide what a link change means (the state
+//! machine's `interface_down`/`interface_up` do).
 
 use std::{
-    ffi::CString,
-    io, mem,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    io,
+    os::fd::{AsRawFd, RawFd},
 };
 
-const RTMGRP_LINK: u32 = 1;
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const IFF_LOWER_UP: u32 = 0x1_0000;
+use rtnetlink::{
+    constants::RTMGRP_LINK,
+    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_route::{link::LinkFlags, RouteNetlinkMessage},
+    sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr},
+};
 
 pub struct LinkWatcher {
-    fd: OwnedFd,
+    socket: Socket,
 }
 
 /// Up and carrying: administratively up and with a link (carrier).
-fn usable(flags: u32) -> bool {
-    flags & libc::IFF_UP as u32 != 0 && flags & (IFF_LOWER_UP | libc::IFF_RUNNING as u32) != 0
+fn usable(flags: LinkFlags) -> bool {
+    flags.contains(LinkFlags::Up) && flags.intersects(LinkFlags::LowerUp | LinkFlags::Running)
 }
 
 impl LinkWatcher {
     pub fn new() -> io::Result<Self> {
-        // SAFETY: plain socket(2).
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: zeroed sockaddr_nl is valid; fields set below.
-        let mut address: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        address.nl_family = libc::AF_NETLINK as u16;
-        address.nl_groups = RTMGRP_LINK;
-        // SAFETY: valid pointer and length.
-        if unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const address).cast(),
-                mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        } != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self { fd })
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind(&SocketAddr::new(0, RTMGRP_LINK))?;
+        socket.set_non_blocking(true)?;
+        Ok(Self { socket })
     }
 
     pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.socket.as_raw_fd()
     }
 
     /// Every (interface index, usable) the kernel announced since last time.
     pub fn drain(&self) -> Vec<(u32, bool)> {
         let mut changes = Vec::new();
-        let mut buffer = [0u8; 8192];
+        let mut datagram = Vec::with_capacity(16 * 1024);
         loop {
-            // SAFETY: valid buffer.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    0,
-                )
-            };
-            if n <= 0 {
-                return changes;
-            }
-            let mut message = &buffer[..n as usize];
-            // nlmsghdr (16 bytes) then ifinfomsg (16 bytes): index at 4, flags at 8.
-            while message.len() >= 32 {
-                let len =
-                    u32::from_ne_bytes([message[0], message[1], message[2], message[3]]) as usize;
-                let kind = u16::from_ne_bytes([message[4], message[5]]);
-                if len < 16 || len > message.len() {
-                    break;
-                }
-                if (kind == RTM_NEWLINK || kind == RTM_DELLINK) && len >= 32 {
-                    let body = &message[16..];
-                    let index = i32::from_ne_bytes([body[4], body[5], body[6], body[7]]) as u32;
-                    let flags = u32::from_ne_bytes([body[8], body[9], body[10], body[11]]);
-                    changes.push((index, kind == RTM_NEWLINK && usable(flags)));
-                }
-                let aligned = (len + 3) & !3;
-                message = &message[aligned.min(message.len())..];
+            datagram.clear();
+            match self.socket.recv(&mut datagram, 0) {
+                Ok(0) | Err(_) => return changes,
+                Ok(_) => changes.extend(link_changes(&datagram)),
             }
         }
     }
 }
 
-/// Whether `interface` is up and has a link right now (SIOCGIFFLAGS).
+/// The link messages of one datagram (several netlink messages, each
+/// padded to 4 bytes). One that does not decode ends the datagram: what
+/// follows it cannot be framed.
+fn link_changes(mut datagram: &[u8]) -> Vec<(u32, bool)> {
+    let mut changes = Vec::new();
+    while !datagram.is_empty() {
+        let message = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(datagram) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!("undecodable link notification skipped: {e}");
+                break;
+            }
+        };
+        match message.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                changes.push((link.header.index, usable(link.header.flags)))
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
+                changes.push((link.header.index, false))
+            }
+            _ => {}
+        }
+        let length = message.header.length as usize;
+        if length == 0 {
+            break;
+        }
+        datagram = &datagram[length.next_multiple_of(4).min(datagram.len())..];
+    }
+    changes
+}
+
+/// Whether `interface` is up and has a link right now (getifaddrs: the
+/// kernel's link flags, IFF_LOWER_UP included).
 pub fn link_usable(interface: &str) -> io::Result<bool> {
-    // SAFETY: plain socket(2) for the ioctl.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
+    let flags = nix::ifaddrs::getifaddrs()?
+        .find(|i| i.interface_name == interface)
+        .map(|i| i.flags)
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no interface {interface}"))
+        })?;
+    Ok(usable(LinkFlags::from_bits_retain(flags.bits() as u32)))
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::{
+        packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload},
+        packet_route::{
+            link::{LinkFlags, LinkMessage},
+            RouteNetlinkMessage,
+        },
+    };
+
+    use super::link_changes;
+
+    fn message(new: bool, index: u32, flags: LinkFlags) -> Vec<u8> {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.header.flags = flags;
+        let inner = if new {
+            RouteNetlinkMessage::NewLink(link)
+        } else {
+            RouteNetlinkMessage::DelLink(link)
+        };
+        let mut message = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(inner),
+        );
+        message.finalize();
+        let mut bytes = vec![0; message.buffer_len()];
+        message.serialize(&mut bytes);
+        bytes
     }
-    // SAFETY: fresh fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: zeroed ifreq is valid; the name is copied in below.
-    let mut request: libc::ifreq = unsafe { mem::zeroed() };
-    let name = CString::new(interface).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    for (slot, byte) in request.ifr_name.iter_mut().zip(name.as_bytes_with_nul()) {
-        *slot = *byte as libc::c_char;
+
+    #[test]
+    fn a_datagram_of_link_messages_becomes_link_changes() {
+        let up = LinkFlags::Up | LinkFlags::LowerUp | LinkFlags::Running;
+        let mut datagram = message(true, 3, up);
+        datagram.extend(message(true, 4, LinkFlags::Up)); // no carrier
+        datagram.extend(message(false, 5, up)); // removed
+        datagram.extend(message(true, 6, LinkFlags::LowerUp)); // admin down
+        assert_eq!(
+            link_changes(&datagram),
+            [(3, true), (4, false), (5, false), (6, false)]
+        );
+        // A torn tail is dropped; what came before it stands.
+        let mut torn = message(true, 3, up);
+        torn.extend(&message(true, 4, up)[..10]);
+        assert_eq!(link_changes(&torn), [(3, true)]);
+        assert!(link_changes(&[0xff; 7]).is_empty());
     }
-    // SAFETY: valid ifreq pointer.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    let flags = unsafe { request.ifr_ifru.ifru_flags } as u16 as u32;
-    // SIOCGIFFLAGS carries IFF_RUNNING (carrier) in its 16 bits.
-    Ok(usable(flags))
 }
