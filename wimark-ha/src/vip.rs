@@ -9,7 +9,6 @@
 use std::{
     io, mem,
     net::{IpAddr, Ipv6Addr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
 use futures_util::TryStreamExt as _;
@@ -197,42 +196,27 @@ pub fn interface_index(name: &str) -> Result<u32, VipError> {
 
 /// Sends gratuitous ARP / unsolicited NA frames on one interface.
 pub struct Announcer {
-    fd: OwnedFd,
+    socket: socket2::Socket,
     mac: [u8; 6],
 }
 
 impl Announcer {
     pub fn new(interface: &InterfaceInfo) -> Result<Self, VipError> {
-        // SAFETY: plain socket(2); protocol 0 = send only.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(VipError::Io {
-                what: "socket(AF_PACKET) for gratuitous ARP",
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: fresh fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
-        let mut address: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        address.sll_family = libc::AF_PACKET as u16;
-        address.sll_ifindex = interface.index as i32;
-        // SAFETY: valid pointer and length.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const address).cast(),
-                mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(VipError::Io {
+        // Protocol 0: send only, nothing is queued for us to read.
+        let socket =
+            socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW.cloexec(), None)
+                .map_err(|source| VipError::Io {
+                    what: "socket(AF_PACKET) for gratuitous ARP",
+                    source,
+                })?;
+        socket
+            .bind(&link_address(interface.index))
+            .map_err(|source| VipError::Io {
                 what: "bind(AF_PACKET) for gratuitous ARP",
-                source: io::Error::last_os_error(),
-            });
-        }
+                source,
+            })?;
         Ok(Self {
-            fd,
+            socket,
             mac: interface.mac,
         })
     }
@@ -243,16 +227,30 @@ impl Announcer {
             IpAddr::V4(v4) => gratuitous_arp(self.mac, v4.octets()),
             IpAddr::V6(v6) => unsolicited_na(self.mac, v6),
         };
-        // SAFETY: valid buffer.
-        let sent =
-            unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        if sent < 0 {
-            return Err(VipError::Io {
+        self.socket
+            .send(&frame)
+            .map(|_| ())
+            .map_err(|source| VipError::Io {
                 what: "sending gratuitous ARP/NA",
-                source: io::Error::last_os_error(),
-            });
-        }
-        Ok(())
+                source,
+            })
+    }
+}
+
+/// The AF_PACKET address of an interface (socket2 has no constructor for
+/// `sockaddr_ll`).
+fn link_address(ifindex: u32) -> socket2::SockAddr {
+    let mut storage = socket2::SockAddrStorage::zeroed();
+    // SAFETY: a zeroed storage is large and aligned enough for sockaddr_ll,
+    // whose every field is then valid (family and index set, the rest 0).
+    unsafe {
+        let link = storage.view_as::<libc::sockaddr_ll>();
+        link.sll_family = libc::AF_PACKET as u16;
+        link.sll_ifindex = ifindex as i32;
+        socket2::SockAddr::new(
+            storage,
+            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
     }
 }
 
