@@ -1,0 +1,155 @@
+//! Where a value stands in the file, and the checks every section shares
+//! (integers in range, durations, interface names, VIPs): each error names
+//! file, line and key.
+
+use super::*;
+
+pub(super) struct Context<'a> {
+    pub(super) text: &'a str,
+    pub(super) file: &'a Path,
+}
+
+impl Context<'_> {
+    pub(super) fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    pub(super) fn error(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: &str,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: self.line_of(span.start),
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// toml's own errors carry a span; the key is whatever stands before
+    /// `=` on that line (or the bare key for unknown fields).
+    pub(super) fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        let line = self.line_of(span.start);
+        let text = self
+            .text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .unwrap_or_default();
+        let key = text
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .trim_matches(['[', ']'])
+            .to_string();
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            key: if key.is_empty() {
+                "(syntax)".to_string()
+            } else {
+                key
+            },
+            message: e.message().trim().to_string(),
+        }
+    }
+
+    pub(super) fn integer(
+        &self,
+        value: &Spanned<i64>,
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Result<i64, ConfigError> {
+        let n = *value.get_ref();
+        if !(min..=max).contains(&n) {
+            return Err(self.error(
+                value.span(),
+                key,
+                &format!("{n} is out of range; allowed {min} to {max}"),
+            ));
+        }
+        Ok(n)
+    }
+
+    pub(super) fn interface_name(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+    ) -> Result<String, ConfigError> {
+        let name = value.get_ref();
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+            return Err(self.error(
+                value.span(),
+                key,
+                "must be an interface name (1 to 15 characters, no `/` or spaces)",
+            ));
+        }
+        Ok(name.clone())
+    }
+
+    /// An optional duration key: `default` when absent.
+    pub(super) fn duration_or(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            Some(text) => self.duration(text, key),
+            None => Ok(default),
+        }
+    }
+
+    pub(super) fn duration(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+    ) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(value.get_ref()).map_err(|e| {
+            self.error(
+                value.span(),
+                key,
+                &format!(
+                    "`{}` is not a duration ({e}); write it like \"10ms\" or \"1s\"",
+                    value.get_ref()
+                ),
+            )
+        })
+    }
+
+    pub(super) fn virtual_ip(&self, entry: &Spanned<String>) -> Result<VirtualIp, ConfigError> {
+        let text = entry.get_ref();
+        let bad = |what: &str| {
+            self.error(
+                entry.span(),
+                "virtual_ips",
+                &format!("`{text}`: {what}; write it like \"10.10.10.3/24\""),
+            )
+        };
+        let (address, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text.as_str(), None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| bad("not an IP address"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| bad("bad prefix length"))?,
+        };
+        Ok(VirtualIp {
+            address,
+            prefix_len,
+        })
+    }
+}

@@ -1,0 +1,297 @@
+//! The daemon's configuration: TOML in, validated values out.
+//!
+//! Owns: the config file format, its defaults and every rule about what is
+//! allowed. A bad file is refused whole with `file:line: key: what is wrong,
+//! what is allowed`; nothing downstream sees a half-valid config. Must not:
+//! touch the system (interfaces are checked when the daemon starts).
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::vrrp::{Auth, FastDetect, Params, Version};
+
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/wimark-ha/control.sock";
+
+/// A config error: where, which key, what is wrong and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem is the file as a whole.
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}: {}", self.file.display(), self.key, self.message),
+            line => write!(
+                f,
+                "{}:{line}: {}: {}",
+                self.file.display(),
+                self.key,
+                self.message
+            ),
+        }
+    }
+}
+
+/// Something legal but probably not what was meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}: {}", self.line, self.key, self.message)
+    }
+}
+
+mod context;
+mod model;
+mod raw;
+#[cfg(test)]
+mod reference;
+mod sections;
+#[cfg(test)]
+mod tests;
+
+use context::Context;
+pub use model::*;
+use raw::*;
+
+/// Reads and validates `path`. A file anyone may write is refused: it names
+/// programs the daemon runs as root.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file_error = |message: String| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        key: "file".to_string(),
+        message,
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read it: {e}")))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| file_error(format!("cannot stat it: {e}")))?
+        .permissions()
+        .mode();
+    if mode & 0o002 != 0 {
+        return Err(file_error(format!(
+            "is world-writable (mode {:o}): anyone could make the daemon run their program as root; chmod o-w {}",
+            mode & 0o7777,
+            path.display()
+        )));
+    }
+    parse(&text, path)
+}
+
+/// Deserialises a TOML file of another shape (e.g. an adapter's), with
+/// errors that name file, line and key as the daemon's own config does.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<T, ConfigError> {
+    let cx = Context { text, file };
+    toml::from_str(text).map_err(|e| cx.toml_error(&e))
+}
+
+/// Validates `text` as if read from `file`.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let cx = Context { text, file };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+    let control_socket = raw
+        .daemon
+        .control_socket
+        .map(|s| PathBuf::from(s.into_inner()))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET));
+    if raw.instance.is_empty() {
+        return Err(ConfigError {
+            file: file.to_path_buf(),
+            line: 0,
+            key: "instance".to_string(),
+            message: "no [[instance]] defined; at least one is needed".to_string(),
+        });
+    }
+    let mut warnings = Vec::new();
+    let mut instances: Vec<InstanceConfig> = Vec::new();
+    let mut names = HashSet::new();
+    let mut routers = HashSet::new();
+    for raw in raw.instance {
+        let span = raw.span();
+        let instance = cx.instance(raw.into_inner(), &mut warnings)?;
+        if !names.insert(instance.name.clone()) {
+            return Err(cx.error(
+                span,
+                "name",
+                &format!(
+                    "instance name `{}` is used twice; names must be unique",
+                    instance.name
+                ),
+            ));
+        }
+        let links = std::iter::once(&instance.interface)
+            .chain(instance.heartbeats.iter().map(|h| &h.interface));
+        for interface in links {
+            if !routers.insert((interface.clone(), instance.vrid)) {
+                return Err(cx.error(
+                    span.clone(),
+                    "vrid",
+                    &format!(
+                        "VRID {} is used twice on `{interface}` (as an instance's interface or heartbeat link); one instance per VRID and link",
+                        instance.vrid
+                    ),
+                ));
+            }
+        }
+        instances.push(instance);
+    }
+    let roles = match raw.roles {
+        None => None,
+        Some(roles) => Some(cx.roles(roles.into_inner(), &instances)?),
+    };
+    let mut before_promote = Vec::new();
+    for hook in raw.hooks.before_promote {
+        before_promote.push(cx.hook(hook)?);
+    }
+    let notify = match raw.notify {
+        None => None,
+        Some(notify) => {
+            let script = notify.script.get_ref();
+            if !script.starts_with('/') {
+                return Err(cx.error(
+                    notify.script.span(),
+                    "notify.script",
+                    "must be an absolute path (the seed's relative paths broke)",
+                ));
+            }
+            let timeout =
+                cx.duration_or(&notify.timeout, "notify.timeout", Duration::from_secs(30))?;
+            Some(NotifyConfig {
+                script: PathBuf::from(script),
+                timeout,
+            })
+        }
+    };
+    let fencing = match raw.fencing {
+        None => None,
+        Some(fencing) => {
+            if fencing.command.get_ref().is_empty() {
+                return Err(cx.error(
+                    fencing.command.span(),
+                    "fencing.command",
+                    "must name a program (argv, no shell), e.g. [\"ssh\", \"root@10.10.10.2\", \"docker\", \"stop\", \"mongo\"]",
+                ));
+            }
+            if roles.is_none() {
+                return Err(cx.error(
+                    fencing.command.span(),
+                    "fencing",
+                    "fencing decides whether the containers are promoted: it needs a [roles] section",
+                ));
+            }
+            let timeout =
+                cx.duration_or(&fencing.timeout, "fencing.timeout", Duration::from_secs(10))?;
+            Some(FencingConfig {
+                command: fencing.command.into_inner(),
+                timeout,
+            })
+        }
+    };
+    let restart_hold = match &raw.daemon.restart_hold {
+        None => None,
+        Some(text) => {
+            let hold = cx.duration(text, "restart_hold")?;
+            // The hold travels as a v3 Max Adver Int of a third of it
+            // (12 bits of centiseconds): 40.95 s x 3 at most.
+            if hold < Duration::from_millis(100) || hold > Duration::from_millis(3 * 40_950) {
+                return Err(cx.error(
+                    text.span(),
+                    "restart_hold",
+                    "must be 100ms to 122s (it travels as a VRRPv3 advert interval of a third of it)",
+                ));
+            }
+            if let Some(v2) = instances.iter().find(|i| i.version == Version::V2) {
+                return Err(cx.error(
+                    text.span(),
+                    "restart_hold",
+                    &format!("instance {} is VRRPv2, whose peers must match a fixed interval: a restart hold needs VRRPv3", v2.name),
+                ));
+            }
+            Some(hold)
+        }
+    };
+    let state_dir = raw
+        .daemon
+        .state_dir
+        .map(|s| PathBuf::from(s.into_inner()))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let metrics = match raw.metrics {
+        None => None,
+        Some(metrics) => {
+            let listen: std::net::SocketAddr = metrics.listen.get_ref().parse().map_err(|_| {
+                cx.error(
+                    metrics.listen.span(),
+                    "metrics.listen",
+                    &format!(
+                        "`{}` is not an address:port (e.g. 127.0.0.1:9650)",
+                        metrics.listen.get_ref()
+                    ),
+                )
+            })?;
+            if !listen.ip().is_loopback() {
+                warnings.push(ConfigWarning {
+                    line: cx.line_of(metrics.listen.span().start),
+                    key: "metrics.listen".to_string(),
+                    message: format!("{listen} is reachable from other hosts: the metrics show the pair's state and traffic"),
+                });
+            }
+            Some(MetricsConfig { listen })
+        }
+    };
+    let peer = match raw.peer {
+        None => None,
+        Some(peer) => Some(PeerConfig {
+            address: peer.address.get_ref().parse().map_err(|_| {
+                cx.error(
+                    peer.address.span(),
+                    "peer.address",
+                    &format!("`{}` is not an IP address", peer.address.get_ref()),
+                )
+            })?,
+            ssh_user: peer.ssh_user.filter(|u| !u.is_empty()),
+        }),
+    };
+    let ap_recovery = match raw.ap_recovery {
+        None => None,
+        Some(raw) => Some(cx.ap_recovery(raw, &instances, peer.as_ref())?),
+    };
+    Ok(Config {
+        ap_recovery,
+        daemon: DaemonConfig {
+            control_socket,
+            state_dir,
+            restart_hold,
+        },
+        instances,
+        roles,
+        before_promote,
+        notify,
+        fencing,
+        peer,
+        metrics,
+        warnings,
+    })
+}

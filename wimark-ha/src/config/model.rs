@@ -1,0 +1,225 @@
+//! The validated configuration the rest of the daemon reads: every value
+//! checked, every default applied.
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub instances: Vec<InstanceConfig>,
+    /// The container stacks that follow one instance's role, if configured.
+    pub roles: Option<RolesConfig>,
+    /// Run in order after VIP + GARP, before the containers switch.
+    pub before_promote: Vec<Hook>,
+    pub notify: Option<NotifyConfig>,
+    pub fencing: Option<FencingConfig>,
+    pub peer: Option<PeerConfig>,
+    pub metrics: Option<MetricsConfig>,
+    /// Bringing the APs back after a takeover: the AP table synced from the
+    /// peer, and the IKE hook run with it.
+    pub ap_recovery: Option<ApRecoveryConfig>,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// `[ap_recovery]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApRecoveryConfig {
+    /// Whose takeover starts the recovery, and whose master sends the table.
+    pub instance: String,
+    /// The key both nodes hold (read at start; at least 16 bytes, root only).
+    pub sync_key_file: PathBuf,
+    /// The peer the AP table goes to and comes from (on the peer link).
+    pub sync_peer: IpAddr,
+    pub sync_port: u16,
+    /// Run after the takeover (once the master stack is up, with [roles])
+    /// with the AP list as JSON on stdin; e.g. `wimark-ha ike-initiate`.
+    pub ike_hook: Option<Vec<String>>,
+    pub ike_hook_timeout: Duration,
+    /// The servers' IKE daemon's own configuration (swanctl.conf syntax),
+    /// read by `doctor` only: a connection there that leaves MOBIKE on lets
+    /// the old master move an AP's SA off the VIP on a planned switchover.
+    pub ike_daemon_config: Vec<PathBuf>,
+    /// Kick the APs' stale MQTT connections (challenge ACK -> RST) so that
+    /// their clients reconnect at once, not at their keepalive.
+    pub mqtt_kick: bool,
+}
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/wimark-ha";
+
+/// The AP sync's UDP port when `[ap_recovery] sync_port` is not set.
+pub const DEFAULT_AP_SYNC_PORT: u16 = 9651;
+
+/// How a stack's containers are found: created beforehand by
+/// `docker-compose -p NAME up --no-start` (or by hand, with labels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `com.docker.compose.project=NAME`.
+    ComposeProject(String),
+    /// Every label must match.
+    Labels(std::collections::BTreeMap<String, String>),
+}
+
+impl Selector {
+    /// Docker `label` filters for this selector.
+    pub fn label_filters(&self) -> Vec<String> {
+        match self {
+            Selector::ComposeProject(project) => {
+                vec![format!("com.docker.compose.project={project}")]
+            }
+            Selector::Labels(labels) => labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        }
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label_filters().join(","))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolesConfig {
+    /// The instance whose state drives the switch.
+    pub instance: String,
+    pub docker_socket: PathBuf,
+    pub master: Selector,
+    pub backup: Selector,
+    pub stop_timeout: Duration,
+    /// The seed's "sleep 10, then re-check" before demoting.
+    pub demote_delay: Duration,
+    /// How long a started container may take to be running (and healthy).
+    pub start_timeout: Duration,
+    /// Programs (argv, no shell) that run only while MASTER, supervised:
+    /// the seed's lsyncd mirror of /usr/share/wimark follows the master.
+    pub master_processes: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookAction {
+    /// Remove the files matching a glob (the seed's mongo lock clean-up).
+    Remove(String),
+    /// Run a program: argv, no shell.
+    Run(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub action: HookAction,
+    pub timeout: Duration,
+    /// A failed or timed-out blocking hook stops the container switch
+    /// (reported); a non-blocking one is reported and the switch goes on.
+    pub blocking: bool,
+}
+
+/// keepalived-compatible notify script: `SCRIPT INSTANCE NAME STATE PRIORITY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub script: PathBuf,
+    pub timeout: Duration,
+}
+
+/// The other server of the pair, as `doctor` checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Its address on the peer link.
+    pub address: IpAddr,
+    /// The user for password-less ssh to it, when the peer is managed over
+    /// ssh (the vendor's `USERNAME` in .env).
+    pub ssh_user: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub control_socket: PathBuf,
+    /// The failover journal's directory.
+    pub state_dir: PathBuf,
+    /// `wimark-ha restart` keeps mastership across a restart in place: the
+    /// peer is told to wait this long for us. `None`: restart is refused.
+    pub restart_hold: Option<Duration>,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: std::net::SocketAddr,
+}
+
+/// A virtual IP with its prefix length, as it goes on the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtualIp {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl fmt::Display for VirtualIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// keepalived's gratuitous ARP settings after becoming master: a burst of
+/// `repeat` announcements, and another burst `delay` later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Garp {
+    pub repeat: u32,
+    pub delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceConfig {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub priority: u8,
+    pub version: Version,
+    pub advert_interval: Duration,
+    pub auth: Auth,
+    pub virtual_ips: Vec<VirtualIp>,
+    pub preempt: bool,
+    pub unicast_peers: Vec<IpAddr>,
+    /// The only sources whose adverts count (enforced in XDP); empty means
+    /// any. `peers`, or else `unicast_peers`.
+    pub allowed_peers: Vec<IpAddr>,
+    pub fast_detect: Option<FastDetect>,
+    pub garp: Garp,
+    /// More links the adverts travel on (`[[instance.heartbeat]]`): the peer
+    /// is down only when it is silent on `interface` and on every one of these.
+    pub heartbeats: Vec<HeartbeatLink>,
+}
+
+/// A second path between the two servers for the adverts of one instance
+/// (e.g. the AP-facing link beside the peer link). Adverts go to `peer` by
+/// unicast, and only `peer`'s count there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatLink {
+    pub interface: String,
+    /// The other server's address on that link.
+    pub peer: IpAddr,
+}
+
+/// A command that makes sure the peer no longer runs the master stack
+/// (e.g. over ssh), run before the containers are promoted after the peer
+/// went silent. Its exit status decides whether they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FencingConfig {
+    pub command: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl InstanceConfig {
+    /// The state machine's parameters, given our primary address on the
+    /// interface (found when the daemon starts).
+    pub fn params(&self, primary_address: IpAddr) -> Params {
+        Params {
+            version: self.version,
+            vrid: self.vrid,
+            priority: self.priority,
+            advert_interval: self.advert_interval,
+            auth: self.auth,
+            virtual_ips: self.virtual_ips.iter().map(|v| v.address).collect(),
+            preempt: self.preempt,
+            primary_address,
+            fast_detect: self.fast_detect,
+        }
+    }
+}

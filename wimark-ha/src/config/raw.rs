@@ -1,0 +1,149 @@
+//! The config file as written: serde shapes with their spans, before any
+//! rule is applied (`sections` turns them into the model).
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) daemon: RawDaemon,
+    #[serde(default)]
+    pub(super) instance: Vec<Spanned<RawInstance>>,
+    pub(super) roles: Option<Spanned<RawRoles>>,
+    #[serde(default)]
+    pub(super) hooks: RawHooks,
+    pub(super) notify: Option<RawNotify>,
+    pub(super) fencing: Option<RawFencing>,
+    pub(super) peer: Option<RawPeer>,
+    pub(super) metrics: Option<RawMetrics>,
+    pub(super) ap_recovery: Option<RawApRecovery>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApRecovery {
+    pub(super) instance: Option<Spanned<String>>,
+    pub(super) sync_key_file: Spanned<String>,
+    pub(super) sync_peer: Option<Spanned<String>>,
+    pub(super) sync_port: Option<Spanned<i64>>,
+    pub(super) ike_hook: Option<Spanned<Vec<String>>>,
+    pub(super) ike_hook_timeout: Option<Spanned<String>>,
+    pub(super) ike_daemon_config: Option<Spanned<Vec<String>>>,
+    pub(super) mqtt_kick: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFencing {
+    pub(super) command: Spanned<Vec<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeartbeat {
+    pub(super) interface: Spanned<String>,
+    pub(super) peer: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPeer {
+    pub(super) address: Spanned<String>,
+    pub(super) ssh_user: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoles {
+    pub(super) instance: Spanned<String>,
+    pub(super) docker_socket: Option<String>,
+    pub(super) master: Spanned<RawSelector>,
+    pub(super) backup: Spanned<RawSelector>,
+    pub(super) stop_timeout: Option<Spanned<String>>,
+    pub(super) demote_delay: Option<Spanned<String>>,
+    pub(super) start_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) master_process: Vec<Spanned<RawProcess>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProcess {
+    pub(super) run: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSelector {
+    pub(super) compose_project: Option<String>,
+    pub(super) labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHooks {
+    #[serde(default)]
+    pub(super) before_promote: Vec<Spanned<RawHook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHook {
+    pub(super) remove: Option<String>,
+    pub(super) run: Option<Vec<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) blocking: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub(super) script: Spanned<String>,
+    pub(super) timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub(super) control_socket: Option<Spanned<String>>,
+    pub(super) state_dir: Option<Spanned<String>>,
+    pub(super) restart_hold: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInstance {
+    pub(super) name: Spanned<String>,
+    pub(super) interface: Spanned<String>,
+    pub(super) vrid: Spanned<i64>,
+    pub(super) priority: Spanned<i64>,
+    pub(super) version: Option<Spanned<i64>>,
+    pub(super) advert_interval: Option<Spanned<String>>,
+    pub(super) auth_pass: Option<Spanned<String>>,
+    pub(super) virtual_ips: Spanned<Vec<Spanned<String>>>,
+    pub(super) preempt: Option<bool>,
+    #[serde(default)]
+    pub(super) unicast_peers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) peers: Vec<Spanned<String>>,
+    pub(super) fast_detect: Option<Spanned<RawFastDetect>>,
+    pub(super) garp_master_repeat: Option<Spanned<i64>>,
+    pub(super) garp_master_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) heartbeat: Vec<Spanned<RawHeartbeat>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFastDetect {
+    pub(super) interval: Spanned<String>,
+    pub(super) multiplier: Spanned<i64>,
+}

@@ -1,0 +1,423 @@
+//! The rules of each section: `[[instance]]`, `[roles]` and its hooks,
+//! `[ap_recovery]` — raw shapes in, model values or a `ConfigError` out.
+
+use super::*;
+use super::{context::Context, raw::*};
+
+impl Context<'_> {
+    pub(super) fn instance(
+        &self,
+        raw: RawInstance,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Result<InstanceConfig, ConfigError> {
+        let name = raw.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(self.error(raw.name.span(), "name", "must not be empty"));
+        }
+        let interface = self.interface_name(&raw.interface, "interface")?;
+        let vrid = self.integer(&raw.vrid, "vrid", 1, 255)? as u8;
+        let priority = self.integer(&raw.priority, "priority", 1, 255)? as u8;
+        let version = match raw.version.as_ref().map(|v| *v.get_ref()) {
+            None | Some(3) => Version::V3,
+            Some(2) => Version::V2,
+            Some(_) => {
+                return Err(self.error(
+                    raw.version.as_ref().map_or(0..0, |v| v.span()),
+                    "version",
+                    "must be 2 (RFC 3768) or 3 (RFC 5798)",
+                ))
+            }
+        };
+        let advert_interval = match &raw.advert_interval {
+            None => Duration::from_secs(1),
+            Some(text) => {
+                let interval = self.duration(text, "advert_interval")?;
+                let ok = match version {
+                    Version::V2 => {
+                        interval.subsec_nanos() == 0 && (1..=255).contains(&interval.as_secs())
+                    }
+                    Version::V3 => {
+                        interval.as_nanos().is_multiple_of(10_000_000)
+                            && (10..=40_950).contains(&interval.as_millis())
+                    }
+                };
+                if !ok {
+                    let allowed = match version {
+                        Version::V2 => "VRRPv2 carries whole seconds: 1s to 255s",
+                        Version::V3 => {
+                            "VRRPv3 carries centiseconds: 10ms to 40950ms in steps of 10ms"
+                        }
+                    };
+                    return Err(self.error(
+                        text.span(),
+                        "advert_interval",
+                        &format!("{:?} is not allowed; {allowed}", interval),
+                    ));
+                }
+                interval
+            }
+        };
+        let auth = match (&raw.auth_pass, version) {
+            (None, _) => Auth::None,
+            (Some(pass), Version::V3) => {
+                return Err(self.error(
+                    pass.span(),
+                    "auth_pass",
+                    "VRRPv3 has no authentication (RFC 5798 §9); remove it or use version = 2",
+                ))
+            }
+            (Some(pass), Version::V2) => {
+                let text = pass.get_ref();
+                if text.is_empty() {
+                    return Err(self.error(pass.span(), "auth_pass", "must not be empty"));
+                }
+                if text.len() > 8 {
+                    warnings.push(ConfigWarning {
+                        line: self.line_of(pass.span().start),
+                        key: "auth_pass".to_string(),
+                        message:
+                            "longer than 8 bytes: only the first 8 are used, as keepalived does"
+                                .to_string(),
+                    });
+                }
+                Auth::password(text)
+            }
+        };
+        let mut virtual_ips = Vec::new();
+        for entry in raw.virtual_ips.get_ref() {
+            let vip = self.virtual_ip(entry)?;
+            if version == Version::V2 && vip.address.is_ipv6() {
+                return Err(self.error(
+                    entry.span(),
+                    "virtual_ips",
+                    "VRRPv2 is IPv4 only; use version = 3 for IPv6",
+                ));
+            }
+            if let Some(first) = virtual_ips.first().map(|v: &VirtualIp| v.address) {
+                if first.is_ipv4() != vip.address.is_ipv4() {
+                    return Err(self.error(
+                        entry.span(),
+                        "virtual_ips",
+                        "mixes IPv4 and IPv6; one instance carries one family (RFC 5798 §5.2.5)",
+                    ));
+                }
+            }
+            virtual_ips.push(vip);
+        }
+        if virtual_ips.is_empty() {
+            return Err(self.error(
+                raw.virtual_ips.span(),
+                "virtual_ips",
+                "needs at least one address, like \"10.10.10.3/24\"",
+            ));
+        }
+        let addresses = |list: &[Spanned<String>], key: &str| -> Result<Vec<IpAddr>, ConfigError> {
+            let ipv4 = virtual_ips[0].address.is_ipv4();
+            list.iter()
+                .map(|peer| {
+                    let address: IpAddr = peer.get_ref().parse().map_err(|_| {
+                        self.error(
+                            peer.span(),
+                            key,
+                            &format!("`{}` is not an IP address", peer.get_ref()),
+                        )
+                    })?;
+                    if address.is_ipv4() != ipv4 {
+                        return Err(self.error(
+                            peer.span(),
+                            key,
+                            &format!("{address} is not of the virtual IPs' family"),
+                        ));
+                    }
+                    Ok(address)
+                })
+                .collect()
+        };
+        let unicast_peers = addresses(&raw.unicast_peers, "unicast_peers")?;
+        let mut allowed_peers = addresses(&raw.peers, "peers")?;
+        if allowed_peers.is_empty() {
+            allowed_peers = unicast_peers.clone();
+        }
+        let fast_detect = match &raw.fast_detect {
+            None => None,
+            Some(fast) => {
+                let interval = self.duration(&fast.get_ref().interval, "fast_detect.interval")?;
+                if interval < Duration::from_micros(100) || interval >= advert_interval {
+                    return Err(self.error(fast.get_ref().interval.span(), "fast_detect.interval", &format!("must be at least 100us and shorter than advert_interval ({advert_interval:?})")));
+                }
+                let multiplier =
+                    self.integer(&fast.get_ref().multiplier, "fast_detect.multiplier", 2, 255)?
+                        as u32;
+                Some(FastDetect {
+                    interval,
+                    multiplier,
+                })
+            }
+        };
+        let repeat = match &raw.garp_master_repeat {
+            None => 5,
+            Some(r) => self.integer(r, "garp_master_repeat", 1, 255)? as u32,
+        };
+        let delay = self.duration_or(
+            &raw.garp_master_delay,
+            "garp_master_delay",
+            Duration::from_secs(5),
+        )?;
+        let mut heartbeats: Vec<HeartbeatLink> = Vec::new();
+        for link in &raw.heartbeat {
+            let link_interface =
+                self.interface_name(&link.get_ref().interface, "heartbeat.interface")?;
+            if link_interface == interface
+                || heartbeats.iter().any(|h| h.interface == link_interface)
+            {
+                return Err(self.error(
+                    link.get_ref().interface.span(),
+                    "heartbeat.interface",
+                    &format!("`{link_interface}` is already one of this instance's links"),
+                ));
+            }
+            // The peer is one server seen through several links: its
+            // adverts on each must be recognised as the same master.
+            if allowed_peers.len() != 1 {
+                return Err(self.error(
+                    link.span(),
+                    "heartbeat",
+                    &format!("heartbeat links are for a pair: set `peers` (or `unicast_peers`) to the one peer's address on `{interface}`"),
+                ));
+            }
+            let peer = addresses(std::slice::from_ref(&link.get_ref().peer), "heartbeat.peer")?[0];
+            heartbeats.push(HeartbeatLink {
+                interface: link_interface,
+                peer,
+            });
+        }
+        Ok(InstanceConfig {
+            name,
+            interface,
+            vrid,
+            priority,
+            version,
+            advert_interval,
+            auth,
+            virtual_ips,
+            preempt: raw.preempt.unwrap_or(true),
+            unicast_peers,
+            allowed_peers,
+            fast_detect,
+            garp: Garp { repeat, delay },
+            heartbeats,
+        })
+    }
+
+    pub(super) fn roles(
+        &self,
+        raw: RawRoles,
+        instances: &[InstanceConfig],
+    ) -> Result<RolesConfig, ConfigError> {
+        let instance = raw.instance.get_ref().clone();
+        if !instances.iter().any(|i| i.name == instance) {
+            let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+            return Err(self.error(
+                raw.instance.span(),
+                "roles.instance",
+                &format!(
+                    "no instance named `{instance}`; defined: {}",
+                    names.join(", ")
+                ),
+            ));
+        }
+        let selector = |raw: &Spanned<RawSelector>, key: &str| -> Result<Selector, ConfigError> {
+            match (&raw.get_ref().compose_project, &raw.get_ref().labels) {
+                (Some(project), None) if !project.is_empty() => Ok(Selector::ComposeProject(project.clone())),
+                (None, Some(labels)) if !labels.is_empty() => Ok(Selector::Labels(labels.clone())),
+                _ => Err(self.error(raw.span(), key, "give exactly one of compose_project = \"NAME\" or labels = { key = \"value\" }")),
+            }
+        };
+        let master = selector(&raw.master, "roles.master")?;
+        let backup = selector(&raw.backup, "roles.backup")?;
+        if master == backup {
+            return Err(self.error(
+                raw.backup.span(),
+                "roles.backup",
+                "selects the same containers as roles.master",
+            ));
+        }
+        Ok(RolesConfig {
+            instance,
+            docker_socket: PathBuf::from(
+                raw.docker_socket
+                    .unwrap_or_else(|| "/var/run/docker.sock".to_string()),
+            ),
+            master,
+            backup,
+            stop_timeout: self.duration_or(
+                &raw.stop_timeout,
+                "roles.stop_timeout",
+                Duration::from_secs(5),
+            )?,
+            demote_delay: self.duration_or(
+                &raw.demote_delay,
+                "roles.demote_delay",
+                Duration::from_secs(10),
+            )?,
+            start_timeout: self.duration_or(
+                &raw.start_timeout,
+                "roles.start_timeout",
+                Duration::from_secs(60),
+            )?,
+            master_processes: raw
+                .master_process
+                .into_iter()
+                .map(|p| {
+                    let span = p.span();
+                    let argv = p.into_inner().run;
+                    if argv.first().is_some_and(|a| a.starts_with('/')) {
+                        Ok(argv)
+                    } else {
+                        Err(self.error(
+                            span,
+                            "roles.master_process.run",
+                            "must be an argv whose first element is an absolute path (no shell)",
+                        ))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub(super) fn hook(&self, raw: Spanned<RawHook>) -> Result<Hook, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let action = match (raw.remove, raw.run) {
+            (Some(glob), None) if glob.starts_with('/') => HookAction::Remove(glob),
+            (Some(_), None) => {
+                return Err(self.error(
+                    span,
+                    "hooks.before_promote.remove",
+                    "must be an absolute path or glob",
+                ))
+            }
+            (None, Some(argv)) if !argv.is_empty() && argv[0].starts_with('/') => {
+                HookAction::Run(argv)
+            }
+            (None, Some(_)) => {
+                return Err(self.error(
+                    span,
+                    "hooks.before_promote.run",
+                    "must be an argv whose first element is an absolute path (no shell)",
+                ))
+            }
+            _ => {
+                return Err(self.error(
+                    span,
+                    "hooks.before_promote",
+                    "give exactly one of remove = \"/path/glob\" or run = [\"/path\", \"arg\"]",
+                ))
+            }
+        };
+        let timeout = self.duration_or(
+            &raw.timeout,
+            "hooks.before_promote.timeout",
+            Duration::from_secs(30),
+        )?;
+        Ok(Hook {
+            action,
+            timeout,
+            blocking: raw.blocking.unwrap_or(true),
+        })
+    }
+
+    pub(super) fn ap_recovery(
+        &self,
+        raw: RawApRecovery,
+        instances: &[InstanceConfig],
+        peer: Option<&PeerConfig>,
+    ) -> Result<ApRecoveryConfig, ConfigError> {
+        let instance = match &raw.instance {
+            Some(name) => {
+                if !instances.iter().any(|i| &i.name == name.get_ref()) {
+                    return Err(self.error(
+                        name.span(),
+                        "ap_recovery.instance",
+                        &format!("no [[instance]] is named `{}`", name.get_ref()),
+                    ));
+                }
+                name.get_ref().clone()
+            }
+            None => instances
+                .first()
+                .map(|i| i.name.clone())
+                .unwrap_or_default(),
+        };
+        let key = raw.sync_key_file.get_ref();
+        if !key.starts_with('/') {
+            return Err(self.error(
+                raw.sync_key_file.span(),
+                "ap_recovery.sync_key_file",
+                "must be an absolute path (a file of at least 16 random bytes, mode 0600, the same on both nodes)",
+            ));
+        }
+        let sync_peer = match (&raw.sync_peer, peer) {
+            (Some(text), _) => text.get_ref().parse().map_err(|_| {
+                self.error(
+                    text.span(),
+                    "ap_recovery.sync_peer",
+                    &format!("`{}` is not an IP address", text.get_ref()),
+                )
+            })?,
+            (None, Some(peer)) => peer.address,
+            (None, None) => {
+                return Err(self.error(
+                    raw.sync_key_file.span(),
+                    "ap_recovery.sync_peer",
+                    "the AP table needs a peer to go to: set sync_peer, or [peer] address",
+                ))
+            }
+        };
+        let sync_port = match &raw.sync_port {
+            Some(port) => self.integer(port, "ap_recovery.sync_port", 1, 65535)? as u16,
+            None => DEFAULT_AP_SYNC_PORT,
+        };
+        let ike_hook = match raw.ike_hook {
+            None => None,
+            Some(argv) if argv.get_ref().first().is_some_and(|p| p.starts_with('/')) => {
+                Some(argv.into_inner())
+            }
+            Some(argv) => {
+                return Err(self.error(
+                    argv.span(),
+                    "ap_recovery.ike_hook",
+                    "must be an argv whose program is an absolute path, e.g. [\"/usr/sbin/wimark-ha\", \"ike-initiate\", \"--config\", \"/etc/wimark-ha/ike-initiate.toml\"]",
+                ))
+            }
+        };
+        let ike_hook_timeout = self.duration_or(
+            &raw.ike_hook_timeout,
+            "ap_recovery.ike_hook_timeout",
+            Duration::from_secs(10),
+        )?;
+        let ike_daemon_config = match raw.ike_daemon_config {
+            None => Vec::new(),
+            Some(paths) => {
+                if let Some(bad) = paths.get_ref().iter().find(|p| !p.starts_with('/')) {
+                    return Err(self.error(
+                        paths.span(),
+                        "ap_recovery.ike_daemon_config",
+                        &format!("`{bad}` is not an absolute path (the IKE daemon's swanctl.conf, e.g. /usr/share/wimark/ipsec/swanctl.conf)"),
+                    ));
+                }
+                paths.into_inner().into_iter().map(PathBuf::from).collect()
+            }
+        };
+        Ok(ApRecoveryConfig {
+            instance,
+            sync_key_file: PathBuf::from(key),
+            sync_peer,
+            sync_port,
+            ike_hook,
+            ike_hook_timeout,
+            ike_daemon_config,
+            mqtt_kick: raw.mqtt_kick.unwrap_or(true),
+        })
+    }
+}

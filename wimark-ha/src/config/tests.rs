@@ -1,0 +1,342 @@
+//! The rules, one bad value at a time: each names file, line and key.
+
+use super::*;
+
+const GOOD: &str = r#"
+[daemon]
+control_socket = "/run/wimark-ha/test.sock"
+
+[[instance]]
+name = "WIM1"
+interface = "eth1"
+vrid = 67
+priority = 200
+version = 3
+advert_interval = "10ms"
+virtual_ips = ["10.10.10.3/24"]
+preempt = true
+unicast_peers = []
+fast_detect = { interval = "1ms", multiplier = 3 }
+"#;
+
+fn parse_str(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new("/etc/wimark-ha/wimark-ha.toml"))
+}
+
+#[test]
+fn the_documented_example_is_accepted() {
+    let config = parse_str(GOOD).expect("valid");
+    assert_eq!(
+        config.daemon.control_socket,
+        PathBuf::from("/run/wimark-ha/test.sock")
+    );
+    let instance = &config.instances[0];
+    assert_eq!(
+        (instance.vrid, instance.priority, instance.version),
+        (67, 200, Version::V3)
+    );
+    assert_eq!(instance.advert_interval, Duration::from_millis(10));
+    assert_eq!(
+        instance.virtual_ips,
+        vec![VirtualIp {
+            address: "10.10.10.3".parse().expect("ip"),
+            prefix_len: 24
+        }]
+    );
+    assert_eq!(
+        instance.fast_detect,
+        Some(FastDetect {
+            interval: Duration::from_millis(1),
+            multiplier: 3
+        })
+    );
+    assert_eq!(
+        instance.garp,
+        Garp {
+            repeat: 5,
+            delay: Duration::from_secs(5)
+        }
+    );
+}
+
+#[test]
+fn the_vendors_v2_instance_is_accepted_with_a_warning_for_a_long_password() {
+    let text = "[[instance]]\nname = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = 200\nversion = 2\nadvert_interval = \"1s\"\nauth_pass = \"wimark123\"\nvirtual_ips = [\"10.10.10.3/24\"]\n";
+    let config = parse_str(text).expect("valid");
+    assert_eq!(config.instances[0].auth, Auth::password("wimark12"));
+    assert_eq!(config.warnings.len(), 1);
+    assert_eq!(config.warnings[0].line, 8);
+}
+
+fn error_for(replace: &str, with: &str) -> ConfigError {
+    let text = GOOD.replace(replace, with);
+    assert_ne!(text, GOOD, "test must change the config");
+    parse_str(&text).expect_err("must be refused")
+}
+
+#[test]
+fn each_bad_value_names_file_line_key_and_what_is_allowed() {
+    let cases = [
+        (
+            "priority = 200",
+            "priority = 300",
+            9,
+            "priority",
+            "allowed 1 to 255",
+        ),
+        ("vrid = 67", "vrid = 0", 8, "vrid", "allowed 1 to 255"),
+        (
+            "version = 3",
+            "version = 4",
+            10,
+            "version",
+            "2 (RFC 3768) or 3",
+        ),
+        (
+            "advert_interval = \"10ms\"",
+            "advert_interval = \"15ms\"",
+            11,
+            "advert_interval",
+            "steps of 10ms",
+        ),
+        (
+            "advert_interval = \"10ms\"",
+            "advert_interval = \"soon\"",
+            11,
+            "advert_interval",
+            "not a duration",
+        ),
+        (
+            "\"10.10.10.3/24\"",
+            "\"10.10.10.300/24\"",
+            12,
+            "virtual_ips",
+            "not an IP address",
+        ),
+        (
+            "\"10.10.10.3/24\"",
+            "\"10.10.10.3/33\"",
+            12,
+            "virtual_ips",
+            "bad prefix length",
+        ),
+        (
+            "\"10.10.10.3/24\"",
+            "\"10.10.10.3/24\", \"fd00::3/64\"",
+            12,
+            "virtual_ips",
+            "mixes IPv4 and IPv6",
+        ),
+        (
+            "virtual_ips = [\"10.10.10.3/24\"]",
+            "virtual_ips = []",
+            12,
+            "virtual_ips",
+            "at least one",
+        ),
+        (
+            "unicast_peers = []",
+            "unicast_peers = [\"peer-b\"]",
+            14,
+            "unicast_peers",
+            "not an IP address",
+        ),
+        (
+            "interval = \"1ms\"",
+            "interval = \"20ms\"",
+            15,
+            "fast_detect.interval",
+            "shorter than advert_interval",
+        ),
+        (
+            "multiplier = 3",
+            "multiplier = 1",
+            15,
+            "fast_detect.multiplier",
+            "allowed 2 to 255",
+        ),
+        (
+            "preempt = true",
+            "preempt = true\nauth_pass = \"x\"",
+            14,
+            "auth_pass",
+            "VRRPv3 has no authentication",
+        ),
+        (
+            "preempt = true",
+            "preemt = true",
+            13,
+            "preemt",
+            "unknown field",
+        ),
+        (
+            "priority = 200",
+            "priority = \"high\"",
+            9,
+            "priority",
+            "invalid type",
+        ),
+        (
+            "interface = \"eth1\"",
+            "interface = \"a-very-long-interface\"",
+            7,
+            "interface",
+            "1 to 15 characters",
+        ),
+    ];
+    for (from, to, line, key, allowed) in cases {
+        let error = error_for(from, to);
+        assert_eq!(
+            (error.line, error.key.as_str()),
+            (line, key),
+            "{to}: {error}"
+        );
+        assert!(error.message.contains(allowed), "{to}: {error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("/etc/wimark-ha/wimark-ha.toml:"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn v2_specific_rules() {
+    let v2 = GOOD
+        .replace("version = 3", "version = 2")
+        .replace("fast_detect = { interval = \"1ms\", multiplier = 3 }\n", "");
+    let error = parse_str(&v2).expect_err("10ms is not a v2 interval");
+    assert_eq!(error.key, "advert_interval");
+    assert!(error.message.contains("whole seconds"), "{error}");
+    let v2_v6 = v2
+        .replace("\"10ms\"", "\"1s\"")
+        .replace("10.10.10.3/24", "fd00::3/64");
+    let error = parse_str(&v2_v6).expect_err("v2 is IPv4 only");
+    assert!(error.message.contains("IPv4 only"), "{error}");
+}
+
+#[test]
+fn duplicates_and_missing_instances_are_refused() {
+    let twice = format!(
+        "{GOOD}\n{}",
+        &GOOD[GOOD.find("[[instance]]").expect("instance")..]
+    );
+    let error = parse_str(&twice).expect_err("duplicate name");
+    assert_eq!(error.key, "name");
+    assert_eq!(error.line, 17);
+    let renamed = twice.replacen("name = \"WIM1\"", "name = \"WIM2\"", 1);
+    assert_eq!(parse_str(&renamed).expect_err("duplicate vrid").key, "vrid");
+    assert_eq!(
+        parse_str("[daemon]\n").expect_err("no instance").key,
+        "instance"
+    );
+    assert_eq!(parse_str("[[instance]\nname=").expect_err("syntax").line, 1);
+}
+
+const HEARTBEAT: &str =
+    "peers = [\"10.10.10.2\"]\n[[instance.heartbeat]]\ninterface = \"eth0\"\npeer = \"192.168.1.12\"\n";
+
+#[test]
+fn heartbeat_links_are_read_and_checked() {
+    let config = parse_str(&format!("{GOOD}{HEARTBEAT}")).expect("valid");
+    assert_eq!(
+        config.instances[0].heartbeats,
+        vec![HeartbeatLink {
+            interface: "eth0".to_string(),
+            peer: "192.168.1.12".parse().expect("ip"),
+        }]
+    );
+    // (text, line, key, message)
+    let cases = [
+        (
+            HEARTBEAT.replace("peers = [\"10.10.10.2\"]\n", ""),
+            16,
+            "heartbeat",
+            "set `peers`",
+        ),
+        (
+            HEARTBEAT.replace("\"eth0\"", "\"eth1\""),
+            18,
+            "heartbeat.interface",
+            "already one of",
+        ),
+        (
+            HEARTBEAT.replace("192.168.1.12", "fd00::2"),
+            19,
+            "heartbeat.peer",
+            "family",
+        ),
+        (
+            HEARTBEAT.replace("\"eth0\"", "\"eth0/x\""),
+            18,
+            "heartbeat.interface",
+            "interface name",
+        ),
+    ];
+    for (heartbeat, line, key, message) in cases {
+        let error = parse_str(&format!("{GOOD}{heartbeat}")).expect_err("refused");
+        assert_eq!((error.line, error.key.as_str()), (line, key), "{error}");
+        assert!(error.message.contains(message), "{error}");
+    }
+    // Another instance with the same VRID on the heartbeat link.
+    let other = format!(
+        "{GOOD}{HEARTBEAT}\n{}",
+        GOOD[GOOD.find("[[instance]]").expect("instance")..]
+            .replace("WIM1", "WIM2")
+            .replace("\"eth1\"", "\"eth0\"")
+    );
+    let error = parse_str(&other).expect_err("VRID twice on eth0");
+    assert_eq!(error.key, "vrid");
+    assert!(error.message.contains("heartbeat link"), "{error}");
+}
+
+#[test]
+fn restart_hold_is_bounded_and_needs_vrrp_v3() {
+    let with = |hold: &str| {
+        GOOD.replace(
+            "[daemon]\n",
+            &format!("[daemon]\nrestart_hold = \"{hold}\"\n"),
+        )
+    };
+    let config = parse_str(&with("5s")).expect("valid");
+    assert_eq!(config.daemon.restart_hold, Some(Duration::from_secs(5)));
+    for bad in ["10ms", "3m", "soon"] {
+        let error = parse_str(&with(bad)).expect_err("refused");
+        assert_eq!(
+            (error.line, error.key.as_str()),
+            (3, "restart_hold"),
+            "{error}"
+        );
+    }
+    let v2 = with("5s")
+        .replace("version = 3", "version = 2")
+        .replace("\"10ms\"", "\"1s\"")
+        .replace("fast_detect = { interval = \"1ms\", multiplier = 3 }\n", "");
+    let error = parse_str(&v2).expect_err("v2");
+    assert!(error.message.contains("needs VRRPv3"), "{error}");
+}
+
+#[test]
+fn fencing_needs_a_command_and_roles() {
+    let roles = "[roles]\ninstance = \"WIM1\"\nmaster = { compose_project = \"m\" }\nbackup = { compose_project = \"b\" }\n";
+    let fencing =
+        "[fencing]\ncommand = [\"ssh\", \"root@10.10.10.2\", \"true\"]\ntimeout = \"3s\"\n";
+    let config = parse_str(&format!("{GOOD}{roles}{fencing}")).expect("valid");
+    assert_eq!(
+        config.fencing,
+        Some(FencingConfig {
+            command: vec!["ssh".into(), "root@10.10.10.2".into(), "true".into()],
+            timeout: Duration::from_secs(3),
+        })
+    );
+    let error = parse_str(&format!("{GOOD}{fencing}")).expect_err("no roles");
+    assert_eq!(error.key, "fencing");
+    assert!(error.message.contains("[roles]"), "{error}");
+    let error =
+        parse_str(&format!("{GOOD}{roles}[fencing]\ncommand = []\n")).expect_err("empty command");
+    assert_eq!(error.key, "fencing.command");
+    let error = parse_str(&format!("{GOOD}{roles}{}", fencing.replace("3s", "soon")))
+        .expect_err("bad timeout");
+    assert_eq!(error.key, "fencing.timeout");
+}
