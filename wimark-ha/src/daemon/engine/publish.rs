@@ -1,0 +1,58 @@
+//! What `status` shows of the engine: a snapshot built from the machines
+//! and counters, published into the shared status.
+//!
+//! Owns: that snapshot. Must not: change engine state.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn publish(&self, t: Timestamp) {
+        self.alive
+            .store(t.0 / 1_000_000, std::sync::atomic::Ordering::Relaxed);
+        let instances = self
+            .instances
+            .iter()
+            .map(|i| InstanceStatus {
+                name: i.config.name.clone(),
+                interface: i.config.interface.clone(),
+                vrid: i.config.vrid,
+                version: i.config.version.number(),
+                state: i.machine.state(),
+                priority: i.config.priority,
+                advert_interval_ms: i.config.advert_interval.as_millis() as u64,
+                primary_address: i.primary,
+                master: i.machine.master(),
+                last_advert_ms_ago: i
+                    .machine
+                    .last_advert_at()
+                    .map(|a| t.saturating_since(a).as_millis() as u64),
+                adverts_sent: i.adverts_sent,
+                adverts_received: i.adverts_received,
+                priority_zero_sent: i.priority_zero_sent,
+                priority_zero_received: i.priority_zero_received,
+                ignored: i.ignored,
+                virtual_ips: i.config.virtual_ips.iter().map(|v| v.to_string()).collect(),
+                holds_virtual_ips: i.holds_vips,
+                fault: i.fault.clone(),
+                history: i.history.iter().cloned().collect(),
+                heartbeats: i
+                    .heartbeats
+                    .iter()
+                    .map(|h| HeartbeatStatus {
+                        interface: h.interface.name.clone(),
+                        peer: h.peer,
+                        link_up: h.link_up,
+                        adverts_received: h.adverts_received,
+                        last_advert_ms_ago: h
+                            .last_advert_at
+                            .map(|a| t.saturating_since(a).as_millis() as u64),
+                    })
+                    .collect(),
+                handed_over: i.machine.handed_over(),
+            })
+            .collect();
+        if let Ok(mut status) = self.status.lock() {
+            status.instances = instances;
+        }
+    }
+}
