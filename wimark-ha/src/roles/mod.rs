@@ -20,9 +20,14 @@ use bollard::{
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+mod docker;
 mod order;
+mod process;
 
+use docker::{list, not_modified, start_until_ready};
 use order::{Member, Order};
+pub use process::PROCESS_STOP_GRACE;
+use process::{supervise, Supervised};
 
 use crate::{
     clock::unix_ms,
@@ -102,144 +107,8 @@ enum Fenced {
 /// Where finished switch records go besides `status`.
 pub type RecordSink = Box<dyn Fn(&SwitchRecord) + Send + Sync>;
 
-/// One role-bound program under supervision.
-struct Supervised {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// How long a role-bound program gets to exit on SIGTERM before SIGKILL.
-pub const PROCESS_STOP_GRACE: Duration = Duration::from_secs(5);
-
-fn update_process(
-    status: &Arc<Mutex<RolesStatus>>,
-    argv: &str,
-    f: impl FnOnce(&mut ProcessStatus),
-) {
-    if let Ok(mut status) = status.lock() {
-        let index = match status.processes.iter().position(|p| p.argv == argv) {
-            Some(index) => index,
-            None => {
-                status.processes.push(ProcessStatus {
-                    argv: argv.to_string(),
-                    ..Default::default()
-                });
-                status.processes.len() - 1
-            }
-        };
-        f(&mut status.processes[index]);
-    }
-}
-
-/// Runs `argv` until told to stop, starting it again (with backoff) if it
-/// dies meanwhile; on stop, SIGTERM, then SIGKILL after the grace time.
-async fn supervise(
-    argv: Vec<String>,
-    status: Arc<Mutex<RolesStatus>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let name = argv.join(" ");
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let mut command = tokio::process::Command::new(&argv[0]);
-        command
-            .args(&argv[1..])
-            .kill_on_drop(true)
-            // Its own process group, so that stopping it also stops what it
-            // started (lsyncd's rsync children).
-            .process_group(0)
-            .stdin(std::process::Stdio::null());
-        // If the daemon itself dies (even by SIGKILL), the kernel stops the
-        // program too: a master-only mirror must never outlive mastership.
-        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        match command.spawn() {
-            Err(e) => {
-                tracing::error!(process = %name, "cannot start: {e}");
-                update_process(&status, &name, |p| {
-                    p.last_exit = Some(format!("cannot start: {e}"))
-                });
-            }
-            Ok(mut child) => {
-                let pid = child.id();
-                tracing::info!(process = %name, ?pid, "role-bound process started");
-                update_process(&status, &name, |p| {
-                    p.running = true;
-                    p.pid = pid;
-                });
-                tokio::select! {
-                    exit = child.wait() => {
-                        let how = match exit {
-                            Ok(s) => s.to_string(),
-                            Err(e) => e.to_string(),
-                        };
-                        if let Some(pid) = pid {
-                            // Its leftover children go with it.
-                            // SAFETY: kill(2) of the group we created.
-                            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
-                        }
-                        tracing::warn!(process = %name, "role-bound process died ({how}); starting it again in {backoff:?}");
-                        update_process(&status, &name, |p| {
-                            p.running = false;
-                            p.pid = None;
-                            p.restarts += 1;
-                            p.last_exit = Some(how);
-                        });
-                    }
-                    _ = stop.changed() => {
-                        let group = pid.map(|pid| -(pid as i32));
-                        if let Some(group) = group {
-                            // SAFETY: kill(2) of the group we created.
-                            unsafe { libc::kill(group, libc::SIGTERM) };
-                        }
-                        if tokio::time::timeout(PROCESS_STOP_GRACE, child.wait()).await.is_err() {
-                            let _ = child.kill().await;
-                        }
-                        if let Some(group) = group {
-                            // Nothing of it may outlive mastership.
-                            // SAFETY: as above.
-                            unsafe { libc::kill(group, libc::SIGKILL) };
-                        }
-                        update_process(&status, &name, |p| {
-                            p.running = false;
-                            p.pid = None;
-                            p.last_exit = Some("stopped (no longer MASTER)".to_string());
-                        });
-                        tracing::info!(process = %name, "role-bound process stopped");
-                        return;
-                    }
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// Docker's "304 Not Modified": the container already is as asked
-/// (started, or stopped), which is success for an idempotent switch.
-fn not_modified(error: &bollard::errors::Error) -> bool {
-    matches!(
-        error,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 304,
-            ..
-        }
-    )
 }
 
 /// The state word keepalived's notify script gets (its third argument).
@@ -661,109 +530,5 @@ impl Switcher {
         record.problems.extend(problems.into_iter().flatten());
         record.total_ms = ms(started.elapsed());
         Ok(record)
-    }
-}
-
-/// Every container of a stack, running or not, with its labels.
-async fn list(docker: &Docker, selector: &Selector) -> Result<Vec<Member>, String> {
-    let mut filters = HashMap::new();
-    filters.insert("label".to_string(), selector.label_filters());
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
-    };
-    let containers = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| format!("listing containers: {e}"))?;
-    Ok(containers
-        .into_iter()
-        .filter_map(|c| {
-            let name = c.names.and_then(|n| n.first().cloned()).unwrap_or_default();
-            Some(Member {
-                id: c.id?,
-                name: name.trim_start_matches('/').to_string(),
-                labels: c.labels.unwrap_or_default(),
-            })
-        })
-        .collect())
-}
-
-/// Starts a container and waits until it runs (and is healthy, where it has
-/// a healthcheck); one that exits is started again, up to START_ATTEMPTS.
-/// `Some(problem)` if it never got there.
-async fn start_until_ready(
-    docker: &Docker,
-    id: &str,
-    name: &str,
-    timeout: Duration,
-) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        if let Err(e) = docker
-            .start_container(id, None::<StartContainerOptions>)
-            .await
-        {
-            if !not_modified(&e) {
-                if attempts >= START_ATTEMPTS {
-                    return Some(format!("starting {name}: {e}"));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        }
-        loop {
-            let inspect = match docker.inspect_container(id, None).await {
-                Ok(i) => i,
-                Err(e) => return Some(format!("inspecting {name}: {e}")),
-            };
-            let state = inspect.state.unwrap_or_default();
-            let running = state.running.unwrap_or(false);
-            let health = state.health.and_then(|h| h.status);
-            use bollard::models::HealthStatusEnum as H;
-            match (running, health) {
-                (true, None | Some(H::EMPTY) | Some(H::NONE) | Some(H::HEALTHY)) => return None,
-                (true, Some(H::STARTING)) | (true, Some(H::UNHEALTHY)) => {}
-                (false, _) => {
-                    let code = state.exit_code.unwrap_or_default();
-                    if attempts >= START_ATTEMPTS {
-                        return Some(format!(
-                            "{name} exited (code {code}) after {attempts} starts"
-                        ));
-                    }
-                    break; // start it again
-                }
-            }
-            if Instant::now() > deadline {
-                return Some(format!("{name} not ready within {timeout:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_docker_s_304_counts_as_already_done() {
-        let status = |status_code| bollard::errors::Error::DockerResponseServerError {
-            status_code,
-            message: "container already started".to_string(),
-        };
-        assert!(not_modified(&status(304)));
-        assert!(!not_modified(&status(500)));
-        // A message that mentions 304 is not the status.
-        assert!(!not_modified(
-            &bollard::errors::Error::DockerResponseServerError {
-                status_code: 404,
-                message: "no such container: app-304".to_string(),
-            }
-        ));
     }
 }
