@@ -1,0 +1,264 @@
+//! Every figure read from the daemon's status at scrape time (VRRP state
+//! and counters per instance, the XDP monitors, roles, AP recovery):
+//! nothing cached, so `/metrics` and `wimark-ha status` cannot disagree.
+
+use super::*;
+
+/// Everything read from the daemon's status at scrape time.
+pub(super) struct StatusCollector(pub(super) Box<dyn Fn() -> DaemonStatus + Send + Sync>);
+
+impl std::fmt::Debug for StatusCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatusCollector")
+    }
+}
+
+/// One metric with a value per label set.
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    values: impl IntoIterator<Item = (Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (labels, value) in values {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn state_code(state: State) -> i64 {
+    // keepalived exporter's encoding.
+    match state {
+        State::Initialize => 0,
+        State::Backup => 1,
+        State::Master => 2,
+        State::Fault => 3,
+    }
+}
+
+impl Collector for StatusCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let status = (self.0)();
+        let labels = |i: &crate::records::InstanceStatus| -> Labels {
+            vec![
+                ("iname".to_string(), i.name.clone()),
+                ("intf".to_string(), i.interface.clone()),
+                ("vrid".to_string(), i.vrid.to_string()),
+            ]
+        };
+        let per_instance = |value: fn(&crate::records::InstanceStatus) -> u64| {
+            status
+                .instances
+                .iter()
+                .map(|i| (labels(i), ConstCounter::new(value(i))))
+                .collect::<Vec<_>>()
+        };
+        family(
+            &mut encoder,
+            "vrrp_state",
+            "VRRP state: 0 INIT, 1 BACKUP, 2 MASTER, 3 FAULT (keepalived exporter's encoding)",
+            MetricType::Gauge,
+            status
+                .instances
+                .iter()
+                .map(|i| (labels(i), ConstGauge::new(state_code(i.state)))),
+        )?;
+        family(
+            &mut encoder,
+            "vips_held",
+            "1 while this node holds the instance's virtual IPs",
+            MetricType::Gauge,
+            status
+                .instances
+                .iter()
+                .map(|i| (labels(i), ConstGauge::new(i64::from(i.holds_virtual_ips)))),
+        )?;
+        family(
+            &mut encoder,
+            "last_advert_age_seconds",
+            "Age of the last valid advert heard (or sent, as MASTER)",
+            MetricType::Gauge,
+            status.instances.iter().filter_map(|i| {
+                i.last_advert_ms_ago
+                    .map(|ms| (labels(i), ConstGauge::new(ms as f64 / 1e3)))
+            }),
+        )?;
+        for (name, help, value) in [
+            (
+                "advertisements_sent",
+                "Adverts sent",
+                (|i: &crate::records::InstanceStatus| i.adverts_sent)
+                    as fn(&crate::records::InstanceStatus) -> u64,
+            ),
+            (
+                "advertisements_received",
+                "Valid adverts received and acted on",
+                |i| i.adverts_received,
+            ),
+            (
+                "priority_zero_sent",
+                "Priority-0 adverts sent (resignations)",
+                |i| i.priority_zero_sent,
+            ),
+            (
+                "priority_zero_received",
+                "Priority-0 adverts received from the master",
+                |i| i.priority_zero_received,
+            ),
+            (
+                "authentication_failure",
+                "Adverts with a wrong password (never obeyed)",
+                |i| i.ignored.get(IgnoredReason::Auth),
+            ),
+            (
+                "advertisements_interval_errors",
+                "Adverts with an interval other than ours (VRRPv2, never obeyed)",
+                |i| i.ignored.get(IgnoredReason::Interval),
+            ),
+        ] {
+            family(
+                &mut encoder,
+                name,
+                help,
+                MetricType::Counter,
+                per_instance(value),
+            )?;
+        }
+        family(
+            &mut encoder,
+            "advertisements_ignored",
+            "Adverts for our VRID not acted on, by reason",
+            MetricType::Counter,
+            status.instances.iter().flat_map(|i| {
+                i.ignored.iter().map(move |(reason, count)| {
+                    let mut l = labels(i);
+                    l.push(("reason".to_string(), reason.name().to_string()));
+                    (l, ConstCounter::new(count))
+                })
+            }),
+        )?;
+
+        // The XDP monitors, as `stats --json` also prints them.
+        let interface =
+            |m: &Snapshot| -> Labels { vec![("interface".to_string(), m.interface.clone())] };
+        type InvalidField = fn(&InvalidCounts) -> u64;
+        for (name, help, invalid) in [
+            (
+                "ip_ttl_errors",
+                "VRRP packets with TTL other than 255, dropped in XDP",
+                (|c| c.ttl) as InvalidField,
+            ),
+            (
+                "version_errors",
+                "VRRP packets of an unknown version, dropped in XDP",
+                |c| c.version,
+            ),
+            (
+                "invalid_type_received",
+                "VRRP packets of a type other than advert, dropped in XDP",
+                |c| c.r#type,
+            ),
+            (
+                "packet_length_errors",
+                "VRRP packets too short or inconsistent, dropped in XDP",
+                |c| c.length,
+            ),
+            (
+                "checksum_errors",
+                "VRRP packets with a bad checksum, dropped in XDP",
+                |c| c.checksum,
+            ),
+        ] {
+            family(
+                &mut encoder,
+                name,
+                help,
+                MetricType::Counter,
+                status
+                    .monitors
+                    .iter()
+                    .map(|m| (interface(m), ConstCounter::new(invalid(&m.vrrp.invalid)))),
+            )?;
+        }
+        let classes = |m: &Snapshot| -> [(&'static str, TrafficTotals); 8] {
+            [
+                (
+                    "vrrp",
+                    TrafficTotals {
+                        packets: m.vrrp.valid,
+                        bytes: m.vrrp.valid_bytes,
+                    },
+                ),
+                ("carp", m.carp),
+                ("ike", m.ap.ike),
+                ("nat_t", m.ap.nat_t),
+                ("esp", m.ap.esp),
+                ("mqtt", m.ap.mqtt),
+                ("mqtt_tls", m.ap.mqtt_tls),
+                ("other", m.other),
+            ]
+        };
+        type TotalsField = fn(&TrafficTotals) -> u64;
+        for (name, help, field) in [
+            (
+                "xdp_packets",
+                "Packets seen by the XDP monitor, by class",
+                (|t| t.packets) as TotalsField,
+            ),
+            (
+                "xdp_bytes",
+                "Bytes seen by the XDP monitor, by class",
+                |t| t.bytes,
+            ),
+        ] {
+            family(
+                &mut encoder,
+                name,
+                help,
+                MetricType::Counter,
+                status.monitors.iter().flat_map(|m| {
+                    classes(m).into_iter().map(move |(class, totals)| {
+                        let mut l = interface(m);
+                        l.push(("class".to_string(), class.to_string()));
+                        (l, ConstCounter::new(field(&totals)))
+                    })
+                }),
+            )?;
+        }
+        family(
+            &mut encoder,
+            "rogue_adverts",
+            "Adverts for an allow-listed VRID from other sources, dropped in XDP before the daemon",
+            MetricType::Counter,
+            status
+                .monitors
+                .iter()
+                .map(|m| (interface(m), ConstCounter::new(m.vrrp.rogue))),
+        )?;
+        family(
+            &mut encoder,
+            "active_aps",
+            "APs seen by the XDP monitor within the active window",
+            MetricType::Gauge,
+            status
+                .monitors
+                .iter()
+                .map(|m| (interface(m), ConstGauge::new(m.ap.active_aps as i64))),
+        )?;
+        if let Some(roles) = &status.roles {
+            family(
+                &mut encoder,
+                "containers_degraded",
+                "1 while the last container switch did not complete",
+                MetricType::Gauge,
+                [(
+                    vec![("stack".to_string(), roles.stack.to_string())],
+                    ConstGauge::new(i64::from(roles.degraded.is_some())),
+                )],
+            )?;
+        }
+        Ok(())
+    }
+}
