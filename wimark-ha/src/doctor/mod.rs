@@ -8,7 +8,6 @@
 
 use std::{
     net::{IpAddr, SocketAddr, TcpStream},
-    path::Path,
     process::Command,
     time::Duration,
 };
@@ -18,8 +17,15 @@ use serde::Serialize;
 use crate::config::{Config, Selector};
 
 mod ap_recovery;
+mod firewall;
 mod hook_paths;
+mod keepalived;
 mod swanctl;
+
+use firewall::firewall;
+#[cfg(test)]
+use firewall::{rule_accepts, rule_blocks};
+use keepalived::keepalived_conflict;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -163,227 +169,6 @@ fn sysctl(name: &str, why: &str) -> Finding {
             "check the sysctl by hand",
         ),
     }
-}
-
-/// `iptables -S CHAIN`, or None when iptables is not installed.
-fn iptables(chain: &str) -> Option<Result<String, String>> {
-    let output = Command::new("iptables").args(["-S", chain]).output().ok()?;
-    Some(if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).to_string())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
-    })
-}
-
-/// One `iptables -S` rule line, as far as the port checks need it.
-struct Rule<'a> {
-    words: Vec<&'a str>,
-}
-
-impl<'a> Rule<'a> {
-    fn parse(line: &'a str) -> Self {
-        Self {
-            words: line.split_whitespace().collect(),
-        }
-    }
-
-    /// The word after `flag`.
-    fn value(&self, flag: &str) -> Option<&'a str> {
-        let index = self.words.iter().position(|w| *w == flag)?;
-        self.words.get(index + 1).copied()
-    }
-
-    /// Whether the rule applies to `port`/`proto` (no port or protocol
-    /// given means every one; `--dports` lists and `low:high` ranges count).
-    fn covers(&self, port: u16, proto: &str) -> bool {
-        if self.value("-p").is_some_and(|p| p != proto) {
-            return false;
-        }
-        match self.value("--dport").or_else(|| self.value("--dports")) {
-            None => true,
-            Some(ports) => ports.split(',').any(|p| match p.split_once(':') {
-                Some((low, high)) => {
-                    let (low, high) = (low.parse().unwrap_or(0), high.parse().unwrap_or(u16::MAX));
-                    (low..=high).contains(&port)
-                }
-                None => p.parse() == Ok(port),
-            }),
-        }
-    }
-
-    /// Narrowed by source, interface, state or another match module: not a
-    /// blanket decision for the port.
-    fn narrowed(&self) -> bool {
-        ["-s", "-i", "--state", "--ctstate"]
-            .iter()
-            .any(|f| self.value(f).is_some())
-            || self
-                .words
-                .windows(2)
-                .any(|w| w[0] == "-m" && !["tcp", "udp", "multiport", "comment"].contains(&w[1]))
-    }
-}
-
-/// Whether an iptables rule line drops or rejects `port`/`proto`.
-fn rule_blocks(line: &str, port: u16, proto: &str) -> bool {
-    let rule = Rule::parse(line);
-    matches!(rule.value("-j"), Some("DROP" | "REJECT"))
-        && !rule.narrowed()
-        && rule.covers(port, proto)
-}
-
-/// Whether an iptables rule line accepts `port`/`proto`.
-fn rule_accepts(line: &str, port: u16, proto: &str) -> bool {
-    let rule = Rule::parse(line);
-    rule.value("-j") == Some("ACCEPT") && rule.covers(port, proto)
-}
-
-fn firewall() -> Vec<Finding> {
-    let Some(forward) = iptables("FORWARD") else {
-        return vec![bad(
-            Status::Warn,
-            "firewall",
-            "iptables is not installed: FORWARD policy and open ports not checked",
-            "apt install iptables, or check the nftables ruleset by hand",
-        )];
-    };
-    let mut findings = Vec::new();
-    match forward {
-        Ok(rules) if rules.lines().any(|l| l.trim() == "-P FORWARD ACCEPT") => {
-            findings.push(ok("iptables FORWARD", "policy ACCEPT"))
-        }
-        Ok(rules) => findings.push(bad(
-            Status::Fail,
-            "iptables FORWARD",
-            format!(
-                "policy is not ACCEPT ({})",
-                rules.lines().next().unwrap_or("?").trim()
-            ),
-            "iptables -P FORWARD ACCEPT (and persist it)",
-        )),
-        Err(e) => findings.push(bad(
-            Status::Warn,
-            "iptables FORWARD",
-            format!("cannot list rules: {e}"),
-            "run doctor as root",
-        )),
-    }
-    let input = match iptables("INPUT") {
-        Some(Ok(rules)) => rules,
-        Some(Err(e)) => {
-            findings.push(bad(
-                Status::Warn,
-                "ports",
-                format!("cannot list INPUT rules: {e}"),
-                "run doctor as root",
-            ));
-            return findings;
-        }
-        None => return findings,
-    };
-    let policy_drop = input.lines().any(|l| l.trim() == "-P INPUT DROP");
-    for (port, proto, why) in PORTS {
-        let check = format!("port {port}/{proto}");
-        // iptables evaluates in order: the first rule that decides wins.
-        let decision = input
-            .lines()
-            .filter(|l| l.starts_with("-A INPUT"))
-            .find(|l| rule_blocks(l, port, proto) || rule_accepts(l, port, proto));
-        match decision {
-            Some(rule) if rule_blocks(rule, port, proto) => findings.push(bad(
-                Status::Fail,
-                &check,
-                format!("blocked by `{}` ({why})", rule.trim()),
-                format!("iptables -I INPUT -p {proto} --dport {port} -j ACCEPT"),
-            )),
-            Some(_) => findings.push(ok(&check, format!("accepted ({why})"))),
-            None if policy_drop => findings.push(bad(
-                Status::Fail,
-                &check,
-                format!("INPUT policy DROP and no rule accepts it ({why})"),
-                format!("iptables -A INPUT -p {proto} --dport {port} -j ACCEPT"),
-            )),
-            None => findings.push(ok(&check, format!("not blocked ({why})"))),
-        }
-    }
-    findings
-}
-
-/// A keepalived running here with one of our VRIDs fights over the VIP.
-fn keepalived_conflict(config: Option<&Config>) -> Finding {
-    let ours: Vec<u8> = config
-        .map(|c| c.instances.iter().map(|i| i.vrid).collect())
-        .unwrap_or_default();
-    let mut running = Vec::new();
-    // Only a keepalived in this network namespace can take our VIP.
-    let netns = |pid: &Path| std::fs::read_link(pid.join("ns/net")).ok();
-    let ours_netns = netns(Path::new("/proc/self"));
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if comm.trim() != "keepalived" || netns(&entry.path()) != ours_netns {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).to_string())
-            .collect();
-        let conf = args
-            .iter()
-            .position(|a| a == "-f" || a == "--use-file")
-            .and_then(|i| args.get(i + 1).cloned())
-            .or_else(|| {
-                args.iter()
-                    .find_map(|a| a.strip_prefix("--use-file=").map(str::to_string))
-            })
-            .unwrap_or_else(|| "/etc/keepalived/keepalived.conf".to_string());
-        running.push((entry.file_name().to_string_lossy().to_string(), conf));
-    }
-    if running.is_empty() {
-        return ok("keepalived", "not running");
-    }
-    for (pid, conf) in &running {
-        let vrids = keepalived_vrids(Path::new(conf));
-        if let Some(vrid) = vrids.iter().find(|v| ours.contains(v)) {
-            return bad(
-                Status::Fail,
-                "keepalived",
-                format!(
-                    "keepalived (pid {pid}, {conf}) runs VRID {vrid}, which this config uses too"
-                ),
-                "systemctl disable --now keepalived (wimark-ha replaces it)",
-            );
-        }
-    }
-    bad(
-        Status::Warn,
-        "keepalived",
-        format!(
-            "keepalived is running (pid {}) on other VRIDs",
-            running
-                .iter()
-                .map(|(p, _)| p.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        "make sure it does not manage the same VIP",
-    )
-}
-
-fn keepalived_vrids(conf: &Path) -> Vec<u8> {
-    let Ok(text) = std::fs::read_to_string(conf) else {
-        return Vec::new();
-    };
-    let Ok(statements) = crate::import::parse_keepalived(&text, conf) else {
-        return Vec::new();
-    };
-    statements
-        .iter()
-        .filter(|s| s.words.first().map(String::as_str) == Some("vrrp_instance"))
-        .flat_map(|s| s.block.iter().flatten())
-        .filter(|s| s.words.first().map(String::as_str) == Some("virtual_router_id"))
-        .filter_map(|s| s.words.get(1).and_then(|v| v.parse().ok()))
-        .collect()
 }
 
 fn interfaces(config: &Config) -> Vec<Finding> {
