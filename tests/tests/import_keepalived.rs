@@ -1,198 +1,23 @@
-//! `wimark-ha import-keepalived`: the vendor's two keepalived.conf files and
-//! a hand-written one with every supported keyword (plus unsupported ones)
-//! become configs that `check-config` accepts; what cannot be carried over is
-//! listed, line by line; the seed's pair then runs and fails over in a lab.
+//! The vendor's seed pair, imported by `wimark-ha import-keepalived`'s
+//! library, runs and fails over in a lab (the import itself, without root:
+//! `wimark-ha/tests/import_keepalived.rs`).
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, time::Duration};
+
 use wimark_ha::records::State;
-
 use wimark_ha_tests::{
     daemon::{has_address, wait_until, Daemon},
     lab::two_servers,
-    wimark_ha_bin,
 };
 
-fn fixture(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(path)
-}
-
-/// (success, stdout, stderr) of `wimark-ha ARGS`.
-fn wimark_ha(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    let output = Command::new(wimark_ha_bin())
-        .args(args)
-        .output()
-        .expect("running wimark-ha");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).to_string(),
-        String::from_utf8_lossy(&output.stderr).to_string(),
-    )
-}
-
-fn import(conf: &str, env_dir: Option<&str>) -> String {
-    let conf = fixture(conf);
-    let env = env_dir.map(fixture);
-    let mut args = vec![std::ffi::OsStr::new("import-keepalived"), conf.as_os_str()];
-    if let Some(env) = &env {
-        args.push("--env-dir".as_ref());
-        args.push(env.as_os_str());
-    }
-    let (ok, stdout, stderr) = wimark_ha(&args);
-    assert!(ok, "import failed: {stderr}");
-    stdout
-}
-
-fn scratch(tag: &str) -> wimark_ha_tests::Scratch {
-    wimark_ha_tests::Scratch::new(&format!("import-{tag}"))
-}
-
-/// `check-config` on `text`; its stdout.
-fn check_config(text: &str, tag: &str) -> String {
-    let dir = scratch(tag);
-    let path = dir.0.join("wimark-ha.toml");
-    std::fs::write(&path, text).expect("write config");
-    let (ok, stdout, stderr) = wimark_ha(&[
-        "check-config".as_ref(),
-        "--config".as_ref(),
-        path.as_os_str(),
-    ]);
-    assert!(
-        ok,
-        "check-config refused the imported config: {stderr}\n{text}"
-    );
-    stdout
-}
-
-#[test]
-fn the_seed_configs_import_and_check() {
-    let master = import("keepalived/seed-master.conf", None);
-    for expected in [
-        "name = \"WIM1\"",
-        "interface = \"l2tpeth0\"",
-        "vrid = 67",
-        "priority = 200",
-        "version = 2",
-        "advert_interval = \"1s\"",
-        "auth_pass = \"wimark123\"",
-        "virtual_ips = [\"10.10.10.3/24\"]",
-        "garp_master_delay = \"1s\"",
-        "[notify]\nscript = \"/etc/wimark/master-backup.sh\"",
-        "`state MASTER` is keepalived's initial state",
-        "not carried over (line 3): `script_user root`",
-    ] {
-        assert!(
-            master.contains(expected),
-            "`{expected}` missing in:\n{master}"
-        );
-    }
-    assert!(check_config(&master, "seed-m").contains("WIM1: l2tpeth0 VRID 67 priority 200 VRRPv2"));
-
-    // With the vendor's .env files: peer, roles and the lock hook; the
-    // notify script that switched containers is not called twice.
-    let backup = import("keepalived/seed-backup.conf", Some("wimark-env"));
-    for expected in [
-        "name = \"WIM2\"",
-        "[peer]\naddress = \"10.10.10.2\"\nssh_user = \"username\"",
-        "[roles]\ninstance = \"WIM2\"\nmaster = { compose_project = \"master\" }\nbackup = { compose_project = \"backup\" }",
-        "demote_delay = \"10s\"",
-        "remove = \"/usr/share/wimark/volumes/mongo/*.lock\"",
-        "not carried over (line 40): `notify /etc/wimark/master-backup.sh`",
-        ".env VIP=10.10.10.3: the instance's virtual IP",
-        ".env HOST_UUID=a73a766996734421994f2bfd4e00afd1",
-        "priority must be lower than the other's",
-        "# peers = [\"10.10.10.2\"]   # .env SECOND_IP: uncomment",
-    ] {
-        assert!(backup.contains(expected), "`{expected}` missing in:\n{backup}");
-    }
-    assert!(!backup.lines().any(|l| l == "[notify]"), "{backup}");
-    check_config(&backup, "seed-b");
-}
-
-#[test]
-fn every_supported_keyword_is_carried_and_the_rest_listed() {
-    let text = import("keepalived/every-keyword.conf", None);
-    for expected in [
-        // vrrp_version 3 in global_defs is the default version.
-        "name = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = 150\nversion = 3\nadvert_interval = \"10ms\"",
-        "virtual_ips = [\"10.77.0.100/24\", \"10.77.0.101/32\", \"10.88.0.1/24\"]",
-        "preempt = false",
-        "unicast_peers = [\"10.77.0.2\"]",
-        "garp_master_repeat = 3",
-        "garp_master_delay = \"2s\"",
-        "name = \"V2\"\ninterface = \"eth2\"\nvrid = 9\npriority = 100\nversion = 2\nadvert_interval = \"1s\"\nauth_pass = \"secret12\"",
-        "[notify]\nscript = \"/etc/wimark-ha/notify.sh\"",
-    ] {
-        assert!(text.contains(expected), "`{expected}` missing in:\n{text}");
-    }
-    // Nothing dropped silently: every unsupported statement is named with
-    // its line.
-    let source =
-        std::fs::read_to_string(fixture("keepalived/every-keyword.conf")).expect("fixture");
-    for keyword in [
-        "router_id",
-        "enable_script_security",
-        "vrrp_garp_master_refresh",
-        "include",
-        "vrrp_script",
-        "unicast_src_ip",
-        "10.88.0.1/24",
-        "track_script",
-        "notify_master",
-        "smtp_alert",
-        "vrrp_sync_group",
-        "virtual_server",
-        "some_future_keyword",
-    ] {
-        let line = source
-            .lines()
-            .position(|l| l.trim_start().starts_with(keyword))
-            .expect("keyword in fixture")
-            + 1;
-        assert!(
-            text.contains(&format!("# not carried over (line {line}): `{keyword}")),
-            "`{keyword}` (line {line}) not listed in:\n{text}"
-        );
-    }
-    check_config(&text, "every");
-}
-
-#[test]
-fn bad_input_is_refused_with_file_and_line() {
-    let dir = scratch("bad");
-    let conf = dir.0.join("keepalived.conf");
-    std::fs::write(&conf, "vrrp_instance X {\n  interface eth1\n").expect("write");
-    let (ok, _, stderr) = wimark_ha(&["import-keepalived".as_ref(), conf.as_os_str()]);
-    assert!(!ok);
-    assert!(
-        stderr.contains(&format!("{}:1: this `{{` is never closed", conf.display())),
-        "{stderr}"
-    );
-    // A config wimark-ha would refuse (no VRID) is not printed as if fine.
-    std::fs::write(
-        &conf,
-        "vrrp_instance X {\n  interface eth1\n  priority 100\n}\n",
-    )
-    .expect("write");
-    let (ok, stdout, stderr) = wimark_ha(&["import-keepalived".as_ref(), conf.as_os_str()]);
-    assert!(!ok && stdout.is_empty(), "{stdout}");
-    assert!(
-        stderr.contains("the imported config is not valid"),
-        "{stderr}"
-    );
-    // --output never overwrites.
-    let existing = dir.0.join("existing.toml");
-    std::fs::write(&existing, "keep me").expect("write");
-    let seed = fixture("keepalived/seed-master.conf");
-    let (ok, _, stderr) = wimark_ha(&[
-        "import-keepalived".as_ref(),
-        seed.as_os_str(),
-        "--output".as_ref(),
-        existing.as_os_str(),
-    ]);
-    assert!(!ok, "{stderr}");
-    assert_eq!(std::fs::read_to_string(&existing).expect("read"), "keep me");
+/// The vendor's keepalived.conf as `import-keepalived` converts it.
+fn import(conf: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../wimark-ha/tests/fixtures")
+        .join(conf);
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let statements = wimark_ha::import::parse_keepalived(&text, &path).expect("parses");
+    wimark_ha::import::convert(&statements, &path, None)
 }
 
 #[test]
@@ -201,7 +26,7 @@ fn the_imported_seed_pair_runs_and_fails_over_in_a_lab() {
     // The vendor's files as imported; only what differs in the lab changes:
     // the interface name and a control socket per daemon.
     let imported =
-        |conf: &str| import(conf, None).replace("interface = \"l2tpeth0\"", "interface = \"eth1\"");
+        |conf: &str| import(conf).replace("interface = \"l2tpeth0\"", "interface = \"eth1\"");
     let (master, backup) = (
         imported("keepalived/seed-master.conf"),
         imported("keepalived/seed-backup.conf"),

@@ -1,0 +1,62 @@
+//! `wimark-ha check-config`: a good file is summarised, a bad one names
+//! file, line and key and exits 1, a world-writable one is refused. No root
+//! needed: runs in a plain `cargo test`.
+
+use std::process::{Command, Output};
+
+/// The error lines of a run's stderr.
+fn stderr_line(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| l.contains("error"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn check_config_names_file_line_and_key_and_exits_non_zero() {
+    let dir = std::env::temp_dir().join(format!("wimark-ha-check-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("wimark-ha.toml");
+    let good = "[[instance]]\nname = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = 200\nversion = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.10.10.3/24\"]\n";
+    std::fs::write(&path, good).expect("write");
+    let ok = Command::new(env!("CARGO_BIN_EXE_wimark-ha"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("WIM1: eth1 VRID 67"));
+
+    std::fs::write(&path, good.replace("\"10ms\"", "\"15ms\"")).expect("write");
+    let bad = Command::new(env!("CARGO_BIN_EXE_wimark-ha"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(1));
+    let line = stderr_line(&bad);
+    assert!(
+        line.contains(&format!("{}:7: advert_interval:", path.display())),
+        "{line}"
+    );
+    assert!(line.contains("steps of 10ms"), "{line}");
+
+    // A valid file anyone may write is refused: it names programs run as root.
+    std::fs::write(&path, good).expect("write");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let writable = Command::new(env!("CARGO_BIN_EXE_wimark-ha"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(writable.status.code(), Some(1));
+    let line = stderr_line(&writable);
+    assert!(line.contains("is world-writable (mode 666)"), "{line}");
+}
