@@ -238,6 +238,14 @@ impl Drop for Daemon {
     }
 }
 
+impl Daemon {
+    /// The daemon's `status.roles`, typed (empty while it cannot be asked
+    /// or has no `[roles]`).
+    pub fn roles(&self) -> wimark_ha::records::RolesStatus {
+        self.status().ok().and_then(|s| s.roles).unwrap_or_default()
+    }
+}
+
 /// The daemon's `status.roles` as JSON (null when it cannot be asked), for
 /// assertions and failure messages.
 pub fn roles_json(daemon: &Daemon) -> serde_json::Value {

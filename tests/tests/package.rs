@@ -12,7 +12,7 @@ use std::{
     process::Command,
     time::{Duration, Instant},
 };
-use wimark_ha::records::State;
+use wimark_ha::records::{Stack as RunningStack, State};
 
 use wimark_ha_tests::{
     daemon::{config, has_address, roles_json, wait_until, Daemon, Launch, FAST},
@@ -244,7 +244,7 @@ fn the_units_capabilities_remove_a_containers_lock_and_promote() {
     )
     .expect("starts with only the unit's capabilities");
     wait_until(Duration::from_secs(20), "the master stack running", || {
-        roles_json(&daemon)["stack"] == "master" && master.running().len() == 2
+        daemon.roles().stack == RunningStack::Master && master.running().len() == 2
     })
     .unwrap_or_else(|e| {
         panic!(

@@ -3,7 +3,7 @@
 //! as its instance changes state — hooks and the notify script included.
 
 use std::time::Duration;
-use wimark_ha::records::State;
+use wimark_ha::records::{Stack as RunningStack, State};
 
 use wimark_ha_tests::{
     daemon::{config, has_address, roles_json, wait_until, Daemon, FAST},
@@ -52,7 +52,7 @@ fn promotion_runs_hooks_switches_stacks_and_notifies() {
     let daemon = Daemon::start(&a, "roles-a", |s| config(s, 200, &toml)).expect("daemon");
     // Alone, it becomes master; the switch follows.
     wait_until(Duration::from_secs(20), "master stack running", || {
-        roles_json(&daemon)["stack"] == "master" && master.running().len() == 3
+        daemon.roles().stack == RunningStack::Master && master.running().len() == 3
     })
     .unwrap_or_else(|e| {
         panic!(
@@ -107,7 +107,7 @@ fn demotion_waits_demote_delay_and_a_flap_cancels_it() {
     let (_lab, a, b) = two_servers(true).expect("lab");
     let daemon = Daemon::start(&a, "roles-d", |s| config(s, 100, &toml)).expect("daemon");
     wait_until(Duration::from_secs(20), "master stack running", || {
-        roles_json(&daemon)["stack"] == "master" && master.running().len() == 2
+        daemon.roles().stack == RunningStack::Master && master.running().len() == 2
     })
     .expect("promotion");
 
@@ -144,7 +144,7 @@ fn demotion_waits_demote_delay_and_a_flap_cancels_it() {
         "backup stack running, master stopped",
         || {
             // The switch is recorded once its settle check is done.
-            roles_json(&daemon)["stack"] == "backup"
+            daemon.roles().stack == RunningStack::Backup
                 && backup.running().len() == 2
                 && master.running().is_empty()
         },
@@ -164,17 +164,16 @@ fn a_failing_container_is_reported_and_the_rest_still_start() {
     let (_lab, a, _b) = two_servers(true).expect("lab");
     let daemon = Daemon::start(&a, "roles-f", |s| config(s, 200, &toml)).expect("daemon");
     wait_until(Duration::from_secs(30), "switch reported", || {
-        roles_json(&daemon)["history"]
-            .as_array()
-            .is_some_and(|h| h.iter().any(|r| r["to"] == "master"))
+        daemon
+            .roles()
+            .history
+            .iter()
+            .any(|r| r.to == RunningStack::Master)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     let running = master.running();
     assert_eq!(running.len(), 2, "the two good services run: {running:?}");
-    let degraded = roles_json(&daemon)["degraded"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let degraded = daemon.roles().degraded.unwrap_or_default();
     assert!(
         degraded.contains(&format!("{tag}-master-svc0")) && degraded.contains("exited"),
         "{degraded}"
@@ -193,8 +192,9 @@ fn a_blocking_hook_that_times_out_leaves_the_containers_and_says_so() {
     let (_lab, a, _b) = two_servers(true).expect("lab");
     let daemon = Daemon::start(&a, "roles-h", |s| config(s, 200, &toml)).expect("daemon");
     wait_until(Duration::from_secs(20), "switch reported", || {
-        roles_json(&daemon)["degraded"]
-            .as_str()
+        daemon
+            .roles()
+            .degraded
             .is_some_and(|d| d.contains("timed out"))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
@@ -229,8 +229,9 @@ fn dockerd_unreachable_still_takes_the_vip_and_reports_degraded() {
     .expect("VIP first, containers after");
     assert!(has_address(&a, "eth1", "10.77.0.100"));
     wait_until(Duration::from_secs(5), "degraded with the reason", || {
-        roles_json(&daemon)["degraded"]
-            .as_str()
+        daemon
+            .roles()
+            .degraded
             .is_some_and(|d| d.contains("no-docker.sock") && d.contains("retrying"))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
@@ -295,12 +296,7 @@ fn role_bound_programs_run_only_while_master_and_are_supervised() {
         started(&pids).len() == 2
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
-    assert!(
-        roles_json(&daemon)["processes"][0]["restarts"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1
-    );
+    assert!(daemon.roles().processes.first().map_or(0, |p| p.restarts) >= 1);
     let second = started(&pids)[1];
 
     // A higher-priority peer takes over: after demote_delay the program stops.
@@ -361,8 +357,9 @@ fn dockerd_killed_mid_promotion_is_retried_until_it_answers() {
     .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     own.kill();
     wait_until(Duration::from_secs(10), "degraded, retrying", || {
-        roles_json(&daemon)["degraded"]
-            .as_str()
+        daemon
+            .roles()
+            .degraded
             .is_some_and(|d| d.contains("retrying"))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
@@ -374,14 +371,10 @@ fn dockerd_killed_mid_promotion_is_retried_until_it_answers() {
     wait_until(
         Duration::from_secs(30),
         "the switch completes once dockerd answers",
-        || roles_json(&daemon)["stack"] == "master" && master.running().len() == 2,
+        || daemon.roles().stack == RunningStack::Master && master.running().len() == 2,
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
-    assert!(
-        roles_json(&daemon)["degraded"].is_null(),
-        "{}",
-        roles_json(&daemon)
-    );
+    assert!(daemon.roles().degraded.is_none(), "{}", roles_json(&daemon));
 }
 
 /// Parses docker's RFC 3339 timestamps (nanoseconds, UTC) for ordering.
@@ -435,7 +428,7 @@ fn compose_depends_on_orders_start_and_stop() {
             .count()
     };
     wait_until(Duration::from_secs(20), "master stack running", || {
-        roles_json(&daemon)["stack"] == "master" && running(&master) == 3
+        daemon.roles().stack == RunningStack::Master && running(&master) == 3
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
     let status = roles_json(&daemon);
@@ -470,7 +463,9 @@ fn compose_depends_on_orders_start_and_stop() {
     // A higher-priority peer: the master stack stops in reverse order.
     let _peer = Daemon::start(&b, "depends-b", |s| config(s, 200, FAST)).expect("peer");
     wait_until(Duration::from_secs(20), "backup stack running", || {
-        roles_json(&daemon)["stack"] == "backup" && running(&backup) == 3 && running(&master) == 0
+        daemon.roles().stack == RunningStack::Backup
+            && running(&backup) == 3
+            && running(&master) == 0
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&daemon)));
     let finished = |service| {

@@ -12,7 +12,7 @@
 //! cutting the peer link takes its carrier down, as a pulled cable would.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use wimark_ha::records::{Reason, State};
+use wimark_ha::records::{Reason, Stack as RunningStack, State};
 
 use wimark_ha_tests::{
     daemon::{has_address, roles_json, wait_until, Daemon},
@@ -222,22 +222,21 @@ fn heartbeats_on_two_links_fencing_and_a_healed_split() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
     wait_until(Duration::from_secs(10), "fencing refused recorded", || {
-        roles_json(&b)["history"]
-            .as_array()
-            .and_then(|h| h.last().cloned())
-            .is_some_and(|r| r["held_back"] == true)
+        b.roles().history.last().is_some_and(|r| r.held_back)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", roles_json(&b)));
-    let roles = roles_json(&b);
+    let roles = b.roles();
     assert!(
-        roles["degraded"]
-            .as_str()
+        roles
+            .degraded
+            .as_deref()
             .is_some_and(|d| d.contains("fencing")),
-        "{roles}"
+        "{roles:?}"
     );
     assert_eq!(
-        roles["stack"], "backup",
-        "a refused promotion changes no stack: {roles}"
+        roles.stack,
+        RunningStack::Backup,
+        "a refused promotion changes no stack: {roles:?}"
     );
     assert!(
         b_master.running().is_empty(),

@@ -112,11 +112,7 @@ fn static_files_follow_the_master_with_lsyncd() {
     // B may have been master for an instant at start-up (its lsyncd then
     // pushed its empty copy to A, as a real master would): write once it is
     // a backup with no mirror running.
-    let mirror_running = |daemon: &Daemon| {
-        roles_json(daemon)["processes"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["running"] == true))
-    };
+    let mirror_running = |daemon: &Daemon| daemon.roles().processes.iter().any(|p| p.running);
     wait_until(Duration::from_secs(5), "B BACKUP without a mirror", || {
         daemon_b.state() == Some(State::Backup) && !mirror_running(&daemon_b)
     })
