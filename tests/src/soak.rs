@@ -159,8 +159,8 @@ pub fn soak(
         .filter(|t| t.reason != Reason::Startup)
         .map(|t| {
             format!(
-                "{} -> {} ({}), silence {:?} us",
-                t.from, t.to, t.reason, t.silence_us
+                "{} -> {} ({}), silence {:?}",
+                t.from, t.to, t.reason, t.silence
             )
         })
         .collect();

@@ -60,9 +60,7 @@ fn unplanned_failover_restart_and_planned_switchover() {
     let takeover = daemon_b.last_transition();
     assert_eq!(takeover.reason, Reason::FastDetect);
     assert!(
-        takeover.silence_us.is_some()
-            && takeover.vip_added_us.is_some()
-            && takeover.garp_sent_us.is_some()
+        takeover.silence.is_some() && takeover.vip_added.is_some() && takeover.garp_sent.is_some()
     );
 
     // Restart after the crash: the VIP A left behind is removed at start, and

@@ -209,9 +209,9 @@ mod tests {
                 from: crate::records::State::Backup,
                 to: crate::records::State::Master,
                 reason: crate::records::Reason::FastDetect,
-                silence_us: Some(3000),
-                vip_added_us: Some(50),
-                garp_sent_us: Some(90),
+                silence: Some(std::time::Duration::from_micros(3000)),
+                vip_added: Some(std::time::Duration::from_micros(50)),
+                garp_sent: Some(std::time::Duration::from_micros(90)),
             },
         }
     }

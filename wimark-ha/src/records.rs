@@ -7,7 +7,7 @@
 //! Must not: hold behaviour beyond one-line summaries, or import anything
 //! above `vrrp`, `recovery` and `monitor`'s records.
 
-use std::{fmt, net::IpAddr};
+use std::{fmt, net::IpAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -213,11 +213,14 @@ pub struct TransitionRecord {
     pub to: State,
     pub reason: Reason,
     /// Takeovers: silence from the last advert heard to the decision.
-    pub silence_us: Option<u64>,
+    #[serde(rename = "silence_us", with = "micros")]
+    pub silence: Option<Duration>,
     /// From the decision to the VIPs being on the interface.
-    pub vip_added_us: Option<u64>,
+    #[serde(rename = "vip_added_us", with = "micros")]
+    pub vip_added: Option<Duration>,
     /// From the decision to the first gratuitous ARP/NA on the wire.
-    pub garp_sent_us: Option<u64>,
+    #[serde(rename = "garp_sent_us", with = "micros")]
+    pub garp_sent: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -247,11 +250,16 @@ pub struct ProcessStatus {
 pub struct SwitchRecord {
     pub at_unix_ms: u64,
     pub to: Stack,
-    pub hooks_ms: f64,
-    pub stop_ms: f64,
-    pub start_ms: f64,
-    pub ready_ms: f64,
-    pub total_ms: f64,
+    #[serde(rename = "hooks_ms", with = "millis")]
+    pub hooks: Duration,
+    #[serde(rename = "stop_ms", with = "millis")]
+    pub stop: Duration,
+    #[serde(rename = "start_ms", with = "millis")]
+    pub start: Duration,
+    #[serde(rename = "ready_ms", with = "millis")]
+    pub ready: Duration,
+    #[serde(rename = "total_ms", with = "millis")]
+    pub total: Duration,
     /// Containers that failed, hooks that failed: reported, never dropped.
     pub problems: Vec<String>,
     /// A demotion cancelled by a flap back to MASTER within demote_delay.
@@ -278,17 +286,54 @@ impl SwitchRecord {
         format!(
             "to {}: hooks {:.0} ms, stop {:.0} ms, start {:.0} ms, ready {:.0} ms, total {:.0} ms{}",
             self.to,
-            self.hooks_ms,
-            self.stop_ms,
-            self.start_ms,
-            self.ready_ms,
-            self.total_ms,
+            millis::of(self.hooks),
+            millis::of(self.stop),
+            millis::of(self.start),
+            millis::of(self.ready),
+            millis::of(self.total),
             if self.problems.is_empty() {
                 String::new()
             } else {
                 format!("; problems: {}", self.problems.join("; "))
             }
         )
+    }
+}
+
+/// Durations in JSON as earlier releases wrote them: transitions in whole
+/// microseconds, switches in fractional milliseconds. In Rust they are
+/// `Duration`s alike.
+mod micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(|d| d.as_micros() as u64).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_micros))
+    }
+}
+
+pub(crate) mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Fractional milliseconds (to the nanosecond).
+    pub fn of(d: Duration) -> f64 {
+        d.as_nanos() as f64 / 1e6
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(of(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        Ok(Duration::from_nanos((ms * 1e6).round().max(0.0) as u64))
     }
 }
 
@@ -323,6 +368,19 @@ mod tests {
             serde_json::from_str(r#"{"at_unix_ms":2,"to":"master","hooks_ms":0.5,"stop_ms":1.0,"start_ms":2.0,"ready_ms":3.0,"total_ms":6.5,"problems":[],"cancelled":false}"#)
                 .expect("reads an entry without held_back");
         assert_eq!(switch.to, Stack::Master);
+        assert_eq!(
+            (switch.hooks, switch.total),
+            (Duration::from_micros(500), Duration::from_micros(6500))
+        );
+        assert_eq!(record.silence, Some(Duration::from_millis(3)));
+        // Written back in the units and digits they were read in.
+        let again = serde_json::to_string(&switch).expect("json");
+        assert!(
+            again.contains(
+                r#""hooks_ms":0.5,"stop_ms":1.0,"start_ms":2.0,"ready_ms":3.0,"total_ms":6.5"#
+            ),
+            "{again}"
+        );
         assert_eq!(
             serde_json::to_string(&Stack::None).expect("json"),
             r#""none""#

@@ -201,19 +201,23 @@ fn print(t: &Timeline, switch: Option<&wimark_ha::records::SwitchRecord>) {
         // The switch starts right after the gratuitous ARP; its record has
         // ms wall-clock resolution, so only the steps after it are placed.
         let began = switch.at_unix_ms as f64 - t.failed_at_unix_ns as f64 / 1e6;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let (hooks_ms, stop_ms, ready_ms, total_ms) = (
+            ms(switch.hooks),
+            ms(switch.stop),
+            ms(switch.ready),
+            ms(switch.total),
+        );
         events.push((
-            began + switch.hooks_ms + switch.stop_ms,
-            format!("server B's backup stack stopped ({:.0} ms)", switch.stop_ms),
+            began + hooks_ms + stop_ms,
+            format!("server B's backup stack stopped ({stop_ms:.0} ms)"),
         ));
         events.push((
-            began + switch.hooks_ms + switch.stop_ms + switch.ready_ms,
-            format!(
-                "server B's master stack running ({:.0} ms to start and be ready)",
-                switch.ready_ms
-            ),
+            began + hooks_ms + stop_ms + ready_ms,
+            format!("server B's master stack running ({ready_ms:.0} ms to start and be ready)"),
         ));
         events.push((
-            began + switch.total_ms,
+            began + total_ms,
             format!(
                 "server B's switch done: settle check passed{}",
                 if switch.problems.is_empty() {
@@ -232,14 +236,14 @@ fn print(t: &Timeline, switch: Option<&wimark_ha::records::SwitchRecord>) {
         println!("\n  takeover, last advert of A to B's first gratuitous ARP: {takeover:.3} ms");
     }
     if let Some(r) = &t.reported {
-        let ms = |v: Option<u64>| {
-            v.map_or("-".to_string(), |us| {
-                format!("{:.3} ms", us as f64 / 1000.0)
+        let ms = |v: Option<Duration>| {
+            v.map_or("-".to_string(), |d| {
+                format!("{:.3} ms", d.as_micros() as f64 / 1000.0)
             })
         };
         println!(
             "  server B's own account: {} -> {} ({}), silence {}, VIP added {} and gratuitous ARP sent {} after deciding",
-            r.from, r.to, r.reason, ms(r.silence_us), ms(r.vip_added_us), ms(r.garp_sent_us)
+            r.from, r.to, r.reason, ms(r.silence), ms(r.vip_added), ms(r.garp_sent)
         );
     }
     println!(

@@ -122,8 +122,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             println!("  DEGRADED: {fault}");
         }
         for t in &i.history {
-            let us = |v: Option<u64>| {
-                v.map_or("-".to_string(), |v| format!("{:.3} ms", v as f64 / 1000.0))
+            let us = |v: Option<std::time::Duration>| {
+                v.map_or("-".to_string(), |v| {
+                    format!("{:.3} ms", v.as_micros() as f64 / 1000.0)
+                })
             };
             println!(
                 "  {} {} -> {} ({}): silence {}, VIP added {}, GARP sent {}",
@@ -131,9 +133,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 t.from,
                 t.to,
                 t.reason,
-                us(t.silence_us),
-                us(t.vip_added_us),
-                us(t.garp_sent_us)
+                us(t.silence),
+                us(t.vip_added),
+                us(t.garp_sent)
             );
         }
     }

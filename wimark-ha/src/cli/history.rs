@@ -50,8 +50,11 @@ pub fn run(args: HistoryArgs) -> anyhow::Result<()> {
 }
 
 fn describe(entry: &Entry) -> String {
-    let ms =
-        |us: Option<u64>| us.map_or("-".to_string(), |us| format!("{:.3} ms", us as f64 / 1e3));
+    let ms = |d: Option<std::time::Duration>| {
+        d.map_or("-".to_string(), |d| {
+            format!("{:.3} ms", d.as_micros() as f64 / 1e3)
+        })
+    };
     match entry {
         Entry::Transition { instance, record } => format!(
             "{} {instance}: {} -> {} ({}); silence {}, VIP added {}, GARP sent {}",
@@ -59,9 +62,9 @@ fn describe(entry: &Entry) -> String {
             record.from,
             record.to,
             record.reason,
-            ms(record.silence_us),
-            ms(record.vip_added_us),
-            ms(record.garp_sent_us)
+            ms(record.silence),
+            ms(record.vip_added),
+            ms(record.garp_sent)
         ),
         Entry::Containers { instance, record } => format!(
             "{} {instance}: containers {}",

@@ -231,14 +231,8 @@ async fn docker(config: &Config) -> Vec<Finding> {
     let mut findings = vec![ok("docker", format!("dockerd answers on {socket}"))];
     for (role, selector) in [("master", &roles.master), ("backup", &roles.backup)] {
         let check = format!("{role} stack");
-        let mut filters = std::collections::HashMap::new();
-        filters.insert("label".to_string(), selector.label_filters());
-        let options = bollard::query_parameters::ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
-        match docker.list_containers(Some(options)).await {
+        // The very listing the role switch uses.
+        match crate::roles::stack_members(&docker, selector).await {
             Ok(containers) if containers.is_empty() => findings.push(bad(
                 Status::Fail,
                 &check,
@@ -254,12 +248,7 @@ async fn docker(config: &Config) -> Vec<Finding> {
                 &check,
                 format!("{} container(s) match {selector}", containers.len()),
             )),
-            Err(e) => findings.push(bad(
-                Status::Fail,
-                &check,
-                format!("listing containers: {e}"),
-                "check dockerd",
-            )),
+            Err(e) => findings.push(bad(Status::Fail, &check, e, "check dockerd")),
         }
     }
     findings

@@ -148,8 +148,8 @@ impl Metrics {
             Entry::Transition { record, .. } => {
                 if record.to == State::Master {
                     self.become_master.get_or_create(&labels).inc();
-                    let detection = record.silence_us.map(|us| us as f64 / 1e6);
-                    let vip = record.vip_added_us.map(|us| us as f64 / 1e6);
+                    let detection = record.silence.map(|d| d.as_secs_f64());
+                    let vip = record.vip_added.map(|d| d.as_secs_f64());
                     if let Some(seconds) = detection {
                         self.detection.get_or_create(&labels).observe(seconds);
                     }
@@ -170,7 +170,7 @@ impl Metrics {
                 }
             }
             Entry::Containers { record, .. } if record.to == Stack::Master && !record.cancelled => {
-                let seconds = record.total_ms / 1e3;
+                let seconds = record.total.as_secs_f64();
                 self.containers.get_or_create(&labels).observe(seconds);
                 let takeover = self
                     .last_takeover
@@ -289,9 +289,9 @@ mod tests {
                 from: State::Backup,
                 to: State::Master,
                 reason: crate::records::Reason::FastDetect,
-                silence_us: Some(3000),
-                vip_added_us: Some(50),
-                garp_sent_us: Some(90),
+                silence: Some(std::time::Duration::from_micros(3000)),
+                vip_added: Some(std::time::Duration::from_micros(50)),
+                garp_sent: Some(std::time::Duration::from_micros(90)),
             },
         });
         metrics.observe(&Entry::Containers {
@@ -299,7 +299,7 @@ mod tests {
             record: crate::records::SwitchRecord {
                 at_unix_ms: 1001,
                 to: Stack::Master,
-                total_ms: 500.0,
+                total: std::time::Duration::from_millis(500),
                 ..Default::default()
             },
         });

@@ -20,7 +20,7 @@ pub(super) fn not_modified(error: &bollard::errors::Error) -> bool {
 }
 
 /// Every container of a stack, running or not, with its labels.
-pub(super) async fn list(docker: &Docker, selector: &Selector) -> Result<Vec<Member>, String> {
+pub async fn list(docker: &Docker, selector: &Selector) -> Result<Vec<Member>, String> {
     let mut filters = HashMap::new();
     filters.insert("label".to_string(), selector.label_filters());
     let options = ListContainersOptions {

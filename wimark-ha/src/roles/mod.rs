@@ -24,8 +24,10 @@ mod docker;
 mod order;
 mod process;
 
+pub use docker::list as stack_members;
 use docker::{list, not_modified, start_until_ready};
-use order::{Member, Order};
+pub use order::Member;
+use order::Order;
 pub use process::PROCESS_STOP_GRACE;
 use process::{supervise, Supervised};
 
@@ -305,8 +307,8 @@ impl Switcher {
         self.record(SwitchRecord {
             at_unix_ms: unix_ms(),
             to: Stack::Master,
-            hooks_ms: ms(outcome.took),
-            total_ms: ms(outcome.took),
+            hooks: outcome.took,
+            total: outcome.took,
             problems: vec![format!(
                 "fencing `{}` failed: {}",
                 outcome.what, outcome.detail
@@ -373,11 +375,11 @@ impl Switcher {
                 Ok(record) => {
                     tracing::info!(
                         to = role.name(),
-                        hooks_ms = record.hooks_ms,
-                        stop_ms = record.stop_ms,
-                        start_ms = record.start_ms,
-                        ready_ms = record.ready_ms,
-                        total_ms = record.total_ms,
+                        hooks_ms = ms(record.hooks),
+                        stop_ms = ms(record.stop),
+                        start_ms = ms(record.start),
+                        ready_ms = ms(record.ready),
+                        total_ms = ms(record.total),
                         problems = ?record.problems,
                         "role switch"
                     );
@@ -434,14 +436,14 @@ impl Switcher {
                             .problems
                             .push("blocking hook failed: containers left as they were".to_string());
                         record.held_back = true;
-                        record.hooks_ms = ms(started.elapsed());
-                        record.total_ms = record.hooks_ms;
+                        record.hooks = started.elapsed();
+                        record.total = record.hooks;
                         return Ok(record);
                     }
                 }
             }
         }
-        record.hooks_ms = ms(started.elapsed());
+        record.hooks = started.elapsed();
         let (from, to) = match role {
             Role::Master => (&roles.backup, &roles.master),
             Role::Backup => (&roles.master, &roles.backup),
@@ -471,7 +473,7 @@ impl Switcher {
             })
             .await;
         record.problems.extend(results.into_iter().flatten());
-        record.stop_ms = ms(stop_started.elapsed());
+        record.stop = stop_started.elapsed();
         let start_started = Instant::now();
         let starting = list(&docker, to).await?;
         if starting.is_empty() {
@@ -487,8 +489,8 @@ impl Switcher {
                 start_until_ready(&docker, &member.id, &member.name, roles.start_timeout)
             })
             .await;
-        record.start_ms = ms(start_started.elapsed());
-        record.ready_ms = record.start_ms;
+        record.start = start_started.elapsed();
+        record.ready = record.start;
         // A container that dies right after starting looked ready for an
         // instant: look again after SETTLE, start the dead ones again, and
         // report those that keep dying.
@@ -528,7 +530,7 @@ impl Switcher {
             }
         }
         record.problems.extend(problems.into_iter().flatten());
-        record.total_ms = ms(started.elapsed());
+        record.total = started.elapsed();
         Ok(record)
     }
 }

@@ -111,9 +111,9 @@ pub fn run(aps: u8, wait: Duration, mqtt_keepalive: u16) -> Result<()> {
             }
         }
         let transition = failover.daemon_b.last_transition();
-        let vip = match (transition.silence_us, transition.vip_added_us) {
+        let vip = match (transition.silence, transition.vip_added) {
             (Some(silence), Some(vip)) if transition.to == State::Master => {
-                format!("{:.1} ms", (silence + vip) as f64 / 1e3)
+                format!("{:.1} ms", (silence + vip).as_micros() as f64 / 1e3)
             }
             _ => "-".to_string(),
         };

@@ -102,10 +102,11 @@ pub fn run(trials: usize) -> Result<()> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for n in 0..trials {
         let record = switch(&stacks, n % 2 == 0)?;
-        ready.push(record.ready_ms + record.stop_ms);
-        total.push(record.total_ms);
-        stop.push(record.stop_ms);
-        start.push(record.ready_ms);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        ready.push(ms(record.ready + record.stop));
+        total.push(ms(record.total));
+        stop.push(ms(record.stop));
+        start.push(ms(record.ready));
     }
     // The floor under any API-driven switch: one container started alone.
     switch(&stacks, false)?;
@@ -116,7 +117,7 @@ pub fn run(trials: usize) -> Result<()> {
     let mut one = Vec::new();
     for n in 0..trials {
         let record = switch(&single, n % 2 == 0)?;
-        one.push(record.ready_ms);
+        one.push(record.ready.as_secs_f64() * 1e3);
     }
 
     let (seed, ready, total) = (median(seed), median(ready), median(total));

@@ -63,9 +63,9 @@ impl Engine {
                         from,
                         to,
                         reason,
-                        silence_us: silence.map(us),
-                        vip_added_us: vip_added.map(us),
-                        garp_sent_us: garp_sent.map(us),
+                        silence,
+                        vip_added,
+                        garp_sent,
                     };
                     if to == State::Master {
                         let _ = self
