@@ -1,0 +1,142 @@
+//! Two daemons in front of the real AP clients: the lab of the AP tests
+//! and `bench aps`.
+
+use super::*;
+
+/// Two daemons (A 200, B 100, 1 ms fast detection) in front of real AP
+/// clients, the IKE responders on both servers; with `recovery`, both have
+/// `[ap_recovery]` (the synced AP table and `wimark-ha ike-initiate` as
+/// the IKE hook). Ready when every AP's tunnel works through A and, with
+/// recovery, B knows every AP.
+pub struct ApFailover {
+    /// With `mqtt_keepalive`: brokers on both servers, a subscriber per AP.
+    pub mqtt: Option<Mqtt>,
+    pub daemon_a: crate::daemon::Daemon,
+    pub daemon_b: crate::daemon::Daemon,
+    pub aps: Vec<Charon>,
+    pub charon_a: Charon,
+    pub charon_b: Charon,
+    pub lab: ApLab,
+    _scratch: crate::Scratch,
+}
+
+impl ApFailover {
+    pub fn new(
+        count: u8,
+        ike: ApIke,
+        recovery: bool,
+        mqtt_keepalive: Option<u16>,
+        tag: &str,
+    ) -> Result<Self> {
+        use crate::daemon::{config, wait_until, Daemon, FAST};
+        let lab = ApLab::new(count)?;
+        let scratch = crate::Scratch::new(tag);
+        let (charon_a, charon_b) = lab.responders(&scratch.0)?;
+        let key = scratch.0.join("ap-sync.key");
+        std::fs::write(&key, "lab-key-0123456789abcdef\n")?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        let body = |peer: &str, charon: &Charon, name: &str| -> Result<String> {
+            if !recovery {
+                return Ok(FAST.to_string());
+            }
+            let adapter = scratch.0.join(format!("ike-initiate-{name}.toml"));
+            std::fs::write(&adapter, adapter_toml(&charon.vici_uri()))?;
+            Ok(format!(
+                "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"10s\"\nike_daemon_config = [\"{}\"]\n",
+                key.display(),
+                crate::wimark_ha_bin().display(),
+                adapter.display(),
+                charon.swanctl_conf().display()
+            ))
+        };
+        let body_a = body("10.77.0.2", &charon_a, "a")?;
+        let body_b = body("10.77.0.1", &charon_b, "b")?;
+        let daemon_a = Daemon::start(&lab.a, &format!("{tag}-a"), |s| config(s, 200, &body_a))?;
+        wait_until(Duration::from_secs(5), "A MASTER", || {
+            daemon_a.state() == Some(State::Master)
+        })
+        .with_context(|| daemon_a.log())?;
+        let daemon_b = Daemon::start(&lab.b, &format!("{tag}-b"), |s| config(s, 100, &body_b))?;
+        wait_until(Duration::from_secs(5), "B BACKUP", || {
+            daemon_b.state() == Some(State::Backup)
+        })
+        .with_context(|| daemon_b.log())?;
+        let aps = lab.start_aps(&scratch.0, ike)?;
+        let mqtt = match mqtt_keepalive {
+            Some(keepalive) => Some(Mqtt::start(&lab, &scratch.0.join("mqtt"), keepalive)?),
+            None => None,
+        };
+        if recovery {
+            wait_until(Duration::from_secs(15), "B knows every AP", || {
+                daemon_b
+                    .status()
+                    .ok()
+                    .and_then(|s| s.ap_sync)
+                    .is_some_and(|sync| sync.synced_aps == usize::from(count))
+            })
+            .with_context(|| format!("{:?}", daemon_b.status().map(|s| s.ap_sync)))?;
+        }
+        if mqtt.is_some() && recovery {
+            // The MQTT ports reach B with the next change or refresh.
+            wait_until(
+                Duration::from_secs(15),
+                "B knows every AP's MQTT port",
+                || {
+                    daemon_b
+                        .status()
+                        .ok()
+                        .and_then(|s| s.ap_sync)
+                        .is_some_and(|sync| sync.synced_mqtt == usize::from(count))
+                },
+            )
+            .with_context(|| format!("{:?}", daemon_b.status().map(|s| s.ap_sync)))?;
+        }
+        Ok(Self {
+            mqtt,
+            daemon_a,
+            daemon_b,
+            aps,
+            charon_a,
+            charon_b,
+            lab,
+            _scratch: scratch,
+        })
+    }
+
+    /// Node loss of A: its link cut, its daemon and IKE daemon killed at
+    /// once.
+    pub fn lose_a(&mut self) -> Result<Loss> {
+        let started = Instant::now();
+        self.daemon_a.signal(libc::SIGKILL);
+        crate::lab::ip(&["-n", &self.lab.a, "link", "set", "eth1", "down"])?;
+        let cut = Instant::now();
+        self.charon_a.kill();
+        if let Some(mqtt) = &mut self.mqtt {
+            mqtt.lose_a();
+        }
+        Ok(Loss { started, cut })
+    }
+}
+
+impl ApFailover {
+    /// A planned switchover: A hands mastership to B (`wimark-ha
+    /// switchover`); returns when it was asked. Everything stays up.
+    pub fn switch_over(&self) -> Result<Instant> {
+        let asked = Instant::now();
+        let response = wimark_ha::control::request(
+            &self.daemon_a.socket,
+            &wimark_ha::control::Request::Switchover {
+                instance: None,
+                back: false,
+            },
+        )?;
+        if !response.ok {
+            bail!("switchover refused: {response:?}");
+        }
+        crate::daemon::wait_until(Duration::from_secs(5), "B MASTER", || {
+            self.daemon_b.state() == Some(State::Master)
+        })?;
+        Ok(asked)
+    }
+}

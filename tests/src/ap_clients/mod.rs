@@ -1,0 +1,157 @@
+//! Real AP clients for the lab: strongSwan's charon as each AP's IKEv2
+//! initiator (PSK, UDP-encapsulated ESP) to the VIP, and charon responders
+//! on the servers, as the vendor's IKE containers are.
+//!
+//! This kernel has no XFRM ESP, so every charon does ESP in userspace
+//! (kernel-libipsec, a TUN device `ipsec0` in its namespace). Each charon
+//! runs in a network namespace of the lab and in a mount namespace of its
+//! own with a private `/run` (its pid file is fixed at /run/charon.pid),
+//! with its own `STRONGSWAN_CONF` and vici socket. Drop kills it.
+//!
+//! Addresses: inside the tunnels the servers are 10.99.0.1 (on `lo` of
+//! both), AP `n` is 10.99.1.n.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use wimark_ha::records::State;
+
+mod charon;
+mod failover;
+mod mqtt;
+mod probes;
+
+pub use charon::*;
+pub use failover::*;
+pub use mqtt::*;
+pub use probes::*;
+
+/// The pre-shared key of the lab's IKE SAs.
+pub const PSK: &str = "wimark-lab-psk";
+/// The servers' address inside the tunnels.
+pub const SERVER_INNER: &str = "10.99.0.1";
+/// The IKE identity the servers use (both, as one controller).
+pub const SERVER_ID: &str = "controller";
+/// The proposals every lab charon offers and accepts (no curve25519 in
+/// Debian's plugin set; the openssl plugin has modp2048).
+pub(super) const IKE_PROPOSAL: &str = "aes128-sha256-modp2048";
+pub(super) const ESP_PROPOSAL: &str = "aes128-sha256";
+/// The plugins a lab charon loads: crypto from openssl, ESP in userspace,
+/// addresses and routes from netlink, control over vici.
+pub(super) const PLUGINS: &str =
+    "random nonce openssl pem pkcs1 x509 pubkey kdf kernel-libipsec kernel-netlink socket-default vici";
+
+/// AP `n`'s address inside its tunnel.
+pub fn ap_inner(n: u8) -> String {
+    format!("10.99.1.{n}")
+}
+
+/// Servers A and B (`eth1`, 10.77.0.1 and .2) and `count` APs (`eth0`,
+/// 10.77.0.(50 + n)) on one switch, each AP in a namespace of its own;
+/// the tunnels' inner addresses on `lo` (10.99.0.1 on both servers,
+/// 10.99.1.n on AP n).
+pub struct ApLab {
+    pub lab: crate::lab::Lab,
+    pub a: String,
+    pub b: String,
+    pub switch: String,
+    /// AP n (1-based) is `aps[n - 1]`.
+    pub aps: Vec<String>,
+}
+
+impl ApLab {
+    pub fn new(count: u8) -> Result<Self> {
+        let (mut lab, a, b, switch) = crate::lab::two_servers_on_a_switch("eth1")?;
+        lab.address(&a, "eth1", "10.77.0.1/24")?;
+        lab.address(&b, "eth1", "10.77.0.2/24")?;
+        for server in [&a, &b] {
+            lab.address(server, "lo", &format!("{SERVER_INNER}/32"))?;
+        }
+        let mut aps = Vec::new();
+        for n in 1..=count {
+            let ap = lab.namespace(&format!("ap{n}"), false)?;
+            let port = format!("ap{n}-port");
+            lab.veth((&ap, "eth0"), (&switch, &port))?;
+            crate::lab::ip(&["-n", &switch, "link", "set", &port, "master", "br0"])?;
+            lab.address(&ap, "eth0", &format!("{}/24", ap_address(n)))?;
+            lab.address(&ap, "lo", &format!("{}/32", ap_inner(n)))?;
+            aps.push(ap);
+        }
+        Ok(Self {
+            lab,
+            a,
+            b,
+            switch,
+            aps,
+        })
+    }
+}
+
+impl ApLab {
+    /// charon responders on both servers (files under `dir`), for `vip`.
+    pub fn responders(&self, dir: &Path) -> Result<(Charon, Charon)> {
+        let a = Charon::start(&self.a, &dir.join("charon-a"))?;
+        let b = Charon::start(&self.b, &dir.join("charon-b"))?;
+        for charon in [&a, &b] {
+            charon.load(&responder_conf(VIP))?;
+        }
+        Ok((a, b))
+    }
+
+    /// Every AP's initiator (`ike` settings) to the VIP; returns once every
+    /// AP's tunnel works (or says which did not, with its charon's log).
+    pub fn start_aps(&self, dir: &Path, ike: ApIke) -> Result<Vec<Charon>> {
+        let mut charons = Vec::new();
+        for (i, namespace) in self.aps.iter().enumerate() {
+            let n = i as u8 + 1;
+            let charon = Charon::start(namespace, &dir.join(format!("ap{n}")))?;
+            charon.load(&initiator_conf(n, &ap_address(n), VIP, ike))?;
+            charons.push(charon);
+        }
+        for (i, namespace) in self.aps.iter().enumerate() {
+            let n = i as u8 + 1;
+            crate::daemon::wait_until(Duration::from_secs(20), "an AP's tunnel to the VIP", || {
+                tunnel_works(namespace, n, Duration::from_secs(1))
+            })
+            .with_context(|| format!("AP {n}:\n{}", charons[i].log()))?;
+        }
+        Ok(charons)
+    }
+}
+
+/// AP `n`'s address on the controller's segment.
+pub fn ap_address(n: u8) -> String {
+    format!("10.77.0.{}", 50 + u16::from(n))
+}
+
+/// The lab's VIP in the AP scenarios.
+pub const VIP: &str = "10.77.0.100";
+
+/// `wimark-ha ike-initiate`'s config for the lab's responders (the same
+/// connection as [`responder_conf`], in the adapter's TOML).
+pub fn adapter_toml(vici: &str) -> String {
+    format!(
+        "vici = \"{vici}\"\nchild = \"tunnel\"\ntimeout = \"3s\"\n\n[connection]\nlocal_addrs = [\"{VIP}\"]\nversion = 2\nencap = true\nmobike = false\nproposals = [\"{IKE_PROPOSAL}\"]\n[connection.local]\nauth = \"psk\"\nid = \"{SERVER_ID}\"\n[connection.remote]\nauth = \"psk\"\n[connection.children.tunnel]\nlocal_ts = [\"{SERVER_INNER}/32\"]\nremote_ts = [\"10.99.1.0/24\"]\nesp_proposals = [\"{ESP_PROPOSAL}\"]\n"
+    )
+}
+
+/// A thread in a namespace until the flag is set.
+pub(super) fn spawn_in_netns(
+    namespace: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    body: impl FnOnce(std::sync::Arc<std::sync::atomic::AtomicBool>) + Send + 'static,
+) -> Result<thread::JoinHandle<()>> {
+    let path = crate::lab::netns_path(namespace);
+    Ok(thread::Builder::new()
+        .name(format!("netns {namespace}"))
+        .spawn(move || {
+            if crate::lab::enter_netns(&path).is_ok() {
+                body(stop);
+            }
+        })?)
+}
