@@ -1,13 +1,13 @@
 //! Raw senders and receivers for lab traffic: AF_PACKET for crafted frames,
 //! and the AF_PACKET counter that benchmarks compare the XDP program with.
-//! Create them on a thread inside the lab namespace they are for.
+//! Create them on a thread inside the lab namespace they are for. Sockets
+//! through socket2; what it has no call for (`sockaddr_ll`, SO_RCVBUFFORCE,
+//! PACKET_STATISTICS) is one small unsafe block each.
 
-use std::{
-    io, mem,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-};
+use std::{io, mem, mem::MaybeUninit, os::fd::AsRawFd};
 
 use anyhow::{Context as _, Result};
+use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
 
 fn interface_index(interface: &str) -> Result<i32> {
     let index = wimark_ha::vip::interface_index(interface)
@@ -15,9 +15,26 @@ fn interface_index(interface: &str) -> Result<i32> {
     Ok(index as i32)
 }
 
+/// The AF_PACKET address of an interface for `protocol` (network order).
+fn link_address(ifindex: i32, protocol: u16) -> SockAddr {
+    let mut storage = SockAddrStorage::zeroed();
+    // SAFETY: a zeroed storage is large and aligned enough for sockaddr_ll,
+    // and every field is valid (family, protocol and index set, rest 0).
+    unsafe {
+        let link = storage.view_as::<libc::sockaddr_ll>();
+        link.sll_family = libc::AF_PACKET as u16;
+        link.sll_protocol = protocol;
+        link.sll_ifindex = ifindex;
+        SockAddr::new(
+            storage,
+            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    }
+}
+
 /// An AF_PACKET socket bound to one interface.
 pub struct PacketSocket {
-    fd: OwnedFd,
+    socket: Socket,
 }
 
 impl PacketSocket {
@@ -29,62 +46,45 @@ impl PacketSocket {
         } else {
             0
         };
-        // SAFETY: plain socket(2).
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(protocol)) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error()).context("socket(AF_PACKET)");
-        }
-        // SAFETY: fresh fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
-        let mut address: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        address.sll_family = libc::AF_PACKET as u16;
-        address.sll_protocol = protocol;
-        address.sll_ifindex = index;
-        // SAFETY: valid pointer and length.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const address).cast(),
-                mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error()).context("bind(AF_PACKET)");
-        }
-        Ok(Self { fd })
+        let socket = Socket::new(
+            Domain::PACKET,
+            Type::RAW,
+            Some(Protocol::from(i32::from(protocol))),
+        )
+        .context("socket(AF_PACKET)")?;
+        socket
+            .bind(&link_address(index, protocol))
+            .context("bind(AF_PACKET)")?;
+        Ok(Self { socket })
     }
 
     /// Sends one frame, retrying while the queue is full so nothing is lost
     /// on the sending side.
     pub fn send(&self, frame: &[u8]) -> Result<()> {
         loop {
-            // SAFETY: valid buffer.
-            let sent =
-                unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-            if sent >= 0 {
-                return Ok(());
+            match self.socket.send(frame) {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ENOBUFS)
+                        || e.kind() == io::ErrorKind::WouldBlock =>
+                {
+                    std::thread::yield_now();
+                }
+                Err(e) => return Err(e).context("send(AF_PACKET)"),
             }
-            let error = io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::ENOBUFS)
-                || error.kind() == io::ErrorKind::WouldBlock
-            {
-                std::thread::yield_now();
-                continue;
-            }
-            return Err(error).context("send(AF_PACKET)");
         }
     }
 
     pub fn raw_fd(&self) -> i32 {
-        self.fd.as_raw_fd()
+        self.socket.as_raw_fd()
     }
 
+    /// SO_RCVBUFFORCE: past rmem_max, as root may.
     pub fn set_receive_buffer(&self, bytes: i32) -> Result<()> {
         // SAFETY: valid option pointer and length.
         let rc = unsafe {
             libc::setsockopt(
-                self.fd.as_raw_fd(),
+                self.socket.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVBUFFORCE,
                 (&raw const bytes).cast(),
@@ -98,58 +98,32 @@ impl PacketSocket {
     }
 
     pub fn set_receive_timeout(&self, timeout: std::time::Duration) -> Result<()> {
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as _,
-            tv_usec: timeout.subsec_micros() as _,
-        };
-        // SAFETY: valid option pointer and length.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error()).context("SO_RCVTIMEO");
-        }
-        Ok(())
+        self.socket
+            .set_read_timeout(Some(timeout))
+            .context("SO_RCVTIMEO")
     }
 
     /// Receives one incoming frame into `buffer`; `None` on timeout. Frames
     /// this host sent (PACKET_OUTGOING) are skipped.
     pub fn receive(&self, buffer: &mut [u8]) -> Result<Option<usize>> {
         loop {
-            // SAFETY: zeroed sockaddr_ll is valid.
-            let mut from: libc::sockaddr_ll = unsafe { mem::zeroed() };
-            let mut from_len = mem::size_of::<libc::sockaddr_ll>() as u32;
-            // SAFETY: valid buffers and lengths.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    libc::MSG_TRUNC,
-                    (&raw mut from).cast(),
-                    &mut from_len,
-                )
+            // SAFETY: initialised bytes are valid MaybeUninit<u8>; recv only
+            // writes into them.
+            let uninit: &mut [MaybeUninit<u8>] =
+                unsafe { &mut *(std::ptr::from_mut(buffer) as *mut [MaybeUninit<u8>]) };
+            let (n, from) = match self.socket.recv_from_with_flags(uninit, libc::MSG_TRUNC) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("recvfrom(AF_PACKET)"),
             };
-            if n < 0 {
-                let error = io::Error::last_os_error();
-                if error.kind() == io::ErrorKind::WouldBlock {
-                    return Ok(None);
-                }
-                if error.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(error).context("recvfrom(AF_PACKET)");
-            }
-            if from.sll_pkttype == libc::PACKET_OUTGOING {
+            let mut storage = from.as_storage();
+            // SAFETY: the kernel filled a sockaddr_ll for this AF_PACKET socket.
+            let pkttype = unsafe { storage.view_as::<libc::sockaddr_ll>() }.sll_pkttype;
+            if pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
-            return Ok(Some(n as usize));
+            return Ok(Some(n));
         }
     }
 
@@ -162,7 +136,7 @@ impl PacketSocket {
         // SAFETY: valid pointers.
         let rc = unsafe {
             libc::getsockopt(
-                self.fd.as_raw_fd(),
+                self.socket.as_raw_fd(),
                 libc::SOL_PACKET,
                 libc::PACKET_STATISTICS,
                 (&raw mut stats).cast(),
@@ -180,7 +154,7 @@ impl PacketSocket {
 /// as the daemon will send adverts: multicast TTL set, output interface
 /// chosen by address.
 pub struct RawIpSocket {
-    fd: OwnedFd,
+    socket: Socket,
 }
 
 impl RawIpSocket {
@@ -189,68 +163,22 @@ impl RawIpSocket {
         multicast_ttl: u8,
         multicast_interface: std::net::Ipv4Addr,
     ) -> Result<Self> {
-        // SAFETY: plain socket(2).
-        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, protocol) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error()).context("socket(AF_INET, SOCK_RAW)");
-        }
-        // SAFETY: fresh fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let ttl = i32::from(multicast_ttl);
-        let interface = libc::in_addr {
-            s_addr: u32::from_ne_bytes(multicast_interface.octets()),
-        };
-        // SAFETY: valid option pointers and lengths.
-        unsafe {
-            if libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_MULTICAST_TTL,
-                (&raw const ttl).cast(),
-                4,
-            ) != 0
-                || libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::IPPROTO_IP,
-                    libc::IP_TTL,
-                    (&raw const ttl).cast(),
-                    4,
-                ) != 0
-                || libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::IPPROTO_IP,
-                    libc::IP_MULTICAST_IF,
-                    (&raw const interface).cast(),
-                    mem::size_of::<libc::in_addr>() as u32,
-                ) != 0
-            {
-                return Err(io::Error::last_os_error()).context("setsockopt on the raw socket");
-            }
-        }
-        Ok(Self { fd })
+        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(protocol)))
+            .context("socket(AF_INET, SOCK_RAW)")?;
+        let ttl = u32::from(multicast_ttl);
+        socket
+            .set_multicast_ttl_v4(ttl)
+            .and_then(|()| socket.set_ttl_v4(ttl))
+            .and_then(|()| socket.set_multicast_if_v4(&multicast_interface))
+            .context("setsockopt on the raw socket")?;
+        Ok(Self { socket })
     }
 
     pub fn send_to(&self, payload: &[u8], destination: std::net::Ipv4Addr) -> Result<()> {
-        // SAFETY: zeroed sockaddr_in is valid; fields set below.
-        let mut address: libc::sockaddr_in = unsafe { mem::zeroed() };
-        address.sin_family = libc::AF_INET as u16;
-        address.sin_addr = libc::in_addr {
-            s_addr: u32::from_ne_bytes(destination.octets()),
-        };
-        // SAFETY: valid buffers and lengths.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                payload.as_ptr().cast(),
-                payload.len(),
-                0,
-                (&raw const address).cast(),
-                mem::size_of::<libc::sockaddr_in>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error()).context("sendto on the raw socket");
-        }
+        let address = SockAddr::from(std::net::SocketAddrV4::new(destination, 0));
+        self.socket
+            .send_to(payload, &address)
+            .context("sendto on the raw socket")?;
         Ok(())
     }
 }

@@ -1,0 +1,336 @@
+//! The VRRP state machine of one virtual router, sans-IO.
+//!
+//! Events and the current time go in ([`Instance::start`],
+//! [`Instance::handle_advert`], [`Instance::handle_timeout`],
+//! [`Instance::shutdown`]); actions come out ([`Instance::poll_action`]) and
+//! the next deadline is [`Instance::poll_timeout`]. No sockets, no clocks, no
+//! tokio: a timer firing is an input like any other, so every transition is
+//! tested by replaying recorded event sequences.
+//!
+//! Implements RFC 5798 §6.4 (VRRPv3) and RFC 3768 §6.4 (VRRPv2) with the
+//! clarifications of RFC 9568, plus wimark-ha's fast detection (see
+//! [`FastDetect`](super::FastDetect)). Must not: touch the network or read a clock.
+
+use std::{collections::VecDeque, net::IpAddr, time::Duration};
+
+mod adverts;
+mod timers;
+
+use super::{
+    events::{Action, Ignored, Params, Reason, State, Timestamp},
+    packet::{Advert, Version},
+};
+
+/// One VRRP virtual router.
+#[derive(Debug)]
+pub struct Instance {
+    params: Params,
+    state: State,
+    /// Master_Adver_Interval: the master's advertised interval (v3 learns it).
+    master_adver_interval: Duration,
+    /// Adver_Timer (Master).
+    adver_deadline: Option<Timestamp>,
+    /// Master_Down_Timer (Backup).
+    master_down_deadline: Option<Timestamp>,
+    /// The fast rule's deadline, only while the master is seen sending fast.
+    fast_down_deadline: Option<Timestamp>,
+    /// Set when a deadline fired late and the peer got one more interval.
+    stall_grace_used: bool,
+    /// Whether the master-down timer currently runs on skew time only
+    /// (the master resigned).
+    resigned: bool,
+    /// We handed mastership over on purpose (a planned switchover, a
+    /// maintenance state): no preemption and no fast-rule takeover until
+    /// the operator ends it ([`reclaim`](Self::reclaim)) or we become
+    /// master because the new master really died (Master_Down_Interval).
+    yielded: bool,
+    /// After a switchover or a shutdown we keep answering on the VIPs
+    /// until the new master's first advert, so no client packet falls in
+    /// between.
+    release_vips_on_new_master: bool,
+    /// Shutdown's bound on that wait: the VIPs go then, new master or not.
+    vip_release_deadline: Option<Timestamp>,
+    last_advert_at: Option<Timestamp>,
+    previous_advert_at: Option<Timestamp>,
+    master: Option<IpAddr>,
+    actions: VecDeque<Action>,
+}
+
+impl Instance {
+    pub fn new(params: Params) -> Self {
+        let master_adver_interval = params.advert_interval;
+        Self {
+            params,
+            state: State::Initialize,
+            master_adver_interval,
+            adver_deadline: None,
+            master_down_deadline: None,
+            fast_down_deadline: None,
+            stall_grace_used: false,
+            resigned: false,
+            yielded: false,
+            release_vips_on_new_master: false,
+            vip_release_deadline: None,
+            last_advert_at: None,
+            previous_advert_at: None,
+            master: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The current master's address, as far as we know (ourselves when master).
+    pub fn master(&self) -> Option<IpAddr> {
+        match self.state {
+            State::Master => Some(self.params.primary_address),
+            _ => self.master,
+        }
+    }
+
+    pub fn last_advert_at(&self) -> Option<Timestamp> {
+        self.last_advert_at
+    }
+
+    pub fn master_adver_interval(&self) -> Duration {
+        self.master_adver_interval
+    }
+
+    // ===== timer arithmetic =====
+
+    /// RFC 5798 §6.4.1 (Initialize): "If a Startup event is received".
+    pub fn start(&mut self, now: Timestamp) {
+        if self.state != State::Initialize {
+            return;
+        }
+        self.begin(now, Reason::Startup);
+    }
+
+    /// Leaving Initialize (or FAULT): the address owner goes straight to
+    /// Master; everyone else waits one Master_Down_Interval as Backup.
+    fn begin(&mut self, now: Timestamp, reason: Reason) {
+        if self.params.priority == 255 {
+            let reason = if reason == Reason::Startup {
+                Reason::AddressOwner
+            } else {
+                reason
+            };
+            self.become_master(now, reason, None);
+        } else {
+            self.master_adver_interval = self.params.advert_interval;
+            self.enter(State::Backup, reason, None);
+            self.master_down_deadline = Some(now + self.master_down_interval());
+        }
+    }
+
+    /// wimark-ha's restart hold, instead of [`start`](Self::start): this
+    /// node was master a moment ago, its VIPs are still on the interface,
+    /// and its last advert (see [`hold_interval`]) told the peer to wait
+    /// for it. Resume as master at once: VIPs (already there), gratuitous
+    /// ARP, an advert at the normal interval that the peer re-learns. A
+    /// peer that took over meanwhile is settled by the usual preemption
+    /// rules (RFC 5798 §6.4.3) on the first advert heard.
+    pub fn resume_master(&mut self, now: Timestamp) {
+        if self.state != State::Initialize {
+            return;
+        }
+        self.become_master(now, Reason::RestartHold, None);
+    }
+
+    /// RFC 5798 §6.4.2 / §6.4.3: "If a Shutdown event is received". A
+    /// master resigns (priority 0, so the backup takes over after its skew
+    /// time only) but keeps its VIPs until the new master's first advert,
+    /// at most [`SHUTDOWN_VIP_HOLD`]: the clients the new master's
+    /// gratuitous ARP moves find someone answering all along. The runtime
+    /// keeps feeding adverts and timeouts until [`poll_timeout`] is `None`.
+    ///
+    /// [`poll_timeout`]: Self::poll_timeout
+    pub fn shutdown(&mut self, now: Timestamp) {
+        match self.state {
+            State::Initialize => return,
+            State::Fault => {}
+            State::Backup => {
+                if std::mem::take(&mut self.release_vips_on_new_master) {
+                    self.actions.push_back(Action::RemoveVirtualIps);
+                }
+            }
+            State::Master => {
+                self.actions.push_back(Action::SendAdvert(self.advert(0)));
+            }
+        }
+        let was_master = self.state == State::Master;
+        self.clear_timers();
+        self.enter(State::Initialize, Reason::Shutdown, None);
+        if was_master {
+            self.release_vips_on_new_master = true;
+            self.vip_release_deadline = Some(now + SHUTDOWN_VIP_HOLD);
+        }
+    }
+
+    /// wimark-ha's restart hold (`wimark-ha restart`): a master's last
+    /// advert carries an interval that makes the backup wait `hold` for it
+    /// (RFC 5798 §6.4.2: a backup learns Master_Adver_Interval from the
+    /// advert; see [`hold_interval`]), then it sends nothing more and keeps
+    /// its VIPs for the next process, which calls
+    /// [`resume_master`](Self::resume_master). Returns whether this
+    /// instance was master (and is now held).
+    pub fn restart_hold(&mut self, _now: Timestamp, hold: Duration) -> bool {
+        if self.state != State::Master {
+            return false;
+        }
+        let mut advert = self.advert(self.params.priority);
+        advert.interval = hold_interval(hold);
+        self.actions.push_back(Action::SendAdvert(advert));
+        self.adver_deadline = None;
+        true
+    }
+
+    /// The interface lost its link: whatever we were, we can neither hear
+    /// nor be heard, so give the VIPs up and stop advertising (FAULT).
+    pub fn interface_down(&mut self, _now: Timestamp) {
+        if matches!(self.state, State::Fault | State::Initialize) {
+            return;
+        }
+        if self.state == State::Master || self.release_vips_on_new_master {
+            self.actions.push_back(Action::RemoveVirtualIps);
+        }
+        self.release_vips_on_new_master = false;
+        self.clear_timers();
+        self.enter(State::Fault, Reason::InterfaceDown, None);
+    }
+
+    /// The link is back: start over as at startup (RFC 5798 §6.4.1).
+    pub fn interface_up(&mut self, now: Timestamp) {
+        if self.state != State::Fault {
+            return;
+        }
+        self.master = None;
+        self.last_advert_at = None;
+        self.previous_advert_at = None;
+        self.begin(now, Reason::InterfaceUp);
+    }
+
+    /// Planned switchover: as a master, resign at once (a priority-0 advert,
+    /// so the peer takes over after its skew time only, RFC 5798 §6.4.2) and
+    /// become backup without preempting the new master until this node is
+    /// master again. The VIPs stay until the new master's first advert (its
+    /// gratuitous ARP has moved the clients by then), so the hand-over
+    /// loses nothing.
+    pub fn resign(&mut self, now: Timestamp) {
+        if self.state != State::Master {
+            return;
+        }
+        self.actions.push_back(Action::SendAdvert(self.advert(0)));
+        self.clear_timers();
+        self.yielded = true;
+        self.release_vips_on_new_master = true;
+        self.enter(State::Backup, Reason::Switchover, None);
+        self.master_down_deadline = Some(now + self.master_down_interval());
+    }
+
+    /// Ends a planned switchover's maintenance state (`wimark-ha switchover
+    /// --back`): with preemption and the higher priority, the next advert
+    /// of the current master is discarded again (RFC 5798 §6.4.2) and
+    /// Master_Down_Interval later this node takes mastership back. Returns
+    /// whether there was a hand-over to end.
+    pub fn reclaim(&mut self, now: Timestamp) -> bool {
+        if !std::mem::take(&mut self.yielded) {
+            return false;
+        }
+        if self.state == State::Backup {
+            // The fast rule applies again from the master's next adverts.
+            self.stall_grace_used = false;
+            self.master_down_deadline = self
+                .master_down_deadline
+                .or(Some(now + self.master_down_interval()));
+        }
+        true
+    }
+
+    /// Whether this node handed mastership over and stays backup until
+    /// [`reclaim`](Self::reclaim).
+    pub fn handed_over(&self) -> bool {
+        self.yielded
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ===== helpers =====
+
+    /// Our advert (RFC 5798 §5.1): Advertisement_Interval, not the fast
+    /// interval — a backup learns Master_Adver_Interval from it, and must
+    /// keep the RFC's Master_Down_Interval as the fallback.
+    fn advert(&self, priority: u8) -> Advert {
+        Advert {
+            version: self.params.version,
+            vrid: self.params.vrid,
+            priority,
+            interval: self.params.advert_interval,
+            auth: self.params.auth,
+            addresses: self.params.virtual_ips.clone(),
+        }
+    }
+
+    fn release_vips(&mut self) {
+        self.release_vips_on_new_master = false;
+        self.vip_release_deadline = None;
+        self.actions.push_back(Action::RemoveVirtualIps);
+    }
+
+    fn clear_timers(&mut self) {
+        self.adver_deadline = None;
+        self.master_down_deadline = None;
+        self.fast_down_deadline = None;
+        self.stall_grace_used = false;
+        self.resigned = false;
+    }
+
+    /// Entry into Master (RFC 5798 §6.4.1 / §6.4.2): VIP and gratuitous ARP
+    /// first — the fast path — then the advert.
+    fn become_master(&mut self, now: Timestamp, reason: Reason, silence: Option<Duration>) {
+        self.clear_timers();
+        self.actions.push_back(Action::AddVirtualIps);
+        self.actions.push_back(Action::AnnounceVirtualIps);
+        self.actions
+            .push_back(Action::SendAdvert(self.advert(self.params.priority)));
+        self.adver_deadline = Some(now + self.send_interval());
+        self.master = None;
+        self.yielded = false;
+        self.release_vips_on_new_master = false;
+        self.vip_release_deadline = None;
+        self.enter(State::Master, reason, silence);
+    }
+
+    fn enter(&mut self, to: State, reason: Reason, silence: Option<Duration>) {
+        let from = self.state;
+        self.state = to;
+        self.actions.push_back(Action::Transition {
+            from,
+            to,
+            reason,
+            silence,
+        });
+    }
+}
+
+/// How long a master that shuts down keeps its VIPs at most, waiting for the
+/// new master's first advert.
+pub const SHUTDOWN_VIP_HOLD: Duration = Duration::from_millis(200);
+
+/// The Max Adver Int a master puts in its last advert before a restart in
+/// place so that a backup waits `hold` for it: Master_Down_Interval is
+/// `3 * Master_Adver_Interval + Skew_Time` (RFC 5798 §6.1), so a third of the
+/// hold, rounded up to the centisecond the field carries (§5.2.7), at most
+/// 40.95 s.
+pub fn hold_interval(hold: Duration) -> Duration {
+    let centiseconds = hold.as_millis().div_ceil(30).clamp(1, 4095) as u64;
+    Duration::from_millis(centiseconds * 10)
+}

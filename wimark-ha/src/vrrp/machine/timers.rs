@@ -1,0 +1,149 @@
+//! The machine's clock: Skew_Time and Master_Down_Interval (RFC 5798
+//! §6.1), its deadlines, what fires when one passes, and the fast rule's
+//! arming.
+
+use std::time::Duration;
+
+use super::*;
+
+impl Instance {
+    /// Skew_Time: RFC 5798 §6.1 `((256 - Priority) * Master_Adver_Interval) / 256`;
+    /// RFC 3768 §6.1 `(256 - Priority) / 256` seconds.
+    pub fn skew_time(&self) -> Duration {
+        let weight = 256 - u64::from(self.params.priority);
+        let base = match self.params.version {
+            Version::V3 => self.master_adver_interval,
+            Version::V2 => Duration::from_secs(1),
+        };
+        Duration::from_nanos(base.as_nanos() as u64 * weight / 256)
+    }
+
+    /// Skew_Time scaled to the fast interval (used on a resignation from a
+    /// master seen sending fast).
+    pub fn fast_skew_time(&self) -> Duration {
+        let weight = 256 - u64::from(self.params.priority);
+        match self.params.fast_detect {
+            Some(fast) => Duration::from_nanos(fast.interval.as_nanos() as u64 * weight / 256),
+            None => self.skew_time(),
+        }
+    }
+
+    /// Master_Down_Interval: `3 * Master_Adver_Interval + Skew_Time`
+    /// (RFC 5798 §6.1; RFC 3768 §6.1 uses Advertisement_Interval).
+    pub fn master_down_interval(&self) -> Duration {
+        3 * self.master_adver_interval + self.skew_time()
+    }
+
+    /// The interval at which a master sends: the fast interval when fast
+    /// detection is on, else Advertisement_Interval.
+    pub(super) fn send_interval(&self) -> Duration {
+        match self.params.fast_detect {
+            Some(fast) if fast.interval < self.params.advert_interval => fast.interval,
+            _ => self.params.advert_interval,
+        }
+    }
+
+    // ===== inputs =====
+
+    /// Call when [`poll_timeout`](Self::poll_timeout) has passed. The runtime
+    /// first feeds every advert the kernel recorded meanwhile, so a late
+    /// wake-up never mistakes our own stall for the peer's silence.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        match self.state {
+            State::Initialize => {
+                if self.vip_release_deadline.is_some_and(|d| now >= d) {
+                    // Nobody spoke up within SHUTDOWN_VIP_HOLD: go anyway.
+                    self.release_vips();
+                }
+            }
+            State::Fault => {}
+            State::Master => {
+                if self.adver_deadline.is_some_and(|d| now >= d) {
+                    // RFC 5798 §6.4.3 "If the Adver_Timer fires": send an
+                    // ADVERTISEMENT, reset the Adver_Timer. Deadlines are
+                    // absolute: a late firing does not shift the cadence.
+                    self.actions
+                        .push_back(Action::SendAdvert(self.advert(self.params.priority)));
+                    let mut next = self.adver_deadline.unwrap_or(now) + self.send_interval();
+                    if next <= now {
+                        next = now + self.send_interval();
+                    }
+                    self.adver_deadline = Some(next);
+                }
+            }
+            State::Backup => self.backup_timeout(now),
+        }
+    }
+
+    pub(super) fn backup_timeout(&mut self, now: Timestamp) {
+        let silence = self.last_advert_at.map(|at| now.saturating_since(at));
+        if let Some(deadline) = self.fast_down_deadline.filter(|d| now >= *d) {
+            let fast = self
+                .params
+                .fast_detect
+                .expect("fast deadline implies fast detection");
+            // Stall-aware: if we woke more than one fast interval late, our
+            // own stall could explain the silence; give the peer one more
+            // interval from now before believing it (once per silence).
+            if now.saturating_since(deadline) > fast.interval && !self.stall_grace_used {
+                self.stall_grace_used = true;
+                self.fast_down_deadline = Some(now + fast.interval);
+                // A stall long enough to pass Master_Down_Interval too
+                // explains that silence as well: the grace covers both.
+                self.master_down_deadline = self
+                    .master_down_deadline
+                    .map(|d| d.max(now + fast.interval));
+                return;
+            }
+            self.become_master(now, Reason::FastDetect, silence);
+            return;
+        }
+        if self.master_down_deadline.is_some_and(|d| now >= d) {
+            // RFC 5798 §6.4.2 "If the Master_Down_Timer fires": send an
+            // ADVERTISEMENT, broadcast gratuitous ARP / send unsolicited ND,
+            // set the Adver_Timer, transition to Master.
+            let reason = if self.resigned {
+                Reason::PeerResigned
+            } else {
+                Reason::MasterDown
+            };
+            self.become_master(now, reason, silence);
+        }
+    }
+
+    /// The earliest deadline, if any timer runs.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        [
+            self.adver_deadline,
+            self.master_down_deadline,
+            self.fast_down_deadline,
+            self.vip_release_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Arms the fast rule only while the master is observed sending at
+    /// about the fast interval: two adverts no more than two fast intervals
+    /// apart. A keepalived master (RFC rates) never arms it.
+    pub(super) fn arm_fast_rule(&mut self) {
+        self.fast_down_deadline = None;
+        let Some(fast) = self.params.fast_detect else {
+            return;
+        };
+        // Handed over on purpose: a transient silence of a few fast
+        // intervals must not undo the operator's switchover (it did: a
+        // false fast takeover took the VIP back and kept it). Only the
+        // RFC's Master_Down_Interval speaks for the new master's death.
+        if self.yielded {
+            return;
+        }
+        let (Some(last), Some(previous)) = (self.last_advert_at, self.previous_advert_at) else {
+            return;
+        };
+        if last.saturating_since(previous) <= 2 * fast.interval {
+            self.fast_down_deadline = Some(last + fast.multiplier * fast.interval);
+        }
+    }
+}
