@@ -213,13 +213,13 @@ pub struct TransitionRecord {
     pub to: State,
     pub reason: Reason,
     /// Takeovers: silence from the last advert heard to the decision.
-    #[serde(rename = "silence_us", with = "micros")]
+    #[serde(default, rename = "silence_us", with = "micros")]
     pub silence: Option<Duration>,
     /// From the decision to the VIPs being on the interface.
-    #[serde(rename = "vip_added_us", with = "micros")]
+    #[serde(default, rename = "vip_added_us", with = "micros")]
     pub vip_added: Option<Duration>,
     /// From the decision to the first gratuitous ARP/NA on the wire.
-    #[serde(rename = "garp_sent_us", with = "micros")]
+    #[serde(default, rename = "garp_sent_us", with = "micros")]
     pub garp_sent: Option<Duration>,
 }
 
@@ -250,15 +250,15 @@ pub struct ProcessStatus {
 pub struct SwitchRecord {
     pub at_unix_ms: u64,
     pub to: Stack,
-    #[serde(rename = "hooks_ms", with = "millis")]
+    #[serde(default, rename = "hooks_ms", with = "millis")]
     pub hooks: Duration,
-    #[serde(rename = "stop_ms", with = "millis")]
+    #[serde(default, rename = "stop_ms", with = "millis")]
     pub stop: Duration,
-    #[serde(rename = "start_ms", with = "millis")]
+    #[serde(default, rename = "start_ms", with = "millis")]
     pub start: Duration,
-    #[serde(rename = "ready_ms", with = "millis")]
+    #[serde(default, rename = "ready_ms", with = "millis")]
     pub ready: Duration,
-    #[serde(rename = "total_ms", with = "millis")]
+    #[serde(default, rename = "total_ms", with = "millis")]
     pub total: Duration,
     /// Containers that failed, hooks that failed: reported, never dropped.
     pub problems: Vec<String>,
@@ -373,6 +373,12 @@ mod tests {
             (Duration::from_micros(500), Duration::from_micros(6500))
         );
         assert_eq!(record.silence, Some(Duration::from_millis(3)));
+        // A field left out reads as absent, as a plain Option did.
+        let sparse: TransitionRecord = serde_json::from_str(
+            r#"{"at_unix_ms":1,"from":"INIT","to":"BACKUP","reason":"startup"}"#,
+        )
+        .expect("reads without timings");
+        assert_eq!((sparse.silence, sparse.garp_sent), (None, None));
         // Written back in the units and digits they were read in.
         let again = serde_json::to_string(&switch).expect("json");
         assert!(
