@@ -38,15 +38,25 @@ impl LinkWatcher {
         self.socket.as_raw_fd()
     }
 
-    /// Every (interface index, usable) the kernel announced since last time.
-    pub fn drain(&self) -> Vec<(u32, bool)> {
+    /// Every (interface index, usable) the kernel announced since last time,
+    /// and whether some announcements were lost (the socket's queue
+    /// overflowed: ENOBUFS), in which case the caller must look again.
+    pub fn drain(&self) -> (Vec<(u32, bool)>, bool) {
         let mut changes = Vec::new();
+        let mut lost = false;
         let mut datagram = Vec::with_capacity(16 * 1024);
         loop {
             datagram.clear();
             match self.socket.recv(&mut datagram, 0) {
-                Ok(0) | Err(_) => return changes,
+                Ok(0) => return (changes, lost),
                 Ok(_) => changes.extend(link_changes(&datagram)),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    tracing::warn!(
+                        "link notifications were lost (queue overflow): reading every link again"
+                    );
+                    lost = true;
+                }
+                Err(_) => return (changes, lost),
             }
         }
     }

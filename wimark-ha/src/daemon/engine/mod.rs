@@ -254,7 +254,11 @@ impl Engine {
         loop {
             let t = now();
             let link_changes = if ready.contains(&links_fd) {
-                self.links.drain()
+                let (mut changes, lost) = self.links.drain();
+                if lost {
+                    changes.extend(self.every_link_now());
+                }
+                changes
             } else {
                 Vec::new()
             };
@@ -365,6 +369,21 @@ impl Engine {
                 .fold(heartbeat, Timestamp::min);
             ready = poller.wait(deadline);
         }
+    }
+
+    /// (index, usable) of every link the instances use, read now: after
+    /// lost notifications. Idempotent for the links that did not change.
+    fn every_link_now(&self) -> Vec<(u32, bool)> {
+        let interfaces = self.instances.iter().flat_map(|i| {
+            std::iter::once(&i.interface).chain(i.heartbeats.iter().map(|h| &h.interface))
+        });
+        interfaces
+            .filter_map(|interface| {
+                super::link::link_usable(&interface.name)
+                    .ok()
+                    .map(|usable| (interface.index, usable))
+            })
+            .collect()
     }
 
     fn drain_adverts(&mut self, t: Timestamp) {
