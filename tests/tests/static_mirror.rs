@@ -173,5 +173,21 @@ fn static_files_follow_the_master_with_lsyncd() {
         "A's lsyncd outlived its daemon: {}",
         String::from_utf8_lossy(&stale.stdout)
     );
+    // B stops as a service does (SIGTERM): its mirror is stopped and waited
+    // for before the daemon exits, so nothing writes into the scratch
+    // directory after it is removed (a SIGKILL left that to PDEATHSIG, which
+    // raced the removal once).
+    let mut daemon_b = daemon_b;
+    daemon_b.signal(libc::SIGTERM);
+    assert_eq!(daemon_b.wait(), Some(0), "{}", daemon_b.log());
+    let b_mirror = std::process::Command::new("pgrep")
+        .args(["-f", &scratch.0.join("lsyncd-b.lua").display().to_string()])
+        .output()
+        .expect("pgrep");
+    assert!(
+        b_mirror.stdout.is_empty(),
+        "B's lsyncd outlived a clean stop: {}",
+        String::from_utf8_lossy(&b_mirror.stdout)
+    );
     drop(rsyncd);
 }
