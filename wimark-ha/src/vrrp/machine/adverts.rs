@@ -92,8 +92,8 @@ impl Instance {
         // ADVERTISEMENT is greater than or equal to the local Priority".
         if !self.params.preempt || self.yielded || advert.priority >= self.params.priority {
             self.follow(source, advert, at);
-            if std::mem::take(&mut self.release_vips_on_new_master) {
-                self.actions.push_back(Action::RemoveVirtualIps);
+            if self.release_vips_on_new_master {
+                self.release_vips();
             }
             return Ok(());
         }

@@ -156,8 +156,8 @@ impl Instance {
             State::Initialize => return,
             State::Fault => {}
             State::Backup => {
-                if std::mem::take(&mut self.release_vips_on_new_master) {
-                    self.actions.push_back(Action::RemoveVirtualIps);
+                if self.release_vips_on_new_master {
+                    self.release_vips();
                 }
             }
             State::Master => {
@@ -279,6 +279,7 @@ impl Instance {
         }
     }
 
+    /// The kept VIPs go now: the new master spoke, or the hold ran out.
     fn release_vips(&mut self) {
         self.release_vips_on_new_master = false;
         self.vip_release_deadline = None;
