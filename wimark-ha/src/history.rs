@@ -53,6 +53,21 @@ pub enum Entry {
         at_unix_ms: u64,
         record: crate::recovery::RecoveryRecord,
     },
+    /// A fast takeover that was false: the master declared down spoke again
+    /// within Master_Down_Interval (it was late, not dead).
+    FalseTakeover {
+        instance: String,
+        at_unix_ms: u64,
+        peer: std::net::IpAddr,
+        /// How long it was silent, by the kernel's stamps.
+        #[serde(rename = "gap_us", with = "crate::clock::micros")]
+        gap: Option<std::time::Duration>,
+        /// The detection window it beat, and the one in force after.
+        #[serde(rename = "window_us", with = "crate::clock::micros", default)]
+        window: Option<std::time::Duration>,
+        #[serde(rename = "window_after_us", with = "crate::clock::micros", default)]
+        window_after: Option<std::time::Duration>,
+    },
 }
 
 impl Entry {
@@ -61,7 +76,8 @@ impl Entry {
             Entry::Transition { instance, .. }
             | Entry::Containers { instance, .. }
             | Entry::ApsBack { instance, .. }
-            | Entry::ApRecovery { instance, .. } => instance,
+            | Entry::ApRecovery { instance, .. }
+            | Entry::FalseTakeover { instance, .. } => instance,
         }
     }
 
@@ -69,7 +85,9 @@ impl Entry {
         match self {
             Entry::Transition { record, .. } => record.at_unix_ms,
             Entry::Containers { record, .. } => record.at_unix_ms,
-            Entry::ApsBack { at_unix_ms, .. } | Entry::ApRecovery { at_unix_ms, .. } => *at_unix_ms,
+            Entry::ApsBack { at_unix_ms, .. }
+            | Entry::ApRecovery { at_unix_ms, .. }
+            | Entry::FalseTakeover { at_unix_ms, .. } => *at_unix_ms,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::{fmt, net::IpAddr, time::Duration};
 use serde::{Deserialize, Serialize};
 
 pub use crate::monitor::Snapshot;
-pub use crate::vrrp::{Reason, State};
+pub use crate::vrrp::{Reason, State, WindowStatus};
 
 /// Which container stack a server runs (`[roles]`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -194,6 +194,16 @@ pub struct InstanceStatus {
     /// restart, or the new master's real death.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub handed_over: bool,
+    /// The fast rule's detection window in force and the master's gap
+    /// statistics it rests on (with fast detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<WindowStatus>,
+    /// Fast takeovers whose master spoke again: late, not dead.
+    #[serde(default)]
+    pub false_takeovers: u64,
+    /// The CPUs the fast advert stream is sent from (one sender each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advert_sender_cpus: Vec<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,22 +310,10 @@ impl SwitchRecord {
     }
 }
 
-/// Durations in JSON as earlier releases wrote them: transitions in whole
-/// microseconds, switches in fractional milliseconds. In Rust they are
-/// `Duration`s alike.
-mod micros {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        d.map(|d| d.as_micros() as u64).serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_micros))
-    }
-}
+// Durations in JSON as earlier releases wrote them: transitions in whole
+// microseconds (clock::micros), switches in fractional milliseconds. In Rust
+// they are `Duration`s alike.
+use crate::clock::micros;
 
 pub(crate) mod millis {
     use std::time::Duration;

@@ -5,7 +5,8 @@
 use std::{net::IpAddr, time::Duration};
 
 use wimark_ha::vrrp::{
-    Action, Advert, Auth, FastDetect, Ignored, Instance, Params, Reason, State, Timestamp, Version,
+    Action, Advert, Auth, FastDetect, Heartbeat, Ignored, Instance, Multiplier, Params, Reason,
+    State, Timestamp, Version, FAST_RULE_WARMUP,
 };
 
 const LOCAL: &str = "10.77.0.2";
@@ -35,6 +36,7 @@ fn v3(priority: u8, interval_ms: u64) -> Params {
         preempt: true,
         primary_address: ip(LOCAL),
         fast_detect: None,
+        sole_peer: false,
     }
 }
 
@@ -130,9 +132,9 @@ fn address_owner_goes_straight_to_master() {
     assert_eq!(
         actions,
         vec![
+            sends(255),
             Action::AddVirtualIps,
             Action::AnnounceVirtualIps,
-            sends(255),
             Action::Transition {
                 from: State::Initialize,
                 to: State::Master,
@@ -147,7 +149,7 @@ fn address_owner_goes_straight_to_master() {
 // ===== RFC 5798 §6.4.2 Backup =====
 
 #[test]
-fn master_down_timer_fires_into_master_vip_and_garp_first() {
+fn master_down_timer_fires_into_master_advert_then_vip_and_garp() {
     let mut instance = Instance::new(v3(200, 10));
     instance.start(at_ms(0.0));
     drain(&mut instance);
@@ -156,14 +158,16 @@ fn master_down_timer_fires_into_master_vip_and_garp_first() {
         "nothing before Master_Down_Interval"
     );
     let actions = run_until(&mut instance, at_ms(33.0));
+    // RFC 5798 §6.4.2: "Send an ADVERTISEMENT", then gratuitous ARP: a
+    // lower-priority backup firing on the same silence hears us first.
     assert_eq!(
         actions[..3],
         [
+            sends(200),
             Action::AddVirtualIps,
             Action::AnnounceVirtualIps,
-            sends(200)
         ],
-        "VIP and gratuitous ARP before anything else"
+        "the advert, then VIP and gratuitous ARP, before anything else"
     );
     assert_eq!(
         transitions(&actions),
@@ -444,7 +448,14 @@ fn restart_hold_sends_one_advert_that_makes_the_backup_wait_and_then_nothing() {
         interval: wimark_ha::vrrp::hold_interval(hold),
         ..advert(&params, 200, params.advert_interval)
     };
-    assert_eq!(actions, vec![Action::SendAdvert(held.clone())]);
+    assert_eq!(
+        actions,
+        vec![
+            Action::Heartbeat(Heartbeat::Stop),
+            Action::SendAdvert(held.clone())
+        ],
+        "the fast stream stops before the hold advert goes out"
+    );
     assert_eq!(
         instance.state(),
         State::Master,
@@ -553,8 +564,10 @@ fn fast_params() -> Params {
     Params {
         fast_detect: Some(FastDetect {
             interval: ms(1),
-            multiplier: 3,
+            multiplier: Multiplier::Fixed(3),
         }),
+        // Two routers: the fast rule needs no priority skew.
+        sole_peer: true,
         ..v3(200, 10)
     }
 }
@@ -565,16 +578,17 @@ fn fast_rule_declares_a_fast_master_down_after_multiplier_intervals() {
     let mut instance = Instance::new(params.clone());
     instance.start(at_ms(0.0));
     drain(&mut instance);
-    for n in 1..=50 {
+    for n in 1..=2050 {
         let t = at_ms(n as f64);
         instance
             .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
             .expect("ok");
         assert!(run_until(&mut instance, t + Duration::from_micros(900)).is_empty());
     }
-    // Last advert at 50 ms: down at 53 ms, long before the RFC's 82 ms.
-    assert_eq!(instance.poll_timeout(), Some(at_ms(53.0)));
-    let actions = run_until(&mut instance, at_ms(53.0));
+    // Last advert at 2050 ms (past the warm-up): down at 2053 ms, long
+    // before the RFC's 2082 ms.
+    assert_eq!(instance.poll_timeout(), Some(at_ms(2053.0)));
+    let actions = run_until(&mut instance, at_ms(2053.0));
     assert_eq!(
         transitions(&actions),
         vec![(State::Backup, State::Master, Reason::FastDetect)]
@@ -608,40 +622,40 @@ fn a_late_wakeup_gives_the_peer_one_more_fast_interval() {
     let mut instance = Instance::new(params.clone());
     instance.start(at_ms(0.0));
     drain(&mut instance);
-    for n in 1..=10 {
+    for n in 1..=2010 {
         let t = at_ms(n as f64);
         instance
             .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
             .expect("ok");
     }
-    // Deadline 13 ms, but we (the VM) stalled and wake at 20 ms.
-    instance.handle_timeout(at_ms(20.0));
+    // Deadline 2013 ms, but we (the VM) stalled and wake at 2020 ms.
+    instance.handle_timeout(at_ms(2020.0));
     assert!(
         drain(&mut instance).is_empty(),
         "no takeover straight after our own stall"
     );
-    assert_eq!(instance.poll_timeout(), Some(at_ms(21.0)));
-    // The peer is alive: its advert (kernel-stamped at 20.5 ms) arrives.
+    assert_eq!(instance.poll_timeout(), Some(at_ms(2021.0)));
+    // The peer is alive: its advert (kernel-stamped at 2020.5 ms) arrives.
     instance
         .handle_advert(
-            at_ms(20.6),
+            at_ms(2020.6),
             ip(PEER_HIGH),
             &advert(&params, 250, ms(10)),
-            at_ms(20.5),
+            at_ms(2020.5),
         )
         .expect("ok");
     instance
         .handle_advert(
-            at_ms(21.2),
+            at_ms(2021.2),
             ip(PEER_HIGH),
             &advert(&params, 250, ms(10)),
-            at_ms(21.1),
+            at_ms(2021.1),
         )
         .expect("ok");
-    assert!(run_until(&mut instance, at_ms(24.0)).is_empty());
+    assert!(run_until(&mut instance, at_ms(2024.0)).is_empty());
     assert_eq!(instance.state(), State::Backup);
     // Truly silent after that: down after one grace at most.
-    let actions = run_until(&mut instance, at_ms(30.0));
+    let actions = run_until(&mut instance, at_ms(2030.0));
     assert_eq!(
         transitions(&actions),
         vec![(State::Backup, State::Master, Reason::FastDetect)]
@@ -654,15 +668,15 @@ fn a_late_wakeup_with_a_dead_peer_still_fails_over_after_the_grace() {
     let mut instance = Instance::new(params.clone());
     instance.start(at_ms(0.0));
     drain(&mut instance);
-    for n in 1..=10 {
+    for n in 1..=2010 {
         let t = at_ms(n as f64);
         instance
             .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
             .expect("ok");
     }
-    instance.handle_timeout(at_ms(20.0));
+    instance.handle_timeout(at_ms(2020.0));
     assert!(drain(&mut instance).is_empty());
-    instance.handle_timeout(at_ms(21.0));
+    instance.handle_timeout(at_ms(2021.0));
     assert_eq!(
         transitions(&drain(&mut instance)),
         vec![(State::Backup, State::Master, Reason::FastDetect)]
@@ -680,6 +694,9 @@ struct Pair {
     now: Timestamp,
     delay: Duration,
     in_flight: Vec<(Timestamp, usize, Advert)>,
+    /// Each router's fast stream as its senders run it: (advert, every,
+    /// lease end, next send).
+    streams: [Option<(Advert, Duration, Timestamp, Timestamp)>; 2],
     /// Every action of every router, in order.
     log: Vec<(usize, Action)>,
 }
@@ -694,6 +711,7 @@ impl Pair {
             now: Timestamp(0),
             delay: Duration::from_micros(50),
             in_flight: Vec::new(),
+            streams: [None, None],
             log: Vec::new(),
         };
         for i in 0..2 {
@@ -706,12 +724,37 @@ impl Pair {
     fn collect(&mut self, i: usize) {
         while let Some(action) = self.routers[i].poll_action() {
             self.log.push((i, action.clone()));
-            if let Action::SendAdvert(advert) = action {
-                if self.alive[i] {
+            match action {
+                Action::SendAdvert(advert) if self.alive[i] => {
                     self.in_flight.push((self.now + self.delay, 1 - i, advert));
                 }
+                Action::Heartbeat(Heartbeat::Send {
+                    advert,
+                    every,
+                    until,
+                }) => {
+                    // A renewal keeps the cadence; a new order starts one.
+                    let next = match &self.streams[i] {
+                        Some((a, e, _, next)) if *a == advert && *e == every => *next,
+                        _ => self.now + every,
+                    };
+                    self.streams[i] = Some((advert, every, until, next));
+                }
+                Action::Heartbeat(Heartbeat::Stop) => self.streams[i] = None,
+                _ => {}
             }
         }
+    }
+
+    /// The next fast advert a live router's senders send, if any.
+    fn next_stream_send(&self) -> Option<(Timestamp, usize)> {
+        (0..2)
+            .filter(|i| self.alive[*i])
+            .filter_map(|i| {
+                let (_, _, until, next) = self.streams[i].as_ref()?;
+                (next < until).then_some((*next, i))
+            })
+            .min()
     }
 
     /// Advances to the next event (delivery or timeout), up to `until`.
@@ -722,7 +765,12 @@ impl Pair {
                 .filter(|i| self.alive[*i])
                 .filter_map(|i| self.routers[i].poll_timeout())
                 .min();
-            let Some(next) = [next_delivery, next_timeout].into_iter().flatten().min() else {
+            let next_send = self.next_stream_send();
+            let Some(next) = [next_delivery, next_timeout, next_send.map(|(t, _)| t)]
+                .into_iter()
+                .flatten()
+                .min()
+            else {
                 return;
             };
             if next > until {
@@ -730,7 +778,12 @@ impl Pair {
                 return;
             }
             self.now = next;
-            if next_delivery == Some(next) {
+            if let Some((_, i)) = next_send.filter(|(t, _)| *t == next) {
+                let stream = self.streams[i].as_mut().expect("stream");
+                stream.3 = stream.3 + stream.1;
+                let advert = stream.0.clone();
+                self.in_flight.push((self.now + self.delay, 1 - i, advert));
+            } else if next_delivery == Some(next) {
                 let index = self
                     .in_flight
                     .iter()
@@ -798,10 +851,11 @@ fn fast_pair_fails_over_within_a_few_milliseconds_and_preempts_back() {
         ..fast_params()
     };
     let mut pair = Pair::new(a, b);
-    pair.drive(at_ms(500.0));
+    // Past the fast rule's warm-up.
+    pair.drive(at_ms(2500.0));
     assert_eq!(pair.states(), [State::Backup, State::Master]);
     pair.alive[1] = false;
-    pair.drive(at_ms(504.0));
+    pair.drive(at_ms(2504.0));
     assert_eq!(pair.states()[0], State::Master, "1 ms x 3 fast rule");
     // B comes back with higher priority and preempts.
     pair.alive[1] = true;
@@ -812,7 +866,7 @@ fn fast_pair_fails_over_within_a_few_milliseconds_and_preempts_back() {
     });
     pair.routers[1].start(pair.now);
     pair.collect(1);
-    pair.drive(at_ms(700.0));
+    pair.drive(at_ms(2700.0));
     assert_eq!(pair.states(), [State::Backup, State::Master]);
 }
 
@@ -882,7 +936,7 @@ fn handed_over_fast_pair() -> Pair {
         ..fast_params()
     };
     let mut pair = Pair::new(a, b);
-    pair.drive(at_ms(500.0));
+    pair.drive(at_ms(2500.0));
     assert_eq!(pair.states(), [State::Master, State::Backup]);
     let t = pair.now;
     pair.routers[0].resign(t);
@@ -961,7 +1015,7 @@ fn resignation_of_a_fast_master_uses_the_fast_skew() {
     let mut instance = Instance::new(params.clone());
     instance.start(at_ms(0.0));
     drain(&mut instance);
-    for n in 1..=10 {
+    for n in 1..=2010 {
         let t = at_ms(n as f64);
         instance
             .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
@@ -969,18 +1023,18 @@ fn resignation_of_a_fast_master_uses_the_fast_skew() {
     }
     instance
         .handle_advert(
-            at_ms(10.5),
+            at_ms(2010.5),
             ip(PEER_HIGH),
             &advert(&params, 0, ms(10)),
-            at_ms(10.5),
+            at_ms(2010.5),
         )
         .expect("ok");
     // (256 - 200) / 256 * 1 ms = 0.21875 ms, not 2.1875 ms.
     assert_eq!(
         instance.poll_timeout(),
-        Some(Timestamp(10_500_000 + 218_750))
+        Some(Timestamp(2_010_500_000 + 218_750))
     );
-    let actions = run_until(&mut instance, at_ms(11.0));
+    let actions = run_until(&mut instance, at_ms(2011.0));
     assert_eq!(
         transitions(&actions),
         vec![(State::Backup, State::Master, Reason::PeerResigned)]
@@ -1026,27 +1080,27 @@ fn a_stall_longer_than_master_down_interval_still_gets_the_grace() {
     let mut instance = Instance::new(params.clone());
     instance.start(at_ms(0.0));
     drain(&mut instance);
-    for n in 1..=10 {
+    for n in 1..=2010 {
         let t = at_ms(n as f64);
         instance
             .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
             .expect("ok");
     }
-    // Last advert at 10 ms: fast deadline 13 ms, Master_Down 42.2 ms. We
-    // wake at 60 ms, past both: no takeover yet, one fast interval of grace.
-    instance.handle_timeout(at_ms(60.0));
+    // Last advert at 2010 ms: fast deadline 2013 ms, Master_Down 2042.2 ms.
+    // We wake at 2060 ms, past both: no takeover yet, one fast interval of grace.
+    instance.handle_timeout(at_ms(2060.0));
     assert!(drain(&mut instance).is_empty());
-    assert_eq!(instance.poll_timeout(), Some(at_ms(61.0)));
+    assert_eq!(instance.poll_timeout(), Some(at_ms(2061.0)));
     // The peer was alive all along: its advert arrives in the grace.
     instance
         .handle_advert(
-            at_ms(60.5),
+            at_ms(2060.5),
             ip(PEER_HIGH),
             &advert(&params, 250, ms(10)),
-            at_ms(60.4),
+            at_ms(2060.4),
         )
         .expect("ok");
-    instance.handle_timeout(at_ms(61.0));
+    instance.handle_timeout(at_ms(2061.0));
     assert!(
         drain(&mut instance).is_empty(),
         "no takeover from our own stall"
@@ -1085,7 +1139,7 @@ fn an_advert_heard_twice_over_two_links_never_brings_the_deadlines_forward() {
     instance.start(at_ms(0.0));
     drain(&mut instance);
     let from_peer = advert(&params, 250, ms(10));
-    for n in 1..=20 {
+    for n in 1..=2020 {
         let t = at_ms(n as f64);
         // Link 1 delivers the advert at t, link 2 its copy 0.3 ms earlier
         // (kernel timestamp), drained after it.
@@ -1098,11 +1152,11 @@ fn an_advert_heard_twice_over_two_links_never_brings_the_deadlines_forward() {
             .expect("ok");
         assert!(run_until(&mut instance, t + Duration::from_micros(900)).is_empty());
     }
-    // The fast rule and the RFC timer both count from 20 ms, not 19.7 ms.
-    assert_eq!(instance.poll_timeout(), Some(at_ms(23.0)));
+    // The fast rule and the RFC timer both count from 2020 ms, not 2019.7 ms.
+    assert_eq!(instance.poll_timeout(), Some(at_ms(2023.0)));
     assert_eq!(instance.state(), State::Backup);
     // Silence on both links: the fast rule declares the master down.
-    let actions = run_until(&mut instance, at_ms(23.0));
+    let actions = run_until(&mut instance, at_ms(2023.0));
     assert_eq!(
         transitions(&actions),
         vec![(State::Backup, State::Master, Reason::FastDetect)]
@@ -1114,14 +1168,14 @@ fn an_advert_heard_twice_over_two_links_never_brings_the_deadlines_forward() {
     drain(&mut instance);
     let from_peer = advert(&params, 250, ms(10));
     instance
-        .handle_advert(at_ms(10.0), ip(PEER_HIGH), &from_peer, at_ms(10.0))
+        .handle_advert(at_ms(2010.0), ip(PEER_HIGH), &from_peer, at_ms(2010.0))
         .expect("ok");
     instance
-        .handle_advert(at_ms(10.0), ip(PEER_HIGH), &from_peer, at_ms(9.7))
+        .handle_advert(at_ms(2010.0), ip(PEER_HIGH), &from_peer, at_ms(2009.7))
         .expect("ok");
     assert_eq!(
         instance.poll_timeout(),
-        Some(at_ms(10.0) + instance.master_down_interval())
+        Some(at_ms(2010.0) + instance.master_down_interval())
     );
 }
 
@@ -1146,14 +1200,14 @@ fn a_restart_hold_advert_makes_the_backup_wait_and_fast_detection_stand_aside() 
     let mut instance = Instance::new(params.clone());
     instance.start(at_ms(0.0));
     drain(&mut instance);
-    for n in 1..=20 {
+    for n in 1..=2020 {
         let t = at_ms(n as f64);
         instance
             .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
             .expect("ok");
         run_until(&mut instance, t + Duration::from_micros(900));
     }
-    let last = at_ms(20.5);
+    let last = at_ms(2020.5);
     instance
         .handle_advert(last, ip(PEER_HIGH), &advert(&params, 250, interval), last)
         .expect("ok");
@@ -1165,18 +1219,30 @@ fn a_restart_hold_advert_makes_the_backup_wait_and_fast_detection_stand_aside() 
         "only the RFC timer runs"
     );
     assert!(
-        run_until(&mut instance, at_ms(2_000.0)).is_empty(),
+        run_until(&mut instance, at_ms(4_000.0)).is_empty(),
         "no fast takeover"
     );
     // The restarted master speaks again at its normal rate: fast detection
-    // is back once two adverts show the fast stream.
+    // is back once its new stream has run the warm-up (a stream's first
+    // seconds are its least punctual), the RFC timer judges meanwhile.
     for n in 0..3 {
-        let t = at_ms(2_000.0 + n as f64);
+        let t = at_ms(4_000.0 + n as f64);
         instance
             .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
             .expect("ok");
     }
-    assert_eq!(instance.poll_timeout(), Some(at_ms(2_005.0)));
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(at_ms(4_002.0) + instance.master_down_interval())
+    );
+    let warm = 4_000.0 + FAST_RULE_WARMUP.as_millis() as f64;
+    for n in 3..=(warm as u64 - 4_000) {
+        let t = at_ms(4_000.0 + n as f64);
+        instance
+            .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
+            .expect("ok");
+    }
+    assert_eq!(instance.poll_timeout(), Some(at_ms(warm + 3.0)));
     // And a master that never comes back is declared down after the hold.
     let mut silent = Instance::new(params.clone());
     silent.start(at_ms(0.0));
@@ -1211,9 +1277,9 @@ fn resume_master_after_a_restart_hold_goes_straight_to_master() {
     assert_eq!(
         actions[..3],
         [
+            sends(200),
             Action::AddVirtualIps,
             Action::AnnounceVirtualIps,
-            sends(200)
         ]
     );
     assert_eq!(
@@ -1223,4 +1289,200 @@ fn resume_master_after_a_restart_hold_goes_straight_to_master() {
     // Only from Initialize.
     instance.resume_master(at_ms(1.0));
     assert!(drain(&mut instance).is_empty());
+}
+
+// ===== issue 13: the fast rule on a noisy host, more than two nodes =====
+
+/// Feeds the master's fast stream (1 ms) from `from` to `to` ms, running the
+/// timers between adverts as the runtime would; returns every action.
+fn stream(instance: &mut Instance, from: u64, to: u64, priority: u8) -> Vec<Action> {
+    let params = instance.params().clone();
+    let mut actions = Vec::new();
+    for n in from..=to {
+        let t = at_ms(n as f64);
+        let _ = instance.handle_advert(t, ip(PEER_HIGH), &advert(&params, priority, ms(10)), t);
+        actions.extend(drain(instance));
+        actions.extend(run_until(instance, t + Duration::from_micros(900)));
+    }
+    actions
+}
+
+#[test]
+fn a_stream_younger_than_the_warm_up_never_arms_the_fast_rule() {
+    // Start-up is when a master's sender is least punctual: a 10 ms stall
+    // 1.5 s into the stream is not a takeover (1 ms x 3 would have fired).
+    let mut instance = Instance::new(fast_params());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    assert!(stream(&mut instance, 1, 1500, 250).is_empty());
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(at_ms(1500.0) + instance.master_down_interval()),
+        "only the RFC timer runs"
+    );
+    assert!(run_until(&mut instance, at_ms(1510.0)).is_empty());
+    assert!(stream(&mut instance, 1510, 2100, 250).is_empty());
+    assert_eq!(instance.state(), State::Backup);
+    // Past the warm-up the fast rule is armed.
+    assert_eq!(instance.poll_timeout(), Some(at_ms(2103.0)));
+    assert!(instance.detection().expect("fast detection").armed);
+}
+
+#[test]
+fn the_fast_rule_is_ordered_by_priority_when_other_backups_may_compete() {
+    // Three nodes, 200 (master), 150 and 100, no single peer configured:
+    // the fast rule carries Skew_Time's order, so the 150 fires first and
+    // its advert (RFC 5798 §6.4.2: sent before the gratuitous ARP) reaches
+    // the 100 before the 100's own deadline.
+    let backup = |priority: u8, address: &str| {
+        let mut instance = Instance::new(Params {
+            priority,
+            primary_address: ip(address),
+            sole_peer: false,
+            ..fast_params()
+        });
+        instance.start(at_ms(0.0));
+        drain(&mut instance);
+        instance
+    };
+    let mut high = backup(150, "10.77.0.2");
+    let mut low = backup(100, "10.77.0.4");
+    assert!(stream(&mut high, 1, 2100, 200).is_empty());
+    assert!(stream(&mut low, 1, 2100, 200).is_empty());
+    let (high_at, low_at) = (high.poll_timeout().unwrap(), low.poll_timeout().unwrap());
+    // 3 ms + (256 - p) / 256 x 3 ms.
+    assert_eq!(high_at, at_ms(2103.0) + Duration::from_nanos(3_000_000 * 106 / 256));
+    assert_eq!(low_at, at_ms(2103.0) + Duration::from_nanos(3_000_000 * 156 / 256));
+    high.handle_timeout(high_at);
+    let actions = drain(&mut high);
+    let Action::SendAdvert(first) = &actions[0] else {
+        panic!("the advert first: {actions:?}");
+    };
+    // The 150's advert is on the 100's wire 50 µs later, before its deadline.
+    let heard = high_at + Duration::from_micros(50);
+    assert!(heard < low_at);
+    low.handle_advert(heard, ip("10.77.0.2"), first, heard)
+        .expect("followed");
+    // Until well past its own fast deadline (the 150's stream would keep
+    // it backup for good; one advert is enough for the order).
+    let after = run_until(&mut low, low_at + ms(10));
+    assert!(
+        !after
+            .iter()
+            .any(|a| matches!(a, Action::SendAdvert(_) | Action::AnnounceVirtualIps)),
+        "no advert and no gratuitous ARP from the 100: {after:?}"
+    );
+    assert_eq!(low.state(), State::Backup);
+    assert_eq!(low.master(), Some(ip("10.77.0.2")));
+    // With one peer named, no skew: a pair loses nothing to the order.
+    let pair = Instance::new(fast_params());
+    assert_eq!(pair.fast_rule_skew(ms(3)), Duration::ZERO);
+}
+
+#[test]
+fn a_master_heard_again_after_a_fast_takeover_was_a_false_takeover() {
+    let mut instance = Instance::new(fast_params());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    assert!(stream(&mut instance, 1, 2100, 250).is_empty());
+    // The master stalls 5 ms: the fast rule fires at 2103 ms.
+    let actions = run_until(&mut instance, at_ms(2104.0));
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Backup, State::Master, Reason::FastDetect)]
+    );
+    // Its advert, kernel-stamped at 2105 ms: it was late, not dead.
+    let params = instance.params().clone();
+    instance
+        .handle_advert(
+            at_ms(2105.1),
+            ip(PEER_HIGH),
+            &advert(&params, 250, ms(10)),
+            at_ms(2105.0),
+        )
+        .expect("the higher priority preempts");
+    let actions = drain(&mut instance);
+    assert_eq!(
+        actions[0],
+        Action::FalseTakeover {
+            peer: ip(PEER_HIGH),
+            gap: ms(5),
+            window: ms(3),
+        }
+    );
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Master, State::Backup, Reason::PreemptedByPeer)]
+    );
+    assert_eq!(instance.detection().unwrap().false_takeovers, 1);
+    // A master that is really dead says nothing: no false takeover.
+    let mut instance = Instance::new(fast_params());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    stream(&mut instance, 1, 2100, 250);
+    let actions = run_until(&mut instance, at_ms(2300.0));
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::FalseTakeover { .. })));
+    assert_eq!(instance.detection().unwrap().false_takeovers, 0);
+}
+
+#[test]
+fn auto_mode_learns_the_gaps_before_it_arms() {
+    let params = Params {
+        fast_detect: Some(FastDetect {
+            interval: ms(1),
+            multiplier: Multiplier::Auto,
+        }),
+        ..fast_params()
+    };
+    let mut instance = Instance::new(params);
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    assert!(stream(&mut instance, 1, 2500, 250).is_empty());
+    let learning = instance.detection().unwrap();
+    assert!(!learning.armed, "{learning:?}");
+    assert_eq!(learning.basis, Some(wimark_ha::vrrp::WindowBasis::Learning));
+    assert!(stream(&mut instance, 2501, 3600, 250).is_empty());
+    let armed = instance.detection().unwrap();
+    assert!(armed.armed, "{armed:?}");
+    let window = armed.window.unwrap();
+    assert!(window >= ms(3) && window < ms(5), "{window:?}");
+    assert_eq!(instance.poll_timeout(), Some(at_ms(3600.0) + window));
+}
+
+#[test]
+fn the_fast_stream_is_a_standing_order_renewed_and_stopped_before_a_resignation() {
+    let mut instance = Instance::new(fast_params());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    let actions = run_until(&mut instance, at_ms(100.0));
+    let order = |until: f64| {
+        Action::Heartbeat(Heartbeat::Send {
+            advert: advert(&fast_params(), 200, ms(10)),
+            every: ms(1),
+            until: at_ms(until),
+        })
+    };
+    // Master_Down_Interval of a 200: 30 ms + 56/256 x 10 ms.
+    let took_over = Timestamp(32_187_500);
+    assert!(
+        actions.contains(&Action::Heartbeat(Heartbeat::Send {
+            advert: advert(&fast_params(), 200, ms(10)),
+            every: ms(1),
+            until: took_over + ms(30),
+        })),
+        "{actions:?}"
+    );
+    // The Adver_Timer renews the lease every Advertisement_Interval.
+    let next = instance.poll_timeout().unwrap();
+    assert_eq!(next, took_over + ms(70));
+    instance.handle_timeout(next);
+    let renewal = drain(&mut instance);
+    assert_eq!(renewal, vec![order(next.0 as f64 / 1e6 + 30.0)]);
+    // A resignation is the last advert: the stream stops before it.
+    instance.resign(next);
+    let actions = drain(&mut instance);
+    assert_eq!(actions[0], Action::Heartbeat(Heartbeat::Stop));
+    assert_eq!(actions[1], sends(0));
 }

@@ -26,7 +26,7 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
     for i in &config.instances {
         let vips: Vec<String> = i.virtual_ips.iter().map(|v| v.to_string()).collect();
         let fast = match i.fast_detect {
-            Some(f) => format!(", fast detection {:?} x {}", f.interval, f.multiplier),
+            Some(f) => format!(", fast detection {:?} {}", f.interval, f.multiplier),
             None => String::new(),
         };
         println!(

@@ -113,6 +113,27 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                     .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
             );
         }
+        if let Some(d) = &i.detection {
+            let ms = |v: Option<std::time::Duration>| {
+                v.map_or("-".to_string(), |v| format!("{:.2}", v.as_secs_f64() * 1e3))
+            };
+            println!(
+                "  fast detection: window {} ms (multiplier {}, {}, {}); master's gaps p50 {} / p99 {} / p99.9 {} / max {} ms over {} gaps; false takeovers {}",
+                ms(d.window),
+                d.multiplier,
+                d.basis.map_or("-", |b| b.name()),
+                if d.armed { "armed" } else { "not armed" },
+                ms(d.p50),
+                ms(d.p99),
+                ms(d.p999),
+                ms(d.max),
+                d.gaps,
+                i.false_takeovers
+            );
+        }
+        if !i.advert_sender_cpus.is_empty() {
+            println!("  fast adverts sent from CPUs {:?}", i.advert_sender_cpus);
+        }
         if i.handed_over {
             println!(
                 "  HANDED OVER: stays backup (no preemption, no fast takeover) until `wimark-ha switchover --back`"

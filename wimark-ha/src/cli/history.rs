@@ -115,6 +115,19 @@ fn describe(entry: &Entry) -> String {
                 if detail.superseded { " (cut short by the next takeover)" } else { "" },
             )
         }
+        Entry::FalseTakeover {
+            instance,
+            at_unix_ms,
+            peer,
+            gap,
+            window,
+            window_after,
+        } => format!(
+            "{at_unix_ms} {instance}: FALSE takeover: {peer} was silent {} (window {}) and spoke again: late, not dead; window now {}",
+            ms(*gap),
+            ms(*window),
+            ms(*window_after)
+        ),
         Entry::ApRecovery {
             instance,
             at_unix_ms,

@@ -16,7 +16,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::vrrp::{Auth, FastDetect, Params, Version};
+use crate::vrrp::{Auth, FastDetect, Multiplier, Params, Version};
 
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/wimark-ha/control.sock";
 
@@ -233,6 +233,23 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             Some(hold)
         }
     };
+    let advert_senders = match &raw.daemon.advert_senders {
+        None => AdvertSenders::Auto,
+        Some(spanned) => match spanned.get_ref() {
+            RawCountOrAuto::Word(word) if word == "auto" => AdvertSenders::Auto,
+            RawCountOrAuto::Word(word) => {
+                return Err(cx.error(
+                    spanned.span(),
+                    "advert_senders",
+                    &format!("`{word}` is not allowed; a number of threads (1 to 16) or \"auto\""),
+                ))
+            }
+            RawCountOrAuto::Count(n) => {
+                let count = Spanned::new(spanned.span(), *n);
+                AdvertSenders::Count(cx.integer(&count, "advert_senders", 1, 16)? as usize)
+            }
+        },
+    };
     let state_dir = raw
         .daemon
         .state_dir
@@ -284,6 +301,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             control_socket,
             state_dir,
             restart_hold,
+            advert_senders,
         },
         instances,
         roles,

@@ -136,6 +136,18 @@ pub struct DaemonConfig {
     /// `wimark-ha restart` keeps mastership across a restart in place: the
     /// peer is told to wait this long for us. `None`: restart is refused.
     pub restart_hold: Option<Duration>,
+    /// Threads sending the fast advert stream.
+    pub advert_senders: AdvertSenders,
+}
+
+/// `[daemon] advert_senders`: `"auto"` (the default) runs one per CPU the
+/// daemon may use, at most four; a number runs that many, pinned
+/// round-robin (1 = the single-thread sender of earlier releases).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AdvertSenders {
+    #[default]
+    Auto,
+    Count(usize),
 }
 
 /// The Prometheus endpoint.
@@ -220,6 +232,7 @@ impl InstanceConfig {
             preempt: self.preempt,
             primary_address,
             fast_detect: self.fast_detect,
+            sole_peer: self.allowed_peers.len() == 1,
         }
     }
 }

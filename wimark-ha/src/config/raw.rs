@@ -116,6 +116,7 @@ pub(super) struct RawDaemon {
     pub(super) control_socket: Option<Spanned<String>>,
     pub(super) state_dir: Option<Spanned<String>>,
     pub(super) restart_hold: Option<Spanned<String>>,
+    pub(super) advert_senders: Option<Spanned<RawCountOrAuto>>,
 }
 
 #[derive(Deserialize)]
@@ -145,5 +146,33 @@ pub(super) struct RawInstance {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFastDetect {
     pub(super) interval: Spanned<String>,
-    pub(super) multiplier: Spanned<i64>,
+    pub(super) multiplier: Spanned<RawCountOrAuto>,
+}
+
+/// A whole number or `"auto"` (`fast_detect.multiplier`, `advert_senders`).
+pub(super) enum RawCountOrAuto {
+    Count(i64),
+    Word(String),
+}
+
+impl<'de> Deserialize<'de> for RawCountOrAuto {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawCountOrAuto;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a whole number or \"auto\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RawCountOrAuto, E> {
+                Ok(RawCountOrAuto::Count(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RawCountOrAuto, E> {
+                Ok(RawCountOrAuto::Count(n.min(i64::MAX as u64) as i64))
+            }
+            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<RawCountOrAuto, E> {
+                Ok(RawCountOrAuto::Word(word.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }

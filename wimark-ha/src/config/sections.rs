@@ -145,9 +145,17 @@ impl Context<'_> {
                 if interval < Duration::from_micros(100) || interval >= advert_interval {
                     return Err(self.error(fast.get_ref().interval.span(), "fast_detect.interval", &format!("must be at least 100us and shorter than advert_interval ({advert_interval:?})")));
                 }
-                let multiplier =
-                    self.integer(&fast.get_ref().multiplier, "fast_detect.multiplier", 2, 255)?
-                        as u32;
+                let spanned = &fast.get_ref().multiplier;
+                let multiplier = match spanned.get_ref() {
+                    RawCountOrAuto::Word(word) if word == "auto" => Multiplier::Auto,
+                    RawCountOrAuto::Word(word) => {
+                        return Err(self.error(spanned.span(), "fast_detect.multiplier", &format!("`{word}` is not allowed; a whole number of intervals (2 to 255) or \"auto\"")));
+                    }
+                    RawCountOrAuto::Count(n) => {
+                        let count = Spanned::new(spanned.span(), *n);
+                        Multiplier::Fixed(self.integer(&count, "fast_detect.multiplier", 2, 255)? as u32)
+                    }
+                };
                 Some(FastDetect {
                     interval,
                     multiplier,

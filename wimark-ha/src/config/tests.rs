@@ -47,9 +47,21 @@ fn the_documented_example_is_accepted() {
         instance.fast_detect,
         Some(FastDetect {
             interval: Duration::from_millis(1),
-            multiplier: 3
+            multiplier: Multiplier::Fixed(3)
         })
     );
+    assert_eq!(config.daemon.advert_senders, AdvertSenders::Auto);
+    let auto = parse_str(
+        &GOOD
+            .replace("multiplier = 3", "multiplier = \"auto\"")
+            .replace("[daemon]\n", "[daemon]\nadvert_senders = 2\n"),
+    )
+    .expect("auto");
+    assert_eq!(
+        auto.instances[0].fast_detect.map(|f| f.multiplier),
+        Some(Multiplier::Auto)
+    );
+    assert_eq!(auto.daemon.advert_senders, AdvertSenders::Count(2));
     assert_eq!(
         instance.garp,
         Garp {
@@ -154,6 +166,28 @@ fn each_bad_value_names_file_line_key_and_what_is_allowed() {
             15,
             "fast_detect.multiplier",
             "allowed 2 to 255",
+        ),
+        (
+            "multiplier = 3",
+            "multiplier = \"fast\"",
+            15,
+            "fast_detect.multiplier",
+            "`fast` is not allowed; a whole number of intervals (2 to 255) or \"auto\"",
+        ),
+        (
+            "multiplier = 3",
+            "multiplier = 2.5",
+            15,
+            // A type error inside an inline table is toml's to name.
+            "fast_detect",
+            "a whole number or \"auto\"",
+        ),
+        (
+            "control_socket = \"/run/wimark-ha/test.sock\"",
+            "control_socket = \"/run/wimark-ha/test.sock\"\nadvert_senders = 0",
+            4,
+            "advert_senders",
+            "allowed 1 to 16",
         ),
         (
             "preempt = true",

@@ -22,6 +22,7 @@ mod engine;
 mod link;
 mod observer;
 mod restart;
+mod senders;
 mod setup;
 mod systemd;
 
@@ -415,6 +416,7 @@ async fn run_bound(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let engine_status = status.clone();
     let engine_wake = wake_fd.clone();
+    let advert_senders = config.daemon.advert_senders;
     let engine = std::thread::Builder::new()
         .name("wimark-ha engine".to_string())
         .spawn(move || {
@@ -439,6 +441,8 @@ async fn run_bound(
                     alive: engine_alive,
                     status_changed: true,
                     links: link::LinkWatcher::new()?,
+                    advert_senders,
+                    senders: None,
                 }
                 .run()
             })();

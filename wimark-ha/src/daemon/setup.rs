@@ -159,7 +159,7 @@ fn heartbeat_paths(
             link_up: link::link_usable(&link.interface).unwrap_or(true),
             interface: info,
             reader,
-            socket,
+            socket: std::sync::Arc::new(socket),
             local,
             peer: link.peer,
             adverts_received: 0,

@@ -85,6 +85,36 @@ impl Collector for StatusCollector {
                     .map(|ms| (labels(i), ConstGauge::new(ms as f64 / 1e3)))
             }),
         )?;
+        family(
+            &mut encoder,
+            "detection_window_seconds",
+            "The fast rule's detection window in force (with the basis it rests on: fixed, learning, floor, tail_estimate, worst_gap, false_takeover, ceiling)",
+            MetricType::Gauge,
+            status.instances.iter().filter_map(|i| {
+                let detection = i.detection.as_ref()?;
+                let mut l = labels(i);
+                let basis = detection.basis.map_or("none", |b| b.name());
+                l.push(("basis".to_string(), basis.to_string()));
+                l.push(("armed".to_string(), detection.armed.to_string()));
+                Some((l, ConstGauge::new(detection.window?.as_secs_f64())))
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "advert_gap_seconds",
+            "Gaps between the master's fast adverts as this backup learned them (faded over an hour), by quantile; quantile=\"1\" is the longest remembered",
+            MetricType::Gauge,
+            status.instances.iter().flat_map(|i| {
+                let d = i.detection.clone().unwrap_or_default();
+                [("0.5", d.p50), ("0.99", d.p99), ("0.999", d.p999), ("1", d.max)]
+                    .into_iter()
+                    .filter_map(move |(q, v)| {
+                        let mut l = labels(i);
+                        l.push(("quantile".to_string(), q.to_string()));
+                        Some((l, ConstGauge::new(v?.as_secs_f64())))
+                    })
+            }),
+        )?;
         for (name, help, value) in [
             (
                 "advertisements_sent",

@@ -57,6 +57,7 @@ pub struct Metrics {
     /// Per AP: from the takeover to its session with the new master.
     ap_back: Family<Labels, Histogram>,
     become_master: Family<Labels, Counter>,
+    false_takeovers: Family<Labels, Counter>,
     release_master: Family<Labels, Counter>,
     journal_errors: Counter,
     /// Per instance: the last takeover (unix ms, detection + VIP seconds),
@@ -84,6 +85,7 @@ impl Metrics {
             aps_back: histograms(),
             ap_back: histograms(),
             become_master: Family::default(),
+            false_takeovers: Family::default(),
             release_master: Family::default(),
             journal_errors: Counter::default(),
             last_takeover: Mutex::new(HashMap::new()),
@@ -123,6 +125,11 @@ impl Metrics {
             "become_master",
             "Transitions to MASTER (keepalived exporter's name)",
             metrics.become_master.clone(),
+        );
+        registry.register(
+            "false_takeovers",
+            "Fast takeovers whose master spoke again within Master_Down_Interval: late, not dead (the detection window was too tight)",
+            metrics.false_takeovers.clone(),
         );
         registry.register(
             "release_master",
@@ -203,6 +210,9 @@ impl Metrics {
             // Not exported yet: the per-AP recovery histogram comes with
             // the per-AP "back" detection (issue 11, item 1).
             Entry::ApRecovery { .. } => {}
+            Entry::FalseTakeover { .. } => {
+                self.false_takeovers.get_or_create(&labels).inc();
+            }
         }
     }
 
@@ -249,6 +259,20 @@ mod tests {
                 history: vec![],
                 heartbeats: vec![],
                 handed_over: false,
+                detection: Some(crate::vrrp::WindowStatus {
+                    multiplier: "auto".to_string(),
+                    window: Some(std::time::Duration::from_micros(4200)),
+                    basis: Some(crate::vrrp::WindowBasis::TailEstimate),
+                    armed: true,
+                    gaps: 1000,
+                    p50: Some(std::time::Duration::from_micros(1000)),
+                    p99: Some(std::time::Duration::from_micros(1250)),
+                    p999: Some(std::time::Duration::from_micros(2000)),
+                    max: Some(std::time::Duration::from_micros(2500)),
+                    false_takeovers: 0,
+                }),
+                false_takeovers: 0,
+                advert_sender_cpus: vec![0, 1],
             }],
             monitors: vec![Snapshot {
                 interface: "eth1".to_string(),
@@ -303,8 +327,19 @@ mod tests {
                 ..Default::default()
             },
         });
+        metrics.observe(&Entry::FalseTakeover {
+            instance: "WIM1".to_string(),
+            at_unix_ms: 1002,
+            peer: "10.77.0.2".parse().expect("ip"),
+            gap: Some(std::time::Duration::from_micros(5000)),
+            window: Some(std::time::Duration::from_micros(3000)),
+            window_after: Some(std::time::Duration::from_micros(7250)),
+        });
         let text = metrics.encode();
         for expected in [
+            "wimark_ha_false_takeovers_total{iname=\"WIM1\"} 1",
+            "wimark_ha_detection_window_seconds{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\",basis=\"tail_estimate\",armed=\"true\"} 0.0042",
+            "wimark_ha_advert_gap_seconds{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\",quantile=\"0.99\"} 0.00125",
             "wimark_ha_vrrp_state{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"} 2",
             "wimark_ha_advertisements_sent_total{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"} 42",
             "wimark_ha_authentication_failure_total{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"} 5",

@@ -8,7 +8,10 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use super::packet::{Advert, Auth, Version};
+use super::{
+    packet::{Advert, Auth, Version},
+    window::Multiplier,
+};
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the XDP program's advert
 /// timestamps, so kernel receive times and deadlines compare directly.
@@ -42,12 +45,14 @@ pub enum State {
 
 /// wimark-ha's millisecond detection. The master also sends an advert every
 /// `interval`; a backup that *observes* its master sending that fast declares
-/// it down after `multiplier` silent intervals. A master sending at RFC rates
-/// (keepalived) is never judged by this rule.
+/// it down after a window of silence: `multiplier` intervals, or with
+/// [`Multiplier::Auto`] the window its gap statistics give (see
+/// [`window`](super::window)). A master sending at RFC rates (keepalived) is
+/// never judged by this rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FastDetect {
     pub interval: Duration,
-    pub multiplier: u32,
+    pub multiplier: Multiplier,
 }
 
 /// The configuration the state machine needs.
@@ -64,6 +69,9 @@ pub struct Params {
     /// Our primary address on the interface: the tie-break (RFC 5798 §6.4.3).
     pub primary_address: IpAddr,
     pub fast_detect: Option<FastDetect>,
+    /// The config names exactly one peer (`peers` / `unicast_peers`): no
+    /// other backup can compete, so the fast rule needs no priority skew.
+    pub sole_peer: bool,
 }
 
 impl State {
@@ -150,12 +158,32 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// The fast advert stream of a master, as a standing order: the runtime
+/// sends it from several CPUs at once (one CPU's stall then delays none of
+/// the adverts the backup times), which one thread's timer could not do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Send `advert` every `every` (all senders together) until `until`
+    /// unless renewed: a machine that stops renewing (a hung engine) falls
+    /// silent by itself, so the backup takes over.
+    Send {
+        advert: Advert,
+        every: Duration,
+        until: Timestamp,
+    },
+    /// Stop at once: when this returns, no sender sends the old advert
+    /// again (a resignation must be the last advert heard).
+    Stop,
+}
+
 /// What the runtime must do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send this advert, complete (priority 0 = resignation): the runtime
     /// only adds the addresses of each link it goes out on.
     SendAdvert(Advert),
+    /// Start, renew or stop the fast advert stream.
+    Heartbeat(Heartbeat),
     AddVirtualIps,
     RemoveVirtualIps,
     /// Gratuitous ARP / unsolicited NA for every VIP (the runtime repeats
@@ -167,6 +195,15 @@ pub enum Action {
         reason: Reason,
         /// For takeovers: the time from the last advert heard to the decision.
         silence: Option<Duration>,
+    },
+    /// A fast takeover was false: the master we declared down was heard
+    /// again (its kernel-stamped advert) within Master_Down_Interval, so it
+    /// was late, not dead. `gap`: how long it was silent; `window`: the
+    /// detection window (with its priority skew) it outlasted.
+    FalseTakeover {
+        peer: IpAddr,
+        gap: Duration,
+        window: Duration,
     },
 }
 

@@ -13,7 +13,7 @@ impl Engine {
         let mut vip_added = None;
         let mut garp_sent = None;
         while let Some(action) = self.instances[i].machine.poll_action() {
-            if !matches!(action, Action::SendAdvert(_)) {
+            if !matches!(action, Action::SendAdvert(_) | Action::Heartbeat(_)) {
                 self.status_changed = true;
             }
             match action {
@@ -28,6 +28,10 @@ impl Engine {
                     self.instances[i].second_garp_burst = Some(now() + delay);
                 }
                 Action::SendAdvert(advert) => self.send_advert(i, &advert),
+                Action::Heartbeat(order) => self.heartbeat(i, order, decided),
+                Action::FalseTakeover { peer, gap, window } => {
+                    self.false_takeover(i, peer, gap, window)
+                }
                 Action::RemoveVirtualIps => {
                     self.remove_vips(i);
                     self.instances[i].second_garp_burst = None;
@@ -141,11 +145,11 @@ impl Engine {
         }
     }
 
-    /// The machine's advert, on the instance's link and every heartbeat
-    /// link that is up: only the IP addresses (and so the checksum) differ.
-    pub(super) fn send_advert(&mut self, i: usize, advert: &Advert) {
-        let instance = &mut self.instances[i];
-        let priority = advert.priority;
+    /// The machine's advert as it goes out on the instance's link and every
+    /// heartbeat link that is up: only the IP addresses (and so the
+    /// checksum) differ.
+    fn messages(&self, i: usize, advert: &Advert) -> Vec<Message> {
+        let instance = &self.instances[i];
         let main = instance
             .destinations
             .iter()
@@ -155,25 +159,125 @@ impl Engine {
             .iter()
             .filter(|h| h.link_up)
             .map(|h| (&h.socket, h.local, h.peer));
+        let mut messages = Vec::new();
         for (socket, source, destination) in main.chain(heartbeats) {
-            let message = match advert.encode(source, destination, ChecksumMode::WithPseudoHeader) {
-                Ok(m) => m,
+            match advert.encode(source, destination, ChecksumMode::WithPseudoHeader) {
+                Ok(bytes) => messages.push(Message {
+                    socket: socket.clone(),
+                    destination,
+                    bytes: bytes.freeze(),
+                }),
                 Err(e) => {
-                    tracing::error!(instance = %instance.config.name, "cannot encode our advert: {e}");
-                    return;
+                    tracing::error!(instance = %instance.config.name, "cannot encode our advert: {e}")
                 }
-            };
-            match socket.send(&message, destination) {
+            }
+        }
+        messages
+    }
+
+    /// Sends the machine's advert now, from this thread.
+    pub(super) fn send_advert(&mut self, i: usize, advert: &Advert) {
+        let messages = self.messages(i, advert);
+        let instance = &mut self.instances[i];
+        for message in messages {
+            match message.socket.send(&message.bytes, message.destination) {
                 Ok(()) => {
                     instance.adverts_sent += 1;
-                    if priority == 0 {
+                    if advert.priority == 0 {
                         instance.priority_zero_sent += 1;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(instance = %instance.config.name, %destination, "sending an advert failed: {e}")
+                    tracing::warn!(instance = %instance.config.name, destination = %message.destination, "sending an advert failed: {e}")
                 }
             }
         }
+    }
+
+    /// The machine's standing order for the fast stream: the senders start
+    /// it, keep it (a renewal) or stop it.
+    fn heartbeat(&mut self, i: usize, order: Heartbeat, decided: Timestamp) {
+        let Some(senders) = self.senders.as_ref() else {
+            return;
+        };
+        match order {
+            Heartbeat::Send {
+                advert,
+                every,
+                until,
+            } => {
+                let same = self.instances[i]
+                    .stream
+                    .as_ref()
+                    .is_some_and(|(a, e)| *a == advert && *e == every);
+                if same && senders.renew(i, until) {
+                    return;
+                }
+                if same {
+                    // The lease ran out before this renewal: the engine
+                    // stalled longer than the lease, and the peer may
+                    // have taken over meanwhile (its adverts will tell).
+                    tracing::warn!(instance = %self.instances[i].config.name, "fast advert stream restarted: its lease ran out before the engine renewed it");
+                }
+                let stream = Stream {
+                    messages: self.messages(i, &advert),
+                    every,
+                    until,
+                    origin: decided,
+                    counters: self.instances[i].stream_counters.clone(),
+                };
+                senders.start_stream(i, stream);
+                self.instances[i].stream = Some((advert, every));
+            }
+            Heartbeat::Stop => {
+                senders.stop(i);
+                self.instances[i].stream = None;
+            }
+        }
+    }
+
+    /// A heartbeat link went up or down: the running stream goes out on
+    /// the links that are up now.
+    pub(super) fn restream(&mut self, i: usize, t: Timestamp) {
+        let (Some(senders), Some((advert, every))) =
+            (self.senders.as_ref(), self.instances[i].stream.clone())
+        else {
+            return;
+        };
+        let until = t + crate::vrrp::HEARTBEAT_LEASE_INTERVALS
+            * self.instances[i].config.advert_interval;
+        let stream = Stream {
+            messages: self.messages(i, &advert),
+            every,
+            until,
+            origin: t,
+            counters: self.instances[i].stream_counters.clone(),
+        };
+        senders.start_stream(i, stream);
+    }
+
+    fn false_takeover(&mut self, i: usize, peer: std::net::IpAddr, gap: Duration, window: Duration) {
+        let instance = &mut self.instances[i];
+        instance.false_takeovers += 1;
+        self.status_changed = true;
+        let window_after = instance.machine.detection().and_then(|d| d.window);
+        tracing::warn!(
+            instance = %instance.config.name,
+            %peer,
+            gap_us = gap.as_micros() as u64,
+            window_us = window.as_micros() as u64,
+            window_after_us = window_after.map(|w| w.as_micros() as u64),
+            "false takeover: the master declared down spoke again (late, not dead); the detection window is too tight for this host"
+        );
+        let _ = self.observer.send(crate::daemon::observer::Observed::Entry(
+            crate::history::Entry::FalseTakeover {
+                instance: instance.config.name.clone(),
+                at_unix_ms: unix_ms(),
+                peer,
+                gap: Some(gap),
+                window: Some(window),
+                window_after,
+            },
+        ));
     }
 }

@@ -18,7 +18,10 @@ use std::{
     time::Duration,
 };
 
-use super::advert_socket::{AdvertSocket, VRRP_GROUP_V4, VRRP_GROUP_V6};
+use super::{
+    advert_socket::{AdvertSocket, VRRP_GROUP_V4, VRRP_GROUP_V6},
+    senders::{Message, SenderPool, Stream, StreamCounters},
+};
 use crate::{
     clock::{monotonic_now_ns, unix_ms},
     config::InstanceConfig,
@@ -28,7 +31,7 @@ use crate::{
         TransitionRecord,
     },
     vip::{Announcer, InterfaceInfo, Vips},
-    vrrp::{Action, Advert, ChecksumMode, Ignored, Instance, State, Timestamp},
+    vrrp::{Action, Advert, ChecksumMode, Heartbeat, Ignored, Instance, State, Timestamp},
 };
 
 mod effects;
@@ -80,7 +83,7 @@ pub struct HeartbeatPath {
     pub interface: InterfaceInfo,
     /// Index into the engine's advert readers.
     pub reader: usize,
-    pub socket: AdvertSocket,
+    pub socket: Arc<AdvertSocket>,
     /// Our address on this link: the adverts' source.
     pub local: IpAddr,
     pub peer: IpAddr,
@@ -96,7 +99,7 @@ pub struct EngineInstance {
     pub interface: InterfaceInfo,
     /// Index into the engine's advert readers (one per interface).
     pub reader: usize,
-    pub socket: AdvertSocket,
+    pub socket: Arc<AdvertSocket>,
     pub announcer: Arc<Announcer>,
     pub primary: IpAddr,
     pub heartbeats: Vec<HeartbeatPath>,
@@ -112,6 +115,12 @@ pub struct EngineInstance {
     holds_vips: bool,
     fault: Option<String>,
     second_garp_burst: Option<Timestamp>,
+    /// The fast stream the senders run for this instance: the machine's
+    /// order (advert, interval), rebuilt when a heartbeat link changes.
+    stream: Option<(Advert, Duration)>,
+    /// Adverts the senders sent for this instance.
+    stream_counters: Arc<StreamCounters>,
+    false_takeovers: u64,
 }
 
 impl EngineInstance {
@@ -153,6 +162,7 @@ impl EngineInstance {
         announcer: Arc<Announcer>,
         heartbeats: Vec<HeartbeatPath>,
     ) -> Self {
+        let socket = Arc::new(socket);
         let destinations = if config.unicast_peers.is_empty() {
             vec![if primary.is_ipv4() {
                 IpAddr::V4(VRRP_GROUP_V4)
@@ -183,6 +193,9 @@ impl EngineInstance {
             holds_vips: false,
             fault: None,
             second_garp_burst: None,
+            stream: None,
+            stream_counters: Arc::default(),
+            false_takeovers: 0,
         }
     }
 }
@@ -205,6 +218,10 @@ pub struct Engine {
     pub alive: Arc<std::sync::atomic::AtomicU64>,
     /// Something `status` shows changed beyond the counters: publish now.
     pub status_changed: bool,
+    /// How many fast-stream senders to run.
+    pub advert_senders: crate::config::AdvertSenders,
+    /// The fast-stream senders, started with the loop.
+    pub senders: Option<SenderPool>,
 }
 
 fn now() -> Timestamp {
@@ -229,6 +246,9 @@ impl Engine {
     /// out) or a RestartHold one.
     pub fn run(mut self) -> anyhow::Result<Stopped> {
         make_realtime();
+        if self.instances.iter().any(|i| i.config.fast_detect.is_some()) {
+            self.senders = Some(SenderPool::start(self.advert_senders)?);
+        }
         let mut fds: Vec<RawFd> = self.readers.iter().map(|r| r.fd()).collect();
         fds.push(self.wake.as_raw_fd());
         fds.push(self.links.fd());
@@ -267,9 +287,11 @@ impl Engine {
                     // A heartbeat link going down costs a path, not the
                     // instance: the others still carry the adverts.
                     let instance = &mut self.instances[i];
+                    let mut paths_changed = false;
                     for path in &mut instance.heartbeats {
                         if path.interface.index == index && path.link_up != usable {
                             path.link_up = usable;
+                            paths_changed = true;
                             self.status_changed = true;
                             tracing::warn!(
                                 instance = %instance.config.name,
@@ -278,6 +300,9 @@ impl Engine {
                                 if usable { "up" } else { "down" }
                             );
                         }
+                    }
+                    if paths_changed {
+                        self.restream(i, t);
                     }
                     if self.instances[i].interface.index != index {
                         continue;

@@ -26,7 +26,10 @@ impl Engine {
                     .machine
                     .last_advert_at()
                     .map(|a| t.saturating_since(a).as_millis() as u64),
-                adverts_sent: i.adverts_sent,
+                adverts_sent: i.adverts_sent
+                    + i.stream_counters
+                        .sent
+                        .load(std::sync::atomic::Ordering::Relaxed),
                 adverts_received: i.adverts_received,
                 priority_zero_sent: i.priority_zero_sent,
                 priority_zero_received: i.priority_zero_received,
@@ -49,6 +52,12 @@ impl Engine {
                     })
                     .collect(),
                 handed_over: i.machine.handed_over(),
+                detection: i.machine.detection(),
+                false_takeovers: i.false_takeovers,
+                advert_sender_cpus: match (&self.senders, i.config.fast_detect) {
+                    (Some(senders), Some(_)) => senders.cpus().to_vec(),
+                    _ => Vec::new(),
+                },
             })
             .collect();
         if let Ok(mut status) = self.status.lock() {

@@ -18,6 +18,7 @@ impl Instance {
         at: Timestamp,
     ) -> Result<(), Ignored> {
         self.check_receive(source, advert)?;
+        self.check_false_takeover(source, at);
         match self.state {
             State::Initialize => {
                 // Shut down, waiting for the new master to speak first.
@@ -116,7 +117,7 @@ impl Instance {
             // ADVERTISEMENT; Reset the Adver_Timer".
             self.actions
                 .push_back(Action::SendAdvert(self.advert(self.params.priority)));
-            self.adver_deadline = Some(now + self.send_interval());
+            self.adver_deadline = Some(now + self.params.advert_interval);
             return Ok(());
         }
         let higher = advert.priority > self.params.priority
@@ -129,6 +130,7 @@ impl Instance {
         }
         // "Cancel Adver_Timer; Set Master_Adver_Interval...; Set
         // Master_Down_Timer to Master_Down_Interval; Transition to Backup".
+        self.stop_stream();
         self.adver_deadline = None;
         self.actions.push_back(Action::RemoveVirtualIps);
         self.enter(State::Backup, Reason::PreemptedByPeer, None);
@@ -159,6 +161,7 @@ impl Instance {
         self.stall_grace_used = false;
         if slowing_down {
             self.previous_advert_at = None;
+            self.stream_since = None;
             self.fast_down_deadline = None;
         } else {
             self.arm_fast_rule();
@@ -169,12 +172,61 @@ impl Instance {
         if self.master != Some(source) {
             self.previous_advert_at = None;
             self.last_advert_at = None;
+            self.stream_since = None;
         }
         self.master = Some(source);
+        self.stream_since = self.stream_since.or(Some(at));
         if self.last_advert_at.is_none_or(|last| at >= last) {
+            self.learn_gap(at);
             self.previous_advert_at = self.last_advert_at;
             self.last_advert_at = Some(at);
         }
+    }
+
+    /// The gap the advert at `at` closes, learned when the stream was fast
+    /// before it (a master at RFC rates teaches the fast rule nothing; the
+    /// same advert over a second link closes no gap).
+    fn learn_gap(&mut self, at: Timestamp) {
+        let (Some(fast), Some(last), Some(previous)) = (
+            self.params.fast_detect,
+            self.last_advert_at,
+            self.previous_advert_at,
+        ) else {
+            return;
+        };
+        let gap = at.saturating_since(last);
+        if gap.is_zero() || last.saturating_since(previous) > 2 * fast.interval {
+            return;
+        }
+        if let Some(learner) = self.learner.as_mut() {
+            learner.observe(gap, at);
+        }
+    }
+
+    /// A master we declared down by the fast rule, heard again within
+    /// Master_Down_Interval: it kept sending, late — a false takeover,
+    /// reported, and learned from (auto mode widens past its gap).
+    fn check_false_takeover(&mut self, source: IpAddr, at: Timestamp) {
+        let Some(takeover) = self.fast_takeover else {
+            return;
+        };
+        if at > takeover.until {
+            self.fast_takeover = None;
+            return;
+        }
+        if source != takeover.from || at <= takeover.last_heard {
+            return;
+        }
+        self.fast_takeover = None;
+        let gap = at.saturating_since(takeover.last_heard);
+        if let Some(learner) = self.learner.as_mut() {
+            learner.observe_false_takeover(gap, at);
+        }
+        self.actions.push_back(Action::FalseTakeover {
+            peer: source,
+            gap,
+            window: takeover.window,
+        });
     }
 }
 

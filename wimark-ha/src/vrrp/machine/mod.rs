@@ -17,8 +17,9 @@ mod adverts;
 mod timers;
 
 use super::{
-    events::{Action, Ignored, Params, Reason, State, Timestamp},
+    events::{Action, Heartbeat, Ignored, Params, Reason, State, Timestamp},
     packet::{Advert, Version},
+    window::{GapLearner, WindowStatus},
 };
 
 /// One VRRP virtual router.
@@ -52,15 +53,33 @@ pub struct Instance {
     vip_release_deadline: Option<Timestamp>,
     last_advert_at: Option<Timestamp>,
     previous_advert_at: Option<Timestamp>,
+    /// The first advert of the current master's stream (the fast rule's
+    /// warm-up counts from it).
+    stream_since: Option<Timestamp>,
+    /// The fast rule's window and the gap statistics behind it.
+    learner: Option<GapLearner>,
+    /// Our last fast takeover, until Master_Down_Interval has passed: if
+    /// the master we declared down speaks again meanwhile, it was false.
+    fast_takeover: Option<FastTakeover>,
+    /// The fast advert stream runs ([`Heartbeat::Send`] given, not stopped).
+    streaming: bool,
     master: Option<IpAddr>,
     actions: VecDeque<Action>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct FastTakeover {
+    from: IpAddr,
+    last_heard: Timestamp,
+    /// The silence that declared it down (window and skew).
+    window: Duration,
+    until: Timestamp,
 }
 
 impl Instance {
     pub fn new(params: Params) -> Self {
         let master_adver_interval = params.advert_interval;
         Self {
-            params,
             state: State::Initialize,
             master_adver_interval,
             adver_deadline: None,
@@ -73,8 +92,15 @@ impl Instance {
             vip_release_deadline: None,
             last_advert_at: None,
             previous_advert_at: None,
+            stream_since: None,
+            learner: params.fast_detect.map(|fast| {
+                GapLearner::new(fast.interval, fast.multiplier, 3 * params.advert_interval)
+            }),
+            fast_takeover: None,
+            streaming: false,
             master: None,
             actions: VecDeque::new(),
+            params,
         }
     }
 
@@ -100,6 +126,14 @@ impl Instance {
 
     pub fn master_adver_interval(&self) -> Duration {
         self.master_adver_interval
+    }
+
+    /// The fast rule's window in force and the gap statistics it rests on
+    /// (`None` without fast detection).
+    pub fn detection(&self) -> Option<WindowStatus> {
+        self.learner
+            .as_ref()
+            .map(|l| l.status(self.fast_down_deadline.is_some()))
     }
 
     // ===== timer arithmetic =====
@@ -161,6 +195,7 @@ impl Instance {
                 }
             }
             State::Master => {
+                self.stop_stream();
                 self.actions.push_back(Action::SendAdvert(self.advert(0)));
             }
         }
@@ -184,6 +219,7 @@ impl Instance {
         if self.state != State::Master {
             return false;
         }
+        self.stop_stream();
         let mut advert = self.advert(self.params.priority);
         advert.interval = hold_interval(hold);
         self.actions.push_back(Action::SendAdvert(advert));
@@ -197,6 +233,7 @@ impl Instance {
         if matches!(self.state, State::Fault | State::Initialize) {
             return;
         }
+        self.stop_stream();
         if self.state == State::Master || self.release_vips_on_new_master {
             self.actions.push_back(Action::RemoveVirtualIps);
         }
@@ -213,6 +250,7 @@ impl Instance {
         self.master = None;
         self.last_advert_at = None;
         self.previous_advert_at = None;
+        self.stream_since = None;
         self.begin(now, Reason::InterfaceUp);
     }
 
@@ -226,6 +264,7 @@ impl Instance {
         if self.state != State::Master {
             return;
         }
+        self.stop_stream();
         self.actions.push_back(Action::SendAdvert(self.advert(0)));
         self.clear_timers();
         self.yielded = true;
@@ -294,15 +333,41 @@ impl Instance {
         self.resigned = false;
     }
 
-    /// Entry into Master (RFC 5798 §6.4.1 / §6.4.2): VIP and gratuitous ARP
-    /// first — the fast path — then the advert.
+    /// The fast stream stops before anything else a master leaving its
+    /// state sends: a resignation must be the last advert the peer hears.
+    fn stop_stream(&mut self) {
+        if std::mem::take(&mut self.streaming) {
+            self.actions.push_back(Action::Heartbeat(Heartbeat::Stop));
+        }
+    }
+
+    /// The standing order for the fast stream, valid for a lease the
+    /// Adver_Timer renews (see [`HEARTBEAT_LEASE_INTERVALS`]).
+    fn heartbeat(&self, now: Timestamp, every: Duration) -> Action {
+        Action::Heartbeat(Heartbeat::Send {
+            advert: self.advert(self.params.priority),
+            every,
+            until: now + HEARTBEAT_LEASE_INTERVALS * self.params.advert_interval,
+        })
+    }
+
+    /// Entry into Master (RFC 5798 §6.4.1 / §6.4.2): "Send an ADVERTISEMENT"
+    /// first — a lower-priority backup about to fire hears it before its own
+    /// deadline (the fast rule's priority order rests on it) and it costs a
+    /// send — then the VIPs and gratuitous ARP, then the fast stream.
     fn become_master(&mut self, now: Timestamp, reason: Reason, silence: Option<Duration>) {
         self.clear_timers();
-        self.actions.push_back(Action::AddVirtualIps);
-        self.actions.push_back(Action::AnnounceVirtualIps);
         self.actions
             .push_back(Action::SendAdvert(self.advert(self.params.priority)));
-        self.adver_deadline = Some(now + self.send_interval());
+        self.actions.push_back(Action::AddVirtualIps);
+        self.actions.push_back(Action::AnnounceVirtualIps);
+        if let Some(every) = self.fast_stream_interval() {
+            self.actions.push_back(self.heartbeat(now, every));
+            self.streaming = true;
+        }
+        // The Adver_Timer runs at Advertisement_Interval: it sends the
+        // RFC's adverts, or renews the fast stream.
+        self.adver_deadline = Some(now + self.params.advert_interval);
         self.master = None;
         self.yielded = false;
         self.release_vips_on_new_master = false;
@@ -321,6 +386,18 @@ impl Instance {
         });
     }
 }
+
+/// The fast stream's lease, in Advertisement_Intervals: the Adver_Timer
+/// renews it every interval, so a late renewal (a stalled engine) is
+/// forgiven two intervals and a hung engine silences its node after three —
+/// the backup then takes over, as the RFC's Master_Down_Interval would.
+pub const HEARTBEAT_LEASE_INTERVALS: u32 = 3;
+
+/// A fast stream younger than this does not arm the fast rule: a stream's
+/// first seconds are its least punctual (the master's own start — BPF load,
+/// BTF parse, containers starting — or the backup's), and a false takeover
+/// at start-up is still a false takeover. The RFC timer judges meanwhile.
+pub const FAST_RULE_WARMUP: Duration = Duration::from_secs(2);
 
 /// How long a master that shuts down keeps its VIPs at most, waiting for the
 /// new master's first advert.

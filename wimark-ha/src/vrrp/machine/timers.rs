@@ -34,13 +34,25 @@ impl Instance {
         3 * self.master_adver_interval + self.skew_time()
     }
 
-    /// The interval at which a master sends: the fast interval when fast
-    /// detection is on, else Advertisement_Interval.
-    pub(super) fn send_interval(&self) -> Duration {
-        match self.params.fast_detect {
-            Some(fast) if fast.interval < self.params.advert_interval => fast.interval,
-            _ => self.params.advert_interval,
+    /// The fast stream's interval, when fast detection is on.
+    pub(super) fn fast_stream_interval(&self) -> Option<Duration> {
+        self.params
+            .fast_detect
+            .map(|fast| fast.interval)
+            .filter(|interval| *interval < self.params.advert_interval)
+    }
+
+    /// wimark-ha's fast rule ordered by priority, as Skew_Time orders the
+    /// RFC timer (RFC 5798 §6.1): `(256 - Priority) / 256` of the window
+    /// more, so of two backups firing on the same silence the higher one's
+    /// advert reaches the lower one first. None when the config names our
+    /// one peer: no other backup can compete.
+    pub fn fast_rule_skew(&self, window: Duration) -> Duration {
+        if self.params.sole_peer {
+            return Duration::ZERO;
         }
+        let weight = 256 - u64::from(self.params.priority);
+        Duration::from_nanos(window.as_nanos() as u64 * weight / 256)
     }
 
     // ===== inputs =====
@@ -60,13 +72,19 @@ impl Instance {
             State::Master => {
                 if self.adver_deadline.is_some_and(|d| now >= d) {
                     // RFC 5798 §6.4.3 "If the Adver_Timer fires": send an
-                    // ADVERTISEMENT, reset the Adver_Timer. Deadlines are
-                    // absolute: a late firing does not shift the cadence.
-                    self.actions
-                        .push_back(Action::SendAdvert(self.advert(self.params.priority)));
-                    let mut next = self.adver_deadline.unwrap_or(now) + self.send_interval();
+                    // ADVERTISEMENT, reset the Adver_Timer. With the fast
+                    // stream running, its senders send them; the timer
+                    // renews their lease. Deadlines are absolute: a late
+                    // firing does not shift the cadence.
+                    let order = match self.fast_stream_interval() {
+                        Some(every) if self.streaming => self.heartbeat(now, every),
+                        _ => Action::SendAdvert(self.advert(self.params.priority)),
+                    };
+                    self.actions.push_back(order);
+                    let interval = self.params.advert_interval;
+                    let mut next = self.adver_deadline.unwrap_or(now) + interval;
                     if next <= now {
-                        next = now + self.send_interval();
+                        next = now + interval;
                     }
                     self.adver_deadline = Some(next);
                 }
@@ -95,6 +113,17 @@ impl Instance {
                     .map(|d| d.max(now + fast.interval));
                 return;
             }
+            // Remembered until Master_Down_Interval has passed: if this
+            // master speaks again meanwhile, it was late, not dead.
+            self.fast_takeover = self
+                .master
+                .zip(self.last_advert_at)
+                .map(|(from, last_heard)| FastTakeover {
+                    from,
+                    last_heard,
+                    window: deadline.saturating_since(last_heard),
+                    until: now + self.master_down_interval(),
+                });
             self.become_master(now, Reason::FastDetect, silence);
             return;
         }
@@ -126,7 +155,8 @@ impl Instance {
 
     /// Arms the fast rule only while the master is observed sending at
     /// about the fast interval: two adverts no more than two fast intervals
-    /// apart. A keepalived master (RFC rates) never arms it.
+    /// apart, a stream older than [`FAST_RULE_WARMUP`], a window learned
+    /// (auto). A keepalived master (RFC rates) never arms it.
     pub(super) fn arm_fast_rule(&mut self) {
         self.fast_down_deadline = None;
         let Some(fast) = self.params.fast_detect else {
@@ -142,8 +172,23 @@ impl Instance {
         let (Some(last), Some(previous)) = (self.last_advert_at, self.previous_advert_at) else {
             return;
         };
-        if last.saturating_since(previous) <= 2 * fast.interval {
-            self.fast_down_deadline = Some(last + fast.multiplier * fast.interval);
+        if last.saturating_since(previous) > 2 * fast.interval {
+            return;
         }
+        if self
+            .stream_since
+            .is_none_or(|since| last.saturating_since(since) < FAST_RULE_WARMUP)
+        {
+            return;
+        }
+        let Some(window) = self
+            .learner
+            .as_ref()
+            .filter(|l| l.armed())
+            .map(|l| l.window())
+        else {
+            return;
+        };
+        self.fast_down_deadline = Some(last + window + self.fast_rule_skew(window));
     }
 }
