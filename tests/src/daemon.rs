@@ -42,8 +42,18 @@ pub const FAST: &str = "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [
 
 /// A v3 instance config for the lab (`eth1`, VRID 67).
 pub fn config(socket: &std::path::Path, priority: u8, extra: &str) -> String {
+    config_with_daemon(socket, priority, "", extra)
+}
+
+/// The same, with more `[daemon]` keys.
+pub fn config_with_daemon(
+    socket: &std::path::Path,
+    priority: u8,
+    daemon: &str,
+    extra: &str,
+) -> String {
     format!(
-        "[daemon]\ncontrol_socket = \"{}\"\n\n[[instance]]\nname = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = {priority}\n{extra}\n",
+        "[daemon]\ncontrol_socket = \"{}\"\n{daemon}\n\n[[instance]]\nname = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = {priority}\n{extra}\n",
         socket.display()
     )
 }
@@ -202,6 +212,18 @@ impl Daemon {
     /// The first instance's state, `None` while the daemon does not answer.
     pub fn state(&self) -> Option<State> {
         self.instance().ok().map(|i| i.state)
+    }
+
+    /// Waits until this backup's fast rule is armed: the master's stream
+    /// has run its warm-up (and, with `multiplier = "auto"`, the gaps are
+    /// learned). Until then only the RFC timer judges a failure.
+    pub fn wait_fast_rule_armed(&self) -> Result<()> {
+        wait_until(Duration::from_secs(15), "the backup's fast rule to arm", || {
+            self.instance()
+                .ok()
+                .and_then(|i| i.detection)
+                .is_some_and(|d| d.armed)
+        })
     }
 
     pub fn instance(&self) -> Result<InstanceStatus> {

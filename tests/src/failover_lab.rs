@@ -22,10 +22,11 @@ use std::{
 };
 
 use anyhow::{bail, Result};
+use wimark_ha::vrrp::Multiplier;
 
 use crate::{
     capture::{realtime_ns, Capture, Seen},
-    daemon::{config, has_address, wait_until, Daemon},
+    daemon::{config_with_daemon, has_address, wait_until, Daemon},
     keepalived::{Instance, Keepalived},
     lab::{in_netns, ip, Lab},
 };
@@ -129,8 +130,39 @@ pub struct FailoverLab {
     stop_responders: Arc<AtomicBool>,
     /// More config for server A's and server B's daemons (wimark-ha pairs).
     extra: [String; 2],
-    /// `fast_detect.multiplier` of the wimark-ha pair (3 unless tuned).
-    fast_multiplier: u32,
+    /// `fast_detect.multiplier` of the wimark-ha pair (auto, the packaged
+    /// default, unless tuned).
+    fast_multiplier: Multiplier,
+    /// More `[daemon]` config for both (e.g. `advert_senders`).
+    daemon_extra: String,
+    /// stress-ng in both servers, while the lab lasts ([`saturate`](Self::saturate)).
+    load: Vec<crate::lab::Stress>,
+}
+
+/// A backup's detection window in a line: the window, its basis, the gap
+/// percentiles it rests on (ms).
+pub fn describe_window(d: &wimark_ha::vrrp::WindowStatus) -> String {
+    let ms = |v: Option<Duration>| v.map_or("-".to_string(), |v| format!("{:.2}", v.as_secs_f64() * 1e3));
+    format!(
+        "{} ms ({}, multiplier {}); gaps p50 {} p99 {} p99.9 {} max {} ms over {} gaps; {} false takeover(s)",
+        ms(d.window),
+        d.basis.map_or("-", |b| b.name()),
+        d.multiplier,
+        ms(d.p50),
+        ms(d.p99),
+        ms(d.p999),
+        ms(d.max),
+        d.gaps,
+        d.false_takeovers
+    )
+}
+
+/// `multiplier` as the config file writes it.
+pub fn multiplier_toml(multiplier: Multiplier) -> String {
+    match multiplier {
+        Multiplier::Fixed(n) => n.to_string(),
+        Multiplier::Auto => "\"auto\"".to_string(),
+    }
 }
 
 fn random_below(limit: Duration) -> Duration {
@@ -149,11 +181,25 @@ impl FailoverLab {
 
     /// The same, with `extra` config for A's and B's daemons (e.g. `[roles]`).
     pub fn with_extra(pair: Pair, extra: [String; 2]) -> Result<Self> {
-        Self::with_options(pair, extra, 3)
+        Self::with_options(pair, extra, Multiplier::Auto)
     }
 
     /// The same, with the wimark-ha pair's fast-detection multiplier.
-    pub fn with_options(pair: Pair, extra: [String; 2], fast_multiplier: u32) -> Result<Self> {
+    pub fn with_options(
+        pair: Pair,
+        extra: [String; 2],
+        fast_multiplier: Multiplier,
+    ) -> Result<Self> {
+        Self::with_daemon(pair, extra, fast_multiplier, "")
+    }
+
+    /// The same, with more `[daemon]` config for both wimark-ha daemons.
+    pub fn with_daemon(
+        pair: Pair,
+        extra: [String; 2],
+        fast_multiplier: Multiplier,
+        daemon_extra: &str,
+    ) -> Result<Self> {
         let mut lab = Lab::new()?;
         let a = lab.namespace("a", false)?;
         let b = lab.namespace("b", false)?;
@@ -179,6 +225,8 @@ impl FailoverLab {
             stop_responders: Arc::new(AtomicBool::new(false)),
             extra,
             fast_multiplier,
+            daemon_extra: daemon_extra.to_string(),
+            load: Vec::new(),
         };
         this.start_pair()?;
         for namespace in [this.a.clone(), this.b.clone()] {
@@ -193,9 +241,12 @@ impl FailoverLab {
     }
 
     fn start_node(&self, namespace: &str, name: &str, priority: u8, extra: &str) -> Result<Node> {
+        // A pair names its one peer (as the packaged config does): the fast
+        // rule then needs no priority skew.
+        let peer = if name == "a" { SERVER_B } else { SERVER_A };
         Ok(match self.pair {
             Pair::WimarkHaFast => Node::WimarkHa(Daemon::start(namespace, name, |s| {
-                config(s, priority, &format!("version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\nfast_detect = {{ interval = \"1ms\", multiplier = {} }}\n\n{extra}", self.fast_multiplier))
+                config_with_daemon(s, priority, &self.daemon_extra, &format!("version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\npeers = [\"{peer}\"]\nfast_detect = {{ interval = \"1ms\", multiplier = {} }}\n\n{extra}", multiplier_toml(self.fast_multiplier)))
             })?),
             Pair::KeepalivedV3Fast => Node::Keepalived(Keepalived::start(
                 namespace,
@@ -232,6 +283,12 @@ impl FailoverLab {
         thread::sleep(Duration::from_millis(200).max(self.pair.advert_interval() * 2));
         if has_address(&self.b, "eth1", "10.77.0.100") {
             bail!("server B took the VIP while A is master");
+        }
+        // A wimark-ha backup arms its fast rule once A's stream has run its
+        // warm-up (and, auto, once it has learned the gaps): until then
+        // only the RFC timer would judge a failure.
+        if let Some(Node::WimarkHa(b)) = self.nodes.get(1) {
+            b.wait_fast_rule_armed()?;
         }
         Ok(())
     }
@@ -304,6 +361,15 @@ impl FailoverLab {
     pub fn ap_opens_session(&self) -> Result<()> {
         let socket = in_netns(&self.ap, || UdpSocket::bind(SocketAddrV4::new(AP, 500)))??;
         socket.send_to(&crate::frames::ike_header(34), SocketAddrV4::new(VIP, 500))?;
+        Ok(())
+    }
+
+    /// Saturates every core from both servers' namespaces (stress-ng) until
+    /// the lab is dropped.
+    pub fn saturate(&mut self) -> Result<()> {
+        for namespace in [self.a.clone(), self.b.clone()] {
+            self.load.push(crate::lab::stress(&namespace)?);
+        }
         Ok(())
     }
 
@@ -525,6 +591,7 @@ fn mac_of(namespace: &str, interface: &str) -> Option<[u8; 6]> {
 
 impl Drop for FailoverLab {
     fn drop(&mut self) {
+        self.load.clear();
         if let Some(probe) = self.probe.take() {
             probe.stop.store(true, Ordering::Relaxed);
             for thread in probe.threads {

@@ -10,7 +10,7 @@
 use std::{
     fs,
     path::Path,
-    process::Command,
+    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU32, Ordering},
         Once,
@@ -207,3 +207,26 @@ pub fn two_servers(addresses: bool) -> Result<(Lab, String, String)> {
     }
     Ok((lab, a, b))
 }
+
+/// A `stress-ng` keeping every core busy in `namespace`, killed on drop.
+pub struct Stress(Child);
+
+impl Drop for Stress {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn stress(namespace: &str) -> Result<Stress> {
+    in_netns(namespace, || {
+        Command::new("stress-ng")
+            .args(["--cpu", "0", "--cpu-method", "matrixprod", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    })?
+    .map(Stress)
+    .context("stress-ng (Debian package stress-ng)")
+}
+

@@ -3,18 +3,12 @@
 //! watches for a false takeover, and the daemons' RSS and CPU are measured.
 //! Used by the short CI test and by `cargo xtask soak cpu`.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
-use wimark_ha::records::Reason;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
+use wimark_ha::{records::Reason, vrrp::Multiplier};
 
-use crate::{
-    failover_lab::{FailoverLab, Pair, SERVER_B},
-    lab::in_netns,
-};
+use crate::failover_lab::{FailoverLab, Pair, SERVER_B};
 
 /// Memory and CPU time of a process and its direct children.
 #[derive(Clone, Copy, Debug, Default)]
@@ -89,7 +83,7 @@ pub fn process_use(pid: u32) -> ProcessUse {
 #[derive(Debug)]
 pub struct SoakFigures {
     pub pair: &'static str,
-    pub multiplier: u32,
+    pub multiplier: Multiplier,
     pub seconds: f64,
     pub stressed: bool,
     /// Adverts the standby (B) sent: any means it took over falsely.
@@ -100,28 +94,8 @@ pub struct SoakFigures {
     pub standby: (ProcessUse, f64),
     /// The standby's own account of any transition (wimark-ha only).
     pub standby_transitions: Vec<String>,
-}
-
-/// A `stress-ng` keeping every core busy in `namespace`, killed on drop.
-struct Stress(Child);
-
-impl Drop for Stress {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn stress(namespace: &str) -> Result<Stress> {
-    in_netns(namespace, || {
-        Command::new("stress-ng")
-            .args(["--cpu", "0", "--cpu-method", "matrixprod", "--quiet"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-    })?
-    .map(Stress)
-    .context("stress-ng (Debian package stress-ng)")
+    /// The standby's detection window at the end and what it rests on.
+    pub standby_window: Option<String>,
 }
 
 /// Runs `pair` for `duration` (with stress-ng on both servers if
@@ -130,7 +104,7 @@ pub fn soak(
     pair: Pair,
     duration: Duration,
     stressed: bool,
-    multiplier: u32,
+    multiplier: Multiplier,
 ) -> Result<SoakFigures> {
     let lab = FailoverLab::with_options(pair, Default::default(), multiplier)?;
     let pids = lab.pids();
@@ -140,7 +114,7 @@ pub fn soak(
     let before = (process_use(active), process_use(standby));
     let b_adverts_before = lab.adverts_from(SERVER_B);
     let load = if stressed {
-        vec![stress(&lab.a)?, stress(&lab.b)?]
+        vec![crate::lab::stress(&lab.a)?, crate::lab::stress(&lab.b)?]
     } else {
         Vec::new()
     };
@@ -164,6 +138,11 @@ pub fn soak(
             )
         })
         .collect();
+    let standby_window = lab
+        .daemon(1)
+        .and_then(|d| d.instance().ok())
+        .and_then(|i| i.detection)
+        .map(|d| crate::failover_lab::describe_window(&d));
     let after = (process_use(active), process_use(standby));
     let share = |b: ProcessUse, a: ProcessUse| 100.0 * (a.cpu_seconds - b.cpu_seconds) / seconds;
     Ok(SoakFigures {
@@ -175,6 +154,7 @@ pub fn soak(
         active: (after.0, share(before.0, after.0)),
         standby: (after.1, share(before.1, after.1)),
         standby_transitions,
+        standby_window,
     })
 }
 
@@ -182,7 +162,7 @@ pub fn soak(
 pub fn row(f: &SoakFigures) -> String {
     let pair = if f.pair.starts_with("wimark-ha") {
         format!(
-            "wimark-ha (VRRPv3 10 ms, fast detection 1 ms x {})",
+            "wimark-ha (VRRPv3 10 ms, fast detection 1 ms {})",
             f.multiplier
         )
     } else {

@@ -53,6 +53,7 @@ fn unplanned_failover_restart_and_planned_switchover() {
 
     // Unplanned: A's daemon is killed; B takes over by the fast rule.
     assert!(xdp_attached(&a), "the monitor is attached while A runs");
+    daemon_b.wait_fast_rule_armed().expect("armed");
     daemon_a.signal(libc::SIGKILL);
     daemon_a.wait();
     wait_until(long, "B MASTER", || daemon_b.state() == Some(State::Master)).expect("failover");
@@ -276,6 +277,7 @@ fn ipv6_vip_fails_over_between_link_local_speakers() {
         master.to_string().starts_with("fe80::"),
         "IPv6 adverts come from the link-local address: {master}"
     );
+    daemon_b.wait_fast_rule_armed().expect("armed");
     daemon_a.signal(libc::SIGKILL);
     daemon_a.wait();
     wait_until(long, "B MASTER", || daemon_b.state() == Some(State::Master))

@@ -328,6 +328,8 @@ fn a_restart_in_place_keeps_mastership_and_the_peer_waits() {
     // now is noticed within milliseconds.
     let b_moves: Vec<State> = transitions(&daemon_b).into_iter().map(|t| t.2).collect();
     assert_eq!(b_moves, [State::Backup], "B flapped during the restart");
+    // A's resumed stream is a new one: B arms after its warm-up.
+    daemon_b.wait_fast_rule_armed().expect("armed again");
     daemon_a.signal(libc::SIGKILL);
     wait_until(Duration::from_secs(2), "B MASTER", || {
         daemon_b.state() == Some(State::Master)

@@ -43,7 +43,7 @@ fn metrics_history_and_aps_back_after_a_failover() {
     wimark_ha_tests::require_root("the observability lab");
     let metrics = format!("[metrics]\nlisten = \"{METRICS}\"\n");
     let mut lab =
-        FailoverLab::with_options(Pair::WimarkHaFast, [metrics.clone(), metrics], 10).expect("lab");
+        FailoverLab::with_options(Pair::WimarkHaFast, [metrics.clone(), metrics], wimark_ha::vrrp::Multiplier::Fixed(10)).expect("lab");
     let b = lab.b.clone();
 
     let before = scrape(&b);
@@ -173,7 +173,7 @@ fn metrics_history_and_aps_back_after_a_failover() {
 fn history_survives_a_restart_and_status_shows_it() {
     wimark_ha_tests::require_root("the observability lab");
     let mut lab =
-        FailoverLab::with_options(Pair::WimarkHaFast, Default::default(), 10).expect("lab");
+        FailoverLab::with_options(Pair::WimarkHaFast, Default::default(), wimark_ha::vrrp::Multiplier::Fixed(10)).expect("lab");
     lab.fail(Failure::NodeLoss).expect("failover");
     let takeovers = |lab: &FailoverLab| {
         lab.daemon(1)

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-const SATURATED_MULTIPLIER: u32 = 20;
+use wimark_ha::vrrp::Multiplier;
+
+/// The packaged default.
+const SATURATED_MULTIPLIER: Multiplier = Multiplier::Auto;
 
 /// The short CI version of `cargo xtask soak cpu`: every core saturated by
 /// stress-ng in both servers' namespaces, no false takeover (the capture on
