@@ -108,6 +108,8 @@ pub struct Timeline {
     pub reported: Option<wimark_ha::records::TransitionRecord>,
     /// The failure instant, CLOCK_REALTIME in ns: the zero of the times above.
     pub failed_at_unix_ns: u64,
+    /// The backup's fast-rule window just before the failure (wimark-ha).
+    pub window_ms: Option<f64>,
 }
 
 struct Probe {
@@ -376,6 +378,15 @@ impl FailoverLab {
     /// Breaks the active node (A) at a random instant within one advert
     /// interval and waits for B to take over; the timeline.
     pub fn fail(&mut self, failure: Failure) -> Result<Timeline> {
+        let window_ms = match self.nodes.get(1) {
+            Some(Node::WimarkHa(b)) => b
+                .instance()
+                .ok()
+                .and_then(|i| i.detection)
+                .and_then(|d| d.window)
+                .map(|w| w.as_secs_f64() * 1e3),
+            _ => None,
+        };
         thread::sleep(random_below(self.pair.advert_interval()));
         let t0 = realtime_ns();
         match failure {
@@ -407,7 +418,10 @@ impl FailoverLab {
         })?;
         // Let the probe stream show the recovery.
         thread::sleep(Duration::from_millis(300));
-        Ok(self.timeline(t0))
+        Ok(Timeline {
+            window_ms,
+            ..self.timeline(t0)
+        })
     }
 
     /// The process of server A's and server B's VRRP daemon.
@@ -545,6 +559,7 @@ impl FailoverLab {
             probes_lost: lost,
             reported,
             failed_at_unix_ns: t0,
+            window_ms: None,
         }
     }
 }

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use wimark_ha::{records::Reason, vrrp::Multiplier};
 
-use crate::failover_lab::{FailoverLab, Pair, SERVER_B};
+use crate::{
+    daemon::{config, wait_until, Daemon},
+    failover_lab::{FailoverLab, Pair, SERVER_B},
+};
 
 /// Memory and CPU time of a process and its direct children.
 #[derive(Clone, Copy, Debug, Default)]
@@ -189,4 +192,65 @@ pub fn row(f: &SoakFigures) -> String {
         side(f.active),
         side(f.standby),
     )
+}
+
+/// What a soak over the lossy wire showed.
+#[derive(Debug)]
+pub struct LossySoak {
+    pub loss: f64,
+    pub seconds: f64,
+    /// B's takeovers: every one is false (A never failed).
+    pub takeovers: usize,
+    /// The share of frames the wire dropped.
+    pub dropped: f64,
+    pub standby_window: Option<String>,
+}
+
+/// A (200) and B (100) over a wire dropping `loss` of the frames for
+/// `duration`, at `multiplier`; B's takeovers.
+pub fn lossy_soak(loss: f64, duration: Duration, multiplier: Multiplier) -> Result<LossySoak> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let impairment = crate::wire::Impairment {
+        loss,
+        jitter: Duration::ZERO,
+    };
+    let (_lab, a, b, wire) = crate::wire::two_servers_on_a_lossy_wire(impairment)?;
+    let settings = |peer: &str| {
+        format!(
+            "version = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.100/24\"]\npeers = [\"{peer}\"]\nfast_detect = {{ interval = \"1ms\", multiplier = {} }}",
+            crate::failover_lab::multiplier_toml(multiplier)
+        )
+    };
+    let daemon_a = Daemon::start(&a, "lossy-a", |s| config(s, 200, &settings("10.77.0.2")))?;
+    wait_until(Duration::from_secs(5), "A MASTER", || {
+        daemon_a.state() == Some(wimark_ha::records::State::Master)
+    })?;
+    let daemon_b = Daemon::start(&b, "lossy-b", |s| config(s, 100, &settings("10.77.0.1")))?;
+    daemon_b.wait_fast_rule_armed()?;
+    let masters = |d: &Daemon| {
+        d.instance()
+            .map(|i| {
+                i.history
+                    .iter()
+                    .filter(|t| t.to == wimark_ha::records::State::Master)
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = masters(&daemon_b);
+    let started = Instant::now();
+    std::thread::sleep(duration);
+    let dropped = wire.dropped.load(Relaxed) as f64;
+    let forwarded = wire.forwarded.load(Relaxed) as f64;
+    Ok(LossySoak {
+        loss,
+        seconds: started.elapsed().as_secs_f64(),
+        takeovers: masters(&daemon_b) - before,
+        dropped: dropped / (dropped + forwarded).max(1.0),
+        standby_window: daemon_b
+            .instance()
+            .ok()
+            .and_then(|i| i.detection)
+            .map(|d| crate::failover_lab::describe_window(&d)),
+    })
 }

@@ -163,3 +163,21 @@ impl Drop for LossyWire {
         }
     }
 }
+
+/// Servers A (10.77.0.1) and B (10.77.0.2) joined through a [`LossyWire`]
+/// (a namespace copying frames between its two veth ends, `wa` and `wb`).
+pub fn two_servers_on_a_lossy_wire(
+    impairment: Impairment,
+) -> Result<(crate::lab::Lab, String, String, LossyWire)> {
+    crate::require_root("a lossy-wire lab");
+    let mut lab = crate::lab::Lab::new()?;
+    let a = lab.namespace("a", false)?;
+    let b = lab.namespace("b", false)?;
+    let w = lab.namespace("w", false)?;
+    lab.veth((&a, "eth1"), (&w, "wa"))?;
+    lab.veth((&b, "eth1"), (&w, "wb"))?;
+    lab.address(&a, "eth1", "10.77.0.1/24")?;
+    lab.address(&b, "eth1", "10.77.0.2/24")?;
+    let wire = LossyWire::start(&w, "wa", "wb", impairment)?;
+    Ok((lab, a, b, wire))
+}

@@ -111,8 +111,7 @@ fn a_master_stopped_for_two_seconds_does_not_keep_the_vip_beside_the_new_one() {
     );
 }
 
-/// A and B joined through a lossy wire (a namespace copying frames between
-/// its two veth ends).
+/// A and B joined through a lossy wire.
 fn lossy_lab(
     impairment: wimark_ha_tests::wire::Impairment,
 ) -> (
@@ -121,16 +120,7 @@ fn lossy_lab(
     String,
     wimark_ha_tests::wire::LossyWire,
 ) {
-    let mut lab = wimark_ha_tests::lab::Lab::new().expect("lab");
-    let a = lab.namespace("a", false).expect("ns a");
-    let b = lab.namespace("b", false).expect("ns b");
-    let w = lab.namespace("w", false).expect("ns wire");
-    lab.veth((&a, "eth1"), (&w, "wa")).expect("veth a");
-    lab.veth((&b, "eth1"), (&w, "wb")).expect("veth b");
-    lab.address(&a, "eth1", "10.77.0.1/24").expect("addr a");
-    lab.address(&b, "eth1", "10.77.0.2/24").expect("addr b");
-    let wire = wimark_ha_tests::wire::LossyWire::start(&w, "wa", "wb", impairment).expect("wire");
-    (lab, a, b, wire)
+    wimark_ha_tests::wire::two_servers_on_a_lossy_wire(impairment).expect("lossy lab")
 }
 
 /// Runs A (200) and B (100) over a wire with `impairment` and fast

@@ -104,9 +104,14 @@ impl SenderPool {
                 .spawn(move || sender(mine, cpu))?;
             slots.push(slot);
         }
-        if cpus.len() == 1 {
+        if cpus.len() == 1 && allowed.len() == 1 {
             tracing::warn!(
                 "one advert sender (one CPU available): a stall of that CPU delays every fast advert; the detection window must absorb it"
+            );
+        } else if cpus.len() == 1 {
+            tracing::info!(
+                cpu = cpus[0],
+                "one advert sender (advert_senders = 1): a stall of its CPU delays every fast advert"
             );
         } else {
             tracing::info!(senders = cpus.len(), ?cpus, "fast advert senders, one per CPU");

@@ -37,6 +37,7 @@ mod aps;
 mod failover;
 mod plot;
 mod roles;
+mod senders;
 
 #[derive(Parser)]
 #[command(name = "wimark-ha-bench", about = "wimark-ha benchmarks")]
@@ -80,6 +81,9 @@ enum Which {
         /// about 7 minutes).
         #[arg(long)]
         no_aps: bool,
+        /// Seconds per row of the sender-side gap table (0 skips it).
+        #[arg(long, default_value_t = 30)]
+        sender_seconds: u64,
     },
     /// Real AP clients (strongSwan) after a node loss: tunnel back per AP,
     /// with and without the AP recovery.
@@ -101,8 +105,10 @@ enum Which {
         /// Seconds per row.
         #[arg(long, default_value_t = 600)]
         seconds: u64,
-        /// Only these rows (repeatable): x3-idle, x3-saturated,
-        /// x10-saturated, x20-saturated, keepalived-idle, keepalived-saturated.
+        /// Only these rows (repeatable): auto-idle, auto-saturated,
+        /// auto-lossy (1 % loss on the lossy wire; auto is the packaged
+        /// default), x3-idle, x3-saturated, x10-saturated, x20-saturated,
+        /// keepalived-idle, keepalived-saturated.
         #[arg(long)]
         only: Vec<String>,
     },
@@ -151,20 +157,25 @@ fn main() -> Result<()> {
             println!("## Soak (`cargo xtask soak cpu --seconds {seconds}`)\n");
             println!("| pair | duration | load | adverts from the standby (false takeovers) | active: RSS (peak) / CPU of one core | standby: RSS (peak) / CPU |");
             println!("|---|---:|---|---:|---|---|");
+            use wimark_ha::vrrp::Multiplier::{Auto, Fixed};
             use wimark_ha_tests::failover_lab::Pair;
             let rows = [
-                ("x3-idle", Pair::WimarkHaFast, 3, false),
-                ("x3-saturated", Pair::WimarkHaFast, 3, true),
-                ("x10-saturated", Pair::WimarkHaFast, 10, true),
-                ("x20-saturated", Pair::WimarkHaFast, 20, true),
-                ("keepalived-idle", Pair::KeepalivedV3Fast, 3, false),
-                ("keepalived-saturated", Pair::KeepalivedV3Fast, 3, true),
+                ("auto-idle", Pair::WimarkHaFast, Auto, false),
+                ("auto-saturated", Pair::WimarkHaFast, Auto, true),
+                ("x3-idle", Pair::WimarkHaFast, Fixed(3), false),
+                ("x3-saturated", Pair::WimarkHaFast, Fixed(3), true),
+                ("x10-saturated", Pair::WimarkHaFast, Fixed(10), true),
+                ("x20-saturated", Pair::WimarkHaFast, Fixed(20), true),
+                ("keepalived-idle", Pair::KeepalivedV3Fast, Fixed(3), false),
+                ("keepalived-saturated", Pair::KeepalivedV3Fast, Fixed(3), true),
             ];
             if let Some(unknown) = only
                 .iter()
-                .find(|o| !rows.iter().any(|r| r.0 == o.as_str()))
+                .find(|o| !rows.iter().any(|r| r.0 == o.as_str()) && o.as_str() != "auto-lossy")
             {
-                anyhow::bail!("--only {unknown}: not a row (x3-idle, x3-saturated, x10-saturated, x20-saturated, keepalived-idle, keepalived-saturated)");
+                let mut names: Vec<&str> = rows.iter().map(|r| r.0).collect();
+                names.push("auto-lossy");
+                anyhow::bail!("--only {unknown}: not a row ({})", names.join(", "));
             }
             for (_, pair, multiplier, stressed) in rows
                 .into_iter()
@@ -177,9 +188,26 @@ fn main() -> Result<()> {
                     multiplier,
                 )?;
                 println!("{}", wimark_ha_tests::soak::row(&figures));
+                if let Some(window) = &figures.standby_window {
+                    eprintln!("soak: the standby's detection window at the end: {window}");
+                }
                 for transition in &figures.standby_transitions {
                     eprintln!("soak: standby transition: {transition}");
                 }
+            }
+            if only.is_empty() || only.iter().any(|o| o == "auto-lossy") {
+                let lossy = wimark_ha_tests::soak::lossy_soak(
+                    0.01,
+                    std::time::Duration::from_secs(seconds),
+                    Auto,
+                )?;
+                println!(
+                    "\n1 % loss on the lossy wire, packaged default (auto), {:.0} s: {} false takeover(s); the wire dropped {:.2} % of the frames; the standby's window at the end: {}",
+                    lossy.seconds,
+                    lossy.takeovers,
+                    lossy.dropped * 100.0,
+                    lossy.standby_window.as_deref().unwrap_or("-")
+                );
             }
             return Ok(());
         }
@@ -188,9 +216,13 @@ fn main() -> Result<()> {
             vendor_trials,
             svg,
             no_aps,
+            sender_seconds,
         } => {
             require_root("the failover benchmark");
             failover::run(trials, vendor_trials, &svg)?;
+            if sender_seconds > 0 {
+                senders::run(sender_seconds)?;
+            }
             // A failover is over when the APs are back: the same losses
             // in front of real AP clients.
             if !no_aps {
