@@ -1486,3 +1486,27 @@ fn the_fast_stream_is_a_standing_order_renewed_and_stopped_before_a_resignation(
     assert_eq!(actions[0], Action::Heartbeat(Heartbeat::Stop));
     assert_eq!(actions[1], sends(0));
 }
+
+#[test]
+fn a_resignation_right_after_a_late_turn_still_uses_the_fast_skew() {
+    // With the stream sent in turns from several CPUs, one sender's stall
+    // leaves a gap of two or three intervals that disarms the fast rule
+    // for an advert; a resignation just then is still a fast master's
+    // (a planned switchover took 6.4 ms once in the bench: the RFC skew).
+    let params = fast_params();
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    stream(&mut instance, 1, 2100, 250);
+    // A 2.5 ms gap, then the resignation.
+    instance
+        .handle_advert(at_ms(2102.5), ip(PEER_HIGH), &advert(&params, 250, ms(10)), at_ms(2102.5))
+        .expect("ok");
+    instance
+        .handle_advert(at_ms(2102.6), ip(PEER_HIGH), &advert(&params, 0, ms(10)), at_ms(2102.6))
+        .expect("ok");
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(at_ms(2102.6) + Duration::from_nanos(218_750))
+    );
+}

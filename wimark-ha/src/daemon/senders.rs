@@ -42,11 +42,14 @@ pub struct Message {
 }
 
 /// Adverts sent and sends failed by one instance's stream, shared with the
-/// engine's status.
+/// engine, which reports failures (the senders do not log from their
+/// realtime loop).
 #[derive(Debug, Default)]
 pub struct StreamCounters {
     pub sent: AtomicU64,
     pub failed: AtomicU64,
+    /// The errno of the latest failed send.
+    pub last_errno: std::sync::atomic::AtomicI32,
 }
 
 /// One instance's fast stream.
@@ -181,12 +184,17 @@ fn sender(slot: Arc<Slot>, cpu: usize) {
         turns.retain(|_, turn| t < turn.until);
         for turn in turns.values_mut() {
             if turn.next <= t {
+                let counters = &turn.stream.counters;
                 for message in &turn.stream.messages {
-                    let counter = match message.socket.send(&message.bytes, message.destination) {
-                        Ok(()) => &turn.stream.counters.sent,
-                        Err(_) => &turn.stream.counters.failed,
+                    match message.socket.send(&message.bytes, message.destination) {
+                        Ok(()) => counters.sent.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            counters
+                                .last_errno
+                                .store(e.raw_os_error().unwrap_or(0), Ordering::Relaxed);
+                            counters.failed.fetch_add(1, Ordering::Relaxed)
+                        }
                     };
-                    counter.fetch_add(1, Ordering::Relaxed);
                 }
                 // The next turn of this sender after now: a late one
                 // (stalled) skips the turns it missed instead of bursting.

@@ -8,10 +8,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use super::{
-    packet::{Advert, Auth, Version},
-    window::Multiplier,
-};
+use super::packet::{Advert, Auth, Version};
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the XDP program's advert
 /// timestamps, so kernel receive times and deadlines compare directly.
@@ -47,12 +44,28 @@ pub enum State {
 /// `interval`; a backup that *observes* its master sending that fast declares
 /// it down after a window of silence: `multiplier` intervals, or with
 /// [`Multiplier::Auto`] the window its gap statistics give (see
-/// [`window`](super::window)). A master sending at RFC rates (keepalived) is
+/// [`window`](super::window), which sits above this module). A master sending at RFC rates (keepalived) is
 /// never judged by this rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FastDetect {
     pub interval: Duration,
     pub multiplier: Multiplier,
+}
+
+/// `fast_detect.multiplier`: a number of intervals, or learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Multiplier {
+    Fixed(u32),
+    Auto,
+}
+
+impl std::fmt::Display for Multiplier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Multiplier::Fixed(n) => write!(f, "x {n}"),
+            Multiplier::Auto => f.write_str("x auto"),
+        }
+    }
 }
 
 /// The configuration the state machine needs.

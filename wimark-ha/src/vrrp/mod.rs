@@ -9,10 +9,12 @@ pub mod machine;
 pub mod packet;
 pub mod window;
 
-pub use events::{Action, FastDetect, Heartbeat, Ignored, Params, Reason, State, Timestamp};
+pub use events::{
+    Action, FastDetect, Heartbeat, Ignored, Multiplier, Params, Reason, State, Timestamp,
+};
 pub use machine::{
     hold_interval, Instance, FAST_RULE_WARMUP, HEARTBEAT_LEASE_INTERVALS, SHUTDOWN_VIP_HOLD,
 };
 pub use packet::{Advert, Auth, ChecksumMode, EncodeError, Version};
-pub use window::{Multiplier, WindowBasis, WindowStatus};
+pub use window::{WindowBasis, WindowStatus};
 pub use wimark_ha_common::classify::{DecodeError, VrrpRejection};

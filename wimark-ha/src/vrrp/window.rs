@@ -24,7 +24,7 @@
 
 use std::time::Duration;
 
-use super::events::Timestamp;
+use super::events::{Multiplier, Timestamp};
 
 /// The false-takeover rate auto mode keeps the window under.
 pub const TARGET_FALSE_TAKEOVERS_PER_DAY: f64 = 1.0;
@@ -44,22 +44,6 @@ const RECOMPUTE_EVERY: u64 = 500;
 /// buckets (the last one holds everything longer).
 const MAX_BUCKETS: usize = 4096;
 
-/// `fast_detect.multiplier`: a number of intervals, or learned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Multiplier {
-    Fixed(u32),
-    Auto,
-}
-
-impl std::fmt::Display for Multiplier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Multiplier::Fixed(n) => write!(f, "x {n}"),
-            Multiplier::Auto => f.write_str("x auto"),
-        }
-    }
-}
-
 /// Why the window has the length it has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,7 +60,9 @@ pub enum WindowBasis {
     WorstGap,
     /// A false takeover's gap, plus a margin.
     FalseTakeover,
-    /// Capped below Master_Down_Interval: the fast rule gains little here.
+    /// The estimate reached the ceiling (three advert intervals): this host
+    /// is too noisy for the target below Master_Down_Interval, so the fast
+    /// rule stands aside and the RFC timer judges, until it narrows.
     Ceiling,
 }
 
@@ -172,11 +158,14 @@ impl GapLearner {
         self.window
     }
 
-    /// Whether the fast rule may fire (auto: once enough gaps are learned).
+    /// Whether the fast rule may fire (auto: once enough gaps are learned,
+    /// and not at the ceiling — there the target cannot be met below
+    /// Master_Down_Interval, and a fast rule firing at the ceiling would
+    /// only take over on silences the RFC timer rightly waits out).
     pub fn armed(&self) -> bool {
         match self.multiplier {
             Multiplier::Fixed(_) => true,
-            Multiplier::Auto => self.seen >= LEARN_GAPS,
+            Multiplier::Auto => self.seen >= LEARN_GAPS && self.basis != WindowBasis::Ceiling,
         }
     }
 
@@ -224,10 +213,10 @@ impl GapLearner {
                 Multiplier::Auto => "auto".to_string(),
             },
             window: Some(self.window),
-            basis: Some(if self.armed() {
-                self.basis
-            } else {
+            basis: Some(if self.multiplier == Multiplier::Auto && self.seen < LEARN_GAPS {
                 WindowBasis::Learning
+            } else {
+                self.basis
             }),
             armed,
             gaps: total.round() as u64,
@@ -354,13 +343,11 @@ impl GapLearner {
         if since.is_some_and(|s| s < NARROW_PERIOD) {
             return;
         }
+        // Narrowing toward the estimate: the window rests on it (a step
+        // above it is on the safe side), and leaves the ceiling with it.
         let step = self.window.mul_f64(1.0 - NARROW_STEP);
-        if estimate >= step {
-            self.window = estimate;
-            self.basis = basis;
-        } else {
-            self.window = step;
-        }
+        self.window = estimate.max(step);
+        self.basis = basis;
         self.last_narrowed = Some(at);
     }
 }
@@ -469,10 +456,11 @@ mod tests {
     }
 
     #[test]
-    fn never_above_the_ceiling() {
+    fn at_the_ceiling_the_fast_rule_stands_aside() {
         let mut learner = auto();
         feed(&mut learner, Timestamp(0), &[1.0, 1.0, 1.0, 50.0], 1000);
         assert_eq!(learner.window(), ms(30.0));
-        assert_eq!(learner.status(true).basis, Some(WindowBasis::Ceiling));
+        assert_eq!(learner.status(false).basis, Some(WindowBasis::Ceiling));
+        assert!(!learner.armed(), "the RFC timer judges such a host");
     }
 }

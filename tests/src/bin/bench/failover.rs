@@ -132,14 +132,22 @@ pub fn run(trials: usize, vendor_trials: usize, svg: &std::path::Path) -> Result
             figures.gap.push(timeline.probe_gap_ms);
             figures.window.extend(timeline.window_ms);
             figures.lost.push(timeline.probes_lost);
+            let reported = timeline.reported.as_ref().map(|r| {
+                format!(
+                    "; the new master says: {}, silence {:?}, GARP {:?} after the decision",
+                    r.reason, r.silence, r.garp_sent
+                )
+            });
             eprintln!(
-                "bench: {} / {} trial {}: takeover {:?} ms, probe gap {:.1} ms, {} lost",
+                "bench: {} / {} trial {}: takeover {:?} ms, probe gap {:.1} ms, {} lost, window {:?} ms{}",
                 scenario.label(),
                 scenario.failure.name(),
                 n + 1,
                 timeline.takeover_ms.map(|v| (v * 1000.0).round() / 1000.0),
                 timeline.probe_gap_ms,
-                timeline.probes_lost
+                timeline.probes_lost,
+                timeline.window_ms,
+                reported.unwrap_or_default()
             );
         }
         results.push((scenario, figures));

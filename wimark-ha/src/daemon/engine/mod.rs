@@ -120,6 +120,8 @@ pub struct EngineInstance {
     stream: Option<(Advert, Duration)>,
     /// Adverts the senders sent for this instance.
     stream_counters: Arc<StreamCounters>,
+    /// Failed sends already reported, and when the last report went out.
+    stream_failures_reported: (u64, Option<Timestamp>),
     false_takeovers: u64,
 }
 
@@ -195,6 +197,7 @@ impl EngineInstance {
             second_garp_burst: None,
             stream: None,
             stream_counters: Arc::default(),
+            stream_failures_reported: (0, None),
             false_takeovers: 0,
         }
     }
@@ -380,6 +383,7 @@ impl Engine {
             self.alive
                 .store(t.0 / 1_000_000, std::sync::atomic::Ordering::Relaxed);
             if std::mem::take(&mut self.status_changed) || t >= next_publish {
+                self.report_send_failures(t);
                 self.publish(t);
                 next_publish = t + STATUS_PERIOD;
             }

@@ -5,7 +5,36 @@
 
 use super::*;
 
+/// Failed fast-advert sends are reported at most this often, summed.
+const SEND_FAILURE_REPORT: Duration = Duration::from_secs(1);
+
 impl Engine {
+    /// The senders' failed sends since the last report, as one WARN line per
+    /// instance at most every [`SEND_FAILURE_REPORT`].
+    pub(super) fn report_send_failures(&mut self, t: Timestamp) {
+        for instance in &mut self.instances {
+            let failed = instance
+                .stream_counters
+                .failed
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let (reported, last) = instance.stream_failures_reported;
+            if failed == reported || last.is_some_and(|l| t.saturating_since(l) < SEND_FAILURE_REPORT) {
+                continue;
+            }
+            let errno = instance
+                .stream_counters
+                .last_errno
+                .load(std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                instance = %instance.config.name,
+                failed = failed - reported,
+                "fast adverts failed to send since the last report (latest: {})",
+                io::Error::from_raw_os_error(errno)
+            );
+            instance.stream_failures_reported = (failed, Some(t));
+        }
+    }
+
     pub(super) fn publish(&self, t: Timestamp) {
         self.alive
             .store(t.0 / 1_000_000, std::sync::atomic::Ordering::Relaxed);

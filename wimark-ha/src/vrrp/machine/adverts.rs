@@ -78,7 +78,7 @@ impl Instance {
             // interval gets the fast interval's skew, so a planned hand-over
             // between two wimark-ha nodes takes under a millisecond instead
             // of up to one advert interval. Priorities still order backups.
-            let skew = if self.fast_down_deadline.is_some() {
+            let skew = if self.fast_down_deadline.is_some() || self.stream_fast {
                 self.fast_skew_time()
             } else {
                 self.skew_time()
@@ -162,6 +162,7 @@ impl Instance {
         if slowing_down {
             self.previous_advert_at = None;
             self.stream_since = None;
+            self.stream_fast = false;
             self.fast_down_deadline = None;
         } else {
             self.arm_fast_rule();
@@ -173,6 +174,7 @@ impl Instance {
             self.previous_advert_at = None;
             self.last_advert_at = None;
             self.stream_since = None;
+            self.stream_fast = false;
         }
         self.master = Some(source);
         self.stream_since = self.stream_since.or(Some(at));
@@ -198,6 +200,7 @@ impl Instance {
         if gap.is_zero() || last.saturating_since(previous) > 2 * fast.interval {
             return;
         }
+        self.stream_fast = true;
         if let Some(learner) = self.learner.as_mut() {
             learner.observe(gap, at);
         }

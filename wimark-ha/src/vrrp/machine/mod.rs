@@ -56,6 +56,10 @@ pub struct Instance {
     /// The first advert of the current master's stream (the fast rule's
     /// warm-up counts from it).
     stream_since: Option<Timestamp>,
+    /// The current master's stream has shown two adverts at most two fast
+    /// intervals apart: it sends fast, whether or not the rule is armed
+    /// this instant (a resignation then gets the fast skew).
+    stream_fast: bool,
     /// The fast rule's window and the gap statistics behind it.
     learner: Option<GapLearner>,
     /// Our last fast takeover, until Master_Down_Interval has passed: if
@@ -93,6 +97,7 @@ impl Instance {
             last_advert_at: None,
             previous_advert_at: None,
             stream_since: None,
+            stream_fast: false,
             learner: params.fast_detect.map(|fast| {
                 GapLearner::new(fast.interval, fast.multiplier, 3 * params.advert_interval)
             }),
@@ -251,6 +256,7 @@ impl Instance {
         self.last_advert_at = None;
         self.previous_advert_at = None;
         self.stream_since = None;
+        self.stream_fast = false;
         self.begin(now, Reason::InterfaceUp);
     }
 
