@@ -128,7 +128,14 @@ fn trial(lowest_is_keepalived: bool) -> (usize, usize, bool) {
     (adverts, garps, b_holds)
 }
 
+/// The two tests one after the other: the order rests on a margin of
+/// `50/256` of the window between the 150 and the 100 (~2 ms at 1 ms x 10),
+/// and two three-node labs at once on this 2-vCPU VM stalled the 150 past it
+/// in 1 of 20 trials.
+static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn trials(lowest_is_keepalived: bool) {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut failures = Vec::new();
     for n in 0..TRIALS {
         let (adverts, garps, b_holds) = trial(lowest_is_keepalived);

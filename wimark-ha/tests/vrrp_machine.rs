@@ -1510,3 +1510,20 @@ fn a_resignation_right_after_a_late_turn_still_uses_the_fast_skew() {
         Some(at_ms(2102.6) + Duration::from_nanos(218_750))
     );
 }
+
+#[test]
+fn one_late_advert_does_not_disarm_the_fast_rule() {
+    // Turns on several CPUs: one sender's missed turn leaves a gap of two
+    // or three intervals. The rule stays armed from the next advert on —
+    // falling back to the RFC timer there let a keepalived backup below us
+    // win the race in the three-node lab.
+    let params = fast_params();
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    stream(&mut instance, 1, 2100, 250);
+    instance
+        .handle_advert(at_ms(2102.5), ip(PEER_HIGH), &advert(&params, 250, ms(10)), at_ms(2102.5))
+        .expect("ok");
+    assert_eq!(instance.poll_timeout(), Some(at_ms(2105.5)));
+}

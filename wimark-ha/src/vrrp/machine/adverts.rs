@@ -182,6 +182,11 @@ impl Instance {
             self.learn_gap(at);
             self.previous_advert_at = self.last_advert_at;
             self.last_advert_at = Some(at);
+            if let (Some(fast), Some(previous)) = (self.params.fast_detect, self.previous_advert_at) {
+                if at.saturating_since(previous) <= 2 * fast.interval {
+                    self.stream_fast = true;
+                }
+            }
         }
     }
 
@@ -200,7 +205,6 @@ impl Instance {
         if gap.is_zero() || last.saturating_since(previous) > 2 * fast.interval {
             return;
         }
-        self.stream_fast = true;
         if let Some(learner) = self.learner.as_mut() {
             learner.observe(gap, at);
         }

@@ -57,8 +57,8 @@ pub struct Instance {
     /// warm-up counts from it).
     stream_since: Option<Timestamp>,
     /// The current master's stream has shown two adverts at most two fast
-    /// intervals apart: it sends fast, whether or not the rule is armed
-    /// this instant (a resignation then gets the fast skew).
+    /// intervals apart: it sends fast (the fast rule may arm, a resignation
+    /// gets the fast skew) until the stream ends or slows down on purpose.
     stream_fast: bool,
     /// The fast rule's window and the gap statistics behind it.
     learner: Option<GapLearner>,
