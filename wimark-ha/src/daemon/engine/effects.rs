@@ -219,14 +219,7 @@ impl Engine {
                     // have taken over meanwhile (its adverts will tell).
                     tracing::warn!(instance = %self.instances[i].config.name, "fast advert stream restarted: its lease ran out before the engine renewed it");
                 }
-                let stream = Stream {
-                    messages: self.messages(i, &advert),
-                    every,
-                    until,
-                    origin: decided,
-                    counters: self.instances[i].stream_counters.clone(),
-                };
-                senders.start_stream(i, stream);
+                senders.start_stream(i, self.stream(i, &advert, every, until, decided));
                 self.instances[i].stream = Some((advert, every));
             }
             Heartbeat::Stop => {
@@ -246,14 +239,26 @@ impl Engine {
         };
         let until = t + crate::vrrp::HEARTBEAT_LEASE_INTERVALS
             * self.instances[i].config.advert_interval;
-        let stream = Stream {
-            messages: self.messages(i, &advert),
+        senders.start_stream(i, self.stream(i, &advert, every, until, t));
+    }
+
+    /// The machine's advert as a stream for the senders, on the links that
+    /// are up now, its turns counted from `origin`.
+    fn stream(
+        &self,
+        i: usize,
+        advert: &Advert,
+        every: Duration,
+        until: Timestamp,
+        origin: Timestamp,
+    ) -> Stream {
+        Stream {
+            messages: self.messages(i, advert),
             every,
             until,
-            origin: t,
+            origin,
             counters: self.instances[i].stream_counters.clone(),
-        };
-        senders.start_stream(i, stream);
+        }
     }
 
     fn false_takeover(&mut self, i: usize, peer: std::net::IpAddr, gap: Duration, window: Duration) {

@@ -159,9 +159,9 @@ impl Instance {
     /// window learned (auto). A keepalived master (RFC rates) never arms it.
     pub(super) fn arm_fast_rule(&mut self) {
         self.fast_down_deadline = None;
-        let Some(fast) = self.params.fast_detect else {
+        if self.params.fast_detect.is_none() {
             return;
-        };
+        }
         // Handed over on purpose: a transient silence of a few fast
         // intervals must not undo the operator's switchover (it did: a
         // false fast takeover took the VIP back and kept it). Only the
