@@ -148,16 +148,19 @@ impl SenderPool {
         }
     }
 
-    /// Extends the lease of `instance`'s stream; false if none runs.
+    /// Extends the lease of `instance`'s stream; false unless every sender
+    /// still had it (a lease runs out sender by sender: renewing only the
+    /// ones left would lose the others' turns for good, so the engine starts
+    /// the stream again instead).
     pub fn renew(&self, instance: usize, until: Timestamp) -> bool {
-        let mut running = false;
+        let mut everywhere = true;
         for slot in &self.slots {
-            if let Some(turns) = lock(&slot.turns).get_mut(&instance) {
-                turns.until = until;
-                running = true;
+            match lock(&slot.turns).get_mut(&instance) {
+                Some(turns) => turns.until = until,
+                None => everywhere = false,
             }
         }
-        running
+        everywhere
     }
 
     /// Stops `instance`'s stream: when this returns no sender sends it again.
