@@ -202,6 +202,25 @@ pub fn vrrp_v4_frame_from(message: &[u8], src: Ipv4Addr, ttl: u8, tags: &[(u16, 
     )
 }
 
+/// A whole, valid VRRPv3 advert from [`SERVER_A`] in an IPv4 packet whose
+/// fragment field (`flags << 13 | offset`) is `fragment`.
+pub fn vrrp_v4_fragment(advert: &Advert, fragment: u16) -> Vec<u8> {
+    let message = advert
+        .encode(
+            IpAddr::V4(SERVER_A),
+            IpAddr::V4(VRRP_V4_GROUP),
+            ChecksumMode::WithPseudoHeader,
+        )
+        .expect("test adverts are encodable");
+    ethernet(
+        [0x01, 0x00, 0x5e, 0, 0, 0x12],
+        MAC_A,
+        &[],
+        ETHERTYPE_IPV4,
+        &ipv4_with(SERVER_A, VRRP_V4_GROUP, 255, 112, &message, fragment, &[]),
+    )
+}
+
 pub fn vrrp_v6_frame(advert: &Advert, src: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
     let message = advert
         .encode(
@@ -411,14 +430,42 @@ pub fn catalogue() -> Vec<Case> {
             VrrpValid,
         ),
         case(
-            "vrrp v3 in 802.1Q",
+            "vrrp v3 in 802.1Q (another VLAN's)",
             vrrp_v4_frame(&v3, SERVER_A, 255, ChecksumMode::WithPseudoHeader, &dot1q),
-            VrrpValid,
+            VrrpTagged,
         ),
         case(
-            "vrrp v3 in 802.1ad+802.1Q",
+            "vrrp v3 in 802.1ad+802.1Q (another VLAN's)",
             vrrp_v4_frame(&v3, SERVER_A, 255, ChecksumMode::WithPseudoHeader, &qinq),
-            VrrpValid,
+            VrrpTagged,
+        ),
+        case(
+            "vrrp v3 ipv4 first fragment carrying a whole advert (MF)",
+            vrrp_v4_fragment(&v3, 0x2000),
+            VrrpInvalidFragment,
+        ),
+        case(
+            "vrrp v3 ipv4 later fragment carrying a whole advert",
+            vrrp_v4_fragment(&v3, 3),
+            VrrpInvalidFragment,
+        ),
+        case(
+            "vrrp v3 ipv6 atomic fragment carrying a whole advert",
+            ethernet(
+                [0x33, 0x33, 0, 0, 0, 0x12],
+                MAC_A,
+                &[],
+                ETHERTYPE_IPV6,
+                &ipv6(
+                    SERVER_A6,
+                    VRRP_V6_GROUP,
+                    255,
+                    112,
+                    &encoded(&v3_advert(150, 100, vec![vip6]), a6, group6),
+                    &[(44, vec![0u8, 0, 0, 0, 0, 0, 0, 7])],
+                ),
+            ),
+            VrrpInvalidFragment,
         ),
         case(
             "vrrp v3 priority 0 (resign)",
@@ -489,6 +536,19 @@ pub fn catalogue() -> Vec<Case> {
             "vrrp count 0 with one address",
             vrrp_v4_frame_from(&broken_v3(|m| m[3] = 0), SERVER_A, 255, &[]),
             VrrpInvalidLength,
+        ),
+        case(
+            "vrrp count 0 and no address (RFC 5798 5.2.5: at least 1)",
+            vrrp_v4_frame_from(
+                &broken_v3(|m| {
+                    m[3] = 0;
+                    m.truncate(8);
+                }),
+                SERVER_A,
+                255,
+                &[],
+            ),
+            VrrpInvalidAddressCount,
         ),
         case(
             "vrrp shorter than a header",

@@ -86,12 +86,15 @@ fn stats_json_reports_exact_counts_and_detaches() {
     use wimark_ha_common::abi::Counter::*;
     assert_eq!(json["interface"], "eth1");
     assert_eq!(json["vrrp"]["valid"], expect(VrrpValid));
+    assert_eq!(json["vrrp"]["tagged"], expect(VrrpTagged));
     for (name, counter) in [
         ("ttl", VrrpInvalidTtl),
         ("version", VrrpInvalidVersion),
         ("type", VrrpInvalidType),
         ("length", VrrpInvalidLength),
         ("checksum", VrrpInvalidChecksum),
+        ("address_count", VrrpInvalidAddressCount),
+        ("fragment", VrrpInvalidFragment),
     ] {
         assert_eq!(
             json["vrrp"]["invalid"][name],
@@ -262,7 +265,15 @@ fn kernel_diagnostics_only_with_log_level_debug() {
         let output = child.wait_with_output().expect("wait");
         assert!(output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
-        for reason in ["ttl", "version", "type", "length", "checksum"] {
+        for reason in [
+            "ttl",
+            "version",
+            "type",
+            "length",
+            "checksum",
+            "address_count",
+            "fragment",
+        ] {
             let line = format!("VRRP packet rejected: {reason}");
             assert_eq!(
                 stderr.contains(&line),

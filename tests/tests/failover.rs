@@ -347,6 +347,165 @@ fn forged_and_foreign_adverts_are_counted_and_never_obeyed() {
     .expect("a valid master is obeyed");
 }
 
+/// Issue 14 item 2: a valid priority-255 advert for our VRID demotes a
+/// master only if it comes from the instance's own segment and host's
+/// view: untagged, unfragmented, to the group or to us, with at least one
+/// address, not from our own address. Each refusal is counted by its reason.
+#[test]
+fn only_adverts_of_our_own_segment_and_addressed_to_us_are_obeyed() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use wimark_ha::{records::IgnoredReason, vrrp::ChecksumMode};
+    use wimark_ha_common::classify::{ETHERTYPE_IPV4, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
+    use wimark_ha_tests::{frames, lab::in_netns, sockets::PacketSocket};
+
+    const EACH: usize = 30;
+    let (_lab, a, b) = lab();
+    let b_mac = frames::MAC_B;
+    wimark_ha_tests::lab::ip(&[
+        "-n",
+        &b,
+        "link",
+        "set",
+        "eth1",
+        "address",
+        "02:00:00:00:00:0b",
+    ])
+    .expect("B's MAC");
+    let daemon = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("start B");
+    wait_until(Duration::from_secs(5), "B MASTER", || {
+        daemon.state() == Some(State::Master)
+    })
+    .expect("B alone is master");
+
+    let peer = Ipv4Addr::new(10, 77, 0, 1);
+    let group = frames::VRRP_V4_GROUP;
+    let group_mac = [0x01, 0x00, 0x5e, 0, 0, 0x12];
+    let other_host_mac = [0x02, 0, 0, 0, 0, 0x0c];
+    let vip = vec![IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100))];
+    // A whole, valid priority-255 advert from `source` to `destination`, in
+    // a frame to `mac` with `tags`, in an IPv4 packet with `fragment`.
+    let advert = |source: Ipv4Addr,
+                  destination: Ipv4Addr,
+                  mac: [u8; 6],
+                  tags: &[(u16, u16)],
+                  fragment: u16,
+                  change: &dyn Fn(&mut Vec<u8>)| {
+        let mut message = frames::v3_advert(255, 10, vip.clone())
+            .encode(
+                IpAddr::V4(source),
+                IpAddr::V4(destination),
+                ChecksumMode::WithPseudoHeader,
+            )
+            .expect("encodable")
+            .to_vec();
+        change(&mut message);
+        frames::fix_vrrp_checksum(
+            &mut message,
+            IpAddr::V4(source),
+            IpAddr::V4(destination),
+            true,
+        );
+        frames::ethernet(
+            mac,
+            frames::MAC_A,
+            tags,
+            ETHERTYPE_IPV4,
+            &frames::ipv4_with(source, destination, 255, 112, &message, fragment, &[]),
+        )
+    };
+    let keep = |_: &mut Vec<u8>| {};
+    let no_addresses = |m: &mut Vec<u8>| {
+        m[3] = 0;
+        m.truncate(8);
+    };
+    let refused = vec![
+        advert(peer, group, group_mac, &[(ETHERTYPE_VLAN, 10)], 0, &keep),
+        advert(
+            peer,
+            group,
+            group_mac,
+            &[(ETHERTYPE_QINQ, 100), (ETHERTYPE_VLAN, 10)],
+            0,
+            &keep,
+        ),
+        advert(peer, group, group_mac, &[], 0x2000, &keep),
+        advert(peer, group, group_mac, &[], 7, &keep),
+        advert(peer, group, group_mac, &[], 0, &no_addresses),
+        advert(peer, group, other_host_mac, &[], 0, &keep),
+        advert(peer, Ipv4Addr::new(10, 77, 0, 3), b_mac, &[], 0, &keep),
+        advert(Ipv4Addr::new(10, 77, 0, 2), group, group_mac, &[], 0, &keep),
+    ];
+    let send = |frames: Vec<Vec<u8>>, times: usize| {
+        in_netns(&a, move || -> anyhow::Result<()> {
+            let socket = PacketSocket::bind("eth1", false)?;
+            for _ in 0..times {
+                for frame in &frames {
+                    socket.send(frame)?;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(())
+        })
+        .expect("netns")
+        .expect("send");
+    };
+    send(refused, EACH);
+    let counted = |status: &wimark_ha::records::DaemonStatus| {
+        let monitor = &status.monitors[0];
+        let ignored = &status.instances[0].ignored;
+        [
+            monitor.vrrp.tagged,
+            monitor.vrrp.invalid.fragment,
+            monitor.vrrp.invalid.address_count,
+            ignored.get(IgnoredReason::ForeignMac),
+            ignored.get(IgnoredReason::ForeignAddress),
+            ignored.get(IgnoredReason::OwnSource),
+        ]
+    };
+    let expected = [2, 2, 1, 1, 1, 1].map(|n| n * EACH as u64);
+    wait_until(Duration::from_secs(3), "every refusal counted", || {
+        daemon
+            .status()
+            .is_ok_and(|s| counted(&s).iter().zip(&expected).all(|(n, e)| n >= e))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", daemon.status().map(|s| counted(&s))));
+    let status = daemon.status().expect("status");
+    assert_eq!(
+        counted(&status),
+        expected,
+        "[tagged, fragment, address_count, foreign_mac, foreign_address, own_source]"
+    );
+    assert_eq!(
+        daemon.state(),
+        Some(State::Master),
+        "no refused advert demoted the master"
+    );
+    assert_eq!(status.instances[0].adverts_received, 0);
+    assert_eq!(
+        daemon.last_transition().to,
+        State::Master,
+        "and none moved it at all"
+    );
+
+    // The control: the same advert unicast to B's own MAC and address (as a
+    // unicast peer sends it) is obeyed.
+    send(
+        vec![advert(
+            peer,
+            Ipv4Addr::new(10, 77, 0, 2),
+            b_mac,
+            &[],
+            0,
+            &keep,
+        )],
+        20,
+    );
+    wait_until(Duration::from_secs(2), "B BACKUP", || {
+        daemon.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+}
+
 #[test]
 fn a_second_daemon_on_the_same_node_refuses_to_start_and_touches_nothing() {
     let (_lab, a, _b) = lab();

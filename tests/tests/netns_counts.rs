@@ -47,6 +47,9 @@ fn counter_total(snapshot: &Snapshot, counter: Counter) -> u64 {
         Counter::EventsLost => snapshot.events_lost,
         Counter::ApEvicted => snapshot.ap.evicted,
         Counter::VrrpRogue => snapshot.vrrp.rogue,
+        Counter::VrrpTagged => snapshot.vrrp.tagged,
+        Counter::VrrpInvalidAddressCount => snapshot.vrrp.invalid.address_count,
+        Counter::VrrpInvalidFragment => snapshot.vrrp.invalid.fragment,
     }
 }
 

@@ -22,7 +22,7 @@ pub const WATCH_ALLOWED_ONLY: u32 = 2;
 /// Entries of `ALLOWED_PEERS` ((source, VRID) pairs).
 pub const ALLOWED_PEERS_MAX: u32 = 64;
 /// Ring buffer size for per-advert events, in bytes (a power of two): at
-/// 48 bytes plus an 8-byte header, 4096 adverts — seconds of slack at the
+/// 72 bytes plus an 8-byte header, 3 276 adverts — seconds of slack at the
 /// fastest heartbeat.
 pub const ADVERT_RING_BYTES: u32 = 256 * 1024;
 /// How often userspace refreshes `AP_CLOCK` (see there).
@@ -75,11 +75,15 @@ pub enum Counter {
     /// Valid adverts for an allow-listed VRID from a source not on its
     /// list: also counted in `VrrpValid`, never passed to the daemon.
     VrrpRogue = 15,
+    /// Valid adverts inside a VLAN tag: another VLAN's (never obeyed).
+    VrrpTagged = 16,
+    VrrpInvalidAddressCount = 17,
+    VrrpInvalidFragment = 18,
 }
 
 impl Counter {
     /// Number of slots in the `COUNTERS` array.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 19;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::VrrpValid,
         Counter::VrrpInvalidTtl,
@@ -97,6 +101,9 @@ impl Counter {
         Counter::EventsLost,
         Counter::ApEvicted,
         Counter::VrrpRogue,
+        Counter::VrrpTagged,
+        Counter::VrrpInvalidAddressCount,
+        Counter::VrrpInvalidFragment,
     ];
 
     /// Diagnostics rather than traffic classes: not packets on the wire
@@ -231,13 +238,18 @@ pub struct AdvertEvent {
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at receive.
     pub timestamp_ns: u64,
     pub source: IpBytes,
+    /// The IP destination and the frame's destination MAC: the daemon obeys
+    /// only adverts addressed to the VRRP group or to itself, as the kernel
+    /// would deliver them (XDP sees frames for other hosts too).
+    pub destination: IpBytes,
     pub interval_ms: u32,
     pub vrid: u8,
     pub priority: u8,
     pub version: u8,
     pub address_count: u8,
     pub auth_type: u8,
-    pub _pad: [u8; 3],
+    pub destination_mac: [u8; 6],
+    pub _pad: [u8; 1],
     /// VRRPv2 authentication data; zero for v3.
     pub auth_data: [u8; 8],
 }
@@ -296,6 +308,6 @@ const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerRecord>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerEvent>() == 8 + 24 + 12 + 3 + 9);
 const _: () = assert!(core::mem::size_of::<ApSlot>() == 56);
-const _: () = assert!(core::mem::size_of::<AdvertEvent>() == 48);
+const _: () = assert!(core::mem::size_of::<AdvertEvent>() == 72);
 const _: () = assert!(AP_TABLE_SETS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<TrafficCounter>() == 16);

@@ -8,7 +8,9 @@
 //!
 //! The receive checks follow RFC 5798 §7.1 (VRRPv3) and RFC 3768 §7.1 (VRRPv2):
 //! TTL/hop limit 255, version, type, length against the address count, and the
-//! checksum. VRID, authentication and interval matching are the daemon's job,
+//! checksum, plus what keeps an advert to its own segment: one in a VLAN tag
+//! or an IP fragment is never valid (counted by its own reason). VRID,
+//! authentication, interval and destination matching are the daemon's job,
 //! not the monitor's: the monitor reports what is on the wire.
 
 use crate::abi::{Counter, IpBytes, FAMILY_IPV4, FAMILY_IPV6};
@@ -95,15 +97,24 @@ pub enum DecodeError {
     /// Checksum wrong (for VRRPv3 over IPv4, with and without the
     /// pseudo-header are both accepted).
     Checksum = 5,
+    /// Address count 0: RFC 5798 §5.2.5 sets the minimum at 1, and no
+    /// VRRPv2 router advertises a virtual router without an address.
+    AddressCount = 6,
+    /// Carried in an IP fragment (IPv4 MF flag or offset, any IPv6 fragment
+    /// header): an advert is a few dozen bytes on one link, no sender
+    /// fragments it, and a fragment cannot be checked whole.
+    Fragment = 7,
 }
 
 impl DecodeError {
-    pub const ALL: [DecodeError; 5] = [
+    pub const ALL: [DecodeError; 7] = [
         DecodeError::Ttl,
         DecodeError::Version,
         DecodeError::Type,
         DecodeError::Length,
         DecodeError::Checksum,
+        DecodeError::AddressCount,
+        DecodeError::Fragment,
     ];
 
     #[inline(always)]
@@ -114,6 +125,8 @@ impl DecodeError {
             DecodeError::Type => Counter::VrrpInvalidType,
             DecodeError::Length => Counter::VrrpInvalidLength,
             DecodeError::Checksum => Counter::VrrpInvalidChecksum,
+            DecodeError::AddressCount => Counter::VrrpInvalidAddressCount,
+            DecodeError::Fragment => Counter::VrrpInvalidFragment,
         }
     }
 
@@ -125,6 +138,8 @@ impl DecodeError {
             DecodeError::Type => "type",
             DecodeError::Length => "length",
             DecodeError::Checksum => "checksum",
+            DecodeError::AddressCount => "address_count",
+            DecodeError::Fragment => "fragment",
         }
     }
 }
@@ -174,8 +189,14 @@ impl ApClass {
 /// What a frame is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// A valid advert on the untagged segment the program is attached to.
     Vrrp(AdvertSummary),
     VrrpInvalid(DecodeError),
+    /// A valid advert inside an 802.1Q or 802.1ad tag: another VLAN's
+    /// router pair (an instance on a VLAN sub-interface sees its own VLAN's
+    /// frames untagged). Counted, never handed to the daemon: the same VRID
+    /// on another VLAN must not demote our master.
+    VrrpTagged,
     Carp,
     /// `ap` is the address on the AP's side: the end whose port is not the
     /// service port (for ESP, which has no ports, the source); `ap_port` is
@@ -199,6 +220,7 @@ impl Verdict {
         match self {
             Verdict::Vrrp(_) => Counter::VrrpValid,
             Verdict::VrrpInvalid(e) => e.counter(),
+            Verdict::VrrpTagged => Counter::VrrpTagged,
             Verdict::Carp => Counter::Carp,
             Verdict::Ap { class, .. } => class.counter(),
             Verdict::Other => Counter::Other,
@@ -213,6 +235,34 @@ pub struct IpContext {
     pub destination: IpBytes,
     /// TTL (IPv4) or hop limit (IPv6).
     pub ttl: u8,
+}
+
+/// Where an untagged frame's IP destination address starts, by the
+/// advert's family ([`FAMILY_IPV4`] or not). Only untagged adverts reach
+/// the daemon ([`Verdict::VrrpTagged`]), so the XDP program reads the
+/// destination at a fixed offset; carrying the offset in the verdict made
+/// the verifier reject the program (an uninitialised register on a merged
+/// path).
+#[inline(always)]
+pub const fn untagged_destination_offset(family: u8) -> usize {
+    if family == FAMILY_IPV4 {
+        ETH_HEADER_LEN + 16
+    } else {
+        ETH_HEADER_LEN + 24
+    }
+}
+
+/// How the IP packet sits in the frame: the facts around it that decide
+/// whether a VRRP message in it may be obeyed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Carriage {
+    /// The frame had at least one VLAN tag.
+    pub tagged: bool,
+    /// Any fragment: IPv4 MF or a non-zero offset, or an IPv6 fragment
+    /// header.
+    pub fragment: bool,
+    /// A fragment other than the first: no transport header in it.
+    pub later_fragment: bool,
 }
 
 /// Classify one Ethernet frame. Never panics; anything it cannot parse is
@@ -243,15 +293,16 @@ fn classify_ethernet<F: Frame + ?Sized>(frame: &F) -> Option<Verdict> {
         ethertype = be16([tag[2], tag[3]]);
         offset += 4;
     }
+    let tagged = offset != ETH_HEADER_LEN;
     match ethertype {
-        ETHERTYPE_IPV4 => classify_ipv4(frame, offset),
-        ETHERTYPE_IPV6 => classify_ipv6(frame, offset),
+        ETHERTYPE_IPV4 => classify_ipv4(frame, offset, tagged),
+        ETHERTYPE_IPV6 => classify_ipv6(frame, offset, tagged),
         _ => Some(Verdict::Other),
     }
 }
 
 #[inline(always)]
-fn classify_ipv4<F: Frame + ?Sized>(frame: &F, offset: usize) -> Option<Verdict> {
+fn classify_ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, tagged: bool) -> Option<Verdict> {
     let h = frame.load::<20>(offset)?;
     if h[0] >> 4 != 4 {
         return Some(Verdict::Other);
@@ -261,7 +312,13 @@ fn classify_ipv4<F: Frame + ?Sized>(frame: &F, offset: usize) -> Option<Verdict>
     if header_len < 20 || total_len < header_len {
         return Some(Verdict::Other);
     }
-    let later_fragment = be16([h[6], h[7]]) & 0x1fff != 0;
+    // Flags and offset: MF is 0x2000, the offset the low 13 bits.
+    let fragment_field = be16([h[6], h[7]]);
+    let carriage = Carriage {
+        tagged,
+        fragment: fragment_field & 0x3fff != 0,
+        later_fragment: fragment_field & 0x1fff != 0,
+    };
     let ip = IpContext {
         source: IpBytes::v4([h[12], h[13], h[14], h[15]]),
         destination: IpBytes::v4([h[16], h[17], h[18], h[19]]),
@@ -272,13 +329,13 @@ fn classify_ipv4<F: Frame + ?Sized>(frame: &F, offset: usize) -> Option<Verdict>
         h[9],
         offset + header_len,
         total_len - header_len,
-        later_fragment,
+        carriage,
         &ip,
     ))
 }
 
 #[inline(always)]
-fn classify_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize) -> Option<Verdict> {
+fn classify_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, tagged: bool) -> Option<Verdict> {
     let h = frame.load::<8>(offset)?;
     if h[0] >> 4 != 6 {
         return Some(Verdict::Other);
@@ -291,7 +348,10 @@ fn classify_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize) -> Option<Verdict>
     let mut next_header = h[6];
     let mut remaining = usize::from(be16([h[4], h[5]]));
     let mut transport = offset + 40;
-    let mut later_fragment = false;
+    let mut carriage = Carriage {
+        tagged,
+        ..Carriage::default()
+    };
     // Bounded walk: a chain longer than this is "other", never a verifier
     // surprise.
     for _ in 0..MAX_IPV6_EXTENSION_HEADERS {
@@ -309,8 +369,9 @@ fn classify_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize) -> Option<Verdict>
             IPPROTO_FRAGMENT => {
                 let e = frame.load::<4>(transport)?;
                 next_header = e[0];
+                carriage.fragment = true;
                 if be16([e[2], e[3]]) & 0xfff8 != 0 {
-                    later_fragment = true;
+                    carriage.later_fragment = true;
                 }
                 8
             }
@@ -333,7 +394,7 @@ fn classify_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize) -> Option<Verdict>
         next_header,
         transport,
         remaining,
-        later_fragment,
+        carriage,
         &ip,
     ))
 }
@@ -344,11 +405,14 @@ fn classify_transport<F: Frame + ?Sized>(
     protocol: u8,
     offset: usize,
     length: usize,
-    later_fragment: bool,
+    carriage: Carriage,
     ip: &IpContext,
 ) -> Verdict {
     match protocol {
+        // Checked before the message: a fragment cannot be checked whole.
+        IPPROTO_VRRP if carriage.fragment => Verdict::VrrpInvalid(DecodeError::Fragment),
         IPPROTO_VRRP => match check_vrrp(frame, offset, length, ip) {
+            Ok(_) if carriage.tagged => Verdict::VrrpTagged,
             Ok(advert) => Verdict::Vrrp(advert),
             Err(VrrpRejection::Carp) => Verdict::Carp,
             Err(VrrpRejection::Invalid(e)) => Verdict::VrrpInvalid(e),
@@ -359,7 +423,7 @@ fn classify_transport<F: Frame + ?Sized>(
             ap_port: 0,
             session: false,
         },
-        IPPROTO_UDP | IPPROTO_TCP if !later_fragment => {
+        IPPROTO_UDP | IPPROTO_TCP if !carriage.later_fragment => {
             let Some(ports) = frame.load::<4>(offset) else {
                 return Verdict::Other;
             };
@@ -488,6 +552,12 @@ pub fn check_vrrp<F: Frame + ?Sized>(
     }
     if length != expected_len || length > VRRP_MAX_LEN {
         return Err(DecodeError::Length.into());
+    }
+    // RFC 5798 §5.2.5: "Count IPvX Addr ... Its minimum value is 1". After
+    // the length check, so a count of 0 on a message that carries addresses
+    // stays a length error.
+    if h[3] == 0 {
+        return Err(DecodeError::AddressCount.into());
     }
     let Some(sum) = sum_words(frame, offset, length) else {
         // The frame ends before the IP header says the message does.

@@ -134,6 +134,19 @@ fn advert_fields_are_reported_in_milliseconds() {
         (2, 67, 200, 1000, 1)
     );
     assert_eq!(v2.source, IpBytes::v4(SERVER_A.octets()));
+    let frame = frames::vrrp_v4_frame(
+        &frames::vendor_v2_advert(),
+        SERVER_A,
+        255,
+        ChecksumMode::WithoutPseudoHeader,
+        &[],
+    );
+    let at = wimark_ha_common::classify::untagged_destination_offset(v2.source.family);
+    assert_eq!(
+        frame[at..at + 4],
+        [224, 0, 0, 18],
+        "the daemon checks the destination is the group or one of its own"
+    );
 
     let v3 = frames::v3_advert(0, 40950, vec![IpAddr::V4(Ipv4Addr::new(10, 10, 10, 3))]);
     let v3 = classify(

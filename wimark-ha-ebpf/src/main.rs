@@ -28,10 +28,10 @@ use wimark_ha_common::{
     abi::{
         ap_set, peer_event, AdvertEvent, ApSlot, Counter, IpBytes, PeerEvent, PeerKey, PeerRecord,
         TrafficCounter, ADVERT_RING_BYTES, ALLOWED_PEERS_MAX, AP_TABLE_SLOTS, AP_TABLE_WAYS,
-        EVENT_RING_BYTES, PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY,
+        EVENT_RING_BYTES, FAMILY_IPV4, PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY,
         WATCH_NONE,
     },
-    classify::{classify, AdvertSummary, ApClass, Frame, Verdict},
+    classify::{classify, untagged_destination_offset, AdvertSummary, ApClass, Frame, Verdict},
 };
 
 #[map]
@@ -118,7 +118,7 @@ pub fn wimark_ha_monitor(ctx: XdpContext) -> u32 {
         } => {
             record_ap(&ap, class, ap_port, session, bytes);
         }
-        Verdict::Carp | Verdict::Other => {}
+        Verdict::VrrpTagged | Verdict::Carp | Verdict::Other => {}
     }
     xdp_action::XDP_PASS
 }
@@ -164,13 +164,16 @@ fn record_peer(frame: &XdpFrame, advert: &AdvertSummary, bytes: u64) {
         let event = AdvertEvent {
             timestamp_ns: now,
             source: advert.source,
+            destination: destination(frame, advert),
             interval_ms: advert.interval_ms,
             vrid: advert.vrid,
             priority: advert.priority,
             version: advert.version,
             address_count: advert.address_count,
             auth_type: advert.auth_type,
-            _pad: [0; 3],
+            // The classifier read the Ethernet header, so this load holds.
+            destination_mac: frame.load::<6>(0).unwrap_or([0; 6]),
+            _pad: [0; 1],
             auth_data: if advert.version == 2 {
                 frame.load::<8>(usize::from(advert.auth_offset)).unwrap_or([0; 8])
             } else {
@@ -242,6 +245,18 @@ fn record_peer(frame: &XdpFrame, advert: &AdvertSummary, bytes: u64) {
     };
     if PEER_EVENTS.output::<PeerEvent>(&event, 0).is_err() {
         count(Counter::EventsLost, 0);
+    }
+}
+
+/// The advert's IP destination: the VRRP group, or a unicast address the
+/// daemon checks is its own.
+#[inline(always)]
+fn destination(frame: &XdpFrame, advert: &AdvertSummary) -> IpBytes {
+    let at = untagged_destination_offset(advert.source.family);
+    if advert.source.family == FAMILY_IPV4 {
+        frame.load::<4>(at).map_or(IpBytes::default(), IpBytes::v4)
+    } else {
+        frame.load::<16>(at).map_or(IpBytes::default(), IpBytes::v6)
     }
 }
 

@@ -44,11 +44,19 @@ impl fmt::Display for Stack {
 pub enum IgnoredReason {
     /// VRRPv2 authentication that is not ours (RFC 3768 §7.1).
     Auth,
+    /// Sent to an IP address that is neither the VRRP group nor ours.
+    ForeignAddress,
+    /// In a frame for another host's unicast MAC (seen by XDP only because
+    /// a switch flooded or mirrored it).
+    ForeignMac,
     /// VRRPv2 with another advert interval (RFC 3768 §7.1), or a zero one.
     Interval,
     /// A lower-priority master while we preempt (we take over).
     LowerPriority,
     OtherVrid,
+    /// Our own source address: a loop on the segment, or another host
+    /// using our address.
+    OwnSource,
     /// A source not on the instance's allow-list (the XDP program drops
     /// these first; this is the second lock).
     Rogue,
@@ -56,11 +64,14 @@ pub enum IgnoredReason {
 }
 
 impl IgnoredReason {
-    pub const ALL: [IgnoredReason; 6] = [
+    pub const ALL: [IgnoredReason; 9] = [
         IgnoredReason::Auth,
+        IgnoredReason::ForeignAddress,
+        IgnoredReason::ForeignMac,
         IgnoredReason::Interval,
         IgnoredReason::LowerPriority,
         IgnoredReason::OtherVrid,
+        IgnoredReason::OwnSource,
         IgnoredReason::Rogue,
         IgnoredReason::Version,
     ];
@@ -68,9 +79,12 @@ impl IgnoredReason {
     pub fn name(self) -> &'static str {
         match self {
             IgnoredReason::Auth => "auth",
+            IgnoredReason::ForeignAddress => "foreign_address",
+            IgnoredReason::ForeignMac => "foreign_mac",
             IgnoredReason::Interval => "interval",
             IgnoredReason::LowerPriority => "lower_priority",
             IgnoredReason::OtherVrid => "other_vrid",
+            IgnoredReason::OwnSource => "own_source",
             IgnoredReason::Rogue => "rogue",
             IgnoredReason::Version => "version",
         }

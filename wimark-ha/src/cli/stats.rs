@@ -163,8 +163,18 @@ fn print_table(
     }
     let invalid = &snapshot.vrrp.invalid;
     out.push_str(&format!(
-        "vrrp invalid by reason: ttl {} version {} type {} length {} checksum {}\n",
-        invalid.ttl, invalid.version, invalid.r#type, invalid.length, invalid.checksum
+        "vrrp invalid by reason: ttl {} version {} type {} length {} checksum {} address_count {} fragment {}\n",
+        invalid.ttl,
+        invalid.version,
+        invalid.r#type,
+        invalid.length,
+        invalid.checksum,
+        invalid.address_count,
+        invalid.fragment
+    ));
+    out.push_str(&format!(
+        "vrrp in a VLAN tag (another VLAN's, never obeyed): {}\n",
+        snapshot.vrrp.tagged
     ));
     if snapshot.vrrp.peers.is_empty() {
         out.push_str("VRRP peers: none seen\n");

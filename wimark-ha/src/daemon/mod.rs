@@ -443,6 +443,7 @@ async fn run_bound(
                     links: link::LinkWatcher::new()?,
                     advert_senders,
                     senders: None,
+                    local_addresses: Default::default(),
                 }
                 .run()
             })();

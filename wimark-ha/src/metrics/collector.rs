@@ -200,6 +200,16 @@ impl Collector for StatusCollector {
                 "VRRP packets with a bad checksum, dropped in XDP",
                 |c| c.checksum,
             ),
+            (
+                "address_count_errors",
+                "VRRP packets with address count 0 (RFC 5798 5.2.5), dropped in XDP",
+                |c| c.address_count,
+            ),
+            (
+                "fragment_errors",
+                "VRRP packets in IP fragments, dropped in XDP",
+                |c| c.fragment,
+            ),
         ] {
             family(
                 &mut encoder,
@@ -257,6 +267,16 @@ impl Collector for StatusCollector {
                 }),
             )?;
         }
+        family(
+            &mut encoder,
+            "tagged_adverts",
+            "Valid adverts inside a VLAN tag (another VLAN's), dropped in XDP before the daemon",
+            MetricType::Counter,
+            status
+                .monitors
+                .iter()
+                .map(|m| (interface(m), ConstCounter::new(m.vrrp.tagged))),
+        )?;
         family(
             &mut encoder,
             "rogue_adverts",

@@ -28,6 +28,11 @@ use crate::vrrp::{Advert, Auth, Timestamp, Version};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Heard {
     pub source: IpAddr,
+    /// Where it was sent: the IP destination and the frame's destination
+    /// MAC (XDP sees frames for other hosts too; the engine obeys only
+    /// those addressed to the group or to itself).
+    pub destination: IpAddr,
+    pub destination_mac: [u8; 6],
     /// The kernel's receive time (`bpf_ktime_get_ns()`, CLOCK_MONOTONIC).
     pub at: Timestamp,
     /// The XDP program did the wire checks; the VIP addresses are not
@@ -50,6 +55,8 @@ impl Heard {
         };
         Some(Self {
             source: IpAddr::from(event.source),
+            destination: IpAddr::from(event.destination),
+            destination_mac: event.destination_mac,
             at: Timestamp(event.timestamp_ns),
             advert: Advert {
                 version,
@@ -161,13 +168,15 @@ mod tests {
         AdvertEvent {
             timestamp_ns: 7_000_123,
             source: IpBytes::from("10.77.0.1".parse::<IpAddr>().expect("ip")),
+            destination: IpBytes::from("224.0.0.18".parse::<IpAddr>().expect("ip")),
             interval_ms: 1000,
             vrid: 67,
             priority: 200,
             version,
             address_count: 1,
             auth_type,
-            _pad: [0; 3],
+            destination_mac: [1, 0, 0x5e, 0, 0, 0x12],
+            _pad: [0; 1],
             auth_data: *b"wimark12",
         }
     }
@@ -177,6 +186,11 @@ mod tests {
         let heard = Heard::decode(&event(2, 1)).expect("v2");
         assert_eq!(heard.source, "10.77.0.1".parse::<IpAddr>().expect("ip"));
         assert_eq!(heard.at, Timestamp(7_000_123));
+        assert_eq!(
+            heard.destination,
+            "224.0.0.18".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(heard.destination_mac, [1, 0, 0x5e, 0, 0, 0x12]);
         assert_eq!(heard.advert.version, Version::V2);
         assert_eq!(heard.advert.auth, Auth::Password(*b"wimark12"));
         assert_eq!(heard.advert.interval, Duration::from_secs(1));

@@ -129,11 +129,23 @@ pub struct InvalidCounts {
     pub r#type: u64,
     pub length: u64,
     pub checksum: u64,
+    /// Address count 0 (RFC 5798 §5.2.5).
+    #[serde(default)]
+    pub address_count: u64,
+    /// Carried in an IP fragment.
+    #[serde(default)]
+    pub fragment: u64,
 }
 
 impl InvalidCounts {
     pub fn total(&self) -> u64 {
-        self.ttl + self.version + self.r#type + self.length + self.checksum
+        self.ttl
+            + self.version
+            + self.r#type
+            + self.length
+            + self.checksum
+            + self.address_count
+            + self.fragment
     }
 }
 
@@ -159,6 +171,10 @@ pub struct VrrpStats {
     /// Valid adverts for an allow-listed VRID from a source not on the
     /// list (included in `valid`; never handed to the daemon).
     pub rogue: u64,
+    /// Valid adverts inside a VLAN tag: another VLAN's (not in `valid`;
+    /// never handed to the daemon).
+    #[serde(default)]
+    pub tagged: u64,
     pub invalid: InvalidCounts,
     pub peers: Vec<PeerStats>,
 }
@@ -224,12 +240,15 @@ impl Snapshot {
                 valid: at(Counter::VrrpValid).packets,
                 valid_bytes: at(Counter::VrrpValid).bytes,
                 rogue: at(Counter::VrrpRogue).packets,
+                tagged: at(Counter::VrrpTagged).packets,
                 invalid: InvalidCounts {
                     ttl: at(Counter::VrrpInvalidTtl).packets,
                     version: at(Counter::VrrpInvalidVersion).packets,
                     r#type: at(Counter::VrrpInvalidType).packets,
                     length: at(Counter::VrrpInvalidLength).packets,
                     checksum: at(Counter::VrrpInvalidChecksum).packets,
+                    address_count: at(Counter::VrrpInvalidAddressCount).packets,
+                    fragment: at(Counter::VrrpInvalidFragment).packets,
                 },
                 peers,
             },

@@ -34,10 +34,13 @@ use crate::{
     vrrp::{Action, Advert, ChecksumMode, Heartbeat, Ignored, Instance, State, Timestamp},
 };
 
+pub mod addressed;
 mod effects;
 mod poller;
 mod publish;
 
+use addressed::addressed_here;
+pub use addressed::LocalAddresses;
 pub use poller::make_realtime;
 use poller::{drain_eventfd, Poller};
 
@@ -138,6 +141,17 @@ impl EngineInstance {
         self.history.push_back(record);
     }
 
+    /// The link `reader` listens on, if this instance speaks on it.
+    fn link_of(&self, reader: usize) -> Option<&InterfaceInfo> {
+        if reader == self.reader {
+            return Some(&self.interface);
+        }
+        self.heartbeats
+            .iter()
+            .find(|h| h.reader == reader)
+            .map(|h| &h.interface)
+    }
+
     /// The source the state machine should see for an advert from `source`
     /// read by `reader`, or `None` when the advert is not this instance's
     /// business on that link.
@@ -225,23 +239,27 @@ pub struct Engine {
     pub advert_senders: crate::config::AdvertSenders,
     /// The fast-stream senders, started with the loop.
     pub senders: Option<SenderPool>,
+    /// This host's addresses, for unicast adverts' destinations.
+    pub local_addresses: LocalAddresses,
 }
 
 fn now() -> Timestamp {
     Timestamp(monotonic_now_ns())
 }
 
-/// The counter an ignored advert goes to; our own adverts (looped back on
-/// some links) are not counted.
-fn ignored_reason(ignored: &Ignored) -> Option<IgnoredReason> {
-    Some(match ignored {
+/// The counter an ignored advert goes to.
+fn ignored_reason(ignored: &Ignored) -> IgnoredReason {
+    match ignored {
         Ignored::OtherVrid(_) => IgnoredReason::OtherVrid,
         Ignored::Version(_) => IgnoredReason::Version,
         Ignored::Auth => IgnoredReason::Auth,
         Ignored::Interval(_) => IgnoredReason::Interval,
-        Ignored::Own => return None,
+        // Multicast loop is off on our sockets and XDP sees no egress, so
+        // this is a loop on the segment or a host using our address: worth
+        // seeing.
+        Ignored::Own => IgnoredReason::OwnSource,
         Ignored::LowerPriority => IgnoredReason::LowerPriority,
-    })
+    }
 }
 
 impl Engine {
@@ -249,7 +267,11 @@ impl Engine {
     /// out) or a RestartHold one.
     pub fn run(mut self) -> anyhow::Result<Stopped> {
         make_realtime();
-        if self.instances.iter().any(|i| i.config.fast_detect.is_some()) {
+        if self
+            .instances
+            .iter()
+            .any(|i| i.config.fast_detect.is_some())
+        {
             self.senders = Some(SenderPool::start(self.advert_senders)?);
         }
         let mut fds: Vec<RawFd> = self.readers.iter().map(|r| r.fd()).collect();
@@ -421,12 +443,29 @@ impl Engine {
             reader.drain(|event| events.push((index, event)));
         }
         for (reader, heard) in events {
-            let Heard { source, at, advert } = heard;
+            let Heard {
+                source,
+                destination,
+                destination_mac,
+                at,
+                advert,
+            } = heard;
             for i in 0..self.instances.len() {
                 let instance = &mut self.instances[i];
                 if instance.config.vrid != advert.vrid
                     || instance.primary.is_ipv4() != source.is_ipv4()
                 {
+                    continue;
+                }
+                let Some(link) = instance.link_of(reader) else {
+                    continue;
+                };
+                let (our_mac, scope) = (link.mac, link.index);
+                let locals = &mut self.local_addresses;
+                if let Err(reason) = addressed_here(destination, destination_mac, our_mac, |a| {
+                    locals.is_local(a, scope, t)
+                }) {
+                    instance.ignored.count(reason);
                     continue;
                 }
                 let Some(source) = instance.heard_as(reader, source, at) else {
@@ -447,11 +486,7 @@ impl Engine {
                             instance.priority_zero_received += 1;
                         }
                     }
-                    Err(why) => {
-                        if let Some(reason) = ignored_reason(&why) {
-                            instance.ignored.count(reason);
-                        }
-                    }
+                    Err(why) => instance.ignored.count(ignored_reason(&why)),
                 }
                 self.carry_out(i, t);
             }
