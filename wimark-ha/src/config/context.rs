@@ -147,9 +147,34 @@ impl Context<'_> {
                 .filter(|p| *p <= max)
                 .ok_or_else(|| bad("bad prefix length"))?,
         };
+        // An address no host can be reached at, or a route for everything,
+        // would be "held" while nothing answers at it.
+        if let Some(why) = unusable_address(address) {
+            return Err(bad(why));
+        }
+        if prefix_len == 0 {
+            return Err(bad("prefix /0 would route every address to this interface"));
+        }
         Ok(VirtualIp {
             address,
             prefix_len,
         })
+    }
+}
+
+/// Why `address` cannot be a VIP or a peer: no single host answers at it.
+/// (IPv6 link-local stays allowed: RFC 5798 §5.2.9 wants one as the first
+/// IPv6 VIP.)
+pub(super) fn unusable_address(address: IpAddr) -> Option<&'static str> {
+    if address.is_unspecified() {
+        Some("the unspecified address is no host's")
+    } else if address.is_loopback() {
+        Some("a loopback address never leaves this server")
+    } else if address.is_multicast() {
+        Some("a multicast address is a group, not a host")
+    } else if address == IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
+        Some("the broadcast address is every host's")
+    } else {
+        None
     }
 }

@@ -112,6 +112,25 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let cx = Context { text, file };
     let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+    // Relative paths would land wherever the daemon was started from.
+    for (key, path) in [
+        ("control_socket", &raw.daemon.control_socket),
+        ("state_dir", &raw.daemon.state_dir),
+    ] {
+        if let Some(path) = path {
+            if !path.get_ref().starts_with('/') {
+                return Err(cx.error(
+                    path.span(),
+                    key,
+                    &format!(
+                        "`{}` is not an absolute path; write the full path, e.g. \"{}\"",
+                        path.get_ref(),
+                        if key == "state_dir" { DEFAULT_STATE_DIR } else { DEFAULT_CONTROL_SOCKET }
+                    ),
+                ));
+            }
+        }
+    }
     let control_socket = raw
         .daemon
         .control_socket
@@ -129,8 +148,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let mut instances: Vec<InstanceConfig> = Vec::new();
     let mut names = HashSet::new();
     let mut routers = HashSet::new();
+    let mut vip_owners: Vec<(IpAddr, String)> = Vec::new();
     for raw in raw.instance {
         let span = raw.span();
+        let vips_span = raw.get_ref().virtual_ips.span();
         let instance = cx.instance(raw.into_inner(), &mut warnings)?;
         if !names.insert(instance.name.clone()) {
             return Err(cx.error(
@@ -155,6 +176,21 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                     ),
                 ));
             }
+        }
+        // Two instances holding one address: the demotion of one would
+        // remove the address the other still reports holding.
+        for vip in &instance.virtual_ips {
+            if let Some((_, owner)) = vip_owners.iter().find(|(a, _)| *a == vip.address) {
+                return Err(cx.error(
+                    vips_span.clone(),
+                    "virtual_ips",
+                    &format!(
+                        "{} is already a virtual IP of instance {owner}; one address belongs to one instance",
+                        vip.address
+                    ),
+                ));
+            }
+            vip_owners.push((vip.address, instance.name.clone()));
         }
         instances.push(instance);
     }

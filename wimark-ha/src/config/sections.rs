@@ -129,9 +129,35 @@ impl Context<'_> {
                             &format!("{address} is not of the virtual IPs' family"),
                         ));
                     }
+                    if let Some(why) = super::context::unusable_address(address) {
+                        return Err(self.error(
+                            peer.span(),
+                            key,
+                            &format!("{address}: {why}; a peer is the other server's own address"),
+                        ));
+                    }
+                    if virtual_ips.iter().any(|vip| vip.address == address) {
+                        return Err(self.error(
+                            peer.span(),
+                            key,
+                            &format!("{address} is one of this instance's virtual IPs; a peer is the other server's own address, which moves with no failover"),
+                        ));
+                    }
                     Ok(address)
                 })
-                .collect()
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|found| {
+                    for (index, address) in found.iter().enumerate() {
+                        if found[..index].contains(address) {
+                            return Err(self.error(
+                                list[index].span(),
+                                key,
+                                &format!("{address} is listed twice"),
+                            ));
+                        }
+                    }
+                    Ok(found)
+                })
         };
         let unicast_peers = addresses(&raw.unicast_peers, "unicast_peers")?;
         let mut allowed_peers = addresses(&raw.peers, "peers")?;

@@ -374,3 +374,53 @@ fn fencing_needs_a_command_and_roles() {
         .expect_err("bad timeout");
     assert_eq!(error.key, "fencing.timeout");
 }
+
+/// Issue 14, item 5: addresses and paths that parse but cannot work.
+#[test]
+fn addresses_and_paths_that_cannot_work_are_refused() {
+    let cases = [
+        ("\"10.10.10.3/24\"", "\"0.0.0.0/24\"", 12, "virtual_ips", "unspecified"),
+        ("\"10.10.10.3/24\"", "\"255.255.255.255\"", 12, "virtual_ips", "broadcast"),
+        ("\"10.10.10.3/24\"", "\"224.0.0.18/24\"", 12, "virtual_ips", "multicast"),
+        ("\"10.10.10.3/24\"", "\"127.0.0.5/8\"", 12, "virtual_ips", "loopback"),
+        ("\"10.10.10.3/24\"", "\"10.10.10.3/0\"", 12, "virtual_ips", "prefix /0"),
+        ("unicast_peers = []", "unicast_peers = [\"10.10.10.3\"]", 14, "unicast_peers", "one of this instance's virtual IPs"),
+        ("unicast_peers = []", "unicast_peers = [\"224.0.0.18\"]", 14, "unicast_peers", "multicast"),
+        ("unicast_peers = []", "unicast_peers = [\"0.0.0.0\"]", 14, "unicast_peers", "unspecified"),
+        ("unicast_peers = []", "unicast_peers = [\"10.10.10.2\", \"10.10.10.2\"]", 14, "unicast_peers", "listed twice"),
+        ("unicast_peers = []", "peers = [\"10.10.10.2\", \"10.10.10.2\"]", 14, "peers", "listed twice"),
+        ("\"/run/wimark-ha/test.sock\"", "\"test.sock\"", 3, "control_socket", "not an absolute path"),
+        ("\"/run/wimark-ha/test.sock\"", "\"\"", 3, "control_socket", "not an absolute path"),
+        ("control_socket = \"/run/wimark-ha/test.sock\"", "state_dir = \"var/lib\"", 3, "state_dir", "not an absolute path"),
+    ];
+    for (from, to, line, key, why) in cases {
+        let error = error_for(from, to);
+        assert_eq!((error.line, error.key.as_str()), (line, key), "{to}: {error}");
+        assert!(error.message.contains(why), "{to}: {error}");
+    }
+    // A v6 link-local VIP stays allowed (RFC 5798 §5.2.9 wants one first).
+    let v6 = GOOD.replace("\"10.10.10.3/24\"", "\"fe80::3/64\"");
+    parse_str(&v6).expect("link-local IPv6 VIP");
+}
+
+#[test]
+fn a_vip_of_two_instances_is_refused() {
+    let second = GOOD
+        .split("[[instance]]")
+        .nth(1)
+        .expect("instance")
+        .replace("WIM1", "WIM2")
+        .replace("vrid = 67", "vrid = 68");
+    let text = format!("{GOOD}\n[[instance]]{second}");
+    let error = parse_str(&text).expect_err("a VIP held twice");
+    assert_eq!(error.key, "virtual_ips", "{error}");
+    assert!(
+        error.message.contains("10.10.10.3 is already a virtual IP of instance WIM1"),
+        "{error}"
+    );
+    assert!(error.line > 14, "points at the second instance: {error}");
+    // Different addresses are fine.
+    let other = text.replacen("10.10.10.3/24", "10.10.10.9/24", 2);
+    let other = other.replacen("10.10.10.9/24", "10.10.10.3/24", 1);
+    parse_str(&other).expect("two instances, two VIPs");
+}
