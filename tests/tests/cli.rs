@@ -265,6 +265,11 @@ fn kernel_diagnostics_only_with_log_level_debug() {
         let output = child.wait_with_output().expect("wait");
         assert!(output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
+        // stderr is a pipe here, as journald is under systemd.
+        assert!(
+            !stderr.contains('\x1b'),
+            "ANSI escape codes in logs written to a pipe:\n{stderr}"
+        );
         for reason in [
             "ttl",
             "version",

@@ -128,7 +128,8 @@ pub enum Command {
 }
 
 impl Cli {
-    /// Logs go to stderr so `--json` output on stdout stays clean.
+    /// Logs go to stderr so `--json` output on stdout stays clean; plain text
+    /// unless stderr is a terminal.
     /// `RUST_LOG` overrides --log-level. The level applies to our own code and
     /// to the XDP program's messages (target `wimark_ha_ebpf`); libraries stay
     /// at `warn` so `debug` shows our diagnostics, not aya's loader chatter.
@@ -139,9 +140,14 @@ impl Cli {
                 "warn,wimark_ha={level},wimark_ha_ebpf={level}"
             ))
         });
+        // Colour only for a person at a terminal: under systemd stderr is
+        // journald, where escape codes end up as noise in every line.
+        use std::io::IsTerminal as _;
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(colour)
             .init();
     }
 
