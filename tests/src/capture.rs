@@ -23,6 +23,8 @@ pub enum Seen {
     Advert {
         source: IpAddr,
         priority: u8,
+        /// IPv4 TOS or IPv6 traffic class.
+        tos: u8,
     },
     /// Sender IP == target IP: an announcement of `address` by `mac`.
     GratuitousArp {
@@ -91,6 +93,7 @@ impl Capture {
                         Verdict::Vrrp(advert) => Some(Seen::Advert {
                             source: std::net::IpAddr::from(advert.source),
                             priority: advert.priority,
+                            tos: ip_tos(frame),
                         }),
                         _ => gratuitous_arp(frame),
                     };
@@ -182,4 +185,14 @@ fn receive_stamped(fd: i32, buffer: &mut [u8]) -> Result<Option<(usize, u64)>> {
         }
     }
     Ok(Some((n as usize, at)))
+}
+
+/// The TOS byte (IPv4) or traffic class (IPv6) of an untagged frame the
+/// classifier already found to be a valid advert.
+fn ip_tos(frame: &[u8]) -> u8 {
+    const ETH: usize = wimark_ha_common::classify::ETH_HEADER_LEN;
+    match frame[ETH] >> 4 {
+        4 => frame[ETH + 1],
+        _ => (frame[ETH] << 4) | (frame[ETH + 1] >> 4),
+    }
 }

@@ -445,6 +445,22 @@ impl FailoverLab {
         })
     }
 
+    /// The distinct TOS bytes of the adverts the capture has seen, sorted.
+    pub fn advert_tos_seen(&self) -> Vec<u8> {
+        let mut seen: Vec<u8> = self.capture.as_ref().map_or(Vec::new(), |c| {
+            c.records()
+                .iter()
+                .filter_map(|(_, s)| match s {
+                    Seen::Advert { tos, .. } => Some(*tos),
+                    _ => None,
+                })
+                .collect()
+        });
+        seen.sort_unstable();
+        seen.dedup();
+        seen
+    }
+
     /// Server A's (0) or server B's (1) daemon, when the pair is wimark-ha.
     pub fn daemon(&self, server: usize) -> Option<&Daemon> {
         match self.nodes.get(server)? {
@@ -532,7 +548,7 @@ impl FailoverLab {
             .min();
         let first_new_advert = records
             .iter()
-            .filter(|(t, s)| *t >= t0 && matches!(s, Seen::Advert { source, priority } if *source == std::net::IpAddr::V4(SERVER_B) && *priority > 0))
+            .filter(|(t, s)| *t >= t0 && matches!(s, Seen::Advert { source, priority, .. } if *source == std::net::IpAddr::V4(SERVER_B) && *priority > 0))
             .map(|(t, _)| *t)
             .min();
         let (gap, lost) = self

@@ -175,6 +175,9 @@ fn history_survives_a_restart_and_status_shows_it() {
     let mut lab =
         FailoverLab::with_options(Pair::WimarkHaFast, Default::default(), wimark_ha::vrrp::Multiplier::Fixed(10)).expect("lab");
     lab.fail(Failure::NodeLoss).expect("failover");
+    // Both daemons' adverts (A's before the loss, B's after) are marked
+    // internetwork control, as keepalived's are, for QoS queues.
+    assert_eq!(lab.advert_tos_seen(), vec![0xc0], "TOS of the adverts seen");
     let takeovers = |lab: &FailoverLab| {
         lab.daemon(1)
             .and_then(|d| d.instance().ok())

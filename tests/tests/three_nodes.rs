@@ -117,7 +117,7 @@ fn trial(lowest_is_keepalived: bool) -> (usize, usize, bool) {
         .collect();
     let adverts = after
         .iter()
-        .filter(|s| matches!(s, Seen::Advert { source, priority } if *source == lowest && *priority > 0))
+        .filter(|s| matches!(s, Seen::Advert { source, priority, .. } if *source == lowest && *priority > 0))
         .count();
     let garps = after
         .iter()

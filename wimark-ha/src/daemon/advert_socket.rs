@@ -1,6 +1,8 @@
 //! Sending adverts: a raw IP socket per instance (the kernel builds the IP
 //! header), TTL / hop limit 255 as RFC 5798 §5.1.1.3 requires, bound to the
-//! peer interface, from our primary address.
+//! peer interface, from our primary address, marked IP precedence 6
+//! (internetwork control, TOS / traffic class 0xc0, as keepalived sends) so
+//! QoS queues keep heartbeats ahead of bulk traffic.
 
 use std::{
     io,
@@ -15,6 +17,10 @@ pub const VRRP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12
 
 /// TTL / hop limit of every advert (RFC 5798 §5.1.1.3, §5.1.2.3).
 const VRRP_TTL: u32 = 255;
+
+/// IP precedence 6, internetwork control (RFC 791; DSCP CS6, RFC 4594):
+/// what routing protocols and keepalived's adverts carry.
+pub const VRRP_TOS: u32 = 0xc0;
 
 pub struct AdvertSocket {
     socket: Socket,
@@ -48,6 +54,7 @@ impl AdvertSocket {
         match source {
             IpAddr::V4(v4) => {
                 step(socket.set_ttl_v4(VRRP_TTL), "IP_TTL")?;
+                step(socket.set_tos_v4(VRRP_TOS), "IP_TOS")?;
                 step(socket.set_multicast_ttl_v4(VRRP_TTL), "IP_MULTICAST_TTL")?;
                 step(socket.set_multicast_loop_v4(false), "IP_MULTICAST_LOOP")?;
                 step(socket.set_multicast_if_v4(&v4), "IP_MULTICAST_IF")?;
@@ -58,6 +65,7 @@ impl AdvertSocket {
             }
             IpAddr::V6(_) => {
                 step(socket.set_unicast_hops_v6(VRRP_TTL), "IPV6_UNICAST_HOPS")?;
+                step(socket.set_tclass_v6(VRRP_TOS), "IPV6_TCLASS")?;
                 step(
                     socket.set_multicast_hops_v6(VRRP_TTL),
                     "IPV6_MULTICAST_HOPS",
