@@ -198,4 +198,18 @@ fn bad_input_is_refused_with_file_and_line() {
     ]);
     assert!(!ok, "{stderr}");
     assert_eq!(std::fs::read_to_string(&existing).expect("read"), "keep me");
+    // A new file holds the seed's auth_pass: only its owner reads it,
+    // whatever the umask.
+    let written = dir.0.join("imported.toml");
+    let (ok, _, stderr) = wimark_ha(&[
+        "import-keepalived".as_ref(),
+        seed.as_os_str(),
+        "--output".as_ref(),
+        written.as_os_str(),
+    ]);
+    assert!(ok, "{stderr}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&written).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode of the imported config");
+    assert!(std::fs::read_to_string(&written).expect("read").contains("auth_pass"));
 }

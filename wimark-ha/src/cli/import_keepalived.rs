@@ -19,7 +19,8 @@ pub struct ImportKeepalivedArgs {
     #[arg(long)]
     pub env_dir: Option<PathBuf>,
     /// Write the config here instead of standard output (refused if the file
-    /// exists, so an existing config is never overwritten).
+    /// exists, so an existing config is never overwritten), mode 0600: it
+    /// may hold the VRRPv2 password.
     #[arg(long)]
     pub output: Option<PathBuf>,
 }
@@ -48,10 +49,13 @@ pub fn run(args: ImportKeepalivedArgs) -> anyhow::Result<()> {
     match &args.output {
         None => print!("{converted}"),
         Some(path) => {
-            use std::io::Write as _;
+            use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+            // 0600: the config may hold the VRRPv2 auth_pass, and the daemon
+            // refuses a config others may write anyway.
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(path)
                 .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
             file.write_all(converted.as_bytes())
