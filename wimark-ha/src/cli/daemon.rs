@@ -210,19 +210,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 /// One line of what the XDP monitor counted (`stats --json` has it all).
 fn print_monitor(monitor: &crate::records::Snapshot) {
-    let invalid = &monitor.vrrp.invalid;
     println!(
-        "monitor on {}: VRRP valid {}, tagged {}, invalid (ttl {} version {} type {} length {} checksum {} address_count {} fragment {}); APs active {} known {}; IKE {} NAT-T {} MQTT {} packets; events lost {}",
+        "monitor on {}: VRRP valid {}, tagged {}, invalid ({}); APs active {} known {}; IKE {} NAT-T {} MQTT {} packets; events lost {}",
         monitor.interface,
         monitor.vrrp.valid,
         monitor.vrrp.tagged,
-        invalid.ttl,
-        invalid.version,
-        invalid.r#type,
-        invalid.length,
-        invalid.checksum,
-        invalid.address_count,
-        invalid.fragment,
+        monitor.vrrp.invalid,
         monitor.ap.active_aps,
         monitor.ap.known_aps,
         monitor.ap.ike.packets,

@@ -161,16 +161,9 @@ fn print_table(
             totals.packets, totals.bytes
         ));
     }
-    let invalid = &snapshot.vrrp.invalid;
     out.push_str(&format!(
-        "vrrp invalid by reason: ttl {} version {} type {} length {} checksum {} address_count {} fragment {}\n",
-        invalid.ttl,
-        invalid.version,
-        invalid.r#type,
-        invalid.length,
-        invalid.checksum,
-        invalid.address_count,
-        invalid.fragment
+        "vrrp invalid by reason: {}\n",
+        snapshot.vrrp.invalid
     ));
     out.push_str(&format!(
         "vrrp in a VLAN tag (another VLAN's, never obeyed): {}\n",

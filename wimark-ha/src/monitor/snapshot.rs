@@ -138,14 +138,33 @@ pub struct InvalidCounts {
 }
 
 impl InvalidCounts {
+    /// Each reason's name (as `stats --json` spells it) and count, in one
+    /// order for every place that prints them.
+    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
+        [
+            ("ttl", self.ttl),
+            ("version", self.version),
+            ("type", self.r#type),
+            ("length", self.length),
+            ("checksum", self.checksum),
+            ("address_count", self.address_count),
+            ("fragment", self.fragment),
+        ]
+    }
+
     pub fn total(&self) -> u64 {
-        self.ttl
-            + self.version
-            + self.r#type
-            + self.length
-            + self.checksum
-            + self.address_count
-            + self.fragment
+        self.by_reason().iter().map(|(_, count)| count).sum()
+    }
+}
+
+/// `ttl 0 version 0 …`: the reasons in one line.
+impl std::fmt::Display for InvalidCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, (reason, count)) in self.by_reason().iter().enumerate() {
+            let gap = if index == 0 { "" } else { " " };
+            write!(f, "{gap}{reason} {count}")?;
+        }
+        Ok(())
     }
 }
 
@@ -293,5 +312,28 @@ impl Snapshot {
             ("mqtt-tls", self.ap.mqtt_tls),
             ("other", self.other),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InvalidCounts;
+
+    #[test]
+    fn invalid_counts_print_every_reason_once_and_sum_them() {
+        let counts = InvalidCounts {
+            ttl: 1,
+            version: 2,
+            r#type: 3,
+            length: 4,
+            checksum: 5,
+            address_count: 6,
+            fragment: 7,
+        };
+        assert_eq!(
+            counts.to_string(),
+            "ttl 1 version 2 type 3 length 4 checksum 5 address_count 6 fragment 7"
+        );
+        assert_eq!(counts.total(), 28);
     }
 }
