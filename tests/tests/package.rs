@@ -174,6 +174,16 @@ fn the_package_installs_into_a_fresh_debian_root_and_the_unit_verifies() {
         verify.status.success() && complaints.trim().is_empty(),
         "systemd-analyze verify: {complaints}"
     );
+    // The journal's directory is root's alone (issue 14, item 4).
+    assert_eq!(
+        unit_values(&unit_source(), "StateDirectoryMode"),
+        vec!["0700".to_string()]
+    );
+    // Descriptors to spare (issue 14, item 3).
+    assert_eq!(
+        unit_values(&unit_source(), "LimitNOFILE"),
+        vec!["16384".to_string()]
+    );
 }
 
 /// The unit's `CapabilityBoundingSet` as setpriv's `-all,+bpf,…`.

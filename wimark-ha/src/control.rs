@@ -60,10 +60,25 @@ impl Response {
 
 pub type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;
 
-/// Binds the socket (replacing a stale one), root-only.
+/// A request is one JSON line of a few dozen bytes; a longer one is refused
+/// unread (a 200 MiB line grew the daemon from 12 to 225 MB).
+pub const MAX_REQUEST_BYTES: u64 = 64 << 10;
+/// The request line must be in within this, or the connection is closed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds the socket (replacing a stale one), root-only. Anything at the
+/// path that is not a socket is left alone and refused: it is not ours.
 pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => bail!(
+            "{} exists and is not a socket: not removed (set [daemon] control_socket to a free path)",
+            path.display()
+        ),
+        _ => {}
     }
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => bail!("{} is in use: another wimark-ha is running", path.display()),
@@ -82,13 +97,16 @@ pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 pub async fn serve(listener: tokio::net::UnixListener, handler: Handler) {
     // SAFETY: no preconditions.
     let our_uid = unsafe { libc::geteuid() };
+    let mut accept_failing = crate::storm::Storm::new(Duration::from_secs(60));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
                 // EMFILE and the like: do not spin, try again shortly.
-                tracing::warn!("control socket: accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if let Some(unlogged) = accept_failing.occurred(std::time::Instant::now()) {
+                    tracing::warn!("control socket: accept: {e}{}", crate::storm::more(unlogged));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
@@ -99,18 +117,18 @@ pub async fn serve(listener: tokio::net::UnixListener, handler: Handler) {
                 .map(|c| c.uid() == 0 || c.uid() == our_uid)
                 .unwrap_or(false);
             let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            let mut reader = tokio::io::BufReader::new(read);
-            if reader.read_line(&mut line).await.is_err() {
-                return;
-            }
+            let line = match read_request(read).await {
+                Ok(line) => Some(line),
+                Err(RequestError::Io) => return,
+                Err(RequestError::TooLong) => None,
+            };
             let response = if !allowed {
                 Response {
                     ok: false,
                     error: Some("permission denied: root only".to_string()),
                     ..Default::default()
                 }
-            } else {
+            } else if let Some(line) = line {
                 match serde_json::from_str::<Request>(&line) {
                     Ok(request) => {
                         let handler = handler.clone();
@@ -128,11 +146,34 @@ pub async fn serve(listener: tokio::net::UnixListener, handler: Handler) {
                         ..Default::default()
                     },
                 }
+            } else {
+                Response::failed(&format!(
+                    "bad request: longer than {MAX_REQUEST_BYTES} bytes (one JSON line)"
+                ))
             };
             let mut text = serde_json::to_string(&response).unwrap_or_default();
             text.push('\n');
             let _ = write.write_all(text.as_bytes()).await;
         });
+    }
+}
+
+enum RequestError {
+    /// The peer went away, sent no line in time, or not UTF-8.
+    Io,
+    TooLong,
+}
+
+/// The request line, read within [`REQUEST_TIMEOUT`] and at most
+/// [`MAX_REQUEST_BYTES`] of it.
+async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<String, RequestError> {
+    use tokio::io::AsyncReadExt as _;
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES + 1));
+    let mut line = String::new();
+    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) if line.len() as u64 > MAX_REQUEST_BYTES => Err(RequestError::TooLong),
+        Ok(Ok(_)) => Ok(line),
+        Ok(Err(_)) | Err(_) => Err(RequestError::Io),
     }
 }
 
@@ -154,4 +195,19 @@ pub fn request(path: &Path, request: &Request) -> anyhow::Result<Response> {
 
 pub fn default_socket() -> PathBuf {
     PathBuf::from(crate::config::DEFAULT_CONTROL_SOCKET)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_at_the_socket_path_is_refused_and_kept() {
+        let path = std::env::temp_dir().join(format!("wimark-ha-control-{}", std::process::id()));
+        std::fs::write(&path, b"an operator's file").expect("write");
+        let error = bind(&path).expect_err("a regular file is not replaced");
+        assert!(error.to_string().contains("is not a socket"), "{error:#}");
+        assert_eq!(std::fs::read(&path).expect("kept"), b"an operator's file");
+        std::fs::remove_file(&path).ok();
+    }
 }

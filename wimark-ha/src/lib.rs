@@ -23,6 +23,7 @@ pub mod monitor;
 pub mod records;
 pub mod recovery;
 pub mod roles;
+pub mod storm;
 pub mod unit;
 pub mod vip;
 pub mod vrrp;

@@ -169,6 +169,23 @@ pub struct DaemonStatus {
     /// this process; `history` keeps them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aps_back: Vec<crate::recovery::LastApsBack>,
+    /// The failover journal: a journal that cannot be written never stops a
+    /// failover, it is reported here.
+    #[serde(default)]
+    pub journal: JournalStatus,
+}
+
+/// Whether the failover journal is being written.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalStatus {
+    pub path: std::path::PathBuf,
+    /// Why entries are not being written (read-only, full or not a
+    /// directory), while they are not; retried at every entry.
+    pub degraded: Option<String>,
+    /// Entries written by this process.
+    pub written: u64,
+    /// Entries lost by this process (not written).
+    pub lost: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -202,6 +202,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     if let Some(roles) = &status.roles {
         print_roles(roles);
     }
+    if let Some(reason) = &status.journal.degraded {
+        println!(
+            "failover journal {}: DEGRADED: {reason}; {} entries not written (failover is not affected)",
+            status.journal.path.display(),
+            status.journal.lost
+        );
+    }
     for monitor in &status.monitors {
         print_monitor(monitor);
     }

@@ -32,6 +32,13 @@ pub fn run(args: HistoryArgs) -> anyhow::Result<()> {
             read.damaged
         );
     }
+    if read.skipped_bytes > 0 {
+        eprintln!(
+            "{}: over its bound; its oldest {} bytes not read",
+            args.state_dir.display(),
+            read.skipped_bytes
+        );
+    }
     let skip = args
         .last
         .map_or(0, |last| read.entries.len().saturating_sub(last));

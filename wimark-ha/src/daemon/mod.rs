@@ -87,6 +87,12 @@ fn replay_history(
             past.damaged
         );
     }
+    if past.skipped_bytes > 0 {
+        tracing::warn!(
+            "failover journal: over its bound; its oldest {} bytes not read",
+            past.skipped_bytes
+        );
+    }
     let mut switches = Vec::new();
     for entry in past.entries {
         match entry {
@@ -224,13 +230,19 @@ async fn run_bound(
         + crate::roles::PROCESS_STOP_GRACE
         + Duration::from_secs(5);
     // The journal first: what happened before this start is shown again.
-    let journal = Journal::open(&config.daemon.state_dir)
-        .context("opening the failover journal (set [daemon] state_dir or --state-dir)")?;
+    // One that cannot be read or written never stops a failover: the
+    // daemon runs without it and says so (status, metrics, the log).
+    let journal = Journal::open_or_degraded(&config.daemon.state_dir);
+    let journal_health = journal.health();
     let past_switches = replay_history(
         &config.daemon.state_dir,
         &mut instances,
         roles_instance.as_deref(),
-    )?;
+    )
+    .unwrap_or_else(|e| {
+        tracing::error!("failover journal: {e:#}; starting without the history before this start");
+        Vec::new()
+    });
     let (observed_tx, observed_rx) = tokio::sync::mpsc::unbounded_channel();
     let (roles_tx, roles_status, switcher) = crate::roles::Switcher::spawn(
         config.roles.clone(),
@@ -291,6 +303,7 @@ async fn run_bound(
         let aps_back = aps_back.clone();
         Arc::new(move || {
             let mut snapshot = status.lock().map(|s| s.clone()).unwrap_or_default();
+            snapshot.journal = journal_health.lock().map(|j| j.clone()).unwrap_or_default();
             snapshot.ap_sync = ap_recovery.as_ref().map(|r| r.status());
             snapshot.aps_back = aps_back.lock().map(|a| a.clone()).unwrap_or_default();
             if let Ok(monitors) = monitors.lock() {

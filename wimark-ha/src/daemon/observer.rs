@@ -160,9 +160,10 @@ pub async fn run(
                         detail.expected
                     );
                 }
-                if let Err(e) = journal.append(&entry) {
+                // The journal logs when it stops and starts working again,
+                // not once per entry; status shows why.
+                if journal.append(&entry).is_err() {
                     metrics.journal_error();
-                    tracing::error!("failover journal: {e}");
                 }
             }
             Observed::Takeover {

@@ -297,6 +297,13 @@ impl Collector for StatusCollector {
                 .iter()
                 .map(|m| (interface(m), ConstGauge::new(m.ap.active_aps as i64))),
         )?;
+        family(
+            &mut encoder,
+            "journal_degraded",
+            "1 while the failover journal cannot be written (the daemon runs without it)",
+            MetricType::Gauge,
+            [(Labels::new(), ConstGauge::new(i64::from(status.journal.degraded.is_some())))],
+        )?;
         if let Some(roles) = &status.roles {
             family(
                 &mut encoder,

@@ -24,7 +24,7 @@ use prometheus_client::{
 };
 
 mod collector;
-mod server;
+pub mod server;
 
 use collector::StatusCollector;
 pub use server::serve;
@@ -60,6 +60,7 @@ pub struct Metrics {
     false_takeovers: Family<Labels, Counter>,
     release_master: Family<Labels, Counter>,
     journal_errors: Counter,
+    connections_refused: Counter,
     /// Per instance: the last takeover (unix ms, detection + VIP seconds),
     /// to add the container switch that follows it into `total`.
     last_takeover: Mutex<HashMap<String, (u64, f64)>>,
@@ -88,6 +89,7 @@ impl Metrics {
             false_takeovers: Family::default(),
             release_master: Family::default(),
             journal_errors: Counter::default(),
+            connections_refused: Counter::default(),
             last_takeover: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -140,6 +142,11 @@ impl Metrics {
             "journal_errors",
             "Failover journal writes that failed (see the log)",
             metrics.journal_errors.clone(),
+        );
+        registry.register(
+            "metrics_connections_refused",
+            "Metrics connections closed at once: the endpoint's connection cap was reached",
+            metrics.connections_refused.clone(),
         );
         registry.register_collector(Box::new(StatusCollector(Box::new(status))));
         Self {
@@ -218,6 +225,11 @@ impl Metrics {
 
     pub fn journal_error(&self) {
         self.journal_errors.inc();
+    }
+
+    /// A metrics connection closed at once: the cap was reached.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// The exposition text (OpenMetrics).
@@ -300,6 +312,10 @@ mod tests {
             started_unix_ms: 0,
             ap_sync: None,
             aps_back: Vec::new(),
+            journal: crate::records::JournalStatus {
+                degraded: Some("read-only file system".to_string()),
+                ..Default::default()
+            },
         }
     }
 
@@ -347,6 +363,7 @@ mod tests {
             "wimark_ha_ip_ttl_errors_total{interface=\"eth1\"} 2",
             "wimark_ha_xdp_packets_total{interface=\"eth1\",class=\"ike\"} 4",
             "wimark_ha_active_aps{interface=\"eth1\"} 3",
+            "wimark_ha_journal_degraded 1",
             "wimark_ha_become_master_total{iname=\"WIM1\"} 1",
             "wimark_ha_failover_detection_seconds_count{iname=\"WIM1\"} 1",
             "wimark_ha_failover_detection_seconds_sum{iname=\"WIM1\"} 0.003",
