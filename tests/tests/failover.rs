@@ -653,6 +653,26 @@ fn rogue_sources_are_dropped_in_xdp_and_never_move_the_vip() {
         "{}",
         daemon.log()
     );
+    // Spoofed sources, 600 of them, one advert each (5 188 log lines in a
+    // minute before): at most four sources named a minute, the rest in one
+    // summary line, and the first named source not named again.
+    for host in 0..600u16 {
+        let source = Ipv4Addr::new(10, 66, (host >> 8) as u8, (host & 0xff) as u8 + 1);
+        send(source, 1, Duration::ZERO);
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let log = daemon.log();
+    let named = log.matches("rogue adverts: 10.66.").count();
+    assert!(
+        named <= 4,
+        "{named} spoofed sources named in a minute (at most 4):\n{log}"
+    );
+    assert_eq!(log.matches("rogue adverts: 10.77.0.66").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("more source(s) not allowed").count(),
+        1,
+        "one summary line for the rest:\n{log}"
+    );
     // The control: the allowed peer's higher priority is obeyed (a master
     // advertising every 10 ms for half a second): A steps down.
     send(Ipv4Addr::new(10, 77, 0, 2), 50, Duration::from_millis(10));

@@ -320,10 +320,15 @@ async fn watch_aps(
 const ROGUE_SCAN: Duration = Duration::from_secs(2);
 /// A rogue source is logged at most this often.
 const ROGUE_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Sources named one line each per [`ROGUE_LOG_EVERY`]; past these (spoofed
+/// sources: 5 188 lines in a minute before) one summary line per period.
+const ROGUE_LINES_PER_PERIOD: usize = 4;
 
 /// Logs adverts for allow-listed VRIDs from sources not on the list, once
-/// per source per minute. The XDP program already kept them from the
-/// engine; this only reads its peer table, so a flood costs one scan.
+/// per source per minute, at most [`ROGUE_LINES_PER_PERIOD`] sources a
+/// minute, and the rest in a summary line (at once, then once a minute). The XDP program already kept them
+/// from the engine; this only reads its peer table, so a flood costs one
+/// scan.
 /// `allow[i]` is monitor i's VRID → allowed sources (only VRIDs that have
 /// an allow-list).
 pub async fn log_rogues(
@@ -338,6 +343,7 @@ pub async fn log_rogues(
         (usize, u8, std::net::IpAddr),
         (u64, tokio::time::Instant),
     > = std::collections::HashMap::new();
+    let mut period = RoguePeriod::starting(tokio::time::Instant::now());
     let mut ticker = tokio::time::interval(ROGUE_SCAN);
     loop {
         ticker.tick().await;
@@ -368,13 +374,26 @@ pub async fn log_rogues(
             }
         }
         let now = tokio::time::Instant::now();
+        if now.duration_since(period.started) >= ROGUE_LOG_EVERY {
+            period.started = now;
+            period.named = 0;
+        }
+        // Forget sources the kernel's peer table no longer holds (it is an
+        // LRU): spoofed sources must not grow this map.
+        let present: std::collections::HashSet<_> =
+            rogues.iter().map(|r| (r.0, r.2, r.3)).collect();
+        logged.retain(|key, _| present.contains(key));
         for (index, interface, vrid, source, adverts) in rogues {
             let entry = logged.get(&(index, vrid, source)).copied();
             let due = match entry {
                 None => true,
                 Some((count, at)) => adverts > count && now.duration_since(at) >= ROGUE_LOG_EVERY,
             };
-            if due {
+            if !due {
+                continue;
+            }
+            if period.named < ROGUE_LINES_PER_PERIOD {
+                period.named += 1;
                 tracing::warn!(
                     %interface,
                     vrid,
@@ -382,8 +401,44 @@ pub async fn log_rogues(
                     adverts,
                     "rogue adverts: {source} is not an allowed peer of VRID {vrid}; counted and ignored"
                 );
-                logged.insert((index, vrid, source), (adverts, now));
+            } else {
+                period.unnamed_sources += 1;
             }
+            logged.insert((index, vrid, source), (adverts, now));
+        }
+        // The rest in one line: at once, then at most once a period.
+        let summary_due = period
+            .last_summary
+            .is_none_or(|at| now.duration_since(at) >= ROGUE_LOG_EVERY);
+        if period.unnamed_sources > 0 && summary_due {
+            tracing::warn!(
+                sources = period.unnamed_sources,
+                "rogue adverts: {} more source(s) not allowed (spoofed?); counted and ignored, not named (at most {ROGUE_LINES_PER_PERIOD} a minute; `wimark-ha stats` counts them)",
+                period.unnamed_sources
+            );
+            period.unnamed_sources = 0;
+            period.last_summary = Some(now);
+        }
+    }
+}
+
+/// What the rogue log said in the current period.
+struct RoguePeriod {
+    started: tokio::time::Instant,
+    /// Sources named in a line of their own this period.
+    named: usize,
+    /// Sources not named since the last summary line.
+    unnamed_sources: u64,
+    last_summary: Option<tokio::time::Instant>,
+}
+
+impl RoguePeriod {
+    fn starting(now: tokio::time::Instant) -> Self {
+        Self {
+            started: now,
+            named: 0,
+            unnamed_sources: 0,
+            last_summary: None,
         }
     }
 }
