@@ -149,6 +149,35 @@ fn missing_interface_is_a_one_line_error() {
     assert!(output.stdout.is_empty());
 }
 
+/// `run` on an interface that does not exist says so once (issue 14, item
+/// 5: "interface `eth9`: interface `eth9` does not exist" said it twice).
+#[test]
+fn run_on_a_missing_interface_names_it_once() {
+    let (_lab, _a, b) = two_servers();
+    let scratch = wimark_ha_tests::Scratch::new("cli-missing-iface");
+    let config = scratch.0.join("wimark-ha.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ncontrol_socket = \"{0}/control.sock\"\n\n[[instance]]\nname = \"WIM1\"\ninterface = \"eth9\"\nvrid = 67\npriority = 100\nvirtual_ips = [\"10.77.0.100/24\"]\n",
+            scratch.0.display()
+        ),
+    )
+    .expect("config");
+    let state = scratch.0.join("state");
+    let output = wimark_ha_in(
+        &b,
+        &["run", "--config", &config.display().to_string(), "--state-dir", &state.display().to_string()],
+        None,
+    )
+    .wait_with_output()
+    .expect("wait");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`eth9` does not exist"), "{stderr}");
+    assert_eq!(stderr.matches("`eth9`").count(), 1, "named once:\n{stderr}");
+}
+
 #[test]
 fn unprivileged_user_is_told_what_permission_is_missing() {
     let (_lab, _a, b) = two_servers();

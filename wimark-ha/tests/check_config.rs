@@ -60,3 +60,45 @@ fn check_config_names_file_line_and_key_and_exits_non_zero() {
     let line = stderr_line(&writable);
     assert!(line.contains("is world-writable (mode 666)"), "{line}");
 }
+
+/// Issue 14, item 5: trusted as sshd's StrictModes trusts its files. A FIFO
+/// hung `check-config` and `/dev/zero` ate memory before.
+#[test]
+fn only_a_regular_private_bounded_file_is_read() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::time::{Duration, Instant};
+    let dir = std::env::temp_dir().join(format!("wimark-ha-strict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let check = |path: &std::path::Path| {
+        let started = Instant::now();
+        let output = Command::new(env!("CARGO_BIN_EXE_wimark-ha"))
+            .args(["check-config", "--config"])
+            .arg(path)
+            .output()
+            .expect("run");
+        assert!(started.elapsed() < Duration::from_secs(10), "{path:?} took {:?}", started.elapsed());
+        assert_eq!(output.status.code(), Some(1), "{path:?}");
+        stderr_line(&output)
+    };
+    let good = "[[instance]]\nname = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = 200\nversion = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.10.10.3/24\"]\n";
+    let group = dir.join("group.toml");
+    std::fs::write(&group, good).expect("write");
+    std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o664)).expect("chmod");
+    let line = check(&group);
+    assert!(line.contains("is group-writable (mode 664)"), "{line}");
+
+    let fifo = dir.join("fifo.toml");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let line = check(&fifo);
+    assert!(line.contains("is not a regular file"), "{line}");
+
+    let line = check(std::path::Path::new("/dev/zero"));
+    assert!(line.contains("is not a regular file"), "{line}");
+
+    let big = dir.join("big.toml");
+    std::fs::write(&big, format!("{good}{}", "# padding\n".repeat(120_000))).expect("write");
+    let line = check(&big);
+    assert!(line.contains("a config is at most 1048576"), "{line}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -56,7 +56,7 @@ impl Context<'_> {
             } else {
                 key
             },
-            message: e.message().trim().to_string(),
+            message: plain_type_error(e.message().trim()),
         }
     }
 
@@ -84,14 +84,38 @@ impl Context<'_> {
         key: &str,
     ) -> Result<String, ConfigError> {
         let name = value.get_ref();
-        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+        // The kernel's own rule (dev_valid_name): `:` was an alias's, and a
+        // newline would forge lines in `status`.
+        let bad = name.is_empty()
+            || name.len() > 15
+            || name == "."
+            || name == ".."
+            || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+        if bad {
             return Err(self.error(
                 value.span(),
                 key,
-                "must be an interface name (1 to 15 characters, no `/` or spaces)",
+                "must be an interface name (1 to 15 characters, not `.` or `..`, no `/`, `:`, spaces or control characters)",
             ));
         }
         Ok(name.clone())
+    }
+
+    /// A duration that must not be zero: `why` says what zero would do.
+    pub(super) fn positive_duration_or(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+        why: &str,
+    ) -> Result<Duration, ConfigError> {
+        let duration = self.duration_or(value, key, default)?;
+        match value {
+            Some(text) if duration.is_zero() => {
+                Err(self.error(text.span(), key, &format!("must be more than 0: {why}")))
+            }
+            _ => Ok(duration),
+        }
     }
 
     /// An optional duration key: `default` when absent.
@@ -177,4 +201,22 @@ pub(super) fn unusable_address(address: IpAddr) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// serde's "expected i64" in the words an operator uses.
+fn plain_type_error(message: &str) -> String {
+    let mut message = message.to_string();
+    for (rust, plain) in [
+        ("expected i64", "expected a whole number (no quotes), e.g. 67"),
+        ("expected u64", "expected a whole number (no quotes), e.g. 67"),
+        ("expected u32", "expected a whole number (no quotes), e.g. 67"),
+        ("expected u16", "expected a whole number (no quotes), e.g. 67"),
+        ("expected u8", "expected a whole number (no quotes), e.g. 67"),
+        ("expected a boolean", "expected true or false (no quotes)"),
+        ("expected a sequence", "expected a list in brackets, e.g. [\"a\", \"b\"]"),
+        ("expected a string", "expected a string in quotes"),
+    ] {
+        message = message.replace(rust, plain);
+    }
+    message
 }

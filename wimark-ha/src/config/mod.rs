@@ -72,28 +72,67 @@ use context::Context;
 pub use model::*;
 use raw::*;
 
-/// Reads and validates `path`. A file anyone may write is refused: it names
-/// programs the daemon runs as root.
+/// The longest config read: far more than any real one, and `/dev/zero`
+/// or a runaway generator cannot eat the memory.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads and validates `path`. The file names programs the daemon runs as
+/// root, so it is trusted as sshd's StrictModes trusts its files: a regular
+/// file (a FIFO hung the read, a device never ended it), owned by root (or
+/// by the user running us), writable by nobody else, at most
+/// [`MAX_CONFIG_BYTES`].
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let file_error = |message: String| ConfigError {
         file: path.to_path_buf(),
         line: 0,
         key: "file".to_string(),
         message,
     };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read it: {e}")))?;
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| file_error(format!("cannot stat it: {e}")))?
-        .permissions()
-        .mode();
+    // stat before open: opening a FIFO blocks until a writer comes.
+    let meta = std::fs::metadata(path).map_err(|e| file_error(format!("cannot read it: {e}")))?;
+    if !meta.is_file() {
+        return Err(file_error(
+            "is not a regular file (a FIFO or a device is never a config)".to_string(),
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(file_error(format!(
+            "is {} bytes; a config is at most {MAX_CONFIG_BYTES}",
+            meta.len()
+        )));
+    }
+    // SAFETY: no preconditions.
+    let our_uid = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != our_uid {
+        return Err(file_error(format!(
+            "is owned by uid {}: it names programs the daemon runs as root, so only root may own it; chown root {}",
+            meta.uid(),
+            path.display()
+        )));
+    }
+    let mode = meta.permissions().mode();
     if mode & 0o002 != 0 {
         return Err(file_error(format!(
             "is world-writable (mode {:o}): anyone could make the daemon run their program as root; chmod o-w {}",
             mode & 0o7777,
             path.display()
         )));
+    }
+    if mode & 0o020 != 0 {
+        return Err(file_error(format!(
+            "is group-writable (mode {:o}): the group could make the daemon run their program as root; chmod g-w {}",
+            mode & 0o7777,
+            path.display()
+        )));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| file_error(format!("cannot read it: {e}")))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(file_error(format!("is over {MAX_CONFIG_BYTES} bytes")));
     }
     parse(&text, path)
 }
@@ -200,6 +239,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     };
     let mut before_promote = Vec::new();
     for hook in raw.hooks.before_promote {
+        if roles.is_none() {
+            return Err(cx.error(
+                hook.span(),
+                "hooks.before_promote",
+                "hooks run when the containers are promoted: they need a [roles] section (without one they would never run)",
+            ));
+        }
         before_promote.push(cx.hook(hook)?);
     }
     let notify = match raw.notify {
@@ -213,8 +259,12 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                     "must be an absolute path (the seed's relative paths broke)",
                 ));
             }
-            let timeout =
-                cx.duration_or(&notify.timeout, "notify.timeout", Duration::from_secs(30))?;
+            let timeout = cx.positive_duration_or(
+                &notify.timeout,
+                "notify.timeout",
+                Duration::from_secs(30),
+                "the script would be killed before it starts",
+            )?;
             Some(NotifyConfig {
                 script: PathBuf::from(script),
                 timeout,
@@ -238,8 +288,12 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                     "fencing decides whether the containers are promoted: it needs a [roles] section",
                 ));
             }
-            let timeout =
-                cx.duration_or(&fencing.timeout, "fencing.timeout", Duration::from_secs(10))?;
+            let timeout = cx.positive_duration_or(
+                &fencing.timeout,
+                "fencing.timeout",
+                Duration::from_secs(10),
+                "the fencing command would always time out, and the containers never be promoted",
+            )?;
             Some(FencingConfig {
                 command: fencing.command.into_inner(),
                 timeout,

@@ -11,8 +11,15 @@ impl Context<'_> {
         warnings: &mut Vec<ConfigWarning>,
     ) -> Result<InstanceConfig, ConfigError> {
         let name = raw.name.get_ref().trim().to_string();
-        if name.is_empty() {
-            return Err(self.error(raw.name.span(), "name", "must not be empty"));
+        // Shown in `status` lines, metrics labels and the journal: a newline
+        // would forge lines there.
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        if name.is_empty() || name.len() > 64 || name.starts_with('.') || !name.chars().all(allowed) {
+            return Err(self.error(
+                raw.name.span(),
+                "name",
+                "must be 1 to 64 letters, digits, `_`, `-` or `.`, not starting with `.` (keepalived's VI_1 or WIM1 are fine)",
+            ));
         }
         let interface = self.interface_name(&raw.interface, "interface")?;
         let vrid = self.integer(&raw.vrid, "vrid", 1, 255)? as u8;
@@ -166,6 +173,13 @@ impl Context<'_> {
         }
         let fast_detect = match &raw.fast_detect {
             None => None,
+            Some(fast) if version == Version::V2 => {
+                return Err(self.error(
+                    fast.span(),
+                    "fast_detect",
+                    "needs version = 3: a VRRPv2 advert states its interval in whole seconds, so a v2 peer cannot tell a fast stream from a master advertising once a second, and VRRPv2 is here only for peers that speak nothing else; use version = 3 (keepalived speaks it too)",
+                ))
+            }
             Some(fast) => {
                 let interval = self.duration(&fast.get_ref().interval, "fast_detect.interval")?;
                 if interval < Duration::from_micros(100) || interval >= advert_interval {
@@ -284,20 +298,17 @@ impl Context<'_> {
             ),
             master,
             backup,
-            stop_timeout: self.duration_or(
-                &raw.stop_timeout,
-                "roles.stop_timeout",
-                Duration::from_secs(5),
-            )?,
+            stop_timeout: self.stop_timeout(&raw.stop_timeout)?,
             demote_delay: self.duration_or(
                 &raw.demote_delay,
                 "roles.demote_delay",
                 Duration::from_secs(10),
             )?,
-            start_timeout: self.duration_or(
+            start_timeout: self.positive_duration_or(
                 &raw.start_timeout,
                 "roles.start_timeout",
                 Duration::from_secs(60),
+                "no container would be given time to start",
             )?,
             master_processes: raw
                 .master_process
@@ -349,16 +360,31 @@ impl Context<'_> {
                 ))
             }
         };
-        let timeout = self.duration_or(
+        let timeout = self.positive_duration_or(
             &raw.timeout,
             "hooks.before_promote.timeout",
             Duration::from_secs(30),
+            "the hook would be killed before it starts",
         )?;
         Ok(Hook {
             action,
             timeout,
             blocking: raw.blocking.unwrap_or(true),
         })
+    }
+
+    /// `docker stop` takes whole seconds: "1500ms" was truncated to 1 s and
+    /// "500ms" to 0 s (kill at once).
+    fn stop_timeout(&self, value: &Option<Spanned<String>>) -> Result<Duration, ConfigError> {
+        let timeout = self.duration_or(value, "roles.stop_timeout", Duration::from_secs(5))?;
+        match value {
+            Some(text) if timeout.is_zero() || timeout.subsec_nanos() != 0 => Err(self.error(
+                text.span(),
+                "roles.stop_timeout",
+                "must be a whole number of seconds, at least \"1s\" (docker stop counts in seconds; 0 kills the containers at once)",
+            )),
+            _ => Ok(timeout),
+        }
     }
 
     pub(super) fn ap_recovery(
@@ -425,10 +451,11 @@ impl Context<'_> {
                 ))
             }
         };
-        let ike_hook_timeout = self.duration_or(
+        let ike_hook_timeout = self.positive_duration_or(
             &raw.ike_hook_timeout,
             "ap_recovery.ike_hook_timeout",
             Duration::from_secs(10),
+            "the hook would be killed before it starts",
         )?;
         let ike_daemon_config = match raw.ike_daemon_config {
             None => Vec::new(),

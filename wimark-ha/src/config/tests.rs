@@ -424,3 +424,60 @@ fn a_vip_of_two_instances_is_refused() {
     let other = other.replacen("10.10.10.9/24", "10.10.10.3/24", 1);
     parse_str(&other).expect("two instances, two VIPs");
 }
+
+/// Issue 14, item 5: names, zero timeouts and sections that parse but
+/// cannot work, and serde's type names.
+#[test]
+fn names_zero_timeouts_and_orphan_sections_are_refused_with_why() {
+    let cases = [
+        ("name = \"WIM1\"", "name = \"WIM1\\nWIM1: MASTER\"", 6, "name", "letters, digits"),
+        ("name = \"WIM1\"", "name = \"..\"", 6, "name", "not starting with `.`"),
+        ("name = \"WIM1\"", "name = \"a:b\"", 6, "name", "letters, digits"),
+        ("interface = \"eth1\"", "interface = \"eth1:0\"", 7, "interface", "no `/`, `:`"),
+        ("interface = \"eth1\"", "interface = \"..\"", 7, "interface", "not `.` or `..`"),
+        ("interface = \"eth1\"", "interface = \"eth\\n1\"", 7, "interface", "control characters"),
+        ("vrid = 67", "vrid = \"67\"", 8, "vrid", "expected a whole number (no quotes)"),
+        ("preempt = true", "preempt = \"yes\"", 13, "preempt", "expected true or false"),
+    ];
+    for (from, to, line, key, why) in cases {
+        let error = error_for(from, to);
+        assert_eq!((error.line, error.key.as_str()), (line, key), "{to}: {error}");
+        assert!(error.message.contains(why), "{to}: {error}");
+        assert!(!error.message.contains("i64"), "{to}: {error}");
+    }
+    // fast_detect on VRRPv2, with why.
+    let v2 = GOOD
+        .replace("version = 3", "version = 2")
+        .replace("advert_interval = \"10ms\"", "advert_interval = \"1s\"");
+    let error = parse_str(&v2).expect_err("fast_detect on v2");
+    assert_eq!((error.line, error.key.as_str()), (15, "fast_detect"), "{error}");
+    assert!(error.message.contains("needs version = 3"), "{error}");
+
+    let roles = "[roles]\ninstance = \"WIM1\"\nmaster = { compose_project = \"m\" }\nbackup = { compose_project = \"b\" }\n";
+    let hook = "[[hooks.before_promote]]\nremove = \"/var/lib/x/*.lock\"\n";
+    parse_str(&format!("{GOOD}{roles}{hook}")).expect("a hook with roles");
+    let error = parse_str(&format!("{GOOD}{hook}")).expect_err("a hook without roles");
+    assert_eq!(error.key, "hooks.before_promote", "{error}");
+    assert!(error.message.contains("need a [roles] section"), "{error}");
+
+    let zero = [
+        (format!("{GOOD}{roles}stop_timeout = \"0s\"\n"), "roles.stop_timeout", "whole number of seconds"),
+        (format!("{GOOD}{roles}stop_timeout = \"500ms\"\n"), "roles.stop_timeout", "whole number of seconds"),
+        (format!("{GOOD}{roles}stop_timeout = \"1500ms\"\n"), "roles.stop_timeout", "whole number of seconds"),
+        (format!("{GOOD}{roles}start_timeout = \"0s\"\n"), "roles.start_timeout", "more than 0"),
+        (format!("{GOOD}{roles}{hook}timeout = \"0s\"\n"), "hooks.before_promote.timeout", "more than 0"),
+        (format!("{GOOD}[notify]\nscript = \"/usr/local/bin/n\"\ntimeout = \"0s\"\n"), "notify.timeout", "more than 0"),
+        (
+            format!("{GOOD}{roles}[fencing]\ncommand = [\"/bin/true\"]\ntimeout = \"0s\"\n"),
+            "fencing.timeout",
+            "more than 0",
+        ),
+    ];
+    for (text, key, why) in zero {
+        let error = parse_str(&text).expect_err(key);
+        assert_eq!(error.key, key, "{error}");
+        assert!(error.message.contains(why), "{error}");
+    }
+    let config = parse_str(&format!("{GOOD}{roles}stop_timeout = \"2s\"\n")).expect("2s");
+    assert_eq!(config.roles.expect("roles").stop_timeout, Duration::from_secs(2));
+}

@@ -13,7 +13,7 @@ use super::{advert_socket::AdvertSocket, engine, link, restart};
 use crate::{
     config::InstanceConfig,
     monitor::{AdvertReader, Monitor, MonitorOptions},
-    vip::{Announcer, InterfaceInfo, Vips},
+    vip::{Announcer, InterfaceInfo, VipError, Vips},
 };
 
 /// One XDP monitor (and one advert ring) per link: each instance's
@@ -62,10 +62,15 @@ pub async fn attach_links(
         by_name: BTreeMap::new(),
     };
     for (name, watch) in watched {
-        let info = vips
-            .interface(&name)
-            .await
-            .with_context(|| format!("interface `{name}`"))?;
+        // These errors name the interface already ("interface `eth1`:
+        // interface `eth1` does not exist" said it twice); netlink's do not.
+        let info = match vips.interface(&name).await {
+            Ok(info) => info,
+            Err(e @ (VipError::NoSuchInterface(_) | VipError::NoPrimaryAddress { .. })) => {
+                return Err(e.into())
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("interface `{name}`"))),
+        };
         let mut monitor = Monitor::attach(
             &name,
             MonitorOptions {
