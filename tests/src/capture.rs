@@ -30,6 +30,10 @@ pub enum Seen {
     GratuitousArp {
         address: Ipv4Addr,
         mac: [u8; 6],
+        /// The ARP opcode (1 request, 2 reply) and target hardware address:
+        /// the fields in which announcers differ.
+        opcode: u16,
+        target_mac: [u8; 6],
     },
 }
 
@@ -140,9 +144,13 @@ fn gratuitous_arp(frame: &[u8]) -> Option<Seen> {
     }
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&arp[8..14]);
+    let mut target_mac = [0u8; 6];
+    target_mac.copy_from_slice(&arp[18..24]);
     Some(Seen::GratuitousArp {
         address: sender_ip,
         mac,
+        opcode: u16::from_be_bytes([arp[6], arp[7]]),
+        target_mac,
     })
 }
 

@@ -446,6 +446,24 @@ impl FailoverLab {
     }
 
     /// The distinct TOS bytes of the adverts the capture has seen, sorted.
+    /// The (opcode, target MAC) of the gratuitous ARPs seen, distinct.
+    pub fn garp_fields_seen(&self) -> Vec<(u16, [u8; 6])> {
+        let mut seen: Vec<(u16, [u8; 6])> = self.capture.as_ref().map_or(Vec::new(), |c| {
+            c.records()
+                .iter()
+                .filter_map(|(_, s)| match s {
+                    Seen::GratuitousArp {
+                        opcode, target_mac, ..
+                    } => Some((*opcode, *target_mac)),
+                    _ => None,
+                })
+                .collect()
+        });
+        seen.sort_unstable();
+        seen.dedup();
+        seen
+    }
+
     pub fn advert_tos_seen(&self) -> Vec<u8> {
         let mut seen: Vec<u8> = self.capture.as_ref().map_or(Vec::new(), |c| {
             c.records()
@@ -543,7 +561,7 @@ impl FailoverLab {
             .max();
         let first_new_garp = records
             .iter()
-            .filter(|(t, s)| *t >= t0 && matches!(s, Seen::GratuitousArp { address, mac } if *address == VIP && Some(*mac) == b_mac))
+            .filter(|(t, s)| *t >= t0 && matches!(s, Seen::GratuitousArp { address, mac, .. } if *address == VIP && Some(*mac) == b_mac))
             .map(|(t, _)| *t)
             .min();
         let first_new_advert = records

@@ -45,7 +45,7 @@ impl KernelMonitor {
         Ok(monitor::read_counters(&self.ebpf)?)
     }
 
-    /// Total packets over all counters but `EventsLost`.
+    /// Total packets over the traffic counters (not the events lost).
     pub fn total_packets(&self) -> Result<u64> {
         let counters = self.counters()?;
         Ok(Counter::ALL

@@ -178,6 +178,8 @@ fn history_survives_a_restart_and_status_shows_it() {
     // Both daemons' adverts (A's before the loss, B's after) are marked
     // internetwork control, as keepalived's are, for QoS queues.
     assert_eq!(lab.advert_tos_seen(), vec![0xc0], "TOS of the adverts seen");
+    // Its gratuitous ARPs are keepalived's, field for field (below).
+    assert_eq!(lab.garp_fields_seen(), vec![(1, [0xff; 6])], "wimark-ha's GARPs");
     let takeovers = |lab: &FailoverLab| {
         lab.daemon(1)
             .and_then(|d| d.instance().ok())
@@ -283,4 +285,15 @@ fn a_v2_password_never_shows_in_logs_status_history_or_metrics() {
             "the password's bytes show in the {what}:\n{text}"
         );
     }
+}
+
+/// keepalived's gratuitous ARP, captured in the same lab: a request with the
+/// target hardware address all ones — what switches and AP firmware of
+/// keepalived pairs learn from (wimark-ha's sent zeros, RFC 5227's form).
+#[test]
+fn keepalived_sends_the_gratuitous_arp_wimark_ha_sends() {
+    wimark_ha_tests::require_root("the observability lab (keepalived)");
+    let mut lab = FailoverLab::new(Pair::KeepalivedV3Fast).expect("keepalived lab");
+    lab.fail(Failure::NodeLoss).expect("failover");
+    assert_eq!(lab.garp_fields_seen(), vec![(1, [0xff; 6])], "keepalived's GARPs");
 }

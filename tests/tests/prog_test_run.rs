@@ -3,12 +3,12 @@
 //! shared classifier names, never counts a truncated advert as valid, keeps
 //! the peer table, and reports peer changes over the ring buffer.
 
-use aya::maps::RingBuf;
+use aya::maps::{Array, RingBuf};
 use std::net::{IpAddr, Ipv4Addr};
 use wimark_ha::monitor::{read_peers, PeerChange};
 use wimark_ha::vrrp::ChecksumMode;
 use wimark_ha_common::{
-    abi::{Counter, IpBytes, MAP_EVENTS},
+    abi::{Counter, IpBytes, MAP_EVENTS, MAP_PEER_EVENTS_READER},
     classify::classify,
 };
 use wimark_ha_tests::{
@@ -93,10 +93,10 @@ fn kernel_agrees_with_userspace_on_every_truncation() {
 fn kernel_keeps_the_peer_table_and_reports_changes() {
     let mut monitor = KernelMonitor::load().expect("load");
     let vip = IpAddr::V4(Ipv4Addr::new(10, 10, 10, 3));
-    let send = |monitor: &KernelMonitor, priority: u8, interval_ms: u64, times: u32| {
+    let send_from = |monitor: &KernelMonitor, source: Ipv4Addr, priority: u8, interval_ms: u64, times: u32| {
         let frame = frames::vrrp_v4_frame(
             &frames::v3_advert(priority, interval_ms, vec![vip]),
-            SERVER_A,
+            source,
             255,
             ChecksumMode::WithPseudoHeader,
             &[],
@@ -105,14 +105,33 @@ fn kernel_keeps_the_peer_table_and_reports_changes() {
             assert_eq!(monitor.run(&frame, 1).expect("run").return_value, XDP_PASS);
         }
     };
+    let send = |monitor: &KernelMonitor, priority: u8, interval_ms: u64, times: u32| {
+        send_from(monitor, SERVER_A, priority, interval_ms, times)
+    };
+    // No reader yet (as under the daemon): changes are kept in the peer
+    // table but not queued, so an unread ring never fills and no loss is
+    // counted.
+    let unread = Ipv4Addr::new(10, 10, 10, 9);
+    for priority in [100, 101, 100, 101] {
+        send_from(&monitor, unread, priority, 10, 1);
+    }
+    {
+        let mut reader: Array<_, u32> =
+            Array::try_from(monitor.ebpf.map_mut(MAP_PEER_EVENTS_READER).expect("reader map"))
+                .expect("array");
+        reader.set(0, 1, 0).expect("reader on");
+    }
     send(&monitor, 200, 10, 5); // new peer, then 4 unchanged adverts
     send(&monitor, 150, 10, 2); // priority change
     send(&monitor, 150, 100, 1); // interval change
     send(&monitor, 0, 100, 1); // resignation
 
     let peers = read_peers(&monitor.ebpf).expect("peers");
-    assert_eq!(peers.len(), 1, "{peers:?}");
-    let (key, record) = peers[0];
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    let (key, record) = *peers
+        .iter()
+        .find(|(key, _)| key.source == IpBytes::v4(SERVER_A.octets()))
+        .expect("server A's record");
     assert_eq!((key.vrid, key.source), (67, IpBytes::v4(SERVER_A.octets())));
     assert_eq!(
         (
@@ -152,8 +171,10 @@ fn kernel_keeps_the_peer_table_and_reports_changes() {
             (false, false, false, true, 150, 100),
             (false, true, true, false, 0, 100),
         ],
-        "one event per change, none for unchanged adverts"
+        "one event per change, none for unchanged adverts, none before a reader"
     );
+    let counters = monitor.counters().expect("counters");
+    assert_eq!(counters[Counter::PeerEventsLost as usize].packets, 0);
     assert_eq!(changes[1].previous_priority, 200);
     assert_eq!(changes[2].previous_interval_ms, 10);
     assert!(changes

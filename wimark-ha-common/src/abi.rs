@@ -13,6 +13,9 @@ pub const MAP_AP_CLOCK: &str = "AP_CLOCK";
 pub const MAP_ADVERTS: &str = "ADVERTS";
 pub const MAP_WATCHED_VRIDS: &str = "WATCHED_VRIDS";
 pub const MAP_ALLOWED_PEERS: &str = "ALLOWED_PEERS";
+/// Index 0 non-zero while something drains `PEER_EVENTS` (`wimark-ha
+/// stats`): without a reader no peer event is queued.
+pub const MAP_PEER_EVENTS_READER: &str = "PEER_EVENTS_READER";
 /// `WATCHED_VRIDS` values: not watched, every source's adverts go to the
 /// daemon, or only those of the sources in `ALLOWED_PEERS` (the others are
 /// counted as rogue and go nowhere).
@@ -66,9 +69,10 @@ pub enum Counter {
     Mqtt = 10,
     MqttTls = 11,
     Other = 12,
-    /// Ring-buffer events the kernel could not queue (userspace too slow).
-    /// `packets` counts lost events; `bytes` stays 0.
-    EventsLost = 13,
+    /// Adverts the `ADVERTS` ring could not queue (the daemon too slow: an
+    /// advert its state machine never saw). `packets` counts lost events;
+    /// `bytes` stays 0.
+    AdvertEventsLost = 13,
     /// AP table entries replaced by another AP hashing to a full set.
     /// `packets` counts evictions; `bytes` stays 0.
     ApEvicted = 14,
@@ -79,11 +83,14 @@ pub enum Counter {
     VrrpTagged = 16,
     VrrpInvalidAddressCount = 17,
     VrrpInvalidFragment = 18,
+    /// Peer changes the `PEER_EVENTS` ring could not queue while a reader
+    /// was attached (`packets`; `bytes` stays 0).
+    PeerEventsLost = 19,
 }
 
 impl Counter {
     /// Number of slots in the `COUNTERS` array.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::VrrpValid,
         Counter::VrrpInvalidTtl,
@@ -98,12 +105,13 @@ impl Counter {
         Counter::Mqtt,
         Counter::MqttTls,
         Counter::Other,
-        Counter::EventsLost,
+        Counter::AdvertEventsLost,
         Counter::ApEvicted,
         Counter::VrrpRogue,
         Counter::VrrpTagged,
         Counter::VrrpInvalidAddressCount,
         Counter::VrrpInvalidFragment,
+        Counter::PeerEventsLost,
     ];
 
     /// Diagnostics rather than traffic classes: not packets on the wire
@@ -111,7 +119,10 @@ impl Counter {
     pub const fn is_traffic(self) -> bool {
         !matches!(
             self,
-            Counter::EventsLost | Counter::ApEvicted | Counter::VrrpRogue
+            Counter::AdvertEventsLost
+                | Counter::PeerEventsLost
+                | Counter::ApEvicted
+                | Counter::VrrpRogue
         )
     }
 }

@@ -68,6 +68,10 @@ static ALLOWED_PEERS: HashMap<PeerKey, u8> = HashMap::with_max_entries(ALLOWED_P
 #[map]
 static PEER_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 
+/// Index 0 non-zero: a reader drains `PEER_EVENTS` (set by userspace).
+#[map]
+static PEER_EVENTS_READER: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Largest offset the classifier reads at (jumbo frames are 9 KB).
 const MAX_FRAME_OFFSET: usize = 0x3fff;
 
@@ -181,7 +185,7 @@ fn record_peer(frame: &XdpFrame, advert: &AdvertSummary, bytes: u64) {
             },
         };
         if ADVERTS.output::<AdvertEvent>(&event, 0).is_err() {
-            count(Counter::EventsLost, 0);
+            count(Counter::AdvertEventsLost, 0);
         }
     }
     let mut kind = 0u32;
@@ -229,7 +233,9 @@ fn record_peer(frame: &XdpFrame, advert: &AdvertSummary, bytes: u64) {
     if previous_interval_ms != advert.interval_ms {
         kind |= peer_event::INTERVAL_CHANGED;
     }
-    if kind == 0 {
+    // Nobody drains the ring (the daemon does not; `stats` does): queueing
+    // would only fill it and count every later change lost.
+    if kind == 0 || PEER_EVENTS_READER.get(0).is_none_or(|reader| *reader == 0) {
         return;
     }
     let event = PeerEvent {
@@ -244,7 +250,7 @@ fn record_peer(frame: &XdpFrame, advert: &AdvertSummary, bytes: u64) {
         _pad: [0; 9],
     };
     if PEER_EVENTS.output::<PeerEvent>(&event, 0).is_err() {
-        count(Counter::EventsLost, 0);
+        count(Counter::PeerEventsLost, 0);
     }
 }
 

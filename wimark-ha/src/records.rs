@@ -201,7 +201,11 @@ pub struct InstanceStatus {
     pub primary_address: IpAddr,
     /// The master as far as we know (ourselves when MASTER).
     pub master: Option<IpAddr>,
+    /// The last advert heard (from the master, as BACKUP).
     pub last_advert_ms_ago: Option<u64>,
+    /// The last advert we sent (as MASTER: "never" said nothing useful).
+    #[serde(default)]
+    pub last_advert_sent_ms_ago: Option<u64>,
     pub adverts_sent: u64,
     pub adverts_received: u64,
     /// Resignations sent (shutdown, switchover) and heard from the peer.

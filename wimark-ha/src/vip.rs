@@ -255,7 +255,10 @@ fn link_address(ifindex: u32) -> socket2::SockAddr {
 }
 
 /// A gratuitous ARP request (RFC 5227 §3: sender and target address both the
-/// VIP), broadcast, as keepalived sends it.
+/// VIP), broadcast, field for field as keepalived sends it — the target
+/// hardware address too: all ones, not RFC 5227's zeros, since that is what
+/// the switches and AP firmware of keepalived pairs have been updating their
+/// caches from (Linux takes either).
 pub fn gratuitous_arp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
     let mut f = Vec::with_capacity(42);
     f.extend_from_slice(&[0xff; 6]);
@@ -264,7 +267,7 @@ pub fn gratuitous_arp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
     f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]); // Ethernet/IPv4, request
     f.extend_from_slice(&mac);
     f.extend_from_slice(&ip);
-    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[0xff; 6]);
     f.extend_from_slice(&ip);
     f
 }
@@ -297,4 +300,24 @@ pub fn unsolicited_na(mac: [u8; 6], target: Ipv6Addr) -> Vec<u8> {
     f.extend_from_slice(&all_nodes.octets());
     f.extend_from_slice(&icmp);
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gratuitous_arp_is_keepalived_s_field_for_field() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        let frame = gratuitous_arp(mac, [10, 77, 0, 100]);
+        let mut expected = vec![0xff; 6]; // broadcast
+        expected.extend_from_slice(&mac);
+        expected.extend_from_slice(&[0x08, 0x06]);
+        expected.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]); // request
+        expected.extend_from_slice(&mac);
+        expected.extend_from_slice(&[10, 77, 0, 100]);
+        expected.extend_from_slice(&[0xff; 6]); // target MAC: all ones
+        expected.extend_from_slice(&[10, 77, 0, 100]);
+        assert_eq!(frame, expected);
+    }
 }

@@ -78,8 +78,15 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for i in &status.instances {
+        let ago = |ms: Option<u64>| ms.map_or("never".to_string(), |ms| format!("{ms} ms ago"));
+        // As MASTER the advert that matters is ours.
+        let last_advert = if i.state == crate::records::State::Master {
+            format!("last advert sent {}", ago(i.last_advert_sent_ms_ago))
+        } else {
+            format!("last advert {}", ago(i.last_advert_ms_ago))
+        };
         println!(
-            "{} ({} VRID {}, VRRPv{}): {} priority {}, master {}, last advert {}",
+            "{} ({} VRID {}, VRRPv{}): {} priority {}, master {}, {last_advert}",
             i.name,
             i.interface,
             i.vrid,
@@ -87,8 +94,6 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             i.state,
             i.priority,
             i.master.map_or("unknown".to_string(), |m| m.to_string()),
-            i.last_advert_ms_ago
-                .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
         );
         println!(
             "  VIPs {} ({}), adverts sent {} received {}, ignored {:?}",
@@ -218,7 +223,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
 /// One line of what the XDP monitor counted (`stats --json` has it all).
 fn print_monitor(monitor: &crate::records::Snapshot) {
     println!(
-        "monitor on {}: VRRP valid {}, tagged {}, invalid ({}); APs active {} known {}; IKE {} NAT-T {} MQTT {} packets; events lost {}",
+        "monitor on {}: VRRP valid {}, tagged {}, invalid ({}); APs active {} known {}; IKE {} NAT-T {} MQTT {} packets; events lost: adverts {}, peer changes {}",
         monitor.interface,
         monitor.vrrp.valid,
         monitor.vrrp.tagged,
@@ -228,7 +233,8 @@ fn print_monitor(monitor: &crate::records::Snapshot) {
         monitor.ap.ike.packets,
         monitor.ap.nat_t.packets,
         monitor.ap.mqtt.packets,
-        monitor.events_lost,
+        monitor.advert_events_lost,
+        monitor.peer_events_lost,
     );
 }
 

@@ -197,8 +197,8 @@ fn print_table(
     ));
     if snapshot.events_lost > 0 {
         out.push_str(&format!(
-            "peer events lost by the kernel: {}\n",
-            snapshot.events_lost
+            "events lost by the kernel: adverts {}, peer changes {}\n",
+            snapshot.advert_events_lost, snapshot.peer_events_lost
         ));
     }
     print!("{out}");

@@ -50,6 +50,9 @@ pub struct StreamCounters {
     pub failed: AtomicU64,
     /// The errno of the latest failed send.
     pub last_errno: std::sync::atomic::AtomicI32,
+    /// When the latest advert went out (monotonic ns; 0: none yet), for
+    /// `status` as MASTER.
+    pub last_sent_ns: AtomicU64,
 }
 
 /// One instance's fast stream.
@@ -190,14 +193,17 @@ fn sender(slot: Arc<Slot>, cpu: usize) {
                 let counters = &turn.stream.counters;
                 for message in &turn.stream.messages {
                     match message.socket.send(&message.bytes, message.destination) {
-                        Ok(()) => counters.sent.fetch_add(1, Ordering::Relaxed),
+                        Ok(()) => {
+                            counters.sent.fetch_add(1, Ordering::Relaxed);
+                            counters.last_sent_ns.fetch_max(t.0, Ordering::Relaxed);
+                        }
                         Err(e) => {
                             counters
                                 .last_errno
                                 .store(e.raw_os_error().unwrap_or(0), Ordering::Relaxed);
-                            counters.failed.fetch_add(1, Ordering::Relaxed)
+                            counters.failed.fetch_add(1, Ordering::Relaxed);
                         }
-                    };
+                    }
                 }
                 // The next turn of this sender after now: a late one
                 // (stalled) skips the turns it missed instead of bursting.

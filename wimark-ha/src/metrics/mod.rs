@@ -260,6 +260,7 @@ mod tests {
                 primary_address: "10.77.0.1".parse().expect("ip"),
                 master: None,
                 last_advert_ms_ago: Some(3),
+                last_advert_sent_ms_ago: Some(1),
                 adverts_sent: 42,
                 adverts_received: 7,
                 priority_zero_sent: 1,

@@ -10,7 +10,7 @@ use aya::{
 };
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
-use wimark_ha_common::abi::{peer_event, PeerEvent, MAP_EVENTS};
+use wimark_ha_common::abi::{peer_event, PeerEvent, MAP_EVENTS, MAP_PEER_EVENTS_READER};
 
 use super::MonitorError;
 
@@ -106,6 +106,24 @@ impl EventStream {
             map: MAP_EVENTS,
             source,
         })?;
+        // From now on the program queues peer changes: we drain them.
+        let mut reader: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
+            ebpf.map_mut(MAP_PEER_EVENTS_READER)
+                .ok_or(MonitorError::ObjectMismatch {
+                    what: "map",
+                    name: MAP_PEER_EVENTS_READER,
+                })?,
+        )
+        .map_err(|source| MonitorError::Map {
+            map: MAP_PEER_EVENTS_READER,
+            source,
+        })?;
+        reader
+            .set(0, 1, 0)
+            .map_err(|source| MonitorError::Map {
+                map: MAP_PEER_EVENTS_READER,
+                source,
+            })?;
         Ok(Self {
             ring: super::register_readable(ring)?,
         })

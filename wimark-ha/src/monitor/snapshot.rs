@@ -222,8 +222,16 @@ pub struct Snapshot {
     pub carp: TrafficTotals,
     pub ap: ApStats,
     pub other: TrafficTotals,
-    /// Peer events the kernel could not queue (should stay 0).
+    /// Events the kernel could not queue, both rings (should stay 0).
     pub events_lost: u64,
+    /// Of those, adverts the daemon's ring lost (its state machine never
+    /// saw them).
+    #[serde(default)]
+    pub advert_events_lost: u64,
+    /// Of those, peer changes lost while `stats` read them (without a
+    /// reader none are queued).
+    #[serde(default)]
+    pub peer_events_lost: u64,
 }
 
 impl Snapshot {
@@ -283,7 +291,10 @@ impl Snapshot {
                 evicted: at(Counter::ApEvicted).packets,
             },
             other: at(Counter::Other).into(),
-            events_lost: at(Counter::EventsLost).packets,
+            events_lost: at(Counter::AdvertEventsLost).packets
+                + at(Counter::PeerEventsLost).packets,
+            advert_events_lost: at(Counter::AdvertEventsLost).packets,
+            peer_events_lost: at(Counter::PeerEventsLost).packets,
         })
     }
 

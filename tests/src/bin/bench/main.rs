@@ -417,9 +417,9 @@ fn flood_counts(cases: &[Case], total: u64) -> Result<()> {
         .filter(|c| c.is_traffic())
         .map(|c| by_xdp[*c as usize])
         .sum();
-    // EventsLost is not a traffic class: the flood alternates two adverts of
-    // one peer (v3 10 ms, v2 1 s), so every advert is an interval change and
-    // nobody drains the ring here; it is reported on its own line.
+    // Events lost are not a traffic class: the flood alternates two adverts
+    // of one peer (v3 10 ms, v2 1 s), so every advert is an interval change;
+    // with no reader none is queued. Reported on their own line.
     let miscount = |counts: &[u64; Counter::COUNT as usize]| -> u64 {
         Counter::ALL
             .iter()
@@ -443,8 +443,9 @@ fn flood_counts(cases: &[Case], total: u64) -> Result<()> {
         by_user.cpu.as_nanos() as f64 / by_user.received.max(1) as f64
     );
     println!(
-        "\npeer events the kernel could not queue (ring buffer not drained during the flood): {}",
-        by_xdp[Counter::EventsLost as usize]
+        "\nevents the kernel could not queue during the flood: adverts {}, peer changes {} (no reader: none queued)",
+        by_xdp[Counter::AdvertEventsLost as usize],
+        by_xdp[Counter::PeerEventsLost as usize]
     );
     println!(
         "sent {total} frames in {:.2} s: {pps:.0} frames/s from one sender thread",

@@ -183,6 +183,7 @@ impl Engine {
             match message.socket.send(&message.bytes, message.destination) {
                 Ok(()) => {
                     instance.adverts_sent += 1;
+                    instance.last_advert_sent_at = Some(now());
                     if advert.priority == 0 {
                         instance.priority_zero_sent += 1;
                     }

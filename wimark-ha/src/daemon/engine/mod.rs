@@ -123,6 +123,9 @@ pub struct EngineInstance {
     stream: Option<(Advert, Duration)>,
     /// Adverts the senders sent for this instance.
     stream_counters: Arc<StreamCounters>,
+    /// When this thread last sent an advert itself (the senders' are in
+    /// `stream_counters`).
+    last_advert_sent_at: Option<Timestamp>,
     /// Failed sends already reported, and when the last report went out.
     stream_failures_reported: (u64, Option<Timestamp>),
     false_takeovers: u64,
@@ -211,6 +214,7 @@ impl EngineInstance {
             second_garp_burst: None,
             stream: None,
             stream_counters: Arc::default(),
+            last_advert_sent_at: None,
             stream_failures_reported: (0, None),
             false_takeovers: 0,
         }

@@ -55,6 +55,17 @@ impl Engine {
                     .machine
                     .last_advert_at()
                     .map(|a| t.saturating_since(a).as_millis() as u64),
+                last_advert_sent_ms_ago: {
+                    // Ours: the engine's own sends or its senders' stream.
+                    let streamed = i
+                        .stream_counters
+                        .last_sent_ns
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    let streamed = (streamed > 0).then_some(Timestamp(streamed));
+                    i.last_advert_sent_at
+                        .max(streamed)
+                        .map(|a| t.saturating_since(a).as_millis() as u64)
+                },
                 adverts_sent: i.adverts_sent
                     + i.stream_counters
                         .sent
