@@ -118,6 +118,14 @@ fn the_seed_configs_import_and_check() {
 #[test]
 fn every_supported_keyword_is_carried_and_the_rest_listed() {
     let text = import("keepalived/every-keyword.conf", None);
+    // And on stderr, one line each, for when the output goes to a file.
+    let conf = fixture("keepalived/every-keyword.conf");
+    let (ok, _, stderr) = wimark_ha(&[std::ffi::OsStr::new("import-keepalived"), conf.as_os_str()]);
+    assert!(ok, "{stderr}");
+    let noted = text.matches("# not carried over (line ").count();
+    assert!(noted > 0);
+    assert_eq!(stderr.matches("not carried over (line ").count(), noted, "{stderr}");
+    assert!(stderr.contains(&format!("{noted} statement(s) not carried over")), "{stderr}");
     for expected in [
         // vrrp_version 3 in global_defs is the default version.
         "name = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = 150\nversion = 3\nadvert_interval = \"10ms\"",

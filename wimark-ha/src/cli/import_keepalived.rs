@@ -26,8 +26,9 @@ pub struct ImportKeepalivedArgs {
 }
 
 pub fn run(args: ImportKeepalivedArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.keepalived_conf)
+    let bytes = std::fs::read(&args.keepalived_conf)
         .with_context(|| format!("reading {}", args.keepalived_conf.display()))?;
+    let text = import::decode_keepalived(&bytes, &args.keepalived_conf)?;
     let statements = import::parse_keepalived(&text, &args.keepalived_conf)?;
     let env = match &args.env_dir {
         Some(dir) => Some(import::VendorEnv::read(dir)?),
@@ -45,6 +46,21 @@ pub fn run(args: ImportKeepalivedArgs) -> anyhow::Result<()> {
     })?;
     for warning in &checked.warnings {
         eprintln!("warning: {warning}");
+    }
+    // What was not carried over is in the output as comments; said here
+    // too, so that it is seen when the output goes to a file.
+    let not_carried: Vec<&str> = converted
+        .lines()
+        .filter_map(|l| l.strip_prefix("# not carried over "))
+        .collect();
+    for line in &not_carried {
+        eprintln!("not carried over {line}");
+    }
+    if !not_carried.is_empty() {
+        eprintln!(
+            "{} statement(s) not carried over: read them (also in the output) before using it",
+            not_carried.len()
+        );
     }
     match &args.output {
         None => print!("{converted}"),

@@ -98,7 +98,7 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
         }
     }
     out.flush_notes();
-    let mut notify_script = None;
+    let mut notify_script: Option<(String, Statement)> = None;
     let mut vip_addresses = Vec::new();
     for instance in &instances {
         let name = instance.arg(0).unwrap_or("VI_1").to_string();
@@ -174,7 +174,7 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
                             match (word.as_str(), words.next()) {
                                 ("dev", Some(dev)) if Some(dev.as_str()) == instance_interface(instance) => {}
                                 _ => {
-                                    out.not_carried(vip, "only the address is carried: wimark-ha adds VIPs on the instance's interface");
+                                    out.not_carried(vip, "only the address is carried, and wimark-ha adds it on the instance's interface, not on another `dev`: check that is where it belongs (or give that link an instance of its own)");
                                     break;
                                 }
                             }
@@ -200,7 +200,26 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
                     fields.insert("garp_master_repeat", value.to_string());
                 }
                 ("notify", Some(script)) => {
-                    notify_script = Some((script.to_string(), item.clone()));
+                    if item.words.len() > 2 || script.contains(char::is_whitespace) {
+                        // keepalived splits `notify "/path --flag"` into argv.
+                        out.not_carried(
+                            item,
+                            "a notify with arguments: wimark-ha runs one program, with keepalived's arguments (INSTANCE, name, state); wrap the command in a script that takes none",
+                        );
+                    } else {
+                        match &notify_script {
+                            Some((first, first_item)) if first != script => out.not_carried(
+                                item,
+                                &format!(
+                                    "wimark-ha runs one [notify] script for every instance: `{first}` (line {}) is the one carried over; it gets the instance's name as its second argument",
+                                    first_item.line
+                                ),
+                            ),
+                            // The same script: the one [notify] covers both.
+                            Some(_) => {}
+                            None => notify_script = Some((script.to_string(), item.clone())),
+                        }
+                    }
                 }
                 ("notify_master" | "notify_backup" | "notify_fault" | "notify_stop", _) => out.not_carried(
                     item,
