@@ -42,7 +42,32 @@ struct JsonReport<'a> {
     mode: String,
     duration_ms: u64,
     active_ap_window_s: u64,
+    /// The latest [`MAX_PEER_EVENTS`] peer changes, oldest first.
     peer_events: &'a [PeerChange],
+    /// Older peer changes not kept (a long run of a flapping peer).
+    peer_events_not_kept: u64,
+}
+
+/// Peer changes kept for `--json`: a run without `--duration` must not
+/// grow without bound (it reached 127 MB). The live table prints each one
+/// as it comes and keeps none.
+pub const MAX_PEER_EVENTS: usize = 10_000;
+
+/// The latest peer changes, bounded.
+#[derive(Default)]
+struct Kept {
+    events: std::collections::VecDeque<PeerChange>,
+    not_kept: u64,
+}
+
+impl Kept {
+    fn push(&mut self, change: PeerChange) {
+        if self.events.len() == MAX_PEER_EVENTS {
+            self.events.pop_front();
+            self.not_kept += 1;
+        }
+        self.events.push_back(change);
+    }
 }
 
 pub async fn run(args: StatsArgs, log_level: LogLevel) -> anyhow::Result<()> {
@@ -64,7 +89,7 @@ pub async fn run(args: StatsArgs, log_level: LogLevel) -> anyhow::Result<()> {
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut previous = monitor.snapshot()?;
     let mut previous_at = started;
-    let mut peer_events = Vec::new();
+    let mut peer_events = Kept::default();
 
     loop {
         tokio::select! {
@@ -77,10 +102,11 @@ pub async fn run(args: StatsArgs, log_level: LogLevel) -> anyhow::Result<()> {
             }
             batch = events.next_batch() => {
                 for change in batch.context("reading peer events")? {
-                    if !args.json {
+                    if args.json {
+                        peer_events.push(change);
+                    } else {
                         println!("{change}");
                     }
-                    peer_events.push(change);
                 }
             }
             ready = async { kernel_log.as_mut().expect("guarded by the if").readable_mut().await }, if kernel_log.is_some() => {
@@ -95,7 +121,11 @@ pub async fn run(args: StatsArgs, log_level: LogLevel) -> anyhow::Result<()> {
     }
 
     let elapsed = started.elapsed();
-    peer_events.extend(events.drain());
+    for change in events.drain() {
+        if args.json {
+            peer_events.push(change);
+        }
+    }
     if let Some(kernel_log) = kernel_log.as_mut() {
         kernel_log.get_mut().flush(); // what the kernel logged since the last wake-up
     }
@@ -108,7 +138,8 @@ pub async fn run(args: StatsArgs, log_level: LogLevel) -> anyhow::Result<()> {
             mode: mode.to_string(),
             duration_ms: elapsed.as_millis() as u64,
             active_ap_window_s: ACTIVE_AP_WINDOW.as_secs(),
-            peer_events: &peer_events,
+            peer_events: peer_events.events.make_contiguous(),
+            peer_events_not_kept: peer_events.not_kept,
         };
         let mut out = std::io::stdout().lock();
         serde_json::to_writer(&mut out, &report).context("writing JSON")?;
@@ -202,4 +233,34 @@ fn print_table(
         ));
     }
     print!("{out}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_changes_kept_for_json_are_bounded() {
+        let change = |n: u64| PeerChange {
+            timestamp_ns: n,
+            vrid: 67,
+            source: "10.77.0.2".parse().expect("ip"),
+            new_peer: false,
+            priority_changed: true,
+            priority_zero: false,
+            interval_changed: false,
+            priority: 100,
+            previous_priority: 101,
+            interval_ms: 10,
+            previous_interval_ms: 10,
+            version: 3,
+        };
+        let mut kept = Kept::default();
+        for n in 0..(MAX_PEER_EVENTS as u64 + 500) {
+            kept.push(change(n));
+        }
+        assert_eq!(kept.events.len(), MAX_PEER_EVENTS);
+        assert_eq!(kept.not_kept, 500);
+        assert_eq!(kept.events.front().map(|c| c.timestamp_ns), Some(500), "the newest are kept");
+    }
 }
