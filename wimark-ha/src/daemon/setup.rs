@@ -117,11 +117,29 @@ pub async fn engine_instances(
             }
         };
         let ipv4 = instance.virtual_ips[0].address.is_ipv4();
+        // RFC 5798 §5.2.4: priority 255 is the owner of the VIPs, which
+        // are the interface's own addresses; it sends from them.
+        let owner = instance.priority == 255;
+        if owner {
+            if let Some(missing) = instance
+                .virtual_ips
+                .iter()
+                .find(|vip| !info.addresses.iter().any(|a| a.address == vip.address))
+            {
+                anyhow::bail!(
+                    "instance {}: priority 255 is the address owner's (RFC 5798), but {} is not an address of `{name}`: assign it to the interface, or use priority 254 or lower to have wimark-ha add and remove it",
+                    instance.name,
+                    missing.address
+                );
+            }
+        }
         let primary = info
-            .primary_address(ipv4, &instance.virtual_ips)
+            .primary_address(ipv4, if owner { &[] } else { &instance.virtual_ips })
             .with_context(|| format!("instance {}", instance.name))?;
         let resume = held.iter().any(|h| h.resumable_by(&instance, &info));
-        if resume {
+        if owner {
+            tracing::info!(instance = %instance.name, %primary, "address owner (priority 255): sends from its own address, never removes its VIPs");
+        } else if resume {
             tracing::info!(instance = %instance.name, "resuming mastership after a restart in place");
             resumed.push(instance.name.clone());
         } else {
@@ -137,7 +155,8 @@ pub async fn engine_instances(
         let mut engine_instance = engine::EngineInstance::new(
             instance, info, primary, reader, socket, announcer, heartbeats,
         );
-        engine_instance.resume = resume;
+        engine_instance.resume = resume && !owner;
+        engine_instance.owner = owner;
         instances.push(engine_instance);
     }
     Ok((instances, resumed))

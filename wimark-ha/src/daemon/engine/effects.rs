@@ -94,6 +94,11 @@ impl Engine {
 
     pub(super) fn add_vips(&mut self, i: usize) {
         let instance = &mut self.instances[i];
+        if instance.owner {
+            // The interface's own addresses: already there.
+            instance.holds_vips = true;
+            return;
+        }
         let mut failures = Vec::new();
         for vip in &instance.config.virtual_ips {
             if let Err(e) = self
@@ -111,6 +116,12 @@ impl Engine {
 
     pub(super) fn remove_vips(&mut self, i: usize) {
         let instance = &mut self.instances[i];
+        if instance.owner {
+            // RFC 5798's owner: the VIPs are this interface's addresses,
+            // which demotion or exit must not take away.
+            tracing::info!(instance = %instance.config.name, "address owner: its VIPs stay on the interface (they are its own addresses)");
+            return;
+        }
         for vip in &instance.config.virtual_ips {
             if let Err(e) = self
                 .runtime

@@ -108,6 +108,9 @@ pub struct EngineInstance {
     pub heartbeats: Vec<HeartbeatPath>,
     /// Resume mastership at start (a restart hold left it to us).
     pub resume: bool,
+    /// RFC 5798's address owner (priority 255): its VIPs are the
+    /// interface's own addresses, sent from and never removed.
+    pub owner: bool,
     destinations: Vec<IpAddr>,
     adverts_sent: u64,
     adverts_received: u64,
@@ -202,6 +205,7 @@ impl EngineInstance {
             primary,
             heartbeats,
             resume: false,
+            owner: false,
             destinations,
             adverts_sent: 0,
             adverts_received: 0,
@@ -560,6 +564,11 @@ impl Engine {
             }
             self.carry_out(i, t);
             let instance = &self.instances[i];
+            if instance.owner {
+                // Its addresses are its own: nothing to hand to the next
+                // process, nothing a failed restart should remove.
+                continue;
+            }
             tracing::info!(instance = %instance.config.name, ?hold, interval = ?crate::vrrp::hold_interval(hold), "restart hold: the peer was told to wait");
             held.push(super::restart::Held {
                 instance: instance.config.name.clone(),
@@ -582,7 +591,7 @@ impl Engine {
     /// engine still holds (a removal that failed) are tried once more.
     fn leave_no_vip_behind(&mut self) {
         for i in 0..self.instances.len() {
-            if self.instances[i].holds_vips {
+            if self.instances[i].holds_vips && !self.instances[i].owner {
                 tracing::warn!(instance = %self.instances[i].config.name, "VIPs still held at the end of the shutdown: removing them");
                 self.remove_vips(i);
             }
