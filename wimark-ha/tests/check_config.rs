@@ -96,6 +96,20 @@ fn only_a_regular_private_bounded_file_is_read() {
     let line = check(std::path::Path::new("/dev/zero"));
     assert!(line.contains("is not a regular file"), "{line}");
 
+    // A control_socket path taken by a file: run would refuse it, and
+    // check-config says so now (the file was deleted before).
+    let taken = dir.join("taken");
+    std::fs::write(&taken, b"an operator's file").expect("write");
+    let socket_config = dir.join("socket.toml");
+    std::fs::write(
+        &socket_config,
+        format!("[daemon]\ncontrol_socket = \"{}\"\n\n{good}", taken.display()),
+    )
+    .expect("write");
+    let line = check(&socket_config);
+    assert!(line.contains(":2: control_socket:") && line.contains("is not a socket"), "{line}");
+    assert_eq!(std::fs::read(&taken).expect("kept"), b"an operator's file");
+
     let big = dir.join("big.toml");
     std::fs::write(&big, format!("{good}{}", "# padding\n".repeat(120_000))).expect("write");
     let line = check(&big);

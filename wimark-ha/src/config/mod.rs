@@ -134,7 +134,26 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     if text.len() as u64 > MAX_CONFIG_BYTES {
         return Err(file_error(format!("is over {MAX_CONFIG_BYTES} bytes")));
     }
-    parse(&text, path)
+    let config = parse(&text, path)?;
+    // `run` would refuse it (it removes only a stale socket): say so now.
+    let socket = &config.daemon.control_socket;
+    if let Ok(meta) = std::fs::symlink_metadata(socket) {
+        use std::os::unix::fs::FileTypeExt as _;
+        if !meta.file_type().is_socket() {
+            let cx = Context { text: &text, file: path };
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                // The key's line, or 0 for the default path.
+                line: text.find("control_socket").map_or(0, |at| cx.line_of(at)),
+                key: "control_socket".to_string(),
+                message: format!(
+                    "{} exists and is not a socket: `run` would not remove it; name a free path",
+                    socket.display()
+                ),
+            });
+        }
+    }
+    Ok(config)
 }
 
 /// Deserialises a TOML file of another shape (e.g. an adapter's), with
