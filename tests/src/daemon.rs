@@ -303,3 +303,31 @@ pub fn has_address(namespace: &str, interface: &str, address: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// `GET /metrics` from inside `namespace` (the endpoint binds its
+/// loopback at `listen`), the whole response.
+pub fn scrape_metrics(namespace: &str, listen: &'static str) -> std::io::Result<String> {
+    use std::io::{Read as _, Write as _};
+    in_netns(namespace, move || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(listen)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    })
+    .map_err(std::io::Error::other)?
+}
+
+/// `wimark-ha status` (text) of the daemon at `socket`, run in `namespace`.
+pub fn status_text(namespace: &str, socket: &std::path::Path) -> String {
+    let output = Command::new("ip")
+        .args(["netns", "exec", namespace])
+        .arg(crate::wimark_ha_bin())
+        .args(["status", "--socket"])
+        .arg(socket)
+        .output()
+        .expect("wimark-ha status");
+    String::from_utf8_lossy(&output.stdout).to_string()
+}

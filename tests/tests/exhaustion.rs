@@ -44,16 +44,7 @@ fn raise_descriptor_limit() {
 }
 
 fn scrape(namespace: &str) -> std::io::Result<String> {
-    in_netns(namespace, || -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(METRICS)?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
-    })
-    .expect("netns")
+    wimark_ha_tests::daemon::scrape_metrics(namespace, METRICS)
 }
 
 #[test]

@@ -142,27 +142,11 @@ fn unplanned_failover_restart_and_planned_switchover() {
     // The hand-over is a maintenance state that status shows, until the
     // operator ends it: then A's higher priority preempts again.
     assert!(daemon_a.instance().expect("status").handed_over);
-    let output = std::process::Command::new("ip")
-        .args(["netns", "exec", &a])
-        .arg(wimark_ha_tests::wimark_ha_bin())
-        .args(["status", "--socket"])
-        .arg(&daemon_a.socket)
-        .output()
-        .expect("wimark-ha status");
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains("HANDED OVER"),
-        "{output:?}"
-    );
+    let text = wimark_ha_tests::daemon::status_text(&a, &daemon_a.socket);
+    assert!(text.contains("HANDED OVER"), "{text}");
     // As MASTER, status shows the age of our own last advert (it said
     // "last advert never").
-    let output = std::process::Command::new("ip")
-        .args(["netns", "exec", &b])
-        .arg(wimark_ha_tests::wimark_ha_bin())
-        .args(["status", "--socket"])
-        .arg(&daemon_b.socket)
-        .output()
-        .expect("wimark-ha status");
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = wimark_ha_tests::daemon::status_text(&b, &daemon_b.socket);
     assert!(text.contains("MASTER") && text.contains("last advert sent "), "{text}");
     let sent_ago = daemon_b.instance().expect("status").last_advert_sent_ms_ago;
     assert!(sent_ago.is_some_and(|ms| ms < 1_000), "{sent_ago:?}\n{text}");

@@ -3,13 +3,12 @@
 //! including "APs back" once the AP opens a session with the new master),
 //! and the history still shown by `status` after the daemon restarts.
 
-use std::{io::Read as _, io::Write as _, time::Duration};
+use std::time::Duration;
 use wimark_ha::records::State;
 
 use wimark_ha_tests::{
     daemon::wait_until,
     failover_lab::{FailoverLab, Failure, Pair},
-    lab::in_netns,
     wimark_ha_bin,
 };
 
@@ -17,17 +16,8 @@ const METRICS: &str = "127.0.0.1:9650";
 
 /// `GET /metrics` from inside `namespace` (the endpoint binds its loopback).
 fn scrape(namespace: &str) -> String {
-    in_netns(namespace, || -> std::io::Result<String> {
-        let mut stream = std::net::TcpStream::connect(METRICS)?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
-    })
-    .expect("netns")
-    .unwrap_or_else(|e| panic!("scraping {METRICS} in {namespace}: {e}"))
+    wimark_ha_tests::daemon::scrape_metrics(namespace, METRICS)
+        .unwrap_or_else(|e| panic!("scraping {METRICS} in {namespace}: {e}"))
 }
 
 /// The value of the sample line starting with `series`, if present.
