@@ -1350,9 +1350,12 @@ fn the_fast_rule_is_ordered_by_priority_when_other_backups_may_compete() {
     assert!(stream(&mut high, 1, 2100, 200).is_empty());
     assert!(stream(&mut low, 1, 2100, 200).is_empty());
     let (high_at, low_at) = (high.poll_timeout().unwrap(), low.poll_timeout().unwrap());
-    // 3 ms + (256 - p) / 256 x 3 ms.
-    assert_eq!(high_at, at_ms(2103.0) + Duration::from_nanos(3_000_000 * 106 / 256));
-    assert_eq!(low_at, at_ms(2103.0) + Duration::from_nanos(3_000_000 * 156 / 256));
+    // 3 ms + (256 - p) / 256 of max(window, 20 ms): the order must outlast
+    // a stall of the higher backup, which a 3 ms window's fraction did not.
+    assert_eq!(wimark_ha::vrrp::FAST_SKEW_SPAN_MIN, ms(20));
+    assert_eq!(high_at, at_ms(2103.0) + Duration::from_nanos(20_000_000 * 106 / 256));
+    assert_eq!(low_at, at_ms(2103.0) + Duration::from_nanos(20_000_000 * 156 / 256));
+    assert!(low_at.saturating_since(high_at) > ms(3), "the margin between 150 and 100");
     high.handle_timeout(high_at);
     let actions = drain(&mut high);
     let Action::SendAdvert(first) = &actions[0] else {

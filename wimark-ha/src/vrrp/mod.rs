@@ -13,7 +13,8 @@ pub use events::{
     Action, FastDetect, Heartbeat, Ignored, Multiplier, Params, Reason, State, Timestamp,
 };
 pub use machine::{
-    hold_interval, Instance, FAST_RULE_WARMUP, HEARTBEAT_LEASE_INTERVALS, SHUTDOWN_VIP_HOLD,
+    hold_interval, Instance, FAST_RULE_WARMUP, FAST_SKEW_SPAN_MIN, HEARTBEAT_LEASE_INTERVALS,
+    SHUTDOWN_VIP_HOLD,
 };
 pub use packet::{Advert, Auth, ChecksumMode, EncodeError, Version};
 pub use window::{WindowBasis, WindowStatus};

@@ -405,6 +405,15 @@ pub const HEARTBEAT_LEASE_INTERVALS: u32 = 3;
 /// at start-up is still a false takeover. The RFC timer judges meanwhile.
 pub const FAST_RULE_WARMUP: Duration = Duration::from_secs(2);
 
+/// The least span the fast rule's priority skew is a fraction of. The order
+/// must outlast the higher backup's own lateness in deciding and sending —
+/// a host's scheduling stalls, ≥ 1 ms many times a minute on a VM, which do
+/// not shrink with the window: at 1 ms x 10 the window's 50/256 between the
+/// 150 and the 100 was 1.95 ms, and a stalled 150 let the 100 send first in
+/// 1 of 10 lab trials. 20 ms gives 3.9 ms per 50 priority points. A pair
+/// naming its one peer has no skew at all.
+pub const FAST_SKEW_SPAN_MIN: Duration = Duration::from_millis(20);
+
 /// How long a master that shuts down keeps its VIPs at most, waiting for the
 /// new master's first advert.
 pub const SHUTDOWN_VIP_HOLD: Duration = Duration::from_millis(200);

@@ -44,15 +44,16 @@ impl Instance {
 
     /// wimark-ha's fast rule ordered by priority, as Skew_Time orders the
     /// RFC timer (RFC 5798 §6.1): `(256 - Priority) / 256` of the window
-    /// more, so of two backups firing on the same silence the higher one's
-    /// advert reaches the lower one first. None when the config names our
-    /// one peer: no other backup can compete.
+    /// (at least [`FAST_SKEW_SPAN_MIN`]) more, so of two backups firing on
+    /// the same silence the higher one's advert reaches the lower one first.
+    /// None when the config names our one peer: no other backup can compete.
     pub fn fast_rule_skew(&self, window: Duration) -> Duration {
         if self.params.sole_peer {
             return Duration::ZERO;
         }
         let weight = 256 - u64::from(self.params.priority);
-        Duration::from_nanos(window.as_nanos() as u64 * weight / 256)
+        let span = window.max(FAST_SKEW_SPAN_MIN);
+        Duration::from_nanos(span.as_nanos() as u64 * weight / 256)
     }
 
     // ===== inputs =====
