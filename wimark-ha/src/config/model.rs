@@ -235,4 +235,10 @@ impl InstanceConfig {
             sole_peer: self.allowed_peers.len() == 1,
         }
     }
+
+    /// RFC 5798 §5.2.4: priority 255 is the owner of the VIPs, which are
+    /// the interface's own addresses: sent from, never added or removed.
+    pub fn is_address_owner(&self) -> bool {
+        self.priority == 255
+    }
 }

@@ -117,9 +117,7 @@ pub async fn engine_instances(
             }
         };
         let ipv4 = instance.virtual_ips[0].address.is_ipv4();
-        // RFC 5798 §5.2.4: priority 255 is the owner of the VIPs, which
-        // are the interface's own addresses; it sends from them.
-        let owner = instance.priority == 255;
+        let owner = instance.is_address_owner();
         if owner {
             if let Some(missing) = instance
                 .virtual_ips
@@ -156,7 +154,6 @@ pub async fn engine_instances(
             instance, info, primary, reader, socket, announcer, heartbeats,
         );
         engine_instance.resume = resume && !owner;
-        engine_instance.owner = owner;
         instances.push(engine_instance);
     }
     Ok((instances, resumed))

@@ -185,8 +185,9 @@ fn expand(line: &str, definitions: &BTreeMap<String, String>) -> Result<String, 
     Ok(out)
 }
 
-/// Where a comment starts, as [`tokenize`] reads one: `#` anywhere outside
-/// double quotes, `!` where a word would start.
+/// Where a comment starts — the one rule for [`tokenize`], `$NAME`
+/// expansion and decoding: `#` anywhere outside double quotes, `!` where a
+/// word would start.
 fn comment_start(line: &str) -> Option<usize> {
     let mut quoted = false;
     let mut word_start = true;
@@ -197,7 +198,7 @@ fn comment_start(line: &str) -> Option<usize> {
             '!' if !quoted && word_start => return Some(at),
             _ => {}
         }
-        word_start = !quoted && (c.is_whitespace() || c == '{' || c == '}');
+        word_start = !quoted && (c.is_whitespace() || matches!(c, '{' | '}' | '"'));
     }
     None
 }
@@ -235,11 +236,11 @@ pub fn decode_keepalived(bytes: &[u8], file: &Path) -> Result<String, ImportErro
 }
 
 fn tokenize(line: &str) -> Result<Vec<String>, String> {
+    let line = &line[..comment_start(line).unwrap_or(line.len())];
     let mut tokens = Vec::new();
     let mut chars = line.chars().peekable();
     while let Some(&c) = chars.peek() {
         match c {
-            '#' | '!' => break,
             c if c.is_whitespace() => {
                 chars.next();
             }
@@ -262,7 +263,7 @@ fn tokenize(line: &str) -> Result<Vec<String>, String> {
             _ => {
                 let mut word = String::new();
                 while let Some(&c) = chars.peek() {
-                    if c.is_whitespace() || c == '{' || c == '}' || c == '#' {
+                    if c.is_whitespace() || c == '{' || c == '}' {
                         break;
                     }
                     word.push(c);

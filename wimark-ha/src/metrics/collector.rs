@@ -304,6 +304,13 @@ impl Collector for StatusCollector {
             MetricType::Gauge,
             [(Labels::new(), ConstGauge::new(i64::from(status.journal.degraded.is_some())))],
         )?;
+        family(
+            &mut encoder,
+            "journal_errors",
+            "Failover journal entries not written (see the log and status)",
+            MetricType::Counter,
+            [(Labels::new(), ConstCounter::new(status.journal.lost))],
+        )?;
         if let Some(roles) = &status.roles {
             family(
                 &mut encoder,

@@ -59,7 +59,6 @@ pub struct Metrics {
     become_master: Family<Labels, Counter>,
     false_takeovers: Family<Labels, Counter>,
     release_master: Family<Labels, Counter>,
-    journal_errors: Counter,
     connections_refused: Counter,
     /// Per instance: the last takeover (unix ms, detection + VIP seconds),
     /// to add the container switch that follows it into `total`.
@@ -88,7 +87,6 @@ impl Metrics {
             become_master: Family::default(),
             false_takeovers: Family::default(),
             release_master: Family::default(),
-            journal_errors: Counter::default(),
             connections_refused: Counter::default(),
             last_takeover: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -137,11 +135,6 @@ impl Metrics {
             "release_master",
             "Transitions out of MASTER (keepalived exporter's name)",
             metrics.release_master.clone(),
-        );
-        registry.register(
-            "journal_errors",
-            "Failover journal writes that failed (see the log)",
-            metrics.journal_errors.clone(),
         );
         registry.register(
             "metrics_connections_refused",
@@ -221,10 +214,6 @@ impl Metrics {
                 self.false_takeovers.get_or_create(&labels).inc();
             }
         }
-    }
-
-    pub fn journal_error(&self) {
-        self.journal_errors.inc();
     }
 
     /// A metrics connection closed at once: the cap was reached.
@@ -315,6 +304,7 @@ mod tests {
             aps_back: Vec::new(),
             journal: crate::records::JournalStatus {
                 degraded: Some("read-only file system".to_string()),
+                lost: 2,
                 ..Default::default()
             },
         }
@@ -365,6 +355,7 @@ mod tests {
             "wimark_ha_xdp_packets_total{interface=\"eth1\",class=\"ike\"} 4",
             "wimark_ha_active_aps{interface=\"eth1\"} 3",
             "wimark_ha_journal_degraded 1",
+            "wimark_ha_journal_errors_total 2",
             "wimark_ha_become_master_total{iname=\"WIM1\"} 1",
             "wimark_ha_failover_detection_seconds_count{iname=\"WIM1\"} 1",
             "wimark_ha_failover_detection_seconds_sum{iname=\"WIM1\"} 0.003",

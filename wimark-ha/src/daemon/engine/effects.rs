@@ -94,7 +94,7 @@ impl Engine {
 
     pub(super) fn add_vips(&mut self, i: usize) {
         let instance = &mut self.instances[i];
-        if instance.owner {
+        if instance.config.is_address_owner() {
             // The interface's own addresses: already there.
             instance.holds_vips = true;
             return;
@@ -116,7 +116,7 @@ impl Engine {
 
     pub(super) fn remove_vips(&mut self, i: usize) {
         let instance = &mut self.instances[i];
-        if instance.owner {
+        if instance.config.is_address_owner() {
             // RFC 5798's owner: the VIPs are this interface's addresses,
             // which demotion or exit must not take away.
             tracing::info!(instance = %instance.config.name, "address owner: its VIPs stay on the interface (they are its own addresses)");

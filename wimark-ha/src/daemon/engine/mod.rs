@@ -108,9 +108,6 @@ pub struct EngineInstance {
     pub heartbeats: Vec<HeartbeatPath>,
     /// Resume mastership at start (a restart hold left it to us).
     pub resume: bool,
-    /// RFC 5798's address owner (priority 255): its VIPs are the
-    /// interface's own addresses, sent from and never removed.
-    pub owner: bool,
     destinations: Vec<IpAddr>,
     adverts_sent: u64,
     adverts_received: u64,
@@ -205,7 +202,6 @@ impl EngineInstance {
             primary,
             heartbeats,
             resume: false,
-            owner: false,
             destinations,
             adverts_sent: 0,
             adverts_received: 0,
@@ -564,7 +560,7 @@ impl Engine {
             }
             self.carry_out(i, t);
             let instance = &self.instances[i];
-            if instance.owner {
+            if instance.config.is_address_owner() {
                 // Its addresses are its own: nothing to hand to the next
                 // process, nothing a failed restart should remove.
                 continue;
@@ -591,7 +587,7 @@ impl Engine {
     /// engine still holds (a removal that failed) are tried once more.
     fn leave_no_vip_behind(&mut self) {
         for i in 0..self.instances.len() {
-            if self.instances[i].holds_vips && !self.instances[i].owner {
+            if self.instances[i].holds_vips && !self.instances[i].config.is_address_owner() {
                 tracing::warn!(instance = %self.instances[i].config.name, "VIPs still held at the end of the shutdown: removing them");
                 self.remove_vips(i);
             }
