@@ -226,6 +226,25 @@ impl Daemon {
         })
     }
 
+    /// As [`wait_fast_rule_armed`](Self::wait_fast_rule_armed), but a
+    /// backup whose learned window reached its ceiling — which auto does
+    /// not arm: the RFC timer judges such a stream — is settled too, and
+    /// says so on stderr. For labs that measure what the daemon does, not
+    /// that it arms.
+    pub fn wait_fast_rule_settled(&self) -> Result<()> {
+        use wimark_ha::vrrp::WindowBasis;
+        let mut at_ceiling = false;
+        wait_until(Duration::from_secs(15), "the backup's fast rule to arm (or reach its ceiling)", || {
+            let detection = self.instance().ok().and_then(|i| i.detection);
+            at_ceiling = detection.as_ref().is_some_and(|d| !d.armed && d.basis == Some(WindowBasis::Ceiling));
+            detection.is_some_and(|d| d.armed) || at_ceiling
+        })?;
+        if at_ceiling {
+            eprintln!("lab: the backup's auto window is at its ceiling, so its fast rule is not armed: the RFC timer judges this stream");
+        }
+        Ok(())
+    }
+
     pub fn instance(&self) -> Result<InstanceStatus> {
         self.status()?
             .instances

@@ -290,7 +290,7 @@ impl FailoverLab {
         // warm-up (and, auto, once it has learned the gaps): until then
         // only the RFC timer would judge a failure.
         if let Some(Node::WimarkHa(b)) = self.nodes.get(1) {
-            b.wait_fast_rule_armed()?;
+            b.wait_fast_rule_settled()?;
         }
         Ok(())
     }

@@ -219,7 +219,10 @@ fn main() -> Result<()> {
             sender_seconds,
         } => {
             require_root("the failover benchmark");
-            failover::run(trials, vendor_trials, &svg)?;
+            // `--trials 0 --vendor-trials 0` runs the sender table alone.
+            if trials > 0 || vendor_trials > 0 {
+                failover::run(trials, vendor_trials, &svg)?;
+            }
             if sender_seconds > 0 {
                 senders::run(sender_seconds)?;
             }
