@@ -49,6 +49,19 @@ impl Instance<'static> {
 
 impl Keepalived {
     pub fn start(namespace: &str, name: &str, instance: &Instance) -> Result<Self> {
+        Self::start_with_blocks(namespace, name, instance, "", "")
+    }
+
+    /// The same, with `top` (e.g. a `vrrp_script` block) after
+    /// `global_defs` and `inside` (e.g. `track_script { ... }`) in the
+    /// `vrrp_instance`.
+    pub fn start_with_blocks(
+        namespace: &str,
+        name: &str,
+        instance: &Instance,
+        top: &str,
+        inside: &str,
+    ) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("wimark-ha-keepalived-{namespace}-{name}"));
         std::fs::create_dir_all(&dir)?;
         let notify = dir.join("notify.sh");
@@ -67,8 +80,8 @@ impl Keepalived {
             None => String::new(),
         };
         let config = format!(
-            "global_defs {{\n    router_id {name}\n    script_user root\n    vrrp_version {version}\n}}\n\
-             vrrp_instance WIM1 {{\n    state BACKUP\n    interface eth1\n    virtual_router_id {vrid}\n    priority {priority}\n    advert_int {advert}\n{nopreempt}{auth}    virtual_ipaddress {{\n        {vip}\n    }}\n    notify {notify}\n}}\n",
+            "global_defs {{\n    router_id {name}\n    script_user root\n    vrrp_version {version}\n}}\n{top}\
+             vrrp_instance WIM1 {{\n    state BACKUP\n    interface eth1\n    virtual_router_id {vrid}\n    priority {priority}\n    advert_int {advert}\n{nopreempt}{auth}    virtual_ipaddress {{\n        {vip}\n    }}\n    notify {notify}\n{inside}}}\n",
             version = instance.version,
             vrid = instance.vrid,
             priority = instance.priority,

@@ -9,6 +9,7 @@ pub mod capture;
 pub mod daemon;
 pub mod docker;
 pub mod failover_lab;
+pub mod flag;
 pub use wimark_ha_frames as frames;
 pub mod keepalived;
 pub mod kernel;

@@ -159,6 +159,7 @@ fn a_100_mb_journal_is_read_from_its_tail_with_bounded_memory() {
             silence: Some(Duration::from_micros(3000)),
             vip_added: None,
             garp_sent: None,
+            cause: None,
         },
     };
     let mut text = Vec::with_capacity(101 << 20);

@@ -75,6 +75,14 @@ pub enum Entry {
         #[serde(rename = "window_after_us", with = "crate::clock::micros", default)]
         window_after: Option<std::time::Duration>,
     },
+    /// A tracker (`[[instance.track]]`) changed what it adds: its state
+    /// then, and the priority in force after.
+    Tracker {
+        instance: String,
+        at_unix_ms: u64,
+        tracker: crate::records::TrackerStatus,
+        priority: u8,
+    },
 }
 
 impl Entry {
@@ -84,7 +92,8 @@ impl Entry {
             | Entry::Containers { instance, .. }
             | Entry::ApsBack { instance, .. }
             | Entry::ApRecovery { instance, .. }
-            | Entry::FalseTakeover { instance, .. } => instance,
+            | Entry::FalseTakeover { instance, .. }
+            | Entry::Tracker { instance, .. } => instance,
         }
     }
 
@@ -94,7 +103,8 @@ impl Entry {
             Entry::Containers { record, .. } => record.at_unix_ms,
             Entry::ApsBack { at_unix_ms, .. }
             | Entry::ApRecovery { at_unix_ms, .. }
-            | Entry::FalseTakeover { at_unix_ms, .. } => *at_unix_ms,
+            | Entry::FalseTakeover { at_unix_ms, .. }
+            | Entry::Tracker { at_unix_ms, .. } => *at_unix_ms,
         }
     }
 }
@@ -422,6 +432,7 @@ mod tests {
                 silence: Some(std::time::Duration::from_micros(3000)),
                 vip_added: Some(std::time::Duration::from_micros(50)),
                 garp_sent: Some(std::time::Duration::from_micros(90)),
+                cause: None,
             },
         }
     }

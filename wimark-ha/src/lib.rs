@@ -24,6 +24,7 @@ pub mod records;
 pub mod recovery;
 pub mod roles;
 pub mod storm;
+pub mod track;
 pub mod unit;
 pub mod vip;
 pub mod vrrp;

@@ -239,6 +239,66 @@ pub struct InstanceStatus {
     /// The CPUs the fast advert stream is sent from (one sender each).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub advert_sender_cpus: Vec<usize>,
+    /// The priority in force: `priority` plus the weights of the trackers
+    /// in force (what our adverts carry). Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_priority: Option<u8>,
+    /// `[[instance.track]]`, in config order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trackers: Vec<TrackerStatus>,
+}
+
+/// What a tracker watches (`[[instance.track]]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackerKind {
+    Interface,
+    Script,
+    File,
+}
+
+impl fmt::Display for TrackerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrackerKind::Interface => "interface",
+            TrackerKind::Script => "script",
+            TrackerKind::File => "file",
+        })
+    }
+}
+
+/// A tracker's verdict after its rise/fall counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Healthy,
+    Failed,
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Health::Healthy => "healthy",
+            Health::Failed => "FAILED",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackerStatus {
+    pub name: String,
+    pub kind: TrackerKind,
+    /// The interface, the script's argv, or the file.
+    pub target: String,
+    pub health: Health,
+    /// As configured (0: FAULT while failed).
+    pub weight: i32,
+    /// What it adds to the priority now.
+    pub weight_in_force: i32,
+    /// It holds the instance in FAULT now.
+    pub fault: bool,
+    /// The latest observation: "exit status 1", "link down", "value 3".
+    pub detail: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +326,20 @@ pub struct TransitionRecord {
     /// From the decision to the first gratuitous ARP/NA on the wire.
     #[serde(default, rename = "garp_sent_us", with = "micros")]
     pub garp_sent: Option<Duration>,
+    /// The trackers behind it, when they are: "track script chk_mongo
+    /// failed 3 times".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+impl TransitionRecord {
+    /// The reason, with the trackers behind it when they are.
+    pub fn why(&self) -> String {
+        match &self.cause {
+            Some(cause) => format!("{}: {cause}", self.reason),
+            None => self.reason.to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -450,6 +524,9 @@ mod tests {
             Reason::Switchover,
             Reason::InterfaceDown,
             Reason::InterfaceUp,
+            Reason::TrackerFault,
+            Reason::TrackerRecovered,
+            Reason::Preempting,
             Reason::RestartHold,
         ] {
             let json = serde_json::to_string(&reason).expect("json");

@@ -116,3 +116,38 @@ fn only_a_regular_private_bounded_file_is_read() {
     assert!(line.contains("a config is at most 1048576"), "{line}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_tracker_naming_a_missing_script_or_interface_is_refused_by_key() {
+    let dir = std::env::temp_dir().join(format!("wimark-ha-check-config-track-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("wimark-ha.toml");
+    let good = "[[instance]]\nname = \"WIM1\"\ninterface = \"eth1\"\nvrid = 67\npriority = 200\nversion = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.10.10.3/24\"]\n[[instance.track]]\n";
+    let check = |tracker: &str| {
+        std::fs::write(&path, format!("{good}{tracker}")).expect("write");
+        Command::new(env!("CARGO_BIN_EXE_wimark-ha"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run")
+    };
+    let plain_file = dir.join("not-executable");
+    std::fs::write(&plain_file, "#!/bin/sh\n").expect("write");
+    let not_executable = format!("script = [\"{}\"]\n", plain_file.display());
+    // Present: the loopback link and an executable script.
+    let ok = check("interface = \"lo\"\n[[instance.track]]\nscript = [\"/bin/true\"]\n");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let cases = [
+        ("script = [\"/nonexistent/chk_mongo\"]\n", "track.script", "/nonexistent/chk_mongo"),
+        (not_executable.as_str(), "track.script", "not an executable file"),
+        ("interface = \"nosuch0\"\n", "track.interface", "no interface `nosuch0`"),
+    ];
+    for (tracker, key, words) in cases {
+        let bad = check(tracker);
+        assert_eq!(bad.status.code(), Some(1), "{tracker}");
+        let line = stderr_line(&bad);
+        assert!(line.contains(&format!("{}:10: {key}:", path.display())), "{tracker}: {line}");
+        assert!(line.contains(words), "{tracker}: {line}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -136,9 +136,20 @@ fn every_supported_keyword_is_carried_and_the_rest_listed() {
         "garp_master_delay = \"2s\"",
         "name = \"V2\"\ninterface = \"eth2\"\nvrid = 9\npriority = 100\nversion = 2\nadvert_interval = \"1s\"\nauth_pass = \"secret12\"",
         "[notify]\nscript = \"/etc/wimark-ha/notify.sh\"",
+        // vrrp_script + track_script, keepalived's settings carried over.
+        "[[instance.track]]   # vrrp_script chk_docker (line 11)\nname = \"chk_docker\"\ninterval = \"2s\"\ntimeout = \"1s\"\nfall = 3\nrise = 2\nscript = [\"/usr/bin/test\", \"-d\", \"/\"]\nweight = -30\n",
+        // A shell-style script keeps its meaning through /bin/sh -c; the
+        // reference's weight overrides the definition's.
+        "name = \"chk_port\"\ninit_fail = true\nscript = [\"/bin/sh\", \"-c\", \"</dev/tcp/127.0.0.1/27017\"]\nweight = 20\n",
+        "[[instance.track]]\ninterface = \"lo\"\nweight = -50\n",
+        "[[instance.track]]   # vrrp_track_file prio_file (line 26)\nname = \"prio_file\"\nfile = \"/run/wimark-ha/prio\"\nweight = -10\n",
     ] {
         assert!(text.contains(expected), "`{expected}` missing in:\n{text}");
     }
+    // V2's `lo` with keepalived's default weight 0 (FAULT while down).
+    let v2 = &text[text.find("name = \"V2\"").expect("V2")..];
+    let lo = v2.find("[[instance.track]]\ninterface = \"lo\"\n").expect("V2 tracks lo");
+    assert!(!v2[lo..].lines().nth(2).unwrap_or("").starts_with("weight"), "{v2}");
     // Nothing dropped silently: every unsupported statement is named with
     // its line.
     let source =
@@ -148,10 +159,12 @@ fn every_supported_keyword_is_carried_and_the_rest_listed() {
         "enable_script_security",
         "vrrp_garp_master_refresh",
         "include",
-        "vrrp_script",
+        "user nobody",
+        "chk_missing",
+        "vrrp_track_process",
+        "track_process",
         "unicast_src_ip",
         "10.88.0.1/24",
-        "track_script",
         "notify_master",
         "smtp_alert",
         "vrrp_sync_group",

@@ -1530,3 +1530,181 @@ fn one_late_advert_does_not_disarm_the_fast_rule() {
         .expect("ok");
     assert_eq!(instance.poll_timeout(), Some(at_ms(2105.5)));
 }
+
+// ===== wimark-ha: trackers (keepalived's track_* semantics) =====
+
+#[test]
+fn a_tracker_lowering_the_masters_priority_goes_out_at_once_and_stays_out() {
+    let params = v3(200, 10);
+    let mut instance = master(params.clone());
+    instance.set_tracking(at_ms(105.0), 150, false);
+    assert_eq!(drain(&mut instance), vec![sends(150)], "at once, not at the next Adver_Timer");
+    assert_eq!(instance.priority(), 150);
+    let actions = run_until(&mut instance, at_ms(125.0));
+    assert!(!actions.is_empty() && actions.iter().all(|a| *a == sends(150)), "{actions:?}");
+    // The same verdict again sends nothing.
+    instance.set_tracking(at_ms(126.0), 150, false);
+    assert!(drain(&mut instance).is_empty());
+    // The fast stream carries it too: its standing order is renewed.
+    let mut fast = master(fast_params());
+    fast.set_tracking(at_ms(105.0), 120, false);
+    let actions = drain(&mut fast);
+    assert_eq!(actions[0], sends(120));
+    assert!(
+        matches!(&actions[1], Action::Heartbeat(Heartbeat::Send { advert, .. }) if advert.priority == 120),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn the_address_owner_keeps_255_whatever_the_trackers_say() {
+    let mut owner = Instance::new(v3(255, 10));
+    owner.set_tracking(at_ms(0.0), 100, false);
+    assert_eq!(owner.priority(), 255);
+    // And no other priority leaves 1..=254.
+    let mut low = Instance::new(v3(20, 10));
+    low.set_tracking(at_ms(0.0), 0, false);
+    assert_eq!(low.priority(), 1);
+}
+
+/// A backup at `priority` following PEER_HIGH's fast stream at 200 for
+/// past the warm-up.
+fn following_a_fast_master(priority: u8) -> Instance {
+    let mut instance = Instance::new(Params {
+        priority,
+        ..fast_params()
+    });
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    assert!(stream(&mut instance, 1, 2100, 200).is_empty());
+    instance
+}
+
+#[test]
+fn a_backup_above_its_lowered_fast_master_preempts_at_once_and_it_is_no_false_takeover() {
+    let mut instance = following_a_fast_master(100);
+    let params = instance.params().clone();
+    // The master's tracker failed: its adverts now say 50 (RFC 5798 §6.4.2:
+    // discarded by a preempting backup).
+    let t = at_ms(2101.0);
+    assert_eq!(
+        instance.handle_advert(t, ip(PEER_HIGH), &advert(&params, 50, ms(10)), t),
+        Err(Ignored::LowerPriority)
+    );
+    // One named peer: no other backup competes, so no skew to wait.
+    let actions = run_until(&mut instance, t);
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Backup, State::Master, Reason::Preempting)]
+    );
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Transition { silence: None, .. })),
+        "a preemption ends no silence: {actions:?}"
+    );
+    // The old master speaks again (it has not heard us yet): expected, and
+    // not a false takeover.
+    let t = at_ms(2102.0);
+    assert_eq!(
+        instance.handle_advert(t, ip(PEER_HIGH), &advert(&params, 50, ms(10)), t),
+        Err(Ignored::LowerPriority)
+    );
+    assert!(
+        !drain(&mut instance).iter().any(|a| matches!(a, Action::FalseTakeover { .. })),
+        "no false takeover"
+    );
+}
+
+#[test]
+fn with_other_backups_possible_the_preemption_waits_the_fast_rule_skew() {
+    let mut instance = Instance::new(Params {
+        priority: 100,
+        sole_peer: false,
+        ..fast_params()
+    });
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    assert!(stream(&mut instance, 1, 2100, 200).is_empty());
+    let params = instance.params().clone();
+    let t = at_ms(2101.0);
+    let _ = instance.handle_advert(t, ip(PEER_HIGH), &advert(&params, 50, ms(10)), t);
+    // (256 - 100) / 256 of FAST_SKEW_SPAN_MIN (20 ms): 12.19 ms.
+    let skew = instance.fast_rule_skew(Duration::ZERO);
+    assert_eq!(skew, Duration::from_nanos(20_000_000 * 156 / 256));
+    assert!(run_until(&mut instance, t + (skew - Duration::from_micros(1))).is_empty());
+    assert_eq!(
+        transitions(&run_until(&mut instance, t + skew)),
+        vec![(State::Backup, State::Master, Reason::Preempting)]
+    );
+}
+
+#[test]
+fn at_rfc_rates_the_preemption_waits_master_down_interval() {
+    let params = v3(100, 10);
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    let t = at_ms(10.0);
+    instance
+        .handle_advert(t, ip(PEER_HIGH), &advert(&params, 200, ms(10)), t)
+        .expect("followed");
+    let t2 = at_ms(20.0);
+    assert_eq!(
+        instance.handle_advert(t2, ip(PEER_HIGH), &advert(&params, 50, ms(10)), t2),
+        Err(Ignored::LowerPriority)
+    );
+    let down = t + instance.master_down_interval();
+    let just_before = t + (instance.master_down_interval() - Duration::from_micros(1));
+    assert!(run_until(&mut instance, just_before).is_empty());
+    assert_eq!(
+        transitions(&run_until(&mut instance, down)),
+        vec![(State::Backup, State::Master, Reason::Preempting)]
+    );
+}
+
+#[test]
+fn a_tracker_fault_is_fault_until_every_cause_is_gone() {
+    let params = v3(200, 10);
+    let mut instance = master(params.clone());
+    instance.set_tracking(at_ms(500.0), 200, true);
+    let actions = drain(&mut instance);
+    assert_eq!(actions[0], Action::RemoveVirtualIps);
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Master, State::Fault, Reason::TrackerFault)]
+    );
+    assert_eq!(instance.poll_timeout(), None);
+    // The link goes too, and the tracker heals first: still FAULT.
+    instance.interface_down(at_ms(510.0));
+    instance.set_tracking(at_ms(520.0), 200, false);
+    assert!(drain(&mut instance).is_empty());
+    assert_eq!(instance.state(), State::Fault);
+    instance.interface_up(at_ms(530.0));
+    assert_eq!(
+        transitions(&drain(&mut instance)),
+        vec![(State::Fault, State::Backup, Reason::InterfaceUp)]
+    );
+    // The other order: link back first, tracker last.
+    instance.set_tracking(at_ms(600.0), 200, true);
+    instance.interface_down(at_ms(610.0));
+    instance.interface_up(at_ms(620.0));
+    drain(&mut instance);
+    assert_eq!(instance.state(), State::Fault);
+    instance.set_tracking(at_ms(630.0), 200, false);
+    assert_eq!(
+        transitions(&drain(&mut instance)),
+        vec![(State::Fault, State::Backup, Reason::TrackerRecovered)]
+    );
+}
+
+#[test]
+fn a_tracker_fault_known_before_the_start_starts_in_fault() {
+    let mut instance = Instance::new(v3(200, 10));
+    instance.set_tracking(at_ms(0.0), 200, true);
+    assert!(drain(&mut instance).is_empty(), "nothing before the start");
+    instance.start(at_ms(0.0));
+    assert_eq!(
+        transitions(&drain(&mut instance)),
+        vec![(State::Initialize, State::Fault, Reason::TrackerFault)]
+    );
+    assert_eq!(instance.poll_timeout(), None);
+}

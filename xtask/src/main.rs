@@ -108,6 +108,14 @@ enum Bench {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// A tracked check failing on the master, to the peer's first
+    /// gratuitous ARP: wimark-ha's trackers beside keepalived's
+    /// track_script.
+    Tracking {
+        /// Arguments for the benchmark binary (see `--help` after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -179,6 +187,7 @@ fn main() -> Result<()> {
                 Bench::Failover { args } => ("failover", args),
                 Bench::Roles { args } => ("roles", args),
                 Bench::Aps { args } => ("aps", args),
+                Bench::Tracking { args } => ("tracking", args),
             };
             let mut all = vec![name.to_string()];
             all.extend(args);

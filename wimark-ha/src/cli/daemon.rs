@@ -85,16 +85,33 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         } else {
             format!("last advert {}", ago(i.last_advert_ms_ago))
         };
+        // The priority in force, and the configured one when trackers moved it.
+        let priority = match i.effective_priority {
+            Some(p) if p != i.priority => format!("{p} (configured {})", i.priority),
+            _ => i.priority.to_string(),
+        };
         println!(
-            "{} ({} VRID {}, VRRPv{}): {} priority {}, master {}, {last_advert}",
+            "{} ({} VRID {}, VRRPv{}): {} priority {priority}, master {}, {last_advert}",
             i.name,
             i.interface,
             i.vrid,
             i.version,
             i.state,
-            i.priority,
             i.master.map_or("unknown".to_string(), |m| m.to_string()),
         );
+        for t in &i.trackers {
+            let effect = if t.fault {
+                "holds FAULT".to_string()
+            } else if t.weight_in_force != 0 {
+                format!("weight {:+} in force", t.weight_in_force)
+            } else {
+                "no effect now".to_string()
+            };
+            println!(
+                "  track {} {} ({}): {}, weight {}, {effect}; {}",
+                t.kind, t.name, t.target, t.health, t.weight, t.detail
+            );
+        }
         println!(
             "  VIPs {} ({}), adverts sent {} received {}, ignored {:?}",
             i.virtual_ips.join(" "),
@@ -158,7 +175,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 t.at_unix_ms,
                 t.from,
                 t.to,
-                t.reason,
+                t.why(),
                 us(t.silence),
                 us(t.vip_added),
                 us(t.garp_sent)

@@ -68,7 +68,7 @@ fn describe(entry: &Entry) -> String {
             record.at_unix_ms,
             record.from,
             record.to,
-            record.reason,
+            record.why(),
             ms(record.silence),
             ms(record.vip_added),
             ms(record.garp_sent)
@@ -122,6 +122,23 @@ fn describe(entry: &Entry) -> String {
                 if detail.superseded { " (cut short by the next takeover)" } else { "" },
             )
         }
+        Entry::Tracker {
+            instance,
+            at_unix_ms,
+            tracker,
+            priority,
+        } => format!(
+            "{at_unix_ms} {instance}: track {} {} {} ({}): {}; priority now {priority}",
+            tracker.kind,
+            tracker.name,
+            tracker.health,
+            tracker.detail,
+            if tracker.fault {
+                "holds FAULT".to_string()
+            } else {
+                format!("weight {:+} in force", tracker.weight_in_force)
+            }
+        ),
         Entry::FalseTakeover {
             instance,
             at_unix_ms,

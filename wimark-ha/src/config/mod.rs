@@ -3,7 +3,9 @@
 //! Owns: the config file format, its defaults and every rule about what is
 //! allowed. A bad file is refused whole with `file:line: key: what is wrong,
 //! what is allowed`; nothing downstream sees a half-valid config. Must not:
-//! touch the system (interfaces are checked when the daemon starts).
+//! touch the system beyond reading: `parse` is pure; `load` also stats the
+//! file and what trackers name (the instances' own interfaces are checked
+//! when the daemon starts).
 
 use std::{
     collections::HashSet,
@@ -135,6 +137,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         return Err(file_error(format!("is over {MAX_CONFIG_BYTES} bytes")));
     }
     let config = parse(&text, path)?;
+    trackers_on_this_host(&config, path)?;
     // `run` would refuse it (it removes only a stale socket): say so now.
     let socket = &config.daemon.control_socket;
     if let Ok(meta) = std::fs::symlink_metadata(socket) {
@@ -154,6 +157,54 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         }
     }
     Ok(config)
+}
+
+/// What a tracker names must be here: a script that is not an executable
+/// file, or an interface the kernel does not know, would fail (or FAULT the
+/// instance) at once; check-config and `run` say so first.
+fn trackers_on_this_host(config: &Config, path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for instance in &config.instances {
+        for tracker in &instance.trackers {
+            let refuse = |key: &str, message: String| ConfigError {
+                file: path.to_path_buf(),
+                line: tracker.line,
+                key: key.to_string(),
+                message,
+            };
+            match &tracker.kind {
+                TrackKind::Script(script) => {
+                    let program = &script.argv[0];
+                    match std::fs::metadata(program) {
+                        Err(e) => {
+                            return Err(refuse(
+                                "track.script",
+                                format!("{program}: {e} (tracker `{}`)", tracker.name),
+                            ))
+                        }
+                        Ok(meta) if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 => {
+                            return Err(refuse(
+                                "track.script",
+                                format!("{program} is not an executable file (tracker `{}`)", tracker.name),
+                            ))
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                TrackKind::Interface(interface) => {
+                    if nix::net::if_::if_nametoindex(interface.as_str()).is_err() {
+                        return Err(refuse(
+                            "track.interface",
+                            format!("no interface `{interface}` on this host (tracker `{}`)", tracker.name),
+                        ));
+                    }
+                }
+                // A missing file reads as 0, as keepalived's track_file.
+                TrackKind::File(_) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deserialises a TOML file of another shape (e.g. an adapter's), with

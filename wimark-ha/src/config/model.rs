@@ -197,6 +197,58 @@ pub struct InstanceConfig {
     /// More links the adverts travel on (`[[instance.heartbeat]]`): the peer
     /// is down only when it is silent on `interface` and on every one of these.
     pub heartbeats: Vec<HeartbeatLink>,
+    /// What the priority or FAULT follows (`[[instance.track]]`).
+    pub trackers: Vec<TrackConfig>,
+}
+
+/// One `[[instance.track]]`, keepalived's `track_*` with its semantics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackConfig {
+    /// Unique in the instance; shown in status, metrics and the journal.
+    pub name: String,
+    pub kind: TrackKind,
+    /// keepalived's weight, -254..=254: 0 (the default) puts the instance
+    /// in FAULT while the tracker fails; a negative weight is added to the
+    /// priority while it fails, a positive one while it is healthy. A file
+    /// tracker adds the file's number times the weight.
+    pub weight: i32,
+    /// The line of the entry in the config file, for later errors.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackKind {
+    /// Another link's state (e.g. the AP-facing one), from kernel link
+    /// notifications.
+    Interface(String),
+    Script(ScriptTrack),
+    /// keepalived's `track_file`: the number the file holds.
+    File(PathBuf),
+}
+
+impl TrackKind {
+    /// As keepalived names them in logs: "track script", "track interface".
+    pub fn label(&self) -> &'static str {
+        match self {
+            TrackKind::Interface(_) => "interface",
+            TrackKind::Script(_) => "script",
+            TrackKind::File(_) => "file",
+        }
+    }
+}
+
+/// keepalived's `vrrp_script`: run every `interval`, never two at once,
+/// killed at `timeout`; exit 0 is a success. `fall` failures in a row make
+/// it failed, `rise` successes in a row healthy again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptTrack {
+    pub argv: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Failed until its first success (keepalived's `init_fail`).
+    pub init_fail: bool,
 }
 
 /// A second path between the two servers for the adverts of one instance

@@ -140,6 +140,24 @@ pub(super) struct RawInstance {
     pub(super) garp_master_delay: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) heartbeat: Vec<Spanned<RawHeartbeat>>,
+    #[serde(default)]
+    pub(super) track: Vec<Spanned<RawTrack>>,
+}
+
+/// `[[instance.track]]`: exactly one of `interface`, `script`, `file`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrack {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) interface: Option<Spanned<String>>,
+    pub(super) script: Option<Spanned<Vec<String>>>,
+    pub(super) file: Option<Spanned<String>>,
+    pub(super) weight: Option<Spanned<i64>>,
+    pub(super) interval: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) rise: Option<Spanned<i64>>,
+    pub(super) fall: Option<Spanned<i64>>,
+    pub(super) init_fail: Option<bool>,
 }
 
 #[derive(Deserialize)]

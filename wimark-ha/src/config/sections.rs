@@ -239,6 +239,22 @@ impl Context<'_> {
                 peer,
             });
         }
+        let mut trackers: Vec<TrackConfig> = Vec::new();
+        for entry in raw.track {
+            let tracker = self.tracker(entry, priority)?;
+            if trackers.iter().any(|t| t.name == tracker.name) {
+                return Err(ConfigError {
+                    file: self.file.to_path_buf(),
+                    line: tracker.line,
+                    key: "track.name".to_string(),
+                    message: format!(
+                        "`{}` names two trackers of this instance; give one a `name`",
+                        tracker.name
+                    ),
+                });
+            }
+            trackers.push(tracker);
+        }
         Ok(InstanceConfig {
             name,
             interface,
@@ -254,6 +270,135 @@ impl Context<'_> {
             fast_detect,
             garp: Garp { repeat, delay },
             heartbeats,
+            trackers,
+        })
+    }
+
+    /// One `[[instance.track]]`, keepalived's rules: weight -254..=254,
+    /// default 0 (FAULT); none on the address owner, whose priority is its
+    /// ownership (keepalived refuses the same).
+    fn tracker(&self, raw: Spanned<RawTrack>, priority: u8) -> Result<TrackConfig, ConfigError> {
+        // toml's span of an array-of-tables entry does not point at the
+        // entry: its first key does.
+        let raw = raw.into_inner();
+        let span = [
+            raw.name.as_ref().map(|v| v.span()),
+            raw.interface.as_ref().map(|v| v.span()),
+            raw.script.as_ref().map(|v| v.span()),
+            raw.file.as_ref().map(|v| v.span()),
+            raw.weight.as_ref().map(|v| v.span()),
+            raw.interval.as_ref().map(|v| v.span()),
+            raw.timeout.as_ref().map(|v| v.span()),
+            raw.rise.as_ref().map(|v| v.span()),
+            raw.fall.as_ref().map(|v| v.span()),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|s| s.start)
+        .unwrap_or(0..0);
+        let line = self.line_of(span.start);
+        let weight = match &raw.weight {
+            None => 0,
+            Some(w) => self.integer(w, "track.weight", -254, 254)? as i32,
+        };
+        if priority == 255 && weight != 0 {
+            return Err(self.error(
+                raw.weight.as_ref().map_or(span.clone(), |w| w.span()),
+                "track.weight",
+                "the address owner (priority 255) keeps its priority: a weight would change what owning the addresses means (RFC 5798 §5.2.4); use weight 0 (FAULT) or a priority below 255",
+            ));
+        }
+        let script_only = [
+            ("track.interval", raw.interval.as_ref().map(|v| v.span())),
+            ("track.timeout", raw.timeout.as_ref().map(|v| v.span())),
+            ("track.rise", raw.rise.as_ref().map(|v| v.span())),
+            ("track.fall", raw.fall.as_ref().map(|v| v.span())),
+        ];
+        let kind = match (raw.interface, raw.script, raw.file) {
+            (Some(interface), None, None) => {
+                TrackKind::Interface(self.interface_name(&interface, "track.interface")?)
+            }
+            (None, Some(argv), None) => {
+                if !argv.get_ref().first().is_some_and(|p| p.starts_with('/')) {
+                    return Err(self.error(
+                        argv.span(),
+                        "track.script",
+                        "must be an argv whose first element is an absolute path (no shell), e.g. [\"/usr/local/bin/chk_mongo\"]",
+                    ));
+                }
+                let interval = self.positive_duration_or(
+                    &raw.interval,
+                    "track.interval",
+                    Duration::from_secs(1),
+                    "the script would run without a pause",
+                )?;
+                let timeout = self.positive_duration_or(
+                    &raw.timeout,
+                    "track.timeout",
+                    interval,
+                    "the script would be killed before it starts",
+                )?;
+                let count = |value: &Option<Spanned<i64>>, key: &str| match value {
+                    None => Ok(1),
+                    Some(n) => self.integer(n, key, 1, 1000).map(|n| n as u32),
+                };
+                TrackKind::Script(ScriptTrack {
+                    argv: argv.into_inner(),
+                    interval,
+                    timeout,
+                    rise: count(&raw.rise, "track.rise")?,
+                    fall: count(&raw.fall, "track.fall")?,
+                    init_fail: raw.init_fail.unwrap_or(false),
+                })
+            }
+            (None, None, Some(file)) => {
+                if !file.get_ref().starts_with('/') {
+                    return Err(self.error(
+                        file.span(),
+                        "track.file",
+                        "must be an absolute path (a file holding a number)",
+                    ));
+                }
+                TrackKind::File(PathBuf::from(file.into_inner()))
+            }
+            _ => {
+                return Err(self.error(
+                    span,
+                    "track",
+                    "give exactly one of interface = \"eth1\", script = [\"/path\", \"arg\"] or file = \"/path\"",
+                ))
+            }
+        };
+        if !matches!(kind, TrackKind::Script(_)) {
+            if let Some((key, Some(at))) = script_only.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(self.error(at, key, "is a script tracker's setting; this tracker is not a script"));
+            }
+        }
+        let name = match raw.name {
+            Some(name) => {
+                let text = name.get_ref().trim().to_string();
+                let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+                if text.is_empty() || text.len() > 64 || !text.chars().all(allowed) {
+                    return Err(self.error(
+                        name.span(),
+                        "track.name",
+                        "must be 1 to 64 letters, digits, `_`, `-` or `.` (keepalived's chk_mongo is fine)",
+                    ));
+                }
+                text
+            }
+            // keepalived's names: the script's own, the interface's.
+            None => match &kind {
+                TrackKind::Interface(interface) => interface.clone(),
+                TrackKind::Script(script) => base_name(&script.argv[0]),
+                TrackKind::File(path) => base_name(&path.to_string_lossy()),
+            },
+        };
+        Ok(TrackConfig {
+            name,
+            kind,
+            weight,
+            line,
         })
     }
 
@@ -481,4 +626,16 @@ impl Context<'_> {
             mqtt_kick: raw.mqtt_kick.unwrap_or(true),
         })
     }
+}
+
+/// The last path component, made a tracker name (`/usr/bin/chk mongo` ->
+/// `chk_mongo`).
+fn base_name(path: &str) -> String {
+    let last = path.rsplit('/').next().unwrap_or(path);
+    let name: String = last
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') { c } else { '_' })
+        .take(64)
+        .collect();
+    if name.is_empty() { "tracker".to_string() } else { name }
 }

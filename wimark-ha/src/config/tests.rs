@@ -481,3 +481,56 @@ fn names_zero_timeouts_and_orphan_sections_are_refused_with_why() {
     let config = parse_str(&format!("{GOOD}{roles}stop_timeout = \"2s\"\n")).expect("2s");
     assert_eq!(config.roles.expect("roles").stop_timeout, Duration::from_secs(2));
 }
+
+#[test]
+fn trackers_take_keepalived_defaults_and_names() {
+    let config = parse_str(&format!(
+        "{GOOD}[[instance.track]]\nscript = [\"/usr/local/bin/chk_mongo\", \"--quick\"]\nweight = -50\nfall = 3\n\
+         [[instance.track]]\ninterface = \"eth2\"\n\
+         [[instance.track]]\nname = \"prio\"\nfile = \"/run/wimark-ha/prio\"\nweight = 5\n"
+    ))
+    .expect("valid");
+    let trackers = &config.instances[0].trackers;
+    assert_eq!(trackers.len(), 3);
+    assert_eq!((trackers[0].name.as_str(), trackers[0].weight, trackers[0].line), ("chk_mongo", -50, 17));
+    match &trackers[0].kind {
+        TrackKind::Script(script) => {
+            assert_eq!(script.argv, ["/usr/local/bin/chk_mongo", "--quick"]);
+            assert_eq!((script.interval, script.timeout), (Duration::from_secs(1), Duration::from_secs(1)));
+            assert_eq!((script.rise, script.fall, script.init_fail), (1, 3, false));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((trackers[1].name.as_str(), trackers[1].weight), ("eth2", 0));
+    assert_eq!(trackers[1].kind, TrackKind::Interface("eth2".to_string()));
+    assert_eq!(trackers[2].kind, TrackKind::File(PathBuf::from("/run/wimark-ha/prio")));
+}
+
+#[test]
+fn a_bad_tracker_names_its_line_and_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("interface = \"eth2\"\nscript = [\"/bin/true\"]\n", "track", "exactly one of"),
+        ("weight = 0\n", "track", "exactly one of"),
+        ("script = [\"chk_mongo\"]\n", "track.script", "absolute path"),
+        ("script = [\"/bin/true\"]\nweight = 300\n", "track.weight", "out of range"),
+        ("script = [\"/bin/true\"]\ninterval = \"0s\"\n", "track.interval", "more than 0"),
+        ("script = [\"/bin/true\"]\nfall = 0\n", "track.fall", "out of range"),
+        ("interface = \"eth2\"\nrise = 2\n", "track.rise", "script tracker's setting"),
+        ("file = \"prio\"\n", "track.file", "absolute path"),
+        ("name = \"bad name\"\ninterface = \"eth2\"\n", "track.name", "letters, digits"),
+        ("interface = \"eth2\"\n[[instance.track]]\nname = \"eth2\"\nfile = \"/run/x\"\n", "track.name", "names two trackers"),
+        ("script = [\"/bin/true\"]\nsleep = 1\n", "sleep", "unknown field"),
+    ];
+    for (entry, key, words) in cases {
+        let text = format!("{GOOD}[[instance.track]]\n{entry}");
+        let error = parse_str(&text).expect_err(entry);
+        assert_eq!(error.key, *key, "{entry}: {error}");
+        assert!(error.message.contains(words), "{entry}: {error}");
+        assert!(error.line >= 17, "{entry}: {error}");
+    }
+    // The address owner keeps its priority: weight 0 only.
+    let owner = GOOD.replace("priority = 200", "priority = 255");
+    let error = parse_str(&format!("{owner}[[instance.track]]\ninterface = \"eth2\"\nweight = -10\n")).expect_err("owner");
+    assert_eq!((error.key.as_str(), error.line), ("track.weight", 18), "{error}");
+    assert!(parse_str(&format!("{owner}[[instance.track]]\ninterface = \"eth2\"\n")).is_ok());
+}

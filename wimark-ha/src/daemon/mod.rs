@@ -56,6 +56,47 @@ fn eventfd() -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The script and file trackers' tasks (interface trackers ride on the
+/// engine's link notifications); each observation goes to the engine as a
+/// command. Aborted when the daemon stops.
+fn spawn_trackers(
+    instances: &[EngineInstance],
+    commands: &mpsc::Sender<Command>,
+    wake_fd: &Arc<OwnedFd>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (i, instance) in instances.iter().enumerate() {
+        for (k, tracker) in instance.config.trackers.iter().enumerate() {
+            let commands = Mutex::new(commands.clone());
+            let wake_fd = wake_fd.clone();
+            let report = move |observation| {
+                let sent = commands.lock().map(|c| {
+                    c.send(Command::Track {
+                        instance: i,
+                        tracker: k,
+                        observation,
+                    })
+                    .is_ok()
+                });
+                if matches!(sent, Ok(true)) {
+                    wake(&wake_fd);
+                }
+            };
+            let (name, tracker_name) = (instance.config.name.clone(), tracker.name.clone());
+            match &tracker.kind {
+                crate::config::TrackKind::Script(script) => tasks.push(tokio::spawn(
+                    crate::track::script::run(name, tracker_name, script.clone(), report),
+                )),
+                crate::config::TrackKind::File(path) => tasks.push(tokio::spawn(
+                    crate::track::file::watch(name, tracker_name, path.clone(), report),
+                )),
+                crate::config::TrackKind::Interface(_) => {}
+            }
+        }
+    }
+    tasks
+}
+
 fn wake(fd: &OwnedFd) {
     use std::os::fd::AsRawFd as _;
     let one = 1u64;
@@ -290,6 +331,7 @@ async fn run_bound(
     };
     let (commands_tx, commands_rx) = mpsc::channel();
     let wake_fd = Arc::new(eventfd()?);
+    let trackers = spawn_trackers(&instances, &commands_tx, &wake_fd);
     // Per instance, when its APs came back after its latest takeover
     // (written by the observer).
     let aps_back: Arc<Mutex<Vec<crate::recovery::LastApsBack>>> = Arc::default();
@@ -502,6 +544,10 @@ async fn run_bound(
         watchdog.abort();
     }
     rogue_logger.abort();
+    // A script running now is killed with its task (kill_on_drop).
+    for task in trackers {
+        task.abort();
+    }
     for task in ap_recovery_tasks {
         task.abort();
     }

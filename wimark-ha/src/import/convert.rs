@@ -63,6 +63,10 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
     out.line("# Check it with `wimark-ha check-config --config FILE` before use.");
     let mut default_version = None;
     let mut instances = Vec::new();
+    // `vrrp_script NAME { ... }` and `vrrp_track_file NAME { ... }`, by
+    // name, for the instances' track_script / track_file.
+    let mut scripts: BTreeMap<String, &Statement> = BTreeMap::new();
+    let mut track_files: BTreeMap<String, &Statement> = BTreeMap::new();
     for statement in statements {
         match statement.keyword() {
             "global_defs" => {
@@ -79,9 +83,21 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
                 }
             }
             "vrrp_instance" => instances.push(statement),
-            "vrrp_script" => out.not_carried(
+            "vrrp_script" => match statement.arg(0) {
+                Some(name) => {
+                    scripts.insert(name.to_string(), statement);
+                }
+                None => out.not_carried(statement, "a vrrp_script without a name"),
+            },
+            "vrrp_track_file" => match statement.arg(0) {
+                Some(name) => {
+                    track_files.insert(name.to_string(), statement);
+                }
+                None => out.not_carried(statement, "a vrrp_track_file without a name"),
+            },
+            "vrrp_track_process" => out.not_carried(
                 statement,
-                "health-check scripts are not supported yet; wimark-ha follows the containers through [roles]",
+                "process trackers are not supported yet (a [[instance.track]] script such as [\"/usr/bin/pgrep\", \"-x\", \"NAME\"] does the same by polling)",
             ),
             "vrrp_sync_group" => out.not_carried(
                 statement,
@@ -106,6 +122,8 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
         out.line("[[instance]]");
         out.line(format!("name = {}", quoted(&name)));
         let mut fields: BTreeMap<&str, String> = BTreeMap::new();
+        // `[[instance.track]]` tables, written after the instance's keys.
+        let mut trackers: Vec<String> = Vec::new();
         let mut version = default_version.clone();
         let mut priority = "100".to_string();
         for item in instance.children() {
@@ -225,6 +243,38 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
                     item,
                     "per-state scripts are not supported: use one `[notify] script`, which gets the state as its third argument",
                 ),
+                ("track_script", None) => {
+                    for reference in item.children() {
+                        let name = reference.keyword();
+                        match scripts.get(name) {
+                            Some(script) => trackers.push(script_tracker(&mut out, script, reference)),
+                            None => out.not_carried(reference, "no vrrp_script of that name in this file"),
+                        }
+                    }
+                }
+                ("track_interface", None) => {
+                    for reference in item.children() {
+                        let mut table = format!("[[instance.track]]\ninterface = {}\n", quoted(reference.keyword()));
+                        table.push_str(&weight_of(&mut out, reference, None));
+                        trackers.push(table);
+                    }
+                }
+                ("track_file", None) => {
+                    for reference in item.children() {
+                        match track_files.get(reference.keyword()) {
+                            Some(file) => {
+                                if let Some(table) = file_tracker(&mut out, file, reference) {
+                                    trackers.push(table);
+                                }
+                            }
+                            None => out.not_carried(reference, "no vrrp_track_file of that name in this file"),
+                        }
+                    }
+                }
+                ("track_process" | "track_bfd", _) => out.not_carried(
+                    item,
+                    "process and BFD trackers are not supported yet",
+                ),
                 ("unicast_src_ip", _) => out.not_carried(
                     item,
                     "wimark-ha sends from the interface's primary address",
@@ -267,6 +317,10 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
                 ));
             }
         }
+        for table in trackers {
+            out.line("");
+            out.text.push_str(&table);
+        }
         out.flush_notes();
     }
     if let Some(env) = env {
@@ -283,6 +337,107 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
         out.line(format!("script = {}", quoted(script)));
     }
     out.text
+}
+
+/// `weight N` on a track_* reference (which overrides the definition's),
+/// else the definition's, as a `weight = N` line ("" for keepalived's
+/// default 0: FAULT while failing).
+fn weight_of(out: &mut Output, reference: &Statement, definition: Option<&Statement>) -> String {
+    let from_reference = match (reference.arg(0), reference.arg(1)) {
+        (Some("weight"), Some(weight)) => Some(weight.to_string()),
+        (None, _) => None,
+        _ => {
+            out.not_carried(reference, "only `weight N` is understood after the name (`reverse` is not supported)");
+            None
+        }
+    };
+    let from_definition = definition.and_then(|d| {
+        d.children()
+            .iter()
+            .find(|c| c.keyword() == "weight")
+            .and_then(|c| c.arg(0))
+            .map(str::to_string)
+    });
+    match from_reference.or(from_definition) {
+        Some(weight) if weight.parse::<i32>().is_ok() && weight != "0" => format!("weight = {weight}\n"),
+        Some(weight) if weight.parse::<i32>().is_ok() => String::new(),
+        Some(weight) => {
+            out.not_carried(reference, &format!("weight `{weight}` is not a number; keepalived's default 0 (FAULT) is used"));
+            String::new()
+        }
+        None => String::new(),
+    }
+}
+
+/// A `vrrp_script` referenced by `track_script`, as an `[[instance.track]]`.
+/// keepalived runs a script without a shell when it is a plain command
+/// line; anything a shell would be needed for (no absolute program, `|`,
+/// `<`, `$`...) runs through `/bin/sh -c`, which keeps its meaning.
+fn script_tracker(out: &mut Output, script: &Statement, reference: &Statement) -> String {
+    let name = script.arg(0).unwrap_or("chk");
+    let mut table = format!("[[instance.track]]   # vrrp_script {name} (line {})\nname = {}\n", script.line, quoted(name));
+    let mut command = None;
+    for setting in script.children() {
+        match (setting.keyword(), setting.arg(0)) {
+            ("script", Some(text)) => command = Some(text.to_string()),
+            ("interval" | "timeout", Some(value)) => match seconds(value) {
+                Some(duration) if duration != "0s" => {
+                    table.push_str(&format!("{} = {}\n", setting.keyword(), quoted(&duration)))
+                }
+                _ => out.not_carried(setting, "not a positive number of seconds"),
+            },
+            ("rise" | "fall", Some(value)) if value.parse::<u32>().is_ok_and(|n| n >= 1) => {
+                table.push_str(&format!("{} = {value}\n", setting.keyword()))
+            }
+            ("init_fail", None) => table.push_str("init_fail = true\n"),
+            ("weight", Some(_)) => {}
+            ("user", _) => out.not_carried(setting, "wimark-ha runs tracker scripts as its own user (root)"),
+            _ => out.not_carried(setting, "no wimark-ha equivalent"),
+        }
+    }
+    let argv = match command {
+        Some(text) => {
+            let plain = !text.contains(|c: char| "|&;<>()$`\\\"'*?[]#~=%".contains(c));
+            let words: Vec<&str> = text.split_whitespace().collect();
+            if plain && words.first().is_some_and(|w| w.starts_with('/')) {
+                words.iter().map(|w| quoted(w)).collect::<Vec<_>>().join(", ")
+            } else {
+                format!("\"/bin/sh\", \"-c\", {}", quoted(&text))
+            }
+        }
+        None => {
+            out.not_carried(script, "a vrrp_script without `script`: it is kept, and check-config will refuse it until it has one");
+            "\"\"".to_string()
+        }
+    };
+    table.push_str(&format!("script = [{argv}]\n"));
+    table.push_str(&weight_of(out, reference, Some(script)));
+    table
+}
+
+/// A `vrrp_track_file` referenced by `track_file`.
+fn file_tracker(out: &mut Output, file: &Statement, reference: &Statement) -> Option<String> {
+    let name = file.arg(0).unwrap_or("file");
+    let mut path = None;
+    for setting in file.children() {
+        match (setting.keyword(), setting.arg(0)) {
+            ("file", Some(p)) => path = Some(p.to_string()),
+            ("weight", Some(_)) => {}
+            _ => out.not_carried(setting, "no wimark-ha equivalent (a missing file reads as 0)"),
+        }
+    }
+    let Some(path) = path else {
+        out.not_carried(file, "a vrrp_track_file without `file`");
+        return None;
+    };
+    let mut table = format!(
+        "[[instance.track]]   # vrrp_track_file {name} (line {})\nname = {}\nfile = {}\n",
+        file.line,
+        quoted(name),
+        quoted(&path)
+    );
+    table.push_str(&weight_of(out, reference, Some(file)));
+    Some(table)
 }
 
 fn instance_interface(instance: &Statement) -> Option<&str> {

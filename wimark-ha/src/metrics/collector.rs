@@ -87,6 +87,51 @@ impl Collector for StatusCollector {
         )?;
         family(
             &mut encoder,
+            "effective_priority",
+            "The priority in force: the configured one plus the weights of the trackers in force (what the adverts carry)",
+            MetricType::Gauge,
+            status.instances.iter().map(|i| {
+                let priority = i.effective_priority.unwrap_or(i.priority);
+                (labels(i), ConstGauge::new(i64::from(priority)))
+            }),
+        )?;
+        let per_tracker = |value: fn(&crate::records::TrackerStatus) -> i64| {
+            status
+                .instances
+                .iter()
+                .flat_map(|i| {
+                    i.trackers.iter().map(move |t| {
+                        let mut l = labels(i);
+                        l.push(("tracker".to_string(), t.name.clone()));
+                        l.push(("kind".to_string(), t.kind.to_string()));
+                        (l, ConstGauge::new(value(t)))
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        family(
+            &mut encoder,
+            "tracker_healthy",
+            "1 while a tracker ([[instance.track]]) is healthy, 0 while it has failed",
+            MetricType::Gauge,
+            per_tracker(|t| i64::from(t.health == crate::records::Health::Healthy)),
+        )?;
+        family(
+            &mut encoder,
+            "tracker_weight_in_force",
+            "What a tracker adds to the priority now (keepalived's weight rules)",
+            MetricType::Gauge,
+            per_tracker(|t| i64::from(t.weight_in_force)),
+        )?;
+        family(
+            &mut encoder,
+            "tracker_fault",
+            "1 while a tracker of weight 0 holds its instance in FAULT",
+            MetricType::Gauge,
+            per_tracker(|t| i64::from(t.fault)),
+        )?;
+        family(
+            &mut encoder,
             "detection_window_seconds",
             "The fast rule's detection window in force (with the basis it rests on: fixed, learning, floor, tail_estimate, worst_gap, false_takeover, ceiling)",
             MetricType::Gauge,

@@ -213,6 +213,8 @@ impl Metrics {
             Entry::FalseTakeover { .. } => {
                 self.false_takeovers.get_or_create(&labels).inc();
             }
+            // Trackers are gauges read from the status at scrape time.
+            Entry::Tracker { .. } => {}
         }
     }
 
@@ -275,6 +277,17 @@ mod tests {
                 }),
                 false_takeovers: 0,
                 advert_sender_cpus: vec![0, 1],
+                effective_priority: Some(150),
+                trackers: vec![crate::records::TrackerStatus {
+                    name: "chk_mongo".to_string(),
+                    kind: crate::records::TrackerKind::Script,
+                    target: "/usr/local/bin/chk_mongo".to_string(),
+                    health: crate::records::Health::Failed,
+                    weight: -50,
+                    weight_in_force: -50,
+                    fault: false,
+                    detail: "exit status 1".to_string(),
+                }],
             }],
             monitors: vec![Snapshot {
                 interface: "eth1".to_string(),
@@ -323,6 +336,7 @@ mod tests {
                 silence: Some(std::time::Duration::from_micros(3000)),
                 vip_added: Some(std::time::Duration::from_micros(50)),
                 garp_sent: Some(std::time::Duration::from_micros(90)),
+                cause: None,
             },
         });
         metrics.observe(&Entry::Containers {
@@ -348,6 +362,10 @@ mod tests {
             "wimark_ha_detection_window_seconds{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\",basis=\"tail_estimate\",armed=\"true\"} 0.0042",
             "wimark_ha_advert_gap_seconds{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\",quantile=\"0.99\"} 0.00125",
             "wimark_ha_vrrp_state{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"} 2",
+            "wimark_ha_effective_priority{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"} 150",
+            "wimark_ha_tracker_healthy{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\",tracker=\"chk_mongo\",kind=\"script\"} 0",
+            "wimark_ha_tracker_weight_in_force{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\",tracker=\"chk_mongo\",kind=\"script\"} -50",
+            "wimark_ha_tracker_fault{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\",tracker=\"chk_mongo\",kind=\"script\"} 0",
             "wimark_ha_advertisements_sent_total{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"} 42",
             "wimark_ha_authentication_failure_total{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"} 5",
             "wimark_ha_priority_zero_sent_total{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"} 1",

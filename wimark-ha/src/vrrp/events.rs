@@ -36,7 +36,8 @@ pub enum State {
     Initialize,
     Backup,
     Master,
-    /// The interface is down: no adverts, no VIPs (keepalived's FAULT).
+    /// The interface is down or a tracker of weight 0 fails: no adverts, no
+    /// VIPs (keepalived's FAULT).
     Fault,
 }
 
@@ -136,6 +137,16 @@ pub enum Reason {
     /// The interface has its link back.
     #[serde(rename = "interface up")]
     InterfaceUp,
+    /// A tracker of weight 0 failed (keepalived's FAULT for `track_*`).
+    #[serde(rename = "tracker failed")]
+    TrackerFault,
+    /// No tracker holds the instance in FAULT any more.
+    #[serde(rename = "trackers healthy")]
+    TrackerRecovered,
+    /// The master we followed advertised a priority below ours (its
+    /// trackers lowered it, or ours healed) and we preempt.
+    #[serde(rename = "preempting a lower-priority master")]
+    Preempting,
     /// Restarted in place while the peer was told to wait (`restart_hold`):
     /// mastership resumed without a hand-over.
     #[serde(rename = "resumed after a restart in place")]
@@ -155,6 +166,9 @@ impl Reason {
             Reason::Switchover => "planned switchover",
             Reason::InterfaceDown => "interface down",
             Reason::InterfaceUp => "interface up",
+            Reason::TrackerFault => "tracker failed",
+            Reason::TrackerRecovered => "trackers healthy",
+            Reason::Preempting => "preempting a lower-priority master",
             Reason::RestartHold => "resumed after a restart in place",
         }
     }

@@ -38,6 +38,7 @@ mod failover;
 mod plot;
 mod roles;
 mod senders;
+mod tracking;
 
 #[derive(Parser)]
 #[command(name = "wimark-ha-bench", about = "wimark-ha benchmarks")]
@@ -59,6 +60,13 @@ enum Which {
         /// Frames in the flood.
         #[arg(long, default_value_t = 1_000_000)]
         flood: u64,
+    },
+    /// A tracked check failing on the master, to the peer's first GARP:
+    /// wimark-ha's `[[instance.track]]` beside keepalived's track_script.
+    Tracking {
+        /// Trials per pair.
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
     },
     /// A 5-container stack: wimark-ha's switch beside docker-compose's.
     Roles {
@@ -140,6 +148,10 @@ fn main() -> Result<()> {
             rounds,
             flood,
         } => (repeat, rounds, flood),
+        Which::Tracking { trials } => {
+            require_root("the tracking benchmark");
+            return tracking::run(trials.max(1));
+        }
         Which::Aps {
             aps,
             wait,

@@ -42,6 +42,7 @@ impl Engine {
                     reason,
                     silence,
                 } => {
+                    let cause = self.transition_cause(i, from, to, reason);
                     let instance = &mut self.instances[i];
                     let us = |d: Duration| d.as_micros() as u64;
                     tracing::info!(
@@ -49,6 +50,8 @@ impl Engine {
                         %from,
                         %to,
                         %reason,
+                        cause = cause.as_deref(),
+                        priority = instance.machine.priority(),
                         silence_us = silence.map(us),
                         vip_added_us = vip_added.map(us),
                         garp_sent_us = garp_sent.map(us),
@@ -59,7 +62,8 @@ impl Engine {
                     let _ = self.roles.send(crate::roles::RoleEvent {
                         instance: instance.config.name.clone(),
                         state: to,
-                        priority: instance.config.priority,
+                        // keepalived's notify gets the priority in force.
+                        priority: instance.machine.priority(),
                         peer_lost: reason.peer_lost(),
                     });
                     let record = TransitionRecord {
@@ -70,6 +74,7 @@ impl Engine {
                         silence,
                         vip_added,
                         garp_sent,
+                        cause,
                     };
                     if to == State::Master {
                         let _ = self

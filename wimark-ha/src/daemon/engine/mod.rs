@@ -38,6 +38,7 @@ pub mod addressed;
 mod effects;
 mod poller;
 mod publish;
+mod tracking;
 
 use addressed::addressed_here;
 pub use addressed::LocalAddresses;
@@ -66,6 +67,13 @@ pub enum Command {
     RestartHold {
         hold: Duration,
         reply: mpsc::Sender<Result<String, String>>,
+    },
+    /// A tracker's watcher observed something (`[[instance.track]]`).
+    Track {
+        /// Indexes into the engine's instances and that instance's trackers.
+        instance: usize,
+        tracker: usize,
+        observation: crate::track::Observation,
     },
 }
 
@@ -129,6 +137,11 @@ pub struct EngineInstance {
     /// Failed sends already reported, and when the last report went out.
     stream_failures_reported: (u64, Option<Timestamp>),
     false_takeovers: u64,
+    /// `[[instance.track]]`, in config order.
+    trackers: Vec<crate::track::Tracker>,
+    /// The kernel's index of each interface tracker's link, by tracker
+    /// index (`None` while the link does not exist).
+    tracked_links: Vec<(usize, Option<u32>)>,
 }
 
 impl EngineInstance {
@@ -192,6 +205,13 @@ impl EngineInstance {
             config.unicast_peers.clone()
         };
         let machine = Instance::new(config.params(primary));
+        let trackers: Vec<crate::track::Tracker> = config
+            .trackers
+            .iter()
+            .cloned()
+            .map(crate::track::Tracker::new)
+            .collect();
+        let tracked_links = tracking::tracked_links(&config);
         Self {
             config,
             machine,
@@ -217,6 +237,8 @@ impl EngineInstance {
             last_advert_sent_at: None,
             stream_failures_reported: (0, None),
             false_takeovers: 0,
+            trackers,
+            tracked_links,
         }
     }
 }
@@ -285,6 +307,9 @@ impl Engine {
         let start = now();
         let mut next_publish = start;
         for i in 0..self.instances.len() {
+            // What the trackers say now is known before the start: an
+            // instance whose tracked link is down starts in FAULT.
+            self.track_links_now(i, start);
             if self.instances[i].resume {
                 self.instances[i].machine.resume_master(start);
             } else {
@@ -333,6 +358,7 @@ impl Engine {
                     if paths_changed {
                         self.restream(i, t);
                     }
+                    self.track_link(i, index, usable, t);
                     if self.instances[i].interface.index != index {
                         continue;
                     }
@@ -368,6 +394,11 @@ impl Engine {
                         )));
                         return Ok(Stopped::Restart(held));
                     }
+                    Command::Track {
+                        instance,
+                        tracker,
+                        observation,
+                    } => self.track(instance, tracker, observation, t),
                     Command::Switchover {
                         instance,
                         back: false,
@@ -432,13 +463,15 @@ impl Engine {
         let interfaces = self.instances.iter().flat_map(|i| {
             std::iter::once(&i.interface).chain(i.heartbeats.iter().map(|h| &h.interface))
         });
-        interfaces
+        let mut links: Vec<(u32, bool)> = interfaces
             .filter_map(|interface| {
                 super::link::link_usable(&interface.name)
                     .ok()
                     .map(|usable| (interface.index, usable))
             })
-            .collect()
+            .collect();
+        links.extend(self.tracked_links_now());
+        links
     }
 
     fn drain_adverts(&mut self, t: Timestamp) {

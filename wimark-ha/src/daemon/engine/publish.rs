@@ -98,6 +98,8 @@ impl Engine {
                     (Some(senders), Some(_)) => senders.cpus().to_vec(),
                     _ => Vec::new(),
                 },
+                effective_priority: Some(i.machine.priority()),
+                trackers: i.trackers.iter().map(|t| t.status()).collect(),
             })
             .collect();
         if let Ok(mut status) = self.status.lock() {

@@ -91,7 +91,7 @@ impl Instance {
         }
         // "Else if Preempt_Mode is False, or if the Priority in the
         // ADVERTISEMENT is greater than or equal to the local Priority".
-        if !self.params.preempt || self.yielded || advert.priority >= self.params.priority {
+        if !self.params.preempt || self.yielded || advert.priority >= self.priority {
             self.follow(source, advert, at);
             if self.release_vips_on_new_master {
                 self.release_vips();
@@ -101,6 +101,20 @@ impl Instance {
         // "Else (Priority ... less than the local Priority and Preempt_Mode
         // is True): Discard the ADVERTISEMENT." The master-down timer keeps
         // running, so we take over.
+        // wimark-ha: when the master we follow is the one below us (its
+        // tracker lowered it, or ours healed), its advert is proof it lives
+        // and lower: with fast detection we take over after the fast rule's
+        // priority skew (none with one named peer) rather than a whole
+        // Master_Down_Interval, and the takeover is a preemption — not a
+        // master lost, not a false takeover when it speaks again.
+        if self.master == Some(source) && self.preempting.is_none() {
+            self.preempting = Some(source);
+            if self.params.fast_detect.is_some() {
+                let deadline = now + self.fast_rule_skew(FAST_SKEW_SPAN_MIN);
+                self.master_down_deadline = self.master_down_deadline.map(|d| d.min(deadline));
+                self.fast_down_deadline = None;
+            }
+        }
         Err(Ignored::LowerPriority)
     }
 
@@ -116,12 +130,12 @@ impl Instance {
             // "If the Priority in the ADVERTISEMENT is zero, then: Send an
             // ADVERTISEMENT; Reset the Adver_Timer".
             self.actions
-                .push_back(Action::SendAdvert(self.advert(self.params.priority)));
+                .push_back(Action::SendAdvert(self.advert(self.priority)));
             self.adver_deadline = Some(now + self.params.advert_interval);
             return Ok(());
         }
-        let higher = advert.priority > self.params.priority
-            || (advert.priority == self.params.priority
+        let higher = advert.priority > self.priority
+            || (advert.priority == self.priority
                 && address_greater(source, self.params.primary_address));
         if !higher {
             // "Else: Discard the ADVERTISEMENT" — we stay master, and our
@@ -158,6 +172,7 @@ impl Instance {
         let latest = self.last_advert_at.unwrap_or(at);
         self.master_down_deadline = Some(latest + self.master_down_interval());
         self.resigned = false;
+        self.preempting = None;
         self.stall_grace_used = false;
         if slowing_down {
             self.previous_advert_at = None;

@@ -27,6 +27,18 @@ use super::{
 pub struct Instance {
     params: Params,
     state: State,
+    /// The priority in force: the configured one plus the weights of the
+    /// failing trackers (keepalived's effective priority), 1..=254 unless
+    /// we own the addresses. It goes into our adverts and orders the skews.
+    priority: u8,
+    /// The interface has no link (FAULT until it has).
+    link_down: bool,
+    /// A tracker of weight 0 fails (FAULT until none does).
+    tracker_fault: bool,
+    /// The master we follow sent an advert below our priority and we
+    /// preempt (RFC 5798 §6.4.2 "Discard the ADVERTISEMENT"): our takeover,
+    /// when its deadline passes, is a preemption, not a master lost.
+    preempting: Option<IpAddr>,
     /// Master_Adver_Interval: the master's advertised interval (v3 learns it).
     master_adver_interval: Duration,
     /// Adver_Timer (Master).
@@ -85,6 +97,10 @@ impl Instance {
         let master_adver_interval = params.advert_interval;
         Self {
             state: State::Initialize,
+            priority: params.priority,
+            link_down: false,
+            tracker_fault: false,
+            preempting: None,
             master_adver_interval,
             adver_deadline: None,
             master_down_deadline: None,
@@ -154,6 +170,11 @@ impl Instance {
     /// Leaving Initialize (or FAULT): the address owner goes straight to
     /// Master; everyone else waits one Master_Down_Interval as Backup.
     fn begin(&mut self, now: Timestamp, reason: Reason) {
+        if self.link_down || self.tracker_fault {
+            // Known before the start: straight to FAULT.
+            self.enter(State::Fault, if self.link_down { Reason::InterfaceDown } else { Reason::TrackerFault }, None);
+            return;
+        }
         if self.params.priority == 255 {
             let reason = if reason == Reason::Startup {
                 Reason::AddressOwner
@@ -225,7 +246,7 @@ impl Instance {
             return false;
         }
         self.stop_stream();
-        let mut advert = self.advert(self.params.priority);
+        let mut advert = self.advert(self.priority);
         advert.interval = hold_interval(hold);
         self.actions.push_back(Action::SendAdvert(advert));
         self.adver_deadline = None;
@@ -235,6 +256,57 @@ impl Instance {
     /// The interface lost its link: whatever we were, we can neither hear
     /// nor be heard, so give the VIPs up and stop advertising (FAULT).
     pub fn interface_down(&mut self, _now: Timestamp) {
+        self.link_down = true;
+        self.enter_fault(Reason::InterfaceDown);
+    }
+
+    /// The link is back: start over as at startup (RFC 5798 §6.4.1), unless
+    /// a tracker still holds us in FAULT.
+    pub fn interface_up(&mut self, now: Timestamp) {
+        self.link_down = false;
+        self.leave_fault(now, Reason::InterfaceUp);
+    }
+
+    /// The trackers' verdict (keepalived's `track_*`): `priority` is the
+    /// configured one plus the weights of the failing trackers, `fault`
+    /// whether one of weight 0 fails. A master's new priority goes out at
+    /// once (its stream too), so a preempting peer takes over without
+    /// waiting for the next Adver_Timer; a fault is FAULT as a link down is.
+    pub fn set_tracking(&mut self, now: Timestamp, priority: u8, fault: bool) {
+        // The address owner's priority is its ownership (RFC 5798 §5.2.4):
+        // config refuses weights on it, and this keeps it so.
+        let priority = if self.params.priority == 255 {
+            255
+        } else {
+            priority.clamp(1, 254)
+        };
+        if priority != self.priority {
+            self.priority = priority;
+            if self.state == State::Master {
+                self.actions
+                    .push_back(Action::SendAdvert(self.advert(self.priority)));
+                if let Some(every) = self.fast_stream_interval().filter(|_| self.streaming) {
+                    self.actions.push_back(self.heartbeat(now, every));
+                }
+            }
+        }
+        if fault != self.tracker_fault {
+            self.tracker_fault = fault;
+            if fault {
+                self.enter_fault(Reason::TrackerFault);
+            } else {
+                self.leave_fault(now, Reason::TrackerRecovered);
+            }
+        }
+    }
+
+    /// The priority in force (see [`set_tracking`](Self::set_tracking)).
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    /// Into FAULT from Backup or Master (a machine shut down stays so).
+    fn enter_fault(&mut self, reason: Reason) {
         if matches!(self.state, State::Fault | State::Initialize) {
             return;
         }
@@ -244,12 +316,12 @@ impl Instance {
         }
         self.release_vips_on_new_master = false;
         self.clear_timers();
-        self.enter(State::Fault, Reason::InterfaceDown, None);
+        self.enter(State::Fault, reason, None);
     }
 
-    /// The link is back: start over as at startup (RFC 5798 §6.4.1).
-    pub fn interface_up(&mut self, now: Timestamp) {
-        if self.state != State::Fault {
+    /// Out of FAULT once nothing holds us there: start over as at startup.
+    fn leave_fault(&mut self, now: Timestamp, reason: Reason) {
+        if self.state != State::Fault || self.link_down || self.tracker_fault {
             return;
         }
         self.master = None;
@@ -257,7 +329,7 @@ impl Instance {
         self.previous_advert_at = None;
         self.stream_since = None;
         self.stream_fast = false;
-        self.begin(now, Reason::InterfaceUp);
+        self.begin(now, reason);
     }
 
     /// Planned switchover: as a master, resign at once (a priority-0 advert,
@@ -332,6 +404,7 @@ impl Instance {
     }
 
     fn clear_timers(&mut self) {
+        self.preempting = None;
         self.adver_deadline = None;
         self.master_down_deadline = None;
         self.fast_down_deadline = None;
@@ -351,7 +424,7 @@ impl Instance {
     /// Adver_Timer renews (see [`HEARTBEAT_LEASE_INTERVALS`]).
     fn heartbeat(&self, now: Timestamp, every: Duration) -> Action {
         Action::Heartbeat(Heartbeat::Send {
-            advert: self.advert(self.params.priority),
+            advert: self.advert(self.priority),
             every,
             until: now + HEARTBEAT_LEASE_INTERVALS * self.params.advert_interval,
         })
@@ -364,7 +437,7 @@ impl Instance {
     fn become_master(&mut self, now: Timestamp, reason: Reason, silence: Option<Duration>) {
         self.clear_timers();
         self.actions
-            .push_back(Action::SendAdvert(self.advert(self.params.priority)));
+            .push_back(Action::SendAdvert(self.advert(self.priority)));
         self.actions.push_back(Action::AddVirtualIps);
         self.actions.push_back(Action::AnnounceVirtualIps);
         if let Some(every) = self.fast_stream_interval() {

@@ -10,7 +10,7 @@ impl Instance {
     /// Skew_Time: RFC 5798 §6.1 `((256 - Priority) * Master_Adver_Interval) / 256`;
     /// RFC 3768 §6.1 `(256 - Priority) / 256` seconds.
     pub fn skew_time(&self) -> Duration {
-        let weight = 256 - u64::from(self.params.priority);
+        let weight = 256 - u64::from(self.priority);
         let base = match self.params.version {
             Version::V3 => self.master_adver_interval,
             Version::V2 => Duration::from_secs(1),
@@ -21,7 +21,7 @@ impl Instance {
     /// Skew_Time scaled to the fast interval (used on a resignation from a
     /// master seen sending fast).
     pub fn fast_skew_time(&self) -> Duration {
-        let weight = 256 - u64::from(self.params.priority);
+        let weight = 256 - u64::from(self.priority);
         match self.params.fast_detect {
             Some(fast) => Duration::from_nanos(fast.interval.as_nanos() as u64 * weight / 256),
             None => self.skew_time(),
@@ -51,7 +51,7 @@ impl Instance {
         if self.params.sole_peer {
             return Duration::ZERO;
         }
-        let weight = 256 - u64::from(self.params.priority);
+        let weight = 256 - u64::from(self.priority);
         let span = window.max(FAST_SKEW_SPAN_MIN);
         Duration::from_nanos(span.as_nanos() as u64 * weight / 256)
     }
@@ -79,7 +79,7 @@ impl Instance {
                     // firing does not shift the cadence.
                     let order = match self.fast_stream_interval() {
                         Some(every) if self.streaming => self.heartbeat(now, every),
-                        _ => Action::SendAdvert(self.advert(self.params.priority)),
+                        _ => Action::SendAdvert(self.advert(self.priority)),
                     };
                     self.actions.push_back(order);
                     let interval = self.params.advert_interval;
@@ -134,9 +134,13 @@ impl Instance {
             // set the Adver_Timer, transition to Master.
             let reason = if self.resigned {
                 Reason::PeerResigned
+            } else if self.preempting.is_some() {
+                Reason::Preempting
             } else {
                 Reason::MasterDown
             };
+            // A preemption ends no silence: the master was heard just now.
+            let silence = silence.filter(|_| reason != Reason::Preempting);
             self.become_master(now, reason, silence);
         }
     }

@@ -1,0 +1,326 @@
+//! Service-aware failover (issue 15): a master whose tracked service fails
+//! hands over, and takes mastership back when it heals — between two
+//! wimark-ha nodes and across keepalived in both directions (its
+//! `vrrp_script` / `track_script` and our `[[instance.track]]`), and a
+//! tracked AP-facing link going down puts the master in FAULT.
+
+use std::time::Duration;
+
+use wimark_ha::records::{Health, Reason, State};
+use wimark_ha_tests::{
+    daemon::{config, has_address, wait_until, Daemon, FAST},
+    flag::CheckFlag,
+    keepalived::{Instance, Keepalived},
+    lab::{two_servers, Lab},
+};
+
+const VIP: &str = "10.77.0.100";
+const LONG: Duration = Duration::from_secs(10);
+
+/// A's `[[instance.track]]` (the flag's check, weight -100, fall 2, rise 2).
+fn tracked(flag: &CheckFlag) -> String {
+    format!("{FAST}\n{}", flag.tracker())
+}
+
+fn last_reason(daemon: &Daemon) -> Option<(Reason, Option<String>)> {
+    daemon
+        .instance()
+        .ok()
+        .and_then(|i| i.history.last().map(|r| (r.reason, r.cause.clone())))
+}
+
+#[test]
+fn a_failing_script_on_the_master_hands_over_and_healing_takes_it_back() {
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let flag = CheckFlag::new("pair");
+    let daemon_a = Daemon::start(&a, "a", |s| config(s, 200, &tracked(&flag))).expect("A");
+    let daemon_b = Daemon::start(&b, "b", |s| config(s, 150, FAST)).expect("B");
+    wait_until(LONG, "A MASTER, B BACKUP", || {
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    let status = daemon_a.instance().expect("A status");
+    assert_eq!(status.effective_priority, Some(200));
+    assert_eq!(status.trackers.len(), 1);
+    assert_eq!(status.trackers[0].health, Health::Healthy);
+
+    // The service fails: two failed runs later A's priority is 100, below
+    // B's 150, and B preempts.
+    flag.raise();
+    wait_until(LONG, "B MASTER, A BACKUP", || {
+        daemon_b.state() == Some(State::Master) && daemon_a.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    assert!(has_address(&b, "eth1", VIP) && !has_address(&a, "eth1", VIP));
+    let status = daemon_a.instance().expect("A status");
+    assert_eq!(status.effective_priority, Some(100));
+    assert_eq!(status.trackers[0].health, Health::Failed);
+    assert_eq!(status.trackers[0].weight_in_force, -100);
+    let (reason, cause) = last_reason(&daemon_a).expect("A's history");
+    assert_eq!(reason, Reason::PreemptedByPeer);
+    let cause = cause.expect("A's transition names its tracker");
+    assert!(
+        cause.contains("track script chk_service failed 2 times"),
+        "{cause}"
+    );
+    assert_eq!(
+        last_reason(&daemon_b).map(|r| r.0),
+        Some(Reason::Preempting)
+    );
+    let text = wimark_ha_tests::daemon::status_text(&a, &daemon_a.socket);
+    assert!(
+        text.contains("priority 100 (configured 200)") && text.contains("track script chk_service"),
+        "{text}"
+    );
+    let metrics_free = daemon_a.instance().expect("status").false_takeovers;
+    assert_eq!(metrics_free, 0);
+    assert_eq!(
+        daemon_b.instance().expect("B").false_takeovers,
+        0,
+        "a preemption is no false takeover"
+    );
+
+    // Healthy again (rise 2): A's 200 goes out and A preempts back.
+    flag.lower();
+    wait_until(LONG, "A MASTER again", || {
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    assert!(has_address(&a, "eth1", VIP) && !has_address(&b, "eth1", VIP));
+    assert_eq!(
+        daemon_a.instance().expect("A").effective_priority,
+        Some(200)
+    );
+    // The journal has each tracker change and the cause of the transition.
+    let output = std::process::Command::new(wimark_ha_tests::wimark_ha_bin())
+        .args(["history", "--state-dir"])
+        .arg(daemon_a.state_dir())
+        .output()
+        .expect("wimark-ha history");
+    let history = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "WIM1: track script chk_service FAILED (exit status 1): weight -100 in force; priority now 100",
+        "WIM1: track script chk_service healthy (exit status 0): weight +0 in force; priority now 200",
+        "MASTER -> BACKUP (preempted by a higher-priority peer: our priority 100: track script chk_service failed 2 times",
+    ] {
+        assert!(history.contains(expected), "`{expected}` missing in:\n{history}");
+    }
+    assert!(
+        daemon_a.log().contains("track script failed"),
+        "the failing runs are logged:\n{}",
+        daemon_a.log()
+    );
+}
+
+fn keepalived_v3(priority: u8) -> Instance<'static> {
+    Instance {
+        version: 3,
+        priority,
+        advert_int: "0.01",
+        auth_pass: None,
+        vrid: 67,
+        vip: "10.77.0.100/24",
+        nopreempt: false,
+    }
+}
+
+fn require_keepalived() {
+    assert!(
+        std::path::Path::new("/usr/sbin/keepalived").exists(),
+        "keepalived is not installed (Debian package keepalived; `cargo xtask prereqs` installs it)"
+    );
+}
+
+#[test]
+fn a_keepalived_master_whose_track_script_fails_hands_over_to_wimark_ha() {
+    require_keepalived();
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let flag = CheckFlag::new("ka-master");
+    let (script, track) = flag.keepalived_blocks();
+    let keepalived =
+        Keepalived::start_with_blocks(&a, "ka-track", &keepalived_v3(200), &script, &track)
+            .expect("keepalived");
+    wait_until(LONG, "keepalived MASTER", || has_address(&a, "eth1", VIP))
+        .unwrap_or_else(|e| panic!("{e}\n{}", keepalived.log()));
+    let daemon_b = Daemon::start(&b, "b", |s| config(s, 150, FAST)).expect("B");
+    wait_until(LONG, "B BACKUP", || daemon_b.state() == Some(State::Backup)).expect("backup");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon_b.state(), Some(State::Backup), "{}", daemon_b.log());
+
+    flag.raise();
+    wait_until(
+        LONG,
+        "wimark-ha MASTER after keepalived's script failed",
+        || daemon_b.state() == Some(State::Master) && !has_address(&a, "eth1", VIP),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nkeepalived: {}\nB: {}",
+            keepalived.log(),
+            daemon_b.log()
+        )
+    });
+    assert_eq!(
+        last_reason(&daemon_b).map(|r| r.0),
+        Some(Reason::Preempting)
+    );
+
+    flag.lower();
+    wait_until(LONG, "keepalived MASTER again (it preempts)", || {
+        daemon_b.state() == Some(State::Backup) && has_address(&a, "eth1", VIP)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nkeepalived: {}\nB: {}",
+            keepalived.log(),
+            daemon_b.log()
+        )
+    });
+    assert!(!has_address(&b, "eth1", VIP));
+}
+
+#[test]
+fn a_wimark_ha_master_whose_tracker_fails_hands_over_to_keepalived() {
+    require_keepalived();
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let flag = CheckFlag::new("wha-master");
+    let daemon_a = Daemon::start(&a, "a", |s| config(s, 200, &tracked(&flag))).expect("A");
+    wait_until(LONG, "A MASTER", || daemon_a.state() == Some(State::Master)).expect("master");
+    let keepalived = Keepalived::start(&b, "kb-track", &keepalived_v3(150)).expect("keepalived");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!has_address(&b, "eth1", VIP), "{}", keepalived.log());
+
+    flag.raise();
+    wait_until(LONG, "keepalived MASTER after A's tracker failed", || {
+        has_address(&b, "eth1", VIP) && daemon_a.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nA: {}\nkeepalived: {}",
+            daemon_a.log(),
+            keepalived.log()
+        )
+    });
+    assert!(!has_address(&a, "eth1", VIP));
+
+    flag.lower();
+    wait_until(LONG, "A MASTER again", || {
+        daemon_a.state() == Some(State::Master) && !has_address(&b, "eth1", VIP)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nA: {}\nkeepalived: {}",
+            daemon_a.log(),
+            keepalived.log()
+        )
+    });
+}
+
+/// The two servers, and an AP-facing link `eth2` on A (to a namespace of
+/// its own).
+fn lab_with_ap_link() -> (Lab, String, String) {
+    let (mut lab, a, b) = two_servers(true).expect("lab");
+    let ap = lab.namespace("ap", false).expect("ap namespace");
+    lab.veth((&a, "eth2"), (&ap, "eth0")).expect("AP link");
+    (lab, a, b)
+}
+
+fn set_link(namespace: &str, interface: &str, up: bool) {
+    let status = std::process::Command::new("ip")
+        .args([
+            "-n",
+            namespace,
+            "link",
+            "set",
+            interface,
+            if up { "up" } else { "down" },
+        ])
+        .status()
+        .expect("ip");
+    assert!(status.success());
+}
+
+#[test]
+fn the_master_s_ap_link_down_is_fault_and_the_backup_takes_over() {
+    let (_lab, a, b) = lab_with_ap_link();
+    let track = format!("{FAST}\n[[instance.track]]\ninterface = \"eth2\"\n");
+    let daemon_a = Daemon::start(&a, "a", |s| config(s, 200, &track)).expect("A");
+    let daemon_b = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("B");
+    wait_until(LONG, "A MASTER, B BACKUP", || {
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    daemon_b.wait_fast_rule_armed().expect("armed");
+
+    // The peer link stays up; only the AP-facing one goes.
+    set_link(&a, "eth2", false);
+    wait_until(LONG, "A FAULT, B MASTER", || {
+        daemon_a.state() == Some(State::Fault) && daemon_b.state() == Some(State::Master)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    assert!(has_address(&b, "eth1", VIP) && !has_address(&a, "eth1", VIP));
+    let (reason, cause) = last_reason(&daemon_a).expect("A's history");
+    assert_eq!(reason, Reason::TrackerFault);
+    assert_eq!(cause.as_deref(), Some("track interface eth2 down"));
+    // From A's fault to B's takeover: B's silence, as B measured it.
+    let b_record = daemon_b
+        .instance()
+        .expect("B")
+        .history
+        .last()
+        .cloned()
+        .expect("B's history");
+    eprintln!(
+        "B took over: {} after a silence of {:?} (GARP {:?} after its decision)",
+        b_record.reason, b_record.silence, b_record.garp_sent
+    );
+
+    set_link(&a, "eth2", true);
+    wait_until(LONG, "A MASTER again", || {
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    assert!(daemon_a
+        .instance()
+        .expect("A")
+        .history
+        .iter()
+        .any(|r| r.from == State::Fault && r.reason == Reason::TrackerRecovered));
+}
+
+#[test]
+fn a_tracked_file_lowers_the_priority_by_its_number() {
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let path =
+        std::env::temp_dir().join(format!("wimark-ha-track-file-lab-{}", std::process::id()));
+    std::fs::write(&path, "0\n").expect("file");
+    let track = format!(
+        "{FAST}\n[[instance.track]]\nname = \"prio\"\nfile = \"{}\"\nweight = -10\n",
+        path.display()
+    );
+    let daemon_a = Daemon::start(&a, "a", |s| config(s, 200, &track)).expect("A");
+    let daemon_b = Daemon::start(&b, "b", |s| config(s, 150, FAST)).expect("B");
+    wait_until(LONG, "A MASTER", || {
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}", daemon_a.log()));
+    std::fs::write(&path, "8\n").expect("file");
+    wait_until(LONG, "B MASTER (A at 200 - 80)", || {
+        daemon_b.state() == Some(State::Master)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    assert_eq!(
+        daemon_a.instance().expect("A").effective_priority,
+        Some(120)
+    );
+    std::fs::write(&path, "2\n").expect("file");
+    wait_until(LONG, "A MASTER (200 - 20)", || {
+        daemon_a.state() == Some(State::Master)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    assert_eq!(
+        daemon_a.instance().expect("A").effective_priority,
+        Some(180)
+    );
+    let _ = std::fs::remove_file(&path);
+}
