@@ -253,15 +253,7 @@ impl FailoverLab {
             Pair::KeepalivedV3Fast => Node::Keepalived(Keepalived::start(
                 namespace,
                 name,
-                &Instance {
-                    version: 3,
-                    priority,
-                    advert_int: "0.01",
-                    auth_pass: None,
-                    vrid: 67,
-                    vip: "10.77.0.100/24",
-                    nopreempt: false,
-                },
+                &Instance::v3_10ms(priority),
             )?),
             Pair::KeepalivedVendor => Node::Keepalived(Keepalived::start(
                 namespace,

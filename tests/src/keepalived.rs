@@ -32,6 +32,20 @@ pub struct Instance<'a> {
 }
 
 impl Instance<'static> {
+    /// keepalived at its fastest: VRRPv3, advert_int 10 ms, VRID 67, the
+    /// lab's VIP, no authentication.
+    pub fn v3_10ms(priority: u8) -> Self {
+        Self {
+            version: 3,
+            priority,
+            advert_int: "0.01",
+            auth_pass: None,
+            vrid: 67,
+            vip: "10.77.0.100/24",
+            nopreempt: false,
+        }
+    }
+
     /// The vendor's keepalived.conf (VRRPv2, advert_int 1, auth PASS, VRID
     /// 67) with the lab's VIP, at `priority`.
     pub fn vendor(priority: u8) -> Self {

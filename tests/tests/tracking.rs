@@ -112,18 +112,6 @@ fn a_failing_script_on_the_master_hands_over_and_healing_takes_it_back() {
     );
 }
 
-fn keepalived_v3(priority: u8) -> Instance<'static> {
-    Instance {
-        version: 3,
-        priority,
-        advert_int: "0.01",
-        auth_pass: None,
-        vrid: 67,
-        vip: "10.77.0.100/24",
-        nopreempt: false,
-    }
-}
-
 fn require_keepalived() {
     assert!(
         std::path::Path::new("/usr/sbin/keepalived").exists(),
@@ -138,7 +126,7 @@ fn a_keepalived_master_whose_track_script_fails_hands_over_to_wimark_ha() {
     let flag = CheckFlag::new("ka-master");
     let (script, track) = flag.keepalived_blocks();
     let keepalived =
-        Keepalived::start_with_blocks(&a, "ka-track", &keepalived_v3(200), &script, &track)
+        Keepalived::start_with_blocks(&a, "ka-track", &Instance::v3_10ms(200), &script, &track)
             .expect("keepalived");
     wait_until(LONG, "keepalived MASTER", || has_address(&a, "eth1", VIP))
         .unwrap_or_else(|e| panic!("{e}\n{}", keepalived.log()));
@@ -186,7 +174,8 @@ fn a_wimark_ha_master_whose_tracker_fails_hands_over_to_keepalived() {
     let flag = CheckFlag::new("wha-master");
     let daemon_a = Daemon::start(&a, "a", |s| config(s, 200, &tracked(&flag))).expect("A");
     wait_until(LONG, "A MASTER", || daemon_a.state() == Some(State::Master)).expect("master");
-    let keepalived = Keepalived::start(&b, "kb-track", &keepalived_v3(150)).expect("keepalived");
+    let keepalived =
+        Keepalived::start(&b, "kb-track", &Instance::v3_10ms(150)).expect("keepalived");
     std::thread::sleep(Duration::from_millis(500));
     assert!(!has_address(&b, "eth1", VIP), "{}", keepalived.log());
 

@@ -13,8 +13,7 @@ impl Context<'_> {
         let name = raw.name.get_ref().trim().to_string();
         // Shown in `status` lines, metrics labels and the journal: a newline
         // would forge lines there.
-        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-        if name.is_empty() || name.len() > 64 || name.starts_with('.') || !name.chars().all(allowed) {
+        if !plain_name(&name) {
             return Err(self.error(
                 raw.name.span(),
                 "name",
@@ -377,12 +376,11 @@ impl Context<'_> {
         let name = match raw.name {
             Some(name) => {
                 let text = name.get_ref().trim().to_string();
-                let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-                if text.is_empty() || text.len() > 64 || !text.chars().all(allowed) {
+                if !plain_name(&text) {
                     return Err(self.error(
                         name.span(),
                         "track.name",
-                        "must be 1 to 64 letters, digits, `_`, `-` or `.` (keepalived's chk_mongo is fine)",
+                        "must be 1 to 64 letters, digits, `_`, `-` or `.`, not starting with `.` (keepalived's chk_mongo is fine)",
                     ));
                 }
                 text
@@ -631,11 +629,18 @@ impl Context<'_> {
 /// The last path component, made a tracker name (`/usr/bin/chk mongo` ->
 /// `chk_mongo`).
 fn base_name(path: &str) -> String {
-    let last = path.rsplit('/').next().unwrap_or(path);
+    let last = path.rsplit('/').next().unwrap_or(path).trim_start_matches('.');
     let name: String = last
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') { c } else { '_' })
         .take(64)
         .collect();
     if name.is_empty() { "tracker".to_string() } else { name }
+}
+
+/// The names shown in `status` lines, metrics labels and the journal
+/// (instances, trackers): a newline or a quote would forge lines there.
+fn plain_name(name: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    !name.is_empty() && name.len() <= 64 && !name.starts_with('.') && name.chars().all(allowed)
 }

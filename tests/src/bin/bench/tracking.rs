@@ -29,18 +29,6 @@ fn packaged(peer: &str) -> String {
     )
 }
 
-fn keepalived_v3(priority: u8) -> Instance<'static> {
-    Instance {
-        version: 3,
-        priority,
-        advert_int: "0.01",
-        auth_pass: None,
-        vrid: 67,
-        vip: "10.77.0.100/24",
-        nopreempt: false,
-    }
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Pair {
     WimarkHa,
@@ -66,11 +54,11 @@ fn trial(pair: Pair, tag: &str) -> Result<f64> {
         Pair::Keepalived => {
             let (script, track) = flag.keepalived_blocks();
             let node_a =
-                Keepalived::start_with_blocks(&a, "ta", &keepalived_v3(200), &script, &track)?;
+                Keepalived::start_with_blocks(&a, "ta", &Instance::v3_10ms(200), &script, &track)?;
             wait_until(Duration::from_secs(5), "A to hold the VIP", || {
                 has_address(&a, "eth1", VIP)
             })?;
-            let node_b = Keepalived::start(&b, "tb", &keepalived_v3(150))?;
+            let node_b = Keepalived::start(&b, "tb", &Instance::v3_10ms(150))?;
             std::thread::sleep(Duration::from_secs(2));
             (Vec::new(), vec![node_a, node_b])
         }
