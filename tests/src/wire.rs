@@ -32,6 +32,10 @@ pub struct LossyWire {
     threads: Vec<thread::JoinHandle<()>>,
     pub forwarded: Arc<AtomicU64>,
     pub dropped: Arc<AtomicU64>,
+    /// When each dropped frame was dropped (CLOCK_REALTIME ns, the clock of
+    /// a capture's kernel stamps): a silence with few drops in it was a
+    /// stall (of a sender, of this wire), not loss.
+    pub drop_times: Arc<Mutex<Vec<u64>>>,
 }
 
 /// The wire's threads run SCHED_FIFO: netem does its work in the kernel,
@@ -63,6 +67,7 @@ impl LossyWire {
         let stop = Arc::new(AtomicBool::new(false));
         let forwarded = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
+        let drop_times: Arc<Mutex<Vec<u64>>> = Arc::default();
         let mut threads = Vec::new();
         for (seed, (from, to)) in [(left, right), (right, left)].into_iter().enumerate() {
             let (from, to) = (from.to_string(), to.to_string());
@@ -79,6 +84,7 @@ impl LossyWire {
             // Receiver: decide each frame's fate.
             threads.push(thread::spawn({
                 let (stop, dropped, queue) = (stop.clone(), dropped.clone(), queue.clone());
+                let drop_times = drop_times.clone();
                 let mut random =
                     Random(0x9e37_79b9_7f4a_7c15 ^ ((seed as u64 + 1) * 0x1234_5678_9abc));
                 move || {
@@ -91,6 +97,9 @@ impl LossyWire {
                         };
                         if random.next_f64() < impairment.loss {
                             dropped.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut times) = drop_times.lock() {
+                                times.push(crate::capture::realtime_ns());
+                            }
                             continue;
                         }
                         let delay = impairment.jitter.mul_f64(random.next_f64());
@@ -151,6 +160,7 @@ impl LossyWire {
             threads,
             forwarded,
             dropped,
+            drop_times,
         })
     }
 }
