@@ -127,15 +127,7 @@ fn wimark_ha_v2_master_keepalived_backup_and_switchover() {
 #[test]
 fn v3_10ms_both_directions_and_the_fast_rule_never_judges_keepalived() {
     let (_lab, a, b) = lab();
-    let v3 = |priority| Instance {
-        version: 3,
-        priority,
-        advert_int: "0.01",
-        auth_pass: None,
-        vrid: 67,
-        vip: "10.77.0.100/24",
-        nopreempt: false,
-    };
+    let v3 = Instance::v3_10ms;
     // keepalived master at 10 ms; wimark-ha backup with fast detection on.
     let mut keepalived = Keepalived::start(&a, "ka", &v3(200)).expect("keepalived");
     wait_until(Duration::from_secs(3), "keepalived MASTER", || {

@@ -207,11 +207,11 @@ fn a_wimark_ha_master_whose_tracker_fails_hands_over_to_keepalived() {
 
 /// The two servers, and an AP-facing link `eth2` on A (to a namespace of
 /// its own).
-fn lab_with_ap_link() -> (Lab, String, String) {
+fn lab_with_ap_link() -> (Lab, String, String, String) {
     let (mut lab, a, b) = two_servers(true).expect("lab");
     let ap = lab.namespace("ap", false).expect("ap namespace");
     lab.veth((&a, "eth2"), (&ap, "eth0")).expect("AP link");
-    (lab, a, b)
+    (lab, a, b, ap)
 }
 
 fn set_link(namespace: &str, interface: &str, up: bool) {
@@ -231,7 +231,7 @@ fn set_link(namespace: &str, interface: &str, up: bool) {
 
 #[test]
 fn the_master_s_ap_link_down_is_fault_and_the_backup_takes_over() {
-    let (_lab, a, b) = lab_with_ap_link();
+    let (lab, a, b, ap) = lab_with_ap_link();
     let track = format!("{FAST}\n[[instance.track]]\ninterface = \"eth2\"\n");
     let daemon_a = Daemon::start(&a, "a", |s| config(s, 200, &track)).expect("A");
     let daemon_b = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("B");
@@ -275,6 +275,24 @@ fn the_master_s_ap_link_down_is_fault_and_the_backup_takes_over() {
         .history
         .iter()
         .any(|r| r.from == State::Fault && r.reason == Reason::TrackerRecovered));
+
+    // The link deleted (FAULT) and created again under its name, with a new
+    // index: found again by the name its notification carries.
+    let status = std::process::Command::new("ip")
+        .args(["-n", &a, "link", "del", "eth2"])
+        .status()
+        .expect("ip");
+    assert!(status.success());
+    wait_until(LONG, "A FAULT (link deleted)", || {
+        daemon_a.state() == Some(State::Fault)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}", daemon_a.log()));
+    lab.veth((&a, "eth2"), (&ap, "eth0"))
+        .expect("AP link again");
+    wait_until(LONG, "A MASTER (link created again)", || {
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
 }
 
 #[test]

@@ -13,12 +13,52 @@ use std::{
 use rtnetlink::{
     constants::RTMGRP_LINK,
     packet_core::{NetlinkMessage, NetlinkPayload},
-    packet_route::{link::LinkFlags, RouteNetlinkMessage},
+    packet_route::{
+        link::{LinkAttribute, LinkFlags, LinkMessage},
+        RouteNetlinkMessage,
+    },
     sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr},
 };
 
 pub struct LinkWatcher {
     socket: Socket,
+}
+
+/// One link as the kernel announced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkChange {
+    pub index: u32,
+    /// Its name, as the message carries it (a tracked link removed and
+    /// created again is known by name: its index is new).
+    pub name: Option<String>,
+    pub usable: bool,
+    /// RTM_DELLINK: the index is gone.
+    pub removed: bool,
+}
+
+impl LinkChange {
+    /// A link read now rather than announced.
+    pub fn read(index: u32, name: &str, usable: bool) -> Self {
+        Self {
+            index,
+            name: Some(name.to_string()),
+            usable,
+            removed: false,
+        }
+    }
+
+    fn from_message(link: &LinkMessage, removed: bool) -> Self {
+        let name = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name.clone()),
+            _ => None,
+        });
+        Self {
+            index: link.header.index,
+            name,
+            usable: !removed && usable(link.header.flags),
+            removed,
+        }
+    }
 }
 
 /// Up and carrying: administratively up and with a link (carrier).
@@ -38,10 +78,10 @@ impl LinkWatcher {
         self.socket.as_raw_fd()
     }
 
-    /// Every (interface index, usable) the kernel announced since last time,
-    /// and whether some announcements were lost (the socket's queue
-    /// overflowed: ENOBUFS), in which case the caller must look again.
-    pub fn drain(&self) -> (Vec<(u32, bool)>, bool) {
+    /// Every link change the kernel announced since last time, and whether
+    /// some announcements were lost (the socket's queue overflowed:
+    /// ENOBUFS), in which case the caller must look again.
+    pub fn drain(&self) -> (Vec<LinkChange>, bool) {
         let mut changes = Vec::new();
         let mut lost = false;
         let mut datagram = Vec::with_capacity(16 * 1024);
@@ -65,7 +105,7 @@ impl LinkWatcher {
 /// The link messages of one datagram (several netlink messages, each
 /// padded to 4 bytes). One that does not decode ends the datagram: what
 /// follows it cannot be framed.
-fn link_changes(mut datagram: &[u8]) -> Vec<(u32, bool)> {
+fn link_changes(mut datagram: &[u8]) -> Vec<LinkChange> {
     let mut changes = Vec::new();
     while !datagram.is_empty() {
         let message = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(datagram) {
@@ -77,10 +117,10 @@ fn link_changes(mut datagram: &[u8]) -> Vec<(u32, bool)> {
         };
         match message.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                changes.push((link.header.index, usable(link.header.flags)))
+                changes.push(LinkChange::from_message(&link, false))
             }
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
-                changes.push((link.header.index, false))
+                changes.push(LinkChange::from_message(&link, true))
             }
             _ => {}
         }
@@ -110,17 +150,18 @@ mod tests {
     use rtnetlink::{
         packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload},
         packet_route::{
-            link::{LinkFlags, LinkMessage},
+            link::{LinkAttribute, LinkFlags, LinkMessage},
             RouteNetlinkMessage,
         },
     };
 
-    use super::link_changes;
+    use super::{link_changes, LinkChange};
 
     fn message(new: bool, index: u32, flags: LinkFlags) -> Vec<u8> {
         let mut link = LinkMessage::default();
         link.header.index = index;
         link.header.flags = flags;
+        link.attributes.push(LinkAttribute::IfName(format!("eth{index}")));
         let inner = if new {
             RouteNetlinkMessage::NewLink(link)
         } else {
@@ -143,14 +184,20 @@ mod tests {
         datagram.extend(message(true, 4, LinkFlags::Up)); // no carrier
         datagram.extend(message(false, 5, up)); // removed
         datagram.extend(message(true, 6, LinkFlags::LowerUp)); // admin down
+        let seen = |c: &LinkChange| (c.index, c.name.clone().unwrap_or_default(), c.usable, c.removed);
         assert_eq!(
-            link_changes(&datagram),
-            [(3, true), (4, false), (5, false), (6, false)]
+            link_changes(&datagram).iter().map(seen).collect::<Vec<_>>(),
+            [
+                (3, "eth3".to_string(), true, false),
+                (4, "eth4".to_string(), false, false),
+                (5, "eth5".to_string(), false, true),
+                (6, "eth6".to_string(), false, false)
+            ]
         );
         // A torn tail is dropped; what came before it stands.
         let mut torn = message(true, 3, up);
         torn.extend(&message(true, 4, up)[..10]);
-        assert_eq!(link_changes(&torn), [(3, true)]);
+        assert_eq!(link_changes(&torn).iter().map(seen).collect::<Vec<_>>(), [(3, "eth3".to_string(), true, false)]);
         assert!(link_changes(&[0xff; 7]).is_empty());
     }
 }

@@ -10,10 +10,16 @@ use std::process::Stdio;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::Observation;
-use crate::config::ScriptTrack;
+use crate::{
+    config::ScriptTrack,
+    storm::{more, Storm},
+};
 
 /// The output kept of each stream of a run, for the log.
 const OUTPUT_KEPT: u64 = 4096;
+
+/// A check that keeps failing is logged at most this often (with a count).
+const FAILURES_LOGGED_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs `script` forever, reporting each run. Dropped (aborted), the child
 /// running at that moment is killed.
@@ -26,17 +32,24 @@ pub async fn run(
     let mut ticks = tokio::time::interval(script.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_success = None;
+    let mut failures = Storm::new(FAILURES_LOGGED_EVERY);
     loop {
         ticks.tick().await;
         let (success, detail, output) = run_once(&script).await;
-        // The output goes to the log when the result changes and on every
-        // failure (a failing check says why); a steady success is quiet.
-        if !success || last_success != Some(success) {
-            let output = output.trim();
-            if success {
-                tracing::info!(%instance, tracker = %name, %detail, output, "track script ran");
-            } else {
-                tracing::warn!(%instance, tracker = %name, %detail, output, "track script failed");
+        // The output goes to the log when the result changes, and a failing
+        // check says why — at once, then at most once a minute with a count
+        // (a check failing every 100 ms for hours is one line a minute); a
+        // steady success is quiet.
+        let changed = last_success != Some(success);
+        let output = output.trim();
+        if success && changed {
+            tracing::info!(%instance, tracker = %name, %detail, output, "track script ran");
+        } else if !success {
+            if changed {
+                failures = Storm::new(FAILURES_LOGGED_EVERY);
+            }
+            if let Some(unlogged) = failures.occurred(std::time::Instant::now()) {
+                tracing::warn!(%instance, tracker = %name, %detail, output, "track script failed{}", more(unlogged));
             }
         }
         last_success = Some(success);

@@ -336,7 +336,8 @@ impl Engine {
             } else {
                 Vec::new()
             };
-            for (index, usable) in link_changes {
+            for change in link_changes {
+                let (index, usable) = (change.index, change.usable);
                 for i in 0..self.instances.len() {
                     // A heartbeat link going down costs a path, not the
                     // instance: the others still carry the adverts.
@@ -358,16 +359,17 @@ impl Engine {
                     if paths_changed {
                         self.restream(i, t);
                     }
-                    self.track_link(i, index, usable, t);
-                    if self.instances[i].interface.index != index {
-                        continue;
+                    // The instance's own link first (the fast path), then
+                    // its trackers.
+                    if self.instances[i].interface.index == index {
+                        if usable {
+                            self.instances[i].machine.interface_up(t);
+                        } else {
+                            self.instances[i].machine.interface_down(t);
+                        }
+                        self.carry_out(i, t);
                     }
-                    if usable {
-                        self.instances[i].machine.interface_up(t);
-                    } else {
-                        self.instances[i].machine.interface_down(t);
-                    }
-                    self.carry_out(i, t);
+                    self.track_link(i, &change, t);
                 }
             }
             self.drain_adverts(t);
@@ -457,17 +459,17 @@ impl Engine {
         }
     }
 
-    /// (index, usable) of every link the instances use, read now: after
-    /// lost notifications. Idempotent for the links that did not change.
-    fn every_link_now(&self) -> Vec<(u32, bool)> {
+    /// Every link the instances use or track, read now: after lost
+    /// notifications. Idempotent for the links that did not change.
+    fn every_link_now(&self) -> Vec<super::link::LinkChange> {
         let interfaces = self.instances.iter().flat_map(|i| {
             std::iter::once(&i.interface).chain(i.heartbeats.iter().map(|h| &h.interface))
         });
-        let mut links: Vec<(u32, bool)> = interfaces
+        let mut links: Vec<super::link::LinkChange> = interfaces
             .filter_map(|interface| {
                 super::link::link_usable(&interface.name)
                     .ok()
-                    .map(|usable| (interface.index, usable))
+                    .map(|usable| super::link::LinkChange::read(interface.index, &interface.name, usable))
             })
             .collect();
         links.extend(self.tracked_links_now());

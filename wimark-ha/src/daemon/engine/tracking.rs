@@ -11,6 +11,7 @@
 use super::*;
 use crate::{
     config::TrackKind,
+    daemon::link::LinkChange,
     track::{self, Observation},
     vrrp::Reason,
 };
@@ -62,42 +63,38 @@ impl Engine {
         self.apply_tracking(i, &failed, t);
     }
 
-    /// (index, usable) of every tracked link, read now (after lost link
-    /// notifications).
-    pub(super) fn tracked_links_now(&self) -> Vec<(u32, bool)> {
+    /// Every tracked link, read now (after lost link notifications).
+    pub(super) fn tracked_links_now(&self) -> Vec<LinkChange> {
         self.instances
             .iter()
             .flat_map(|instance| {
-                instance.tracked_links.iter().filter_map(|(k, index)| {
+                instance.tracked_links.iter().filter_map(|(k, _)| {
                     let name = link_name(instance, *k);
+                    let index = index_of(name)?;
                     let usable = super::super::link::link_usable(name).unwrap_or(false);
-                    index.map(|index| (index, usable))
+                    Some(LinkChange::read(index, name, usable))
                 })
             })
             .collect()
     }
 
     /// A link notification: the interface trackers of instance `i` that
-    /// watch link `index`. A tracked link removed and created again has a
-    /// new index: an unknown index is matched by name.
-    pub(super) fn track_link(&mut self, i: usize, index: u32, usable: bool, t: Timestamp) {
+    /// watch that link, known by index or — a link removed and created
+    /// again has a new index — by the name the notification carries. No
+    /// syscall: this runs on the engine thread.
+    pub(super) fn track_link(&mut self, i: usize, change: &LinkChange, t: Timestamp) {
         let instance = &mut self.instances[i];
         let mut changed = Vec::new();
         for slot in 0..instance.tracked_links.len() {
             let (k, known) = instance.tracked_links[slot];
-            if known != Some(index) {
-                let name = link_name(instance, k);
-                if index_of(name) != Some(index) {
-                    continue;
-                }
-                instance.tracked_links[slot].1 = Some(index);
+            let by_name = change.name.as_deref() == Some(link_name(instance, k));
+            if known != Some(change.index) && !by_name {
+                continue;
             }
-            let name = link_name(instance, k).to_string();
-            // Removed: the index is gone, the name may come back.
-            if !usable && index_of(&name) != Some(index) {
-                instance.tracked_links[slot].1 = index_of(&name);
-            }
-            if instance.trackers[k].observe(Observation::Link { usable }) {
+            instance.tracked_links[slot].1 = (!change.removed).then_some(change.index);
+            if instance.trackers[k].observe(Observation::Link {
+                usable: change.usable,
+            }) {
                 changed.push(k);
             }
         }

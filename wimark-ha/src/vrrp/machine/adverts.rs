@@ -107,8 +107,8 @@ impl Instance {
         // priority skew (none with one named peer) rather than a whole
         // Master_Down_Interval, and the takeover is a preemption — not a
         // master lost, not a false takeover when it speaks again.
-        if self.master == Some(source) && self.preempting.is_none() {
-            self.preempting = Some(source);
+        if self.master == Some(source) && !self.preempting {
+            self.preempting = true;
             if self.params.fast_detect.is_some() {
                 let deadline = now + self.fast_rule_skew(FAST_SKEW_SPAN_MIN);
                 self.master_down_deadline = self.master_down_deadline.map(|d| d.min(deadline));
@@ -172,7 +172,7 @@ impl Instance {
         let latest = self.last_advert_at.unwrap_or(at);
         self.master_down_deadline = Some(latest + self.master_down_interval());
         self.resigned = false;
-        self.preempting = None;
+        self.preempting = false;
         self.stall_grace_used = false;
         if slowing_down {
             self.previous_advert_at = None;

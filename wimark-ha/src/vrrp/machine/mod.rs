@@ -38,7 +38,7 @@ pub struct Instance {
     /// The master we follow sent an advert below our priority and we
     /// preempt (RFC 5798 §6.4.2 "Discard the ADVERTISEMENT"): our takeover,
     /// when its deadline passes, is a preemption, not a master lost.
-    preempting: Option<IpAddr>,
+    preempting: bool,
     /// Master_Adver_Interval: the master's advertised interval (v3 learns it).
     master_adver_interval: Duration,
     /// Adver_Timer (Master).
@@ -100,7 +100,7 @@ impl Instance {
             priority: params.priority,
             link_down: false,
             tracker_fault: false,
-            preempting: None,
+            preempting: false,
             master_adver_interval,
             adver_deadline: None,
             master_down_deadline: None,
@@ -172,7 +172,12 @@ impl Instance {
     fn begin(&mut self, now: Timestamp, reason: Reason) {
         if self.link_down || self.tracker_fault {
             // Known before the start: straight to FAULT.
-            self.enter(State::Fault, if self.link_down { Reason::InterfaceDown } else { Reason::TrackerFault }, None);
+            let reason = if self.link_down {
+                Reason::InterfaceDown
+            } else {
+                Reason::TrackerFault
+            };
+            self.enter(State::Fault, reason, None);
             return;
         }
         if self.params.priority == 255 {
@@ -404,7 +409,7 @@ impl Instance {
     }
 
     fn clear_timers(&mut self) {
-        self.preempting = None;
+        self.preempting = false;
         self.adver_deadline = None;
         self.master_down_deadline = None;
         self.fast_down_deadline = None;

@@ -134,7 +134,7 @@ impl Instance {
             // set the Adver_Timer, transition to Master.
             let reason = if self.resigned {
                 Reason::PeerResigned
-            } else if self.preempting.is_some() {
+            } else if self.preempting {
                 Reason::Preempting
             } else {
                 Reason::MasterDown
