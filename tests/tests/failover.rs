@@ -292,7 +292,7 @@ fn forged_and_foreign_adverts_are_counted_and_never_obeyed() {
     let (_lab, a, b) = lab();
     let daemon = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("start B");
     let vip = vec![IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100))];
-    let send = |advert: wimark_ha::vrrp::Advert, ttl: u8, count: usize| {
+    let send = |advert: wimark_ha::vrrp::Advert, ttl: u8, count: usize, pace: Duration| {
         let frame = frames::vrrp_v4_frame(
             &advert,
             Ipv4Addr::new(10, 77, 0, 1),
@@ -304,7 +304,7 @@ fn forged_and_foreign_adverts_are_counted_and_never_obeyed() {
             let socket = PacketSocket::bind("eth1", false)?;
             for _ in 0..count {
                 socket.send(&frame)?;
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(pace);
             }
             Ok(())
         })
@@ -315,8 +315,8 @@ fn forged_and_foreign_adverts_are_counted_and_never_obeyed() {
     // priority-250 master of another VRID: neither keeps B from taking over.
     let mut other_vrid = frames::v3_advert(250, 10, vip.clone());
     other_vrid.vrid = 68;
-    send(frames::v3_advert(250, 10, vip.clone()), 64, 100);
-    send(other_vrid, 255, 50);
+    send(frames::v3_advert(250, 10, vip.clone()), 64, 100, Duration::from_millis(2));
+    send(other_vrid, 255, 50, Duration::from_millis(2));
     wait_until(Duration::from_secs(2), "B MASTER", || {
         daemon.state() == Some(State::Master)
     })
@@ -337,9 +337,17 @@ fn forged_and_foreign_adverts_are_counted_and_never_obeyed() {
         "the other VRID is seen and counted: {peers:?}"
     );
     // The control: a valid higher-priority advert for our VRID is obeyed.
-    send(frames::v3_advert(250, 10, vip), 255, 20);
-    wait_until(Duration::from_secs(2), "B BACKUP", || {
-        daemon.state() == Some(State::Backup)
+    // Paced slower than twice the fast interval, so B never takes the
+    // forger for a fast master, and read from the history, not from the
+    // state: once the adverts stop, B is master again after
+    // Master_Down_Interval, and a slow poll could miss the BACKUP between.
+    send(frames::v3_advert(250, 10, vip), 255, 20, Duration::from_millis(5));
+    wait_until(Duration::from_secs(2), "B BACKUP, preempted", || {
+        daemon.instance().is_ok_and(|i| {
+            i.history
+                .iter()
+                .any(|t| t.to == State::Backup && t.reason == Reason::PreemptedByPeer)
+        })
     })
     .expect("a valid master is obeyed");
 }
