@@ -41,6 +41,20 @@ fn unix_ms_now() -> u64 {
 struct Seen {
     start_up: Vec<String>,
     later: Vec<String>,
+    /// The daemons' warnings, when a trial saw a takeover: what a failure
+    /// on CI has to go on (a stalled sender, a lease run out).
+    warnings: Vec<String>,
+}
+
+/// A daemon's warning lines (at most 8), prefixed with its name.
+fn warnings(name: &str, daemon: &Daemon) -> Vec<String> {
+    daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .take(8)
+        .map(|l| format!("{name}: {l}"))
+        .collect()
 }
 
 impl Seen {
@@ -132,6 +146,8 @@ fn starts_and_restarts(multiplier: &str) -> Vec<(usize, Seen)> {
         thread::sleep(WATCH);
         seen.add(&daemon_b, before, started_ms);
         if !seen.start_up.is_empty() || !seen.later.is_empty() {
+            seen.warnings = warnings("A", &daemon_a);
+            seen.warnings.extend(warnings("B", &daemon_b));
             trials.push((trial, seen));
         }
     }
@@ -142,9 +158,9 @@ fn starts_and_restarts(multiplier: &str) -> Vec<(usize, Seen)> {
 fn report(trials: &[(usize, Seen)], lines: impl Fn(&Seen) -> Vec<String>) -> String {
     trials
         .iter()
-        .map(|(trial, seen)| (trial, lines(seen)))
-        .filter(|(_, lines)| !lines.is_empty())
-        .map(|(trial, lines)| format!("trial {trial}: {lines:?}"))
+        .map(|(trial, seen)| (trial, lines(seen), &seen.warnings))
+        .filter(|(_, lines, _)| !lines.is_empty())
+        .map(|(trial, lines, warnings)| format!("trial {trial}: {lines:?}\n  {}", warnings.join("\n  ")))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -1108,6 +1108,46 @@ fn a_stall_longer_than_master_down_interval_still_gets_the_grace() {
     assert_eq!(instance.state(), State::Backup);
 }
 
+#[test]
+fn the_rfc_timer_woken_late_gives_the_master_a_grace_too() {
+    // No fast detection: only the Master_Down_Timer judges (a learning
+    // auto window, a keepalived master, or fast detection off).
+    let params = v3(100, 10);
+    let mut instance = Instance::new(params.clone());
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    let master = |instance: &mut Instance, at: f64| {
+        instance
+            .handle_advert(at_ms(at), ip(PEER_HIGH), &advert(&params, 250, ms(10)), at_ms(at))
+            .expect("ok")
+    };
+    master(&mut instance, 100.0);
+    // Master_Down 100 + 30 + 6.1 ms; we (the VM) stall and wake at 190 ms.
+    let deadline = instance.poll_timeout().expect("master down");
+    instance.handle_timeout(at_ms(190.0));
+    assert!(drain(&mut instance).is_empty(), "no takeover straight after our own stall");
+    assert_eq!(instance.poll_timeout(), Some(at_ms(191.0)));
+    // The master had stalled with us: its advert comes within the grace.
+    master(&mut instance, 190.4);
+    instance.handle_timeout(at_ms(191.0));
+    assert!(drain(&mut instance).is_empty());
+    assert_eq!(instance.state(), State::Backup);
+    assert!(deadline < at_ms(190.0));
+    // Once per silence: woken late again with no advert, the grace is
+    // spent — the next lateness of the same silence is believed.
+    let next = instance.poll_timeout().expect("master down");
+    instance.handle_timeout(next + ms(5));
+    assert!(drain(&mut instance).is_empty(), "a new silence, a new grace");
+    instance.handle_timeout(next + ms(20));
+    assert_eq!(
+        transitions(&drain(&mut instance)),
+        vec![(State::Backup, State::Master, Reason::MasterDown)],
+        "a dead master costs one grace, then the RFC rule holds"
+    );
+    // On time (not late), the timer fires at once, as the RFC says: shown
+    // by `master_down_timer_fires_into_master_advert_then_vip_and_garp`.
+}
+
 // ===== A zero advert interval (found by fuzzing the decoder) =====
 
 #[test]

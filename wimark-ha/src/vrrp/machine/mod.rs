@@ -471,6 +471,11 @@ impl Instance {
     }
 }
 
+/// How late a Master_Down_Timer may fire before the machine believes its
+/// own stall could explain the silence, and the grace it then gives,
+/// without fast detection (with it: one fast interval).
+pub const STALL_GRACE_WITHOUT_FAST: Duration = Duration::from_millis(1);
+
 /// The fast stream's lease, in Advertisement_Intervals: the Adver_Timer
 /// renews it every interval, so a late renewal (a stalled engine) is
 /// forgiven two intervals and a hung engine silences its node after three —

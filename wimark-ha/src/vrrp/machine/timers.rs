@@ -128,7 +128,22 @@ impl Instance {
             self.become_master(now, Reason::FastDetect, silence);
             return;
         }
-        if self.master_down_deadline.is_some_and(|d| now >= d) {
+        if let Some(deadline) = self.master_down_deadline.filter(|d| now >= *d) {
+            // Stall-aware, as the fast rule: woken late by more than a
+            // fast interval (1 ms without fast detection), our own stall —
+            // on a VM, usually the whole VM's, which silenced the master
+            // too — could explain the silence; give the master that much
+            // more from now, once per silence. A dead master costs the
+            // grace only when we were late anyway.
+            let grace = self
+                .params
+                .fast_detect
+                .map_or(STALL_GRACE_WITHOUT_FAST, |fast| fast.interval);
+            if now.saturating_since(deadline) > grace && !self.stall_grace_used && !self.resigned {
+                self.stall_grace_used = true;
+                self.master_down_deadline = Some(now + grace);
+                return;
+            }
             // RFC 5798 §6.4.2 "If the Master_Down_Timer fires": send an
             // ADVERTISEMENT, broadcast gratuitous ARP / send unsolicited ND,
             // set the Adver_Timer, transition to Master.
