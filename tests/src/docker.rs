@@ -64,9 +64,11 @@ pub fn build_image(host: Option<&str>) {
         std::fs::create_dir_all(&dir).expect("image dir");
         std::fs::copy("/bin/busybox", dir.join("busybox"))
             .expect("/bin/busybox (Debian package busybox-static)");
+        // Also as /bin/sh: `docker create --health-cmd` runs its check
+        // through the shell.
         std::fs::write(
             dir.join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\n\
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\nENTRYPOINT [\"/bin/busybox\"]\n\
              CMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 0.05; done\"]\n",
         )
         .expect("Dockerfile");
@@ -96,6 +98,17 @@ impl Stack {
         count: usize,
         first_command: Option<&[&str]>,
     ) -> Result<Self> {
+        Self::create_on_with(host, project, count, &[], first_command)
+    }
+
+    /// The same; `first_options` go to `docker create` of the first one.
+    fn create_on_with(
+        host: Option<&str>,
+        project: &str,
+        count: usize,
+        first_options: &[&str],
+        first_command: Option<&[&str]>,
+    ) -> Result<Self> {
         let image = if host.is_some() { IMAGE } else { image() };
         let mut names = Vec::new();
         for i in 0..count {
@@ -104,8 +117,11 @@ impl Stack {
             command
                 .args(["create", "--name", &name, "--network", "none", "--label"])
                 .arg(format!("com.docker.compose.project={project}"))
-                .args(["--label", &format!("com.docker.compose.service=svc{i}")])
-                .arg(image);
+                .args(["--label", &format!("com.docker.compose.service=svc{i}")]);
+            if i == 0 {
+                command.args(first_options);
+            }
+            command.arg(image);
             if let (0, Some(args)) = (i, first_command) {
                 command.args(args);
             }
@@ -117,6 +133,37 @@ impl Stack {
             names,
             host: host.map(str::to_string),
         })
+    }
+
+    /// `count` services whose first has a Docker healthcheck (healthy
+    /// while /healthy exists: `break_health` removes it), checked every
+    /// 200 ms, unhealthy after one failure.
+    pub fn create_healthchecked(project: &str, count: usize) -> Result<Self> {
+        let stack = Self::create_on_with(
+            None,
+            project,
+            count,
+            &[
+                "--health-cmd",
+                "/bin/busybox test -f /healthy",
+                "--health-interval",
+                "200ms",
+                "--health-retries",
+                "1",
+            ],
+            Some(&[
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; : > /healthy; while true; do sleep 0.05; done",
+            ]),
+        )?;
+        Ok(stack)
+    }
+
+    /// The first service's healthcheck fails from now on.
+    pub fn break_health(&self) -> Result<()> {
+        run(docker_on(self.host.as_deref()).args(["exec", &self.names[0], "/bin/busybox", "rm", "-f", "/healthy"]))
+            .map(|_| ())
     }
 
     /// Names of the containers that are running now.

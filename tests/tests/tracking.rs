@@ -331,3 +331,187 @@ fn a_tracked_file_lowers_the_priority_by_its_number() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One node's `[roles]` (its own stacks `tag-master` / `tag-backup` on the
+/// shared dockerd) and, for A, a container tracker on its master stack's
+/// first container.
+fn stack_node(tag: &str, tracker: &str) -> String {
+    format!(
+        "{FAST}\n{tracker}\n[roles]\ninstance = \"WIM1\"\nmaster = {{ compose_project = \"{tag}-master\" }}\nbackup = {{ compose_project = \"{tag}-backup\" }}\nstop_timeout = \"2s\"\ndemote_delay = \"200ms\"\n"
+    )
+}
+
+fn container_tracker(container: &str) -> String {
+    format!(
+        "[[instance.track]]\nname = \"master_stack\"\ncontainer = \"{container}\"\nweight = -150\ngrace = \"1s\"\n"
+    )
+}
+
+/// A with its master stack tracked, B plain; A master with its stack up.
+struct StackPair {
+    _lab: Lab,
+    a: String,
+    b: String,
+    daemon_a: Daemon,
+    daemon_b: Daemon,
+    a_master: wimark_ha_tests::docker::Stack,
+    _stacks: Vec<wimark_ha_tests::docker::Stack>,
+}
+
+fn stack_pair(tag: &str) -> StackPair {
+    use wimark_ha_tests::docker::{require_dockerd, Stack};
+    require_dockerd();
+    let a_master = Stack::create_healthchecked(&format!("{tag}a-master"), 2).expect("A's master stack");
+    let stacks = vec![
+        Stack::create(&format!("{tag}a-backup"), 1, None).expect("A's backup stack"),
+        Stack::create(&format!("{tag}b-master"), 1, None).expect("B's master stack"),
+        Stack::create(&format!("{tag}b-backup"), 1, None).expect("B's backup stack"),
+    ];
+    let (lab, a, b) = two_servers(true).expect("lab");
+    let watched = a_master.names[0].clone();
+    let daemon_a = Daemon::start(&a, "a", |s| {
+        config(s, 200, &stack_node(&format!("{tag}a"), &container_tracker(&watched)))
+    })
+    .expect("A");
+    wait_until(Duration::from_secs(20), "A MASTER with its master stack healthy", || {
+        daemon_a.state() == Some(State::Master)
+            && daemon_a.roles().stack == wimark_ha::records::Stack::Master
+            && a_master.running().len() == 2
+            && daemon_a
+                .instance()
+                .is_ok_and(|i| i.trackers.first().is_some_and(|t| t.health == Health::Healthy))
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}", daemon_a.log()));
+    let daemon_b =
+        Daemon::start(&b, "b", |s| config(s, 100, &stack_node(&format!("{tag}b"), ""))).expect("B");
+    wait_until(LONG, "B BACKUP", || daemon_b.state() == Some(State::Backup))
+        .unwrap_or_else(|e| panic!("{e}\nB: {}", daemon_b.log()));
+    StackPair {
+        _lab: lab,
+        a,
+        b,
+        daemon_a,
+        daemon_b,
+        a_master,
+        _stacks: stacks,
+    }
+}
+
+/// After the master's stack failed: B took over, A gave way, stopped its
+/// master stack and stays below B (no preempting back into a dead service).
+fn handed_over_for_good(pair: &StackPair) {
+    let (daemon_a, daemon_b) = (&pair.daemon_a, &pair.daemon_b);
+    wait_until(LONG, "B MASTER, A BACKUP", || {
+        daemon_b.state() == Some(State::Master) && daemon_a.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    assert!(has_address(&pair.b, "eth1", VIP) && !has_address(&pair.a, "eth1", VIP));
+    let (reason, cause) = last_reason(daemon_a).expect("A's history");
+    assert_eq!(reason, Reason::PreemptedByPeer);
+    let cause = cause.unwrap_or_default();
+    assert!(
+        cause.contains("track container master_stack failed"),
+        "the transition names the tracker: {cause}"
+    );
+    wait_until(LONG, "A's master stack stopped", || pair.a_master.running().is_empty())
+        .unwrap_or_else(|e| panic!("{e}\nA: {}", daemon_a.log()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(daemon_b.state(), Some(State::Master), "A did not take back");
+    let status = daemon_a.instance().expect("A status");
+    assert_eq!(status.effective_priority, Some(50), "{status:?}");
+    assert_eq!(status.trackers[0].health, Health::Failed);
+}
+
+#[test]
+fn a_master_stack_container_whose_healthcheck_fails_hands_over() {
+    let pair = stack_pair(&format!("wth{}", std::process::id()));
+    let broke = unix_ms();
+    pair.a_master.break_health().expect("break the healthcheck");
+    handed_over_for_good(&pair);
+    // Not before the grace (1 s after Docker saw it unhealthy).
+    let gave_way = pair.daemon_a.last_transition().at_unix_ms;
+    assert!(gave_way >= broke + 1000, "gave way {} ms after", gave_way - broke);
+    let detail = &pair.daemon_a.instance().expect("A").trackers[0].detail;
+    assert!(detail.contains("unhealthy"), "{detail}");
+}
+
+#[test]
+fn a_master_stack_container_killed_for_good_hands_over_after_the_grace() {
+    let pair = stack_pair(&format!("wtk{}", std::process::id()));
+    let killed = unix_ms();
+    wimark_ha_tests::docker::docker_on(None)
+        .args(["kill", &pair.a_master.names[0]])
+        .output()
+        .expect("docker kill");
+    // Within the grace the tracker holds (nothing moves).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pair.daemon_a.state(), Some(State::Master), "moved before the grace");
+    handed_over_for_good(&pair);
+    let gave_way = pair.daemon_a.last_transition().at_unix_ms;
+    assert!(gave_way >= killed + 1000, "gave way {} ms after", gave_way - killed);
+    let detail = &pair.daemon_a.instance().expect("A").trackers[0].detail;
+    assert!(detail.contains("not running (exit code 137)"), "{detail}");
+}
+
+#[test]
+fn a_docker_that_does_not_answer_degrades_the_container_tracker_and_moves_nothing() {
+    let (_lab, a, _b) = two_servers(true).expect("lab");
+    let scratch = wimark_ha_tests::Scratch::new("track-nodocker");
+    let toml = stack_node("wtu", &container_tracker("wtu-master-svc0")).replace(
+        "[roles]\n",
+        &format!(
+            "[roles]\ndocker_socket = \"{}\"\n",
+            scratch.0.join("no-docker.sock").display()
+        ),
+    );
+    let daemon = Daemon::start(&a, "a", |s| config(s, 200, &toml)).expect("A");
+    wait_until(LONG, "the tracker degraded", || {
+        daemon.instance().is_ok_and(|i| {
+            i.trackers
+                .first()
+                .is_some_and(|t| t.degraded.as_deref().is_some_and(|d| d.contains("no-docker.sock")))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    std::thread::sleep(Duration::from_secs(2));
+    let status = daemon.instance().expect("status");
+    assert_eq!(status.state, State::Master, "{status:?}");
+    assert_eq!(status.effective_priority, Some(200), "nothing moves on Docker's absence");
+    assert_eq!(status.trackers[0].health, Health::Healthy);
+    let human = std::process::Command::new(wimark_ha_tests::wimark_ha_bin())
+        .args(["status", "--socket"])
+        .arg(&daemon.socket)
+        .output()
+        .expect("wimark-ha status");
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("[degraded: "), "{human}");
+}
+
+#[test]
+fn check_config_refuses_a_container_tracker_naming_no_container() {
+    wimark_ha_tests::docker::require_dockerd();
+    let scratch = wimark_ha_tests::Scratch::new("track-check");
+    let path = scratch.0.join("wimark-ha.toml");
+    let toml = format!(
+        "[[instance]]\nname = \"WIM1\"\ninterface = \"lo\"\nvrid = 67\npriority = 100\nvirtual_ips = [\"10.77.0.100/24\"]\n\n{}",
+        container_tracker(&format!("wt-missing-{}", std::process::id()))
+    );
+    std::fs::write(&path, &toml).expect("config");
+    let output = std::process::Command::new(wimark_ha_tests::wimark_ha_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("check-config");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("track.container") && stderr.contains(":9") && stderr.contains("no container `wt-missing-"),
+        "{stderr}"
+    );
+}

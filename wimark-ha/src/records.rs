@@ -255,6 +255,7 @@ pub enum TrackerKind {
     Interface,
     Script,
     File,
+    Container,
 }
 
 impl fmt::Display for TrackerKind {
@@ -263,6 +264,7 @@ impl fmt::Display for TrackerKind {
             TrackerKind::Interface => "interface",
             TrackerKind::Script => "script",
             TrackerKind::File => "file",
+            TrackerKind::Container => "container",
         })
     }
 }
@@ -299,6 +301,34 @@ pub struct TrackerStatus {
     pub fault: bool,
     /// The latest observation: "exit status 1", "link down", "value 3".
     pub detail: String,
+    /// Why it cannot observe now (a container tracker whose Docker does not
+    /// answer): its health is the last known, and nothing moves on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
+}
+
+/// Whether this node's master stack should be running, as the role switch
+/// (or, without `[roles]`, the instances' states) says: what a container
+/// tracker is judged by.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StackView {
+    /// `[roles]` is configured: `master_stack` is the word.
+    pub roles: bool,
+    /// The last switch brought the master stack up (done, or failed: a
+    /// start that never got healthy is a dead service too).
+    pub master_stack: bool,
+    /// The instances in MASTER (what counts without `[roles]`).
+    pub masters: Vec<String>,
+}
+
+impl StackView {
+    pub fn master_here(&self, instance: &str) -> bool {
+        if self.roles {
+            self.master_stack
+        } else {
+            self.masters.iter().any(|m| m == instance)
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

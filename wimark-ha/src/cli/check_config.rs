@@ -13,11 +13,12 @@ pub struct CheckConfigArgs {
     pub config: PathBuf,
 }
 
-pub fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
+pub async fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
     let config = config::load(&args.config)?;
     for warning in &config.warnings {
         eprintln!("{}: warning: {warning}", args.config.display());
     }
+    containers_here(&config, &args.config).await?;
     println!(
         "{}: OK, {} instance(s)",
         args.config.display(),
@@ -53,6 +54,48 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
             fencing.command.join(" "),
             fencing.timeout
         );
+    }
+    Ok(())
+}
+
+/// A container tracker must name containers that exist: asked of Docker
+/// when it answers (the daemon does not wait for it, so a Docker that does
+/// not answer yet is a warning, not an error).
+async fn containers_here(config: &config::Config, file: &std::path::Path) -> anyhow::Result<()> {
+    use crate::config::{ContainerTarget, TrackKind};
+    for instance in &config.instances {
+        for tracker in &instance.trackers {
+            let TrackKind::Container(track) = &tracker.kind else {
+                continue;
+            };
+            match crate::track::container::count_matching(track).await {
+                Err(why) => eprintln!(
+                    "{}: warning: line {}: track.container: tracker `{}` not checked: {why}",
+                    file.display(),
+                    tracker.line,
+                    tracker.name
+                ),
+                Ok(0) => {
+                    let (key, what) = match &track.target {
+                        ContainerTarget::Name(name) => ("track.container", format!("no container `{name}`")),
+                        ContainerTarget::Label(label) => {
+                            ("track.container_label", format!("no container labelled {label}"))
+                        }
+                    };
+                    return Err(config::ConfigError {
+                        file: file.to_path_buf(),
+                        line: tracker.line,
+                        key: key.to_string(),
+                        message: format!(
+                            "{what} on this host's Docker (tracker `{}`); create it first (docker create / docker-compose up --no-start)",
+                            tracker.name
+                        ),
+                    }
+                    .into());
+                }
+                Ok(_) => {}
+            }
+        }
     }
     Ok(())
 }

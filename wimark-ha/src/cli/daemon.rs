@@ -107,8 +107,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             } else {
                 "no effect now".to_string()
             };
+            let degraded = t
+                .degraded
+                .as_ref()
+                .map_or(String::new(), |why| format!(" [degraded: {why}; health as last known]"));
             println!(
-                "  track {} {} ({}): {}, weight {}, {effect}; {}",
+                "  track {} {} ({}): {}, weight {}, {effect}; {}{degraded}",
                 t.kind, t.name, t.target, t.health, t.weight, t.detail
             );
         }

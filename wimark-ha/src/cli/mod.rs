@@ -158,7 +158,7 @@ impl Cli {
             .context("starting the async runtime")?;
         match self.command {
             Command::Stats(args) => runtime.block_on(stats::run(args, self.log_level)),
-            Command::CheckConfig(args) => check_config::run(args),
+            Command::CheckConfig(args) => runtime.block_on(check_config::run(args)),
             Command::Run(args) => {
                 drop(runtime); // the daemon builds its own threads and runtimes
                 daemon::run(args, self.log_level)

@@ -201,6 +201,9 @@ fn trackers_on_this_host(config: &Config, path: &Path) -> Result<(), ConfigError
                 }
                 // A missing file reads as 0, as keepalived's track_file.
                 TrackKind::File(_) => {}
+                // Docker may start after us: check-config asks it
+                // (`containers_on_this_host`); `run` does not wait for it.
+                TrackKind::Container(_) => {}
             }
         }
     }
@@ -455,6 +458,16 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         None => None,
         Some(raw) => Some(cx.ap_recovery(raw, &instances, peer.as_ref())?),
     };
+    // Container trackers ask the Docker that the role switch asks.
+    if let Some(roles) = &roles {
+        for instance in &mut instances {
+            for tracker in &mut instance.trackers {
+                if let TrackKind::Container(track) = &mut tracker.kind {
+                    track.docker_socket = roles.docker_socket.clone();
+                }
+            }
+        }
+    }
     Ok(Config {
         ap_recovery,
         daemon: DaemonConfig {

@@ -224,6 +224,9 @@ pub enum TrackKind {
     Script(ScriptTrack),
     /// keepalived's `track_file`: the number the file holds.
     File(PathBuf),
+    /// A container's (or a labelled set's) run state and health, from the
+    /// Docker events API.
+    Container(ContainerTrack),
 }
 
 impl TrackKind {
@@ -233,8 +236,34 @@ impl TrackKind {
             TrackKind::Interface(_) => "interface",
             TrackKind::Script(_) => "script",
             TrackKind::File(_) => "file",
+            TrackKind::Container(_) => "container",
         }
     }
+}
+
+/// A container tracker: bad is not running, paused, or running but not
+/// healthy by its Docker healthcheck; the tracker fails once a bad spell
+/// (restarts faster than `grace` joined into one) has lasted `grace`, and
+/// heals once the containers were good for `grace`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerTrack {
+    pub target: ContainerTarget,
+    pub grace: Duration,
+    /// Judged always (`when = "always"`), not only while this node's master
+    /// stack is in force (`when = "master"`, the default: on a backup the
+    /// master stack is stopped on purpose).
+    pub always: bool,
+    /// The Docker socket (`[roles] docker_socket`, else Docker's default).
+    pub docker_socket: PathBuf,
+}
+
+/// Which containers a container tracker watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerTarget {
+    /// One container, by name.
+    Name(String),
+    /// Every container with this label (`key=value` or `key`).
+    Label(String),
 }
 
 /// keepalived's `vrrp_script`: run every `interval`, never two at once,

@@ -158,6 +158,10 @@ pub(super) struct RawTrack {
     pub(super) rise: Option<Spanned<i64>>,
     pub(super) fall: Option<Spanned<i64>>,
     pub(super) init_fail: Option<bool>,
+    pub(super) container: Option<Spanned<String>>,
+    pub(super) container_label: Option<Spanned<String>>,
+    pub(super) grace: Option<Spanned<String>>,
+    pub(super) when: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -290,6 +290,10 @@ impl Context<'_> {
             raw.timeout.as_ref().map(|v| v.span()),
             raw.rise.as_ref().map(|v| v.span()),
             raw.fall.as_ref().map(|v| v.span()),
+            raw.container.as_ref().map(|v| v.span()),
+            raw.container_label.as_ref().map(|v| v.span()),
+            raw.grace.as_ref().map(|v| v.span()),
+            raw.when.as_ref().map(|v| v.span()),
         ]
         .into_iter()
         .flatten()
@@ -313,7 +317,78 @@ impl Context<'_> {
             ("track.rise", raw.rise.as_ref().map(|v| v.span())),
             ("track.fall", raw.fall.as_ref().map(|v| v.span())),
         ];
+        let container_only = [
+            ("track.grace", raw.grace.as_ref().map(|v| v.span())),
+            ("track.when", raw.when.as_ref().map(|v| v.span())),
+        ];
+        let container = match (raw.container, raw.container_label) {
+            (Some(_), Some(label)) => {
+                return Err(self.error(
+                    label.span(),
+                    "track.container_label",
+                    "give container = \"name\" or container_label = \"key=value\", not both",
+                ))
+            }
+            (Some(name), None) => {
+                let text = name.get_ref().trim().trim_start_matches('/').to_string();
+                if text.is_empty()
+                    || !text
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                {
+                    return Err(self.error(
+                        name.span(),
+                        "track.container",
+                        "must be a container name (letters, digits, `_`, `.`, `-`), e.g. \"wimark-mongo\"",
+                    ));
+                }
+                Some(ContainerTarget::Name(text))
+            }
+            (None, Some(label)) => {
+                let text = label.get_ref().trim().to_string();
+                let key = text.split('=').next().unwrap_or_default();
+                if key.is_empty() || text.chars().any(char::is_whitespace) {
+                    return Err(self.error(
+                        label.span(),
+                        "track.container_label",
+                        "must be `key=value` or `key`, e.g. \"com.wimark.stack=master\"",
+                    ));
+                }
+                Some(ContainerTarget::Label(text))
+            }
+            (None, None) => None,
+        };
         let kind = match (raw.interface, raw.script, raw.file) {
+            (None, None, None) if container.is_some() => {
+                let always = match &raw.when {
+                    None => false,
+                    Some(when) => match when.get_ref().as_str() {
+                        "master" => false,
+                        "always" => true,
+                        other => {
+                            return Err(self.error(
+                                when.span(),
+                                "track.when",
+                                &format!("`{other}` is not allowed; \"master\" (judged while this node's master stack is in force, the default) or \"always\""),
+                            ))
+                        }
+                    },
+                };
+                TrackKind::Container(ContainerTrack {
+                    target: container.expect("checked above"),
+                    grace: self.duration_or(&raw.grace, "track.grace", Duration::from_secs(10))?,
+                    always,
+                    // `[roles] docker_socket` replaces it once known.
+                    docker_socket: PathBuf::from("/var/run/docker.sock"),
+                })
+            }
+            _ if container.is_some() => {
+                return Err(self.error(
+                    span,
+                    "track",
+                    "give exactly one of interface, script, file, container or container_label",
+                ))
+            }
             (Some(interface), None, None) => {
                 TrackKind::Interface(self.interface_name(&interface, "track.interface")?)
             }
@@ -364,13 +439,18 @@ impl Context<'_> {
                 return Err(self.error(
                     span,
                     "track",
-                    "give exactly one of interface = \"eth1\", script = [\"/path\", \"arg\"] or file = \"/path\"",
+                    "give exactly one of interface = \"eth1\", script = [\"/path\", \"arg\"], file = \"/path\", container = \"name\" or container_label = \"key=value\"",
                 ))
             }
         };
         if !matches!(kind, TrackKind::Script(_)) {
             if let Some((key, Some(at))) = script_only.into_iter().find(|(_, s)| s.is_some()) {
                 return Err(self.error(at, key, "is a script tracker's setting; this tracker is not a script"));
+            }
+        }
+        if !matches!(kind, TrackKind::Container(_)) {
+            if let Some((key, Some(at))) = container_only.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(self.error(at, key, "is a container tracker's setting; this tracker is not a container"));
             }
         }
         let name = match raw.name {
@@ -390,6 +470,17 @@ impl Context<'_> {
                 TrackKind::Interface(interface) => interface.clone(),
                 TrackKind::Script(script) => base_name(&script.argv[0]),
                 TrackKind::File(path) => base_name(&path.to_string_lossy()),
+                TrackKind::Container(track) => match &track.target {
+                    ContainerTarget::Name(name) => name.clone(),
+                    // A label is no name: name it.
+                    ContainerTarget::Label(_) => {
+                        return Err(self.error(
+                            span,
+                            "track.name",
+                            "a container_label tracker needs a name (e.g. name = \"master_stack\")",
+                        ))
+                    }
+                },
             },
         };
         Ok(TrackConfig {

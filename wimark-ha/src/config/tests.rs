@@ -507,6 +507,43 @@ fn trackers_take_keepalived_defaults_and_names() {
 }
 
 #[test]
+fn container_trackers_judge_the_master_stack_and_ask_the_roles_docker() {
+    let text = format!(
+        "{GOOD}[[instance.track]]\ncontainer = \"/wimark-mongo\"\nweight = -100\n\
+         [[instance.track]]\nname = \"stack\"\ncontainer_label = \"com.wimark.stack=master\"\ngrace = \"30s\"\nwhen = \"always\"\n"
+    );
+    let config = parse_str(&text).expect("valid");
+    let trackers = &config.instances[0].trackers;
+    assert_eq!(trackers[0].name, "wimark-mongo");
+    assert_eq!(
+        trackers[0].kind,
+        TrackKind::Container(ContainerTrack {
+            target: ContainerTarget::Name("wimark-mongo".into()),
+            grace: Duration::from_secs(10),
+            always: false,
+            docker_socket: PathBuf::from("/var/run/docker.sock"),
+        })
+    );
+    assert_eq!(
+        trackers[1].kind,
+        TrackKind::Container(ContainerTrack {
+            target: ContainerTarget::Label("com.wimark.stack=master".into()),
+            grace: Duration::from_secs(30),
+            always: true,
+            docker_socket: PathBuf::from("/var/run/docker.sock"),
+        })
+    );
+    let roles = "[roles]\ninstance = \"WIM1\"\nmaster = { compose_project = \"m\" }\nbackup = { compose_project = \"b\" }\ndocker_socket = \"/run/docker-lab.sock\"\n";
+    let config = parse_str(&format!("{text}{roles}")).expect("with roles");
+    match &config.instances[0].trackers[0].kind {
+        TrackKind::Container(track) => {
+            assert_eq!(track.docker_socket, PathBuf::from("/run/docker-lab.sock"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn a_bad_tracker_names_its_line_and_key() {
     let cases: &[(&str, &str, &str)] = &[
         ("interface = \"eth2\"\nscript = [\"/bin/true\"]\n", "track", "exactly one of"),
@@ -520,6 +557,13 @@ fn a_bad_tracker_names_its_line_and_key() {
         ("name = \"bad name\"\ninterface = \"eth2\"\n", "track.name", "letters, digits"),
         ("interface = \"eth2\"\n[[instance.track]]\nname = \"eth2\"\nfile = \"/run/x\"\n", "track.name", "names two trackers"),
         ("script = [\"/bin/true\"]\nsleep = 1\n", "sleep", "unknown field"),
+        ("container = \"mongo\"\ncontainer_label = \"a=b\"\n", "track.container_label", "not both"),
+        ("container = \"mongo db\"\n", "track.container", "container name"),
+        ("container_label = \"a=b\"\n", "track.name", "needs a name"),
+        ("container = \"mongo\"\nwhen = \"sometimes\"\n", "track.when", "not allowed"),
+        ("container = \"mongo\"\nrise = 2\n", "track.rise", "script tracker's setting"),
+        ("script = [\"/bin/true\"]\ngrace = \"1s\"\n", "track.grace", "container tracker's setting"),
+        ("container = \"mongo\"\ninterface = \"eth2\"\n", "track", "exactly one of"),
     ];
     for (entry, key, words) in cases {
         let text = format!("{GOOD}[[instance.track]]\n{entry}");

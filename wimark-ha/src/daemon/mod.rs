@@ -63,6 +63,7 @@ fn spawn_trackers(
     instances: &[EngineInstance],
     commands: &mpsc::Sender<Command>,
     wake_fd: &Arc<OwnedFd>,
+    stack_view: &tokio::sync::watch::Receiver<crate::records::StackView>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for (i, instance) in instances.iter().enumerate() {
@@ -90,6 +91,15 @@ fn spawn_trackers(
                 crate::config::TrackKind::File(path) => tasks.push(tokio::spawn(
                     crate::track::file::watch(name, tracker_name, path.clone(), report),
                 )),
+                crate::config::TrackKind::Container(track) => {
+                    tasks.push(tokio::spawn(crate::track::container::watch(
+                        name,
+                        tracker_name,
+                        track.clone(),
+                        stack_view.clone(),
+                        report,
+                    )))
+                }
                 crate::config::TrackKind::Interface(_) => {}
             }
         }
@@ -285,7 +295,7 @@ async fn run_bound(
         Vec::new()
     });
     let (observed_tx, observed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (roles_tx, roles_status, switcher) = crate::roles::Switcher::spawn(
+    let (roles_tx, roles_status, stack_view, switcher) = crate::roles::Switcher::spawn(
         config.roles.clone(),
         config.before_promote.clone(),
         config.notify.clone(),
@@ -331,7 +341,7 @@ async fn run_bound(
     };
     let (commands_tx, commands_rx) = mpsc::channel();
     let wake_fd = Arc::new(eventfd()?);
-    let trackers = spawn_trackers(&instances, &commands_tx, &wake_fd);
+    let trackers = spawn_trackers(&instances, &commands_tx, &wake_fd, &stack_view);
     // Per instance, when its APs came back after its latest takeover
     // (written by the observer).
     let aps_back: Arc<Mutex<Vec<crate::recovery::LastApsBack>>> = Arc::default();

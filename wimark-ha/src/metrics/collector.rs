@@ -132,6 +132,13 @@ impl Collector for StatusCollector {
         )?;
         family(
             &mut encoder,
+            "tracker_degraded",
+            "1 while a tracker cannot observe (a container tracker whose Docker does not answer): its health is the last known",
+            MetricType::Gauge,
+            per_tracker(|t| i64::from(t.degraded.is_some())),
+        )?;
+        family(
+            &mut encoder,
             "detection_window_seconds",
             "The fast rule's detection window in force (with the basis it rests on: fixed, learning, floor, tail_estimate, worst_gap, false_takeover, ceiling)",
             MetricType::Gauge,

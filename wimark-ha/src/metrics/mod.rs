@@ -287,6 +287,7 @@ mod tests {
                     weight_in_force: -50,
                     fault: false,
                     detail: "exit status 1".to_string(),
+                    degraded: None,
                 }],
             }],
             monitors: vec![Snapshot {

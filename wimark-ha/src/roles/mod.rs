@@ -35,7 +35,7 @@ use crate::{
     clock::unix_ms,
     config::{FencingConfig, Hook, HookAction, NotifyConfig, RolesConfig, Selector},
     hooks,
-    records::{ProcessStatus, RolesStatus, Stack, SwitchRecord},
+    records::{ProcessStatus, RolesStatus, Stack, StackView, SwitchRecord},
     vrrp::State,
 };
 
@@ -94,6 +94,8 @@ pub struct Switcher {
     supervised: Mutex<Vec<Supervised>>,
     /// Told of every switch record (the daemon journals them).
     on_record: RecordSink,
+    /// Whether the master stack should run here, for container trackers.
+    view: tokio::sync::watch::Sender<StackView>,
 }
 
 /// What fencing decided about a promotion.
@@ -140,6 +142,10 @@ impl Switcher {
             status,
             supervised: Mutex::new(Vec::new()),
             on_record: Box::new(|_| {}),
+            view: tokio::sync::watch::Sender::new(StackView {
+                roles: true,
+                ..Default::default()
+            }),
         }
     }
 
@@ -167,6 +173,7 @@ impl Switcher {
     ) -> (
         UnboundedSender<RoleEvent>,
         Arc<Mutex<RolesStatus>>,
+        tokio::sync::watch::Receiver<StackView>,
         tokio::task::JoinHandle<()>,
     ) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -175,7 +182,12 @@ impl Switcher {
             history,
             ..Default::default()
         }));
+        let (view, view_rx) = tokio::sync::watch::channel(StackView {
+            roles: roles.is_some(),
+            ..Default::default()
+        });
         let switcher = Self {
+            view,
             roles,
             hooks,
             notify,
@@ -185,7 +197,7 @@ impl Switcher {
             on_record,
         };
         let task = tokio::spawn(switcher.run(rx));
-        (tx, status, task)
+        (tx, status, view_rx, task)
     }
 
     /// Until the engine hangs up (daemon shutdown); then the role-bound
@@ -201,6 +213,18 @@ impl Switcher {
                     None => break,
                 },
             };
+            self.view.send_if_modified(|view| {
+                let was = view.masters.iter().any(|m| m == &event.instance);
+                let is = event.state == State::Master;
+                if was == is {
+                    return false;
+                }
+                view.masters.retain(|m| m != &event.instance);
+                if is {
+                    view.masters.push(event.instance.clone());
+                }
+                true
+            });
             let drives_roles = self
                 .roles
                 .as_ref()
@@ -356,6 +380,10 @@ impl Switcher {
                 // Held back: the containers are where they were.
                 if !record.held_back {
                     status.stack = record.to;
+                    let master_stack = record.to == Stack::Master;
+                    self.view.send_if_modified(|view| {
+                        std::mem::replace(&mut view.master_stack, master_stack) != master_stack
+                    });
                 }
                 status.degraded = (!record.problems.is_empty()).then(|| record.problems.join("; "));
             }

@@ -9,6 +9,7 @@
 //! to the state machine (`Instance::set_tracking`), which decides what it
 //! means for mastership. Sans-IO here: observations in, verdict out.
 
+pub mod container;
 pub mod file;
 pub mod script;
 
@@ -27,6 +28,12 @@ pub enum Observation {
     /// The number in a tracked file (0 when missing or not a number, as
     /// keepalived reads it); `detail` says which.
     Value { value: i64, detail: String },
+    /// A watched service's verdict, its watcher's grace already spent (a
+    /// container tracker's `Spell`).
+    Service { healthy: bool, detail: String },
+    /// The watcher cannot observe (`Some(why)`), or can again (`None`): the
+    /// health stays as last known.
+    Degraded { degraded: Option<String> },
 }
 
 /// A tracker of one instance with its state.
@@ -39,6 +46,7 @@ pub struct Tracker {
     /// A file tracker's number.
     value: i64,
     detail: String,
+    degraded: Option<String>,
 }
 
 /// What a tracker adds now: keepalived's weight rules.
@@ -67,6 +75,7 @@ impl Tracker {
             streak: 0,
             value: 0,
             detail: "not observed yet".to_string(),
+            degraded: None,
         }
     }
 
@@ -116,6 +125,15 @@ impl Tracker {
                     Health::Failed
                 };
             }
+            Observation::Service { healthy, detail } => {
+                self.detail = detail;
+                self.health = if healthy {
+                    Health::Healthy
+                } else {
+                    Health::Failed
+                };
+            }
+            Observation::Degraded { degraded } => self.degraded = degraded,
             Observation::Value { value, detail } => {
                 self.value = value;
                 self.detail = detail;
@@ -180,6 +198,9 @@ impl Tracker {
                 format!("track {kind} {name} failed ({})", self.detail)
             }
             (TrackKind::Interface(_), Health::Failed) => format!("track {kind} {name} down"),
+            (TrackKind::Container(_), Health::Failed) => {
+                format!("track {kind} {name} failed ({})", self.detail)
+            }
             (TrackKind::File(_), _) => format!("track {kind} {name} holds {}", self.value),
             (_, Health::Healthy) => format!("track {kind} {name} healthy"),
         }
@@ -191,6 +212,13 @@ impl Tracker {
             TrackKind::Interface(interface) => (TrackerKind::Interface, interface.clone()),
             TrackKind::Script(script) => (TrackerKind::Script, script.argv.join(" ")),
             TrackKind::File(path) => (TrackerKind::File, path.display().to_string()),
+            TrackKind::Container(track) => (
+                TrackerKind::Container,
+                match &track.target {
+                    crate::config::ContainerTarget::Name(name) => name.clone(),
+                    crate::config::ContainerTarget::Label(label) => format!("label {label}"),
+                },
+            ),
         };
         TrackerStatus {
             name: self.config.name.clone(),
@@ -201,6 +229,7 @@ impl Tracker {
             weight_in_force: contribution.weight_in_force,
             fault: contribution.fault,
             detail: self.detail.clone(),
+            degraded: self.degraded.clone(),
         }
     }
 }
