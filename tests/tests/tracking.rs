@@ -515,3 +515,56 @@ fn check_config_refuses_a_container_tracker_naming_no_container() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_tracked_process_killed_hands_over_and_started_again_takes_back() {
+    // A program of its own name (its comm), run by the test.
+    let scratch = wimark_ha_tests::Scratch::new("track-process");
+    let name = format!("whp{}", std::process::id() % 1_000_000);
+    let program = scratch.0.join(&name);
+    std::fs::copy("/bin/sleep", &program).expect("copy sleep");
+    let start = || {
+        std::process::Command::new(&program)
+            .arg("1000")
+            .spawn()
+            .expect("start the tracked process")
+    };
+    let mut service = start();
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let tracker = format!("[[instance.track]]\nprocess = \"{name}\"\nweight = -150\n");
+    let daemon_a = Daemon::start(&a, "a", |s| config(s, 200, &format!("{FAST}\n{tracker}"))).expect("A");
+    let daemon_b = Daemon::start(&b, "b", |s| config(s, 100, FAST)).expect("B");
+    wait_until(LONG, "A MASTER, B BACKUP, the process counted", || {
+        daemon_a.state() == Some(State::Master)
+            && daemon_b.state() == Some(State::Backup)
+            && daemon_a.instance().is_ok_and(|i| {
+                i.trackers.first().is_some_and(|t| t.health == Health::Healthy && t.degraded.is_none())
+            })
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+
+    service.kill().expect("kill");
+    service.wait().expect("reaped");
+    wait_until(LONG, "B MASTER, A BACKUP", || {
+        daemon_b.state() == Some(State::Master) && daemon_a.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    let status = daemon_a.instance().expect("A");
+    assert_eq!(status.effective_priority, Some(50));
+    let (reason, cause) = last_reason(&daemon_a).expect("A's history");
+    assert_eq!(reason, Reason::PreemptedByPeer);
+    assert!(
+        cause.as_deref().is_some_and(|c| c.contains(&format!("track process {name} failed"))),
+        "{cause:?}"
+    );
+
+    // Started again (a new pid, seen by its exec): A heals and takes back.
+    let mut service = start();
+    wait_until(LONG, "A MASTER again", || {
+        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    assert_eq!(daemon_a.instance().expect("A").effective_priority, Some(200));
+    let _ = service.kill();
+    let _ = service.wait();
+}

@@ -256,6 +256,7 @@ pub enum TrackerKind {
     Script,
     File,
     Container,
+    Process,
 }
 
 impl fmt::Display for TrackerKind {
@@ -265,6 +266,7 @@ impl fmt::Display for TrackerKind {
             TrackerKind::Script => "script",
             TrackerKind::File => "file",
             TrackerKind::Container => "container",
+            TrackerKind::Process => "process",
         })
     }
 }

@@ -143,6 +143,8 @@ fn every_supported_keyword_is_carried_and_the_rest_listed() {
         "name = \"chk_port\"\ninit_fail = true\nscript = [\"/bin/sh\", \"-c\", \"</dev/tcp/127.0.0.1/27017\"]\nweight = 20\n",
         "[[instance.track]]\ninterface = \"lo\"\nweight = -50\n",
         "[[instance.track]]   # vrrp_track_file prio_file (line 26)\nname = \"prio_file\"\nfile = \"/run/wimark-ha/prio\"\nweight = -10\n",
+        // vrrp_track_process + track_process: by name, quorum, delay.
+        "[[instance.track]]   # vrrp_track_process mongod (line 31)\nname = \"mongod\"\nquorum = 2\ngrace = \"3s\"\nprocess = \"mongod\"\nweight = -40\n",
     ] {
         assert!(text.contains(expected), "`{expected}` missing in:\n{text}");
     }
@@ -161,8 +163,7 @@ fn every_supported_keyword_is_carried_and_the_rest_listed() {
         "include",
         "user nobody",
         "chk_missing",
-        "vrrp_track_process",
-        "track_process",
+        "param_match",
         "unicast_src_ip",
         "10.88.0.1/24",
         "notify_master",

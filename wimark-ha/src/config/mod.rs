@@ -204,6 +204,9 @@ fn trackers_on_this_host(config: &Config, path: &Path) -> Result<(), ConfigError
                 // Docker may start after us: check-config asks it
                 // (`containers_on_this_host`); `run` does not wait for it.
                 TrackKind::Container(_) => {}
+                // A process not running yet is a failed tracker, not a
+                // config error.
+                TrackKind::Process(_) => {}
             }
         }
     }

@@ -227,6 +227,9 @@ pub enum TrackKind {
     /// A container's (or a labelled set's) run state and health, from the
     /// Docker events API.
     Container(ContainerTrack),
+    /// keepalived's `track_process`: how many processes of a name run, from
+    /// the kernel's process events.
+    Process(ProcessTrack),
 }
 
 impl TrackKind {
@@ -237,6 +240,7 @@ impl TrackKind {
             TrackKind::Script(_) => "script",
             TrackKind::File(_) => "file",
             TrackKind::Container(_) => "container",
+            TrackKind::Process(_) => "process",
         }
     }
 }
@@ -255,6 +259,16 @@ pub struct ContainerTrack {
     pub always: bool,
     /// The Docker socket (`[roles] docker_socket`, else Docker's default).
     pub docker_socket: PathBuf,
+}
+
+/// A process tracker: failed once fewer than `quorum` processes called
+/// `name` (the kernel's comm, or the program's file name) have run for
+/// `grace`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessTrack {
+    pub name: String,
+    pub quorum: u32,
+    pub grace: Duration,
 }
 
 /// Which containers a container tracker watches.

@@ -162,6 +162,8 @@ pub(super) struct RawTrack {
     pub(super) container_label: Option<Spanned<String>>,
     pub(super) grace: Option<Spanned<String>>,
     pub(super) when: Option<Spanned<String>>,
+    pub(super) process: Option<Spanned<String>>,
+    pub(super) quorum: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

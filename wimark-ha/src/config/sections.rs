@@ -294,6 +294,8 @@ impl Context<'_> {
             raw.container_label.as_ref().map(|v| v.span()),
             raw.grace.as_ref().map(|v| v.span()),
             raw.when.as_ref().map(|v| v.span()),
+            raw.process.as_ref().map(|v| v.span()),
+            raw.quorum.as_ref().map(|v| v.span()),
         ]
         .into_iter()
         .flatten()
@@ -317,10 +319,30 @@ impl Context<'_> {
             ("track.rise", raw.rise.as_ref().map(|v| v.span())),
             ("track.fall", raw.fall.as_ref().map(|v| v.span())),
         ];
-        let container_only = [
-            ("track.grace", raw.grace.as_ref().map(|v| v.span())),
-            ("track.when", raw.when.as_ref().map(|v| v.span())),
-        ];
+        let container_only = [("track.when", raw.when.as_ref().map(|v| v.span()))];
+        let process_only = [("track.quorum", raw.quorum.as_ref().map(|v| v.span()))];
+        let grace_span = raw.grace.as_ref().map(|v| v.span());
+        let process = match raw.process {
+            None => None,
+            Some(name) => {
+                let text = name.get_ref().trim().to_string();
+                if text.is_empty() || text.contains('/') || text.chars().any(|c| c.is_control()) {
+                    return Err(self.error(
+                        name.span(),
+                        "track.process",
+                        "must be a process name (the kernel's comm or the program's file name, no path), e.g. \"mosquitto\"",
+                    ));
+                }
+                Some(ProcessTrack {
+                    name: text,
+                    quorum: match &raw.quorum {
+                        None => 1,
+                        Some(n) => self.integer(n, "track.quorum", 1, 1000)? as u32,
+                    },
+                    grace: self.duration_or(&raw.grace, "track.grace", Duration::ZERO)?,
+                })
+            }
+        };
         let container = match (raw.container, raw.container_label) {
             (Some(_), Some(label)) => {
                 return Err(self.error(
@@ -358,7 +380,22 @@ impl Context<'_> {
             }
             (None, None) => None,
         };
+        if process.is_some() && container.is_some() {
+            return Err(self.error(
+                span,
+                "track",
+                "give exactly one of interface, script, file, process, container or container_label",
+            ));
+        }
         let kind = match (raw.interface, raw.script, raw.file) {
+            (None, None, None) if process.is_some() => TrackKind::Process(process.expect("checked above")),
+            _ if process.is_some() => {
+                return Err(self.error(
+                    span,
+                    "track",
+                    "give exactly one of interface, script, file, process, container or container_label",
+                ))
+            }
             (None, None, None) if container.is_some() => {
                 let always = match &raw.when {
                     None => false,
@@ -439,7 +476,7 @@ impl Context<'_> {
                 return Err(self.error(
                     span,
                     "track",
-                    "give exactly one of interface = \"eth1\", script = [\"/path\", \"arg\"], file = \"/path\", container = \"name\" or container_label = \"key=value\"",
+                    "give exactly one of interface = \"eth1\", script = [\"/path\", \"arg\"], file = \"/path\", process = \"name\", container = \"name\" or container_label = \"key=value\"",
                 ))
             }
         };
@@ -451,6 +488,16 @@ impl Context<'_> {
         if !matches!(kind, TrackKind::Container(_)) {
             if let Some((key, Some(at))) = container_only.into_iter().find(|(_, s)| s.is_some()) {
                 return Err(self.error(at, key, "is a container tracker's setting; this tracker is not a container"));
+            }
+        }
+        if !matches!(kind, TrackKind::Process(_)) {
+            if let Some((key, Some(at))) = process_only.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(self.error(at, key, "is a process tracker's setting; this tracker is not a process"));
+            }
+        }
+        if !matches!(kind, TrackKind::Container(_) | TrackKind::Process(_)) {
+            if let Some(at) = grace_span {
+                return Err(self.error(at, "track.grace", "is a container or process tracker's setting"));
             }
         }
         let name = match raw.name {
@@ -470,6 +517,7 @@ impl Context<'_> {
                 TrackKind::Interface(interface) => interface.clone(),
                 TrackKind::Script(script) => base_name(&script.argv[0]),
                 TrackKind::File(path) => base_name(&path.to_string_lossy()),
+                TrackKind::Process(track) => track.name.clone(),
                 TrackKind::Container(track) => match &track.target {
                     ContainerTarget::Name(name) => name.clone(),
                     // A label is no name: name it.

@@ -507,6 +507,25 @@ fn trackers_take_keepalived_defaults_and_names() {
 }
 
 #[test]
+fn a_process_tracker_counts_a_name_to_a_quorum() {
+    let config = parse_str(&format!(
+        "{GOOD}[[instance.track]]\nprocess = \"mosquitto\"\nweight = -60\n\
+         [[instance.track]]\nname = \"workers\"\nprocess = \"nginx\"\nquorum = 3\ngrace = \"2s\"\n"
+    ))
+    .expect("valid");
+    let trackers = &config.instances[0].trackers;
+    assert_eq!((trackers[0].name.as_str(), trackers[0].weight), ("mosquitto", -60));
+    assert_eq!(
+        trackers[0].kind,
+        TrackKind::Process(ProcessTrack { name: "mosquitto".into(), quorum: 1, grace: Duration::ZERO })
+    );
+    assert_eq!(
+        trackers[1].kind,
+        TrackKind::Process(ProcessTrack { name: "nginx".into(), quorum: 3, grace: Duration::from_secs(2) })
+    );
+}
+
+#[test]
 fn container_trackers_judge_the_master_stack_and_ask_the_roles_docker() {
     let text = format!(
         "{GOOD}[[instance.track]]\ncontainer = \"/wimark-mongo\"\nweight = -100\n\
@@ -562,7 +581,12 @@ fn a_bad_tracker_names_its_line_and_key() {
         ("container_label = \"a=b\"\n", "track.name", "needs a name"),
         ("container = \"mongo\"\nwhen = \"sometimes\"\n", "track.when", "not allowed"),
         ("container = \"mongo\"\nrise = 2\n", "track.rise", "script tracker's setting"),
-        ("script = [\"/bin/true\"]\ngrace = \"1s\"\n", "track.grace", "container tracker's setting"),
+        ("script = [\"/bin/true\"]\ngrace = \"1s\"\n", "track.grace", "container or process tracker's setting"),
+        ("process = \"/usr/sbin/mosquitto\"\n", "track.process", "no path"),
+        ("process = \"mosquitto\"\nquorum = 0\n", "track.quorum", "out of range"),
+        ("interface = \"eth2\"\nquorum = 2\n", "track.quorum", "process tracker's setting"),
+        ("process = \"mosquitto\"\ncontainer = \"mongo\"\n", "track", "exactly one of"),
+        ("process = \"mosquitto\"\nfile = \"/run/x\"\n", "track", "exactly one of"),
         ("container = \"mongo\"\ninterface = \"eth2\"\n", "track", "exactly one of"),
     ];
     for (entry, key, words) in cases {

@@ -100,6 +100,9 @@ fn spawn_trackers(
                         report,
                     )))
                 }
+                crate::config::TrackKind::Process(track) => tasks.push(tokio::spawn(
+                    crate::track::process::watch(name, tracker_name, track.clone(), report),
+                )),
                 crate::config::TrackKind::Interface(_) => {}
             }
         }

@@ -67,6 +67,7 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
     // name, for the instances' track_script / track_file.
     let mut scripts: BTreeMap<String, &Statement> = BTreeMap::new();
     let mut track_files: BTreeMap<String, &Statement> = BTreeMap::new();
+    let mut track_processes: BTreeMap<String, &Statement> = BTreeMap::new();
     for statement in statements {
         match statement.keyword() {
             "global_defs" => {
@@ -95,10 +96,12 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
                 }
                 None => out.not_carried(statement, "a vrrp_track_file without a name"),
             },
-            "vrrp_track_process" => out.not_carried(
-                statement,
-                "process trackers are not supported yet (a [[instance.track]] script such as [\"/usr/bin/pgrep\", \"-x\", \"NAME\"] does the same by polling)",
-            ),
+            "vrrp_track_process" => match statement.arg(0) {
+                Some(name) => {
+                    track_processes.insert(name.to_string(), statement);
+                }
+                None => out.not_carried(statement, "a vrrp_track_process without a name"),
+            },
             "vrrp_sync_group" => out.not_carried(
                 statement,
                 "sync groups are not supported; configure one instance per server pair",
@@ -271,10 +274,19 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
                         }
                     }
                 }
-                ("track_process" | "track_bfd", _) => out.not_carried(
-                    item,
-                    "process and BFD trackers are not supported yet",
-                ),
+                ("track_process", None) => {
+                    for reference in item.children() {
+                        match track_processes.get(reference.keyword()) {
+                            Some(process) => {
+                                if let Some(table) = process_tracker(&mut out, process, reference) {
+                                    trackers.push(table);
+                                }
+                            }
+                            None => out.not_carried(reference, "no vrrp_track_process of that name in this file"),
+                        }
+                    }
+                }
+                ("track_bfd", _) => out.not_carried(item, "BFD trackers are not supported"),
                 ("unicast_src_ip", _) => out.not_carried(
                     item,
                     "wimark-ha sends from the interface's primary address",
@@ -437,6 +449,39 @@ fn file_tracker(out: &mut Output, file: &Statement, reference: &Statement) -> Op
         quoted(&path)
     );
     table.push_str(&weight_of(out, reference, Some(file)));
+    Some(table)
+}
+
+/// A `vrrp_track_process` referenced by `track_process`: its process name,
+/// quorum and the delay before a loss counts (keepalived's `delay` /
+/// `terminate_delay`, our `grace`).
+fn process_tracker(out: &mut Output, process: &Statement, reference: &Statement) -> Option<String> {
+    let name = process.arg(0).unwrap_or("process");
+    let mut table = format!("[[instance.track]]   # vrrp_track_process {name} (line {})\nname = {}\n", process.line, quoted(name));
+    let mut program = None;
+    for setting in process.children() {
+        match (setting.keyword(), setting.arg(0)) {
+            ("process", Some(p)) => {
+                if setting.arg(1).is_some() {
+                    out.not_carried(setting, "parameters are not matched: the process is counted by its name");
+                }
+                program = Some(p.rsplit('/').next().unwrap_or(p).to_string());
+            }
+            ("quorum", Some(n)) if n.parse::<u32>().is_ok_and(|n| n >= 1) => table.push_str(&format!("quorum = {n}\n")),
+            ("delay" | "terminate_delay", Some(value)) => match seconds(value) {
+                Some(duration) => table.push_str(&format!("grace = {}\n", quoted(&duration))),
+                None => out.not_carried(setting, "not a number of seconds"),
+            },
+            ("weight", Some(_)) => {}
+            _ => out.not_carried(setting, "no wimark-ha equivalent (param_match, quorum_max, fork_delay, full_command: the process is counted by name)"),
+        }
+    }
+    let Some(program) = program else {
+        out.not_carried(process, "a vrrp_track_process without `process`");
+        return None;
+    };
+    table.push_str(&format!("process = {}\n", quoted(&program)));
+    table.push_str(&weight_of(out, reference, Some(process)));
     Some(table)
 }
 

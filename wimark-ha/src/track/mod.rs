@@ -11,6 +11,7 @@
 
 pub mod container;
 pub mod file;
+pub mod process;
 pub mod script;
 
 use crate::{
@@ -198,7 +199,7 @@ impl Tracker {
                 format!("track {kind} {name} failed ({})", self.detail)
             }
             (TrackKind::Interface(_), Health::Failed) => format!("track {kind} {name} down"),
-            (TrackKind::Container(_), Health::Failed) => {
+            (TrackKind::Container(_) | TrackKind::Process(_), Health::Failed) => {
                 format!("track {kind} {name} failed ({})", self.detail)
             }
             (TrackKind::File(_), _) => format!("track {kind} {name} holds {}", self.value),
@@ -212,6 +213,10 @@ impl Tracker {
             TrackKind::Interface(interface) => (TrackerKind::Interface, interface.clone()),
             TrackKind::Script(script) => (TrackerKind::Script, script.argv.join(" ")),
             TrackKind::File(path) => (TrackerKind::File, path.display().to_string()),
+            TrackKind::Process(track) => (
+                TrackerKind::Process,
+                format!("{} x{}", track.name, track.quorum),
+            ),
             TrackKind::Container(track) => (
                 TrackerKind::Container,
                 match &track.target {
