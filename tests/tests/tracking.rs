@@ -568,3 +568,79 @@ fn a_tracked_process_killed_hands_over_and_started_again_takes_back() {
     let _ = service.kill();
     let _ = service.wait();
 }
+
+/// Both instances' states, WIM1 then WIM2.
+fn states(daemon: &Daemon) -> Vec<State> {
+    daemon
+        .status()
+        .map(|s| s.instances.iter().map(|i| i.state).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_sync_group_moves_together_and_notifies_once() {
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let flag = CheckFlag::new("sync");
+    let scratch = wimark_ha_tests::Scratch::new("sync-notify");
+    let notify = scratch.0.join("notify.sh");
+    let notified = scratch.0.join("notified");
+    std::fs::write(&notify, format!("#!/bin/sh\necho \"$@\" >> {}\n", notified.display())).expect("notify");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&notify, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // WIM1 (VRID 67) and WIM2 (VRID 68) on one link, in one group; A's
+    // WIM1 tracks a check, WIM2 nothing.
+    let node = |priority: u8, tracker: &str, notify: &str| {
+        format!(
+            "{FAST}\n{tracker}\n[[instance]]\nname = \"WIM2\"\ninterface = \"eth1\"\nvrid = 68\npriority = {priority}\nversion = 3\nadvert_interval = \"10ms\"\nvirtual_ips = [\"10.77.0.101/24\"]\n\n[[sync_group]]\nname = \"G1\"\ninstances = [\"WIM1\", \"WIM2\"]\n{notify}"
+        )
+    };
+    let a_notify = format!("\n[notify]\nscript = \"{}\"\n", notify.display());
+    let daemon_a =
+        Daemon::start(&a, "a", |s| config(s, 200, &node(200, &flag.tracker(), &a_notify))).expect("A");
+    let daemon_b = Daemon::start(&b, "b", |s| config(s, 150, &node(150, "", ""))).expect("B");
+    let both = |daemon: &Daemon, state: State| states(daemon) == vec![state, state];
+    wait_until(LONG, "A master of both, B backup of both", || {
+        both(&daemon_a, State::Master) && both(&daemon_b, State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+
+    // A's WIM1 check fails. In a sync group a failed tracker is FAULT
+    // (keepalived's rule: weights would let one member's priority hold the
+    // group against a peer whose other members are lower), and A's WIM2
+    // (healthy, 200) follows WIM1 into FAULT: B takes both.
+    flag.raise();
+    wait_until(LONG, "B master of both, A in FAULT with both", || {
+        both(&daemon_b, State::Master) && both(&daemon_a, State::Fault)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    assert!(has_address(&b, "eth1", "10.77.0.101") && !has_address(&a, "eth1", "10.77.0.101"));
+    let a_status = daemon_a.status().expect("A");
+    let wim1 = a_status.instances[0].history.last().expect("WIM1's history");
+    assert_eq!(wim1.reason, Reason::TrackerFault, "{wim1:?}");
+    assert!(
+        wim1.cause.as_deref().is_some_and(|c| c.contains("track script chk_service failed") && c.contains("sync group")),
+        "{wim1:?}"
+    );
+    let wim2 = a_status.instances[1].history.last().expect("WIM2's history");
+    assert_eq!((wim2.reason, wim2.to), (Reason::SyncGroup, State::Fault), "{wim2:?}");
+    assert!(
+        wim2.cause.as_deref().is_some_and(|c| c.contains("sync group G1: WIM1 FAULT")),
+        "{wim2:?}"
+    );
+
+    // Healthy again: the group leaves FAULT, both of A's members would
+    // preempt B's lower ones, and take over together.
+    flag.lower();
+    wait_until(LONG, "A master of both again", || {
+        both(&daemon_a, State::Master) && both(&daemon_b, State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    // One notify per group transition, keepalived's GROUP form.
+    wait_until(Duration::from_secs(5), "the group's notify", || {
+        std::fs::read_to_string(&notified).is_ok_and(|n| n.lines().filter(|l| l.starts_with("GROUP G1 MASTER")).count() >= 2)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", std::fs::read_to_string(&notified).unwrap_or_default()));
+    let lines = std::fs::read_to_string(&notified).unwrap_or_default();
+    assert!(lines.contains("GROUP G1 FAULT"), "{lines}");
+    assert!(!lines.contains("INSTANCE"), "members are not notified one by one:\n{lines}");
+}

@@ -98,12 +98,19 @@ async fn run(argv: &[String], timeout: Duration, started: Instant) -> Outcome {
     }
 }
 
-/// keepalived's notify convention: `SCRIPT INSTANCE NAME STATE PRIORITY`.
-pub async fn notify(config: &NotifyConfig, instance: &str, state: &str, priority: u8) -> Outcome {
+/// keepalived's notify convention: `SCRIPT INSTANCE NAME STATE PRIORITY`, or
+/// `SCRIPT GROUP NAME STATE PRIORITY` for a sync group.
+pub async fn notify(
+    config: &NotifyConfig,
+    kind: &str,
+    name: &str,
+    state: &str,
+    priority: u8,
+) -> Outcome {
     let argv = [
         config.script.display().to_string(),
-        "INSTANCE".to_string(),
-        instance.to_string(),
+        kind.to_string(),
+        name.to_string(),
         state.to_string(),
         priority.to_string(),
     ];

@@ -560,6 +560,7 @@ mod tests {
             Reason::TrackerRecovered,
             Reason::Preempting,
             Reason::RestartHold,
+            Reason::SyncGroup,
         ] {
             let json = serde_json::to_string(&reason).expect("json");
             assert_eq!(json, format!("\"{reason}\""));

@@ -143,6 +143,8 @@ fn every_supported_keyword_is_carried_and_the_rest_listed() {
         "name = \"chk_port\"\ninit_fail = true\nscript = [\"/bin/sh\", \"-c\", \"</dev/tcp/127.0.0.1/27017\"]\nweight = 20\n",
         "[[instance.track]]\ninterface = \"lo\"\nweight = -50\n",
         "[[instance.track]]   # vrrp_track_file prio_file (line 26)\nname = \"prio_file\"\nfile = \"/run/wimark-ha/prio\"\nweight = -10\n",
+        // vrrp_sync_group: the two instances move together.
+        "[[sync_group]]   # vrrp_sync_group G1 (line 93)\nname = \"G1\"\ninstances = [\"WIM1\", \"V2\"]\n",
         // vrrp_track_process + track_process: by name, quorum, delay.
         "[[instance.track]]   # vrrp_track_process mongod (line 31)\nname = \"mongod\"\nquorum = 2\ngrace = \"3s\"\nprocess = \"mongod\"\nweight = -40\n",
     ] {
@@ -168,7 +170,7 @@ fn every_supported_keyword_is_carried_and_the_rest_listed() {
         "10.88.0.1/24",
         "notify_master",
         "smtp_alert",
-        "vrrp_sync_group",
+        "notify_master_rx_lower_pri",
         "virtual_server",
         "some_future_keyword",
     ] {

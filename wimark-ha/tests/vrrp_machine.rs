@@ -1748,3 +1748,103 @@ fn a_tracker_fault_known_before_the_start_starts_in_fault() {
     );
     assert_eq!(instance.poll_timeout(), None);
 }
+
+// ===== Sync groups (keepalived's vrrp_sync_group) =====
+
+/// Two members of one group (VRIDs 67 and 68), both backup of a live
+/// priority-250 master.
+fn sync_pair() -> (Instance, Instance) {
+    let mut members = [67u8, 68].map(|vrid| {
+        let mut instance = Instance::new(Params { vrid, ..v3(100, 10) });
+        instance.join_sync_group();
+        instance.start(at_ms(0.0));
+        drain(&mut instance);
+        instance
+    });
+    for member in &mut members {
+        let params = Params { vrid: member_vrid(member), ..v3(100, 10) };
+        member
+            .handle_advert(at_ms(1.0), ip(PEER_HIGH), &advert(&params, 250, ms(10)), at_ms(1.0))
+            .expect("ok");
+    }
+    let [one, two] = members;
+    (one, two)
+}
+
+fn member_vrid(instance: &Instance) -> u8 {
+    instance.params().vrid
+}
+
+#[test]
+fn a_sync_group_takes_over_only_when_every_member_would() {
+    let (mut one, mut two) = sync_pair();
+    // The master falls silent on VRID 67 only: member one decides a
+    // takeover and holds it; two still hears its master.
+    let actions = run_until(&mut one, at_ms(100.0));
+    assert!(actions.is_empty(), "held: no advert, no VIP: {actions:?}");
+    assert!(one.wants_master() && !two.wants_master());
+    assert_eq!(one.state(), State::Backup);
+    // The engine keeps the gate closed while two does not want it.
+    one.set_sync_gate(at_ms(100.0), false);
+    assert!(drain(&mut one).is_empty());
+    // Two's master falls silent too: both want; the gate opens and both
+    // take over, each for its own reason.
+    let actions = run_until(&mut two, at_ms(200.0));
+    assert!(actions.is_empty());
+    assert!(two.wants_master());
+    for member in [&mut one, &mut two] {
+        member.set_sync_gate(at_ms(200.0), true);
+        assert_eq!(
+            transitions(&drain(member)),
+            vec![(State::Backup, State::Master, Reason::MasterDown)]
+        );
+    }
+}
+
+#[test]
+fn a_held_takeover_is_dropped_when_the_master_speaks_again() {
+    let (mut one, _two) = sync_pair();
+    run_until(&mut one, at_ms(100.0));
+    assert!(one.wants_master());
+    let params = Params { vrid: 67, ..v3(100, 10) };
+    one.handle_advert(at_ms(101.0), ip(PEER_HIGH), &advert(&params, 250, ms(10)), at_ms(101.0))
+        .expect("ok");
+    assert!(!one.wants_master(), "its master is back");
+    one.set_sync_gate(at_ms(102.0), true);
+    assert!(transitions(&drain(&mut one)).is_empty());
+    assert_eq!(one.state(), State::Backup);
+}
+
+#[test]
+fn a_member_leaving_master_takes_the_group_to_backup_and_fault_to_fault() {
+    let (mut one, mut two) = sync_pair();
+    for member in [&mut one, &mut two] {
+        member.set_sync_gate(at_ms(0.0), true);
+        run_until(member, at_ms(100.0));
+        assert_eq!(member.state(), State::Master);
+    }
+    // One is preempted: the engine moves two to BACKUP; it resigns.
+    two.sync_backup(at_ms(150.0));
+    let actions = drain(&mut two);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::SendAdvert(ad) if ad.priority == 0 && ad.vrid == 68)),
+        "a resignation: {actions:?}"
+    );
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Master, State::Backup, Reason::SyncGroup)]
+    );
+    // One member's own FAULT holds the other in FAULT, and lets it go.
+    one.interface_down(at_ms(200.0));
+    assert!(one.own_fault());
+    two.set_group_fault(at_ms(200.0), true);
+    assert_eq!(two.state(), State::Fault);
+    assert!(!two.own_fault(), "in FAULT for the group, not for itself");
+    two.set_group_fault(at_ms(300.0), false);
+    assert_eq!(
+        transitions(&drain(&mut two)).last(),
+        Some(&(State::Fault, State::Backup, Reason::SyncGroup))
+    );
+}

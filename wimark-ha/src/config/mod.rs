@@ -309,9 +309,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         }
         instances.push(instance);
     }
+    let sync_groups = cx.sync_groups(raw.sync_group, &instances)?;
     let roles = match raw.roles {
         None => None,
-        Some(roles) => Some(cx.roles(roles.into_inner(), &instances)?),
+        Some(roles) => Some(cx.roles(roles.into_inner(), &instances, &sync_groups)?),
     };
     let mut before_promote = Vec::new();
     for hook in raw.hooks.before_promote {
@@ -486,6 +487,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         fencing,
         peer,
         metrics,
+        sync_groups,
         warnings,
     })
 }

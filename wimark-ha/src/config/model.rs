@@ -18,7 +18,27 @@ pub struct Config {
     /// Bringing the APs back after a takeover: the AP table synced from the
     /// peer, and the IKE hook run with it.
     pub ap_recovery: Option<ApRecoveryConfig>,
+    /// Instances that move together (`[[sync_group]]`).
+    pub sync_groups: Vec<SyncGroupConfig>,
     pub warnings: Vec<ConfigWarning>,
+}
+
+/// keepalived's `vrrp_sync_group`: one member going BACKUP or FAULT moves
+/// all, and they take over only together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncGroupConfig {
+    pub name: String,
+    /// Instance names, at least two, each in no other group.
+    pub instances: Vec<String>,
+}
+
+impl Config {
+    /// The sync group `instance` belongs to, if any.
+    pub fn sync_group_of(&self, instance: &str) -> Option<&SyncGroupConfig> {
+        self.sync_groups
+            .iter()
+            .find(|g| g.instances.iter().any(|i| i == instance))
+    }
 }
 
 /// `[ap_recovery]`.

@@ -18,6 +18,15 @@ pub(super) struct RawConfig {
     pub(super) peer: Option<RawPeer>,
     pub(super) metrics: Option<RawMetrics>,
     pub(super) ap_recovery: Option<RawApRecovery>,
+    #[serde(default)]
+    pub(super) sync_group: Vec<Spanned<RawSyncGroup>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSyncGroup {
+    pub(super) name: Spanned<String>,
+    pub(super) instances: Spanned<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -63,7 +72,8 @@ pub(super) struct RawPeer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoles {
-    pub(super) instance: Spanned<String>,
+    pub(super) instance: Option<Spanned<String>>,
+    pub(super) sync_group: Option<Spanned<String>>,
     pub(super) docker_socket: Option<String>,
     pub(super) master: Spanned<RawSelector>,
     pub(super) backup: Spanned<RawSelector>,

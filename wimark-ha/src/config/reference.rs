@@ -53,6 +53,7 @@ fn every_key_is_in_the_operators_guide() {
         format!("{INSTANCE}peers = [\"10.0.0.2\"]\n[[instance.heartbeat]]\ninterface = \"eth0\"\npeer = \"10.1.0.2\"\nzz_unknown = 1\n"),
         format!("{INSTANCE}{ROLES}[fencing]\ncommand = [\"true\"]\nzz_unknown = 1\n"),
         format!("{INSTANCE}[[instance.track]]\ninterface = \"eth0\"\nzz_unknown = 1\n"),
+        format!("{INSTANCE}[[sync_group]]\nname = \"G\"\ninstances = [\"a\", \"b\"]\nzz_unknown = 1\n"),
     ];
     let mut missing = Vec::new();
     for text in &sections {

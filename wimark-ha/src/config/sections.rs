@@ -539,16 +539,72 @@ impl Context<'_> {
         })
     }
 
+    /// `[[sync_group]]`: at least two instances that exist, none in two
+    /// groups.
+    pub(super) fn sync_groups(
+        &self,
+        raw: Vec<Spanned<RawSyncGroup>>,
+        instances: &[InstanceConfig],
+    ) -> Result<Vec<SyncGroupConfig>, ConfigError> {
+        let mut groups: Vec<SyncGroupConfig> = Vec::new();
+        for entry in raw {
+            let entry = entry.into_inner();
+            let name = entry.name.get_ref().trim().to_string();
+            if !plain_name(&name) {
+                return Err(self.error(entry.name.span(), "sync_group.name", "must be 1 to 64 letters, digits, `_`, `-` or `.`, not starting with `.`"));
+            }
+            if groups.iter().any(|g| g.name == name) {
+                return Err(self.error(entry.name.span(), "sync_group.name", &format!("`{name}` names two sync groups")));
+            }
+            let span = entry.instances.span();
+            let members = entry.instances.into_inner();
+            if members.len() < 2 {
+                return Err(self.error(span, "sync_group.instances", "a sync group needs at least two instances"));
+            }
+            for (k, member) in members.iter().enumerate() {
+                if !instances.iter().any(|i| &i.name == member) {
+                    let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+                    return Err(self.error(span, "sync_group.instances", &format!("no instance named `{member}`; defined: {}", names.join(", "))));
+                }
+                if members[..k].contains(member) {
+                    return Err(self.error(span, "sync_group.instances", &format!("`{member}` is listed twice")));
+                }
+                if let Some(other) = groups.iter().find(|g| g.instances.contains(member)) {
+                    return Err(self.error(span, "sync_group.instances", &format!("`{member}` is already in sync group `{}`; an instance is in one group at most", other.name)));
+                }
+            }
+            groups.push(SyncGroupConfig { name, instances: members });
+        }
+        Ok(groups)
+    }
+
     pub(super) fn roles(
         &self,
         raw: RawRoles,
         instances: &[InstanceConfig],
+        groups: &[SyncGroupConfig],
     ) -> Result<RolesConfig, ConfigError> {
-        let instance = raw.instance.get_ref().clone();
+        // A group's members move together: the roles follow its first.
+        let (instance, span) = match (&raw.instance, &raw.sync_group) {
+            (Some(instance), None) => (instance.get_ref().clone(), instance.span()),
+            (None, Some(group)) => match groups.iter().find(|g| &g.name == group.get_ref()) {
+                Some(found) => (found.instances[0].clone(), group.span()),
+                None => {
+                    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+                    return Err(self.error(group.span(), "roles.sync_group", &format!("no sync group named `{}`; defined: {}", group.get_ref(), if names.is_empty() { "none".to_string() } else { names.join(", ") })));
+                }
+            },
+            (Some(_), Some(group)) => {
+                return Err(self.error(group.span(), "roles.sync_group", "give roles.instance or roles.sync_group, not both"))
+            }
+            (None, None) => {
+                return Err(self.error(raw.master.span(), "roles.instance", "missing: the instance (or sync_group) whose state drives the switch"))
+            }
+        };
         if !instances.iter().any(|i| i.name == instance) {
             let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
             return Err(self.error(
-                raw.instance.span(),
+                span,
                 "roles.instance",
                 &format!(
                     "no instance named `{instance}`; defined: {}",

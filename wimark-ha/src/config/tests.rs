@@ -602,3 +602,49 @@ fn a_bad_tracker_names_its_line_and_key() {
     assert_eq!((error.key.as_str(), error.line), ("track.weight", 18), "{error}");
     assert!(parse_str(&format!("{owner}[[instance.track]]\ninterface = \"eth2\"\n")).is_ok());
 }
+
+#[test]
+fn sync_groups_name_existing_instances_once_and_roles_may_follow_one() {
+    let two = format!(
+        "{GOOD}\n[[instance]]\nname = \"WIM2\"\ninterface = \"eth1\"\nvrid = 68\npriority = 200\nvirtual_ips = [\"10.10.20.3/24\"]\n"
+    );
+    let roles = "[roles]\nsync_group = \"G1\"\nmaster = { compose_project = \"m\" }\nbackup = { compose_project = \"b\" }\n";
+    let config = parse_str(&format!(
+        "{two}[[sync_group]]\nname = \"G1\"\ninstances = [\"WIM1\", \"WIM2\"]\n{roles}"
+    ))
+    .expect("valid");
+    assert_eq!(
+        config.sync_groups,
+        vec![SyncGroupConfig { name: "G1".into(), instances: vec!["WIM1".into(), "WIM2".into()] }]
+    );
+    assert_eq!(config.sync_group_of("WIM2").map(|g| g.name.as_str()), Some("G1"));
+    // The roles follow the group's first member.
+    assert_eq!(config.roles.expect("roles").instance, "WIM1");
+    let cases: &[(&str, &str, &str)] = &[
+        ("[[sync_group]]\nname = \"G1\"\ninstances = [\"WIM1\"]\n", "sync_group.instances", "at least two"),
+        ("[[sync_group]]\nname = \"G1\"\ninstances = [\"WIM1\", \"WIM9\"]\n", "sync_group.instances", "no instance named `WIM9`"),
+        ("[[sync_group]]\nname = \"G1\"\ninstances = [\"WIM1\", \"WIM1\"]\n", "sync_group.instances", "listed twice"),
+        (
+            "[[sync_group]]\nname = \"G1\"\ninstances = [\"WIM1\", \"WIM2\"]\n[[sync_group]]\nname = \"G2\"\ninstances = [\"WIM2\", \"WIM1\"]\n",
+            "sync_group.instances",
+            "already in sync group `G1`",
+        ),
+        ("[[sync_group]]\nname = \"bad name\"\ninstances = [\"WIM1\", \"WIM2\"]\n", "sync_group.name", "letters, digits"),
+        (
+            "[roles]\nsync_group = \"G9\"\nmaster = { compose_project = \"m\" }\nbackup = { compose_project = \"b\" }\n",
+            "roles.sync_group",
+            "no sync group named `G9`",
+        ),
+        (
+            "[roles]\nmaster = { compose_project = \"m\" }\nbackup = { compose_project = \"b\" }\n",
+            "roles.instance",
+            "missing",
+        ),
+    ];
+    for (extra, key, words) in cases {
+        let error = parse_str(&format!("{two}{extra}")).expect_err(extra);
+        assert_eq!(error.key, *key, "{extra}: {error}");
+        assert!(error.message.contains(words), "{extra}: {error}");
+        assert!(error.line > 0, "{extra}: {error}");
+    }
+}

@@ -485,6 +485,18 @@ async fn run_bound(
     let engine_status = status.clone();
     let engine_wake = wake_fd.clone();
     let advert_senders = config.daemon.advert_senders;
+    let sync_groups: Vec<engine::sync::SyncGroup> = config
+        .sync_groups
+        .iter()
+        .map(|group| engine::sync::SyncGroup {
+            name: group.name.clone(),
+            members: group
+                .instances
+                .iter()
+                .filter_map(|name| instances.iter().position(|i| &i.config.name == name))
+                .collect(),
+        })
+        .collect();
     let engine = std::thread::Builder::new()
         .name("wimark-ha engine".to_string())
         .spawn(move || {
@@ -512,6 +524,8 @@ async fn run_bound(
                     advert_senders,
                     senders: None,
                     local_addresses: Default::default(),
+                    sync_groups,
+                    syncing: false,
                 }
                 .run()
             })();

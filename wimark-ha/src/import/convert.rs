@@ -68,6 +68,7 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
     let mut scripts: BTreeMap<String, &Statement> = BTreeMap::new();
     let mut track_files: BTreeMap<String, &Statement> = BTreeMap::new();
     let mut track_processes: BTreeMap<String, &Statement> = BTreeMap::new();
+    let mut sync_groups: Vec<&Statement> = Vec::new();
     for statement in statements {
         match statement.keyword() {
             "global_defs" => {
@@ -102,10 +103,7 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
                 }
                 None => out.not_carried(statement, "a vrrp_track_process without a name"),
             },
-            "vrrp_sync_group" => out.not_carried(
-                statement,
-                "sync groups are not supported; configure one instance per server pair",
-            ),
+            "vrrp_sync_group" => sync_groups.push(statement),
             "virtual_server" | "virtual_server_group" => {
                 out.not_carried(statement, "LVS load balancing is not part of wimark-ha")
             }
@@ -335,6 +333,10 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
         }
         out.flush_notes();
     }
+    let names: Vec<&str> = instances.iter().map(|i| i.arg(0).unwrap_or("VI_1")).collect();
+    for group in sync_groups {
+        sync_group(&mut out, group, &names);
+    }
     if let Some(env) = env {
         roles_from_env(
             &mut out,
@@ -349,6 +351,44 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
         out.line(format!("script = {}", quoted(script)));
     }
     out.text
+}
+
+/// A `vrrp_sync_group NAME { group { A B } }` as a `[[sync_group]]`: its
+/// members must be instances of this file; its own notify and tracking
+/// settings are listed (the one `[notify]` script is told of the group).
+fn sync_group(out: &mut Output, group: &Statement, instances: &[&str]) {
+    let Some(name) = group.arg(0) else {
+        out.not_carried(group, "a vrrp_sync_group without a name");
+        return;
+    };
+    let mut members = Vec::new();
+    for setting in group.children() {
+        match setting.keyword() {
+            "group" => {
+                for member in setting.children() {
+                    if instances.contains(&member.keyword()) {
+                        members.push(member.keyword().to_string());
+                    } else {
+                        out.not_carried(member, "no vrrp_instance of that name in this file");
+                    }
+                }
+            }
+            _ => out.not_carried(
+                setting,
+                "a group's own notify and tracking are not carried: the [notify] script gets `GROUP NAME STATE`, and a member's failed tracker is FAULT for the group",
+            ),
+        }
+    }
+    if members.len() < 2 {
+        out.not_carried(group, "a sync group needs two instances of this file");
+        return;
+    }
+    out.line("");
+    out.line(format!("[[sync_group]]   # vrrp_sync_group {name} (line {})", group.line));
+    out.line(format!("name = {}", quoted(name)));
+    let list: Vec<String> = members.iter().map(|m| quoted(m)).collect();
+    out.line(format!("instances = [{}]", list.join(", ")));
+    out.flush_notes();
 }
 
 /// `weight N` on a track_* reference (which overrides the definition's),

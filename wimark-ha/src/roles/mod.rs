@@ -48,6 +48,9 @@ pub struct RoleEvent {
     /// MASTER because the peer went silent (not handed over): fence it
     /// first, when `[fencing]` is configured.
     pub peer_lost: bool,
+    /// The instance's sync group, and whether this instance speaks for it
+    /// (its first member): one notify per group, keepalived's "GROUP".
+    pub group: Option<(String, bool)>,
 }
 
 /// Switch records kept in `status` (the journal keeps more).
@@ -277,10 +280,18 @@ impl Switcher {
                     }
                 };
             }
-            if let Some(notify) = &self.notify {
+            // A sync group's members move together: its first member's
+            // events are the group's, the others' are not told again.
+            let notified = match &event.group {
+                None => Some(("INSTANCE", event.instance.as_str())),
+                Some((group, true)) => Some(("GROUP", group.as_str())),
+                Some((_, false)) => None,
+            };
+            if let (Some(notify), Some((kind, name))) = (&self.notify, notified) {
                 let outcome = hooks::notify(
                     notify,
-                    &event.instance,
+                    kind,
+                    name,
                     notify_state(event.state),
                     event.priority,
                 )

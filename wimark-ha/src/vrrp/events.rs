@@ -151,6 +151,11 @@ pub enum Reason {
     /// mastership resumed without a hand-over.
     #[serde(rename = "resumed after a restart in place")]
     RestartHold,
+    /// A member of the instance's sync group moved, and it follows
+    /// (keepalived's `vrrp_sync_group`): into BACKUP or FAULT with it, out
+    /// of FAULT with it.
+    #[serde(rename = "sync group")]
+    SyncGroup,
 }
 
 impl Reason {
@@ -170,6 +175,7 @@ impl Reason {
             Reason::TrackerRecovered => "trackers healthy",
             Reason::Preempting => "preempting a lower-priority master",
             Reason::RestartHold => "resumed after a restart in place",
+            Reason::SyncGroup => "sync group",
         }
     }
 

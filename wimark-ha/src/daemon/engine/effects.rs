@@ -43,6 +43,11 @@ impl Engine {
                     silence,
                 } => {
                     let cause = self.transition_cause(i, from, to, reason);
+                    let group = self
+                        .sync_groups
+                        .iter()
+                        .find(|g| g.members.contains(&i))
+                        .map(|g| (g.name.clone(), g.members.first() == Some(&i)));
                     let instance = &mut self.instances[i];
                     let us = |d: Duration| d.as_micros() as u64;
                     tracing::info!(
@@ -65,6 +70,7 @@ impl Engine {
                         // keepalived's notify gets the priority in force.
                         priority: instance.machine.priority(),
                         peer_lost: reason.peer_lost(),
+                        group,
                     });
                     let record = TransitionRecord {
                         at_unix_ms: unix_ms(),
@@ -95,6 +101,7 @@ impl Engine {
                 }
             }
         }
+        self.follow_sync_group(i, decided);
     }
 
     pub(super) fn add_vips(&mut self, i: usize) {

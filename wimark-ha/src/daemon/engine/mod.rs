@@ -38,6 +38,7 @@ pub mod addressed;
 mod effects;
 mod poller;
 mod publish;
+pub mod sync;
 mod tracking;
 
 use addressed::addressed_here;
@@ -267,6 +268,11 @@ pub struct Engine {
     pub senders: Option<SenderPool>,
     /// This host's addresses, for unicast adverts' destinations.
     pub local_addresses: LocalAddresses,
+    /// `[[sync_group]]`s, by member index.
+    pub sync_groups: Vec<sync::SyncGroup>,
+    /// A group is being followed (its members' `carry_out` do not start
+    /// another pass).
+    pub syncing: bool,
 }
 
 fn now() -> Timestamp {
@@ -306,6 +312,11 @@ impl Engine {
         let poller = Poller::new(&fds)?;
         let start = now();
         let mut next_publish = start;
+        for group in &self.sync_groups {
+            for &m in &group.members {
+                self.instances[m].machine.join_sync_group();
+            }
+        }
         for i in 0..self.instances.len() {
             // What the trackers say now is known before the start: an
             // instance whose tracked link is down starts in FAULT.

@@ -145,8 +145,22 @@ impl Engine {
     /// The verdict of instance `i`'s trackers, to its machine; `changed`:
     /// the trackers whose contribution changed, journaled with it.
     fn apply_tracking(&mut self, i: usize, changed: &[usize], t: Timestamp) {
+        let grouped = self.sync_groups.iter().any(|g| g.members.contains(&i));
         let instance = &mut self.instances[i];
-        let verdict = track::verdict(instance.config.priority, &instance.trackers);
+        let mut verdict = track::verdict(instance.config.priority, &instance.trackers);
+        if grouped {
+            // keepalived's rule for sync groups: weights are not applied, a
+            // failed tracker is FAULT — a member's priority alone cannot
+            // move a group (the peer's members would all have to preempt),
+            // its FAULT moves all of it.
+            verdict = track::Verdict {
+                priority: instance.config.priority,
+                fault: instance
+                    .trackers
+                    .iter()
+                    .any(|t| t.health() == crate::records::Health::Failed),
+            };
+        }
         for &k in changed {
             let _ = self.observer.send(crate::daemon::observer::Observed::Entry(
                 crate::history::Entry::Tracker {
@@ -184,7 +198,21 @@ impl Engine {
     ) -> Option<String> {
         let instance = &self.instances[i];
         if reason == Reason::TrackerFault {
+            let grouped = self.sync_groups.iter().any(|g| g.members.contains(&i));
+            if grouped {
+                let failed: Vec<String> = instance
+                    .trackers
+                    .iter()
+                    .filter(|t| t.health() == crate::records::Health::Failed)
+                    .map(|t| t.describe())
+                    .collect();
+                return (!failed.is_empty())
+                    .then(|| format!("{} (in a sync group: FAULT, weights not applied)", failed.join("; ")));
+            }
             return track::cause(&instance.trackers, true);
+        }
+        if reason == Reason::SyncGroup {
+            return self.sync_cause(i);
         }
         // Lowered below the configured priority, a master that gives way
         // gave way because of its trackers.

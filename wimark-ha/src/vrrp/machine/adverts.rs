@@ -174,6 +174,8 @@ impl Instance {
         self.resigned = false;
         self.preempting = false;
         self.stall_grace_used = false;
+        // A master is heard: a takeover held for the sync group is off.
+        self.drop_held_takeover();
         if slowing_down {
             self.previous_advert_at = None;
             self.stream_since = None;

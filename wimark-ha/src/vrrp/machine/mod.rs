@@ -14,6 +14,8 @@
 use std::{collections::VecDeque, net::IpAddr, time::Duration};
 
 mod adverts;
+mod sync;
+use sync::SyncMembership;
 mod timers;
 
 use super::{
@@ -35,6 +37,8 @@ pub struct Instance {
     link_down: bool,
     /// A tracker of weight 0 fails (FAULT until none does).
     tracker_fault: bool,
+    /// The instance's sync group, when it has one (see `sync.rs`).
+    sync: Option<SyncMembership>,
     /// The master we follow sent an advert below our priority and we
     /// preempt (RFC 5798 §6.4.2 "Discard the ADVERTISEMENT"): our takeover,
     /// when its deadline passes, is a preemption, not a master lost.
@@ -100,6 +104,7 @@ impl Instance {
             priority: params.priority,
             link_down: false,
             tracker_fault: false,
+            sync: None,
             preempting: false,
             master_adver_interval,
             adver_deadline: None,
@@ -326,7 +331,7 @@ impl Instance {
 
     /// Out of FAULT once nothing holds us there: start over as at startup.
     fn leave_fault(&mut self, now: Timestamp, reason: Reason) {
-        if self.state != State::Fault || self.link_down || self.tracker_fault {
+        if self.state != State::Fault || self.link_down || self.tracker_fault || self.group_fault() {
             return;
         }
         self.master = None;

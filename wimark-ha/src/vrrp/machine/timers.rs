@@ -114,6 +114,9 @@ impl Instance {
                     .map(|d| d.max(now + fast.interval));
                 return;
             }
+            if self.held_by_sync_group(Reason::FastDetect, silence) {
+                return;
+            }
             // Remembered until Master_Down_Interval has passed: if this
             // master speaks again meanwhile, it was late, not dead.
             self.fast_takeover = self
@@ -156,6 +159,9 @@ impl Instance {
             };
             // A preemption ends no silence: the master was heard just now.
             let silence = silence.filter(|_| reason != Reason::Preempting);
+            if self.held_by_sync_group(reason, silence) {
+                return;
+            }
             self.become_master(now, reason, silence);
         }
     }
