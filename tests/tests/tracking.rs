@@ -263,6 +263,9 @@ fn the_master_s_ap_link_down_is_fault_and_the_backup_takes_over() {
         "B took over: {} after a silence of {:?} (GARP {:?} after its decision)",
         b_record.reason, b_record.silence, b_record.garp_sent
     );
+    // A resigned on entering FAULT (priority 0, as keepalived does): B took
+    // over after its skew time, not after a detection window.
+    assert_eq!(b_record.reason, Reason::PeerResigned, "{b_record:?}");
 
     set_link(&a, "eth2", true);
     wait_until(LONG, "A MASTER again", || {

@@ -617,6 +617,41 @@ fn fast_rule_never_judges_a_master_at_rfc_rates() {
 }
 
 #[test]
+fn a_stall_that_ends_just_after_the_deadline_is_a_stall_too() {
+    let params = fast_params();
+    let stream = |instance: &mut Instance| {
+        instance.start(at_ms(0.0));
+        drain(instance);
+        for n in 1..=2010 {
+            let t = at_ms(n as f64);
+            instance
+                .handle_advert(t, ip(PEER_HIGH), &advert(&params, 250, ms(10)), t)
+                .expect("ok");
+        }
+    };
+    // Deadline 2013 ms. The VM stalled from 2010.5 to 2013.5 ms: we wake
+    // 0.5 ms late, less than an interval, and the master's senders were
+    // stalled as long.
+    let mut instance = Instance::new(params.clone());
+    stream(&mut instance);
+    instance.handle_timeout(at_ms(2013.5));
+    assert!(drain(&mut instance).is_empty(), "late by more than a quarter interval: a grace");
+    instance
+        .handle_advert(at_ms(2013.7), ip(PEER_HIGH), &advert(&params, 250, ms(10)), at_ms(2013.6))
+        .expect("ok");
+    assert!(run_until(&mut instance, at_ms(2014.5)).is_empty());
+    assert_eq!(instance.state(), State::Backup);
+    // On time (a realtime timer's tens of microseconds): believed at once.
+    let mut instance = Instance::new(params.clone());
+    stream(&mut instance);
+    instance.handle_timeout(at_ms(2013.05));
+    assert_eq!(
+        transitions(&drain(&mut instance)),
+        vec![(State::Backup, State::Master, Reason::FastDetect)]
+    );
+}
+
+#[test]
 fn a_late_wakeup_gives_the_peer_one_more_fast_interval() {
     let params = fast_params();
     let mut instance = Instance::new(params.clone());
@@ -1047,7 +1082,8 @@ fn interface_down_faults_releasing_the_vips_and_up_starts_over() {
     let mut instance = master(params.clone());
     instance.interface_down(at_ms(500.0));
     let actions = drain(&mut instance);
-    assert_eq!(actions[0], Action::RemoveVirtualIps);
+    // keepalived's resignation on leaving MASTER for FAULT, then the VIPs.
+    assert_eq!(actions[..2], [sends(0), Action::RemoveVirtualIps]);
     assert_eq!(
         transitions(&actions),
         vec![(State::Master, State::Fault, Reason::InterfaceDown)]
@@ -1707,7 +1743,8 @@ fn a_tracker_fault_is_fault_until_every_cause_is_gone() {
     let mut instance = master(params.clone());
     instance.set_tracking(at_ms(500.0), 200, true);
     let actions = drain(&mut instance);
-    assert_eq!(actions[0], Action::RemoveVirtualIps);
+    // Resigned (priority 0): the backup takes over after its skew time.
+    assert_eq!(actions[..2], [sends(0), Action::RemoveVirtualIps]);
     assert_eq!(
         transitions(&actions),
         vec![(State::Master, State::Fault, Reason::TrackerFault)]

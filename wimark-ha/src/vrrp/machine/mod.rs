@@ -321,6 +321,14 @@ impl Instance {
             return;
         }
         self.stop_stream();
+        if self.state == State::Master {
+            // As keepalived does on leaving MASTER for FAULT: resign
+            // (priority 0), so the backup takes over after its skew time
+            // instead of a silence — an AP-facing link or a tracked service
+            // down while the peer link is up. On a dead peer link the send
+            // fails, and the silence tells the backup instead.
+            self.actions.push_back(Action::SendAdvert(self.advert(0)));
+        }
         if self.state == State::Master || self.release_vips_on_new_master {
             self.actions.push_back(Action::RemoveVirtualIps);
         }
@@ -476,9 +484,8 @@ impl Instance {
     }
 }
 
-/// How late a Master_Down_Timer may fire before the machine believes its
-/// own stall could explain the silence, and the grace it then gives,
-/// without fast detection (with it: one fast interval).
+/// The grace a Master_Down_Timer woken late gives without fast detection
+/// (with it: one fast interval); late means by more than a quarter of it.
 pub const STALL_GRACE_WITHOUT_FAST: Duration = Duration::from_millis(1);
 
 /// The fast stream's lease, in Advertisement_Intervals: the Adver_Timer

@@ -6,6 +6,14 @@ use std::time::Duration;
 
 use super::*;
 
+/// How late a deadline may fire before the machine believes its own stall
+/// could explain the silence: a quarter of the grace it would give. A
+/// realtime thread's timer is normally late by tens of microseconds; a
+/// quarter of a millisecond is a stall (this VM's are 1–10 ms).
+fn stall_lateness(grace: Duration) -> Duration {
+    grace / 4
+}
+
 impl Instance {
     /// Skew_Time: RFC 5798 §6.1 `((256 - Priority) * Master_Adver_Interval) / 256`;
     /// RFC 3768 §6.1 `(256 - Priority) / 256` seconds.
@@ -101,10 +109,13 @@ impl Instance {
                 .params
                 .fast_detect
                 .expect("fast deadline implies fast detection");
-            // Stall-aware: if we woke more than one fast interval late, our
-            // own stall could explain the silence; give the peer one more
+            // Stall-aware: if we woke late, our own stall could explain the
+            // silence — a whole-VM stall silences the master's senders too,
+            // and one that ends just after our deadline leaves us late by
+            // less than an interval (CI saw a 5.07 ms silence against a
+            // ~4.6 ms window, woken ~0.5 ms late). Give the peer one more
             // interval from now before believing it (once per silence).
-            if now.saturating_since(deadline) > fast.interval && !self.stall_grace_used {
+            if now.saturating_since(deadline) > stall_lateness(fast.interval) && !self.stall_grace_used {
                 self.stall_grace_used = true;
                 self.fast_down_deadline = Some(now + fast.interval);
                 // A stall long enough to pass Master_Down_Interval too
@@ -142,7 +153,10 @@ impl Instance {
                 .params
                 .fast_detect
                 .map_or(STALL_GRACE_WITHOUT_FAST, |fast| fast.interval);
-            if now.saturating_since(deadline) > grace && !self.stall_grace_used && !self.resigned {
+            if now.saturating_since(deadline) > stall_lateness(grace)
+                && !self.stall_grace_used
+                && !self.resigned
+            {
                 self.stall_grace_used = true;
                 self.master_down_deadline = Some(now + grace);
                 return;
