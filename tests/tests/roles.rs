@@ -244,12 +244,7 @@ fn dockerd_unreachable_still_takes_the_vip_and_reports_degraded() {
             .is_some_and(|f| f.starts_with("containers:")),
         "{instance:?}"
     );
-    let human = std::process::Command::new(wimark_ha_tests::wimark_ha_bin())
-        .args(["status", "--socket"])
-        .arg(&daemon.socket)
-        .output()
-        .expect("wimark-ha status");
-    let human = String::from_utf8_lossy(&human.stdout);
+    let human = wimark_ha_tests::daemon::status_text(&a, &daemon.socket);
     assert!(
         human.contains("DEGRADED: containers: switching to master")
             && human.contains("monitor on eth1: VRRP valid"),

@@ -487,12 +487,7 @@ fn a_docker_that_does_not_answer_degrades_the_container_tracker_and_moves_nothin
     assert_eq!(status.state, State::Master, "{status:?}");
     assert_eq!(status.effective_priority, Some(200), "nothing moves on Docker's absence");
     assert_eq!(status.trackers[0].health, Health::Healthy);
-    let human = std::process::Command::new(wimark_ha_tests::wimark_ha_bin())
-        .args(["status", "--socket"])
-        .arg(&daemon.socket)
-        .output()
-        .expect("wimark-ha status");
-    let human = String::from_utf8_lossy(&human.stdout);
+    let human = wimark_ha_tests::daemon::status_text(&a, &daemon.socket);
     assert!(human.contains("[degraded: "), "{human}");
 }
 

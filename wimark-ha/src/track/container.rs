@@ -327,93 +327,94 @@ pub async fn watch(
 ) {
     let mut spell = Spell::new(track.grace);
     let mut degraded_since: Option<String> = None;
-    let docker_socket = track.docker_socket.display().to_string();
     loop {
-        let connected = Docker::connect_with_unix(&docker_socket, 30, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| format!("{docker_socket}: {e}"));
-        let docker = match connected {
-            Ok(docker) => docker,
-            Err(e) => {
-                lost(
-                    &instance,
-                    &name,
-                    &mut spell,
-                    &mut degraded_since,
-                    e,
-                    &report,
-                );
-                tokio::time::sleep(RECONNECT_EVERY).await;
-                continue;
-            }
-        };
-        // Subscribe first, then look: a change between the two is in the
-        // stream, not lost.
-        let mut events = docker.events(Some(EventsOptions {
-            filters: Some(event_filters(&track.target)),
-            ..Default::default()
-        }));
-        let mut seen = match look(&docker, &track.target).await {
-            Ok(seen) => seen,
-            Err(e) => {
-                lost(
-                    &instance,
-                    &name,
-                    &mut spell,
-                    &mut degraded_since,
-                    e,
-                    &report,
-                );
-                tokio::time::sleep(RECONNECT_EVERY).await;
-                continue;
-            }
-        };
-        if let Some(was) = degraded_since.take() {
-            tracing::info!(%instance, tracker = %name, "track container: Docker answers again (was: {was})");
-        }
-        let now = Instant::now();
-        spell.evidence(now, evidence_of(&track.target, &seen));
-        spell.judge(now, judged(&track, &instance, &view.borrow_and_update()));
-        report(Observation::Degraded { degraded: None });
-        let ended = loop {
-            if let Some(judgement) = spell.poll(Instant::now()) {
-                report(Observation::Service {
-                    healthy: judgement.healthy,
-                    detail: judgement.detail,
-                });
-            }
-            let deadline = spell.deadline();
-            tokio::select! {
-                event = events.next() => match event {
-                    Some(Ok(message)) => {
-                        let Some(id) = message.actor.and_then(|a| a.id) else { continue };
-                        match inspect(&docker, &id).await {
-                            Ok(Some(one)) => { seen.insert(id, one); }
-                            Ok(None) => { seen.remove(&id); }
-                            Err(e) => break e,
-                        }
-                        spell.evidence(Instant::now(), evidence_of(&track.target, &seen));
-                    }
-                    Some(Err(e)) => break format!("Docker events: {e}"),
-                    None => break "Docker closed the events stream".to_string(),
-                },
-                changed = view.changed() => {
-                    if changed.is_err() {
-                        return; // the daemon is stopping
-                    }
-                    spell.judge(Instant::now(), judged(&track, &instance, &view.borrow_and_update()));
-                }
-                _ = sleep_until(deadline) => {}
-            }
+        let lost_because = match follow(
+            &track,
+            &mut spell,
+            &mut view,
+            &mut degraded_since,
+            &instance,
+            &name,
+            &report,
+        )
+        .await
+        {
+            Some(why) => why,
+            None => return, // the daemon is stopping
         };
         lost(
             &instance,
             &name,
             &mut spell,
             &mut degraded_since,
-            ended,
+            lost_because,
             &report,
         );
         tokio::time::sleep(RECONNECT_EVERY).await;
+    }
+}
+
+/// One connection to Docker, followed until it is lost (`Some(why)`) or
+/// the daemon stops (`None`).
+async fn follow(
+    track: &ContainerTrack,
+    spell: &mut Spell,
+    view: &mut tokio::sync::watch::Receiver<StackView>,
+    degraded_since: &mut Option<String>,
+    instance: &str,
+    name: &str,
+    report: &impl Fn(Observation),
+) -> Option<String> {
+    let socket = track.docker_socket.display().to_string();
+    let docker = match Docker::connect_with_unix(&socket, 30, bollard::API_DEFAULT_VERSION) {
+        Ok(docker) => docker,
+        Err(e) => return Some(format!("{socket}: {e}")),
+    };
+    // Subscribe first, then look: a change between the two is in the
+    // stream, not lost.
+    let mut events = docker.events(Some(EventsOptions {
+        filters: Some(event_filters(&track.target)),
+        ..Default::default()
+    }));
+    let mut seen = match look(&docker, &track.target).await {
+        Ok(seen) => seen,
+        Err(e) => return Some(e),
+    };
+    if let Some(was) = degraded_since.take() {
+        tracing::info!(%instance, tracker = %name, "track container: Docker answers again (was: {was})");
+    }
+    let now = Instant::now();
+    spell.evidence(now, evidence_of(&track.target, &seen));
+    spell.judge(now, judged(track, instance, &view.borrow_and_update()));
+    report(Observation::Degraded { degraded: None });
+    loop {
+        if let Some(judgement) = spell.poll(Instant::now()) {
+            report(Observation::Service {
+                healthy: judgement.healthy,
+                detail: judgement.detail,
+            });
+        }
+        let deadline = spell.deadline();
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(message)) => {
+                    let Some(id) = message.actor.and_then(|a| a.id) else { continue };
+                    match inspect(&docker, &id).await {
+                        Ok(Some(one)) => { seen.insert(id, one); }
+                        Ok(None) => { seen.remove(&id); }
+                        Err(e) => return Some(e),
+                    }
+                    spell.evidence(Instant::now(), evidence_of(&track.target, &seen));
+                }
+                Some(Err(e)) => return Some(format!("Docker events: {e}")),
+                None => return Some("Docker closed the events stream".to_string()),
+            },
+            changed = view.changed() => {
+                changed.ok()?;
+                spell.judge(Instant::now(), judged(track, instance, &view.borrow_and_update()));
+            }
+            _ = sleep_until(deadline) => {}
+        }
     }
 }
 
