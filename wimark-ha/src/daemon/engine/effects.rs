@@ -44,9 +44,7 @@ impl Engine {
                 } => {
                     let cause = self.transition_cause(i, from, to, reason);
                     let group = self
-                        .sync_groups
-                        .iter()
-                        .find(|g| g.members.contains(&i))
+                        .sync_group_of(i)
                         .map(|g| (g.name.clone(), g.members.first() == Some(&i)));
                     let instance = &mut self.instances[i];
                     let us = |d: Duration| d.as_micros() as u64;

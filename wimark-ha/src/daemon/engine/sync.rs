@@ -18,6 +18,11 @@ pub struct SyncGroup {
 }
 
 impl Engine {
+    /// The sync group instance `i` is a member of.
+    pub(super) fn sync_group_of(&self, i: usize) -> Option<&SyncGroup> {
+        self.sync_groups.iter().find(|g| g.members.contains(&i))
+    }
+
     /// After instance `i`'s actions: its group's members follow. Members'
     /// own actions are carried out here; their `carry_out` does not come
     /// back (one pass of the group at a time).
@@ -25,12 +30,7 @@ impl Engine {
         if self.syncing {
             return;
         }
-        let Some(group) = self
-            .sync_groups
-            .iter()
-            .find(|g| g.members.contains(&i))
-            .cloned()
-        else {
+        let Some(group) = self.sync_group_of(i).cloned() else {
             return;
         };
         self.syncing = true;
@@ -78,7 +78,7 @@ impl Engine {
     /// The words a transition the group made gets: which group, and which
     /// member moved it.
     pub(super) fn sync_cause(&self, i: usize) -> Option<String> {
-        let group = self.sync_groups.iter().find(|g| g.members.contains(&i))?;
+        let group = self.sync_group_of(i)?;
         let movers: Vec<String> = group
             .members
             .iter()

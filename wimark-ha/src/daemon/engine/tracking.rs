@@ -145,7 +145,7 @@ impl Engine {
     /// The verdict of instance `i`'s trackers, to its machine; `changed`:
     /// the trackers whose contribution changed, journaled with it.
     fn apply_tracking(&mut self, i: usize, changed: &[usize], t: Timestamp) {
-        let grouped = self.sync_groups.iter().any(|g| g.members.contains(&i));
+        let grouped = self.sync_group_of(i).is_some();
         let instance = &mut self.instances[i];
         let mut verdict = track::verdict(instance.config.priority, &instance.trackers);
         if grouped {
@@ -198,7 +198,7 @@ impl Engine {
     ) -> Option<String> {
         let instance = &self.instances[i];
         if reason == Reason::TrackerFault {
-            let grouped = self.sync_groups.iter().any(|g| g.members.contains(&i));
+            let grouped = self.sync_group_of(i).is_some();
             if grouped {
                 let failed: Vec<String> = instance
                     .trackers
