@@ -204,6 +204,17 @@ impl Daemon {
         std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
     }
 
+    /// Its warning and error lines (at most 8), prefixed with `name`: what
+    /// a failure on CI has to go on (a stalled sender, a lease run out).
+    pub fn warnings(&self, name: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(8)
+            .map(|l| format!("{name}: {l}"))
+            .collect()
+    }
+
     pub fn status(&self) -> Result<DaemonStatus> {
         let response = control::request(&self.socket, &Request::Status)?;
         response.status.context("no status in the answer")

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// Memory and CPU time of a process and its direct children.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ProcessUse {
     /// VmRSS now: what it holds in its steady state.
     pub rss_kib: u64,
@@ -25,6 +25,22 @@ pub struct ProcessUse {
     /// utime/stime are sampled at the tick and miss a thread that wakes
     /// briefly a thousand times a second, in either direction).
     pub cpu_seconds: f64,
+    /// Each thread's share of it (ns), by `(pid, tid)`: a thread that
+    /// exits takes its time with it, so use over a run is summed thread
+    /// by thread ([`ProcessUse::cpu_since`]), not as the difference of two
+    /// totals (which went negative when a start-up thread exited).
+    threads: std::collections::BTreeMap<(u32, u32), u64>,
+}
+
+impl ProcessUse {
+    /// CPU seconds used since `before`, by the threads alive now.
+    pub fn cpu_since(&self, before: &ProcessUse) -> f64 {
+        self.threads
+            .iter()
+            .map(|(tid, ns)| ns.saturating_sub(before.threads.get(tid).copied().unwrap_or(0)))
+            .sum::<u64>() as f64
+            / 1e9
+    }
 }
 
 fn children(pid: u32) -> Vec<u32> {
@@ -48,13 +64,18 @@ fn children(pid: u32) -> Vec<u32> {
 fn one(pid: u32) -> ProcessUse {
     // The first field of schedstat: ns on a CPU, per thread (threads that
     // already exited are not counted; the daemons' long-lived ones are).
-    let cpu_ns: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
+    let threads: std::collections::BTreeMap<(u32, u32), u64> =
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| {
+                let tid = task.file_name().to_str()?.parse::<u32>().ok()?;
+                let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+                Some(((pid, tid), stat.split_whitespace().next()?.parse::<u64>().ok()?))
+            })
+            .collect();
+    let cpu_ns: u64 = threads.values().sum();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |key: &str| {
         status
@@ -67,6 +88,7 @@ fn one(pid: u32) -> ProcessUse {
         rss_kib: kib("VmRSS:"),
         peak_rss_kib: kib("VmHWM:"),
         cpu_seconds: cpu_ns as f64 / 1e9,
+        threads,
     }
 }
 
@@ -78,6 +100,7 @@ pub fn process_use(pid: u32) -> ProcessUse {
         total.rss_kib += c.rss_kib;
         total.peak_rss_kib += c.peak_rss_kib;
         total.cpu_seconds += c.cpu_seconds;
+        total.threads.extend(c.threads);
     }
     total
 }
@@ -99,6 +122,11 @@ pub struct SoakFigures {
     pub standby_transitions: Vec<String>,
     /// The standby's detection window at the end and what it rests on.
     pub standby_window: Option<String>,
+    /// The active node's own stream, as its senders measured it: a false
+    /// takeover whose silence it matches was the active node's stall.
+    pub active_send_gaps: Option<wimark_ha::records::SendGapStatus>,
+    /// Both daemons' warnings (wimark-ha only).
+    pub warnings: Vec<String>,
 }
 
 /// Runs `pair` for `duration` (with stress-ng on both servers if
@@ -146,18 +174,29 @@ pub fn soak(
         .and_then(|d| d.instance().ok())
         .and_then(|i| i.detection)
         .map(|d| crate::failover_lab::describe_window(&d));
+    let active_send_gaps = lab
+        .daemon(0)
+        .and_then(|d| d.instance().ok())
+        .and_then(|i| i.send_gaps);
+    let warnings = [(0, "active"), (1, "standby")]
+        .into_iter()
+        .filter_map(|(server, name)| Some(lab.daemon(server)?.warnings(name)))
+        .flatten()
+        .collect();
     let after = (process_use(active), process_use(standby));
-    let share = |b: ProcessUse, a: ProcessUse| 100.0 * (a.cpu_seconds - b.cpu_seconds) / seconds;
+    let share = |b: &ProcessUse, a: &ProcessUse| 100.0 * a.cpu_since(b) / seconds;
     Ok(SoakFigures {
         pair: pair.name(),
         multiplier,
         seconds,
         stressed,
         standby_adverts: lab.adverts_from(SERVER_B) - b_adverts_before,
-        active: (after.0, share(before.0, after.0)),
-        standby: (after.1, share(before.1, after.1)),
+        active: (after.0.clone(), share(&before.0, &after.0)),
+        standby: (after.1.clone(), share(&before.1, &after.1)),
         standby_transitions,
         standby_window,
+        active_send_gaps,
+        warnings,
     })
 }
 
@@ -171,7 +210,7 @@ pub fn row(f: &SoakFigures) -> String {
     } else {
         f.pair.to_string()
     };
-    let side = |(memory, cpu): (ProcessUse, f64)| {
+    let side = |(memory, cpu): &(ProcessUse, f64)| {
         format!(
             "{:.1} MiB ({:.1}) / {:.2} %",
             memory.rss_kib as f64 / 1024.0,
@@ -189,8 +228,8 @@ pub fn row(f: &SoakFigures) -> String {
             "idle"
         },
         f.standby_adverts,
-        side(f.active),
-        side(f.standby),
+        side(&f.active),
+        side(&f.standby),
     )
 }
 

@@ -46,17 +46,6 @@ struct Seen {
     warnings: Vec<String>,
 }
 
-/// A daemon's warning lines (at most 8), prefixed with its name.
-fn warnings(name: &str, daemon: &Daemon) -> Vec<String> {
-    daemon
-        .log()
-        .lines()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-        .take(8)
-        .map(|l| format!("{name}: {l}"))
-        .collect()
-}
-
 impl Seen {
     /// Sorts B's takeovers (skipping the first `skip`) by their time since
     /// the start at `started_ms`.
@@ -146,8 +135,8 @@ fn starts_and_restarts(multiplier: &str) -> Vec<(usize, Seen)> {
         thread::sleep(WATCH);
         seen.add(&daemon_b, before, started_ms);
         if !seen.start_up.is_empty() || !seen.later.is_empty() {
-            seen.warnings = warnings("A", &daemon_a);
-            seen.warnings.extend(warnings("B", &daemon_b));
+            seen.warnings = daemon_a.warnings("A");
+            seen.warnings.extend(daemon_b.warnings("B"));
             trials.push((trial, seen));
         }
     }

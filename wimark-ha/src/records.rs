@@ -239,6 +239,10 @@ pub struct InstanceStatus {
     /// The CPUs the fast advert stream is sent from (one sender each).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub advert_sender_cpus: Vec<usize>,
+    /// This node's own punctuality as a fast master, measured by its
+    /// senders (absent before it first streamed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_gaps: Option<SendGapStatus>,
     /// The priority in force: `priority` plus the weights of the trackers
     /// in force (what our adverts carry). Absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,6 +335,17 @@ impl StackView {
             self.masters.iter().any(|m| m == instance)
         }
     }
+}
+
+/// The gaps between consecutive turns of this node's fast advert stream
+/// (any sender), since the daemon started: a backup's false takeover with
+/// `longest_us` near its silence was this node's stall, not the path's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendGapStatus {
+    pub gaps: u64,
+    /// Gaps longer than two fast intervals.
+    pub late: u64,
+    pub longest_us: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

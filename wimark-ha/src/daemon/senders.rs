@@ -53,6 +53,38 @@ pub struct StreamCounters {
     /// When the latest advert went out (monotonic ns; 0: none yet), for
     /// `status` as MASTER.
     pub last_sent_ns: AtomicU64,
+    /// Gaps between two consecutive turns of a stream (any sender), as the
+    /// senders measured them: what this node's own stalls did to its
+    /// heartbeat, to set beside the silence a backup measured.
+    pub turn_gaps: AtomicU64,
+    /// Those longer than two intervals.
+    pub late_turns: AtomicU64,
+    /// The longest, in ns.
+    pub longest_turn_gap_ns: AtomicU64,
+}
+
+impl StreamCounters {
+    /// The silence of a stream whose lease ran out, from its last send
+    /// (`last_sent`, 0: none) to its restart at `t`: a turn gap too.
+    pub fn lease_gap(&self, last_sent: u64, t: u64, every: Duration) {
+        if last_sent > 0 {
+            self.turn(last_sent, t, every);
+        }
+    }
+
+    /// One turn of a stream taken at `t`, the stream's previous turn (or
+    /// its origin) at `previous`.
+    fn turn(&self, previous: u64, t: u64, every: Duration) {
+        if t <= previous {
+            return;
+        }
+        let gap = t - previous;
+        self.turn_gaps.fetch_add(1, Ordering::Relaxed);
+        self.longest_turn_gap_ns.fetch_max(gap, Ordering::Relaxed);
+        if gap > 2 * every.as_nanos() as u64 {
+            self.late_turns.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One instance's fast stream.
@@ -64,6 +96,8 @@ pub struct Stream {
     /// senders' turns follow it.
     pub origin: Timestamp,
     pub counters: Arc<StreamCounters>,
+    /// The stream's latest turn (any sender; monotonic ns), from `origin`.
+    pub last_turn_ns: AtomicU64,
 }
 
 /// One sender's share of a stream.
@@ -191,6 +225,8 @@ fn sender(slot: Arc<Slot>, cpu: usize) {
         for turn in turns.values_mut() {
             if turn.next <= t {
                 let counters = &turn.stream.counters;
+                let previous = turn.stream.last_turn_ns.fetch_max(t.0, Ordering::Relaxed);
+                counters.turn(previous, t.0, turn.stream.every);
                 for message in &turn.stream.messages {
                     match message.socket.send(&message.bytes, message.destination) {
                         Ok(()) => {
@@ -258,5 +294,32 @@ fn pin_and_prioritise(cpu: usize) {
         if libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) != 0 {
             tracing::debug!(cpu, "advert sender at normal priority: {}", std::io::Error::last_os_error());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_gaps_count_the_late_ones_and_keep_the_longest() {
+        let counters = StreamCounters::default();
+        let every = Duration::from_millis(1);
+        let ms = |n: u64| n * 1_000_000;
+        counters.turn(ms(0), ms(1), every);
+        counters.turn(ms(1), ms(2), every);
+        // A stall: the next turn 7 ms after the one before.
+        counters.turn(ms(2), ms(9), every);
+        // Exactly two intervals is not late.
+        counters.turn(ms(9), ms(11), every);
+        // Another sender already took a later turn: no gap.
+        counters.turn(ms(11), ms(11), every);
+        // A lease run out: 40 ms from the last send to the restart.
+        counters.lease_gap(ms(11), ms(51), every);
+        // No send before: nothing to measure.
+        counters.lease_gap(0, ms(60), every);
+        assert_eq!(counters.turn_gaps.load(Ordering::Relaxed), 5);
+        assert_eq!(counters.late_turns.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.longest_turn_gap_ns.load(Ordering::Relaxed), ms(40));
     }
 }

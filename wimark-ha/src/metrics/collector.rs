@@ -167,6 +167,26 @@ impl Collector for StatusCollector {
                     })
             }),
         )?;
+        family(
+            &mut encoder,
+            "advert_send_gap_longest_seconds",
+            "The longest gap between two turns of this node's fast advert stream, as its senders measured it (its own stalls)",
+            MetricType::Gauge,
+            status.instances.iter().filter_map(|i| {
+                let gaps = i.send_gaps.as_ref()?;
+                Some((labels(i), ConstGauge::new(gaps.longest_us as f64 / 1e6)))
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "advert_late_turns",
+            "Turns of this node's fast advert stream more than two fast intervals after the one before",
+            MetricType::Counter,
+            status.instances.iter().filter_map(|i| {
+                let gaps = i.send_gaps.as_ref()?;
+                Some((labels(i), ConstCounter::new(gaps.late)))
+            }),
+        )?;
         for (name, help, value) in [
             (
                 "advertisements_sent",

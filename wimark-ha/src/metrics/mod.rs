@@ -277,6 +277,11 @@ mod tests {
                 }),
                 false_takeovers: 0,
                 advert_sender_cpus: vec![0, 1],
+                send_gaps: Some(crate::records::SendGapStatus {
+                    gaps: 9000,
+                    late: 3,
+                    longest_us: 4500,
+                }),
                 effective_priority: Some(150),
                 trackers: vec![crate::records::TrackerStatus {
                     name: "chk_mongo".to_string(),
@@ -360,6 +365,8 @@ mod tests {
         let text = metrics.encode();
         for expected in [
             "wimark_ha_false_takeovers_total{iname=\"WIM1\"} 1",
+            "wimark_ha_advert_send_gap_longest_seconds{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"} 0.0045",
+            "wimark_ha_advert_late_turns_total{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"} 3",
             "wimark_ha_detection_window_seconds{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\",basis=\"tail_estimate\",armed=\"true\"} 0.0042",
             "wimark_ha_advert_gap_seconds{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\",quantile=\"0.99\"} 0.00125",
             "wimark_ha_vrrp_state{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"} 2",

@@ -203,6 +203,14 @@ fn main() -> Result<()> {
                 if let Some(window) = &figures.standby_window {
                     eprintln!("soak: the standby's detection window at the end: {window}");
                 }
+                if let Some(gaps) = &figures.active_send_gaps {
+                    eprintln!(
+                        "soak: the active node's own stream: longest gap between turns {:.2} ms, {} of {} gaps over two intervals",
+                        gaps.longest_us as f64 / 1e3,
+                        gaps.late,
+                        gaps.gaps
+                    );
+                }
                 for transition in &figures.standby_transitions {
                     eprintln!("soak: standby transition: {transition}");
                 }

@@ -239,7 +239,14 @@ impl Engine {
                     // The lease ran out before this renewal: the engine
                     // stalled longer than the lease, and the peer may
                     // have taken over meanwhile (its adverts will tell).
-                    tracing::warn!(instance = %self.instances[i].config.name, "fast advert stream restarted: its lease ran out before the engine renewed it");
+                    let counters = &self.instances[i].stream_counters;
+                    let last_sent = counters.last_sent_ns.load(std::sync::atomic::Ordering::Relaxed);
+                    counters.lease_gap(last_sent, decided.0, every);
+                    tracing::warn!(
+                        instance = %self.instances[i].config.name,
+                        silent_us = decided.0.saturating_sub(last_sent) / 1000,
+                        "fast advert stream restarted: its lease ran out before the engine renewed it"
+                    );
                 }
                 senders.start_stream(i, self.stream(i, &advert, every, until, decided));
                 self.instances[i].stream = Some((advert, every));
@@ -280,6 +287,7 @@ impl Engine {
             until,
             origin,
             counters: self.instances[i].stream_counters.clone(),
+            last_turn_ns: std::sync::atomic::AtomicU64::new(origin.0),
         }
     }
 

@@ -27,7 +27,7 @@ use crate::{
     config::InstanceConfig,
     monitor::{AdvertReader, Heard},
     records::{
-        DaemonStatus, HeartbeatStatus, IgnoredCounts, IgnoredReason, InstanceStatus,
+        DaemonStatus, HeartbeatStatus, IgnoredCounts, IgnoredReason, InstanceStatus, SendGapStatus,
         TransitionRecord,
     },
     vip::{Announcer, InterfaceInfo, Vips},
@@ -454,8 +454,11 @@ impl Engine {
                 .store(t.0 / 1_000_000, std::sync::atomic::Ordering::Relaxed);
             if std::mem::take(&mut self.status_changed) || t >= next_publish {
                 self.report_send_failures(t);
-                self.publish(t);
-                next_publish = t + STATUS_PERIOD;
+                if self.try_publish(t) {
+                    next_publish = t + STATUS_PERIOD;
+                } else {
+                    self.status_changed = true;
+                }
             }
             // At least one loop per HEARTBEAT, even with nothing to time
             // (FAULT, INIT): the watchdog hears the engine is alive.

@@ -35,11 +35,40 @@ impl Engine {
         }
     }
 
+    /// Publishes, waiting for the status lock: for the end of a run, where
+    /// a wait costs nothing.
     pub(super) fn publish(&self, t: Timestamp) {
+        let instances = self.instance_statuses(t);
+        if let Ok(mut status) = self.status.lock() {
+            status.instances = instances;
+        }
+    }
+
+    /// Publishes unless a reader holds the status lock; false then, and
+    /// the caller tries again on its next wake-up. The readers (`status`,
+    /// the metrics endpoint, AP sync) run at normal priority: waiting for
+    /// one that the scheduler preempted would hand a saturated host's
+    /// delays to this realtime thread, and through the senders' lease to
+    /// every fast advert.
+    pub(super) fn try_publish(&self, t: Timestamp) -> bool {
+        let instances = self.instance_statuses(t);
+        match self.status.try_lock() {
+            Ok(mut status) => {
+                status.instances = instances;
+                true
+            }
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                poisoned.into_inner().instances = instances;
+                true
+            }
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        }
+    }
+
+    fn instance_statuses(&self, t: Timestamp) -> Vec<InstanceStatus> {
         self.alive
             .store(t.0 / 1_000_000, std::sync::atomic::Ordering::Relaxed);
-        let instances = self
-            .instances
+        self.instances
             .iter()
             .map(|i| InstanceStatus {
                 name: i.config.name.clone(),
@@ -98,12 +127,19 @@ impl Engine {
                     (Some(senders), Some(_)) => senders.cpus().to_vec(),
                     _ => Vec::new(),
                 },
+                send_gaps: {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let c = &i.stream_counters;
+                    let gaps = c.turn_gaps.load(Relaxed);
+                    (gaps > 0).then(|| SendGapStatus {
+                        gaps,
+                        late: c.late_turns.load(Relaxed),
+                        longest_us: c.longest_turn_gap_ns.load(Relaxed) / 1000,
+                    })
+                },
                 effective_priority: Some(i.machine.priority()),
                 trackers: i.trackers.iter().map(|t| t.status()).collect(),
             })
-            .collect();
-        if let Ok(mut status) = self.status.lock() {
-            status.instances = instances;
-        }
+            .collect()
     }
 }
