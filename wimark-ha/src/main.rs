@@ -6,8 +6,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = wimark_ha::cli::Cli::parse();
-    cli.init_logging();
-    match cli.run() {
+    let logging = cli.init_logging();
+    let outcome = cli.run();
+    // Every log line out before the last word.
+    drop(logging);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One line: what is wrong and what to do (the context chain).

@@ -133,7 +133,14 @@ impl Cli {
     /// `RUST_LOG` overrides --log-level. The level applies to our own code and
     /// to the XDP program's messages (target `wimark_ha_ebpf`); libraries stay
     /// at `warn` so `debug` shows our diagnostics, not aya's loader chatter.
-    pub fn init_logging(&self) {
+    ///
+    /// The daemon (`run`) writes through a logging thread: under systemd
+    /// stderr is a socket to journald, which a loaded host may leave
+    /// unread, and a full socket would block the realtime engine in the
+    /// middle of a takeover. Lines past the thread's buffer are dropped,
+    /// never waited for. Keep the returned guard until exit: it flushes.
+    #[must_use = "dropping the guard stops the daemon's logging thread"]
+    pub fn init_logging(&self) -> Option<tracing_appender::non_blocking::WorkerGuard> {
         let level = self.log_level.as_filter();
         let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(format!(
@@ -144,11 +151,17 @@ impl Cli {
         // journald, where escape codes end up as noise in every line.
         use std::io::IsTerminal as _;
         let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        tracing_subscriber::fmt()
+        let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(colour)
-            .init();
+            .with_ansi(colour);
+        if matches!(self.command, Command::Run(_)) {
+            let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+            builder.with_writer(writer).init();
+            Some(guard)
+        } else {
+            builder.with_writer(std::io::stderr).init();
+            None
+        }
     }
 
     pub fn run(self) -> anyhow::Result<()> {
