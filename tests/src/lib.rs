@@ -8,6 +8,7 @@ pub mod ap_clients;
 pub mod capture;
 pub mod daemon;
 pub mod docker;
+pub mod etcd;
 pub mod failover_lab;
 pub mod flag;
 pub use wimark_ha_frames as frames;

@@ -28,3 +28,4 @@ pub mod track;
 pub mod unit;
 pub mod vip;
 pub mod vrrp;
+pub mod witness;

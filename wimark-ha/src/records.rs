@@ -173,6 +173,38 @@ pub struct DaemonStatus {
     /// failover, it is reported here.
     #[serde(default)]
     pub journal: JournalStatus,
+    /// The quorum witness, when `[witness]` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<WitnessStatus>,
+}
+
+/// The quorum witness as this node sees it (`status --json`'s top-level
+/// `"witness"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessStatus {
+    pub endpoints: Vec<String>,
+    pub key: String,
+    /// This node's name in the key.
+    pub node: String,
+    /// etcd answered the latest request.
+    pub reachable: bool,
+    /// A lease this node can vouch for (renewed within its TTL).
+    pub holds_lease: bool,
+    /// The key is ours, under that lease: the master stack may run here.
+    pub holds_key: bool,
+    /// The TTL etcd granted (it may raise the configured one).
+    #[serde(default)]
+    pub lease_ttl_s: u64,
+    /// Who held the key when last read, when not us.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// A promotion waiting for the key, and since when (CLOCK_REALTIME ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since_unix_ms: Option<u64>,
+    /// The latest problem (unreachable, refused credentials, a foreign
+    /// writer), until a request succeeds again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Whether the failover journal is being written.
@@ -434,6 +466,9 @@ pub struct SwitchRecord {
     /// are as they were; `problems` says why.
     #[serde(default)]
     pub held_back: bool,
+    /// Time spent waiting for the witness key before a promotion.
+    #[serde(default, rename = "witness_ms", with = "millis", skip_serializing_if = "Duration::is_zero")]
+    pub witness: Duration,
 }
 
 impl SwitchRecord {
@@ -450,8 +485,13 @@ impl SwitchRecord {
             );
         }
         format!(
-            "to {}: hooks {:.0} ms, stop {:.0} ms, start {:.0} ms, ready {:.0} ms, total {:.0} ms{}",
+            "to {}: {}hooks {:.0} ms, stop {:.0} ms, start {:.0} ms, ready {:.0} ms, total {:.0} ms{}",
             self.to,
+            if self.witness.is_zero() {
+                String::new()
+            } else {
+                format!("witness key after {:.0} ms, ", millis::of(self.witness))
+            },
             millis::of(self.hooks),
             millis::of(self.stop),
             millis::of(self.start),

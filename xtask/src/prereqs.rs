@@ -17,6 +17,21 @@ struct Package {
 
 const PACKAGES: &[Package] = &[
     Package {
+        name: "protobuf-compiler",
+        path: "/usr/bin/protoc",
+        why: "etcd's gRPC API (the etcd-client crate compiles etcd's protos)",
+    },
+    Package {
+        name: "etcd-server",
+        path: "/usr/bin/etcd",
+        why: "the quorum witness's labs (one member and a 3-member cluster in namespaces)",
+    },
+    Package {
+        name: "etcd-client",
+        path: "/usr/bin/etcdctl",
+        why: "the witness labs read and plant keys with etcdctl",
+    },
+    Package {
         name: "rustc-web",
         path: "/usr/bin/rustc",
         why: "rustc with LLVM 22 for the BPF target",

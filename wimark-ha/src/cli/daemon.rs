@@ -233,6 +233,21 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             }
         );
     }
+    if let Some(w) = &status.witness {
+        println!(
+            "witness {} at {}: {}, lease {}, key {}{}{}",
+            w.key,
+            w.endpoints.join(", "),
+            if w.reachable { "reachable" } else { "UNREACHABLE" },
+            if w.holds_lease { "held" } else { "NONE" },
+            if w.holds_key { "ours" } else { "not ours" },
+            w.holder.as_ref().map(|h| format!(" (held by {h})")).unwrap_or_default(),
+            w.problem.as_ref().map(|p| format!("; {p}")).unwrap_or_default(),
+        );
+        if w.waiting_since_unix_ms.is_some() {
+            println!("  a promotion waits for the key: the master stack does not start before it is ours");
+        }
+    }
     if let Some(roles) = &status.roles {
         print_roles(roles);
     }

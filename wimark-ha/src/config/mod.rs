@@ -69,6 +69,7 @@ mod reference;
 mod sections;
 #[cfg(test)]
 mod tests;
+mod witness;
 
 use context::Context;
 pub use model::*;
@@ -472,7 +473,9 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             }
         }
     }
+    let witness = cx.witness(raw.witness, &roles)?;
     Ok(Config {
+        witness,
         ap_recovery,
         daemon: DaemonConfig {
             control_socket,

@@ -20,6 +20,9 @@ pub struct Config {
     pub ap_recovery: Option<ApRecoveryConfig>,
     /// Instances that move together (`[[sync_group]]`).
     pub sync_groups: Vec<SyncGroupConfig>,
+    /// The third vote: a key in etcd that the node running the master
+    /// stack holds (`[witness]`).
+    pub witness: Option<WitnessConfig>,
     pub warnings: Vec<ConfigWarning>,
 }
 
@@ -356,4 +359,52 @@ impl InstanceConfig {
     pub fn is_address_owner(&self) -> bool {
         self.priority == 255
     }
+}
+
+/// `[witness]`: the master stack runs only on the node holding `key` in
+/// etcd, under a lease it keeps alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessConfig {
+    /// etcd members, `http://host:port` or `https://host:port`.
+    pub endpoints: Vec<String>,
+    pub key: String,
+    /// Whole seconds (etcd's unit); etcd may grant more (its minimum).
+    pub lease_ttl: Duration,
+    /// How this node names itself in the key's value (default: hostname).
+    pub node: String,
+    pub credentials: Option<WitnessCredentials>,
+    pub tls: Option<WitnessTls>,
+    pub on_isolation: OnIsolation,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct WitnessCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for WitnessCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password, not even in a debug print.
+        f.debug_struct("WitnessCredentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessTls {
+    pub ca: PathBuf,
+    /// A client certificate and its key, when etcd asks for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// What a master that can neither renew its lease nor hear its peer does
+/// besides demoting its containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnIsolation {
+    /// Keep the VIP (the fast path is unchanged; only the stack moves).
+    KeepVip,
+    /// Give the VIP up too.
+    ReleaseVip,
 }

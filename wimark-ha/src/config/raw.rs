@@ -20,6 +20,28 @@ pub(super) struct RawConfig {
     pub(super) ap_recovery: Option<RawApRecovery>,
     #[serde(default)]
     pub(super) sync_group: Vec<Spanned<RawSyncGroup>>,
+    pub(super) witness: Option<Spanned<RawWitness>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWitness {
+    pub(super) endpoints: Spanned<Vec<Spanned<String>>>,
+    pub(super) key: Spanned<String>,
+    pub(super) lease_ttl: Option<Spanned<String>>,
+    pub(super) node: Option<Spanned<String>>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    pub(super) tls: Option<Spanned<RawWitnessTls>>,
+    pub(super) on_isolation: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWitnessTls {
+    pub(super) ca: Spanned<String>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -54,6 +54,8 @@ fn every_key_is_in_the_operators_guide() {
         format!("{INSTANCE}{ROLES}[fencing]\ncommand = [\"true\"]\nzz_unknown = 1\n"),
         format!("{INSTANCE}[[instance.track]]\ninterface = \"eth0\"\nzz_unknown = 1\n"),
         format!("{INSTANCE}[[sync_group]]\nname = \"G\"\ninstances = [\"a\", \"b\"]\nzz_unknown = 1\n"),
+        format!("{INSTANCE}{ROLES}[witness]\nendpoints = [\"http://10.0.0.9:2379\"]\nkey = \"/k\"\nzz_unknown = 1\n"),
+        format!("{INSTANCE}{ROLES}[witness]\nendpoints = [\"http://10.0.0.9:2379\"]\nkey = \"/k\"\ntls = {{ ca = \"/ca\", zz_unknown = 1 }}\n"),
     ];
     let mut missing = Vec::new();
     for text in &sections {

@@ -375,6 +375,52 @@ fn fencing_needs_a_command_and_roles() {
     assert_eq!(error.key, "fencing.timeout");
 }
 
+#[test]
+fn the_witness_names_its_members_key_and_lease() {
+    let roles = "[roles]\ninstance = \"WIM1\"\nmaster = { compose_project = \"m\" }\nbackup = { compose_project = \"b\" }\n";
+    let witness = "[witness]\nendpoints = [\"http://10.0.0.9:2379\", \"http://10.0.0.10:2379\"]\nkey = \"/wimark-ha/WIM1\"\nnode = \"wim-a\"\n";
+    let config = parse_str(&format!("{GOOD}{roles}{witness}")).expect("valid");
+    assert_eq!(
+        config.witness,
+        Some(WitnessConfig {
+            endpoints: vec!["http://10.0.0.9:2379".into(), "http://10.0.0.10:2379".into()],
+            key: "/wimark-ha/WIM1".into(),
+            lease_ttl: Duration::from_secs(2),
+            node: "wim-a".into(),
+            credentials: None,
+            tls: None,
+            on_isolation: OnIsolation::KeepVip,
+        })
+    );
+    let full = format!(
+        "{witness}lease_ttl = \"5s\"\nuser = \"ha\"\npassword = \"s3cret\"\non_isolation = \"release_vip\"\n"
+    );
+    let config = parse_str(&format!("{GOOD}{roles}{full}")).expect("valid");
+    let w = config.witness.expect("witness");
+    assert_eq!(w.lease_ttl, Duration::from_secs(5));
+    assert_eq!(w.on_isolation, OnIsolation::ReleaseVip);
+    assert!(!format!("{:?}", w.credentials).contains("s3cret"), "the password never shows");
+    // Each bad value names its key (and the line, as every config error).
+    for (text, key, says) in [
+        (format!("{GOOD}{witness}"), "witness", "[roles]"),
+        (format!("{GOOD}{roles}{}", witness.replace("\"http://10.0.0.9:2379\", \"http://10.0.0.10:2379\"", "")), "witness.endpoints", "at least one"),
+        (format!("{GOOD}{roles}{}", witness.replace("http://10.0.0.9:2379", "10.0.0.9")), "witness.endpoints", "not an etcd client URL"),
+        (format!("{GOOD}{roles}{}", witness.replace("http://10.0.0.9:2379", "https://10.0.0.9:2379")), "witness.endpoints", "needs `tls"),
+        (format!("{GOOD}{roles}{}", witness.replace("/wimark-ha/WIM1", "wimark-ha")), "witness.key", "absolute"),
+        (format!("{GOOD}{roles}{witness}lease_ttl = \"1500ms\"\n"), "witness.lease_ttl", "whole seconds"),
+        (format!("{GOOD}{roles}{witness}lease_ttl = \"0s\"\n"), "witness.lease_ttl", "more than 0"),
+        (format!("{GOOD}{roles}{witness}user = \"ha\"\n"), "witness.password", "both"),
+        (format!("{GOOD}{roles}{witness}on_isolation = \"panic\"\n"), "witness.on_isolation", "keep_vip"),
+        (format!("{GOOD}{roles}{}", witness.replace("wim-a", "wim a")), "witness.node", "plain name"),
+        (format!("{GOOD}{roles}{witness}tls = {{ ca = \"ca.pem\" }}\n"), "witness.tls.ca", "absolute"),
+    ] {
+        let error = parse_str(&text).expect_err(key);
+        assert_eq!(error.key, key, "{error}");
+        assert!(error.message.contains(says), "{error}");
+        assert!(error.line > 0, "{error}");
+    }
+}
+
 /// Issue 14, item 5: addresses and paths that parse but cannot work.
 #[test]
 fn addresses_and_paths_that_cannot_work_are_refused() {

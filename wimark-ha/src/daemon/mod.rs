@@ -298,6 +298,9 @@ async fn run_bound(
         Vec::new()
     });
     let (observed_tx, observed_rx) = tokio::sync::mpsc::unbounded_channel();
+    // The third vote, when configured: its lease is kept from the start,
+    // so that a promotion finds it granted.
+    let witness = config.witness.clone().map(crate::witness::Witness::start);
     let (roles_tx, roles_status, stack_view, switcher) = crate::roles::Switcher::spawn(
         config.roles.clone(),
         config.before_promote.clone(),
@@ -314,6 +317,7 @@ async fn run_bound(
                 }));
             })
         },
+        witness.clone(),
     );
     let status = Arc::new(Mutex::new(DaemonStatus {
         started_unix_ms,
@@ -356,11 +360,13 @@ async fn run_bound(
         let roles_instance = roles_instance.clone();
         let ap_recovery = ap_recovery.clone();
         let aps_back = aps_back.clone();
+        let witness = witness.clone();
         Arc::new(move || {
             let mut snapshot = status.lock().map(|s| s.clone()).unwrap_or_default();
             snapshot.journal = journal_health.lock().map(|j| j.clone()).unwrap_or_default();
             snapshot.ap_sync = ap_recovery.as_ref().map(|r| r.status());
             snapshot.aps_back = aps_back.lock().map(|a| a.clone()).unwrap_or_default();
+            snapshot.witness = witness.as_ref().map(|w| w.status());
             if let Ok(monitors) = monitors.lock() {
                 snapshot.monitors = monitors.iter().filter_map(|m| m.snapshot().ok()).collect();
             }

@@ -383,6 +383,25 @@ impl Collector for StatusCollector {
             MetricType::Counter,
             [(Labels::new(), ConstCounter::new(status.journal.lost))],
         )?;
+        if let Some(witness) = &status.witness {
+            for (name, help, value) in [
+                ("witness_reachable", "1 while etcd (the quorum witness) answers", witness.reachable),
+                ("witness_holds_lease", "1 while this node holds a lease it renewed within its TTL", witness.holds_lease),
+                ("witness_holds_key", "1 while the witness key is ours: the master stack may run here", witness.holds_key),
+                ("witness_waiting", "1 while a promotion waits for the witness key", witness.waiting_since_unix_ms.is_some()),
+            ] {
+                family(
+                    &mut encoder,
+                    name,
+                    help,
+                    MetricType::Gauge,
+                    [(
+                        vec![("key".to_string(), witness.key.clone())],
+                        ConstGauge::new(i64::from(value)),
+                    )],
+                )?;
+            }
+        }
         if let Some(roles) = &status.roles {
             family(
                 &mut encoder,

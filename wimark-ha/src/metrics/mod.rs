@@ -326,6 +326,12 @@ mod tests {
                 lost: 2,
                 ..Default::default()
             },
+            witness: Some(crate::records::WitnessStatus {
+                key: "/wimark-ha/WIM1".to_string(),
+                reachable: true,
+                holds_lease: true,
+                ..Default::default()
+            }),
         }
     }
 
@@ -381,6 +387,9 @@ mod tests {
             "wimark_ha_xdp_packets_total{interface=\"eth1\",class=\"ike\"} 4",
             "wimark_ha_active_aps{interface=\"eth1\"} 3",
             "wimark_ha_journal_degraded 1",
+            "wimark_ha_witness_reachable{key=\"/wimark-ha/WIM1\"} 1",
+            "wimark_ha_witness_holds_lease{key=\"/wimark-ha/WIM1\"} 1",
+            "wimark_ha_witness_holds_key{key=\"/wimark-ha/WIM1\"} 0",
             "wimark_ha_journal_errors_total 2",
             "wimark_ha_become_master_total{iname=\"WIM1\"} 1",
             "wimark_ha_failover_detection_seconds_count{iname=\"WIM1\"} 1",

@@ -99,6 +99,16 @@ pub struct Switcher {
     on_record: RecordSink,
     /// Whether the master stack should run here, for container trackers.
     view: tokio::sync::watch::Sender<StackView>,
+    /// `[witness]`: the key a promotion waits for and a demotion releases.
+    witness: Option<Arc<crate::witness::Witness>>,
+}
+
+/// What the witness said about a promotion.
+enum Keyed {
+    /// The key is ours (after this wait), or no witness is configured.
+    Yes(Duration),
+    /// A newer state change came first (`None`: the daemon is stopping).
+    Interrupted(Option<RoleEvent>),
 }
 
 /// What fencing decided about a promotion.
@@ -149,18 +159,19 @@ impl Switcher {
                 roles: true,
                 ..Default::default()
             }),
+            witness: None,
         }
     }
 
     /// One switch to the master stack (`true`) or the backup stack, exactly
     /// as the daemon does it; `Err` when Docker cannot be reached.
     pub async fn switch_once(&self, to_master: bool) -> Result<SwitchRecord, String> {
-        self.try_switch(if to_master {
+        let role = if to_master {
             Role::Master
         } else {
             Role::Backup
-        })
-        .await
+        };
+        self.try_switch(role, Duration::ZERO).await
     }
 
     /// Starts the switcher on the current tokio runtime.
@@ -173,6 +184,7 @@ impl Switcher {
         fencing: Option<FencingConfig>,
         history: Vec<SwitchRecord>,
         on_record: RecordSink,
+        witness: Option<Arc<crate::witness::Witness>>,
     ) -> (
         UnboundedSender<RoleEvent>,
         Arc<Mutex<RolesStatus>>,
@@ -198,6 +210,7 @@ impl Switcher {
             status: status.clone(),
             supervised: Mutex::new(Vec::new()),
             on_record,
+            witness,
         };
         let task = tokio::spawn(switcher.run(rx));
         (tx, status, view_rx, task)
@@ -235,13 +248,16 @@ impl Switcher {
             if drives_roles {
                 next = match event.state {
                     State::Master => match self.fence(&mut rx, event.peer_lost).await {
-                        Fenced::Yes => {
-                            let newer = self.switch(&mut rx, Role::Master).await;
-                            if newer.is_none() {
-                                self.start_processes();
+                        Fenced::Yes => match self.witness_key(&mut rx).await {
+                            Keyed::Yes(waited) => {
+                                let newer = self.switch(&mut rx, Role::Master, waited).await;
+                                if newer.is_none() {
+                                    self.start_processes();
+                                }
+                                newer
                             }
-                            newer
-                        }
+                            Keyed::Interrupted(newer) => newer,
+                        },
                         Fenced::No => None,
                         Fenced::Interrupted(newer) => newer,
                     },
@@ -258,7 +274,15 @@ impl Switcher {
                         // MASTER meanwhile cancels the demotion.
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {
-                                self.switch(&mut rx, Role::Backup).await
+                                let newer = self.switch(&mut rx, Role::Backup, Duration::ZERO).await;
+                                if newer.is_none() {
+                                    // The master stack is stopped here: the
+                                    // peer may promote without the TTL.
+                                    if let Some(witness) = &self.witness {
+                                        witness.release().await;
+                                    }
+                                }
+                                newer
                             }
                             newer = rx.recv() => {
                                 if newer.as_ref().is_some_and(|n| n.instance == event.instance) {
@@ -354,6 +378,22 @@ impl Switcher {
         Fenced::No
     }
 
+    /// Waits for the witness key before a promotion (at once without a
+    /// `[witness]`); a newer event interrupts the wait.
+    async fn witness_key(&self, rx: &mut UnboundedReceiver<RoleEvent>) -> Keyed {
+        let Some(witness) = &self.witness else {
+            return Keyed::Yes(Duration::ZERO);
+        };
+        tokio::select! {
+            waited = witness.acquire() => Keyed::Yes(waited),
+            newer = rx.recv() => {
+                witness.stop_waiting();
+                tracing::info!("promotion no longer waits for the witness key: a newer state change came first");
+                Keyed::Interrupted(newer)
+            }
+        }
+    }
+
     /// Starts the role-bound programs unless they already run.
     fn start_processes(&self) {
         let Some(roles) = &self.roles else { return };
@@ -407,10 +447,15 @@ impl Switcher {
 
     /// Switches to `role`, retrying with backoff while dockerd cannot be
     /// reached. A newer event interrupts the retries; it is returned.
-    async fn switch(&self, rx: &mut UnboundedReceiver<RoleEvent>, role: Role) -> Option<RoleEvent> {
+    async fn switch(
+        &self,
+        rx: &mut UnboundedReceiver<RoleEvent>,
+        role: Role,
+        witness_wait: Duration,
+    ) -> Option<RoleEvent> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.try_switch(role).await {
+            match self.try_switch(role, witness_wait).await {
                 Ok(record) => {
                     tracing::info!(
                         to = role.name(),
@@ -446,7 +491,7 @@ impl Switcher {
 
     /// One attempt. `Err` only when Docker itself cannot be reached (worth
     /// retrying); container and hook failures are reported in the record.
-    async fn try_switch(&self, role: Role) -> Result<SwitchRecord, String> {
+    async fn try_switch(&self, role: Role, witness_wait: Duration) -> Result<SwitchRecord, String> {
         let Some(roles) = &self.roles else {
             return Err("no [roles] configured".to_string());
         };
@@ -461,6 +506,7 @@ impl Switcher {
         let mut record = SwitchRecord {
             at_unix_ms: unix_ms(),
             to: role.into(),
+            witness: witness_wait,
             ..Default::default()
         };
         if role == Role::Master {

@@ -1,0 +1,301 @@
+//! The quorum witness against a real etcd: the VIP moves as before, the
+//! master stack only on the node that holds the key.
+//!
+//! ```text
+//!  ns a (server A) eth0 ── a-port ─┐
+//!  ns b (server B) eth0 ── b-port ─┼─ br0 (ns sw): the LAN, etcd on ns w
+//!  ns w (witness)  eth0 ── w-port ─┘
+//!  ns a eth1 ── a-peer ─┬─ br1 (ns sw): the peer link (VRRP, the VIP)
+//!  ns b eth1 ── b-peer ─┘
+//! ```
+//!
+//! A link is cut in the switch (its port leaves the bridge), so the other
+//! side keeps its carrier, as behind a real switch.
+
+use std::time::{Duration, Instant};
+use wimark_ha::records::{Stack as RunningStack, State, WitnessStatus};
+
+use wimark_ha_tests::{
+    daemon::{has_address, roles_json, wait_until, Daemon},
+    docker::{require_dockerd, Stack},
+    etcd::Etcd,
+    lab::{ip, two_servers_on_a_switch, Lab},
+};
+
+const KEY: &str = "/wimark-ha/WIM1";
+const LEASE_TTL: Duration = Duration::from_secs(2);
+
+fn node_config(
+    socket: &std::path::Path,
+    priority: u8,
+    node: &str,
+    project: &str,
+    etcd: &str,
+) -> String {
+    format!(
+        r#"[daemon]
+control_socket = "{socket}"
+
+[[instance]]
+name = "WIM1"
+interface = "eth1"
+vrid = 67
+priority = {priority}
+version = 3
+advert_interval = "10ms"
+virtual_ips = ["10.77.0.100/24"]
+fast_detect = {{ interval = "1ms", multiplier = 10 }}
+
+[roles]
+instance = "WIM1"
+master = {{ compose_project = "{project}-master" }}
+backup = {{ compose_project = "{project}-backup" }}
+stop_timeout = "2s"
+demote_delay = "200ms"
+
+[witness]
+endpoints = ["{etcd}"]
+key = "{KEY}"
+lease_ttl = "{ttl}s"
+node = "{node}"
+"#,
+        socket = socket.display(),
+        ttl = LEASE_TTL.as_secs(),
+    )
+}
+
+struct WitnessLab {
+    _lab: Lab,
+    ns_b: String,
+    sw: String,
+    etcd: Etcd,
+    a: Daemon,
+    b: Daemon,
+    a_master: Stack,
+    b_master: Stack,
+    _stacks: Vec<Stack>,
+}
+
+fn witness(daemon: &Daemon) -> WitnessStatus {
+    daemon
+        .status()
+        .ok()
+        .and_then(|s| s.witness)
+        .unwrap_or_default()
+}
+
+/// A master with its stack and the key, B backup; etcd on ns w.
+fn witness_lab(tag: &str) -> WitnessLab {
+    require_dockerd();
+    let a_master = Stack::create(&format!("{tag}-a-master"), 1, None).expect("stack");
+    let b_master = Stack::create(&format!("{tag}-b-master"), 1, None).expect("stack");
+    let stacks = vec![
+        Stack::create(&format!("{tag}-a-backup"), 1, None).expect("stack"),
+        Stack::create(&format!("{tag}-b-backup"), 1, None).expect("stack"),
+    ];
+    let (mut lab, ns_a, ns_b, sw) = two_servers_on_a_switch("eth0").expect("lab");
+    let ns_w = lab.namespace("w", false).expect("ns w");
+    lab.veth((&ns_w, "eth0"), (&sw, "w-port")).expect("veth");
+    ip(&["-n", &sw, "link", "set", "w-port", "master", "br0"]).expect("bridge");
+    lab.veth((&ns_a, "eth1"), (&sw, "a-peer")).expect("veth");
+    lab.veth((&ns_b, "eth1"), (&sw, "b-peer")).expect("veth");
+    lab.bridge(&sw, "br1", &["a-peer", "b-peer"])
+        .expect("bridge");
+    for (ns, eth0, eth1) in [
+        (&ns_a, "10.78.0.1/24", Some("10.77.0.1/24")),
+        (&ns_b, "10.78.0.2/24", Some("10.77.0.2/24")),
+        (&ns_w, "10.78.0.9/24", None),
+    ] {
+        lab.address(ns, "eth0", eth0).expect("address");
+        if let Some(eth1) = eth1 {
+            lab.address(ns, "eth1", eth1).expect("address");
+        }
+    }
+    let etcd = Etcd::start(&ns_w, "w", "10.78.0.9").expect("etcd");
+    let a = Daemon::start(&ns_a, &format!("{tag}-a"), |s| {
+        node_config(s, 200, "wim-a", &format!("{tag}-a"), &etcd.endpoint)
+    })
+    .expect("daemon A");
+    wait_until(
+        Duration::from_secs(20),
+        "A's master stack, A holding the key",
+        || a_master.running().len() == 1 && witness(&a).holds_key,
+    )
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\n{}", roles_json(&a), a.log()));
+    let b = Daemon::start(&ns_b, &format!("{tag}-b"), |s| {
+        node_config(s, 100, "wim-b", &format!("{tag}-b"), &etcd.endpoint)
+    })
+    .expect("daemon B");
+    wait_until(Duration::from_secs(20), "B backup with a lease", || {
+        b.state() == Some(State::Backup) && witness(&b).holds_lease
+    })
+    .unwrap_or_else(|e| panic!("{e}\nB: {:?}\n{}", witness(&b), b.log()));
+    let value = etcd.get(KEY).expect("etcdctl get");
+    assert!(
+        value.contains("\"node\":\"wim-a\""),
+        "the key names A: {value}"
+    );
+    WitnessLab {
+        _lab: lab,
+        ns_b,
+        sw,
+        etcd,
+        a,
+        b,
+        a_master,
+        b_master,
+        _stacks: stacks,
+    }
+}
+
+impl WitnessLab {
+    /// Server A lost: its links cut in the switch (peer link and LAN) and
+    /// its daemon SIGKILLed; its containers are left as they are.
+    fn lose_a(&mut self) {
+        ip(&["-n", &self.sw, "link", "set", "a-port", "nomaster"]).expect("cut A's LAN");
+        ip(&["-n", &self.sw, "link", "set", "a-peer", "nomaster"]).expect("cut the peer link");
+        self.a.signal(libc::SIGKILL);
+        let _ = self.a.wait();
+    }
+}
+
+#[test]
+fn a_lost_master_hands_the_key_over_when_its_lease_expires() {
+    let tag = format!("whw{}", std::process::id());
+    let mut lab = witness_lab(&tag);
+    lab.lose_a();
+    let lost = Instant::now();
+    // The fast path is unchanged: the VIP moves at once.
+    wait_until(Duration::from_secs(2), "B takes the VIP", || {
+        has_address(&lab.ns_b, "eth1", "10.77.0.100")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.b.log()));
+    let vip_after = lost.elapsed();
+    // The stack waits for A's lease: within its TTL and one renewal.
+    wait_until(Duration::from_secs(10), "B's master stack", || {
+        lab.b.roles().stack == RunningStack::Master && lab.b_master.running().len() == 1
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nB: {}\n{:?}\n{}",
+            roles_json(&lab.b),
+            witness(&lab.b),
+            lab.b.log()
+        )
+    });
+    let status = witness(&lab.b);
+    assert!(
+        status.holds_key && status.waiting_since_unix_ms.is_none(),
+        "{status:?}"
+    );
+    let value = lab.etcd.get(KEY).expect("etcdctl get");
+    assert!(
+        value.contains("\"node\":\"wim-b\""),
+        "the key names B now: {value}"
+    );
+    let roles = lab.b.roles();
+    let promotion = roles
+        .history
+        .iter()
+        .rev()
+        .find(|r| r.to == RunningStack::Master)
+        .cloned()
+        .unwrap_or_else(|| panic!("no promotion in {}", roles_json(&lab.b)));
+    let renewal = LEASE_TTL / 3;
+    assert!(
+        !promotion.witness.is_zero() && promotion.witness <= LEASE_TTL + renewal,
+        "the wait for the key ({:?}) must be within the lease TTL + one renewal ({:?}); VIP after {vip_after:?}",
+        promotion.witness,
+        LEASE_TTL + renewal
+    );
+    assert!(
+        promotion.summary().contains("witness key after"),
+        "{}",
+        promotion.summary()
+    );
+    eprintln!(
+        "VIP on B {vip_after:?} after the loss; the key {:?} after B's takeover; master stack at {:?}",
+        promotion.witness,
+        lost.elapsed()
+    );
+}
+
+#[test]
+fn an_unreachable_witness_moves_nothing_and_holds_a_promotion_back() {
+    let tag = format!("whx{}", std::process::id());
+    let mut lab = witness_lab(&tag);
+    let a_history = lab.a.instance().expect("A").history.len();
+    let b_history = lab.b.instance().expect("B").history.len();
+    // Witness down, pair healthy: nothing moves; both say so.
+    lab.etcd.pause();
+    wait_until(
+        Duration::from_secs(10),
+        "both see the witness unreachable",
+        || !witness(&lab.a).reachable && !witness(&lab.b).reachable,
+    )
+    .unwrap_or_else(|e| panic!("{e}\nA: {:?}\nB: {:?}", witness(&lab.a), witness(&lab.b)));
+    std::thread::sleep(LEASE_TTL + Duration::from_secs(1));
+    assert_eq!(
+        lab.a.instance().expect("A").history.len(),
+        a_history,
+        "A moved"
+    );
+    assert_eq!(
+        lab.b.instance().expect("B").history.len(),
+        b_history,
+        "B moved"
+    );
+    assert_eq!(
+        lab.a_master.running().len(),
+        1,
+        "A's master stack still runs"
+    );
+    assert!(lab.b_master.running().is_empty());
+    let json = lab.b.status().expect("status");
+    let w = json.witness.expect("witness in status");
+    assert!(
+        !w.reachable
+            && w.problem
+                .as_deref()
+                .is_some_and(|p| p.contains("unreachable")),
+        "{w:?}"
+    );
+
+    // Witness still down, then A lost: B takes the VIP but not the stack,
+    // and says why.
+    lab.lose_a();
+    wait_until(Duration::from_secs(2), "B takes the VIP", || {
+        has_address(&lab.ns_b, "eth1", "10.77.0.100")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.b.log()));
+    std::thread::sleep(LEASE_TTL * 2);
+    assert!(
+        lab.b_master.running().is_empty(),
+        "B promoted without the key: {}",
+        roles_json(&lab.b)
+    );
+    let w = witness(&lab.b);
+    assert!(w.waiting_since_unix_ms.is_some() && !w.holds_key, "{w:?}");
+    assert!(
+        lab.b.log().contains("master stack held back"),
+        "B must say why: {}",
+        lab.b.log()
+    );
+    // The witness back: A's lease runs out there, B gets the key and
+    // promotes.
+    lab.etcd.resume();
+    wait_until(
+        Duration::from_secs(15),
+        "B's master stack once the key is free",
+        || lab.b.roles().stack == RunningStack::Master && lab.b_master.running().len() == 1,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nB: {}\n{:?}\n{}",
+            roles_json(&lab.b),
+            witness(&lab.b),
+            lab.b.log()
+        )
+    });
+    assert!(witness(&lab.b).holds_key);
+}
