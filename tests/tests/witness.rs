@@ -31,6 +31,7 @@ fn node_config(
     node: &str,
     project: &str,
     etcd: &str,
+    extra: &str,
 ) -> String {
     format!(
         r#"[daemon]
@@ -58,6 +59,7 @@ endpoints = ["{etcd}"]
 key = "{KEY}"
 lease_ttl = "{ttl}s"
 node = "{node}"
+{extra}
 "#,
         socket = socket.display(),
         ttl = LEASE_TTL.as_secs(),
@@ -85,14 +87,8 @@ fn witness(daemon: &Daemon) -> WitnessStatus {
 }
 
 /// A master with its stack and the key, B backup; etcd on ns w.
-fn witness_lab(tag: &str) -> WitnessLab {
-    require_dockerd();
-    let a_master = Stack::create(&format!("{tag}-a-master"), 1, None).expect("stack");
-    let b_master = Stack::create(&format!("{tag}-b-master"), 1, None).expect("stack");
-    let stacks = vec![
-        Stack::create(&format!("{tag}-a-backup"), 1, None).expect("stack"),
-        Stack::create(&format!("{tag}-b-backup"), 1, None).expect("stack"),
-    ];
+/// The namespaces, links and etcd of the witness labs (no daemon yet).
+fn network() -> (Lab, String, String, String, Etcd) {
     let (mut lab, ns_a, ns_b, sw) = two_servers_on_a_switch("eth0").expect("lab");
     let ns_w = lab.namespace("w", false).expect("ns w");
     lab.veth((&ns_w, "eth0"), (&sw, "w-port")).expect("veth");
@@ -112,8 +108,21 @@ fn witness_lab(tag: &str) -> WitnessLab {
         }
     }
     let etcd = Etcd::start(&ns_w, "w", "10.78.0.9").expect("etcd");
+    (lab, ns_a, ns_b, sw, etcd)
+}
+
+/// A master with its stack and the key, B backup; etcd on ns w.
+fn witness_lab(tag: &str) -> WitnessLab {
+    require_dockerd();
+    let a_master = Stack::create(&format!("{tag}-a-master"), 1, None).expect("stack");
+    let b_master = Stack::create(&format!("{tag}-b-master"), 1, None).expect("stack");
+    let stacks = vec![
+        Stack::create(&format!("{tag}-a-backup"), 1, None).expect("stack"),
+        Stack::create(&format!("{tag}-b-backup"), 1, None).expect("stack"),
+    ];
+    let (lab, ns_a, ns_b, sw, etcd) = network();
     let a = Daemon::start(&ns_a, &format!("{tag}-a"), |s| {
-        node_config(s, 200, "wim-a", &format!("{tag}-a"), &etcd.endpoint)
+        node_config(s, 200, "wim-a", &format!("{tag}-a"), &etcd.endpoint, "")
     })
     .expect("daemon A");
     wait_until(
@@ -123,7 +132,7 @@ fn witness_lab(tag: &str) -> WitnessLab {
     )
     .unwrap_or_else(|e| panic!("{e}\nA: {}\n{}", roles_json(&a), a.log()));
     let b = Daemon::start(&ns_b, &format!("{tag}-b"), |s| {
-        node_config(s, 100, "wim-b", &format!("{tag}-b"), &etcd.endpoint)
+        node_config(s, 100, "wim-b", &format!("{tag}-b"), &etcd.endpoint, "")
     })
     .expect("daemon B");
     wait_until(Duration::from_secs(20), "B backup with a lease", || {
@@ -298,4 +307,140 @@ fn an_unreachable_witness_moves_nothing_and_holds_a_promotion_back() {
         )
     });
     assert!(witness(&lab.b).holds_key);
+}
+
+#[test]
+fn a_cut_peer_link_leaves_exactly_one_master_stack() {
+    let tag = format!("why{}", std::process::id());
+    let lab = witness_lab(&tag);
+    // The peer link alone cut: both are VRRP masters, both still reach etcd.
+    ip(&["-n", &lab.sw, "link", "set", "a-peer", "nomaster"]).expect("cut the peer link");
+    wait_until(Duration::from_secs(2), "B master too", || {
+        lab.b.state() == Some(State::Master)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.b.log()));
+    std::thread::sleep(LEASE_TTL * 2 + Duration::from_secs(1));
+    assert_eq!(lab.a_master.running().len(), 1, "A's master stack runs on");
+    assert!(
+        lab.b_master.running().is_empty(),
+        "two master stacks: {}",
+        roles_json(&lab.b)
+    );
+    let w = witness(&lab.b);
+    assert!(
+        w.waiting_since_unix_ms.is_some() && w.holder.as_deref() == Some("wim-a"),
+        "B waits for A's key: {w:?}"
+    );
+    assert!(witness(&lab.a).holds_key);
+    // Healed: B is backup again and stops waiting; A keeps everything.
+    ip(&["-n", &lab.sw, "link", "set", "a-peer", "master", "br1"]).expect("heal");
+    wait_until(Duration::from_secs(5), "B backup, not waiting", || {
+        lab.b.state() == Some(State::Backup) && witness(&lab.b).waiting_since_unix_ms.is_none()
+    })
+    .unwrap_or_else(|e| panic!("{e}\nB: {:?}\n{}", witness(&lab.b), lab.b.log()));
+    assert_eq!(lab.a_master.running().len(), 1);
+    assert!(lab.b_master.running().is_empty());
+}
+
+/// A lone server whose witness cannot give it the key: it takes the VIP,
+/// leaves its containers and says why.
+fn held_back(
+    ns: &str,
+    name: &str,
+    config: impl Fn(&std::path::Path) -> String,
+    master: &Stack,
+    says: &str,
+) -> Daemon {
+    let daemon = Daemon::start(ns, name, config).expect("daemon");
+    wait_until(Duration::from_secs(10), "MASTER with the VIP", || {
+        daemon.state() == Some(State::Master) && has_address(ns, "eth1", "10.77.0.100")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    std::thread::sleep(LEASE_TTL * 2);
+    assert!(
+        master.running().is_empty(),
+        "promoted: {}",
+        roles_json(&daemon)
+    );
+    let w = witness(&daemon);
+    assert!(
+        !w.holds_key && w.problem.as_deref().is_some_and(|p| p.contains(says)),
+        "the witness status must say `{says}`: {w:?}"
+    );
+    assert!(
+        daemon.log().contains("master stack held back") && daemon.log().contains(says),
+        "the log must say why: {}",
+        daemon.log()
+    );
+    daemon
+}
+
+#[test]
+fn bad_witness_input_holds_the_promotion_back_and_says_why() {
+    require_dockerd();
+    let tag = format!("whz{}", std::process::id());
+    let master = Stack::create(&format!("{tag}-master"), 1, None).expect("stack");
+    let _backup = Stack::create(&format!("{tag}-backup"), 1, None).expect("stack");
+    let (_lab, ns_a, _ns_b, _sw, etcd) = network();
+    let stop = |mut daemon: Daemon| {
+        daemon.signal(libc::SIGTERM);
+        assert_eq!(daemon.wait(), Some(0), "{}", daemon.log());
+    };
+    // Nothing listens at the endpoint.
+    let daemon = held_back(
+        &ns_a,
+        &format!("{tag}-unreachable"),
+        |s| node_config(s, 200, "wim-a", &tag, "http://10.78.0.9:2399", ""),
+        &master,
+        "unreachable",
+    );
+    stop(daemon);
+    // Wrong credentials (etcd's authentication on).
+    etcd.etcdctl(&["user", "add", "root:rootpw"])
+        .expect("user add");
+    etcd.etcdctl(&["user", "add", "ha:right"])
+        .expect("user add");
+    etcd.etcdctl(&["auth", "enable"]).expect("auth enable");
+    let daemon = held_back(
+        &ns_a,
+        &format!("{tag}-credentials"),
+        |s| {
+            node_config(
+                s,
+                200,
+                "wim-a",
+                &tag,
+                &etcd.endpoint,
+                "user = \"ha\"\npassword = \"wrong\"",
+            )
+        },
+        &master,
+        "refused our credentials",
+    );
+    stop(daemon);
+    etcd.etcdctl(&["--user", "root:rootpw", "auth", "disable"])
+        .expect("auth disable");
+    // A key someone else wrote, without a lease: never taken over.
+    etcd.etcdctl(&["put", KEY, "someone-else"]).expect("put");
+    let daemon = held_back(
+        &ns_a,
+        &format!("{tag}-foreign"),
+        |s| node_config(s, 200, "wim-a", &tag, &etcd.endpoint, ""),
+        &master,
+        "foreign writer",
+    );
+    assert_eq!(
+        etcd.get(KEY).expect("get"),
+        "someone-else",
+        "nothing lost: the foreign key stands"
+    );
+    // Removed by the operator: the promotion goes ahead.
+    etcd.etcdctl(&["del", KEY]).expect("del");
+    wait_until(
+        Duration::from_secs(5),
+        "the master stack once the key is free",
+        || daemon.roles().stack == RunningStack::Master && master.running().len() == 1,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", roles_json(&daemon), daemon.log()));
+    assert!(witness(&daemon).holds_key);
 }

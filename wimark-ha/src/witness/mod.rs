@@ -37,8 +37,9 @@ pub enum WitnessError {
     Unreachable { endpoints: String, detail: String },
     #[error("etcd refused our credentials: {0}")]
     Refused(String),
-    #[error("no lease: etcd has not granted or renewed ours within its TTL")]
-    NoLease,
+    /// With what keeps it from being granted or renewed, when known.
+    #[error("no lease: {0}")]
+    NoLease(String),
     #[error("the key is held by {0}, waiting for its lease to expire or be released")]
     HeldByPeer(String),
     #[error("the key is held by a foreign writer ({0}); it is never taken over: remove it, or give this pair another key")]
@@ -114,7 +115,12 @@ impl Witness {
                             WitnessError::Foreign(what) => Some(format!("foreign writer {what}")),
                             _ => s.holder.take(),
                         };
-                        if !matches!(reason, WitnessError::HeldByPeer(_)) {
+                        // Held by the peer is no problem; no lease is the
+                        // keeper's, already shown.
+                        if !matches!(
+                            reason,
+                            WitnessError::HeldByPeer(_) | WitnessError::NoLease(_)
+                        ) {
                             s.problem = Some(reason.to_string());
                         }
                     });
@@ -136,13 +142,16 @@ impl Witness {
     /// One attempt: put the key under our lease if nobody holds it.
     async fn claim(&self) -> Result<(), WitnessError> {
         let mut guard = self.session.lock().await;
-        let session = guard
-            .as_mut()
-            .ok_or_else(|| self.unreachable("not connected yet"))?;
+        let no_lease = || {
+            WitnessError::NoLease(self.status().problem.unwrap_or_else(|| {
+                "etcd has not granted or renewed ours within its TTL".to_string()
+            }))
+        };
+        let session = guard.as_mut().ok_or_else(no_lease)?;
         let lease = session
             .lease
             .filter(|l| l.alive_at(Instant::now()))
-            .ok_or(WitnessError::NoLease)?;
+            .ok_or_else(no_lease)?;
         let key = self.config.key.as_bytes().to_vec();
         let value = Claim::new(&self.config.node, unix_ms()).encode();
         let txn = Txn::new()
@@ -222,11 +231,20 @@ impl Witness {
     }
 
     fn classify(&self, error: etcd_client::Error) -> WitnessError {
+        // etcd answers a wrong password or a missing user with
+        // InvalidArgument ("authentication failed", "user name is empty"),
+        // a token it no longer knows with Unauthenticated.
         let refused = match &error {
-            etcd_client::Error::GRpcStatus(status) => matches!(
-                status.code(),
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-            ),
+            etcd_client::Error::GRpcStatus(status) => match status.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => true,
+                tonic::Code::InvalidArgument => {
+                    let message = status.message();
+                    ["authentication", "user name", "password", "permission"]
+                        .iter()
+                        .any(|word| message.contains(word))
+                }
+                _ => false,
+            },
             _ => false,
         };
         let reason = if refused {
