@@ -54,6 +54,9 @@ backup = {{ compose_project = "{project}-backup" }}
 stop_timeout = "2s"
 demote_delay = "200ms"
 
+[peer]
+address = "{peer}"
+
 [witness]
 endpoints = ["{etcd}"]
 key = "{KEY}"
@@ -63,6 +66,12 @@ node = "{node}"
 "#,
         socket = socket.display(),
         ttl = LEASE_TTL.as_secs(),
+        // The other server on the peer link, which the isolation rule probes.
+        peer = if node == "wim-a" {
+            "10.77.0.2"
+        } else {
+            "10.77.0.1"
+        },
     )
 }
 
@@ -443,4 +452,73 @@ fn bad_witness_input_holds_the_promotion_back_and_says_why() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", roles_json(&daemon), daemon.log()));
     assert!(witness(&daemon).holds_key);
+}
+
+#[test]
+fn a_master_cut_from_its_peer_and_the_witness_stops_its_stack_before_the_peer_starts() {
+    let tag = format!("whv{}", std::process::id());
+    let lab = witness_lab(&tag);
+    // A alive but cut from both: its LAN (the witness) and the peer link.
+    ip(&["-n", &lab.sw, "link", "set", "a-port", "nomaster"]).expect("cut A's LAN");
+    ip(&["-n", &lab.sw, "link", "set", "a-peer", "nomaster"]).expect("cut the peer link");
+    let cut = Instant::now();
+    // Never both stacks at once; A's stops, then B's starts.
+    let (mut a_stopped, mut b_started) = (None, None);
+    while cut.elapsed() < Duration::from_secs(15) && b_started.is_none() {
+        let (a, b) = (lab.a_master.running().len(), lab.b_master.running().len());
+        assert!(
+            a == 0 || b == 0,
+            "both master stacks run {:?} after the cut",
+            cut.elapsed()
+        );
+        if a == 0 && a_stopped.is_none() {
+            a_stopped = Some(cut.elapsed());
+        }
+        if b == 1 {
+            b_started = Some(cut.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (Some(a_stopped), Some(b_started)) = (a_stopped, b_started) else {
+        panic!(
+            "A stopped {a_stopped:?}, B started {b_started:?}\nA: {:?}\n{}\nB: {:?}\n{}",
+            witness(&lab.a),
+            lab.a.log(),
+            witness(&lab.b),
+            lab.b.log()
+        );
+    };
+    let w = witness(&lab.a);
+    assert!(w.isolated_since_unix_ms.is_some() && !w.holds_key, "{w:?}");
+    assert!(lab.a.log().contains("isolated"), "{}", lab.a.log());
+    assert_eq!(
+        lab.a.state(),
+        Some(State::Master),
+        "the VIP is not the witness's business (keep_vip)"
+    );
+    eprintln!(
+        "A's master stack stopped {a_stopped:?} after the cut, B's started {b_started:?} after it"
+    );
+    // Healed: A (priority 200) stays master, B steps down and releases the
+    // key, A takes it and starts its stack again.
+    ip(&["-n", &lab.sw, "link", "set", "a-port", "master", "br0"]).expect("heal LAN");
+    ip(&["-n", &lab.sw, "link", "set", "a-peer", "master", "br1"]).expect("heal peer link");
+    wait_until(
+        Duration::from_secs(15),
+        "A's stack back, B's stopped",
+        || {
+            lab.a_master.running().len() == 1
+                && lab.b_master.running().is_empty()
+                && witness(&lab.a).holds_key
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nA: {:?}\n{}\nB: {:?}",
+            witness(&lab.a),
+            lab.a.log(),
+            witness(&lab.b)
+        )
+    });
+    assert!(witness(&lab.a).isolated_since_unix_ms.is_none());
 }

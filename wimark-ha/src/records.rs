@@ -201,6 +201,10 @@ pub struct WitnessStatus {
     /// A promotion waiting for the key, and since when (CLOCK_REALTIME ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since_unix_ms: Option<u64>,
+    /// Since when the isolation rule keeps the master stack stopped here
+    /// (lease not renewed, peer not answering), CLOCK_REALTIME ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolated_since_unix_ms: Option<u64>,
     /// The latest problem (unreachable, refused credentials, a foreign
     /// writer), until a request succeeds again.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -260,6 +260,25 @@ async fn run_bound(
     let _remove_socket = RemoveOnDrop(socket_path);
     let vips = Vips::connect()?;
     let links = setup::attach_links(&config.instances, &vips, kernel_log).await?;
+    // Where the witness's isolation rule looks for the peer: `[peer]
+    // address`, the roles instance's unicast peers and heartbeat links.
+    let witness_peers: Vec<std::net::IpAddr> = {
+        let roles_instance = config
+            .roles
+            .as_ref()
+            .and_then(|r| config.instances.iter().find(|i| i.name == r.instance));
+        let mut peers: Vec<std::net::IpAddr> = config.peer.iter().map(|p| p.address).collect();
+        if let Some(instance) = roles_instance {
+            peers.extend(instance.unicast_peers.iter().copied());
+            peers.extend(instance.heartbeats.iter().map(|h| h.peer));
+        }
+        peers.sort();
+        peers.dedup();
+        if config.witness.is_some() && peers.is_empty() {
+            tracing::warn!("[witness] without a known peer address ([peer] address, peers, heartbeat links): losing the witness lease never stops the master stack here, since an isolated node cannot be told from a lost witness");
+        }
+        peers
+    };
     let (mut instances, resumed) =
         setup::engine_instances(config.instances, &links, &vips, held).await?;
     let setup::Links {
@@ -300,7 +319,10 @@ async fn run_bound(
     let (observed_tx, observed_rx) = tokio::sync::mpsc::unbounded_channel();
     // The third vote, when configured: its lease is kept from the start,
     // so that a promotion finds it granted.
-    let witness = config.witness.clone().map(crate::witness::Witness::start);
+    let witness = config
+        .witness
+        .clone()
+        .map(|witness| crate::witness::Witness::start(witness, witness_peers));
     let (roles_tx, roles_status, stack_view, switcher) = crate::roles::Switcher::spawn(
         config.roles.clone(),
         config.before_promote.clone(),

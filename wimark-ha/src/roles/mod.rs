@@ -171,7 +171,7 @@ impl Switcher {
         } else {
             Role::Backup
         };
-        self.try_switch(role, Duration::ZERO).await
+        self.try_switch(role, Duration::ZERO, None).await
     }
 
     /// Starts the switcher on the current tokio runtime.
@@ -221,10 +221,13 @@ impl Switcher {
     async fn run(self, mut rx: UnboundedReceiver<RoleEvent>) {
         let mut next: Option<RoleEvent> = None;
         let mut engine_gone = false;
+        // The isolation rule stopped the master stack while this node is
+        // still MASTER: it starts again once the witness key is ours.
+        let mut isolated = false;
         while !engine_gone {
             let event = match next.take() {
                 Some(event) => event,
-                None => match rx.recv().await {
+                None => match self.next_event(&mut rx, &mut isolated).await {
                     Some(event) => event,
                     None => break,
                 },
@@ -250,7 +253,7 @@ impl Switcher {
                     State::Master => match self.fence(&mut rx, event.peer_lost).await {
                         Fenced::Yes => match self.witness_key(&mut rx).await {
                             Keyed::Yes(waited) => {
-                                let newer = self.switch(&mut rx, Role::Master, waited).await;
+                                let newer = self.switch(&mut rx, Role::Master, waited, None).await;
                                 if newer.is_none() {
                                     self.start_processes();
                                 }
@@ -274,7 +277,7 @@ impl Switcher {
                         // MASTER meanwhile cancels the demotion.
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {
-                                let newer = self.switch(&mut rx, Role::Backup, Duration::ZERO).await;
+                                let newer = self.switch(&mut rx, Role::Backup, Duration::ZERO, None).await;
                                 if newer.is_none() {
                                     // The master stack is stopped here: the
                                     // peer may promote without the TTL.
@@ -378,6 +381,96 @@ impl Switcher {
         Fenced::No
     }
 
+    /// The next state change; meanwhile, with a witness, the isolation
+    /// rule: while the master stack runs here and our lease is at risk, a
+    /// peer that does not answer either means this node is the cut-off
+    /// side — the peer will get the key once our lease expires — so the
+    /// master stack stops now, before that. A peer that answers means only
+    /// the witness is lost: nothing moves.
+    async fn next_event(
+        &self,
+        rx: &mut UnboundedReceiver<RoleEvent>,
+        isolated: &mut bool,
+    ) -> Option<RoleEvent> {
+        let Some(witness) = self.witness.clone() else {
+            return rx.recv().await;
+        };
+        let mut at_risk = witness.at_risk();
+        let mut said_peer_answers = false;
+        loop {
+            if *isolated {
+                tokio::select! {
+                    event = rx.recv() => {
+                        witness.stop_waiting();
+                        witness.set_isolated(false);
+                        *isolated = false;
+                        return event;
+                    }
+                    waited = witness.acquire() => {
+                        tracing::info!("the witness key is ours again: the master stack starts again");
+                        witness.set_isolated(false);
+                        *isolated = false;
+                        if let Some(newer) = self.switch(rx, Role::Master, waited, None).await {
+                            return Some(newer);
+                        }
+                        self.start_processes();
+                        continue;
+                    }
+                }
+            }
+            let master_stack = self.status.lock().is_ok_and(|s| s.stack == Stack::Master);
+            if !master_stack {
+                return rx.recv().await;
+            }
+            tokio::select! {
+                event = rx.recv() => return event,
+                _ = at_risk.wait_for(|r| *r) => {}
+            }
+            match witness.peer_answers().await {
+                Some(false) => {
+                    // Gone before our lease is: docker's grace (whole
+                    // seconds) is cut to what the lease leaves, less a
+                    // margin for the calls themselves.
+                    let budget = witness
+                        .lease_left()
+                        .saturating_sub(Duration::from_millis(300));
+                    tracing::error!(
+                        budget_ms = budget.as_millis() as u64,
+                        "isolated: the witness lease cannot be renewed and the peer does not answer; stopping the master stack before the peer may take the key"
+                    );
+                    witness.set_isolated(true);
+                    self.stop_processes().await;
+                    if let Some(newer) = self
+                        .switch(rx, Role::Backup, Duration::ZERO, Some(budget))
+                        .await
+                    {
+                        witness.set_isolated(false);
+                        return Some(newer);
+                    }
+                    *isolated = true;
+                }
+                answer => {
+                    if !said_peer_answers {
+                        said_peer_answers = true;
+                        tracing::warn!(
+                            "the witness lease cannot be renewed, but {}: the master stack stays",
+                            if answer.is_some() {
+                                "the peer answers (only the witness is lost)"
+                            } else {
+                                "the peer cannot be probed (no IPv4 address known)"
+                            }
+                        );
+                    }
+                    // Asked again a few times per TTL while the risk lasts.
+                    tokio::select! {
+                        event = rx.recv() => return event,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    }
+
     /// Waits for the witness key before a promotion (at once without a
     /// `[witness]`); a newer event interrupts the wait.
     async fn witness_key(&self, rx: &mut UnboundedReceiver<RoleEvent>) -> Keyed {
@@ -452,10 +545,11 @@ impl Switcher {
         rx: &mut UnboundedReceiver<RoleEvent>,
         role: Role,
         witness_wait: Duration,
+        stop_within: Option<Duration>,
     ) -> Option<RoleEvent> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.try_switch(role, witness_wait).await {
+            match self.try_switch(role, witness_wait, stop_within).await {
                 Ok(record) => {
                     tracing::info!(
                         to = role.name(),
@@ -491,7 +585,14 @@ impl Switcher {
 
     /// One attempt. `Err` only when Docker itself cannot be reached (worth
     /// retrying); container and hook failures are reported in the record.
-    async fn try_switch(&self, role: Role, witness_wait: Duration) -> Result<SwitchRecord, String> {
+    /// `stop_within`: a stop budget below `stop_timeout` (the isolation
+    /// rule's: the containers must be gone before our lease is).
+    async fn try_switch(
+        &self,
+        role: Role,
+        witness_wait: Duration,
+        stop_within: Option<Duration>,
+    ) -> Result<SwitchRecord, String> {
         let Some(roles) = &self.roles else {
             return Err("no [roles] configured".to_string());
         };
@@ -538,7 +639,11 @@ impl Switcher {
         let stop_order = Order::of(&stopping, |path| std::fs::read_to_string(path));
         record.problems.extend(stop_order.problems.iter().cloned());
         let stop_options = StopContainerOptions {
-            t: Some(roles.stop_timeout.as_secs() as i32),
+            t: Some(
+                stop_within
+                    .map_or(roles.stop_timeout, |w| w.min(roles.stop_timeout))
+                    .as_secs() as i32,
+            ),
             signal: None,
         };
         // Dependents stop before what they depend on, as `compose down` does.

@@ -23,6 +23,7 @@ use etcd_client::{
 use crate::{clock::unix_ms, config::WitnessConfig, records::WitnessStatus};
 
 pub mod claim;
+pub mod probe;
 
 use claim::{holder, Claim, Holder, LeaseClock};
 
@@ -54,14 +55,29 @@ struct Session {
 
 pub struct Witness {
     config: WitnessConfig,
+    /// The peer's addresses, probed by the isolation rule.
+    peers: Vec<std::net::IpAddr>,
     status: Mutex<WitnessStatus>,
     session: tokio::sync::Mutex<Option<Session>>,
+    /// True while our lease is not confirmed and has half its TTL or less
+    /// left (or is gone): the isolation rule's trigger.
+    at_risk: tokio::sync::watch::Sender<bool>,
+    /// Our lease's local deadline (see `LeaseClock`), for the isolation
+    /// rule's stop budget.
+    deadline: Mutex<Option<Instant>>,
+    /// What the key itself says against us (a foreign writer), apart from
+    /// the session's problems, which every good renewal clears.
+    key_problem: Mutex<Option<String>>,
 }
 
 impl Witness {
     /// The witness, its lease kept alive by a task on the current runtime.
-    pub fn start(config: WitnessConfig) -> Arc<Self> {
+    pub fn start(config: WitnessConfig, peers: Vec<std::net::IpAddr>) -> Arc<Self> {
         let witness = Arc::new(Self {
+            peers,
+            at_risk: tokio::sync::watch::Sender::new(false),
+            deadline: Mutex::new(None),
+            key_problem: Mutex::new(None),
             status: Mutex::new(WitnessStatus {
                 endpoints: config.endpoints.clone(),
                 key: config.key.clone(),
@@ -75,8 +91,56 @@ impl Witness {
         witness
     }
 
+    /// Watches whether our lease is at risk (see `at_risk`).
+    pub fn at_risk(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.at_risk.subscribe()
+    }
+
+    /// How long our lease surely lives on at etcd (zero: it may be gone).
+    pub fn lease_left(&self) -> Duration {
+        self.deadline
+            .lock()
+            .ok()
+            .and_then(|d| *d)
+            .map_or(Duration::ZERO, |d| {
+                d.saturating_duration_since(Instant::now())
+            })
+    }
+
+    fn set_deadline(&self, lease: Option<LeaseClock>) {
+        if let Ok(mut deadline) = self.deadline.lock() {
+            *deadline = lease.map(|l| l.deadline());
+        }
+    }
+
+    /// Whether the peer answers (`None`: it cannot be told, e.g. no IPv4
+    /// address of it is known): one ICMP echo round, a sixth of the TTL.
+    pub async fn peer_answers(&self) -> Option<bool> {
+        let timeout =
+            (self.config.lease_ttl / 6).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        probe::peer_answers(self.peers.clone(), timeout).await
+    }
+
+    /// The isolation rule stopped (or restarted) the master stack here.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.update(|s| s.isolated_since_unix_ms = isolated.then(unix_ms));
+    }
+
     pub fn status(&self) -> WitnessStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+        let mut status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Some(key_problem) = self.key_problem.lock().ok().and_then(|k| k.clone()) {
+            status.problem = Some(match status.problem {
+                Some(session) => format!("{key_problem}; {session}"),
+                None => key_problem,
+            });
+        }
+        status
+    }
+
+    fn set_key_problem(&self, problem: Option<String>) {
+        if let Ok(mut key_problem) = self.key_problem.lock() {
+            *key_problem = problem;
+        }
     }
 
     fn update(&self, change: impl FnOnce(&mut WitnessStatus)) {
@@ -94,6 +158,7 @@ impl Witness {
         loop {
             match self.claim().await {
                 Ok(()) => {
+                    self.set_key_problem(None);
                     let waited = started.elapsed();
                     self.update(|s| {
                         s.holds_key = true;
@@ -115,15 +180,14 @@ impl Witness {
                             WitnessError::Foreign(what) => Some(format!("foreign writer {what}")),
                             _ => s.holder.take(),
                         };
-                        // Held by the peer is no problem; no lease is the
-                        // keeper's, already shown.
-                        if !matches!(
-                            reason,
-                            WitnessError::HeldByPeer(_) | WitnessError::NoLease(_)
-                        ) {
-                            s.problem = Some(reason.to_string());
-                        }
                     });
+                    // Held by the peer is no problem; no lease and an
+                    // unreachable etcd are the session's, already shown.
+                    match &reason {
+                        WitnessError::Foreign(_) => self.set_key_problem(Some(reason.to_string())),
+                        WitnessError::HeldByPeer(_) => self.set_key_problem(None),
+                        _ => {}
+                    }
                     if last_reason.as_ref() != Some(&reason) {
                         tracing::warn!(key = %self.config.key, "master stack held back: {reason}");
                         last_reason = Some(reason);
@@ -136,6 +200,7 @@ impl Witness {
 
     /// A promotion stopped waiting (a newer state change came first).
     pub fn stop_waiting(&self) {
+        self.set_key_problem(None);
         self.update(|s| s.waiting_since_unix_ms = None);
     }
 
@@ -143,9 +208,15 @@ impl Witness {
     async fn claim(&self) -> Result<(), WitnessError> {
         let mut guard = self.session.lock().await;
         let no_lease = || {
-            WitnessError::NoLease(self.status().problem.unwrap_or_else(|| {
-                "etcd has not granted or renewed ours within its TTL".to_string()
-            }))
+            WitnessError::NoLease(
+                self.status
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.problem.clone())
+                    .unwrap_or_else(|| {
+                        "etcd has not granted or renewed ours within its TTL".to_string()
+                    }),
+            )
         };
         let session = guard.as_mut().ok_or_else(no_lease)?;
         let lease = session
@@ -288,10 +359,16 @@ impl Witness {
     /// (etcd deletes our key with it) and a new one is granted.
     async fn keep_lease(self: Arc<Self>) {
         let ttl = self.config.lease_ttl;
-        let timeout = (ttl / 3).max(Duration::from_millis(200));
+        // A sixth of the TTL per request: a renewal that fails is known
+        // by half the TTL, which leaves the isolation rule the other half.
+        let timeout = (ttl / 6).max(Duration::from_millis(100));
         loop {
             let pause = match self.keep_lease_once(timeout).await {
-                Ok(next) => next,
+                Ok(next) => {
+                    self.at_risk
+                        .send_if_modified(|r| std::mem::replace(r, false));
+                    next
+                }
                 Err(reason) => {
                     let lost = {
                         let mut guard = self.session.lock().await;
@@ -302,12 +379,22 @@ impl Witness {
                                     session.lease.is_some_and(|l| !l.alive_at(Instant::now()));
                                 if expired {
                                     session.lease = None;
+                                    self.set_deadline(None);
                                 }
                                 expired
                             }
                             None => false,
                         }
                     };
+                    let at_risk = {
+                        let guard = self.session.lock().await;
+                        let now = Instant::now();
+                        guard.as_ref().and_then(|s| s.lease).is_none_or(|l| {
+                            l.deadline().saturating_duration_since(now) <= l.ttl / 2
+                        })
+                    };
+                    self.at_risk
+                        .send_if_modified(|r| std::mem::replace(r, at_risk) != at_risk);
                     if lost {
                         tracing::error!(key = %self.config.key, "witness lease lost (not renewed within its TTL): {reason}");
                         self.update(|s| {
@@ -359,6 +446,7 @@ impl Witness {
                 };
                 session.lease = Some(lease);
                 session.keep_alive = None;
+                self.set_deadline(Some(lease));
                 tracing::info!(
                     lease = lease.id,
                     ttl_s = lease.ttl.as_secs(),
@@ -393,6 +481,7 @@ impl Witness {
                     // etcd says the lease is gone: so is our key.
                     session.lease = None;
                     session.keep_alive = None;
+                    self.set_deadline(None);
                     self.update(|s| {
                         s.holds_lease = false;
                         s.holds_key = false;
@@ -402,6 +491,7 @@ impl Witness {
                 }
                 lease.confirmed(sent, Duration::from_secs(answer.ttl() as u64));
                 session.lease = Some(lease);
+                self.set_deadline(Some(lease));
                 lease
             }
         };

@@ -1,0 +1,103 @@
+//! Does the peer answer? An ICMP echo to each of its addresses, for the
+//! isolation rule: a master that can neither renew its witness lease nor
+//! reach its peer is the cut-off side and stops its master stack; one that
+//! still reaches its peer only lost the witness, and nothing moves.
+//!
+//! Owns: the raw ICMP socket of one probe. Must not: decide anything.
+
+use std::{
+    mem::MaybeUninit,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Whether any of `peers` answered an ICMP echo within `timeout`. IPv6
+/// peers are not probed: with only those, the answer is `None` (unknown),
+/// and the caller must not demote on it.
+pub async fn peer_answers(peers: Vec<IpAddr>, timeout: Duration) -> Option<bool> {
+    let v4: Vec<IpAddr> = peers.into_iter().filter(IpAddr::is_ipv4).collect();
+    if v4.is_empty() {
+        return None;
+    }
+    tokio::task::spawn_blocking(move || echo(&v4, timeout))
+        .await
+        .ok()
+        .and_then(|answer| answer.ok())
+}
+
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn echo(peers: &[IpAddr], timeout: Duration) -> std::io::Result<bool> {
+    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
+    let id = (std::process::id() & 0xffff) as u16;
+    for (seq, peer) in peers.iter().enumerate() {
+        let mut request = [8u8, 0, 0, 0, 0, 0, 0, 0];
+        request[4..6].copy_from_slice(&id.to_be_bytes());
+        request[6..8].copy_from_slice(&(seq as u16).to_be_bytes());
+        let sum = checksum(&request);
+        request[2..4].copy_from_slice(&sum.to_be_bytes());
+        socket.send_to(&request, &SocketAddr::new(*peer, 0).into())?;
+    }
+    let deadline = Instant::now() + timeout;
+    let mut buffer = [MaybeUninit::<u8>::uninit(); 1500];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        socket.set_read_timeout(Some(left))?;
+        let (length, from) = match socket.recv_from(&mut buffer) {
+            Ok(received) => received,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        };
+        // SAFETY: recv_from initialised the first `length` bytes.
+        let packet: Vec<u8> = buffer[..length]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        // A raw IPv4 socket hands over the IP header too.
+        let header = usize::from(packet.first().map_or(0, |b| b & 0x0f)) * 4;
+        let Some(icmp) = packet.get(header..header + 8) else {
+            continue;
+        };
+        let from = from.as_socket().map(|s| s.ip());
+        if icmp[0] == 0
+            && icmp[4..6] == id.to_be_bytes()
+            && from.is_some_and(|f| peers.contains(&f))
+        {
+            return Ok(true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_echo_checksum_is_the_internet_checksum() {
+        // Type 8, code 0, id 0x1234, seq 1: the sum of the words is
+        // 0x0800 + 0x1234 + 0x0001 = 0x1a35, its complement 0xe5ca.
+        let request = [8u8, 0, 0, 0, 0x12, 0x34, 0, 1];
+        assert_eq!(checksum(&request), 0xe5ca);
+    }
+}
