@@ -167,6 +167,21 @@ fn witness_lab(tag: &str) -> WitnessLab {
 }
 
 impl WitnessLab {
+    /// Waits until B's master stack runs and its switch is recorded.
+    fn wait_for_b_master_stack(&self, within: Duration, what: &str) {
+        wait_until(within, what, || {
+            self.b.roles().stack == RunningStack::Master && self.b_master.running().len() == 1
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nB: {}\n{:?}\n{}",
+                roles_json(&self.b),
+                witness(&self.b),
+                self.b.log()
+            )
+        });
+    }
+
     /// Server A lost: its links cut in the switch (peer link and LAN) and
     /// its daemon SIGKILLed; its containers are left as they are.
     fn lose_a(&mut self) {
@@ -190,17 +205,7 @@ fn a_lost_master_hands_the_key_over_when_its_lease_expires() {
     .unwrap_or_else(|e| panic!("{e}\n{}", lab.b.log()));
     let vip_after = lost.elapsed();
     // The stack waits for A's lease: within its TTL and one renewal.
-    wait_until(Duration::from_secs(10), "B's master stack", || {
-        lab.b.roles().stack == RunningStack::Master && lab.b_master.running().len() == 1
-    })
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\nB: {}\n{:?}\n{}",
-            roles_json(&lab.b),
-            witness(&lab.b),
-            lab.b.log()
-        )
-    });
+    lab.wait_for_b_master_stack(Duration::from_secs(10), "B's master stack");
     let status = witness(&lab.b);
     assert!(
         status.holds_key && status.waiting_since_unix_ms.is_none(),
@@ -278,6 +283,30 @@ fn an_unreachable_witness_moves_nothing_and_holds_a_promotion_back() {
                 .is_some_and(|p| p.contains("unreachable")),
         "{w:?}"
     );
+    let w = witness(&lab.a);
+    assert!(
+        !w.holds_lease && !w.holds_key,
+        "A's lease ran out locally: {w:?}"
+    );
+    // The witness back: A, whose stack ran on, claims the key back.
+    lab.etcd.resume();
+    wait_until(Duration::from_secs(10), "A holds the key again", || {
+        witness(&lab.a).holds_key
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {:?}\n{}", witness(&lab.a), lab.a.log()));
+    assert_eq!(lab.a_master.running().len(), 1, "A's master stack ran on");
+    assert!(lab
+        .etcd
+        .get(KEY)
+        .expect("get")
+        .contains("\"node\":\"wim-a\""));
+    lab.etcd.pause();
+    wait_until(
+        Duration::from_secs(10),
+        "B sees the witness unreachable again",
+        || !witness(&lab.b).reachable,
+    )
+    .unwrap_or_else(|e| panic!("{e}\nB: {:?}", witness(&lab.b)));
 
     // Witness still down, then A lost: B takes the VIP but not the stack,
     // and says why.
@@ -302,19 +331,10 @@ fn an_unreachable_witness_moves_nothing_and_holds_a_promotion_back() {
     // The witness back: A's lease runs out there, B gets the key and
     // promotes.
     lab.etcd.resume();
-    wait_until(
+    lab.wait_for_b_master_stack(
         Duration::from_secs(15),
         "B's master stack once the key is free",
-        || lab.b.roles().stack == RunningStack::Master && lab.b_master.running().len() == 1,
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\nB: {}\n{:?}\n{}",
-            roles_json(&lab.b),
-            witness(&lab.b),
-            lab.b.log()
-        )
-    });
+    );
     assert!(witness(&lab.b).holds_key);
 }
 

@@ -160,13 +160,8 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         if !i.advert_sender_cpus.is_empty() {
             println!("  fast adverts sent from CPUs {:?}", i.advert_sender_cpus);
         }
-        if let Some(g) = &i.send_gaps {
-            println!(
-                "  own fast stream: longest gap between turns {:.2} ms, {} of {} gaps over two intervals",
-                g.longest_us as f64 / 1e3,
-                g.late,
-                g.gaps
-            );
+        if let Some(gaps) = &i.send_gaps {
+            println!("  own fast stream: {}", gaps.summary());
         }
         if i.handed_over {
             println!(

@@ -422,9 +422,43 @@ impl Switcher {
             if !master_stack {
                 return rx.recv().await;
             }
-            tokio::select! {
-                event = rx.recv() => return event,
-                _ = at_risk.wait_for(|r| *r) => {}
+            // The stack runs without the key: our lease ran out while etcd
+            // was away and the peer answered. Claimed back as soon as etcd
+            // answers; held by the peer means its stack runs, so ours stops.
+            if !witness.status().holds_key && !witness.lease_left().is_zero() {
+                match witness.reclaim().await {
+                    Ok(()) => {
+                        tracing::info!("the witness key is ours again: the master stack runs on")
+                    }
+                    Err(crate::witness::WitnessError::HeldByPeer(node)) => {
+                        tracing::error!("{node} holds the witness key while our master stack runs: stopping ours");
+                        witness.set_isolated(true);
+                        self.stop_processes().await;
+                        if let Some(newer) = self
+                            .switch(rx, Role::Backup, Duration::ZERO, Some(Duration::ZERO))
+                            .await
+                        {
+                            witness.set_isolated(false);
+                            return Some(newer);
+                        }
+                        *isolated = true;
+                        continue;
+                    }
+                    Err(_) => {}
+                }
+            }
+            if !*at_risk.borrow_and_update() {
+                // Woken by any change: the lease back (claim again above)
+                // or at risk (below).
+                tokio::select! {
+                    event = rx.recv() => return event,
+                    changed = at_risk.changed() => {
+                        if changed.is_err() {
+                            return rx.recv().await;
+                        }
+                        continue;
+                    }
+                }
             }
             match witness.peer_answers().await {
                 Some(false) => {

@@ -43,6 +43,12 @@ pub enum WitnessError {
     NoLease(String),
     #[error("the key is held by {0}, waiting for its lease to expire or be released")]
     HeldByPeer(String),
+    /// Our own node's claim under a lease we no longer hold (a restart, a
+    /// lease that ran out while etcd was away): it expires by itself.
+    #[error(
+        "the key still holds this node's claim under an older lease, waiting for it to expire"
+    )]
+    OwnStaleClaim,
     #[error("the key is held by a foreign writer ({0}); it is never taken over: remove it, or give this pair another key")]
     Foreign(String),
 }
@@ -198,6 +204,20 @@ impl Witness {
         }
     }
 
+    /// One claim, for a master stack that runs without the key (its lease
+    /// ran out while etcd was away): `Ok` once the key is ours again.
+    pub async fn reclaim(&self) -> Result<(), WitnessError> {
+        let claimed = self.claim().await;
+        if claimed.is_ok() {
+            self.update(|s| {
+                s.holds_key = true;
+                s.holder = None;
+            });
+            tracing::info!(key = %self.config.key, "witness key claimed back");
+        }
+        claimed
+    }
+
     /// A promotion stopped waiting (a newer state change came first).
     pub fn stop_waiting(&self) {
         self.set_key_problem(None);
@@ -258,6 +278,7 @@ impl Witness {
         };
         match holder(&value, holder_lease, Some(lease.id)) {
             Holder::Us => Ok(()),
+            Holder::Node(node) if node == self.config.node => Err(WitnessError::OwnStaleClaim),
             Holder::Node(node) => Err(WitnessError::HeldByPeer(node)),
             Holder::Foreign(what) => Err(WitnessError::Foreign(what)),
         }

@@ -204,12 +204,7 @@ fn main() -> Result<()> {
                     eprintln!("soak: the standby's detection window at the end: {window}");
                 }
                 if let Some(gaps) = &figures.active_send_gaps {
-                    eprintln!(
-                        "soak: the active node's own stream: longest gap between turns {:.2} ms, {} of {} gaps over two intervals",
-                        gaps.longest_us as f64 / 1e3,
-                        gaps.late,
-                        gaps.gaps
-                    );
+                    eprintln!("soak: the active node's own stream: {}", gaps.summary());
                 }
                 for transition in &figures.standby_transitions {
                     eprintln!("soak: standby transition: {transition}");
