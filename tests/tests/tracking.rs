@@ -148,9 +148,16 @@ fn a_keepalived_master_whose_track_script_fails_hands_over_to_wimark_ha() {
             daemon_b.log()
         )
     });
-    assert_eq!(
-        last_reason(&daemon_b).map(|r| r.0),
-        Some(Reason::Preempting)
+    // keepalived's next advert carries priority 100, and B preempts
+    // (RFC 5798 §6.4.2: the lower advert is discarded, the timer fires).
+    // Under load keepalived can fall silent while it runs the failing
+    // script (a full suite saw it once): the timer then fires with no
+    // lower advert heard, and B says so (MasterDown). Either hands over.
+    let reason = last_reason(&daemon_b).map(|r| r.0);
+    assert!(
+        matches!(reason, Some(Reason::Preempting | Reason::MasterDown)),
+        "B's takeover: {reason:?}\n{}",
+        daemon_b.log()
     );
 
     flag.lower();
