@@ -260,8 +260,13 @@ fn ipv6_vip_fails_over_between_link_local_speakers() {
     .expect("link-local");
     let mut daemon_a = Daemon::start(&a, "a6", |s| config(s, 200, v6)).expect("start A");
     let daemon_b = Daemon::start(&b, "b6", |s| config(s, 100, v6)).expect("start B");
-    wait_until(long, "A MASTER, B BACKUP", || {
-        daemon_a.state() == Some(State::Master) && daemon_b.state() == Some(State::Backup)
+    // B is BACKUP from its start, before it hears A; who the master is
+    // shows in B's status with its next publication (up to 50 ms later).
+    wait_until(long, "A MASTER, B BACKUP knowing its master", || {
+        daemon_a.state() == Some(State::Master)
+            && daemon_b
+                .instance()
+                .is_ok_and(|i| i.state == State::Backup && i.master.is_some())
     })
     .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
     assert!(has_address(&a, "eth1", "fd00::100") && !has_address(&b, "eth1", "fd00::100"));
