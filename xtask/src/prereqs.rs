@@ -21,6 +21,13 @@ const PACKAGES: &[Package] = &[
         path: "/usr/bin/protoc",
         why: "etcd's gRPC API (the etcd-client crate compiles etcd's protos)",
     },
+    // Only recommended by protobuf-compiler, and we install without
+    // recommends: etcd's protos import google/protobuf/descriptor.proto.
+    Package {
+        name: "libprotobuf-dev",
+        path: "/usr/include/google/protobuf/descriptor.proto",
+        why: "the well-known protos (descriptor, struct) that etcd's protos import",
+    },
     Package {
         name: "etcd-server",
         path: "/usr/bin/etcd",
