@@ -319,6 +319,13 @@ async fn run_bound(
     let (observed_tx, observed_rx) = tokio::sync::mpsc::unbounded_channel();
     // The third vote, when configured: its lease is kept from the start,
     // so that a promotion finds it granted.
+    if config
+        .witness
+        .as_ref()
+        .is_some_and(|w| w.on_isolation == crate::config::OnIsolation::ReleaseVip)
+    {
+        tracing::warn!("witness.on_isolation = \"release_vip\" is not acted on yet: an isolated master stops its stack and keeps the VIP");
+    }
     let witness = config
         .witness
         .clone()

@@ -36,7 +36,7 @@ use crate::{
     config::{FencingConfig, Hook, HookAction, NotifyConfig, RolesConfig, Selector},
     hooks,
     records::{ProcessStatus, RolesStatus, Stack, StackView, SwitchRecord},
-    vrrp::State,
+    vrrp::{Reason, State},
 };
 
 /// The engine's word that an instance changed state.
@@ -45,9 +45,10 @@ pub struct RoleEvent {
     pub instance: String,
     pub state: State,
     pub priority: u8,
-    /// MASTER because the peer went silent (not handed over): fence it
-    /// first, when `[fencing]` is configured.
-    pub peer_lost: bool,
+    /// Why: MASTER because the peer went silent (`Reason::peer_lost`) is
+    /// fenced first, when `[fencing]` is configured; BACKUP because this
+    /// node handed over (`Reason::handed_over`) demotes at once.
+    pub reason: Reason,
     /// The instance's sync group, and whether this instance speaks for it
     /// (its first member): one notify per group, keepalived's "GROUP".
     pub group: Option<(String, bool)>,
@@ -250,7 +251,7 @@ impl Switcher {
                 .is_some_and(|r| r.instance == event.instance);
             if drives_roles {
                 next = match event.state {
-                    State::Master => match self.fence(&mut rx, event.peer_lost).await {
+                    State::Master => match self.fence(&mut rx, event.reason.peer_lost()).await {
                         Fenced::Yes => match self.witness_key(&mut rx).await {
                             Keyed::Yes(waited) => {
                                 let newer = self.switch(&mut rx, Role::Master, waited, None).await;
@@ -265,10 +266,15 @@ impl Switcher {
                         Fenced::Interrupted(newer) => newer,
                     },
                     State::Backup => {
-                        let delay = self
-                            .roles
-                            .as_ref()
-                            .map_or(Duration::ZERO, |r| r.demote_delay);
+                        // A hand-over of our own (`switchover`) is no flap:
+                        // nothing to wait out, and the peer's promotion
+                        // waits for our stack to stop (and, with a witness,
+                        // for the key released after it).
+                        let delay = if event.reason.handed_over() {
+                            Duration::ZERO
+                        } else {
+                            self.roles.as_ref().map_or(Duration::ZERO, |r| r.demote_delay)
+                        };
                         // Master-only programs stop at once: a mirror left
                         // running on a node that is no longer master would
                         // push its stale copy over the new master's files.
@@ -277,15 +283,9 @@ impl Switcher {
                         // MASTER meanwhile cancels the demotion.
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {
-                                let newer = self.switch(&mut rx, Role::Backup, Duration::ZERO, None).await;
-                                if newer.is_none() {
-                                    // The master stack is stopped here: the
-                                    // peer may promote without the TTL.
-                                    if let Some(witness) = &self.witness {
-                                        witness.release().await;
-                                    }
-                                }
-                                newer
+                                // The witness key is released inside, once
+                                // the master stack is stopped.
+                                self.switch(&mut rx, Role::Backup, Duration::ZERO, None).await
                             }
                             newer = rx.recv() => {
                                 if newer.as_ref().is_some_and(|n| n.instance == event.instance) {
@@ -696,8 +696,21 @@ impl Switcher {
                 }
             })
             .await;
-        record.problems.extend(results.into_iter().flatten());
+        let stop_failures: Vec<String> = results.into_iter().flatten().collect();
         record.stop = stop_started.elapsed();
+        if role == Role::Backup {
+            if let Some(witness) = &self.witness {
+                if stop_failures.is_empty() {
+                    // The master stack is stopped here: the key goes now,
+                    // before the backup stack starts, so that a waiting
+                    // peer promotes at once, not after our TTL.
+                    witness.release().await;
+                } else {
+                    tracing::error!("the witness key is kept: the master stack may still run here ({})", stop_failures.join("; "));
+                }
+            }
+        }
+        record.problems.extend(stop_failures);
         let start_started = Instant::now();
         let starting = list(&docker, to).await?;
         if starting.is_empty() {

@@ -183,6 +183,12 @@ impl Reason {
     pub fn peer_lost(self) -> bool {
         matches!(self, Reason::MasterDown | Reason::FastDetect)
     }
+
+    /// BACKUP because this node handed mastership over on purpose (not
+    /// preempted, not a flap): its master stack may stop at once.
+    pub fn handed_over(self) -> bool {
+        matches!(self, Reason::Switchover)
+    }
 }
 
 impl std::fmt::Display for Reason {

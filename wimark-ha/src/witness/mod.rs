@@ -17,7 +17,7 @@ use std::{
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, Identity, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 
 use crate::{clock::unix_ms, config::WitnessConfig, records::WitnessStatus};
@@ -27,9 +27,13 @@ pub mod probe;
 
 use claim::{holder, Claim, Holder, LeaseClock};
 
-/// How often a waiting promotion asks again. The wait ends when the old
-/// holder's lease expires (etcd deletes the key) or it releases the key.
+/// A waiting promotion watches the key: the old holder's release, or its
+/// lease expiring (etcd deletes the key), wakes it within a round trip.
+/// Without a watch (not made, or broken) it asks again this often.
 const CLAIM_POLL: Duration = Duration::from_millis(100);
+/// With a watch, it still asks this often: a watch stuck on a member that
+/// froze never reports, and the claim itself finds another member.
+const CLAIM_POLL_WATCHED: Duration = Duration::from_millis(500);
 
 /// Why the key is not ours (yet).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +61,9 @@ struct Session {
     client: Client,
     lease: Option<LeaseClock>,
     keep_alive: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    /// A renewal failed: connect again before the next one (the member
+    /// this client reached may be the one that is gone).
+    reconnect: bool,
 }
 
 pub struct Witness {
@@ -161,8 +168,10 @@ impl Witness {
         let started = Instant::now();
         self.update(|s| s.waiting_since_unix_ms = Some(unix_ms()));
         let mut last_reason: Option<WitnessError> = None;
+        let mut watch: Option<WatchStream> = None;
         loop {
-            match self.claim().await {
+            let (claimed, revision) = self.claim_at().await;
+            match claimed {
                 Ok(()) => {
                     self.set_key_problem(None);
                     let waited = started.elapsed();
@@ -200,7 +209,42 @@ impl Witness {
                     }
                 }
             }
-            tokio::time::sleep(CLAIM_POLL).await;
+            if watch.is_none() {
+                if let Some(revision) = revision {
+                    watch = self.watch_key(revision).await;
+                }
+            }
+            match watch.as_mut() {
+                Some(stream) => {
+                    tokio::select! {
+                        message = stream.message() => {
+                            // Any change of the key (released, expired,
+                            // rewritten) is worth a claim; a watch that
+                            // ended or broke is dropped and made again.
+                            if !matches!(&message, Ok(Some(m)) if !m.canceled()) {
+                                watch = None;
+                            }
+                        }
+                        _ = tokio::time::sleep(CLAIM_POLL_WATCHED) => {}
+                    }
+                }
+                None => tokio::time::sleep(CLAIM_POLL).await,
+            }
+        }
+    }
+
+    /// A watch of the key from just after `revision` (the store's revision
+    /// the failed claim saw), so that a release in between is not missed;
+    /// `None` when etcd would not make one (the poll stands in).
+    async fn watch_key(&self, revision: i64) -> Option<WatchStream> {
+        let mut client = self.session.lock().await.as_ref()?.client.clone();
+        let options = WatchOptions::new().with_start_revision(revision + 1);
+        match client.watch(self.config.key.as_bytes(), Some(options)).await {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::debug!(key = %self.config.key, "watching the witness key: {e}");
+                None
+            }
         }
     }
 
@@ -226,7 +270,13 @@ impl Witness {
 
     /// One attempt: put the key under our lease if nobody holds it.
     async fn claim(&self) -> Result<(), WitnessError> {
-        let mut guard = self.session.lock().await;
+        self.claim_at().await.0
+    }
+
+    /// One attempt, and the store's revision it saw (`None`: no answer).
+    /// The session lock is held only to copy the client and the lease: a
+    /// renewal in flight never delays a claim.
+    async fn claim_at(&self) -> (Result<(), WitnessError>, Option<i64>) {
         let no_lease = || {
             WitnessError::NoLease(
                 self.status
@@ -238,11 +288,16 @@ impl Witness {
                     }),
             )
         };
-        let session = guard.as_mut().ok_or_else(no_lease)?;
-        let lease = session
-            .lease
-            .filter(|l| l.alive_at(Instant::now()))
-            .ok_or_else(no_lease)?;
+        let (mut client, lease) = {
+            let guard = self.session.lock().await;
+            let Some(session) = guard.as_ref() else {
+                return (Err(no_lease()), None);
+            };
+            let Some(lease) = session.lease.filter(|l| l.alive_at(Instant::now())) else {
+                return (Err(no_lease()), None);
+            };
+            (session.client.clone(), lease)
+        };
         let key = self.config.key.as_bytes().to_vec();
         let value = Claim::new(&self.config.node, unix_ms()).encode();
         let txn = Txn::new()
@@ -253,17 +308,17 @@ impl Witness {
                 Some(PutOptions::new().with_lease(lease.id)),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let response = session
-            .client
-            .txn(txn)
-            .await
-            .map_err(|e| self.classify(e))?;
+        let response = match client.txn(txn).await {
+            Ok(response) => response,
+            Err(e) => return (Err(self.classify(e)), None),
+        };
         self.update(|s| {
             s.reachable = true;
             s.problem = None;
         });
+        let revision = response.header().map(|h| h.revision());
         if response.succeeded() {
-            return Ok(());
+            return (Ok(()), revision);
         }
         let current = response.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Get(get) => get
@@ -274,14 +329,18 @@ impl Witness {
         });
         // Deleted between the compare and the get: try again at once.
         let Some((value, holder_lease)) = current else {
-            return Err(WitnessError::HeldByPeer("nobody (just released)".into()));
+            return (
+                Err(WitnessError::HeldByPeer("nobody (just released)".into())),
+                revision,
+            );
         };
-        match holder(&value, holder_lease, Some(lease.id)) {
+        let verdict = match holder(&value, holder_lease, Some(lease.id)) {
             Holder::Us => Ok(()),
             Holder::Node(node) if node == self.config.node => Err(WitnessError::OwnStaleClaim),
             Holder::Node(node) => Err(WitnessError::HeldByPeer(node)),
             Holder::Foreign(what) => Err(WitnessError::Foreign(what)),
-        }
+        };
+        (verdict, revision)
     }
 
     /// Gives the key up (the master stack is stopped here): the peer's
@@ -291,16 +350,19 @@ impl Witness {
         if !self.status().holds_key {
             return;
         }
-        let mut guard = self.session.lock().await;
-        let Some(session) = guard.as_mut() else {
-            return;
+        let (mut client, lease) = {
+            let guard = self.session.lock().await;
+            let Some(session) = guard.as_ref() else {
+                return;
+            };
+            let Some(lease) = session.lease else { return };
+            (session.client.clone(), lease)
         };
-        let Some(lease) = session.lease else { return };
         let key = self.config.key.as_bytes().to_vec();
         let txn = Txn::new()
             .when([Compare::lease(key.clone(), CompareOp::Equal, lease.id)])
             .and_then([TxnOp::delete(key, None)]);
-        match session.client.txn(txn).await {
+        match client.txn(txn).await {
             Ok(response) => {
                 self.update(|s| s.holds_key = false);
                 if response.succeeded() {
@@ -323,56 +385,13 @@ impl Witness {
     }
 
     fn classify(&self, error: etcd_client::Error) -> WitnessError {
-        // etcd answers a wrong password or a missing user with
-        // InvalidArgument ("authentication failed", "user name is empty"),
-        // a token it no longer knows with Unauthenticated.
-        let refused = match &error {
-            etcd_client::Error::GRpcStatus(status) => match status.code() {
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => true,
-                tonic::Code::InvalidArgument => {
-                    let message = status.message();
-                    ["authentication", "user name", "password", "permission"]
-                        .iter()
-                        .any(|word| message.contains(word))
-                }
-                _ => false,
-            },
-            _ => false,
-        };
-        let reason = if refused {
-            WitnessError::Refused(error.to_string())
-        } else {
-            self.unreachable(&error.to_string())
-        };
+        let reason = classify(error, &self.config.endpoints);
+        let refused = matches!(reason, WitnessError::Refused(_));
         self.update(|s| {
             s.reachable = refused;
             s.problem = Some(reason.to_string());
         });
         reason
-    }
-
-    fn options(&self, timeout: Duration) -> anyhow::Result<ConnectOptions> {
-        let mut options = ConnectOptions::new()
-            .with_timeout(timeout)
-            .with_connect_timeout(timeout);
-        if let Some(credentials) = &self.config.credentials {
-            options = options.with_user(credentials.user.clone(), credentials.password.clone());
-        }
-        if let Some(tls) = &self.config.tls {
-            use anyhow::Context as _;
-            let ca = std::fs::read(&tls.ca)
-                .with_context(|| format!("witness.tls.ca {}", tls.ca.display()))?;
-            let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
-            if let Some((cert, key)) = &tls.identity {
-                let cert = std::fs::read(cert)
-                    .with_context(|| format!("witness.tls.cert {}", cert.display()))?;
-                let key = std::fs::read(key)
-                    .with_context(|| format!("witness.tls.key {}", key.display()))?;
-                config = config.identity(Identity::from_pem(cert, key));
-            }
-            options = options.with_tls(config);
-        }
-        Ok(options)
     }
 
     /// Connects, grants a lease and keeps it alive, for the daemon's life.
@@ -391,28 +410,23 @@ impl Witness {
                     next
                 }
                 Err(reason) => {
-                    let lost = {
+                    let (lost, at_risk) = {
                         let mut guard = self.session.lock().await;
-                        match guard.as_mut() {
-                            Some(session) => {
-                                session.keep_alive = None;
-                                let expired =
-                                    session.lease.is_some_and(|l| !l.alive_at(Instant::now()));
-                                if expired {
-                                    session.lease = None;
-                                    self.set_deadline(None);
-                                }
-                                expired
-                            }
-                            None => false,
-                        }
-                    };
-                    let at_risk = {
-                        let guard = self.session.lock().await;
                         let now = Instant::now();
-                        guard.as_ref().and_then(|s| s.lease).is_none_or(|l| {
+                        let lost = guard.as_mut().is_some_and(|session| {
+                            session.keep_alive = None;
+                            session.reconnect = true;
+                            let expired = session.lease.is_some_and(|l| !l.alive_at(now));
+                            if expired {
+                                session.lease = None;
+                                self.set_deadline(None);
+                            }
+                            expired
+                        });
+                        let at_risk = guard.as_ref().and_then(|s| s.lease).is_none_or(|l| {
                             l.deadline().saturating_duration_since(now) <= l.ttl / 2
-                        })
+                        });
+                        (lost, at_risk)
                     };
                     self.at_risk
                         .send_if_modified(|r| std::mem::replace(r, at_risk) != at_risk);
@@ -434,19 +448,24 @@ impl Witness {
     /// the next one.
     async fn keep_lease_once(&self, timeout: Duration) -> Result<Duration, WitnessError> {
         let mut guard = self.session.lock().await;
-        if guard.is_none() {
-            let options = self.options(timeout).map_err(|e| {
-                let reason = WitnessError::Refused(format!("{e:#}"));
-                self.update(|s| s.problem = Some(reason.to_string()));
-                reason
-            })?;
-            let client = Client::connect(&self.config.endpoints, Some(options))
+        if guard.as_ref().is_none_or(|s| s.reconnect) {
+            let client = connect(&self.config, &self.config.endpoints, timeout)
                 .await
-                .map_err(|e| self.classify(e))?;
+                .inspect_err(|reason| {
+                    let refused = matches!(reason, WitnessError::Refused(_));
+                    self.update(|s| {
+                        s.reachable = refused;
+                        s.problem = Some(reason.to_string());
+                    });
+                })?;
+            // A new connection keeps the lease we hold (it lives in etcd,
+            // not in the connection).
+            let lease = guard.as_ref().and_then(|s| s.lease);
             *guard = Some(Session {
                 client,
-                lease: None,
+                lease,
                 keep_alive: None,
+                reconnect: false,
             });
         }
         let Some(session) = guard.as_mut() else {
@@ -522,5 +541,85 @@ impl Witness {
             s.problem = None;
         });
         Ok(lease.renew_every())
+    }
+}
+
+/// What an etcd error means for us: etcd answers a wrong password or a
+/// missing user with InvalidArgument ("authentication failed", "user name
+/// is empty"), a token it no longer knows with Unauthenticated; anything
+/// else is taken as etcd out of reach.
+pub fn classify(error: etcd_client::Error, endpoints: &[String]) -> WitnessError {
+    let refused = match &error {
+        etcd_client::Error::GRpcStatus(status) => match status.code() {
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => true,
+            tonic::Code::InvalidArgument => {
+                let message = status.message();
+                ["authentication", "user name", "password", "permission"]
+                    .iter()
+                    .any(|word| message.contains(word))
+            }
+            _ => false,
+        },
+        _ => false,
+    };
+    if refused {
+        WitnessError::Refused(error.to_string())
+    } else {
+        WitnessError::Unreachable {
+            endpoints: endpoints.join(", "),
+            detail: error.to_string(),
+        }
+    }
+}
+
+/// The client options `[witness]` asks for: credentials, TLS files (read
+/// now: a missing file is an error naming its key), `timeout` per request.
+pub fn connect_options(config: &WitnessConfig, timeout: Duration) -> anyhow::Result<ConnectOptions> {
+    let mut options = ConnectOptions::new()
+        .with_timeout(timeout)
+        .with_connect_timeout(timeout);
+    if let Some(credentials) = &config.credentials {
+        options = options.with_user(credentials.user.clone(), credentials.password.clone());
+    }
+    if let Some(tls) = &config.tls {
+        use anyhow::Context as _;
+        let ca =
+            std::fs::read(&tls.ca).with_context(|| format!("witness.tls.ca {}", tls.ca.display()))?;
+        let mut tls_options = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+        if let Some((cert, key)) = &tls.identity {
+            let cert = std::fs::read(cert)
+                .with_context(|| format!("witness.tls.cert {}", cert.display()))?;
+            let key =
+                std::fs::read(key).with_context(|| format!("witness.tls.key {}", key.display()))?;
+            tls_options = tls_options.identity(Identity::from_pem(cert, key));
+        }
+        options = options.with_tls(tls_options);
+    }
+    Ok(options)
+}
+
+/// One read-only connection to the endpoints `[witness]` names, for
+/// `doctor`: it grants no lease and writes nothing.
+pub async fn connect(
+    config: &WitnessConfig,
+    endpoints: &[String],
+    timeout: Duration,
+) -> Result<Client, WitnessError> {
+    let options = connect_options(config, timeout)
+        .map_err(|e| WitnessError::Refused(format!("{e:#}")))?;
+    match Client::connect(endpoints, Some(options.clone())).await {
+        Ok(client) => Ok(client),
+        // etcd-client fails the whole connect when one member refuses: a
+        // cluster with a member down is still a witness. Any member that
+        // answers will do (a later failure reconnects).
+        Err(all) if endpoints.len() > 1 => {
+            for endpoint in endpoints {
+                if let Ok(client) = Client::connect([endpoint], Some(options.clone())).await {
+                    return Ok(client);
+                }
+            }
+            Err(classify(all, endpoints))
+        }
+        Err(e) => Err(classify(e, endpoints)),
     }
 }

@@ -67,7 +67,7 @@ impl Engine {
                         state: to,
                         // keepalived's notify gets the priority in force.
                         priority: instance.machine.priority(),
-                        peer_lost: reason.peer_lost(),
+                        reason,
                         group,
                     });
                     let record = TransitionRecord {
