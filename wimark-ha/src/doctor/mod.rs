@@ -1,6 +1,7 @@
 //! `wimark-ha doctor`: the vendor's preparation list, checked on the machine
 //! it runs on — kernel and BPF, sysctls, firewall, Docker and the stacks,
-//! the peer, password-less ssh, a keepalived still running on our VRID.
+//! the peer, password-less ssh, a keepalived still running on our VRID, the
+//! etcd witness.
 //! Each finding is OK, WARN or FAIL with the fix.
 //!
 //! Owns: the checks and their wording. Must not: change anything on the
@@ -21,6 +22,7 @@ mod firewall;
 mod hook_paths;
 mod keepalived;
 mod swanctl;
+mod witness;
 
 use firewall::firewall;
 #[cfg(test)]
@@ -92,6 +94,9 @@ pub async fn run(config: Option<&Config>) -> Vec<Finding> {
         findings.extend(docker(config).await);
         findings.extend(hook_paths::check(config));
         findings.extend(ap_recovery::check(config));
+        if let Some(witness) = &config.witness {
+            findings.extend(witness::check(witness).await);
+        }
         if let Some(peer) = &config.peer {
             let interface = config.instances.first().map(|i| i.interface.as_str());
             findings.push(peer_reachable(peer.address, interface));
