@@ -1,6 +1,6 @@
 //! A real etcd (Debian's etcd-server, v3 API) for the witness labs: one
-//! member in a namespace the test created, its data in a scratch
-//! directory, killed and removed on drop.
+//! member, or a cluster of several, each member in a namespace the test
+//! created, its data in a scratch directory, killed and removed on drop.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -11,12 +11,20 @@ use anyhow::{bail, Context, Result};
 
 use crate::{daemon::wait_until, lab::in_netns, Scratch};
 
-pub struct Etcd {
-    child: Child,
+struct Member {
+    name: String,
+    /// `None` once killed (`kill_leader`).
+    child: Option<Child>,
     namespace: String,
-    /// `http://address:2379`.
+    endpoint: String,
+    data: Scratch,
+}
+
+pub struct Etcd {
+    members: Vec<Member>,
+    /// The client URLs of every member, comma-separated (as etcdctl and
+    /// the daemon's `endpoints` take them): `http://address:2379`.
     pub endpoint: String,
-    _data: Scratch,
 }
 
 /// Fails with what is missing when etcd is not installed.
@@ -35,70 +43,78 @@ pub fn require_etcd() {
 impl Etcd {
     /// One member named `name` listening on `address` in `namespace`.
     pub fn start(namespace: &str, name: &str, address: &str) -> Result<Self> {
+        Self::cluster(&[(namespace, name, address)])
+    }
+
+    /// A cluster of one member per `(namespace, name, address)`, all
+    /// started before any is asked (a member answers once a quorum is up).
+    pub fn cluster(members: &[(&str, &str, &str)]) -> Result<Self> {
         require_etcd();
-        // Unique per lab: two tests of one binary run side by side.
-        let data = Scratch::new(&format!("etcd-{namespace}-{name}"));
-        let client = format!("http://{address}:2379");
-        let peer = format!("http://{address}:2380");
-        let args: Vec<String> = [
-            "--name",
-            name,
-            "--data-dir",
-            &data.0.join("data").display().to_string(),
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            &format!("{name}={peer}"),
-            "--initial-cluster-state",
-            "new",
-            "--log-level",
-            "warn",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let log = std::fs::File::create(data.0.join("etcd.log")).context("etcd log")?;
-        let child = in_netns(namespace, move || {
-            Command::new("/usr/bin/etcd")
-                .args(&args)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-        })?
-        .context("starting etcd")?;
-        let etcd = Self {
-            child,
-            namespace: namespace.to_string(),
-            endpoint: client,
-            _data: data,
+        let initial_cluster = members
+            .iter()
+            .map(|(_, name, address)| format!("{name}=http://{address}:2380"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut etcd = Self {
+            members: Vec::new(),
+            endpoint: members
+                .iter()
+                .map(|(_, _, address)| format!("http://{address}:2379"))
+                .collect::<Vec<_>>()
+                .join(","),
         };
-        wait_until(Duration::from_secs(20), "etcd healthy", || {
+        for (namespace, name, address) in members {
+            etcd.members
+                .push(Member::start(namespace, name, address, &initial_cluster)?);
+        }
+        wait_until(Duration::from_secs(30), "etcd healthy", || {
             etcd.etcdctl(&["endpoint", "health"]).is_ok()
         })
         .map_err(|e| anyhow::anyhow!("{e}\n{}", etcd.log()))?;
         Ok(etcd)
     }
 
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self._data.0.join("etcd.log")).unwrap_or_default()
+    /// The client URLs as a TOML list's items: `"http://a:2379", "http://b:2379"`.
+    pub fn endpoints_toml(&self) -> String {
+        self.endpoint
+            .split(',')
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
-    /// `etcdctl` against this member, from its namespace; stdout.
+    pub fn log(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| {
+                format!(
+                    "--- etcd {}:\n{}",
+                    m.name,
+                    std::fs::read_to_string(m.data.0.join("etcd.log")).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `etcdctl` against the members still running, from the first one's
+    /// namespace (they share a LAN); stdout.
     pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
+        let live: Vec<&Member> = self.members.iter().filter(|m| m.child.is_some()).collect();
+        let Some(first) = live.first() else {
+            bail!("no etcd member is running");
+        };
         let mut argv = vec![
             "--endpoints".to_string(),
-            self.endpoint.clone(),
+            live.iter()
+                .map(|m| m.endpoint.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             "--command-timeout".to_string(),
             "2s".to_string(),
         ];
         argv.extend(args.iter().map(|s| s.to_string()));
-        let output = in_netns(&self.namespace, move || {
+        let output = in_netns(&first.namespace, move || {
             Command::new("/usr/bin/etcdctl")
                 .env("ETCDCTL_API", "3")
                 .args(&argv)
@@ -120,23 +136,112 @@ impl Etcd {
         Ok(out.trim().to_string())
     }
 
-    /// Freezes the member (SIGSTOP): every request times out, as with a
-    /// witness that is unreachable; `resume` thaws it.
+    /// The name of the member that leads the cluster now.
+    pub fn leader(&self) -> Result<String> {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"])?;
+        let statuses: Vec<serde_json::Value> =
+            serde_json::from_str(&out).with_context(|| format!("endpoint status: {out}"))?;
+        // The entry whose member is the leader it reports.
+        let leading = statuses.iter().find(|entry| {
+            let status = &entry["Status"];
+            status["leader"].as_u64().is_some() && status["leader"] == status["header"]["member_id"]
+        });
+        let endpoint = leading.and_then(|entry| entry["Endpoint"].as_str());
+        self.members
+            .iter()
+            .find(|m| Some(m.endpoint.as_str()) == endpoint)
+            .map(|m| m.name.clone())
+            .with_context(|| format!("no member leads: {out}"))
+    }
+
+    /// Kills the leading member (SIGKILL): the others elect a new leader.
+    /// Returns its name.
+    pub fn kill_leader(&mut self) -> Result<String> {
+        let leader = self.leader()?;
+        let member = self
+            .members
+            .iter_mut()
+            .find(|m| m.name == leader)
+            .context("the leader is one of ours")?;
+        if let Some(mut child) = member.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(leader)
+    }
+
+    /// Freezes every member (SIGSTOP): every request times out, as with a
+    /// witness that is unreachable; `resume` thaws them.
     pub fn pause(&self) {
-        // SAFETY: plain kill(2) on our child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+        self.signal(libc::SIGSTOP);
     }
 
     pub fn resume(&self) {
-        // SAFETY: plain kill(2) on our child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        for child in self.members.iter().filter_map(|m| m.child.as_ref()) {
+            // SAFETY: plain kill(2) on our child.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+}
+
+impl Member {
+    fn start(namespace: &str, name: &str, address: &str, initial_cluster: &str) -> Result<Self> {
+        // Unique per lab: two tests of one binary run side by side.
+        let data = Scratch::new(&format!("etcd-{namespace}-{name}"));
+        let client = format!("http://{address}:2379");
+        let peer = format!("http://{address}:2380");
+        let args: Vec<String> = [
+            "--name",
+            name,
+            "--data-dir",
+            &data.0.join("data").display().to_string(),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            initial_cluster,
+            "--initial-cluster-state",
+            "new",
+            "--log-level",
+            "warn",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = std::fs::File::create(data.0.join("etcd.log")).context("etcd log")?;
+        let child = in_netns(namespace, move || {
+            Command::new("/usr/bin/etcd")
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+        })?
+        .context("starting etcd")?;
+        Ok(Self {
+            name: name.to_string(),
+            child: Some(child),
+            namespace: namespace.to_string(),
+            endpoint: client,
+            data,
+        })
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.resume();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for mut child in self.members.iter_mut().filter_map(|m| m.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! ```text
 //!  ns a (server A) eth0 ── a-port ─┐
 //!  ns b (server B) eth0 ── b-port ─┼─ br0 (ns sw): the LAN, etcd on ns w
-//!  ns w (witness)  eth0 ── w-port ─┘
+//!  ns w (witness)  eth0 ── w-port ─┘    (or ns w1, w2, w3: a 3-member etcd)
 //!  ns a eth1 ── a-peer ─┬─ br1 (ns sw): the peer link (VRRP, the VIP)
 //!  ns b eth1 ── b-peer ─┘
 //! ```
@@ -20,18 +20,34 @@ use wimark_ha_tests::{
     docker::{require_dockerd, Stack},
     etcd::Etcd,
     lab::{ip, two_servers_on_a_switch, Lab},
+    wimark_ha_bin,
 };
 
 const KEY: &str = "/wimark-ha/WIM1";
 const LEASE_TTL: Duration = Duration::from_secs(2);
+/// The labs' `demote_delay`: short, so that a healed split settles fast.
+const DEMOTE_DELAY: &str = "200ms";
 
+/// `endpoints`: the TOML list's items (`Etcd::endpoints_toml`).
 fn node_config(
     socket: &std::path::Path,
     priority: u8,
     node: &str,
     project: &str,
-    etcd: &str,
+    endpoints: &str,
     extra: &str,
+) -> String {
+    node_config_with(socket, priority, node, project, endpoints, extra, DEMOTE_DELAY)
+}
+
+fn node_config_with(
+    socket: &std::path::Path,
+    priority: u8,
+    node: &str,
+    project: &str,
+    endpoints: &str,
+    extra: &str,
+    demote_delay: &str,
 ) -> String {
     format!(
         r#"[daemon]
@@ -52,13 +68,13 @@ instance = "WIM1"
 master = {{ compose_project = "{project}-master" }}
 backup = {{ compose_project = "{project}-backup" }}
 stop_timeout = "2s"
-demote_delay = "200ms"
+demote_delay = "{demote_delay}"
 
 [peer]
 address = "{peer}"
 
 [witness]
-endpoints = ["{etcd}"]
+endpoints = [{endpoints}]
 key = "{KEY}"
 lease_ttl = "{ttl}s"
 node = "{node}"
@@ -95,33 +111,52 @@ fn witness(daemon: &Daemon) -> WitnessStatus {
         .unwrap_or_default()
 }
 
-/// A master with its stack and the key, B backup; etcd on ns w.
-/// The namespaces, links and etcd of the witness labs (no daemon yet).
-fn network() -> (Lab, String, String, String, Etcd) {
+/// The namespaces, links and etcd of the witness labs (no daemon yet):
+/// one etcd member on ns w, or `members` of them on ns w1, w2, ….
+fn network(members: usize) -> (Lab, String, String, String, Etcd) {
     let (mut lab, ns_a, ns_b, sw) = two_servers_on_a_switch("eth0").expect("lab");
-    let ns_w = lab.namespace("w", false).expect("ns w");
-    lab.veth((&ns_w, "eth0"), (&sw, "w-port")).expect("veth");
-    ip(&["-n", &sw, "link", "set", "w-port", "master", "br0"]).expect("bridge");
     lab.veth((&ns_a, "eth1"), (&sw, "a-peer")).expect("veth");
     lab.veth((&ns_b, "eth1"), (&sw, "b-peer")).expect("veth");
     lab.bridge(&sw, "br1", &["a-peer", "b-peer"])
         .expect("bridge");
     for (ns, eth0, eth1) in [
-        (&ns_a, "10.78.0.1/24", Some("10.77.0.1/24")),
-        (&ns_b, "10.78.0.2/24", Some("10.77.0.2/24")),
-        (&ns_w, "10.78.0.9/24", None),
+        (&ns_a, "10.78.0.1/24", "10.77.0.1/24"),
+        (&ns_b, "10.78.0.2/24", "10.77.0.2/24"),
     ] {
         lab.address(ns, "eth0", eth0).expect("address");
-        if let Some(eth1) = eth1 {
-            lab.address(ns, "eth1", eth1).expect("address");
-        }
+        lab.address(ns, "eth1", eth1).expect("address");
     }
-    let etcd = Etcd::start(&ns_w, "w", "10.78.0.9").expect("etcd");
+    let mut witnesses = Vec::new();
+    for index in 0..members {
+        let name = if members == 1 {
+            "w".to_string()
+        } else {
+            format!("w{}", index + 1)
+        };
+        let ns = lab.namespace(&name, false).expect("witness namespace");
+        let port = format!("{name}-port");
+        lab.veth((&ns, "eth0"), (&sw, &port)).expect("veth");
+        ip(&["-n", &sw, "link", "set", &port, "master", "br0"]).expect("bridge");
+        let address = format!("10.78.0.{}", 9 + index);
+        lab.address(&ns, "eth0", &format!("{address}/24"))
+            .expect("address");
+        witnesses.push((ns, name, address));
+    }
+    let members: Vec<(&str, &str, &str)> = witnesses
+        .iter()
+        .map(|(ns, name, address)| (ns.as_str(), name.as_str(), address.as_str()))
+        .collect();
+    let etcd = Etcd::cluster(&members).expect("etcd");
     (lab, ns_a, ns_b, sw, etcd)
 }
 
 /// A master with its stack and the key, B backup; etcd on ns w.
 fn witness_lab(tag: &str) -> WitnessLab {
+    witness_lab_with(tag, 1, DEMOTE_DELAY)
+}
+
+/// The same with `members` etcd members and the nodes' `demote_delay`.
+fn witness_lab_with(tag: &str, members: usize, demote_delay: &str) -> WitnessLab {
     require_dockerd();
     let a_master = Stack::create(&format!("{tag}-a-master"), 1, None).expect("stack");
     let b_master = Stack::create(&format!("{tag}-b-master"), 1, None).expect("stack");
@@ -129,9 +164,10 @@ fn witness_lab(tag: &str) -> WitnessLab {
         Stack::create(&format!("{tag}-a-backup"), 1, None).expect("stack"),
         Stack::create(&format!("{tag}-b-backup"), 1, None).expect("stack"),
     ];
-    let (lab, ns_a, ns_b, sw, etcd) = network();
+    let (lab, ns_a, ns_b, sw, etcd) = network(members);
+    let endpoints = etcd.endpoints_toml();
     let a = Daemon::start(&ns_a, &format!("{tag}-a"), |s| {
-        node_config(s, 200, "wim-a", &format!("{tag}-a"), &etcd.endpoint, "")
+        node_config_with(s, 200, "wim-a", &format!("{tag}-a"), &endpoints, "", demote_delay)
     })
     .expect("daemon A");
     wait_until(
@@ -141,7 +177,7 @@ fn witness_lab(tag: &str) -> WitnessLab {
     )
     .unwrap_or_else(|e| panic!("{e}\nA: {}\n{}", roles_json(&a), a.log()));
     let b = Daemon::start(&ns_b, &format!("{tag}-b"), |s| {
-        node_config(s, 100, "wim-b", &format!("{tag}-b"), &etcd.endpoint, "")
+        node_config_with(s, 100, "wim-b", &format!("{tag}-b"), &endpoints, "", demote_delay)
     })
     .expect("daemon B");
     wait_until(Duration::from_secs(20), "B backup with a lease", || {
@@ -196,6 +232,10 @@ impl WitnessLab {
 fn a_lost_master_hands_the_key_over_when_its_lease_expires() {
     let tag = format!("whw{}", std::process::id());
     let mut lab = witness_lab(&tag);
+    // doctor on B, the pair healthy: etcd answers, the key is A's.
+    let findings = doctor_witness(&lab.b);
+    assert_finding(&findings, "witness http://10.78.0.9:2379", "OK", "the leader");
+    assert_finding(&findings, "witness key", "OK", "held by wim-a (the peer)");
     lab.lose_a();
     let lost = Instant::now();
     // The fast path is unchanged: the VIP moves at once.
@@ -274,6 +314,9 @@ fn an_unreachable_witness_moves_nothing_and_holds_a_promotion_back() {
         "A's master stack still runs"
     );
     assert!(lab.b_master.running().is_empty());
+    let findings = doctor_witness(&lab.b);
+    assert_finding(&findings, "witness http://10.78.0.9:2379", "FAIL", "unreachable");
+    assert_finding(&findings, "witness key", "FAIL", "no etcd member answers");
     let json = lab.b.status().expect("status");
     let w = json.witness.expect("witness in status");
     assert!(
@@ -410,7 +453,7 @@ fn bad_witness_input_holds_the_promotion_back_and_says_why() {
     let tag = format!("whz{}", std::process::id());
     let master = Stack::create(&format!("{tag}-master"), 1, None).expect("stack");
     let _backup = Stack::create(&format!("{tag}-backup"), 1, None).expect("stack");
-    let (_lab, ns_a, _ns_b, _sw, etcd) = network();
+    let (_lab, ns_a, _ns_b, _sw, etcd) = network(1);
     let stop = |mut daemon: Daemon| {
         daemon.signal(libc::SIGTERM);
         assert_eq!(daemon.wait(), Some(0), "{}", daemon.log());
@@ -419,10 +462,11 @@ fn bad_witness_input_holds_the_promotion_back_and_says_why() {
     let daemon = held_back(
         &ns_a,
         &format!("{tag}-unreachable"),
-        |s| node_config(s, 200, "wim-a", &tag, "http://10.78.0.9:2399", ""),
+        |s| node_config(s, 200, "wim-a", &tag, "\"http://10.78.0.9:2399\"", ""),
         &master,
         "unreachable",
     );
+    assert_finding(&doctor_witness(&daemon), "witness http://10.78.0.9:2399", "FAIL", "unreachable");
     stop(daemon);
     // Wrong credentials (etcd's authentication on).
     etcd.etcdctl(&["user", "add", "root:rootpw"])
@@ -439,13 +483,14 @@ fn bad_witness_input_holds_the_promotion_back_and_says_why() {
                 200,
                 "wim-a",
                 &tag,
-                &etcd.endpoint,
+                &etcd.endpoints_toml(),
                 "user = \"ha\"\npassword = \"wrong\"",
             )
         },
         &master,
         "refused our credentials",
     );
+    assert_finding(&doctor_witness(&daemon), "witness http://10.78.0.9:2379", "FAIL", "refused our credentials");
     stop(daemon);
     etcd.etcdctl(&["--user", "root:rootpw", "auth", "disable"])
         .expect("auth disable");
@@ -454,14 +499,15 @@ fn bad_witness_input_holds_the_promotion_back_and_says_why() {
     let daemon = held_back(
         &ns_a,
         &format!("{tag}-foreign"),
-        |s| node_config(s, 200, "wim-a", &tag, &etcd.endpoint, ""),
+        |s| node_config(s, 200, "wim-a", &tag, &etcd.endpoints_toml(), ""),
         &master,
         "foreign writer",
     );
+    assert_finding(&doctor_witness(&daemon), "witness key", "FAIL", "foreign writer");
     assert_eq!(
         etcd.get(KEY).expect("get"),
         "someone-else",
-        "nothing lost: the foreign key stands"
+        "nothing lost: the foreign key stands (doctor read it, no more)"
     );
     // Removed by the operator: the promotion goes ahead.
     etcd.etcdctl(&["del", KEY]).expect("del");
@@ -541,4 +587,194 @@ fn a_master_cut_from_its_peer_and_the_witness_stops_its_stack_before_the_peer_st
         )
     });
     assert!(witness(&lab.a).isolated_since_unix_ms.is_none());
+}
+
+/// `wimark-ha doctor --json` with `daemon`'s config, from its namespace:
+/// the witness findings, check → (status, detail).
+fn doctor_witness(daemon: &Daemon) -> std::collections::BTreeMap<String, (String, String)> {
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", &daemon.namespace])
+        .arg(wimark_ha_bin())
+        .args(["doctor", "--json", "--config"])
+        .arg(&daemon.config)
+        .output()
+        .expect("ip netns exec wimark-ha doctor");
+    let findings: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}\n{output:?}"));
+    findings
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|f| {
+            let check = f["check"].as_str()?;
+            check.starts_with("witness").then(|| {
+                (
+                    check.to_string(),
+                    (
+                        f["status"].as_str().unwrap_or("").to_string(),
+                        f["detail"].as_str().unwrap_or("").to_string(),
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The finding `check` says `status` and its detail contains `says`.
+fn assert_finding(
+    findings: &std::collections::BTreeMap<String, (String, String)>,
+    check: &str,
+    status: &str,
+    says: &str,
+) {
+    let found = findings.get(check);
+    assert!(
+        found.is_some_and(|(s, detail)| s == status && detail.contains(says)),
+        "doctor's `{check}` must be {status} saying `{says}`: {findings:?}"
+    );
+}
+
+/// B's promotions to the master stack that were carried out.
+fn promotions(daemon: &Daemon) -> Vec<wimark_ha::records::SwitchRecord> {
+    daemon
+        .roles()
+        .history
+        .into_iter()
+        .filter(|r| r.to == RunningStack::Master && !r.held_back && !r.cancelled)
+        .collect()
+}
+
+/// Polls both master stacks every 20 ms until B's runs, failing at once if
+/// both run together; returns when B's started, from `since`. A's stack
+/// only stops and B's only starts here, so B is read first: A still
+/// running after B was seen running is a real overlap, whatever the time
+/// between the two reads.
+fn never_both_until_b_starts(lab: &WitnessLab, since: Instant, within: Duration) -> Duration {
+    loop {
+        let b = lab.b_master.running().len();
+        let a = lab.a_master.running().len();
+        assert!(
+            a == 0 || b == 0,
+            "both master stacks run {:?} in\nA: {}\nB: {}",
+            since.elapsed(),
+            roles_json(&lab.a),
+            roles_json(&lab.b)
+        );
+        if b == 1 {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < within,
+            "B's master stack not started within {within:?}\nA: {:?}\n{}\nB: {:?}\n{}",
+            witness(&lab.a),
+            lab.a.log(),
+            witness(&lab.b),
+            lab.b.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_planned_switchover_hands_the_key_over_without_waiting_out_lease_or_delay() {
+    let tag = format!("whs{}", std::process::id());
+    // A demote_delay far above the lease: a switchover that waited for it,
+    // or for the TTL, would show in B's wait for the key.
+    let lab = witness_lab_with(&tag, 1, "5s");
+    let asked = Instant::now();
+    let response = wimark_ha::control::request(
+        &lab.a.socket,
+        &wimark_ha::control::Request::Switchover {
+            instance: None,
+            back: false,
+        },
+    )
+    .expect("switchover");
+    assert!(response.ok, "{response:?}");
+    let b_started = never_both_until_b_starts(&lab, asked, Duration::from_secs(10));
+    lab.wait_for_b_master_stack(Duration::from_secs(5), "B's promotion recorded");
+    let promotion = promotions(&lab.b)
+        .pop()
+        .unwrap_or_else(|| panic!("no promotion in {}", roles_json(&lab.b)));
+    // What B waited for is A's stop (one container, stopped on SIGTERM) and
+    // the release: well under the TTL, and nothing of the 5 s delay.
+    assert!(
+        promotion.witness < LEASE_TTL / 2,
+        "B waited {:?} for the key after a planned switchover (TTL {LEASE_TTL:?})\nA: {}\n{}",
+        promotion.witness,
+        roles_json(&lab.a),
+        lab.a.log()
+    );
+    let demotion = lab
+        .a
+        .roles()
+        .history
+        .into_iter()
+        .rev()
+        .find(|r| r.to == RunningStack::Backup)
+        .unwrap_or_else(|| panic!("A did not demote: {}", roles_json(&lab.a)));
+    assert!(!demotion.cancelled && demotion.problems.is_empty(), "{demotion:?}");
+    assert!(
+        lab.etcd
+            .get(KEY)
+            .expect("get")
+            .contains("\"node\":\"wim-b\""),
+        "the key names B"
+    );
+    assert!(witness(&lab.b).holds_key && !witness(&lab.a).holds_key);
+    eprintln!(
+        "switchover: B's master stack {b_started:?} after the request; B waited {:?} for the key",
+        promotion.witness
+    );
+}
+
+#[test]
+fn an_etcd_leader_change_during_a_failover_promotes_once() {
+    let tag = format!("whl{}", std::process::id());
+    let mut lab = witness_lab_with(&tag, 3, DEMOTE_DELAY);
+    lab.lose_a();
+    let lost = Instant::now();
+    wait_until(
+        Duration::from_secs(2),
+        "B MASTER, waiting for A's key",
+        || {
+            lab.b.state() == Some(State::Master) && witness(&lab.b).waiting_since_unix_ms.is_some()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\nB: {:?}\n{}", witness(&lab.b), lab.b.log()));
+    // The leader lost while B waits for A's lease to expire: the new leader
+    // restarts every lease's TTL, so the wait is longer, never shorter.
+    let leader = lab.etcd.kill_leader().expect("kill the leader");
+    let killed = lost.elapsed();
+    // (A's containers are left running by the lab's "loss": its daemon is
+    // gone, not its dockerd; only B's are watched.)
+    lab.wait_for_b_master_stack(Duration::from_secs(20), "B's master stack");
+    let b_started = lost.elapsed();
+    // Long enough for a second claim or a lease lost to the election to
+    // show: one promotion, the key B's throughout.
+    std::thread::sleep(LEASE_TTL * 2);
+    let promoted = promotions(&lab.b);
+    assert_eq!(
+        promoted.len(),
+        1,
+        "one promotion, no double one: {}",
+        roles_json(&lab.b)
+    );
+    let w = witness(&lab.b);
+    assert!(w.holds_key && w.holds_lease && w.isolated_since_unix_ms.is_none(), "{w:?}");
+    assert_eq!(lab.b.roles().stack, RunningStack::Master);
+    assert_eq!(lab.b_master.running().len(), 1);
+    let findings = doctor_witness(&lab.b);
+    let down: Vec<_> = findings
+        .iter()
+        .filter(|(check, (status, _))| check.starts_with("witness http") && status == "WARN")
+        .collect();
+    assert_eq!(down.len(), 1, "one member down, a WARN (the others are a quorum): {findings:?}");
+    assert_finding(&findings, "witness key", "OK", "held by wim-b (this server)");
+    let value = lab.etcd.get(KEY).expect("get from the surviving members");
+    assert!(value.contains("\"node\":\"wim-b\""), "the key names B: {value}");
+    eprintln!(
+        "leader {leader} killed {killed:?} after A's loss; B's master stack at {b_started:?}, after {:?} waiting for the key",
+        promoted[0].witness
+    );
 }
