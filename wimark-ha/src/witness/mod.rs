@@ -598,8 +598,12 @@ pub fn connect_options(config: &WitnessConfig, timeout: Duration) -> anyhow::Res
     Ok(options)
 }
 
-/// One read-only connection to the endpoints `[witness]` names, for
-/// `doctor`: it grants no lease and writes nothing.
+/// A connection to the first of `endpoints` that answers (a status
+/// request, which any member serves): etcd-client balances requests over
+/// every endpoint it is given, so one dead member would fail a share of
+/// renewals and claims. A later failure reconnects (`Session::reconnect`),
+/// again to the first that answers. Also `doctor`'s, which grants and
+/// writes nothing.
 pub async fn connect(
     config: &WitnessConfig,
     endpoints: &[String],
@@ -607,19 +611,33 @@ pub async fn connect(
 ) -> Result<Client, WitnessError> {
     let options = connect_options(config, timeout)
         .map_err(|e| WitnessError::Refused(format!("{e:#}")))?;
-    match Client::connect(endpoints, Some(options.clone())).await {
-        Ok(client) => Ok(client),
-        // etcd-client fails the whole connect when one member refuses: a
-        // cluster with a member down is still a witness. Any member that
-        // answers will do (a later failure reconnects).
-        Err(all) if endpoints.len() > 1 => {
-            for endpoint in endpoints {
-                if let Ok(client) = Client::connect([endpoint], Some(options.clone())).await {
-                    return Ok(client);
+    let mut first_error = None;
+    for endpoint in endpoints {
+        let answered = match Client::connect([endpoint], Some(options.clone())).await {
+            Ok(mut client) => client.status().await.map(|_| client),
+            Err(e) => Err(e),
+        };
+        match answered {
+            Ok(client) => return Ok(client),
+            Err(e) => {
+                let reason = classify(e, std::slice::from_ref(endpoint));
+                // Refused credentials are the same at every member.
+                if matches!(reason, WitnessError::Refused(_)) {
+                    return Err(reason);
                 }
+                first_error.get_or_insert(reason);
             }
-            Err(classify(all, endpoints))
         }
-        Err(e) => Err(classify(e, endpoints)),
     }
+    Err(match first_error {
+        Some(WitnessError::Unreachable { detail, .. }) => WitnessError::Unreachable {
+            endpoints: endpoints.join(", "),
+            detail,
+        },
+        Some(other) => other,
+        None => WitnessError::Unreachable {
+            endpoints: String::new(),
+            detail: "no endpoint configured".to_string(),
+        },
+    })
 }
