@@ -11,7 +11,10 @@
 //! promotion and tells after a demotion).
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -81,6 +84,26 @@ pub struct Witness {
     /// What the key itself says against us (a foreign writer), apart from
     /// the session's problems, which every good renewal clears.
     key_problem: Mutex<Option<String>>,
+    /// A claim was sent and its answer never read (the wait for the key was
+    /// interrupted): etcd may have put the key under our lease, so the next
+    /// release deletes it if so rather than trust `holds_key`.
+    claim_unsettled: AtomicBool,
+}
+
+/// Marks a claim in flight until its answer is read (see `claim_unsettled`).
+struct ClaimInFlight<'a> {
+    witness: &'a Witness,
+    answered: bool,
+}
+
+impl Drop for ClaimInFlight<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.witness
+                .claim_unsettled
+                .store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Witness {
@@ -91,6 +114,7 @@ impl Witness {
             at_risk: tokio::sync::watch::Sender::new(false),
             deadline: Mutex::new(None),
             key_problem: Mutex::new(None),
+            claim_unsettled: AtomicBool::new(false),
             status: Mutex::new(WitnessStatus {
                 endpoints: config.endpoints.clone(),
                 key: config.key.clone(),
@@ -141,6 +165,13 @@ impl Witness {
 
     pub fn status(&self) -> WitnessStatus {
         let mut status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        // Past our lease's local deadline etcd has dropped the lease and
+        // the key with it, whether or not the keeper has noticed yet (its
+        // requests time out first).
+        if self.lease_left().is_zero() {
+            status.holds_lease = false;
+            status.holds_key = false;
+        }
         if let Some(key_problem) = self.key_problem.lock().ok().and_then(|k| k.clone()) {
             status.problem = Some(match status.problem {
                 Some(session) => format!("{key_problem}; {session}"),
@@ -308,7 +339,13 @@ impl Witness {
                 Some(PutOptions::new().with_lease(lease.id)),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let response = match client.txn(txn).await {
+        let mut in_flight = ClaimInFlight {
+            witness: self,
+            answered: false,
+        };
+        let sent = client.txn(txn).await;
+        in_flight.answered = true;
+        let response = match sent {
             Ok(response) => response,
             Err(e) => return (Err(self.classify(e)), None),
         };
@@ -347,7 +384,10 @@ impl Witness {
     /// waiting promotion goes ahead at once, not after the TTL. Only the
     /// key under our own lease is deleted.
     pub async fn release(&self) {
-        if !self.status().holds_key {
+        let unsettled = self
+            .claim_unsettled
+            .load(Ordering::SeqCst);
+        if !self.status().holds_key && !unsettled {
             return;
         }
         let (mut client, lease) = {
@@ -365,6 +405,8 @@ impl Witness {
         match client.txn(txn).await {
             Ok(response) => {
                 self.update(|s| s.holds_key = false);
+                self.claim_unsettled
+                    .store(false, Ordering::SeqCst);
                 if response.succeeded() {
                     tracing::info!(key = %self.config.key, "witness key released");
                 }
