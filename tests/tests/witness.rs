@@ -93,6 +93,7 @@ node = "{node}"
 
 struct WitnessLab {
     _lab: Lab,
+    ns_a: String,
     ns_b: String,
     sw: String,
     etcd: Etcd,
@@ -152,11 +153,12 @@ fn network(members: usize) -> (Lab, String, String, String, Etcd) {
 
 /// A master with its stack and the key, B backup; etcd on ns w.
 fn witness_lab(tag: &str) -> WitnessLab {
-    witness_lab_with(tag, 1, DEMOTE_DELAY)
+    witness_lab_with(tag, 1, DEMOTE_DELAY, "")
 }
 
-/// The same with `members` etcd members and the nodes' `demote_delay`.
-fn witness_lab_with(tag: &str, members: usize, demote_delay: &str) -> WitnessLab {
+/// The same with `members` etcd members, the nodes' `demote_delay` and
+/// `extra` lines in both nodes' `[witness]`.
+fn witness_lab_with(tag: &str, members: usize, demote_delay: &str, extra: &str) -> WitnessLab {
     require_dockerd();
     let a_master = Stack::create(&format!("{tag}-a-master"), 1, None).expect("stack");
     let b_master = Stack::create(&format!("{tag}-b-master"), 1, None).expect("stack");
@@ -167,7 +169,7 @@ fn witness_lab_with(tag: &str, members: usize, demote_delay: &str) -> WitnessLab
     let (lab, ns_a, ns_b, sw, etcd) = network(members);
     let endpoints = etcd.endpoints_toml();
     let a = Daemon::start(&ns_a, &format!("{tag}-a"), |s| {
-        node_config_with(s, 200, "wim-a", &format!("{tag}-a"), &endpoints, "", demote_delay)
+        node_config_with(s, 200, "wim-a", &format!("{tag}-a"), &endpoints, extra, demote_delay)
     })
     .expect("daemon A");
     wait_until(
@@ -177,7 +179,7 @@ fn witness_lab_with(tag: &str, members: usize, demote_delay: &str) -> WitnessLab
     )
     .unwrap_or_else(|e| panic!("{e}\nA: {}\n{}", roles_json(&a), a.log()));
     let b = Daemon::start(&ns_b, &format!("{tag}-b"), |s| {
-        node_config_with(s, 100, "wim-b", &format!("{tag}-b"), &endpoints, "", demote_delay)
+        node_config_with(s, 100, "wim-b", &format!("{tag}-b"), &endpoints, extra, demote_delay)
     })
     .expect("daemon B");
     wait_until(Duration::from_secs(20), "B backup with a lease", || {
@@ -191,6 +193,7 @@ fn witness_lab_with(tag: &str, members: usize, demote_delay: &str) -> WitnessLab
     );
     WitnessLab {
         _lab: lab,
+        ns_a,
         ns_b,
         sw,
         etcd,
@@ -555,7 +558,7 @@ fn a_master_cut_from_its_peer_and_the_witness_stops_its_stack_before_the_peer_st
         );
     };
     let w = witness(&lab.a);
-    assert!(w.isolated_since_unix_ms.is_some() && !w.holds_key, "{w:?}");
+    assert!(w.isolated_since_unix_ms.is_some() && !w.holds_key, "{w:?}\n{}", lab.a.log());
     assert!(lab.a.log().contains("isolated"), "{}", lab.a.log());
     assert_eq!(
         lab.a.state(),
@@ -586,6 +589,81 @@ fn a_master_cut_from_its_peer_and_the_witness_stops_its_stack_before_the_peer_st
             witness(&lab.b)
         )
     });
+    assert!(witness(&lab.a).isolated_since_unix_ms.is_none());
+}
+
+#[test]
+fn an_isolated_master_with_release_vip_gives_the_vip_up_and_returns_as_backup() {
+    let tag = format!("whr{}", std::process::id());
+    let lab = witness_lab_with(&tag, 1, DEMOTE_DELAY, "on_isolation = \"release_vip\"");
+    const VIP: &str = "10.77.0.100";
+    assert!(has_address(&lab.ns_a, "eth1", VIP), "A holds the VIP first");
+    ip(&["-n", &lab.sw, "link", "set", "a-port", "nomaster"]).expect("cut A's LAN");
+    ip(&["-n", &lab.sw, "link", "set", "a-peer", "nomaster"]).expect("cut the peer link");
+    let cut = Instant::now();
+    // A's stack stops before B's starts, as with keep_vip; then A is in
+    // FAULT without the VIP, which B holds.
+    let b_started = never_both_until_b_starts(&lab, cut, Duration::from_secs(15));
+    wait_until(
+        Duration::from_secs(5),
+        "A in FAULT without the VIP",
+        || lab.a.state() == Some(State::Fault) && !has_address(&lab.ns_a, "eth1", VIP),
+    )
+    .unwrap_or_else(|e| panic!("{e}\nA: {:?}\n{}", witness(&lab.a), lab.a.log()));
+    let gave_up = cut.elapsed();
+    assert!(has_address(&lab.ns_b, "eth1", VIP), "B holds the VIP");
+    let a = lab.a.instance().expect("A's status");
+    assert!(!a.holds_virtual_ips, "{a:?}");
+    assert_eq!(
+        a.history.last().map(|t| (t.from, t.to, t.reason)),
+        Some((State::Master, State::Fault, wimark_ha::vrrp::Reason::WitnessIsolated)),
+        "{:?}",
+        a.history
+    );
+    let w = witness(&lab.a);
+    assert!(w.isolated_since_unix_ms.is_some() && !w.holds_key, "{w:?}");
+    assert!(lab.a.log().contains("giving the VIPs up"), "{}", lab.a.log());
+    // It stays so: nothing brings the VIP back while A is cut off.
+    std::thread::sleep(2 * LEASE_TTL);
+    assert_eq!(lab.a.state(), Some(State::Fault), "{}", lab.a.log());
+    assert!(!has_address(&lab.ns_a, "eth1", VIP));
+    assert!(lab.a_master.running().is_empty());
+    eprintln!(
+        "release_vip: B's master stack {b_started:?} after the cut, A without the VIP {gave_up:?} after it"
+    );
+    // Healed: the peer answers, A's isolation ends, A starts over as BACKUP
+    // and (priority 200, preempting) takes mastership back; B steps down
+    // and releases the key, A takes it and starts its stack again.
+    ip(&["-n", &lab.sw, "link", "set", "a-port", "master", "br0"]).expect("heal LAN");
+    ip(&["-n", &lab.sw, "link", "set", "a-peer", "master", "br1"]).expect("heal peer link");
+    wait_until(
+        Duration::from_secs(15),
+        "A master with the VIP and its stack, B's stopped",
+        || {
+            lab.a.state() == Some(State::Master)
+                && has_address(&lab.ns_a, "eth1", VIP)
+                && !has_address(&lab.ns_b, "eth1", VIP)
+                && lab.a_master.running().len() == 1
+                && lab.b_master.running().is_empty()
+                && witness(&lab.a).holds_key
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nA: {:?}\n{}\nB: {:?}",
+            witness(&lab.a),
+            lab.a.log(),
+            witness(&lab.b)
+        )
+    });
+    let a = lab.a.instance().expect("A's status");
+    assert!(
+        a.history.iter().any(|t| t.from == State::Fault
+            && t.to == State::Backup
+            && t.reason == wimark_ha::vrrp::Reason::WitnessRegained),
+        "A came back through BACKUP: {:?}",
+        a.history
+    );
     assert!(witness(&lab.a).isolated_since_unix_ms.is_none());
 }
 
@@ -680,7 +758,7 @@ fn a_planned_switchover_hands_the_key_over_without_waiting_out_lease_or_delay() 
     let tag = format!("whs{}", std::process::id());
     // A demote_delay far above the lease: a switchover that waited for it,
     // or for the TTL, would show in B's wait for the key.
-    let lab = witness_lab_with(&tag, 1, "5s");
+    let lab = witness_lab_with(&tag, 1, "5s", "");
     let asked = Instant::now();
     let response = wimark_ha::control::request(
         &lab.a.socket,
@@ -731,7 +809,7 @@ fn a_planned_switchover_hands_the_key_over_without_waiting_out_lease_or_delay() 
 #[test]
 fn an_etcd_leader_change_during_a_failover_promotes_once() {
     let tag = format!("whl{}", std::process::id());
-    let mut lab = witness_lab_with(&tag, 3, DEMOTE_DELAY);
+    let mut lab = witness_lab_with(&tag, 3, DEMOTE_DELAY, "");
     lab.lose_a();
     let lost = Instant::now();
     wait_until(

@@ -633,6 +633,8 @@ mod tests {
             Reason::Preempting,
             Reason::RestartHold,
             Reason::SyncGroup,
+            Reason::WitnessIsolated,
+            Reason::WitnessRegained,
         ] {
             let json = serde_json::to_string(&reason).expect("json");
             assert_eq!(json, format!("\"{reason}\""));

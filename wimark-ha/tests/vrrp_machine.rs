@@ -1786,6 +1786,56 @@ fn a_tracker_fault_known_before_the_start_starts_in_fault() {
     assert_eq!(instance.poll_timeout(), None);
 }
 
+#[test]
+fn witness_isolation_gives_the_vips_up_until_it_ends_and_then_starts_over() {
+    // wimark-ha's witness, `on_isolation = "release_vip"`: an isolated
+    // master gives its VIPs up (resigning first, as for any FAULT) and
+    // stays deaf until the switcher ends the isolation.
+    let params = v3(200, 10);
+    let mut instance = master(params.clone());
+    instance.set_witness_isolated(at_ms(500.0), true);
+    let actions = drain(&mut instance);
+    assert_eq!(actions[..2], [sends(0), Action::RemoveVirtualIps]);
+    assert_eq!(
+        transitions(&actions),
+        vec![(State::Master, State::Fault, Reason::WitnessIsolated)]
+    );
+    assert_eq!(instance.poll_timeout(), None, "nothing timed while isolated");
+    assert!(instance.own_fault(), "a sync group follows it into FAULT");
+    // Said twice: nothing more.
+    instance.set_witness_isolated(at_ms(505.0), true);
+    assert!(drain(&mut instance).is_empty());
+    // The link flaps meanwhile: still FAULT while the isolation stands.
+    instance.interface_down(at_ms(510.0));
+    instance.interface_up(at_ms(520.0));
+    assert!(drain(&mut instance).is_empty());
+    assert_eq!(instance.state(), State::Fault);
+    // Adverts of the peer, now master, are not heard in FAULT.
+    let t = at_ms(530.0);
+    instance
+        .handle_advert(t, ip(PEER_LOW), &advert(&params, 100, ms(10)), t)
+        .expect("ignored quietly");
+    assert!(drain(&mut instance).is_empty());
+    // Over: as at startup, BACKUP with the full Master_Down_Interval, so
+    // the peer that took over keeps the VIPs if it speaks.
+    instance.set_witness_isolated(at_ms(600.0), false);
+    assert_eq!(
+        transitions(&drain(&mut instance)),
+        vec![(State::Fault, State::Backup, Reason::WitnessRegained)]
+    );
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(at_ms(600.0) + instance.master_down_interval())
+    );
+    // A backup isolated (the rule only isolates masters, but the machine
+    // does not rely on it) gives up nothing it does not hold.
+    instance.set_witness_isolated(at_ms(700.0), true);
+    let actions = drain(&mut instance);
+    assert!(!actions.contains(&Action::RemoveVirtualIps), "{actions:?}");
+    assert!(!actions.contains(&sends(0)), "{actions:?}");
+    assert_eq!(instance.state(), State::Fault);
+}
+
 // ===== Sync groups (keepalived's vrrp_sync_group) =====
 
 /// Two members of one group (VRIDs 67 and 68), both backup of a live

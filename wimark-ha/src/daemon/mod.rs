@@ -317,15 +317,34 @@ async fn run_bound(
         Vec::new()
     });
     let (observed_tx, observed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (commands_tx, commands_rx) = mpsc::channel();
+    let wake_fd = Arc::new(eventfd()?);
+    // `on_isolation = "release_vip"`: the switcher's isolation rule tells
+    // the engine to give the roles instance's VIPs up, and to end that.
+    let release_vips: Option<crate::roles::IsolationSink> = match (&config.witness, &roles_instance) {
+        (Some(witness), Some(instance))
+            if witness.on_isolation == crate::config::OnIsolation::ReleaseVip =>
+        {
+            let commands = Mutex::new(commands_tx.clone());
+            let wake_fd = wake_fd.clone();
+            let instance = instance.clone();
+            Some(Box::new(move |isolated| {
+                let sent = commands.lock().map(|c| {
+                    c.send(Command::WitnessIsolation {
+                        instance: instance.clone(),
+                        isolated,
+                    })
+                    .is_ok()
+                });
+                if matches!(sent, Ok(true)) {
+                    wake(&wake_fd);
+                }
+            }))
+        }
+        _ => None,
+    };
     // The third vote, when configured: its lease is kept from the start,
     // so that a promotion finds it granted.
-    if config
-        .witness
-        .as_ref()
-        .is_some_and(|w| w.on_isolation == crate::config::OnIsolation::ReleaseVip)
-    {
-        tracing::warn!("witness.on_isolation = \"release_vip\" is not acted on yet: an isolated master stops its stack and keeps the VIP");
-    }
     let witness = config
         .witness
         .clone()
@@ -346,7 +365,10 @@ async fn run_bound(
                 }));
             })
         },
-        witness.clone(),
+        witness.clone().map(|witness| crate::roles::WitnessLink {
+            witness,
+            release_vips,
+        }),
     );
     let status = Arc::new(Mutex::new(DaemonStatus {
         started_unix_ms,
@@ -375,8 +397,6 @@ async fn run_bound(
             (Some(recovery), tasks)
         }
     };
-    let (commands_tx, commands_rx) = mpsc::channel();
-    let wake_fd = Arc::new(eventfd()?);
     let trackers = spawn_trackers(&instances, &commands_tx, &wake_fd, &stack_view);
     // Per instance, when its APs came back after its latest takeover
     // (written by the observer).

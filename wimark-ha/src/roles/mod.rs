@@ -102,6 +102,33 @@ pub struct Switcher {
     view: tokio::sync::watch::Sender<StackView>,
     /// `[witness]`: the key a promotion waits for and a demotion releases.
     witness: Option<Arc<crate::witness::Witness>>,
+    /// `on_isolation = "release_vip"`: tells the engine to give the roles
+    /// instance's VIPs up while isolated (`true`) and to take part again
+    /// (`false`).
+    release_vips: Option<IsolationSink>,
+}
+
+/// Carries the isolation rule's word on the VIPs to the engine.
+pub type IsolationSink = Box<dyn Fn(bool) + Send + Sync>;
+
+/// `[witness]` as the switcher is given it.
+pub struct WitnessLink {
+    pub witness: Arc<crate::witness::Witness>,
+    /// Set with `on_isolation = "release_vip"` (see `Switcher`).
+    pub release_vips: Option<IsolationSink>,
+}
+
+/// What the witness's isolation rule did on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isolation {
+    No,
+    /// The master stack stopped while the VRRP instance stays master and
+    /// keeps the VIPs (`keep_vip`): it starts again once the key is ours.
+    StackStopped,
+    /// The master stack stopped and the VIPs were given up (`release_vip`):
+    /// the instance is in FAULT until the key is ours or the peer answers;
+    /// then it starts over as BACKUP and VRRP decides.
+    VipsReleased,
 }
 
 /// What the witness said about a promotion.
@@ -161,6 +188,7 @@ impl Switcher {
                 ..Default::default()
             }),
             witness: None,
+            release_vips: None,
         }
     }
 
@@ -185,7 +213,7 @@ impl Switcher {
         fencing: Option<FencingConfig>,
         history: Vec<SwitchRecord>,
         on_record: RecordSink,
-        witness: Option<Arc<crate::witness::Witness>>,
+        witness: Option<WitnessLink>,
     ) -> (
         UnboundedSender<RoleEvent>,
         Arc<Mutex<RolesStatus>>,
@@ -202,6 +230,10 @@ impl Switcher {
             roles: roles.is_some(),
             ..Default::default()
         });
+        let (witness, release_vips) = match witness {
+            Some(link) => (Some(link.witness), link.release_vips),
+            None => (None, None),
+        };
         let switcher = Self {
             view,
             roles,
@@ -212,6 +244,7 @@ impl Switcher {
             supervised: Mutex::new(Vec::new()),
             on_record,
             witness,
+            release_vips,
         };
         let task = tokio::spawn(switcher.run(rx));
         (tx, status, view_rx, task)
@@ -222,13 +255,12 @@ impl Switcher {
     async fn run(self, mut rx: UnboundedReceiver<RoleEvent>) {
         let mut next: Option<RoleEvent> = None;
         let mut engine_gone = false;
-        // The isolation rule stopped the master stack while this node is
-        // still MASTER: it starts again once the witness key is ours.
-        let mut isolated = false;
+        // What the isolation rule did (see `next_event`).
+        let mut isolation = Isolation::No;
         while !engine_gone {
             let event = match next.take() {
                 Some(event) => event,
-                None => match self.next_event(&mut rx, &mut isolated).await {
+                None => match self.next_event(&mut rx, &mut isolation).await {
                     Some(event) => event,
                     None => break,
                 },
@@ -385,12 +417,13 @@ impl Switcher {
     /// rule: while the master stack runs here and our lease is at risk, a
     /// peer that does not answer either means this node is the cut-off
     /// side — the peer will get the key once our lease expires — so the
-    /// master stack stops now, before that. A peer that answers means only
-    /// the witness is lost: nothing moves.
+    /// master stack stops now, before that (and, with `on_isolation =
+    /// "release_vip"`, the VIPs go too). A peer that answers means only the
+    /// witness is lost: nothing moves.
     async fn next_event(
         &self,
         rx: &mut UnboundedReceiver<RoleEvent>,
-        isolated: &mut bool,
+        isolation: &mut Isolation,
     ) -> Option<RoleEvent> {
         let Some(witness) = self.witness.clone() else {
             return rx.recv().await;
@@ -398,24 +431,54 @@ impl Switcher {
         let mut at_risk = witness.at_risk();
         let mut said_peer_answers = false;
         loop {
-            if *isolated {
-                tokio::select! {
+            match *isolation {
+                Isolation::No => {}
+                Isolation::StackStopped => tokio::select! {
                     event = rx.recv() => {
-                        witness.stop_waiting();
-                        witness.set_isolated(false);
-                        *isolated = false;
+                        if self.ends_isolation(event.as_ref()) {
+                            self.end_isolation(&witness, isolation);
+                        }
                         return event;
                     }
                     waited = witness.acquire() => {
                         tracing::info!("the witness key is ours again: the master stack starts again");
-                        witness.set_isolated(false);
-                        *isolated = false;
+                        self.end_isolation(&witness, isolation);
                         if let Some(newer) = self.switch(rx, Role::Master, waited, None).await {
                             return Some(newer);
                         }
                         self.start_processes();
                         continue;
                     }
+                },
+                Isolation::VipsReleased => {
+                    // The instance is deaf in FAULT: whether the peer is
+                    // back is asked here, beside the wait for the key (one
+                    // wait, never restarted: it logs each change once).
+                    let acquire = witness.acquire();
+                    tokio::pin!(acquire);
+                    let mut ask_peer = tokio::time::interval(Duration::from_millis(500));
+                    loop {
+                        tokio::select! {
+                            event = rx.recv() => {
+                                if self.ends_isolation(event.as_ref()) {
+                                    self.end_isolation(&witness, isolation);
+                                }
+                                return event;
+                            }
+                            _ = &mut acquire => {
+                                tracing::info!("the witness key is ours again: isolation over, the VIPs take part again (as BACKUP first; VRRP decides)");
+                                break;
+                            }
+                            _ = ask_peer.tick() => {
+                                if witness.peer_answers().await == Some(true) {
+                                    tracing::info!("the peer answers again: isolation over, the VIPs take part again (as BACKUP first; VRRP decides)");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    self.end_isolation(&witness, isolation);
+                    continue;
                 }
             }
             let master_stack = self.status.lock().is_ok_and(|s| s.stack == Stack::Master);
@@ -441,7 +504,9 @@ impl Switcher {
                             witness.set_isolated(false);
                             return Some(newer);
                         }
-                        *isolated = true;
+                        // The peer spoke to etcd lately: not cut off from
+                        // everyone, so the VIPs are left to VRRP.
+                        *isolation = Isolation::StackStopped;
                         continue;
                     }
                     Err(_) => {}
@@ -481,7 +546,17 @@ impl Switcher {
                         witness.set_isolated(false);
                         return Some(newer);
                     }
-                    *isolated = true;
+                    // The stack first (its stop has a deadline: our
+                    // lease), then the VIPs: the instance's FAULT comes
+                    // back as an event, after this switch, not into it.
+                    *isolation = match &self.release_vips {
+                        Some(release) => {
+                            tracing::error!("isolated: giving the VIPs up (on_isolation = \"release_vip\") until the witness key is ours or the peer answers");
+                            release(true);
+                            Isolation::VipsReleased
+                        }
+                        None => Isolation::StackStopped,
+                    };
                 }
                 answer => {
                     if !said_peer_answers {
@@ -503,6 +578,30 @@ impl Switcher {
                 }
             }
         }
+    }
+
+    /// Whether an event ends the isolation: a move of the roles instance
+    /// (the peer heard again, a shutdown) but not its FAULT that
+    /// `release_vip` itself caused, nor another instance's; `None`: the
+    /// daemon stops.
+    fn ends_isolation(&self, event: Option<&RoleEvent>) -> bool {
+        event.is_none_or(|event| {
+            self.roles.as_ref().is_some_and(|r| r.instance == event.instance)
+                && event.reason != crate::vrrp::Reason::WitnessIsolated
+        })
+    }
+
+    /// The isolation is over: the status says so, and VIPs given up take
+    /// part again.
+    fn end_isolation(&self, witness: &crate::witness::Witness, isolation: &mut Isolation) {
+        witness.stop_waiting();
+        witness.set_isolated(false);
+        if *isolation == Isolation::VipsReleased {
+            if let Some(release) = &self.release_vips {
+                release(false);
+            }
+        }
+        *isolation = Isolation::No;
     }
 
     /// Waits for the witness key before a promotion (at once without a

@@ -156,6 +156,14 @@ pub enum Reason {
     /// of FAULT with it.
     #[serde(rename = "sync group")]
     SyncGroup,
+    /// The witness's isolation rule (`on_isolation = "release_vip"`): no
+    /// lease renewal and no answer from the peer; the VIPs are given up.
+    #[serde(rename = "isolated from the peer and the witness")]
+    WitnessIsolated,
+    /// The isolation is over: the witness key is ours again, or the peer
+    /// answers.
+    #[serde(rename = "isolation over")]
+    WitnessRegained,
 }
 
 impl Reason {
@@ -176,6 +184,8 @@ impl Reason {
             Reason::Preempting => "preempting a lower-priority master",
             Reason::RestartHold => "resumed after a restart in place",
             Reason::SyncGroup => "sync group",
+            Reason::WitnessIsolated => "isolated from the peer and the witness",
+            Reason::WitnessRegained => "isolation over",
         }
     }
 

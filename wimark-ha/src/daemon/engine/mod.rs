@@ -76,6 +76,10 @@ pub enum Command {
         tracker: usize,
         observation: crate::track::Observation,
     },
+    /// The witness's isolation rule with `on_isolation = "release_vip"`
+    /// (from the role switcher): the roles instance gives its VIPs up and
+    /// stays in FAULT while `isolated`.
+    WitnessIsolation { instance: String, isolated: bool },
 }
 
 /// How the engine ended.
@@ -412,6 +416,9 @@ impl Engine {
                         tracker,
                         observation,
                     } => self.track(instance, tracker, observation, t),
+                    Command::WitnessIsolation { instance, isolated } => {
+                        self.witness_isolation(&instance, isolated, t)
+                    }
                     Command::Switchover {
                         instance,
                         back: false,
@@ -568,6 +575,18 @@ impl Engine {
                 Err("this node is master of no instance: nothing to hand over".to_string())
             }
         }
+    }
+
+    /// The witness's isolation rule gives the roles instance's VIPs up (or
+    /// ends that); its sync group follows through `carry_out`.
+    fn witness_isolation(&mut self, name: &str, isolated: bool, t: Timestamp) {
+        let Some(i) = self.instances.iter().position(|i| i.config.name == name) else {
+            tracing::error!("witness isolation for `{name}`: no such instance");
+            return;
+        };
+        self.instances[i].machine.set_witness_isolated(t, isolated);
+        self.status_changed = true;
+        self.carry_out(i, t);
     }
 
     /// Ends the hand-over of each instance that handed mastership over:

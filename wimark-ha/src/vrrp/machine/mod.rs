@@ -37,6 +37,9 @@ pub struct Instance {
     link_down: bool,
     /// A tracker of weight 0 fails (FAULT until none does).
     tracker_fault: bool,
+    /// The witness's isolation rule gave the VIPs up (`on_isolation =
+    /// "release_vip"`): FAULT until it says otherwise.
+    witness_isolated: bool,
     /// The instance's sync group, when it has one (see `sync.rs`).
     sync: Option<SyncMembership>,
     /// The master we follow sent an advert below our priority and we
@@ -104,6 +107,7 @@ impl Instance {
             priority: params.priority,
             link_down: false,
             tracker_fault: false,
+            witness_isolated: false,
             sync: None,
             preempting: false,
             master_adver_interval,
@@ -175,12 +179,14 @@ impl Instance {
     /// Leaving Initialize (or FAULT): the address owner goes straight to
     /// Master; everyone else waits one Master_Down_Interval as Backup.
     fn begin(&mut self, now: Timestamp, reason: Reason) {
-        if self.link_down || self.tracker_fault {
+        if self.link_down || self.tracker_fault || self.witness_isolated {
             // Known before the start: straight to FAULT.
             let reason = if self.link_down {
                 Reason::InterfaceDown
-            } else {
+            } else if self.tracker_fault {
                 Reason::TrackerFault
+            } else {
+                Reason::WitnessIsolated
             };
             self.enter(State::Fault, reason, None);
             return;
@@ -310,6 +316,25 @@ impl Instance {
         }
     }
 
+    /// wimark-ha's witness, `on_isolation = "release_vip"`: this node can
+    /// neither renew its witness lease nor reach its peer, so it is the
+    /// cut-off side and the peer holds (or soon takes) the VIPs. It gives
+    /// them up and stays in FAULT — deaf to adverts, as with a link down —
+    /// until the switcher ends the isolation (the witness key is ours again,
+    /// or the peer answers); then it starts over as at startup (RFC 5798
+    /// §6.4.1), so a master heard meanwhile keeps its mastership.
+    pub fn set_witness_isolated(&mut self, now: Timestamp, isolated: bool) {
+        if isolated == self.witness_isolated {
+            return;
+        }
+        self.witness_isolated = isolated;
+        if isolated {
+            self.enter_fault(Reason::WitnessIsolated);
+        } else {
+            self.leave_fault(now, Reason::WitnessRegained);
+        }
+    }
+
     /// The priority in force (see [`set_tracking`](Self::set_tracking)).
     pub fn priority(&self) -> u8 {
         self.priority
@@ -339,7 +364,12 @@ impl Instance {
 
     /// Out of FAULT once nothing holds us there: start over as at startup.
     fn leave_fault(&mut self, now: Timestamp, reason: Reason) {
-        if self.state != State::Fault || self.link_down || self.tracker_fault || self.group_fault() {
+        if self.state != State::Fault
+            || self.link_down
+            || self.tracker_fault
+            || self.witness_isolated
+            || self.group_fault()
+        {
             return;
         }
         self.master = None;

@@ -34,10 +34,10 @@ impl Instance {
         self.state == State::Backup && self.sync.is_some_and(|s| s.held.is_some())
     }
 
-    /// In FAULT for a reason of its own (its link, its trackers), not only
-    /// because the group is.
+    /// In FAULT for a reason of its own (its link, its trackers, the
+    /// witness's isolation rule), not only because the group is.
     pub fn own_fault(&self) -> bool {
-        self.state == State::Fault && (self.link_down || self.tracker_fault)
+        self.state == State::Fault && (self.link_down || self.tracker_fault || self.witness_isolated)
     }
 
     /// The group's word on takeovers: open when every member would take
