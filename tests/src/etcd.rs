@@ -3,6 +3,7 @@
 //! created, its data in a scratch directory, killed and removed on drop.
 
 use std::{
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -23,8 +24,116 @@ struct Member {
 pub struct Etcd {
     members: Vec<Member>,
     /// The client URLs of every member, comma-separated (as etcdctl and
-    /// the daemon's `endpoints` take them): `http://address:2379`.
+    /// the daemon's `endpoints` take them): `http://address:2379`, or
+    /// `https://` with TLS.
     pub endpoint: String,
+    /// etcdctl's TLS flags (CA and client certificate), with TLS.
+    tls_flags: Vec<String>,
+}
+
+/// A lab CA and the certificates a TLS etcd and its clients use, made with
+/// openssl in a scratch directory (EC P-256, valid two days).
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// A client certificate signed by the CA (etcd's `--client-cert-auth`).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    _dir: Scratch,
+}
+
+impl EtcdTls {
+    /// A CA named `tag`, a server certificate for `server_ip` (its subject
+    /// alternative name: what a client checks) and a client certificate.
+    pub fn generate(tag: &str, server_ip: &str) -> Result<Self> {
+        let dir = Scratch::new(&format!("etcd-tls-{tag}"));
+        let at = |name: &str| dir.0.join(name);
+        let openssl = |args: &[&str]| -> Result<()> {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir.0)
+                .output()
+                .context("openssl (Debian's openssl package)")?;
+            if !output.status.success() {
+                bail!(
+                    "openssl {args:?}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            Ok(())
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN=wimark-ha lab CA {tag}"),
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat(),
+        )?;
+        for (name, extensions) in [
+            (
+                "server",
+                format!("subjectAltName=IP:{server_ip}\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature\nbasicConstraints=CA:FALSE\n"),
+            ),
+            (
+                "client",
+                "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\nbasicConstraints=CA:FALSE\n".to_string(),
+            ),
+        ] {
+            let (key, csr, cert, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            std::fs::write(at(&ext), extensions).context("extensions file")?;
+            openssl(
+                &[
+                    &["req"][..],
+                    &ec,
+                    &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN=wimark-ha lab {name}")],
+                ]
+                .concat(),
+            )?;
+            openssl(&[
+                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", &ext, "-out", &cert,
+            ])?;
+        }
+        Ok(Self {
+            ca: at("ca.pem"),
+            server_cert: at("server.pem"),
+            server_key: at("server.key"),
+            client_cert: at("client.pem"),
+            client_key: at("client.key"),
+            _dir: dir,
+        })
+    }
+
+    /// The daemon's `[witness] tls` line with the client certificate.
+    pub fn config_line(&self) -> String {
+        format!(
+            "tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}",
+            self.ca.display(),
+            self.client_cert.display(),
+            self.client_key.display()
+        )
+    }
 }
 
 /// Fails with what is missing when etcd is not installed.
@@ -43,13 +152,16 @@ pub fn require_etcd() {
 impl Etcd {
     /// One member named `name` listening on `address` in `namespace`.
     pub fn start(namespace: &str, name: &str, address: &str) -> Result<Self> {
-        Self::cluster(&[(namespace, name, address)])
+        Self::cluster(&[(namespace, name, address)], None)
     }
 
     /// A cluster of one member per `(namespace, name, address)`, all
     /// started before any is asked (a member answers once a quorum is up).
-    pub fn cluster(members: &[(&str, &str, &str)]) -> Result<Self> {
+    /// With `tls`, clients speak TLS and must show a certificate of its CA
+    /// (the members among themselves stay on plain http).
+    pub fn cluster(members: &[(&str, &str, &str)], tls: Option<&EtcdTls>) -> Result<Self> {
         require_etcd();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let initial_cluster = members
             .iter()
             .map(|(_, name, address)| format!("{name}=http://{address}:2380"))
@@ -59,13 +171,23 @@ impl Etcd {
             members: Vec::new(),
             endpoint: members
                 .iter()
-                .map(|(_, _, address)| format!("http://{address}:2379"))
+                .map(|(_, _, address)| format!("{scheme}://{address}:2379"))
                 .collect::<Vec<_>>()
                 .join(","),
+            tls_flags: tls.map_or_else(Vec::new, |tls| {
+                [
+                    ("--cacert", &tls.ca),
+                    ("--cert", &tls.client_cert),
+                    ("--key", &tls.client_key),
+                ]
+                .iter()
+                .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+                .collect()
+            }),
         };
         for (namespace, name, address) in members {
             etcd.members
-                .push(Member::start(namespace, name, address, &initial_cluster)?);
+                .push(Member::start(namespace, name, address, &initial_cluster, tls)?);
         }
         wait_until(Duration::from_secs(30), "etcd healthy", || {
             etcd.etcdctl(&["endpoint", "health"]).is_ok()
@@ -113,6 +235,7 @@ impl Etcd {
             "--command-timeout".to_string(),
             "2s".to_string(),
         ];
+        argv.extend(self.tls_flags.iter().cloned());
         argv.extend(args.iter().map(|s| s.to_string()));
         let output = in_netns(&first.namespace, move || {
             Command::new("/usr/bin/etcdctl")
@@ -189,12 +312,19 @@ impl Etcd {
 }
 
 impl Member {
-    fn start(namespace: &str, name: &str, address: &str, initial_cluster: &str) -> Result<Self> {
+    fn start(
+        namespace: &str,
+        name: &str,
+        address: &str,
+        initial_cluster: &str,
+        tls: Option<&EtcdTls>,
+    ) -> Result<Self> {
         // Unique per lab: two tests of one binary run side by side.
         let data = Scratch::new(&format!("etcd-{namespace}-{name}"));
-        let client = format!("http://{address}:2379");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://{address}:2379");
         let peer = format!("http://{address}:2380");
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--name",
             name,
             "--data-dir",
@@ -217,6 +347,16 @@ impl Member {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(tls) = tls {
+            for (flag, path) in [
+                ("--cert-file", &tls.server_cert),
+                ("--key-file", &tls.server_key),
+                ("--trusted-ca-file", &tls.ca),
+            ] {
+                args.extend([flag.to_string(), path.display().to_string()]);
+            }
+            args.push("--client-cert-auth".to_string());
+        }
         let log = std::fs::File::create(data.0.join("etcd.log")).context("etcd log")?;
         let child = in_netns(namespace, move || {
             Command::new("/usr/bin/etcd")

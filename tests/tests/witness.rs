@@ -18,7 +18,7 @@ use wimark_ha::records::{Stack as RunningStack, State, WitnessStatus};
 use wimark_ha_tests::{
     daemon::{has_address, roles_json, wait_until, Daemon},
     docker::{require_dockerd, Stack},
-    etcd::Etcd,
+    etcd::{Etcd, EtcdTls},
     lab::{ip, two_servers_on_a_switch, Lab},
     wimark_ha_bin,
 };
@@ -113,8 +113,9 @@ fn witness(daemon: &Daemon) -> WitnessStatus {
 }
 
 /// The namespaces, links and etcd of the witness labs (no daemon yet):
-/// one etcd member on ns w, or `members` of them on ns w1, w2, ….
-fn network(members: usize) -> (Lab, String, String, String, Etcd) {
+/// one etcd member on ns w (10.78.0.9), or `members` of them on ns w1, w2,
+/// …; with `tls`, etcd's clients speak TLS with certificates of its CA.
+fn network(members: usize, tls: Option<&EtcdTls>) -> (Lab, String, String, String, Etcd) {
     let (mut lab, ns_a, ns_b, sw) = two_servers_on_a_switch("eth0").expect("lab");
     lab.veth((&ns_a, "eth1"), (&sw, "a-peer")).expect("veth");
     lab.veth((&ns_b, "eth1"), (&sw, "b-peer")).expect("veth");
@@ -147,7 +148,7 @@ fn network(members: usize) -> (Lab, String, String, String, Etcd) {
         .iter()
         .map(|(ns, name, address)| (ns.as_str(), name.as_str(), address.as_str()))
         .collect();
-    let etcd = Etcd::cluster(&members).expect("etcd");
+    let etcd = Etcd::cluster(&members, tls).expect("etcd");
     (lab, ns_a, ns_b, sw, etcd)
 }
 
@@ -166,7 +167,7 @@ fn witness_lab_with(tag: &str, members: usize, demote_delay: &str, extra: &str) 
         Stack::create(&format!("{tag}-a-backup"), 1, None).expect("stack"),
         Stack::create(&format!("{tag}-b-backup"), 1, None).expect("stack"),
     ];
-    let (lab, ns_a, ns_b, sw, etcd) = network(members);
+    let (lab, ns_a, ns_b, sw, etcd) = network(members, None);
     let endpoints = etcd.endpoints_toml();
     let a = Daemon::start(&ns_a, &format!("{tag}-a"), |s| {
         node_config_with(s, 200, "wim-a", &format!("{tag}-a"), &endpoints, extra, demote_delay)
@@ -456,7 +457,7 @@ fn bad_witness_input_holds_the_promotion_back_and_says_why() {
     let tag = format!("whz{}", std::process::id());
     let master = Stack::create(&format!("{tag}-master"), 1, None).expect("stack");
     let _backup = Stack::create(&format!("{tag}-backup"), 1, None).expect("stack");
-    let (_lab, ns_a, _ns_b, _sw, etcd) = network(1);
+    let (_lab, ns_a, _ns_b, _sw, etcd) = network(1, None);
     let stop = |mut daemon: Daemon| {
         daemon.signal(libc::SIGTERM);
         assert_eq!(daemon.wait(), Some(0), "{}", daemon.log());
@@ -665,6 +666,83 @@ fn an_isolated_master_with_release_vip_gives_the_vip_up_and_returns_as_backup() 
         a.history
     );
     assert!(witness(&lab.a).isolated_since_unix_ms.is_none());
+}
+
+#[test]
+fn the_witness_over_tls_trusts_only_its_ca_and_shows_a_client_certificate() {
+    require_dockerd();
+    let tag = format!("wht{}", std::process::id());
+    let master = Stack::create(&format!("{tag}-master"), 1, None).expect("stack");
+    let _backup = Stack::create(&format!("{tag}-backup"), 1, None).expect("stack");
+    let tls = EtcdTls::generate(&tag, "10.78.0.9").expect("the lab's certificates");
+    let stranger =
+        EtcdTls::generate(&format!("{tag}-other"), "10.78.0.9").expect("another CA's certificates");
+    let (_lab, ns_a, _ns_b, _sw, etcd) = network(1, Some(&tls));
+    let endpoint = "witness https://10.78.0.9:2379";
+    let stop = |mut daemon: Daemon| {
+        daemon.signal(libc::SIGTERM);
+        assert_eq!(daemon.wait(), Some(0), "{}", daemon.log());
+    };
+    // A CA that did not sign etcd's certificate: etcd is not trusted.
+    let daemon = held_back(
+        &ns_a,
+        &format!("{tag}-wrong-ca"),
+        |s| {
+            node_config(
+                s,
+                200,
+                "wim-a",
+                &tag,
+                &etcd.endpoints_toml(),
+                &format!(
+                    "tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}",
+                    stranger.ca.display(),
+                    tls.client_cert.display(),
+                    tls.client_key.display()
+                ),
+            )
+        },
+        &master,
+        "not signed by witness.tls.ca",
+    );
+    assert_finding(&doctor_witness(&daemon), endpoint, "FAIL", "not signed by witness.tls.ca");
+    assert!(witness(&daemon).reachable, "etcd answered the handshake");
+    stop(daemon);
+    // Our CA, no client certificate: etcd wants one.
+    let daemon = held_back(
+        &ns_a,
+        &format!("{tag}-no-cert"),
+        |s| {
+            node_config(
+                s,
+                200,
+                "wim-a",
+                &tag,
+                &etcd.endpoints_toml(),
+                &format!("tls = {{ ca = \"{}\" }}", tls.ca.display()),
+            )
+        },
+        &master,
+        "witness.tls has no cert and key",
+    );
+    assert_finding(&doctor_witness(&daemon), endpoint, "FAIL", "witness.tls has no cert and key");
+    stop(daemon);
+    assert_eq!(etcd.get(KEY).expect("get"), "", "nothing written meanwhile");
+    // Our CA and its client certificate: the key, then the master stack.
+    let daemon = Daemon::start(&ns_a, &format!("{tag}-right"), |s| {
+        node_config(s, 200, "wim-a", &tag, &etcd.endpoints_toml(), &tls.config_line())
+    })
+    .expect("daemon");
+    wait_until(Duration::from_secs(20), "the master stack with the key", || {
+        daemon.roles().stack == RunningStack::Master
+            && master.running().len() == 1
+            && witness(&daemon).holds_key
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}\n{}", witness(&daemon), daemon.log()));
+    let value = etcd.get(KEY).expect("etcdctl get over TLS");
+    assert!(value.contains("\"node\":\"wim-a\""), "{value}");
+    assert_finding(&doctor_witness(&daemon), endpoint, "OK", "");
+    assert_finding(&doctor_witness(&daemon), "witness key", "OK", "");
 }
 
 /// `wimark-ha doctor --json` with `daemon`'s config, from its namespace:

@@ -39,6 +39,11 @@ const PACKAGES: &[Package] = &[
         why: "the witness labs read and plant keys with etcdctl",
     },
     Package {
+        name: "openssl",
+        path: "/usr/bin/openssl",
+        why: "the witness TLS lab makes its own CA and certificates",
+    },
+    Package {
         name: "rustc-web",
         path: "/usr/bin/rustc",
         why: "rustc with LLVM 22 for the BPF target",

@@ -37,6 +37,12 @@ pub async fn check(config: &WitnessConfig) -> Vec<Finding> {
                 format!("etcd refused our credentials: {detail}"),
                 "set [witness] user/password (or tls) to what etcd's auth expects",
             ),
+            Err(e @ WitnessError::Tls { .. }) => bad(
+                Status::Fail,
+                &check,
+                e.to_string(),
+                "make [witness] tls match etcd's: ca = the CA that signed etcd's certificate, cert/key one etcd's --trusted-ca-file signed",
+            ),
             Err(e) => bad(
                 // One member of several down leaves the others a quorum.
                 if config.endpoints.len() > 1 {
@@ -71,7 +77,7 @@ async fn member(config: &WitnessConfig, endpoint: &str) -> Result<String, Witnes
     let status = client
         .status()
         .await
-        .map_err(|e| crate::witness::classify(e, &endpoints))?;
+        .map_err(|e| crate::witness::classify(e, config, &endpoints))?;
     let member = status.header().map(|h| h.member_id()).unwrap_or_default();
     let role = match status.leader() {
         0 => "no leader (the cluster has no quorum)".to_string(),
@@ -89,7 +95,7 @@ async fn key(config: &WitnessConfig) -> Finding {
         let answer = client
             .get(config.key.as_bytes(), None)
             .await
-            .map_err(|e| crate::witness::classify(e, &config.endpoints))?;
+            .map_err(|e| crate::witness::classify(e, config, &config.endpoints))?;
         let Some(kv) = answer.kvs().first() else {
             return Ok(None);
         };

@@ -45,6 +45,14 @@ pub enum WitnessError {
     Unreachable { endpoints: String, detail: String },
     #[error("etcd refused our credentials: {0}")]
     Refused(String),
+    /// The TLS handshake failed: etcd answers, but one side does not trust
+    /// the other (or one speaks TLS and the other does not).
+    #[error("TLS with etcd at {endpoints} failed: {hint} ({detail})")]
+    Tls {
+        endpoints: String,
+        hint: &'static str,
+        detail: String,
+    },
     /// With what keeps it from being granted or renewed, when known.
     #[error("no lease: {0}")]
     NoLease(String),
@@ -427,10 +435,9 @@ impl Witness {
     }
 
     fn classify(&self, error: etcd_client::Error) -> WitnessError {
-        let reason = classify(error, &self.config.endpoints);
-        let refused = matches!(reason, WitnessError::Refused(_));
+        let reason = classify(error, &self.config, &self.config.endpoints);
         self.update(|s| {
-            s.reachable = refused;
+            s.reachable = reason.etcd_answered();
             s.problem = Some(reason.to_string());
         });
         reason
@@ -494,9 +501,8 @@ impl Witness {
             let client = connect(&self.config, &self.config.endpoints, timeout)
                 .await
                 .inspect_err(|reason| {
-                    let refused = matches!(reason, WitnessError::Refused(_));
                     self.update(|s| {
-                        s.reachable = refused;
+                        s.reachable = reason.etcd_answered();
                         s.problem = Some(reason.to_string());
                     });
                 })?;
@@ -586,11 +592,47 @@ impl Witness {
     }
 }
 
+impl WitnessError {
+    /// etcd answered, and said no (credentials, a TLS handshake): it is
+    /// reachable, only not usable as configured.
+    pub fn etcd_answered(&self) -> bool {
+        matches!(self, WitnessError::Refused(_) | WitnessError::Tls { .. })
+    }
+}
+
+/// What a failed TLS handshake means, in the operator's terms; `None`
+/// when `detail` is no TLS failure.
+fn tls_hint(detail: &str) -> Option<&'static str> {
+    // rustls' words: "invalid peer certificate: <why>" for etcd's
+    // certificate, the alert's name for ours; matched whole, since a bare
+    // "Expired" is also tonic's timeout (`TimeoutExpired`).
+    const HINTS: &[(&str, &str)] = &[
+        ("certificate: UnknownIssuer", "etcd's certificate is not signed by witness.tls.ca"),
+        ("certificate: NotValidForName", "etcd's certificate does not name the address in `endpoints`"),
+        ("certificate: Expired", "etcd's certificate has expired (or this server's clock is wrong)"),
+        ("certificate: NotValidYet", "etcd's certificate is not valid yet (or this server's clock is wrong)"),
+        ("invalid peer certificate", "etcd's certificate was not accepted"),
+        ("CertificateRequired", "etcd wants a client certificate: set witness.tls cert and key"),
+        ("BadCertificate", "etcd did not accept our client certificate (witness.tls cert and key)"),
+        ("UnknownCA", "etcd did not accept our client certificate: not signed by a CA it trusts"),
+        ("InvalidContentType", "etcd does not speak TLS there: use http:// or enable TLS in etcd"),
+        ("CorruptMessage", "etcd does not speak TLS there: use http:// or enable TLS in etcd"),
+    ];
+    HINTS
+        .iter()
+        .find(|(word, _)| detail.contains(word))
+        .map(|(_, hint)| *hint)
+}
+
 /// What an etcd error means for us: etcd answers a wrong password or a
 /// missing user with InvalidArgument ("authentication failed", "user name
 /// is empty"), a token it no longer knows with Unauthenticated; anything
 /// else is taken as etcd out of reach.
-pub fn classify(error: etcd_client::Error, endpoints: &[String]) -> WitnessError {
+pub fn classify(
+    error: etcd_client::Error,
+    config: &WitnessConfig,
+    endpoints: &[String],
+) -> WitnessError {
     let refused = match &error {
         etcd_client::Error::GRpcStatus(status) => match status.code() {
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => true,
@@ -605,7 +647,33 @@ pub fn classify(error: etcd_client::Error, endpoints: &[String]) -> WitnessError
         _ => false,
     };
     if refused {
-        WitnessError::Refused(error.to_string())
+        return WitnessError::Refused(error.to_string());
+    }
+    // tonic and rustls say what failed only in words (the error's source
+    // chain, which its Display includes).
+    let detail = error.to_string();
+    // TLS 1.3 ends the handshake before the server checks our certificate:
+    // without one, all we see is the connection closed right after.
+    let closed = ["broken pipe", "BrokenPipe", "connection reset", "ConnectionReset", "connection closed"]
+        .iter()
+        .any(|word| detail.contains(word));
+    let without_identity = config.tls.as_ref().is_some_and(|tls| tls.identity.is_none());
+    let our_certificate = ["BadCertificate", "CertificateRequired", "UnknownCA"]
+        .iter()
+        .any(|word| detail.contains(word));
+    let hint = if without_identity && our_certificate {
+        Some("etcd wants a client certificate, and witness.tls has no cert and key")
+    } else if without_identity && closed {
+        Some("etcd closed the connection after the handshake: it may want a client certificate, and witness.tls has no cert and key")
+    } else {
+        tls_hint(&detail)
+    };
+    if let Some(hint) = hint {
+        WitnessError::Tls {
+            endpoints: endpoints.join(", "),
+            hint,
+            detail,
+        }
     } else {
         WitnessError::Unreachable {
             endpoints: endpoints.join(", "),
@@ -662,7 +730,7 @@ pub async fn connect(
         match answered {
             Ok(client) => return Ok(client),
             Err(e) => {
-                let reason = classify(e, std::slice::from_ref(endpoint));
+                let reason = classify(e, config, std::slice::from_ref(endpoint));
                 // Refused credentials are the same at every member.
                 if matches!(reason, WitnessError::Refused(_)) {
                     return Err(reason);
@@ -682,4 +750,26 @@ pub async fn connect(
             detail: "no endpoint configured".to_string(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_hint;
+
+    #[test]
+    fn tls_failures_seen_in_the_lab_get_their_hint_and_others_none() {
+        // tonic's words for a server certificate of another CA (the lab's).
+        let unknown_issuer = "grpc request error: code: 'The service is currently unavailable', message: \"invalid peer certificate: UnknownIssuer\", source: tonic::transport::Error(Transport, ConnectError(Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }))";
+        assert_eq!(
+            tls_hint(unknown_issuer),
+            Some("etcd's certificate is not signed by witness.tls.ca")
+        );
+        assert_eq!(
+            tls_hint("invalid peer certificate: NotValidForName"),
+            Some("etcd's certificate does not name the address in `endpoints`")
+        );
+        // A plain timeout or refused connection is no TLS matter.
+        assert_eq!(tls_hint("tonic::transport::Error(Transport, TimeoutExpired(()))"), None);
+        assert_eq!(tls_hint("Connection refused (os error 111)"), None);
+    }
 }
