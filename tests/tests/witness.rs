@@ -222,11 +222,22 @@ impl WitnessLab {
         });
     }
 
+    /// A alive but cut in the switch from both its LAN (the witness) and
+    /// the peer link.
+    fn cut_a(&self) {
+        ip(&["-n", &self.sw, "link", "set", "a-port", "nomaster"]).expect("cut A's LAN");
+        ip(&["-n", &self.sw, "link", "set", "a-peer", "nomaster"]).expect("cut the peer link");
+    }
+
+    fn heal_a(&self) {
+        ip(&["-n", &self.sw, "link", "set", "a-port", "master", "br0"]).expect("heal LAN");
+        ip(&["-n", &self.sw, "link", "set", "a-peer", "master", "br1"]).expect("heal peer link");
+    }
+
     /// Server A lost: its links cut in the switch (peer link and LAN) and
     /// its daemon SIGKILLed; its containers are left as they are.
     fn lose_a(&mut self) {
-        ip(&["-n", &self.sw, "link", "set", "a-port", "nomaster"]).expect("cut A's LAN");
-        ip(&["-n", &self.sw, "link", "set", "a-peer", "nomaster"]).expect("cut the peer link");
+        self.cut_a();
         self.a.signal(libc::SIGKILL);
         let _ = self.a.wait();
     }
@@ -529,8 +540,7 @@ fn a_master_cut_from_its_peer_and_the_witness_stops_its_stack_before_the_peer_st
     let tag = format!("whv{}", std::process::id());
     let lab = witness_lab(&tag);
     // A alive but cut from both: its LAN (the witness) and the peer link.
-    ip(&["-n", &lab.sw, "link", "set", "a-port", "nomaster"]).expect("cut A's LAN");
-    ip(&["-n", &lab.sw, "link", "set", "a-peer", "nomaster"]).expect("cut the peer link");
+    lab.cut_a();
     let cut = Instant::now();
     // Never both stacks at once; A's stops, then B's starts.
     let (mut a_stopped, mut b_started) = (None, None);
@@ -571,8 +581,7 @@ fn a_master_cut_from_its_peer_and_the_witness_stops_its_stack_before_the_peer_st
     );
     // Healed: A (priority 200) stays master, B steps down and releases the
     // key, A takes it and starts its stack again.
-    ip(&["-n", &lab.sw, "link", "set", "a-port", "master", "br0"]).expect("heal LAN");
-    ip(&["-n", &lab.sw, "link", "set", "a-peer", "master", "br1"]).expect("heal peer link");
+    lab.heal_a();
     wait_until(
         Duration::from_secs(15),
         "A's stack back, B's stopped",
@@ -599,8 +608,7 @@ fn an_isolated_master_with_release_vip_gives_the_vip_up_and_returns_as_backup() 
     let lab = witness_lab_with(&tag, 1, DEMOTE_DELAY, "on_isolation = \"release_vip\"");
     const VIP: &str = "10.77.0.100";
     assert!(has_address(&lab.ns_a, "eth1", VIP), "A holds the VIP first");
-    ip(&["-n", &lab.sw, "link", "set", "a-port", "nomaster"]).expect("cut A's LAN");
-    ip(&["-n", &lab.sw, "link", "set", "a-peer", "nomaster"]).expect("cut the peer link");
+    lab.cut_a();
     let cut = Instant::now();
     // A's stack stops before B's starts, as with keep_vip; then A is in
     // FAULT without the VIP, which B holds.
@@ -635,8 +643,7 @@ fn an_isolated_master_with_release_vip_gives_the_vip_up_and_returns_as_backup() 
     // Healed: the peer answers, A's isolation ends, A starts over as BACKUP
     // and (priority 200, preempting) takes mastership back; B steps down
     // and releases the key, A takes it and starts its stack again.
-    ip(&["-n", &lab.sw, "link", "set", "a-port", "master", "br0"]).expect("heal LAN");
-    ip(&["-n", &lab.sw, "link", "set", "a-peer", "master", "br1"]).expect("heal peer link");
+    lab.heal_a();
     wait_until(
         Duration::from_secs(15),
         "A master with the VIP and its stack, B's stopped",
@@ -743,6 +750,65 @@ fn the_witness_over_tls_trusts_only_its_ca_and_shows_a_client_certificate() {
     assert!(value.contains("\"node\":\"wim-a\""), "{value}");
     assert_finding(&doctor_witness(&daemon), endpoint, "OK", "");
     assert_finding(&doctor_witness(&daemon), "witness key", "OK", "");
+}
+
+#[test]
+fn a_promotion_held_back_by_a_blocking_hook_gives_the_key_up() {
+    require_dockerd();
+    let tag = format!("whk{}", std::process::id());
+    let stacks: Vec<Stack> = ["a-master", "a-backup", "b-master", "b-backup"]
+        .iter()
+        .map(|name| Stack::create(&format!("{tag}-{name}"), 1, None).expect("stack"))
+        .collect();
+    let (a_master, b_master) = (&stacks[0], &stacks[2]);
+    let (_lab, ns_a, ns_b, sw, etcd) = network(1, None);
+    let endpoints = etcd.endpoints_toml();
+    // A's blocking hook fails: MASTER with the VIP, no master stack.
+    let a = Daemon::start(&ns_a, &format!("{tag}-a"), |s| {
+        node_config(
+            s,
+            200,
+            "wim-a",
+            &format!("{tag}-a"),
+            &endpoints,
+            "\n[[hooks.before_promote]]\nrun = [\"/bin/false\"]\n",
+        )
+    })
+    .expect("daemon A");
+    wait_until(Duration::from_secs(20), "A's promotion held back", || {
+        a.roles().history.last().is_some_and(|r| r.held_back)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", roles_json(&a), a.log()));
+    assert!(a_master.running().is_empty());
+    wait_until(Duration::from_secs(5), "the key given up", || {
+        !witness(&a).holds_key && etcd.get(KEY).is_ok_and(|v| v.is_empty())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}\n{}", witness(&a), a.log()));
+    let b = Daemon::start(&ns_b, &format!("{tag}-b"), |s| {
+        node_config(s, 100, "wim-b", &format!("{tag}-b"), &endpoints, "")
+    })
+    .expect("daemon B");
+    wait_until(Duration::from_secs(20), "B backup with a lease", || {
+        b.state() == Some(State::Backup) && witness(&b).holds_lease
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
+    // The peer link cut: both MASTER. B's stack may run, since A's does
+    // not; a key kept by A would hold it back for as long as A renews.
+    ip(&["-n", &sw, "link", "set", "a-peer", "nomaster"]).expect("cut the peer link");
+    wait_until(Duration::from_secs(10), "B's master stack with the key", || {
+        b.roles().stack == RunningStack::Master
+            && b_master.running().len() == 1
+            && witness(&b).holds_key
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nB: {:?}\n{}\nA: {:?}",
+            witness(&b),
+            b.log(),
+            witness(&a)
+        )
+    });
+    assert!(a_master.running().is_empty(), "A's stack never started");
 }
 
 /// `wimark-ha doctor --json` with `daemon`'s config, from its namespace:

@@ -755,6 +755,12 @@ impl Switcher {
                             .problems
                             .push("blocking hook failed: containers left as they were".to_string());
                         record.held_back = true;
+                        // No master stack here: the key would only keep a
+                        // peer that is master too (a cut peer link) from
+                        // starting one.
+                        if let Some(witness) = &self.witness {
+                            witness.release().await;
+                        }
                         record.hooks = started.elapsed();
                         record.total = record.hooks;
                         return Ok(record);
