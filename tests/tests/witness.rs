@@ -811,6 +811,42 @@ fn a_promotion_held_back_by_a_blocking_hook_gives_the_key_up() {
     assert!(a_master.running().is_empty(), "A's stack never started");
 }
 
+#[test]
+fn the_isolation_rule_pings_the_peer_over_ipv4_and_ipv6() {
+    let mut lab = Lab::new().expect("lab");
+    let a = lab.namespace("pa", true).expect("namespace");
+    let b = lab.namespace("pb", true).expect("namespace");
+    lab.veth((&a, "eth0"), (&b, "eth0")).expect("veth");
+    for (ns, v4, v6) in [(&a, "10.79.0.1/24", "fd79::1/64"), (&b, "10.79.0.2/24", "fd79::2/64")] {
+        lab.address(ns, "eth0", v4).expect("address");
+        lab.address(ns, "eth0", v6).expect("address");
+    }
+    let probe = |peers: &[&str]| {
+        let peers: Vec<std::net::IpAddr> = peers.iter().map(|p| p.parse().expect("address")).collect();
+        wimark_ha_tests::lab::in_netns(&a, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(wimark_ha::witness::probe::peer_answers(
+                    peers,
+                    Duration::from_millis(300),
+                ))
+        })
+        .expect("in netns")
+    };
+    assert_eq!(probe(&["fd79::2"]), Some(true), "IPv6 peer");
+    assert_eq!(probe(&["10.79.0.2"]), Some(true), "IPv4 peer");
+    assert_eq!(probe(&["fd79::3"]), Some(false), "nobody there (IPv6)");
+    assert_eq!(probe(&["10.79.0.3"]), Some(false), "nobody there (IPv4)");
+    assert_eq!(probe(&["10.79.0.3", "fd79::2"]), Some(true), "one family answers");
+    assert_eq!(probe(&["fe80::2"]), None, "link-local: no interface to send on");
+    assert_eq!(probe(&[]), None, "no peer known");
+    // The peer's link down: no answer on either family.
+    ip(&["-n", &b, "link", "set", "eth0", "down"]).expect("link down");
+    assert_eq!(probe(&["10.79.0.2", "fd79::2"]), Some(false));
+}
+
 /// `wimark-ha doctor --json` with `daemon`'s config, from its namespace:
 /// the witness findings, check → (status, detail).
 fn doctor_witness(daemon: &Daemon) -> std::collections::BTreeMap<String, (String, String)> {

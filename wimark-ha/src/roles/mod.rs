@@ -566,7 +566,7 @@ impl Switcher {
                             if answer.is_some() {
                                 "the peer answers (only the witness is lost)"
                             } else {
-                                "the peer cannot be probed (no IPv4 address known)"
+                                "the peer cannot be probed (no address of it could be pinged; link-local IPv6 ones are not)"
                             }
                         );
                     }

@@ -158,7 +158,7 @@ impl Witness {
         }
     }
 
-    /// Whether the peer answers (`None`: it cannot be told, e.g. no IPv4
+    /// Whether the peer answers (`None`: it cannot be told, e.g. no pingable
     /// address of it is known): one ICMP echo round, a sixth of the TTL.
     pub async fn peer_answers(&self) -> Option<bool> {
         let timeout =

@@ -13,18 +13,30 @@ use std::{
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Whether any of `peers` answered an ICMP echo within `timeout`. IPv6
-/// peers are not probed: with only those, the answer is `None` (unknown),
-/// and the caller must not demote on it.
+/// Whether any of `peers` answered an ICMP or ICMPv6 echo within
+/// `timeout` (both families at once). `None` when it cannot be told (no
+/// peer, or no probe could be sent): the caller must not demote on it.
+/// A link-local IPv6 peer needs its interface, which an address alone
+/// does not name: it is not probed.
 pub async fn peer_answers(peers: Vec<IpAddr>, timeout: Duration) -> Option<bool> {
-    let v4: Vec<IpAddr> = peers.into_iter().filter(IpAddr::is_ipv4).collect();
-    if v4.is_empty() {
-        return None;
+    let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = peers
+        .into_iter()
+        .filter(|peer| !matches!(peer, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .partition(IpAddr::is_ipv4);
+    let probes: Vec<_> = [v4, v6]
+        .into_iter()
+        .filter(|family| !family.is_empty())
+        .map(|family| tokio::task::spawn_blocking(move || echo(&family, timeout)))
+        .collect();
+    let mut answer = None;
+    for probe in probes {
+        match probe.await.ok().and_then(|answered| answered.ok()) {
+            Some(true) => return Some(true),
+            Some(false) => answer = Some(false),
+            None => {}
+        }
     }
-    tokio::task::spawn_blocking(move || echo(&v4, timeout))
-        .await
-        .ok()
-        .and_then(|answer| answer.ok())
+    answer
 }
 
 fn checksum(bytes: &[u8]) -> u16 {
@@ -38,15 +50,36 @@ fn checksum(bytes: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// Echo types: request and reply, ICMP (RFC 792) and ICMPv6 (RFC 4443).
+const ECHO_V4: (u8, u8) = (8, 0);
+const ECHO_V6: (u8, u8) = (128, 129);
+
+/// One family's probe: `peers` are all IPv4 or all IPv6.
 fn echo(peers: &[IpAddr], timeout: Duration) -> std::io::Result<bool> {
-    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
+    let v6 = peers.first().is_some_and(IpAddr::is_ipv6);
+    let (socket, (request_type, reply_type)) = if v6 {
+        (
+            Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?,
+            ECHO_V6,
+        )
+    } else {
+        (
+            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?,
+            ECHO_V4,
+        )
+    };
     let id = (std::process::id() & 0xffff) as u16;
     for (seq, peer) in peers.iter().enumerate() {
-        let mut request = [8u8, 0, 0, 0, 0, 0, 0, 0];
+        let mut request = [request_type, 0, 0, 0, 0, 0, 0, 0];
         request[4..6].copy_from_slice(&id.to_be_bytes());
         request[6..8].copy_from_slice(&(seq as u16).to_be_bytes());
-        let sum = checksum(&request);
-        request[2..4].copy_from_slice(&sum.to_be_bytes());
+        // ICMPv6's checksum covers a pseudo-header with our source
+        // address: the kernel fills it in on raw ICMPv6 sockets (RFC 3542
+        // §3.1).
+        if !v6 {
+            let sum = checksum(&request);
+            request[2..4].copy_from_slice(&sum.to_be_bytes());
+        }
         socket.send_to(&request, &SocketAddr::new(*peer, 0).into())?;
     }
     let deadline = Instant::now() + timeout;
@@ -74,13 +107,17 @@ fn echo(peers: &[IpAddr], timeout: Duration) -> std::io::Result<bool> {
             .iter()
             .map(|b| unsafe { b.assume_init() })
             .collect();
-        // A raw IPv4 socket hands over the IP header too.
-        let header = usize::from(packet.first().map_or(0, |b| b & 0x0f)) * 4;
+        // A raw IPv4 socket hands over the IP header too; IPv6 does not.
+        let header = if v6 {
+            0
+        } else {
+            usize::from(packet.first().map_or(0, |b| b & 0x0f)) * 4
+        };
         let Some(icmp) = packet.get(header..header + 8) else {
             continue;
         };
         let from = from.as_socket().map(|s| s.ip());
-        if icmp[0] == 0
+        if icmp[0] == reply_type
             && icmp[4..6] == id.to_be_bytes()
             && from.is_some_and(|f| peers.contains(&f))
         {
