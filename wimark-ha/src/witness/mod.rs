@@ -626,8 +626,9 @@ fn tls_hint(detail: &str) -> Option<&'static str> {
 
 /// What an etcd error means for us: etcd answers a wrong password or a
 /// missing user with InvalidArgument ("authentication failed", "user name
-/// is empty"), a token it no longer knows with Unauthenticated; anything
-/// else is taken as etcd out of reach.
+/// is empty"), a token it no longer knows with Unauthenticated; a failed
+/// TLS handshake is `Tls`, with what to fix; anything else is taken as etcd
+/// out of reach.
 pub fn classify(
     error: etcd_client::Error,
     config: &WitnessConfig,
