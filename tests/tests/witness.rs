@@ -222,6 +222,25 @@ impl WitnessLab {
         });
     }
 
+    /// After a heal: A's master stack runs again with the key, B's is
+    /// stopped, and `also` holds; within 15 s.
+    fn wait_for_a_master_stack_again(&self, what: &str, also: impl Fn() -> bool) {
+        wait_until(Duration::from_secs(15), what, || {
+            self.a_master.running().len() == 1
+                && self.b_master.running().is_empty()
+                && witness(&self.a).holds_key
+                && also()
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nA: {:?}\n{}\nB: {:?}",
+                witness(&self.a),
+                self.a.log(),
+                witness(&self.b)
+            )
+        });
+    }
+
     /// A alive but cut in the switch from both its LAN (the witness) and
     /// the peer link.
     fn cut_a(&self) {
@@ -582,23 +601,7 @@ fn a_master_cut_from_its_peer_and_the_witness_stops_its_stack_before_the_peer_st
     // Healed: A (priority 200) stays master, B steps down and releases the
     // key, A takes it and starts its stack again.
     lab.heal_a();
-    wait_until(
-        Duration::from_secs(15),
-        "A's stack back, B's stopped",
-        || {
-            lab.a_master.running().len() == 1
-                && lab.b_master.running().is_empty()
-                && witness(&lab.a).holds_key
-        },
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\nA: {:?}\n{}\nB: {:?}",
-            witness(&lab.a),
-            lab.a.log(),
-            witness(&lab.b)
-        )
-    });
+    lab.wait_for_a_master_stack_again("A's stack back, B's stopped", || true);
     assert!(witness(&lab.a).isolated_since_unix_ms.is_none());
 }
 
@@ -644,25 +647,10 @@ fn an_isolated_master_with_release_vip_gives_the_vip_up_and_returns_as_backup() 
     // and (priority 200, preempting) takes mastership back; B steps down
     // and releases the key, A takes it and starts its stack again.
     lab.heal_a();
-    wait_until(
-        Duration::from_secs(15),
-        "A master with the VIP and its stack, B's stopped",
-        || {
-            lab.a.state() == Some(State::Master)
-                && has_address(&lab.ns_a, "eth1", VIP)
-                && !has_address(&lab.ns_b, "eth1", VIP)
-                && lab.a_master.running().len() == 1
-                && lab.b_master.running().is_empty()
-                && witness(&lab.a).holds_key
-        },
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\nA: {:?}\n{}\nB: {:?}",
-            witness(&lab.a),
-            lab.a.log(),
-            witness(&lab.b)
-        )
+    lab.wait_for_a_master_stack_again("A master with the VIP and its stack, B's stopped", || {
+        lab.a.state() == Some(State::Master)
+            && has_address(&lab.ns_a, "eth1", VIP)
+            && !has_address(&lab.ns_b, "eth1", VIP)
     });
     let a = lab.a.instance().expect("A's status");
     assert!(

@@ -179,15 +179,8 @@ impl Instance {
     /// Leaving Initialize (or FAULT): the address owner goes straight to
     /// Master; everyone else waits one Master_Down_Interval as Backup.
     fn begin(&mut self, now: Timestamp, reason: Reason) {
-        if self.link_down || self.tracker_fault || self.witness_isolated {
+        if let Some(reason) = self.own_fault_cause() {
             // Known before the start: straight to FAULT.
-            let reason = if self.link_down {
-                Reason::InterfaceDown
-            } else if self.tracker_fault {
-                Reason::TrackerFault
-            } else {
-                Reason::WitnessIsolated
-            };
             self.enter(State::Fault, reason, None);
             return;
         }
@@ -340,6 +333,20 @@ impl Instance {
         self.priority
     }
 
+    /// What holds this instance in FAULT of its own accord (not its sync
+    /// group's), the first cause by precedence.
+    fn own_fault_cause(&self) -> Option<Reason> {
+        if self.link_down {
+            Some(Reason::InterfaceDown)
+        } else if self.tracker_fault {
+            Some(Reason::TrackerFault)
+        } else if self.witness_isolated {
+            Some(Reason::WitnessIsolated)
+        } else {
+            None
+        }
+    }
+
     /// Into FAULT from Backup or Master (a machine shut down stays so).
     fn enter_fault(&mut self, reason: Reason) {
         if matches!(self.state, State::Fault | State::Initialize) {
@@ -364,12 +371,7 @@ impl Instance {
 
     /// Out of FAULT once nothing holds us there: start over as at startup.
     fn leave_fault(&mut self, now: Timestamp, reason: Reason) {
-        if self.state != State::Fault
-            || self.link_down
-            || self.tracker_fault
-            || self.witness_isolated
-            || self.group_fault()
-        {
+        if self.state != State::Fault || self.own_fault_cause().is_some() || self.group_fault() {
             return;
         }
         self.master = None;

@@ -37,7 +37,7 @@ impl Instance {
     /// In FAULT for a reason of its own (its link, its trackers, the
     /// witness's isolation rule), not only because the group is.
     pub fn own_fault(&self) -> bool {
-        self.state == State::Fault && (self.link_down || self.tracker_fault || self.witness_isolated)
+        self.state == State::Fault && self.own_fault_cause().is_some()
     }
 
     /// The group's word on takeovers: open when every member would take
