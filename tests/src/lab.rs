@@ -131,7 +131,8 @@ impl Drop for Lab {
     }
 }
 
-fn sysctl(namespace: &str, key: &str, value: &str) -> Result<()> {
+/// Sets `key` (dotted, as sysctl(8) names it) to `value` in `namespace`.
+pub fn sysctl(namespace: &str, key: &str, value: &str) -> Result<()> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
     let setting = format!("{value}\n");
     let key = key.to_string();

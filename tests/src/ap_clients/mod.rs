@@ -62,6 +62,10 @@ pub struct ApLab {
     pub switch: String,
     /// AP n (1-based) is `aps[n - 1]`.
     pub aps: Vec<String>,
+    /// AP n's own address (its IKE source): `own[n - 1]`.
+    pub own: Vec<String>,
+    /// The NAT router the APs sit behind, if they do.
+    pub nat: Option<String>,
 }
 
 impl ApLab {
@@ -88,9 +92,58 @@ impl ApLab {
             b,
             switch,
             aps,
+            own: (1..=count).map(ap_address).collect(),
+            nat: None,
         })
     }
+
+    /// The same servers, with `count` APs behind one Linux NAT router: the
+    /// router's public side is [`NAT_PUBLIC`] on the servers' switch, its
+    /// private side a bridge with AP n at 192.168.77.(10 + n). It
+    /// masquerades with the source ports rewritten (to 40000-49999), as a
+    /// carrier-grade or home NAT does, so the controller sees every AP as
+    /// NAT_PUBLIC with a port it cannot guess, and the NAT's connection
+    /// tracking forwards back only what matches a mapping.
+    pub fn behind_nat(count: u8) -> Result<Self> {
+        let mut lab = Self::new(0)?;
+        let nat = lab.lab.namespace("nat", false)?;
+        lab.lab.veth((&nat, "eth0"), (&lab.switch, "nat-port"))?;
+        crate::lab::ip(&["-n", &lab.switch, "link", "set", "nat-port", "master", "br0"])?;
+        lab.lab.address(&nat, "eth0", &format!("{NAT_PUBLIC}/24"))?;
+        lab.lab.bridge(&nat, "lan", &[])?;
+        lab.lab.address(&nat, "lan", "192.168.77.1/24")?;
+        crate::lab::sysctl(&nat, "net.ipv4.ip_forward", "1")?;
+        for protocol in ["udp", "tcp"] {
+            let status = Command::new("ip")
+                .args(["netns", "exec", &nat, "iptables", "-t", "nat", "-A", "POSTROUTING"])
+                .args(["-o", "eth0", "-p", protocol, "-j", "MASQUERADE"])
+                .args(["--to-ports", "40000-49999", "--random"])
+                .status()
+                .context("iptables (cargo xtask prereqs installs it)")?;
+            if !status.success() {
+                bail!("iptables MASQUERADE in the NAT namespace failed ({status}): the kernel needs nf_nat");
+            }
+        }
+        for n in 1..=count {
+            let ap = lab.lab.namespace(&format!("ap{n}"), false)?;
+            let port = format!("ap{n}-port");
+            lab.lab.veth((&ap, "eth0"), (&nat, &port))?;
+            crate::lab::ip(&["-n", &nat, "link", "set", &port, "master", "lan"])?;
+            let own = format!("192.168.77.{}", 10 + u16::from(n));
+            lab.lab.address(&ap, "eth0", &format!("{own}/24"))?;
+            lab.lab.address(&ap, "lo", &format!("{}/32", ap_inner(n)))?;
+            crate::lab::ip(&["-n", &ap, "route", "add", "default", "via", "192.168.77.1"])?;
+            lab.aps.push(ap);
+            lab.own.push(own);
+        }
+        lab.nat = Some(nat);
+        Ok(lab)
+    }
 }
+
+/// The NAT router's public address in [`ApLab::behind_nat`]: every AP
+/// behind it, as the controller sees them.
+pub const NAT_PUBLIC: &str = "10.77.0.200";
 
 impl ApLab {
     /// charon responders on both servers (files under `dir`), for `vip`.
@@ -110,7 +163,7 @@ impl ApLab {
         for (i, namespace) in self.aps.iter().enumerate() {
             let n = i as u8 + 1;
             let charon = Charon::start(namespace, &dir.join(format!("ap{n}")))?;
-            charon.load(&initiator_conf(n, &ap_address(n), VIP, ike))?;
+            charon.load(&initiator_conf(n, &self.own[i], VIP, ike))?;
             charons.push(charon);
         }
         for (i, namespace) in self.aps.iter().enumerate() {

@@ -7,8 +7,9 @@
 //!
 //! The connection to initiate is the operator's, as TOML in the shape of
 //! swanctl.conf's `connections.<name>` (vici's own `load-conn` message);
-//! per AP, `remote_addrs` (and `remote_port` for NAT-T, and `remote.id`
-//! when the template has none) are set to the AP and the connection is loaded as `wimark-ap-<address>`, initiated with a
+//! per AP, `remote_addrs` (and, for NAT-T, `remote_port` and `local_port`,
+//! and `remote.id` when the template has none) are set to the AP and the
+//! connection is loaded as `wimark-ap-<address>`, initiated with a
 //! timeout, then unloaded (the SA keeps what it needs), so thousands of APs
 //! leave no config behind.
 //!
@@ -51,7 +52,8 @@ pub struct IkeConfig {
     /// 16 by default): at 8 of 16, the IKE exchanges themselves starved
     /// and every initiate timed out; keep it at a quarter of the threads.
     pub concurrency: usize,
-    /// swanctl.conf's `connections.<name>`, without `remote_addrs`.
+    /// swanctl.conf's `connections.<name>`, without `remote_addrs`,
+    /// `remote_port` and `local_port` (the adapter's, per AP).
     pub connection: toml::Table,
 }
 
@@ -110,7 +112,7 @@ impl IkeConfig {
                 ),
             ));
         }
-        for key in ["remote_addrs", "remote_port"] {
+        for key in ["remote_addrs", "remote_port", "local_port"] {
             if raw.connection.contains_key(key) {
                 return Err(error(
                     key,
@@ -139,6 +141,24 @@ fn line_of_key(text: &str, key: &str) -> usize {
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
         })
         .map_or(0, |i| i + 1)
+}
+
+/// charon's NAT-T port: where a NAT-T peer's IKE and ESP arrive, behind
+/// the non-ESP marker (RFC 3948).
+const NAT_T_PORT: u16 = 4500;
+
+/// The ports an AP's connection is loaded with, from the AP's IKE port as
+/// the controller saw it. An AP that spoke IKE from another port than 500
+/// (4500, or what a NAT mapped it to) is answered there, and *from* 4500:
+/// a NAT's mapping was made by the AP's packets to VIP:4500 and forwards
+/// only what comes back from VIP:4500. Left to itself, charon sends
+/// IKE_SA_INIT from port 500 even to a remote port of 4500, and the NAT
+/// drops it (issue 28).
+fn ports_for(ike_port: Option<u16>) -> Vec<(&'static str, u16)> {
+    match ike_port.filter(|p| *p != 500) {
+        Some(port) => vec![("remote_port", port), ("local_port", NAT_T_PORT)],
+        None => Vec::new(),
+    }
 }
 
 /// The name the AP's connection is loaded under.
@@ -210,10 +230,8 @@ async fn initiate_one(
             "remote_addrs".to_string(),
             toml::Value::Array(vec![toml::Value::String(address.to_string())]),
         );
-        // NAT-T: the AP's IKE arrived from another port than 500 (4500, or
-        // what a NAT mapped it to); answer it there, UDP-encapsulated.
-        if let Some(port) = entry.ike_port.filter(|p| *p != 500) {
-            connection.insert("remote_port".to_string(), toml::Value::Integer(port.into()));
+        for (key, port) in ports_for(entry.ike_port) {
+            connection.insert(key.to_string(), toml::Value::Integer(port.into()));
         }
         // charon sends INITIAL_CONTACT, which makes the AP drop its stale
         // SA, only to a known identity (never to %any): unless the
@@ -370,6 +388,23 @@ esp_proposals = ["aes128-sha256"]
         let unknown = GOOD.replace("child =", "chlid = \"x\"\nchild =");
         let e = IkeConfig::parse(&unknown, Path::new("ike.toml")).expect_err("unknown key");
         assert!(e.to_string().starts_with("ike.toml:"), "{e}");
+    }
+
+    #[test]
+    fn a_nat_t_peer_is_initiated_from_the_nat_t_port() {
+        assert_eq!(
+            ports_for(Some(40462)),
+            [("remote_port", 40462), ("local_port", 4500)]
+        );
+        assert_eq!(
+            ports_for(Some(4500)),
+            [("remote_port", 4500), ("local_port", 4500)]
+        );
+        assert!(ports_for(Some(500)).is_empty());
+        assert!(ports_for(None).is_empty());
+        let local = GOOD.replace("version = 2", "version = 2\nlocal_port = 500");
+        let e = IkeConfig::parse(&local, Path::new("ike.toml")).expect_err("local_port");
+        assert_eq!(e.key, "local_port", "{e}");
     }
 
     #[test]
