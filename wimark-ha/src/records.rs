@@ -253,6 +253,10 @@ pub struct InstanceStatus {
     pub ignored: IgnoredCounts,
     pub virtual_ips: Vec<String>,
     pub holds_virtual_ips: bool,
+    /// VIPs someone else removed from the interface while this node held
+    /// them, put back (keepalived restores them too).
+    #[serde(default)]
+    pub vips_restored: u64,
     /// Why the instance is degraded (a VIP that could not be added...), if it is.
     pub fault: Option<String>,
     /// Latest transitions, oldest first (bounded).

@@ -109,7 +109,7 @@ impl Vips {
         })
     }
 
-    async fn addresses(&self, index: u32) -> Result<Vec<VirtualIp>, VipError> {
+    pub async fn addresses(&self, index: u32) -> Result<Vec<VirtualIp>, VipError> {
         let mut stream = self
             .handle
             .address()
@@ -176,7 +176,7 @@ impl Vips {
     }
 }
 
-fn message_address(message: &AddressMessage) -> Option<IpAddr> {
+pub(crate) fn message_address(message: &AddressMessage) -> Option<IpAddr> {
     // IFA_LOCAL is the interface's own address on point-to-point links;
     // IFA_ADDRESS otherwise. Prefer LOCAL when present.
     let mut address = None;

@@ -6,7 +6,7 @@ use std::{net::IpAddr, time::Duration};
 
 use wimark_ha::vrrp::{
     Action, Advert, Auth, FastDetect, Heartbeat, Ignored, Instance, Multiplier, Params, Reason,
-    State, Timestamp, Version, FAST_RULE_WARMUP,
+    State, Timestamp, Version, FAST_RULE_WARMUP, VIP_FAULT_HOLD,
 };
 
 const LOCAL: &str = "10.77.0.2";
@@ -1934,4 +1934,90 @@ fn a_member_leaving_master_takes_the_group_to_backup_and_fault_to_fault() {
         transitions(&drain(&mut two)).last(),
         Some(&(State::Fault, State::Backup, Reason::SyncGroup))
     );
+}
+
+// ===== VIPs the kernel reports gone or added (RFC 5798 §6.4.3: the master
+// answers for its VIPs) =====
+
+#[test]
+fn a_master_puts_back_a_vip_someone_removed_and_nothing_else() {
+    let mut instance = master(v3(200, 10));
+    let now = at_ms(200.0);
+    instance.vip_removed(now, ip("10.10.10.3"));
+    assert_eq!(
+        drain(&mut instance),
+        [Action::RestoreVirtualIp(ip("10.10.10.3"))]
+    );
+    // Not one of ours: none of our business.
+    instance.vip_removed(now, ip("10.10.10.4"));
+    instance.vip_appeared(now, ip("10.10.10.3"));
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.state(), State::Master);
+}
+
+#[test]
+fn a_backup_removes_a_vip_someone_added_and_ignores_its_removal() {
+    let mut instance = Instance::new(v3(100, 10));
+    instance.start(at_ms(0.0));
+    drain(&mut instance);
+    assert_eq!(instance.state(), State::Backup);
+    instance.vip_appeared(at_ms(1.0), ip("10.10.10.3"));
+    assert_eq!(
+        drain(&mut instance),
+        [Action::RemoveStrayVirtualIp(ip("10.10.10.3"))]
+    );
+    instance.vip_removed(at_ms(2.0), ip("10.10.10.3"));
+    assert_eq!(drain(&mut instance), []);
+}
+
+#[test]
+fn the_address_owner_neither_restores_nor_removes_its_own_addresses() {
+    let mut owner = Instance::new(v3(255, 10));
+    owner.start(at_ms(0.0));
+    drain(&mut owner);
+    assert_eq!(owner.state(), State::Master);
+    owner.vip_removed(at_ms(1.0), ip("10.10.10.3"));
+    owner.vip_appeared(at_ms(1.0), ip("10.10.10.3"));
+    assert_eq!(drain(&mut owner), []);
+}
+
+#[test]
+fn a_master_that_hands_over_keeps_its_vips_until_the_new_master_speaks() {
+    let mut instance = master(v3(200, 10));
+    instance.resign(at_ms(200.0));
+    drain(&mut instance);
+    assert_eq!(instance.state(), State::Backup);
+    assert!(instance.holds_vips());
+    instance.vip_removed(at_ms(201.0), ip("10.10.10.3"));
+    assert_eq!(
+        drain(&mut instance),
+        [Action::RestoreVirtualIp(ip("10.10.10.3"))]
+    );
+}
+
+#[test]
+fn a_vip_that_cannot_be_added_resigns_into_fault_and_starts_over_later() {
+    let mut instance = master(v3(200, 10));
+    let failed_at = at_ms(200.0);
+    instance.vip_add_failed(failed_at, ip("10.10.10.3"));
+    let actions = drain(&mut instance);
+    // RFC 5798 §6.4.3 leaving Master: the resignation before the VIPs go.
+    assert_eq!(actions[0], sends(0), "{actions:?}");
+    assert!(actions.contains(&Action::RemoveVirtualIps), "{actions:?}");
+    assert_eq!(
+        transitions(&actions),
+        [(State::Master, State::Fault, Reason::VipNotAdded)]
+    );
+    assert!(!instance.holds_vips());
+    // Deaf and silent in FAULT until the hold passes; then BACKUP (§6.4.1).
+    assert_eq!(instance.poll_timeout(), Some(failed_at + VIP_FAULT_HOLD));
+    let actions = run_until(&mut instance, failed_at + VIP_FAULT_HOLD);
+    assert_eq!(
+        transitions(&actions),
+        [(State::Fault, State::Backup, Reason::VipRetry)]
+    );
+    // A failure reported for a router that does not hold the VIP changes nothing.
+    instance.vip_add_failed(at_ms(1300.0), ip("10.10.10.3"));
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.state(), State::Backup);
 }

@@ -101,6 +101,13 @@ enum Bench {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// A VIP removed from the master by someone else (`ip addr del`), to
+    /// the VIP back: wimark-ha beside keepalived.
+    Vip {
+        /// Arguments for the benchmark binary (see `--help` after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// A 5-container stack switched by wimark-ha beside the seed's
     /// `docker-compose down && up -d`, against a real dockerd.
     Roles {
@@ -188,6 +195,7 @@ fn main() -> Result<()> {
                 Bench::Roles { args } => ("roles", args),
                 Bench::Aps { args } => ("aps", args),
                 Bench::Tracking { args } => ("tracking", args),
+                Bench::Vip { args } => ("vip", args),
             };
             let mut all = vec![name.to_string()];
             all.extend(args);

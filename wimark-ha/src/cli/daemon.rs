@@ -116,8 +116,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 t.kind, t.name, t.target, t.health, t.weight, t.detail
             );
         }
+        let restored = if i.vips_restored > 0 {
+            format!(", put back {} time(s) after someone else removed them", i.vips_restored)
+        } else {
+            String::new()
+        };
         println!(
-            "  VIPs {} ({}), adverts sent {} received {}, ignored {:?}",
+            "  VIPs {} ({}{restored}), adverts sent {} received {}, ignored {:?}",
             i.virtual_ips.join(" "),
             if i.holds_virtual_ips {
                 "held"

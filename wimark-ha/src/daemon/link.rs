@@ -1,9 +1,11 @@
-//! The link state of the peer interfaces, as the kernel announces it
-//! (rtnetlink RTMGRP_LINK multicast): the engine polls nothing, it is told.
+//! The link state of the peer interfaces and the addresses on them, as the
+//! kernel announces them (rtnetlink RTMGRP_LINK and RTMGRP_IPV4/6_IFADDR
+//! multicast): the engine polls nothing, it is told.
 //!
-//! Owns: that socket and reading its link messages (netlink-packet-route
-//! decodes them). Must not: decide what a link change means (the state
-//! machine's `interface_down`/`interface_up` do).
+//! Owns: that socket and reading its link and address messages
+//! (netlink-packet-route decodes them). Must not: decide what a change
+//! means (the state machine's `interface_down`/`interface_up`,
+//! `vip_removed`/`vip_appeared` do).
 
 use std::{
     io,
@@ -11,9 +13,10 @@ use std::{
 };
 
 use rtnetlink::{
-    constants::RTMGRP_LINK,
+    constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK},
     packet_core::{NetlinkMessage, NetlinkPayload},
     packet_route::{
+        address::AddressMessage,
         link::{LinkAttribute, LinkFlags, LinkMessage},
         RouteNetlinkMessage,
     },
@@ -34,6 +37,45 @@ pub struct LinkChange {
     pub usable: bool,
     /// RTM_DELLINK: the index is gone.
     pub removed: bool,
+}
+
+/// An address added to or removed from a link, as the kernel announced it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressChange {
+    pub index: u32,
+    pub address: std::net::IpAddr,
+    /// RTM_NEWADDR (added, or its flags changed): on the link now.
+    pub present: bool,
+}
+
+impl AddressChange {
+    fn from_message(message: &AddressMessage, present: bool) -> Option<Self> {
+        Some(Self {
+            index: message.header.index,
+            address: crate::vip::message_address(message)?,
+            present,
+        })
+    }
+}
+
+/// What one drain of the socket read: link changes in order, and for each
+/// (link, address) only the last word (an address removed and added back
+/// within one drain was never missing), and whether some announcements were
+/// lost (the socket's queue overflowed: ENOBUFS), in which case the caller
+/// must look again.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub links: Vec<LinkChange>,
+    pub addresses: Vec<AddressChange>,
+    pub lost: bool,
+}
+
+impl Changes {
+    fn add_address(&mut self, change: AddressChange) {
+        self.addresses
+            .retain(|c| (c.index, c.address) != (change.index, change.address));
+        self.addresses.push(change);
+    }
 }
 
 impl LinkChange {
@@ -69,7 +111,10 @@ fn usable(flags: LinkFlags) -> bool {
 impl LinkWatcher {
     pub fn new() -> io::Result<Self> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind(&SocketAddr::new(0, RTMGRP_LINK))?;
+        socket.bind(&SocketAddr::new(
+            0,
+            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
+        ))?;
         socket.set_non_blocking(true)?;
         Ok(Self { socket })
     }
@@ -78,35 +123,31 @@ impl LinkWatcher {
         self.socket.as_raw_fd()
     }
 
-    /// Every link change the kernel announced since last time, and whether
-    /// some announcements were lost (the socket's queue overflowed:
-    /// ENOBUFS), in which case the caller must look again.
-    pub fn drain(&self) -> (Vec<LinkChange>, bool) {
-        let mut changes = Vec::new();
-        let mut lost = false;
+    /// Every link and address change the kernel announced since last time.
+    pub fn drain(&self) -> Changes {
+        let mut changes = Changes::default();
         let mut datagram = Vec::with_capacity(16 * 1024);
         loop {
             datagram.clear();
             match self.socket.recv(&mut datagram, 0) {
-                Ok(0) => return (changes, lost),
-                Ok(_) => changes.extend(link_changes(&datagram)),
+                Ok(0) => return changes,
+                Ok(_) => read_datagram(&datagram, &mut changes),
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     tracing::warn!(
-                        "link notifications were lost (queue overflow): reading every link again"
+                        "link notifications were lost (queue overflow): reading every link and VIP again"
                     );
-                    lost = true;
+                    changes.lost = true;
                 }
-                Err(_) => return (changes, lost),
+                Err(_) => return changes,
             }
         }
     }
 }
 
-/// The link messages of one datagram (several netlink messages, each
-/// padded to 4 bytes). One that does not decode ends the datagram: what
-/// follows it cannot be framed.
-fn link_changes(mut datagram: &[u8]) -> Vec<LinkChange> {
-    let mut changes = Vec::new();
+/// The link and address messages of one datagram (several netlink
+/// messages, each padded to 4 bytes). One that does not decode ends the
+/// datagram: what follows it cannot be framed.
+fn read_datagram(mut datagram: &[u8], changes: &mut Changes) {
     while !datagram.is_empty() {
         let message = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(datagram) {
             Ok(message) => message,
@@ -117,10 +158,16 @@ fn link_changes(mut datagram: &[u8]) -> Vec<LinkChange> {
         };
         match message.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                changes.push(LinkChange::from_message(&link, false))
+                changes.links.push(LinkChange::from_message(&link, false))
             }
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
-                changes.push(LinkChange::from_message(&link, true))
+                changes.links.push(LinkChange::from_message(&link, true))
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address)) => {
+                changes.add_address_message(&address, true)
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(address)) => {
+                changes.add_address_message(&address, false)
             }
             _ => {}
         }
@@ -130,7 +177,21 @@ fn link_changes(mut datagram: &[u8]) -> Vec<LinkChange> {
         }
         datagram = &datagram[length.next_multiple_of(4).min(datagram.len())..];
     }
-    changes
+}
+
+impl Changes {
+    fn add_address_message(&mut self, message: &AddressMessage, present: bool) {
+        if let Some(change) = AddressChange::from_message(message, present) {
+            self.add_address(change);
+        }
+    }
+}
+
+#[cfg(test)]
+fn link_changes(datagram: &[u8]) -> Vec<LinkChange> {
+    let mut changes = Changes::default();
+    read_datagram(datagram, &mut changes);
+    changes.links
 }
 
 /// Whether `interface` is up and has a link right now (getifaddrs: the
@@ -199,5 +260,53 @@ mod tests {
         torn.extend(&message(true, 4, up)[..10]);
         assert_eq!(link_changes(&torn).iter().map(seen).collect::<Vec<_>>(), [(3, "eth3".to_string(), true, false)]);
         assert!(link_changes(&[0xff; 7]).is_empty());
+    }
+
+    fn address_message(new: bool, index: u32, address: &str) -> Vec<u8> {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+        let mut message = AddressMessage::default();
+        message.header.index = index;
+        message.header.prefix_len = 24;
+        message
+            .attributes
+            .push(AddressAttribute::Address(address.parse().expect("ip")));
+        let inner = if new {
+            RouteNetlinkMessage::NewAddress(message)
+        } else {
+            RouteNetlinkMessage::DelAddress(message)
+        };
+        let mut message = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(inner),
+        );
+        message.finalize();
+        let mut bytes = vec![0; message.buffer_len()];
+        message.serialize(&mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn address_messages_keep_the_last_word_per_link_and_address() {
+        let mut datagram = address_message(false, 3, "10.77.0.100");
+        datagram.extend(address_message(false, 4, "10.77.0.100"));
+        datagram.extend(message(true, 3, LinkFlags::Up));
+        datagram.extend(address_message(true, 3, "10.77.0.100"));
+        datagram.extend(address_message(false, 3, "fd00::64"));
+        let mut changes = super::Changes::default();
+        super::read_datagram(&datagram, &mut changes);
+        let seen: Vec<_> = changes
+            .addresses
+            .iter()
+            .map(|c| (c.index, c.address.to_string(), c.present))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (4, "10.77.0.100".to_string(), false),
+                (3, "10.77.0.100".to_string(), true),
+                (3, "fd00::64".to_string(), false)
+            ]
+        );
+        assert_eq!(changes.links.len(), 1);
     }
 }

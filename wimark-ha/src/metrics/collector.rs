@@ -205,6 +205,11 @@ impl Collector for StatusCollector {
                 |i| i.priority_zero_sent,
             ),
             (
+                "vip_restored",
+                "VIPs someone else removed while this node held them, put back",
+                |i| i.vips_restored,
+            ),
+            (
                 "priority_zero_received",
                 "Priority-0 adverts received from the master",
                 |i| i.priority_zero_received,

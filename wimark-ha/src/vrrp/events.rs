@@ -164,6 +164,13 @@ pub enum Reason {
     /// answers.
     #[serde(rename = "isolation over")]
     WitnessRegained,
+    /// A VIP this master must hold could not be added to the interface.
+    #[serde(rename = "VIP could not be added")]
+    VipNotAdded,
+    /// The FAULT of a VIP that could not be added has been held long
+    /// enough: start over.
+    #[serde(rename = "VIP retry")]
+    VipRetry,
 }
 
 impl Reason {
@@ -186,6 +193,8 @@ impl Reason {
             Reason::SyncGroup => "sync group",
             Reason::WitnessIsolated => "isolated from the peer and the witness",
             Reason::WitnessRegained => "isolation over",
+            Reason::VipNotAdded => "VIP could not be added",
+            Reason::VipRetry => "VIP retry",
         }
     }
 
@@ -235,6 +244,11 @@ pub enum Action {
     Heartbeat(Heartbeat),
     AddVirtualIps,
     RemoveVirtualIps,
+    /// A VIP we must hold left the interface (someone else removed it):
+    /// add it back and announce it again.
+    RestoreVirtualIp(IpAddr),
+    /// A VIP we must not hold appeared on the interface: remove it.
+    RemoveStrayVirtualIp(IpAddr),
     /// Gratuitous ARP / unsolicited NA for every VIP (the runtime repeats
     /// them as configured).
     AnnounceVirtualIps,

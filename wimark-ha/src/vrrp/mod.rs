@@ -14,7 +14,7 @@ pub use events::{
 };
 pub use machine::{
     hold_interval, Instance, FAST_RULE_WARMUP, FAST_SKEW_SPAN_MIN, HEARTBEAT_LEASE_INTERVALS,
-    SHUTDOWN_VIP_HOLD,
+    SHUTDOWN_VIP_HOLD, VIP_FAULT_HOLD,
 };
 pub use packet::{Advert, Auth, ChecksumMode, EncodeError, Version};
 pub use window::{WindowBasis, WindowStatus};

@@ -39,6 +39,7 @@ mod plot;
 mod roles;
 mod senders;
 mod tracking;
+mod vip;
 
 #[derive(Parser)]
 #[command(name = "wimark-ha-bench", about = "wimark-ha benchmarks")]
@@ -66,6 +67,13 @@ enum Which {
     Tracking {
         /// Trials per pair.
         #[arg(long, default_value_t = 10)]
+        trials: usize,
+    },
+    /// A VIP removed from the master by someone else, to the VIP back:
+    /// wimark-ha beside keepalived.
+    Vip {
+        /// Removals per pair.
+        #[arg(long, default_value_t = 20)]
         trials: usize,
     },
     /// A 5-container stack: wimark-ha's switch beside docker-compose's.
@@ -159,6 +167,10 @@ fn main() -> Result<()> {
         } => {
             require_root("the AP benchmark");
             return aps::run(aps, std::time::Duration::from_secs(wait), mqtt_keepalive);
+        }
+        Which::Vip { trials } => {
+            require_root("the VIP benchmark");
+            return vip::run(trials.max(1));
         }
         Which::Roles { trials } => {
             require_root("the roles benchmark");

@@ -36,6 +36,8 @@ impl Engine {
                     self.remove_vips(i);
                     self.instances[i].second_garp_burst = None;
                 }
+                Action::RestoreVirtualIp(address) => self.restore_vip(i, address),
+                Action::RemoveStrayVirtualIp(address) => self.remove_stray_vip(i, address),
                 Action::Transition {
                     from,
                     to,
@@ -110,18 +112,25 @@ impl Engine {
             return;
         }
         let mut failures = Vec::new();
+        let mut failed = None;
         for vip in &instance.config.virtual_ips {
             if let Err(e) = self
                 .runtime
                 .block_on(self.vips.add(instance.interface.index, *vip))
             {
-                tracing::error!(instance = %instance.config.name, %vip, "adding the VIP failed: {e}");
+                tracing::error!(instance = %instance.config.name, %vip, "adding the VIP failed: {e}; giving mastership up");
                 failures.push(format!("{vip}: {e}"));
+                failed = failed.or(Some(vip.address));
             }
         }
         instance.holds_vips = true;
+        instance.vips_missing.clear();
         instance.fault =
             (!failures.is_empty()).then(|| format!("VIP not added: {}", failures.join("; ")));
+        // The machine decides what a master without its VIP is (FAULT).
+        if let Some(address) = failed {
+            instance.machine.vip_add_failed(now(), address);
+        }
     }
 
     pub(super) fn remove_vips(&mut self, i: usize) {
@@ -142,6 +151,7 @@ impl Engine {
             }
         }
         instance.holds_vips = false;
+        instance.vips_missing.clear();
     }
 
     pub(super) fn announce(&mut self, i: usize) {

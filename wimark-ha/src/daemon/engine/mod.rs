@@ -40,6 +40,7 @@ mod poller;
 mod publish;
 pub mod sync;
 mod tracking;
+mod vips;
 
 use addressed::addressed_here;
 pub use addressed::LocalAddresses;
@@ -129,6 +130,11 @@ pub struct EngineInstance {
     ignored: IgnoredCounts,
     history: VecDeque<TransitionRecord>,
     holds_vips: bool,
+    /// VIPs the kernel said left the interface while we hold them, and
+    /// when: until put back (`status` does not claim them meanwhile).
+    vips_missing: Vec<(IpAddr, Timestamp)>,
+    /// VIPs someone else removed that were put back.
+    vips_restored: u64,
     fault: Option<String>,
     second_garp_burst: Option<Timestamp>,
     /// The fast stream the senders run for this instance: the machine's
@@ -235,6 +241,8 @@ impl EngineInstance {
             ignored: IgnoredCounts::default(),
             history: VecDeque::new(),
             holds_vips: false,
+            vips_missing: Vec::new(),
+            vips_restored: 0,
             fault: None,
             second_garp_burst: None,
             stream: None,
@@ -342,15 +350,15 @@ impl Engine {
         let mut stopping = false;
         loop {
             let t = now();
-            let link_changes = if ready.contains(&links_fd) {
-                let (mut changes, lost) = self.links.drain();
-                if lost {
-                    changes.extend(self.every_link_now());
-                }
-                changes
+            let changes = if ready.contains(&links_fd) {
+                self.links.drain()
             } else {
-                Vec::new()
+                Default::default()
             };
+            let mut link_changes = changes.links;
+            if changes.lost {
+                link_changes.extend(self.every_link_now());
+            }
             for change in link_changes {
                 let (index, usable) = (change.index, change.usable);
                 for i in 0..self.instances.len() {
@@ -386,6 +394,12 @@ impl Engine {
                     }
                     self.track_link(i, &change, t);
                 }
+            }
+            for change in changes.addresses {
+                self.address_changed(change, t);
+            }
+            if changes.lost {
+                self.every_vip_now(t);
             }
             self.drain_adverts(t);
             if ready.contains(&wake_fd) {

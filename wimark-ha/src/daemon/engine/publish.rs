@@ -104,7 +104,10 @@ impl Engine {
                 priority_zero_received: i.priority_zero_received,
                 ignored: i.ignored,
                 virtual_ips: i.config.virtual_ips.iter().map(|v| v.to_string()).collect(),
-                holds_virtual_ips: i.holds_vips,
+                // Never a VIP the kernel does not hold: one someone else
+                // removed is not held until it is back.
+                holds_virtual_ips: i.holds_vips && i.vips_missing.is_empty(),
+                vips_restored: i.vips_restored,
                 fault: i.fault.clone(),
                 history: i.history.iter().cloned().collect(),
                 heartbeats: i

@@ -17,6 +17,8 @@ mod adverts;
 mod sync;
 use sync::SyncMembership;
 mod timers;
+mod vips;
+pub use vips::VIP_FAULT_HOLD;
 
 use super::{
     events::{Action, Heartbeat, Ignored, Params, Reason, State, Timestamp},
@@ -40,6 +42,8 @@ pub struct Instance {
     /// The witness's isolation rule gave the VIPs up (`on_isolation =
     /// "release_vip"`): FAULT until it says otherwise.
     witness_isolated: bool,
+    /// A VIP could not be added: FAULT until then (see `vips.rs`).
+    vip_fault_until: Option<Timestamp>,
     /// The instance's sync group, when it has one (see `sync.rs`).
     sync: Option<SyncMembership>,
     /// The master we follow sent an advert below our priority and we
@@ -108,6 +112,7 @@ impl Instance {
             link_down: false,
             tracker_fault: false,
             witness_isolated: false,
+            vip_fault_until: None,
             sync: None,
             preempting: false,
             master_adver_interval,
@@ -342,6 +347,8 @@ impl Instance {
             Some(Reason::TrackerFault)
         } else if self.witness_isolated {
             Some(Reason::WitnessIsolated)
+        } else if self.vip_fault_until.is_some() {
+            Some(Reason::VipNotAdded)
         } else {
             None
         }

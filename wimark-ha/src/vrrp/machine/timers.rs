@@ -77,7 +77,7 @@ impl Instance {
                     self.release_vips();
                 }
             }
-            State::Fault => {}
+            State::Fault => self.vip_fault_timeout(now),
             State::Master => {
                 if self.adver_deadline.is_some_and(|d| now >= d) {
                     // RFC 5798 §6.4.3 "If the Adver_Timer fires": send an
@@ -187,6 +187,7 @@ impl Instance {
             self.master_down_deadline,
             self.fast_down_deadline,
             self.vip_release_deadline,
+            self.vip_fault_until.filter(|_| self.state == State::Fault),
         ]
         .into_iter()
         .flatten()
