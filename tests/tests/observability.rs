@@ -289,3 +289,107 @@ fn keepalived_sends_the_gratuitous_arp_wimark_ha_sends() {
     lab.fail(Failure::NodeLoss).expect("failover");
     assert_eq!(lab.garp_fields_seen(), vec![(1, [0xff; 6])], "keepalived's GARPs");
 }
+
+/// Three AP addresses that fall into one set of the XDP AP table (two
+/// ways), from 10.77.128.0/17: the third evicts one of the first two.
+fn colliding_aps() -> Vec<std::net::Ipv4Addr> {
+    use wimark_ha_common::abi::{ap_set, IpBytes};
+    let set_of = |a: std::net::Ipv4Addr| ap_set(&IpBytes::from(std::net::IpAddr::V4(a)));
+    let first = std::net::Ipv4Addr::new(10, 77, 128, 1);
+    let mut found = vec![first];
+    for n in 2..32767u32 {
+        let candidate = std::net::Ipv4Addr::from(u32::from(first) - 1 + n);
+        if set_of(candidate) == set_of(first) {
+            found.push(candidate);
+            if found.len() == 3 {
+                return found;
+            }
+        }
+    }
+    panic!("no three colliding addresses in 10.77.128.0/17: {found:?}");
+}
+
+/// More APs in one set than it has ways (issue 28 item 4): the table
+/// evicts, and the operator sees it — the metric, a WARN line, and
+/// `status` saying how full the table is.
+#[test]
+fn ap_table_evictions_are_counted_warned_and_shown() {
+    wimark_ha_tests::require_root("a lab with a daemon and AP traffic");
+    let (_lab, a, b) = wimark_ha_tests::lab::two_servers(true).expect("lab");
+    let body = format!(
+        "{}\n\n[metrics]\nlisten = \"{METRICS}\"\n",
+        wimark_ha_tests::daemon::FAST
+    );
+    let daemon = wimark_ha_tests::daemon::Daemon::start(&a, "evict", |s| {
+        wimark_ha_tests::daemon::config(s, 200, &body)
+    })
+    .expect("daemon");
+    wait_until(Duration::from_secs(5), "A MASTER", || {
+        daemon.state() == Some(State::Master)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    let aps = colliding_aps();
+    for ap in &aps {
+        wimark_ha_tests::lab::ip(&["-n", &b, "addr", "add", &format!("{ap}/32"), "dev", "eth1"])
+            .expect("AP address");
+    }
+    // IKE from each AP in turn, twice: the third takes the place of the
+    // least recently seen, which then takes another's, and so on. The table
+    // is per CPU and a veth runs XDP on the sender's CPU: one CPU, so that
+    // all three meet in one table.
+    let sources = aps.clone();
+    wimark_ha_tests::lab::in_netns(&b, move || {
+        // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            assert_eq!(
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                0,
+                "pinning the AP sender to CPU 0"
+            );
+        }
+        for _ in 0..2 {
+            for ap in &sources {
+                let socket = std::net::UdpSocket::bind((*ap, 0)).expect("bind");
+                socket
+                    .send_to(&[0u8; 40], ("10.77.0.1", 500))
+                    .expect("IKE");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    })
+    .expect("AP traffic");
+    let evictions = "wimark_ha_ap_table_evictions_total{interface=\"eth1\"}";
+    wait_until(Duration::from_secs(5), "evictions in the metrics", || {
+        sample(&scrape(&a), evictions).unwrap_or(0.0) >= 1.0
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", scrape(&a)));
+    let text = scrape(&a);
+    assert_eq!(
+        sample(&text, "wimark_ha_ap_table_capacity{interface=\"eth1\"}"),
+        Some(8192.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "wimark_ha_ap_table_entries{interface=\"eth1\"}"),
+        Some(2.0),
+        "two ways hold two of the three: {text}"
+    );
+    // The eviction logger reads every 10 s and says the first at once.
+    wait_until(Duration::from_secs(15), "the WARN", || {
+        daemon.log().contains("AP table: ")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("AP(s) evicted since the last report").count(),
+        1,
+        "one line, not one per eviction:\n{log}"
+    );
+    let status = wimark_ha_tests::daemon::status_text(&a, &daemon.socket);
+    assert!(
+        status.contains("known 2 of 8192 (0 % of the AP table), evicted"),
+        "{status}"
+    );
+}

@@ -264,16 +264,30 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How full the AP table is and what it evicted, for `status`.
+fn ap_table_fill(ap: &crate::monitor::ApStats) -> String {
+    if ap.capacity == 0 {
+        return String::new();
+    }
+    format!(
+        " of {} ({:.0} % of the AP table), evicted {}",
+        ap.capacity,
+        ap.known_aps as f64 * 100.0 / ap.capacity as f64,
+        ap.evicted
+    )
+}
+
 /// One line of what the XDP monitor counted (`stats --json` has it all).
 fn print_monitor(monitor: &crate::records::Snapshot) {
     println!(
-        "monitor on {}: VRRP valid {}, tagged {}, invalid ({}); APs active {} known {}; IKE {} NAT-T {} MQTT {} packets; events lost: adverts {}, peer changes {}",
+        "monitor on {}: VRRP valid {}, tagged {}, invalid ({}); APs active {} known {}{}; IKE {} NAT-T {} MQTT {} packets; events lost: adverts {}, peer changes {}",
         monitor.interface,
         monitor.vrrp.valid,
         monitor.vrrp.tagged,
         monitor.vrrp.invalid,
         monitor.ap.active_aps,
         monitor.ap.known_aps,
+        ap_table_fill(&monitor.ap),
         monitor.ap.ike.packets,
         monitor.ap.nat_t.packets,
         monitor.ap.mqtt.packets,

@@ -459,6 +459,7 @@ async fn run_bound(
         None => None,
     };
     let rogue_logger = tokio::spawn(observer::log_rogues(monitors.clone(), allow_lists));
+    let eviction_logger = tokio::spawn(observer::log_evictions(monitors.clone()));
     let observer = tokio::spawn(observer::run(
         journal,
         metrics.clone(),
@@ -626,6 +627,7 @@ async fn run_bound(
         watchdog.abort();
     }
     rogue_logger.abort();
+    eviction_logger.abort();
     // A script running now is killed with its task (kill_on_drop).
     for task in trackers {
         task.abort();

@@ -441,3 +441,99 @@ impl RoguePeriod {
         }
     }
 }
+
+/// How often the AP table's eviction counter is read (one per-CPU counter
+/// lookup per monitor: cheap).
+const EVICTION_SCAN: Duration = Duration::from_secs(10);
+/// At most one WARN per monitor this often while evictions happen: a table
+/// under pressure evicts all the time, and the journal must not fill with it.
+const EVICTION_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// When to say that the AP table evicts: the first eviction at once, then
+/// a summary of the evictions since the last line, at most once per
+/// [`EVICTION_LOG_EVERY`]; nothing while none happen. Pure, so it is
+/// tested without a clock.
+#[derive(Debug, Default)]
+pub struct EvictionLog {
+    /// Per monitor: the counter as last read, and when we last warned.
+    seen: Vec<(u64, Option<tokio::time::Instant>)>,
+    /// Per monitor: evictions counted since the last warning.
+    pending: Vec<u64>,
+}
+
+impl EvictionLog {
+    /// The counter of `monitor` read at `now`: the evictions to report now,
+    /// if a line is due.
+    pub fn observe(&mut self, monitor: usize, evicted: u64, now: tokio::time::Instant) -> Option<u64> {
+        if self.seen.len() <= monitor {
+            self.seen.resize(monitor + 1, (0, None));
+            self.pending.resize(monitor + 1, 0);
+        }
+        let (last, warned) = &mut self.seen[monitor];
+        // A counter that went backwards is a new program: count from it.
+        let new = evicted.checked_sub(*last).unwrap_or(evicted);
+        *last = evicted;
+        self.pending[monitor] += new;
+        if self.pending[monitor] == 0 {
+            return None;
+        }
+        if warned.is_some_and(|at| now.duration_since(at) < EVICTION_LOG_EVERY) {
+            return None;
+        }
+        *warned = Some(now);
+        Some(std::mem::take(&mut self.pending[monitor]))
+    }
+}
+
+/// WARNs while the XDP AP table evicts (more APs than it holds, or sets
+/// full): an evicted AP is missing from the sync, so the standby will not
+/// reach out to it after a takeover.
+pub async fn log_evictions(monitors: Arc<Mutex<Vec<Monitor>>>) {
+    let mut log = EvictionLog::default();
+    let mut ticker = tokio::time::interval(EVICTION_SCAN);
+    loop {
+        ticker.tick().await;
+        let now = tokio::time::Instant::now();
+        let Ok(monitors) = monitors.lock() else {
+            return;
+        };
+        for (index, monitor) in monitors.iter().enumerate() {
+            let Ok(counters) = crate::monitor::read_counters(monitor.ebpf()) else {
+                continue;
+            };
+            let evicted = counters[wimark_ha_common::abi::Counter::ApEvicted as usize].packets;
+            if let Some(new) = log.observe(index, evicted, now) {
+                let known = crate::monitor::read_aps(monitor.ebpf()).map_or(0, |aps| aps.len());
+                tracing::warn!(
+                    interface = monitor.interface(),
+                    evicted = new,
+                    evicted_total = evicted,
+                    known_aps = known,
+                    capacity = crate::monitor::AP_TABLE_CAPACITY,
+                    "AP table: {new} AP(s) evicted since the last report; evicted APs are missing from the AP sync and get no recovery after a takeover"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod eviction_tests {
+    use super::*;
+
+    #[test]
+    fn evictions_are_said_at_once_then_summed_at_most_once_a_minute() {
+        let start = tokio::time::Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut log = EvictionLog::default();
+        assert_eq!(log.observe(0, 0, at(0)), None, "nothing evicted, nothing said");
+        assert_eq!(log.observe(0, 3, at(10)), Some(3), "the first at once");
+        assert_eq!(log.observe(0, 10, at(20)), None);
+        assert_eq!(log.observe(0, 12, at(60)), None);
+        assert_eq!(log.observe(0, 15, at(70)), Some(12), "a summary a minute later");
+        assert_eq!(log.observe(0, 15, at(200)), None, "quiet when it stops");
+        // Monitors are apart; a restarted program's counter starts over.
+        assert_eq!(log.observe(1, 4, at(200)), Some(4));
+        assert_eq!(log.observe(1, 2, at(300)), Some(2));
+    }
+}

@@ -376,6 +376,36 @@ impl Collector for StatusCollector {
         )?;
         family(
             &mut encoder,
+            "ap_table_entries",
+            "APs in the XDP AP table (what the AP sync can share)",
+            MetricType::Gauge,
+            status
+                .monitors
+                .iter()
+                .map(|m| (interface(m), ConstGauge::new(m.ap.known_aps as i64))),
+        )?;
+        family(
+            &mut encoder,
+            "ap_table_capacity",
+            "APs the XDP AP table can hold at most",
+            MetricType::Gauge,
+            status
+                .monitors
+                .iter()
+                .map(|m| (interface(m), ConstGauge::new(m.ap.capacity as i64))),
+        )?;
+        family(
+            &mut encoder,
+            "ap_table_evictions",
+            "AP table entries taken over by another AP (the evicted AP is missing from the AP sync)",
+            MetricType::Counter,
+            status
+                .monitors
+                .iter()
+                .map(|m| (interface(m), ConstCounter::new(m.ap.evicted))),
+        )?;
+        family(
+            &mut encoder,
             "journal_degraded",
             "1 while the failover journal cannot be written (the daemon runs without it)",
             MetricType::Gauge,

@@ -211,7 +211,14 @@ pub struct ApStats {
     pub known_aps: u64,
     /// Times an AP's entry was taken over by another AP (table pressure).
     pub evicted: u64,
+    /// How many APs the table can hold (sets x ways; a set that is full
+    /// evicts before the table is).
+    #[serde(default)]
+    pub capacity: u64,
 }
+
+/// The AP table's slots: how many APs it can hold at most.
+pub const AP_TABLE_CAPACITY: u64 = AP_TABLE_SLOTS as u64;
 
 /// Everything the monitor knows at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +296,7 @@ impl Snapshot {
                 active_aps: active_aps as u64,
                 known_aps: aps.len() as u64,
                 evicted: at(Counter::ApEvicted).packets,
+                capacity: AP_TABLE_CAPACITY,
             },
             other: at(Counter::Other).into(),
             events_lost: at(Counter::AdvertEventsLost).packets
