@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 use wimark_ha::records::State;
 
 use wimark_ha_tests::{
+    capture::{realtime_ns, Capture, Seen},
     daemon::{config, has_address, scrape_metrics, wait_until, Daemon, FAST},
-    lab::{ip, two_servers},
+    lab::{ip, two_servers, two_servers_on_a_switch},
     require_root,
 };
 
@@ -101,5 +102,82 @@ fn a_vip_removed_by_someone_else_is_put_back_and_one_added_on_the_backup_removed
             "wimark_ha_vip_restored_total{{iname=\"WIM1\",intf=\"eth1\",vrid=\"67\"}} {TRIALS}"
         )),
         "{metrics}"
+    );
+}
+
+/// One trial of issue 31 item 2: the master's link cut (its switch port
+/// down: the carrier goes, the route stays), its daemon SIGKILLed 5 ms
+/// later, the link back 1 s later with no daemon running. Returns the
+/// adverts from A that reached the switch after the link came back: a dead
+/// master's adverts, held by the kernel (a unicast peer's neighbour entry
+/// could not resolve without carrier) and sent late.
+fn adverts_from_a_dead_master(unicast: bool, tag: &str) -> Vec<u8> {
+    let (lab, a, b, sw) = two_servers_on_a_switch("eth1").expect("lab");
+    lab.address(&a, "eth1", "10.77.0.1/24").expect("A");
+    lab.address(&b, "eth1", "10.77.0.2/24").expect("B");
+    let body = |peer: &str| {
+        let peers = if unicast { "unicast_peers" } else { "peers" };
+        format!("{FAST}\n{peers} = [\"{peer}\"]")
+    };
+    let mut daemon_a =
+        Daemon::start(&a, &format!("{tag}-a"), |s| config(s, 200, &body("10.77.0.2"))).expect("A");
+    wait_until(Duration::from_secs(5), "A MASTER", || {
+        daemon_a.state() == Some(State::Master)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_a.log()));
+    let daemon_b =
+        Daemon::start(&b, &format!("{tag}-b"), |s| config(s, 100, &body("10.77.0.1"))).expect("B");
+    wait_until(Duration::from_secs(5), "B BACKUP", || {
+        daemon_b.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    // On B's link: the switch forwards unicast to B's port only, so its own
+    // bridge interface would see only the multicast pair's adverts.
+    let capture = Capture::start(&b, "eth1").expect("capture");
+    std::thread::sleep(Duration::from_millis(200));
+    ip(&["-n", &sw, "link", "set", "a-port", "down"]).expect("cut A");
+    std::thread::sleep(Duration::from_millis(5));
+    daemon_a.signal(libc::SIGKILL);
+    std::thread::sleep(Duration::from_secs(1));
+    let link_back = realtime_ns();
+    ip(&["-n", &sw, "link", "set", "a-port", "up"]).expect("A's link back");
+    // The kernel sent what it held as soon as B's ARP reached A (7-16 ms
+    // in the issue's trials); its own probes would have within a second.
+    std::thread::sleep(Duration::from_millis(1200));
+    let a_address: std::net::IpAddr = "10.77.0.1".parse().expect("ip");
+    capture
+        .records()
+        .into_iter()
+        .filter_map(|(at, seen)| match seen {
+            Seen::Advert {
+                source, priority, ..
+            } if at >= link_back && source == a_address => Some(priority),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An advert that cannot leave now must never leave later (issue 31 item
+/// 2): a dead master's resignation, queued by the kernel while its link had
+/// no carrier, reached the wire after the link came back — 5 of 5 trials
+/// with `unicast_peers` — and set a keepalived peer, master by then, off.
+#[test]
+fn a_dead_masters_adverts_never_reach_the_wire_after_its_link_returns() {
+    require_root("a lab with two daemons");
+    const TRIALS: usize = 5;
+    let mut late = Vec::new();
+    for unicast in [true, false] {
+        for trial in 0..TRIALS {
+            let kind = if unicast { "unicast" } else { "multicast" };
+            let seen = adverts_from_a_dead_master(unicast, &format!("dead-{kind}-{trial}"));
+            if !seen.is_empty() {
+                late.push(format!("{kind} trial {trial}: priorities {seen:?}"));
+            }
+        }
+    }
+    assert!(
+        late.is_empty(),
+        "adverts of a dead master reached the wire after its link came back:\n{}",
+        late.join("\n")
     );
 }

@@ -146,6 +146,47 @@ impl Vips {
         request.execute().await.map_err(netlink)
     }
 
+    /// Deletes the neighbour entries of `destinations` on the interface.
+    /// An entry that is still resolving holds what was sent to it and sends
+    /// it once it resolves — after a link without carrier comes back, when
+    /// what it holds may be a dead process's advert; deleting the entry
+    /// discards them (the kernel fails an unresolved entry's queue).
+    /// Returns how many entries were deleted.
+    pub async fn forget_neighbours(
+        &self,
+        index: u32,
+        destinations: &[IpAddr],
+    ) -> Result<usize, VipError> {
+        use rtnetlink::packet_route::{
+            neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
+            AddressFamily,
+        };
+        let mut deleted = 0;
+        // Addressed directly (interface, family, destination): no dump of a
+        // neighbour table that holds every AP of the segment.
+        for destination in destinations {
+            let mut message = NeighbourMessage::default();
+            message.header.ifindex = index;
+            message.header.family = if destination.is_ipv4() {
+                AddressFamily::Inet
+            } else {
+                AddressFamily::Inet6
+            };
+            message
+                .attributes
+                .push(NeighbourAttribute::Destination(NeighbourAddress::from(
+                    *destination,
+                )));
+            match self.handle.neighbours().del(message).execute().await {
+                Ok(()) => deleted += 1,
+                // No entry: nothing is held for it.
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENOENT => {}
+                Err(e) => return Err(netlink(e)),
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Removes `vip` from the interface; absent is fine. Returns whether it
     /// was there.
     pub async fn remove(&self, index: u32, vip: VirtualIp) -> Result<bool, VipError> {

@@ -181,9 +181,12 @@ impl Engine {
     /// checksum) differ.
     fn messages(&self, i: usize, advert: &Advert) -> Vec<Message> {
         let instance = &self.instances[i];
+        // No carrier, no advert: the kernel would hold a unicast one until
+        // the link returns and send it then, late (see forget_peers_on).
         let main = instance
             .destinations
             .iter()
+            .filter(|_| instance.link_up)
             .map(|d| (&instance.socket, instance.primary, *d));
         let heartbeats = instance
             .heartbeats

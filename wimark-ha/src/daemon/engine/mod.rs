@@ -120,6 +120,10 @@ pub struct EngineInstance {
     pub announcer: Arc<Announcer>,
     pub primary: IpAddr,
     pub heartbeats: Vec<HeartbeatPath>,
+    /// The instance's own link is up and has carrier: nothing is sent on it
+    /// otherwise (what the kernel would hold could leave later, after this
+    /// process is gone).
+    link_up: bool,
     /// Resume mastership at start (a restart hold left it to us).
     pub resume: bool,
     destinations: Vec<IpAddr>,
@@ -232,6 +236,7 @@ impl EngineInstance {
             announcer,
             primary,
             heartbeats,
+            link_up: true,
             resume: false,
             destinations,
             adverts_sent: 0,
@@ -340,6 +345,7 @@ impl Engine {
             }
             // An interface without a link at start: straight to FAULT.
             if !super::link::link_usable(&self.instances[i].config.interface).unwrap_or(true) {
+                self.instances[i].link_up = false;
                 self.instances[i].machine.interface_down(start);
             }
             self.carry_out(i, start);
@@ -381,16 +387,23 @@ impl Engine {
                     }
                     if paths_changed {
                         self.restream(i, t);
+                        if !usable {
+                            self.forget_peers_on(i, index);
+                        }
                     }
                     // The instance's own link first (the fast path), then
                     // its trackers.
                     if self.instances[i].interface.index == index {
+                        self.instances[i].link_up = usable;
                         if usable {
                             self.instances[i].machine.interface_up(t);
                         } else {
                             self.instances[i].machine.interface_down(t);
                         }
                         self.carry_out(i, t);
+                        if !usable {
+                            self.forget_peers_on(i, index);
+                        }
                     }
                     self.track_link(i, &change, t);
                 }
@@ -491,6 +504,35 @@ impl Engine {
                 .flatten()
                 .fold(heartbeat, Timestamp::min);
             ready = poller.wait(deadline);
+        }
+    }
+
+    /// A link of instance `i` lost its carrier (its stream is stopped by
+    /// now): adverts sent to a unicast peer on it since are held by the
+    /// kernel until the peer's address resolves — after the link returns,
+    /// perhaps after this process died — so they are discarded now. An
+    /// advert that cannot leave when it was meant to must never leave later.
+    fn forget_peers_on(&mut self, i: usize, index: u32) {
+        let instance = &self.instances[i];
+        let mut peers: Vec<IpAddr> = Vec::new();
+        if instance.interface.index == index && !instance.config.unicast_peers.is_empty() {
+            peers.extend(&instance.destinations);
+        }
+        peers.extend(
+            instance
+                .heartbeats
+                .iter()
+                .filter(|h| h.interface.index == index)
+                .map(|h| h.peer),
+        );
+        if peers.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .runtime
+            .block_on(self.vips.forget_neighbours(index, &peers))
+        {
+            tracing::warn!(instance = %instance.config.name, "could not discard what the kernel holds for the peers on a link without carrier: {e}");
         }
     }
 
