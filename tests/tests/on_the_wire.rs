@@ -181,3 +181,46 @@ fn a_dead_masters_adverts_never_reach_the_wire_after_its_link_returns() {
         late.join("\n")
     );
 }
+
+/// The address the master's adverts are sent from removed (issue 31 item
+/// 1, "the same for the source address"): the master cannot speak as
+/// itself, so it goes to FAULT and the backup takes over; the address back,
+/// it starts over and preempts back.
+#[test]
+fn a_master_whose_advert_source_address_is_removed_hands_over_until_it_is_back() {
+    require_root("a lab with two daemons");
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let daemon_a = Daemon::start(&a, "wire-src-a", |s| config(s, 200, FAST)).expect("A");
+    wait_until(Duration::from_secs(5), "A MASTER", || {
+        daemon_a.state() == Some(State::Master)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_a.log()));
+    let daemon_b = Daemon::start(&b, "wire-src-b", |s| config(s, 100, FAST)).expect("B");
+    wait_until(Duration::from_secs(5), "B BACKUP", || {
+        daemon_b.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    ip(&["-n", &a, "addr", "del", "10.77.0.1/24", "dev", "eth1"]).expect("del A's address");
+    wait_until(Duration::from_secs(2), "A FAULT, B MASTER with the VIP", || {
+        daemon_a.state() == Some(State::Fault)
+            && daemon_b.state() == Some(State::Master)
+            && has_address(&b, "eth1", VIP)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    assert!(!has_address(&a, "eth1", VIP));
+    assert!(
+        daemon_a
+            .log()
+            .contains("the address the adverts are sent from was removed from the interface"),
+        "{}",
+        daemon_a.log()
+    );
+    ip(&["-n", &a, "addr", "add", "10.77.0.1/24", "dev", "eth1"]).expect("A's address back");
+    wait_until(Duration::from_secs(3), "A MASTER again, B BACKUP", || {
+        daemon_a.state() == Some(State::Master)
+            && daemon_b.state() == Some(State::Backup)
+            && has_address(&a, "eth1", VIP)
+            && !has_address(&b, "eth1", VIP)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+}

@@ -2021,3 +2021,24 @@ fn a_vip_that_cannot_be_added_resigns_into_fault_and_starts_over_later() {
     assert_eq!(drain(&mut instance), []);
     assert_eq!(instance.state(), State::Backup);
 }
+
+#[test]
+fn a_master_whose_advert_source_address_goes_resigns_into_fault_until_it_is_back() {
+    let mut instance = master(v3(200, 10));
+    instance.source_address_present(at_ms(200.0), false);
+    let actions = drain(&mut instance);
+    assert_eq!(actions[0], sends(0), "{actions:?}");
+    assert!(actions.contains(&Action::RemoveVirtualIps), "{actions:?}");
+    assert_eq!(
+        transitions(&actions),
+        [(State::Master, State::Fault, Reason::SourceAddressGone)]
+    );
+    // Said twice, changes nothing; back: BACKUP (RFC 5798 §6.4.1).
+    instance.source_address_present(at_ms(201.0), false);
+    assert_eq!(drain(&mut instance), []);
+    instance.source_address_present(at_ms(300.0), true);
+    assert_eq!(
+        transitions(&drain(&mut instance)),
+        [(State::Fault, State::Backup, Reason::SourceAddressBack)]
+    );
+}

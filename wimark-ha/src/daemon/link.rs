@@ -50,10 +50,15 @@ pub struct AddressChange {
 
 impl AddressChange {
     fn from_message(message: &AddressMessage, present: bool) -> Option<Self> {
+        use rtnetlink::packet_route::address::AddressHeaderFlags;
+        // An IPv6 address still in duplicate address detection (or failed
+        // it) cannot be sent from: not there yet. Its next RTM_NEWADDR, when
+        // DAD is done, says it is.
+        let unusable = AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed;
         Some(Self {
             index: message.header.index,
             address: crate::vip::message_address(message)?,
-            present,
+            present: present && !message.header.flags.intersects(unusable),
         })
     }
 }
@@ -263,8 +268,18 @@ mod tests {
     }
 
     fn address_message(new: bool, index: u32, address: &str) -> Vec<u8> {
-        use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+        address_message_with(new, index, address, false)
+    }
+
+    /// With `tentative`: an IPv6 address still in duplicate address detection.
+    fn address_message_with(new: bool, index: u32, address: &str, tentative: bool) -> Vec<u8> {
+        use rtnetlink::packet_route::address::{
+            AddressAttribute, AddressHeaderFlags, AddressMessage,
+        };
         let mut message = AddressMessage::default();
+        if tentative {
+            message.header.flags = AddressHeaderFlags::Tentative;
+        }
         message.header.index = index;
         message.header.prefix_len = 24;
         message
@@ -292,6 +307,7 @@ mod tests {
         datagram.extend(message(true, 3, LinkFlags::Up));
         datagram.extend(address_message(true, 3, "10.77.0.100"));
         datagram.extend(address_message(false, 3, "fd00::64"));
+        datagram.extend(address_message_with(true, 5, "fe80::1", true));
         let mut changes = super::Changes::default();
         super::read_datagram(&datagram, &mut changes);
         let seen: Vec<_> = changes
@@ -304,7 +320,8 @@ mod tests {
             [
                 (4, "10.77.0.100".to_string(), false),
                 (3, "10.77.0.100".to_string(), true),
-                (3, "fd00::64".to_string(), false)
+                (3, "fd00::64".to_string(), false),
+                (5, "fe80::1".to_string(), false)
             ]
         );
         assert_eq!(changes.links.len(), 1);

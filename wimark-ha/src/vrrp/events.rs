@@ -171,6 +171,12 @@ pub enum Reason {
     /// enough: start over.
     #[serde(rename = "VIP retry")]
     VipRetry,
+    /// The address the adverts are sent from left the interface.
+    #[serde(rename = "advert source address gone")]
+    SourceAddressGone,
+    /// It is back.
+    #[serde(rename = "advert source address back")]
+    SourceAddressBack,
 }
 
 impl Reason {
@@ -195,6 +201,8 @@ impl Reason {
             Reason::WitnessRegained => "isolation over",
             Reason::VipNotAdded => "VIP could not be added",
             Reason::VipRetry => "VIP retry",
+            Reason::SourceAddressGone => "advert source address gone",
+            Reason::SourceAddressBack => "advert source address back",
         }
     }
 

@@ -1,6 +1,7 @@
-//! The kernel's word on the instances' VIPs (address events) and carrying
-//! out what the machine decides of it: a VIP put back and announced, a
-//! stray one removed, a failed add reported back to the machine.
+//! The kernel's word on the instances' VIPs and advert source addresses
+//! (address events) and carrying out what the machine decides of it: a VIP
+//! put back and announced, a stray one removed, a failed add reported back
+//! to the machine, a source address gone told to it.
 //!
 //! Owns: which addresses the kernel says are missing, the restore counter
 //! and the one log line per restore. Must not: decide whether a VIP should
@@ -15,6 +16,20 @@ impl Engine {
     pub(super) fn address_changed(&mut self, change: AddressChange, t: Timestamp) {
         for i in 0..self.instances.len() {
             let instance = &mut self.instances[i];
+            if instance.interface.index == change.index && instance.primary == change.address {
+                if !change.present {
+                    tracing::warn!(
+                        instance = %instance.config.name,
+                        interface = %instance.interface.name,
+                        address = %change.address,
+                        "the address the adverts are sent from was removed from the interface"
+                    );
+                }
+                instance.machine.source_address_present(t, change.present);
+                self.status_changed = true;
+                self.carry_out(i, t);
+                continue;
+            }
             if instance.interface.index != change.index
                 || !instance
                     .config
@@ -43,8 +58,8 @@ impl Engine {
         }
     }
 
-    /// After lost address notifications: every instance's VIPs read now,
-    /// each told as if announced.
+    /// After lost address notifications: every instance's VIPs and source
+    /// address read now, each told as if announced.
     pub(super) fn every_vip_now(&mut self, t: Timestamp) {
         let mut changes = Vec::new();
         for instance in &self.instances {
@@ -52,11 +67,12 @@ impl Engine {
             let Ok(present) = self.runtime.block_on(self.vips.addresses(index)) else {
                 continue;
             };
-            for vip in &instance.config.virtual_ips {
+            let ours = instance.config.virtual_ips.iter().map(|v| v.address);
+            for address in ours.chain(std::iter::once(instance.primary)) {
                 changes.push(AddressChange {
                     index,
-                    address: vip.address,
-                    present: present.iter().any(|p| p.address == vip.address),
+                    address,
+                    present: present.iter().any(|p| p.address == address),
                 });
             }
         }

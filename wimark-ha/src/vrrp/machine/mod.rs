@@ -44,6 +44,9 @@ pub struct Instance {
     witness_isolated: bool,
     /// A VIP could not be added: FAULT until then (see `vips.rs`).
     vip_fault_until: Option<Timestamp>,
+    /// The address our adverts are sent from left the interface: FAULT
+    /// until it is back (see `vips.rs`).
+    source_address_gone: bool,
     /// The instance's sync group, when it has one (see `sync.rs`).
     sync: Option<SyncMembership>,
     /// The master we follow sent an advert below our priority and we
@@ -113,6 +116,7 @@ impl Instance {
             tracker_fault: false,
             witness_isolated: false,
             vip_fault_until: None,
+            source_address_gone: false,
             sync: None,
             preempting: false,
             master_adver_interval,
@@ -349,6 +353,8 @@ impl Instance {
             Some(Reason::WitnessIsolated)
         } else if self.vip_fault_until.is_some() {
             Some(Reason::VipNotAdded)
+        } else if self.source_address_gone {
+            Some(Reason::SourceAddressGone)
         } else {
             None
         }

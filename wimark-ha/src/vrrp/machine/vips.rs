@@ -65,6 +65,24 @@ impl Instance {
         self.enter_fault(Reason::VipNotAdded);
     }
 
+    /// The kernel says the address our adverts are sent from (the
+    /// tie-break of RFC 5798 §6.4.3 and the source a peer's allow-list
+    /// knows) left the interface, or came back. Without it we cannot speak
+    /// as ourselves: FAULT (resigning, if master) until it is back, then
+    /// start over (RFC 5798 §6.4.1). It is the operator's address: we do not
+    /// put it back.
+    pub fn source_address_present(&mut self, now: Timestamp, present: bool) {
+        if self.source_address_gone != present {
+            return;
+        }
+        self.source_address_gone = !present;
+        if present {
+            self.leave_fault(now, Reason::SourceAddressBack);
+        } else {
+            self.enter_fault(Reason::SourceAddressGone);
+        }
+    }
+
     /// [`VIP_FAULT_HOLD`] passed: start over (RFC 5798 §6.4.1) unless
     /// something else holds us in FAULT.
     pub(super) fn vip_fault_timeout(&mut self, now: Timestamp) {
