@@ -224,3 +224,67 @@ fn a_master_whose_advert_source_address_is_removed_hands_over_until_it_is_back()
     })
     .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
 }
+
+/// A pair without `peers` pays the multi-node skew on every fast takeover
+/// (issue 31 item 4): `doctor` says so, naming the one other router the
+/// XDP monitor heard for the VRID; with `peers` it is OK.
+#[test]
+fn doctor_names_the_one_peer_heard_when_an_instance_names_none() {
+    require_root("a lab with two daemons");
+    let (_lab, a, b) = two_servers(true).expect("lab");
+    let daemon_a = Daemon::start(&a, "wire-peers-a", |s| config(s, 200, FAST)).expect("A");
+    wait_until(Duration::from_secs(5), "A MASTER", || {
+        daemon_a.state() == Some(State::Master)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_a.log()));
+    let named = format!("{FAST}\npeers = [\"10.77.0.1\"]");
+    let daemon_b = Daemon::start(&b, "wire-peers-b", |s| config(s, 100, &named)).expect("B");
+    wait_until(Duration::from_secs(5), "B BACKUP", || {
+        daemon_b.state() == Some(State::Backup)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    let finding = |namespace: &str, daemon: &Daemon| -> serde_json::Value {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", namespace])
+            .arg(wimark_ha_tests::wimark_ha_bin())
+            .args(["doctor", "--json", "--config"])
+            .arg(&daemon.config)
+            .output()
+            .expect("doctor");
+        let findings: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("doctor --json: {e}\n{output:?}"));
+        findings
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|f| f["check"] == "peers WIM1")
+            .cloned()
+            .unwrap_or_else(|| panic!("no peers finding: {findings:#}"))
+    };
+    // A hears B's adverts? A is master: B sends none. B hears A's.
+    let on_a = finding(&a, &daemon_a);
+    assert_eq!(on_a["status"], "WARN", "{on_a}");
+    let on_b = finding(&b, &daemon_b);
+    assert_eq!(on_b["status"], "OK", "{on_b}");
+    // Swap roles so that A hears B: B's adverts name it.
+    drop(daemon_a);
+    let daemon_a = Daemon::start(&a, "wire-peers-a2", |s| config(s, 50, FAST)).expect("A again");
+    wait_until(Duration::from_secs(5), "A BACKUP under B", || {
+        daemon_a.state() == Some(State::Backup) && daemon_b.state() == Some(State::Master)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
+    let on_a = finding(&a, &daemon_a);
+    assert_eq!(on_a["status"], "WARN", "{on_a}");
+    assert!(
+        on_a["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("exactly one other router for VRID 67: 10.77.0.2")),
+        "{on_a}"
+    );
+    assert!(
+        on_a["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("peers = [\"10.77.0.2\"]")),
+        "{on_a}"
+    );
+}

@@ -107,7 +107,7 @@ fn the_seed_configs_import_and_check() {
         ".env VIP=10.10.10.3: the instance's virtual IP",
         ".env HOST_UUID=a73a766996734421994f2bfd4e00afd1",
         "priority must be lower than the other's",
-        "# peers = [\"10.10.10.2\"]   # .env SECOND_IP: uncomment",
+        "\npeers = [\"10.10.10.2\"]   # .env SECOND_IP, the other server",
     ] {
         assert!(backup.contains(expected), "`{expected}` missing in:\n{backup}");
     }

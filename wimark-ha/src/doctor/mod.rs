@@ -21,6 +21,7 @@ mod ap_recovery;
 mod firewall;
 mod hook_paths;
 mod keepalived;
+mod peers;
 mod swanctl;
 mod witness;
 
@@ -91,6 +92,7 @@ pub async fn run(config: Option<&Config>) -> Vec<Finding> {
     findings.push(keepalived_conflict(config));
     if let Some(config) = config {
         findings.extend(interfaces(config));
+        findings.extend(peers::check(config));
         findings.extend(docker(config).await);
         findings.extend(hook_paths::check(config));
         findings.extend(ap_recovery::check(config));

@@ -3,6 +3,19 @@
 
 use super::*;
 
+/// Whether `address` is one of this machine's own (a .env that names this
+/// server as the other one).
+fn is_local(address: std::net::IpAddr) -> bool {
+    nix::ifaddrs::getifaddrs().is_ok_and(|mut addresses| {
+        addresses.any(|a| {
+            a.address.is_some_and(|s| {
+                s.as_sockaddr_in().map(|v4| std::net::IpAddr::V4(v4.ip())) == Some(address)
+                    || s.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())) == Some(address)
+            })
+        })
+    })
+}
+
 /// A TOML string literal.
 fn quoted(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
@@ -317,14 +330,26 @@ pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>)
             }
         }
         // Multicast keepalived obeys any source; the vendor's .env names
-        // the other server. Offered, not imposed: a .env copied from the
-        // wrong server would lock the real peer out.
+        // the other server. A pair naming its one peer takes over without
+        // the multi-node skew and drops adverts from anyone else in XDP.
+        // A .env copied from the other server names this one: then it is
+        // only offered, since it would lock the real peer out.
         if !fields.contains_key("unicast_peers") {
             if let Some(second_ip) = env.and_then(|e| e.get("SECOND_IP")) {
-                out.line(format!(
-                    "# peers = [{}]   # .env SECOND_IP: uncomment to drop adverts from any other source in XDP (check it is the OTHER server)",
-                    quoted(second_ip)
-                ));
+                match second_ip.parse::<std::net::IpAddr>() {
+                    Ok(address) if !is_local(address) => out.line(format!(
+                        "peers = [{}]   # .env SECOND_IP, the other server: no multi-node skew on a takeover, adverts from any other source dropped in XDP",
+                        quoted(second_ip)
+                    )),
+                    Ok(_) => out.line(format!(
+                        "# peers = [{}]   # .env SECOND_IP is an address of THIS server: the .env is the other server's; set peers to the other server's address",
+                        quoted(second_ip)
+                    )),
+                    Err(_) => out.line(format!(
+                        "# peers = [{}]   # .env SECOND_IP is not an IP address: set peers to the other server's address",
+                        quoted(second_ip)
+                    )),
+                }
             }
         }
         for table in trackers {
