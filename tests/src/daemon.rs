@@ -215,6 +215,21 @@ impl Daemon {
             .collect()
     }
 
+    /// `wimark-ha doctor --json` with this daemon's config, from its
+    /// namespace: every finding.
+    pub fn doctor_json(&self) -> Vec<serde_json::Value> {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.namespace])
+            .arg(crate::wimark_ha_bin())
+            .args(["doctor", "--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .expect("ip netns exec wimark-ha doctor");
+        let findings: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("doctor --json: {e}\n{output:?}"));
+        findings.as_array().cloned().expect("doctor --json prints an array")
+    }
+
     pub fn status(&self) -> Result<DaemonStatus> {
         let response = control::request(&self.socket, &Request::Status)?;
         response.status.context("no status in the answer")

@@ -243,28 +243,18 @@ fn doctor_names_the_one_peer_heard_when_an_instance_names_none() {
         daemon_b.state() == Some(State::Backup)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
-    let finding = |namespace: &str, daemon: &Daemon| -> serde_json::Value {
-        let output = std::process::Command::new("ip")
-            .args(["netns", "exec", namespace])
-            .arg(wimark_ha_tests::wimark_ha_bin())
-            .args(["doctor", "--json", "--config"])
-            .arg(&daemon.config)
-            .output()
-            .expect("doctor");
-        let findings: serde_json::Value = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|e| panic!("doctor --json: {e}\n{output:?}"));
+    let finding = |daemon: &Daemon| -> serde_json::Value {
+        let findings = daemon.doctor_json();
         findings
-            .as_array()
-            .expect("array")
             .iter()
             .find(|f| f["check"] == "peers WIM1")
             .cloned()
-            .unwrap_or_else(|| panic!("no peers finding: {findings:#}"))
+            .unwrap_or_else(|| panic!("no peers finding: {findings:#?}"))
     };
     // A hears B's adverts? A is master: B sends none. B hears A's.
-    let on_a = finding(&a, &daemon_a);
+    let on_a = finding(&daemon_a);
     assert_eq!(on_a["status"], "WARN", "{on_a}");
-    let on_b = finding(&b, &daemon_b);
+    let on_b = finding(&daemon_b);
     assert_eq!(on_b["status"], "OK", "{on_b}");
     // Swap roles so that A hears B: B's adverts name it.
     drop(daemon_a);
@@ -273,7 +263,7 @@ fn doctor_names_the_one_peer_heard_when_an_instance_names_none() {
         daemon_a.state() == Some(State::Backup) && daemon_b.state() == Some(State::Master)
     })
     .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
-    let on_a = finding(&a, &daemon_a);
+    let on_a = finding(&daemon_a);
     assert_eq!(on_a["status"], "WARN", "{on_a}");
     assert!(
         on_a["detail"]

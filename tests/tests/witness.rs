@@ -20,7 +20,6 @@ use wimark_ha_tests::{
     docker::{require_dockerd, Stack},
     etcd::{Etcd, EtcdTls},
     lab::{ip, two_servers_on_a_switch, Lab},
-    wimark_ha_bin,
 };
 
 const KEY: &str = "/wimark-ha/WIM1";
@@ -838,18 +837,8 @@ fn the_isolation_rule_pings_the_peer_over_ipv4_and_ipv6() {
 /// `wimark-ha doctor --json` with `daemon`'s config, from its namespace:
 /// the witness findings, check → (status, detail).
 fn doctor_witness(daemon: &Daemon) -> std::collections::BTreeMap<String, (String, String)> {
-    let output = std::process::Command::new("ip")
-        .args(["netns", "exec", &daemon.namespace])
-        .arg(wimark_ha_bin())
-        .args(["doctor", "--json", "--config"])
-        .arg(&daemon.config)
-        .output()
-        .expect("ip netns exec wimark-ha doctor");
-    let findings: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("doctor --json: {e}\n{output:?}"));
-    findings
-        .as_array()
-        .expect("array")
+    daemon
+        .doctor_json()
         .iter()
         .filter_map(|f| {
             let check = f["check"].as_str()?;

@@ -359,6 +359,14 @@ impl InstanceConfig {
     pub fn is_address_owner(&self) -> bool {
         self.priority == 255
     }
+
+    /// The configured VIP (with its prefix) at `address`, if it is one.
+    pub fn virtual_ip(&self, address: std::net::IpAddr) -> Option<VirtualIp> {
+        self.virtual_ips
+            .iter()
+            .find(|v| v.address == address)
+            .copied()
+    }
 }
 
 /// `[witness]`: the master stack runs only on the node holding `key` in

@@ -228,11 +228,15 @@ mod tests {
         link.header.index = index;
         link.header.flags = flags;
         link.attributes.push(LinkAttribute::IfName(format!("eth{index}")));
-        let inner = if new {
+        datagram(if new {
             RouteNetlinkMessage::NewLink(link)
         } else {
             RouteNetlinkMessage::DelLink(link)
-        };
+        })
+    }
+
+    /// One netlink message as the kernel would frame it.
+    fn datagram(inner: RouteNetlinkMessage) -> Vec<u8> {
         let mut message = NetlinkMessage::new(
             NetlinkHeader::default(),
             NetlinkPayload::InnerMessage(inner),
@@ -285,19 +289,11 @@ mod tests {
         message
             .attributes
             .push(AddressAttribute::Address(address.parse().expect("ip")));
-        let inner = if new {
+        datagram(if new {
             RouteNetlinkMessage::NewAddress(message)
         } else {
             RouteNetlinkMessage::DelAddress(message)
-        };
-        let mut message = NetlinkMessage::new(
-            NetlinkHeader::default(),
-            NetlinkPayload::InnerMessage(inner),
-        );
-        message.finalize();
-        let mut bytes = vec![0; message.buffer_len()];
-        message.serialize(&mut bytes);
-        bytes
+        })
     }
 
     #[test]

@@ -31,11 +31,7 @@ impl Engine {
                 continue;
             }
             if instance.interface.index != change.index
-                || !instance
-                    .config
-                    .virtual_ips
-                    .iter()
-                    .any(|v| v.address == change.address)
+                || instance.config.virtual_ip(change.address).is_none()
             {
                 continue;
             }
@@ -86,13 +82,7 @@ impl Engine {
     /// machine (FAULT).
     pub(super) fn restore_vip(&mut self, i: usize, address: IpAddr) {
         let instance = &mut self.instances[i];
-        let Some(vip) = instance
-            .config
-            .virtual_ips
-            .iter()
-            .find(|v| v.address == address)
-            .copied()
-        else {
+        let Some(vip) = instance.config.virtual_ip(address) else {
             return;
         };
         match self
@@ -134,13 +124,7 @@ impl Engine {
     /// must not hold it.
     pub(super) fn remove_stray_vip(&mut self, i: usize, address: IpAddr) {
         let instance = &mut self.instances[i];
-        let Some(vip) = instance
-            .config
-            .virtual_ips
-            .iter()
-            .find(|v| v.address == address)
-            .copied()
-        else {
+        let Some(vip) = instance.config.virtual_ip(address) else {
             return;
         };
         match self
