@@ -151,14 +151,18 @@ fn the_new_masters_ike_initiation_brings_stale_ap_tunnels_back() {
     assert!(!conns.contains("wimark-ap-"), "{conns}");
 }
 
-/// The port the server's charon sees `public`'s IKE_SA come from.
-fn remote_port_of(charon: &wimark_ha_tests::ap_clients::Charon, public: &str) -> u16 {
+/// The identity and port of `public`'s IKE_SA as the server's charon sees
+/// it (`remote 'ID' @ ADDRESS[PORT]` in `swanctl --list-sas`).
+fn remote_of(charon: &wimark_ha_tests::ap_clients::Charon, public: &str) -> (String, u16) {
     let sas = charon.swanctl(&["--list-sas"]).expect("list-sas");
-    let marker = format!("{public}[");
-    sas.split(&marker)
-        .nth(1)
-        .and_then(|rest| rest.split(']').next())
-        .and_then(|port| port.parse().ok())
+    let marker = format!("' @ {public}[");
+    sas.lines()
+        .find_map(|line| {
+            let (before, after) = line.split_once(&marker)?;
+            let id = before.rsplit_once('\'')?.1.to_string();
+            let port = after.split(']').next()?.parse().ok()?;
+            Some((id, port))
+        })
         .unwrap_or_else(|| panic!("no IKE_SA from {public} on the server:\n{sas}"))
 }
 
@@ -175,7 +179,8 @@ fn an_ap_behind_a_nat_gets_its_tunnel_back_from_the_new_masters_nat_t_port() {
     let ap_charons = lab
         .start_aps(&scratch.0, ApIke::Defaults)
         .unwrap_or_else(|e| panic!("the AP's tunnel to A through the NAT: {e:#}"));
-    let nat_port = remote_port_of(&charon_a, NAT_PUBLIC);
+    let (ap_id, nat_port) = remote_of(&charon_a, NAT_PUBLIC);
+    assert_eq!(ap_id, "192.168.77.11", "the AP's own identity is its private address");
     assert!(
         (40000..50000).contains(&nat_port),
         "the NAT rewrote the AP's NAT-T port: {nat_port}"
@@ -199,7 +204,10 @@ fn an_ap_behind_a_nat_gets_its_tunnel_back_from_the_new_masters_nat_t_port() {
     let input = serde_json::json!({
         "instance": "WIM1",
         "virtual_ips": [VIP],
-        "aps": [{"address": NAT_PUBLIC, "ike_port": nat_port}],
+        // The identity as the old master's IKE daemon saw it (contract
+        // version 2): the NAT's address is not the AP's identity.
+        "version": 2,
+        "aps": [{"address": NAT_PUBLIC, "ike_port": nat_port, "ike_id": ap_id}],
     });
     let (code, outcomes, stderr) = ike_initiate(&lab.b, &config, &input.to_string());
     assert_eq!(
@@ -218,11 +226,13 @@ fn an_ap_behind_a_nat_gets_its_tunnel_back_from_the_new_masters_nat_t_port() {
         "the AP's tunnel after the new master initiated:\n{}",
         ap_charons[0].log()
     );
-    // The AP's own identity is its private address, which the adapter
-    // cannot know from the NAT's: the new IKE_SA carries the NAT's
-    // address as the AP's identity, so INITIAL_CONTACT does not match the
-    // stale SA, which lingers beside the new one (the new CHILD_SA carries
-    // the traffic). Issue 28 item 1's identity part is what fixes that.
+    // INITIAL_CONTACT to the AP's real identity: its stale SA is gone.
+    let ap_log = ap_charons[0].log();
+    assert!(
+        ap_log.contains("destroying duplicate IKE_SA"),
+        "the AP dropped its stale SA on INITIAL_CONTACT:\n{}",
+        &ap_log[ap_log.len().saturating_sub(4000)..]
+    );
 }
 
 #[test]

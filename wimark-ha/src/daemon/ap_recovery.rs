@@ -218,6 +218,7 @@ impl ApRecovery {
     pub async fn recover(&self) -> RecoveryRecord {
         let (all, synced_count) = self.known_aps();
         let list = ApList {
+            version: crate::recovery::AP_LIST_VERSION,
             instance: self.config.instance.clone(),
             virtual_ips: self.virtual_ips.clone(),
             aps: all
@@ -225,6 +226,8 @@ impl ApRecovery {
                 .map(|ap| ApEntry {
                     address: ap.address.to_string(),
                     ike_port: (ap.ike_port != 0).then_some(ap.ike_port),
+                    // The sync does not carry identities yet (issue 28).
+                    ike_id: None,
                 })
                 .collect(),
         };
@@ -371,6 +374,7 @@ mod tests {
                 .map(|a| ApEntry {
                     address: a.to_string(),
                     ike_port: None,
+                    ike_id: None,
                 })
                 .collect(),
             ..ApList::default()

@@ -21,6 +21,11 @@ use serde::{Deserialize, Serialize};
 /// the takeover. `docs/operator-guide.md` documents the contract.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApList {
+    /// The contract's version: 2 since `ike_id` (1, the first, had no
+    /// version field). Fields are only ever added: a hook written for an
+    /// older version reads a newer list.
+    #[serde(default = "first_version")]
+    pub version: u32,
     /// The instance that was promoted.
     #[serde(default)]
     pub instance: String,
@@ -28,6 +33,13 @@ pub struct ApList {
     #[serde(default)]
     pub virtual_ips: Vec<IpAddr>,
     pub aps: Vec<ApEntry>,
+}
+
+/// The version of [`ApList`] this release writes.
+pub const AP_LIST_VERSION: u32 = 2;
+
+fn first_version() -> u32 {
+    1
 }
 
 /// One AP as the old master saw it.
@@ -40,6 +52,14 @@ pub struct ApEntry {
     /// (4500, or what a NAT mapped it to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ike_port: Option<u16>,
+    /// The AP's IKE identity, when known (as the old master's IKE daemon
+    /// saw it). A hook needs it to send INITIAL_CONTACT to the right
+    /// identity; without it the ready adapter assumes the address, which is
+    /// wrong behind a NAT (the AP's own identity is its private address, or
+    /// a name) and ambiguous when several APs share one public address.
+    /// Added in contract version 2; hooks that do not read it keep working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_id: Option<String>,
 }
 
 impl ApEntry {
@@ -154,6 +174,14 @@ mod tests {
         assert_eq!(list.instance, "WIM1");
         assert_eq!(list.aps.len(), 3);
         assert_eq!(list.aps[0].ike_port, Some(4500));
+        assert_eq!(list.version, 1, "a list without a version is the first one");
+        assert_eq!(list.aps[0].ike_id, None);
+        let v2 = r#"{"version":2,"aps":[{"address":"10.77.0.200","ike_port":41234,"ike_id":"ap-7.example"}]}"#;
+        let newer: ApList = serde_json::from_str(v2).expect("parses");
+        assert_eq!(
+            (newer.version, newer.aps[0].ike_id.as_deref()),
+            (2, Some("ap-7.example"))
+        );
         assert!(list.aps[1].ip().is_ok());
         let bad = list.aps[2].ip().expect_err("not an address");
         assert!(bad.contains("ap-7"), "{bad}");

@@ -8,7 +8,8 @@
 //! The connection to initiate is the operator's, as TOML in the shape of
 //! swanctl.conf's `connections.<name>` (vici's own `load-conn` message);
 //! per AP, `remote_addrs` (and, for NAT-T, `remote_port` and `local_port`,
-//! and `remote.id` when the template has none) are set to the AP and the
+//! and `remote.id` — the list's `ike_id`, else the address — when the
+//! template has none) are set to the AP and the
 //! connection is loaded as `wimark-ap-<address>`, initiated with a
 //! timeout, then unloaded (the SA keeps what it needs), so thousands of APs
 //! leave no config behind.
@@ -235,12 +236,12 @@ async fn initiate_one(
         }
         // charon sends INITIAL_CONTACT, which makes the AP drop its stale
         // SA, only to a known identity (never to %any): unless the
-        // template names one, the AP's is its address (strongSwan's default
-        // identity for PSK peers).
+        // template names one, the AP's identity as the list gives it, else
+        // its address (strongSwan's default identity for PSK peers — not
+        // behind a NAT, where the AP's own is its private address).
         if let Some(toml::Value::Table(remote)) = connection.get_mut("remote") {
-            remote
-                .entry("id")
-                .or_insert_with(|| toml::Value::String(address.to_string()));
+            let id = entry.ike_id.clone().unwrap_or_else(|| address.to_string());
+            remote.entry("id").or_insert_with(|| toml::Value::String(id));
         }
         let mut message = toml::Table::new();
         message.insert(name.clone(), toml::Value::Table(connection));
@@ -428,10 +429,12 @@ esp_proposals = ["aes128-sha256"]
                 ApEntry {
                     address: "10.0.0.1".to_string(),
                     ike_port: None,
+                    ike_id: None,
                 },
                 ApEntry {
                     address: "10.0.0.2".to_string(),
                     ike_port: Some(4500),
+                    ike_id: None,
                 },
             ],
             ..ApList::default()
