@@ -208,6 +208,14 @@ fn a_master_whose_advert_source_address_is_removed_hands_over_until_it_is_back()
     })
     .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", daemon_a.log(), daemon_b.log()));
     assert!(!has_address(&a, "eth1", VIP));
+    // Linux took the VIP (same subnet) with A's address: no restore of a
+    // VIP about to be given up anyway.
+    assert_eq!(
+        daemon_a.instance().map(|i| i.vips_restored).ok(),
+        Some(0),
+        "{}",
+        daemon_a.log()
+    );
     assert!(
         daemon_a
             .log()

@@ -408,7 +408,7 @@ impl Engine {
                     self.track_link(i, &change, t);
                 }
             }
-            for change in changes.addresses {
+            for change in self.sources_first(changes.addresses) {
                 self.address_changed(change, t);
             }
             if changes.lost {

@@ -54,6 +54,21 @@ impl Engine {
         }
     }
 
+    /// A batch of address changes with the instances' source addresses
+    /// first: removing a server's own address makes Linux remove the VIPs of
+    /// its subnet first, and a master told of the VIP alone would put it
+    /// back only to give it up a moment later, when told of its own address.
+    pub(super) fn sources_first(&self, mut changes: Vec<AddressChange>) -> Vec<AddressChange> {
+        let is_source = |c: &AddressChange| {
+            self.instances
+                .iter()
+                .any(|i| i.interface.index == c.index && i.primary == c.address)
+        };
+        // A stable sort: each kind keeps the kernel's order.
+        changes.sort_by_key(|c| !is_source(c));
+        changes
+    }
+
     /// After lost address notifications: every instance's VIPs and source
     /// address read now, each told as if announced.
     pub(super) fn every_vip_now(&mut self, t: Timestamp) {
