@@ -458,8 +458,7 @@ async fn run_bound(
         }
         None => None,
     };
-    let rogue_logger = tokio::spawn(observer::log_rogues(monitors.clone(), allow_lists));
-    let eviction_logger = tokio::spawn(observer::log_evictions(monitors.clone()));
+    let monitor_loggers = [tokio::spawn(observer::log_rogues(monitors.clone(), allow_lists)), tokio::spawn(observer::log_evictions(monitors.clone()))];
     let observer = tokio::spawn(observer::run(
         journal,
         metrics.clone(),
@@ -626,8 +625,7 @@ async fn run_bound(
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
-    rogue_logger.abort();
-    eviction_logger.abort();
+    monitor_loggers.iter().for_each(|logger| logger.abort());
     // A script running now is killed with its task (kill_on_drop).
     for task in trackers {
         task.abort();

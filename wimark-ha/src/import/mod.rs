@@ -14,6 +14,7 @@ use std::{
 
 mod convert;
 mod env;
+mod from_env;
 mod syntax;
 
 pub use convert::convert;

@@ -35,9 +35,11 @@ use crate::{
 };
 
 pub mod addressed;
+mod commands;
 mod effects;
 mod poller;
 mod publish;
+mod links;
 pub mod sync;
 mod tracking;
 mod vips;
@@ -356,63 +358,8 @@ impl Engine {
         let mut stopping = false;
         loop {
             let t = now();
-            let changes = if ready.contains(&links_fd) {
-                self.links.drain()
-            } else {
-                Default::default()
-            };
-            let mut link_changes = changes.links;
-            if changes.lost {
-                link_changes.extend(self.every_link_now());
-            }
-            for change in link_changes {
-                let (index, usable) = (change.index, change.usable);
-                for i in 0..self.instances.len() {
-                    // A heartbeat link going down costs a path, not the
-                    // instance: the others still carry the adverts.
-                    let instance = &mut self.instances[i];
-                    let mut paths_changed = false;
-                    for path in &mut instance.heartbeats {
-                        if path.interface.index == index && path.link_up != usable {
-                            path.link_up = usable;
-                            paths_changed = true;
-                            self.status_changed = true;
-                            tracing::warn!(
-                                instance = %instance.config.name,
-                                link = %path.interface.name,
-                                "heartbeat link {}",
-                                if usable { "up" } else { "down" }
-                            );
-                        }
-                    }
-                    if paths_changed {
-                        self.restream(i, t);
-                        if !usable {
-                            self.forget_peers_on(i, index);
-                        }
-                    }
-                    // The instance's own link first (the fast path), then
-                    // its trackers.
-                    if self.instances[i].interface.index == index {
-                        self.instances[i].link_up = usable;
-                        if usable {
-                            self.instances[i].machine.interface_up(t);
-                        } else {
-                            self.instances[i].machine.interface_down(t);
-                        }
-                        self.carry_out(i, t);
-                        if !usable {
-                            self.forget_peers_on(i, index);
-                        }
-                    }
-                    self.track_link(i, &change, t);
-                }
-            }
-            for change in self.sources_first(changes.addresses) {
-                self.address_changed(change, t);
-            }
-            if changes.lost {
-                self.every_vip_now(t);
+            if ready.contains(&links_fd) {
+                self.kernel_changes(t);
             }
             self.drain_adverts(t);
             if ready.contains(&wake_fd) {
@@ -507,52 +454,6 @@ impl Engine {
         }
     }
 
-    /// A link of instance `i` lost its carrier (its stream is stopped by
-    /// now): adverts sent to a unicast peer on it since are held by the
-    /// kernel until the peer's address resolves — after the link returns,
-    /// perhaps after this process died — so they are discarded now. An
-    /// advert that cannot leave when it was meant to must never leave later.
-    fn forget_peers_on(&mut self, i: usize, index: u32) {
-        let instance = &self.instances[i];
-        let mut peers: Vec<IpAddr> = Vec::new();
-        if instance.interface.index == index && !instance.config.unicast_peers.is_empty() {
-            peers.extend(&instance.destinations);
-        }
-        peers.extend(
-            instance
-                .heartbeats
-                .iter()
-                .filter(|h| h.interface.index == index)
-                .map(|h| h.peer),
-        );
-        if peers.is_empty() {
-            return;
-        }
-        if let Err(e) = self
-            .runtime
-            .block_on(self.vips.forget_neighbours(index, &peers))
-        {
-            tracing::warn!(instance = %instance.config.name, "could not discard what the kernel holds for the peers on a link without carrier: {e}");
-        }
-    }
-
-    /// Every link the instances use or track, read now: after lost
-    /// notifications. Idempotent for the links that did not change.
-    fn every_link_now(&self) -> Vec<super::link::LinkChange> {
-        let interfaces = self.instances.iter().flat_map(|i| {
-            std::iter::once(&i.interface).chain(i.heartbeats.iter().map(|h| &h.interface))
-        });
-        let mut links: Vec<super::link::LinkChange> = interfaces
-            .filter_map(|interface| {
-                super::link::link_usable(&interface.name)
-                    .ok()
-                    .map(|usable| super::link::LinkChange::read(interface.index, &interface.name, usable))
-            })
-            .collect();
-        links.extend(self.tracked_links_now());
-        links
-    }
-
     fn drain_adverts(&mut self, t: Timestamp) {
         let mut events = Vec::new();
         for (index, reader) in self.readers.iter_mut().enumerate() {
@@ -607,104 +508,6 @@ impl Engine {
                 self.carry_out(i, t);
             }
         }
-    }
-
-    fn switchover(&mut self, name: Option<&str>, t: Timestamp) -> Result<String, String> {
-        let mut moved = Vec::new();
-        for i in 0..self.instances.len() {
-            let instance = &mut self.instances[i];
-            if name.is_some_and(|n| n != instance.config.name) {
-                continue;
-            }
-            if instance.machine.state() == State::Master {
-                instance.machine.resign(t);
-                moved.push(instance.config.name.clone());
-                self.carry_out(i, t);
-            }
-        }
-        match (moved.is_empty(), name) {
-            (false, _) => Ok(format!("resigned mastership of {}", moved.join(", "))),
-            (true, Some(n)) if !self.instances.iter().any(|i| i.config.name == n) => {
-                Err(format!("no instance named `{n}`"))
-            }
-            (true, _) => {
-                Err("this node is master of no instance: nothing to hand over".to_string())
-            }
-        }
-    }
-
-    /// The witness's isolation rule gives the roles instance's VIPs up (or
-    /// ends that); its sync group follows through `carry_out`.
-    fn witness_isolation(&mut self, name: &str, isolated: bool, t: Timestamp) {
-        let Some(i) = self.instances.iter().position(|i| i.config.name == name) else {
-            tracing::error!("witness isolation for `{name}`: no such instance");
-            return;
-        };
-        self.instances[i].machine.set_witness_isolated(t, isolated);
-        self.status_changed = true;
-        self.carry_out(i, t);
-    }
-
-    /// Ends the hand-over of each instance that handed mastership over:
-    /// it may preempt again (and, with the higher priority, will).
-    fn switch_back(&mut self, name: Option<&str>, t: Timestamp) -> Result<String, String> {
-        if let Some(n) = name.filter(|n| !self.instances.iter().any(|i| i.config.name == *n)) {
-            return Err(format!("no instance named `{n}`"));
-        }
-        let mut ended = Vec::new();
-        for instance in &mut self.instances {
-            if name.is_some_and(|n| n != instance.config.name) {
-                continue;
-            }
-            if instance.machine.reclaim(t) {
-                tracing::info!(instance = %instance.config.name, "hand-over ended: preemption and fast detection apply again");
-                ended.push(instance.config.name.clone());
-            }
-        }
-        self.status_changed = true;
-        if ended.is_empty() {
-            Err("no instance here handed mastership over: nothing to take back".to_string())
-        } else {
-            Ok(format!(
-                "hand-over ended for {}: it preempts again if its priority is higher",
-                ended.join(", ")
-            ))
-        }
-    }
-
-    /// Each master's machine sends its last advert with an interval that
-    /// makes the peer wait `hold`, and keeps its VIPs for the next process
-    /// to resume.
-    fn restart_hold(&mut self, hold: Duration) -> Vec<super::restart::Held> {
-        let t = now();
-        let mut held = Vec::new();
-        for i in 0..self.instances.len() {
-            if !self.instances[i].machine.restart_hold(t, hold) {
-                continue;
-            }
-            self.carry_out(i, t);
-            let instance = &self.instances[i];
-            if instance.config.is_address_owner() {
-                // Its addresses are its own: nothing to hand to the next
-                // process, nothing a failed restart should remove.
-                continue;
-            }
-            tracing::info!(instance = %instance.config.name, ?hold, interval = ?crate::vrrp::hold_interval(hold), "restart hold: the peer was told to wait");
-            held.push(super::restart::Held {
-                instance: instance.config.name.clone(),
-                interface: instance.config.interface.clone(),
-                vrid: instance.config.vrid,
-                virtual_ips: instance
-                    .config
-                    .virtual_ips
-                    .iter()
-                    .map(|v| v.address)
-                    .collect(),
-                until_unix_ms: unix_ms() + hold.as_millis() as u64,
-            });
-        }
-        self.publish(now());
-        held
     }
 
     /// The end of a shutdown: every machine has released its VIPs; any the
