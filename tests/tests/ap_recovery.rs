@@ -432,14 +432,15 @@ fn a_forged_ap_sync_is_counted_and_ignored() {
     let daemon_b = Daemon::start(&lab.b, "apsync-b", |s| config(s, 100, &body)).expect("B");
     // From the configured peer's address (A's namespace), with the wrong
     // key, then with no MAC at all.
-    let forged = wimark_ha::recovery::sync::encode(
+    let (forged, _) = wimark_ha::recovery::sync::encode(
         b"not the key of this pair",
         u64::MAX - 1,
         &[wimark_ha::recovery::sync::SyncedAp {
             address: "10.77.0.200".parse().expect("ip"),
             ike_port: 4500,
-            mqtt_port: 0,
             age_s: 0,
+            mqtt: Vec::new(),
+            mqtt_beyond_bound: 0,
         }],
     );
     let send = move |payload: Vec<u8>| {
@@ -450,7 +451,7 @@ fn a_forged_ap_sync_is_counted_and_ignored() {
         .expect("in A");
     };
     send(forged);
-    send(b"WHA1 garbage".to_vec());
+    send(b"WHA2 garbage".to_vec());
     wait_until(Duration::from_secs(3), "both counted", || {
         daemon_b
             .status()

@@ -247,33 +247,92 @@ fn a_session_start_is_stamped_per_ap_and_nothing_else_is() {
     );
 }
 
-/// The AP table keeps what a new master needs to reach each AP's sessions:
-/// the AP-side port of its IKE / NAT-T traffic (a NAT's mapping, not 4500)
-/// and of its MQTT connection, the latest winning.
+/// The AP table keeps what a new master needs to reach each AP's IKE: the
+/// AP-side port of its IKE / NAT-T traffic (a NAT's mapping, not 4500), the
+/// latest winning.
 #[test]
-fn the_ap_table_keeps_each_aps_ike_and_mqtt_ports() {
+fn the_ap_table_keeps_each_aps_ike_port() {
     let monitor = KernelMonitor::load().expect("load");
     let ap = Ipv4Addr::new(10, 20, 0, 7);
-    let other = Ipv4Addr::new(10, 20, 0, 8);
     monitor
         .run(&frames::udp_v4_frame(ap, SERVER_A, 500, 500, &[0; 8]), 1)
         .expect("IKE");
     monitor
         .run(&frames::udp_v4_frame(ap, SERVER_A, 61234, 4500, &[0; 8]), 1)
         .expect("NAT-T");
-    monitor
-        .run(&frames::tcp_v4_frame(SERVER_A, ap, 1883, 40001, &[]), 1)
-        .expect("MQTT from the controller");
-    monitor
-        .run(&frames::tcp_v4_frame(other, SERVER_A, 40002, 1883, &[]), 1)
-        .expect("MQTT only");
     let aps = wimark_ha::monitor::read_aps(&monitor.ebpf).expect("AP table");
-    let of = |address: Ipv4Addr| {
-        aps.iter()
-            .find(|a| a.address == IpBytes::v4(address.octets()))
-            .copied()
-            .unwrap_or_else(|| panic!("{address} not in {aps:?}"))
-    };
-    assert_eq!((of(ap).ike_port, of(ap).mqtt_port), (61234, 40001));
-    assert_eq!((of(other).ike_port, of(other).mqtt_port), (0, 40002));
+    let seen = aps
+        .iter()
+        .find(|a| a.address == IpBytes::v4(ap.octets()))
+        .unwrap_or_else(|| panic!("{ap} not in {aps:?}"));
+    assert_eq!(seen.ike_port, 61234);
+}
+
+/// A TCP segment from `src:sport` to `dst:dport` with these numbers, flags
+/// and data.
+fn segment(
+    src: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    sequence: u32,
+    acknowledgement: u32,
+    flags: u8,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut frame = frames::tcp_v4_frame(src, SERVER_A, sport, dport, data);
+    // Ethernet 14 + IPv4 20: the TCP header.
+    frame[34 + 4..34 + 8].copy_from_slice(&sequence.to_be_bytes());
+    frame[34 + 8..34 + 12].copy_from_slice(&acknowledgement.to_be_bytes());
+    frame[34 + 13] = flags;
+    frame
+}
+
+/// Every MQTT connection of an AP, on either broker port, with where it
+/// stands: the AP's next sequence number (its data and SYN counted) and its
+/// latest acknowledgement. A bare ACK does not enter a connection (the
+/// answer to a new master's reset would); the AP's FIN or RST removes it;
+/// what the controller sends is not the AP's.
+#[test]
+fn the_mqtt_table_keeps_every_connection_and_where_it_stands() {
+    let monitor = KernelMonitor::load().expect("load");
+    let ap = Ipv4Addr::new(10, 20, 0, 7);
+    let run = |frame: Vec<u8>| monitor.run(&frame, 1).expect("run");
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const PSH_ACK: u8 = 0x18;
+    // Subscriber: SYN, then the handshake's ACK, then 12 bytes of CONNECT.
+    run(segment(ap, 40001, 1883, 1000, 0, SYN, &[]));
+    run(segment(ap, 40001, 1883, 1001, 7001, ACK, &[]));
+    run(segment(ap, 40001, 1883, 1001, 7001, PSH_ACK, &[0x10; 12]));
+    // A publisher over TLS, seen mid-connection (opened before we looked).
+    run(segment(ap, 40002, 8883, 50, 90, PSH_ACK, &[0x17; 30]));
+    // A bare ACK of an unknown connection, then one closed by the AP.
+    run(segment(ap, 40003, 1883, 5, 6, ACK, &[]));
+    run(segment(ap, 40004, 1883, 8, 9, PSH_ACK, &[1; 2]));
+    run(segment(ap, 40004, 1883, 10, 9, 0x11, &[]));
+    // The controller's own segment to the AP.
+    run(frames::tcp_v4_frame(SERVER_A, ap, 1883, 40005, &[1; 4]));
+    let table = wimark_ha::monitor::read_mqtt(&monitor.ebpf).expect("MQTT table");
+    let mut held: Vec<(u16, u16, u32, u32, u8, bool)> = table
+        .iter()
+        .map(|(key, c)| {
+            assert_eq!(key.ap, IpBytes::v4(ap.octets()));
+            (
+                key.ap_port,
+                key.broker_port,
+                c.ap_next_sequence,
+                c.ap_acknowledgement,
+                c.acknowledged,
+                c.opened_ns != 0,
+            )
+        })
+        .collect();
+    held.sort();
+    assert_eq!(
+        held,
+        [
+            (40001, 1883, 1013, 7001, 1, true),
+            (40002, 8883, 80, 90, 1, false),
+        ]
+    );
 }

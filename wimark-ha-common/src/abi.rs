@@ -8,6 +8,7 @@
 pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_PEERS: &str = "VRRP_PEERS";
 pub const MAP_APS: &str = "AP_TABLE";
+pub const MAP_MQTT: &str = "MQTT_CONNECTIONS";
 pub const MAP_EVENTS: &str = "PEER_EVENTS";
 pub const MAP_AP_CLOCK: &str = "AP_CLOCK";
 pub const MAP_ADVERTS: &str = "ADVERTS";
@@ -45,6 +46,11 @@ pub const PEER_TABLE_SIZE: u32 = 256;
 pub const AP_TABLE_SETS: u32 = 4096;
 pub const AP_TABLE_WAYS: u32 = 2;
 pub const AP_TABLE_SLOTS: u32 = AP_TABLE_SETS * AP_TABLE_WAYS;
+/// Capacity of the MQTT connection table (LRU: the least recently used
+/// connection makes room). Four per AP slot: an AP typically holds one to
+/// three (subscriber, publisher). Only MQTT segments to the broker touch it,
+/// so the hash lookup stays off the bulk of AP traffic (ESP).
+pub const MQTT_TABLE_SIZE: u32 = 4 * AP_TABLE_SLOTS;
 /// Ring buffer size for peer change events, in bytes (a power of two).
 pub const EVENT_RING_BYTES: u32 = 64 * 1024;
 
@@ -274,8 +280,7 @@ pub struct ApSlot {
     /// The AP's UDP port of its latest IKE or NAT-T packet (0: none seen):
     /// 500, 4500, or what a NAT mapped it to.
     pub ike_port: u16,
-    /// The AP's TCP port of its latest MQTT (1883 or 8883) segment (0: none).
-    pub mqtt_port: u16,
+    pub _pad: u16,
     /// `AP_CLOCK` (CLOCK_MONOTONIC ns, refreshed by userspace every
     /// [`AP_CLOCK_TICK_MS`]) at the latest packet.
     pub last_seen_ns: u64,
@@ -284,6 +289,40 @@ pub struct ApSlot {
     /// CLOCK_MONOTONIC (precise) of the latest packet with which the AP
     /// (re)opened a session: IKE_SA_INIT / IKE_AUTH, or a SYN to the broker.
     pub session_ns: u64,
+}
+
+/// Key of the MQTT connection table: one connection an AP opened to a
+/// broker port (1883 or 8883) of this server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MqttKey {
+    pub ap: IpBytes,
+    pub ap_port: u16,
+    pub broker_port: u16,
+}
+
+/// What the monitor saw the AP send on one MQTT connection: where the
+/// connection stands in sequence space, so that a new master can send the
+/// AP a segment a NAT's connection tracking finds in its window (and
+/// forwards) while the AP finds it old (and answers with its exact numbers,
+/// which draws our RST). See `recovery::mqtt` in the daemon.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MqttConnection {
+    /// The AP's next sequence number: its latest segment's sequence plus
+    /// its data (plus one for a SYN).
+    pub ap_next_sequence: u32,
+    /// The AP's latest acknowledgement: the broker's next sequence number
+    /// as the AP has it. Valid when `acknowledged` is non-zero.
+    pub ap_acknowledgement: u32,
+    /// `AP_CLOCK` at the AP's latest segment on it.
+    pub last_seen_ns: u64,
+    /// CLOCK_MONOTONIC (precise) of the AP's SYN; 0: opened before the
+    /// monitor saw it.
+    pub opened_ns: u64,
+    /// Non-zero once a segment with ACK set was seen.
+    pub acknowledged: u8,
+    pub _pad: [u8; 7],
 }
 
 /// The set an AP address belongs to: a multiplicative hash of its words,
@@ -310,6 +349,8 @@ mod pod {
     unsafe impl aya::Pod for super::PeerRecord {}
     unsafe impl aya::Pod for super::PeerEvent {}
     unsafe impl aya::Pod for super::ApSlot {}
+    unsafe impl aya::Pod for super::MqttKey {}
+    unsafe impl aya::Pod for super::MqttConnection {}
     unsafe impl aya::Pod for super::AdvertEvent {}
 }
 
@@ -320,5 +361,7 @@ const _: () = assert!(core::mem::size_of::<PeerRecord>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerEvent>() == 8 + 24 + 12 + 3 + 9);
 const _: () = assert!(core::mem::size_of::<ApSlot>() == 56);
 const _: () = assert!(core::mem::size_of::<AdvertEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<MqttKey>() == 24);
+const _: () = assert!(core::mem::size_of::<MqttConnection>() == 32);
 const _: () = assert!(AP_TABLE_SETS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<TrafficCounter>() == 16);

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use wimark_ha::vrrp::ChecksumMode;
 use wimark_ha_common::{
     abi::{Counter, IpBytes},
-    classify::{classify, ApClass, DecodeError, Verdict},
+    classify::{classify, classify_with_tcp, ApClass, DecodeError, TcpFacts, Verdict},
 };
 use wimark_ha_frames::{self as frames, catalogue, AP_1, AP_2, SERVER_A};
 
@@ -195,6 +195,34 @@ fn ap_address_is_the_side_that_is_not_the_service_port() {
             ap: IpBytes::v4(AP_2.octets()),
             ap_port: 40000,
             session: false,
+        }
+    );
+    let mut tcp = TcpFacts::default();
+    classify_with_tcp(
+        frames::tcp_v4_frame(frames::SERVER_B, AP_2, 1883, 40000, &[1; 4]).as_slice(),
+        &mut tcp,
+    );
+    assert_eq!(
+        tcp,
+        TcpFacts::default(),
+        "what the controller sends says nothing of the AP's numbers"
+    );
+    // From the AP: its sequence numbers, flags and data length.
+    let to_broker = classify_with_tcp(
+        frames::tcp_v4_frame(AP_2, frames::SERVER_B, 40000, 8883, &[7; 9]).as_slice(),
+        &mut tcp,
+    );
+    assert!(
+        matches!(to_broker, Verdict::Ap { class: ApClass::MqttTls, ap_port: 40000, .. }),
+        "{to_broker:?}"
+    );
+    assert_eq!(
+        tcp,
+        TcpFacts {
+            sequence: 1,
+            acknowledgement: 0,
+            data_len: 9,
+            flags: 0x18,
         }
     );
 }

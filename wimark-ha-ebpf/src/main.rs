@@ -1,7 +1,7 @@
 //! The XDP program: sees every frame on the peer interface at line rate,
 //! classifies it with `wimark_ha_common::classify`, and counts it.
 //!
-//! Owns: the maps (`COUNTERS`, `VRRP_PEERS`, `AP_TABLE`, `PEER_EVENTS`,
+//! Owns: the maps (`COUNTERS`, `VRRP_PEERS`, `AP_TABLE`, `MQTT_CONNECTIONS`, `PEER_EVENTS`,
 //! `ADVERTS`, `WATCHED_VRIDS`, `ALLOWED_PEERS`, `AP_CLOCK`) and the kernel
 //! timestamps of adverts; the peer allow-list is enforced here, so a flood of
 //! rogue adverts costs userspace nothing. Must not: drop, redirect or alter any frame —
@@ -26,12 +26,15 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use wimark_ha_common::{
     abi::{
-        ap_set, peer_event, AdvertEvent, ApSlot, Counter, IpBytes, PeerEvent, PeerKey, PeerRecord,
-        TrafficCounter, ADVERT_RING_BYTES, ALLOWED_PEERS_MAX, AP_TABLE_SLOTS, AP_TABLE_WAYS,
-        EVENT_RING_BYTES, FAMILY_IPV4, PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY,
-        WATCH_NONE,
+        ap_set, peer_event, AdvertEvent, ApSlot, Counter, IpBytes, MqttConnection, MqttKey,
+        PeerEvent, PeerKey, PeerRecord, TrafficCounter, ADVERT_RING_BYTES, ALLOWED_PEERS_MAX,
+        AP_TABLE_SLOTS, AP_TABLE_WAYS, EVENT_RING_BYTES, FAMILY_IPV4, MQTT_TABLE_SIZE,
+        PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY, WATCH_NONE,
     },
-    classify::{classify, untagged_destination_offset, AdvertSummary, ApClass, Frame, Verdict},
+    classify::{
+        classify_with_tcp, untagged_destination_offset, AdvertSummary, ApClass, Frame, TcpFacts,
+        Verdict,
+    },
 };
 
 #[map]
@@ -45,6 +48,13 @@ static VRRP_PEERS: LruHashMap<PeerKey, PeerRecord> =
 /// userspace merges the CPUs' slots by address.
 #[map]
 static AP_TABLE: PerCpuArray<ApSlot> = PerCpuArray::with_max_entries(AP_TABLE_SLOTS, 0);
+
+/// Every MQTT connection an AP holds to this server's broker, with where it
+/// stands in sequence space: what a new master needs to reset each of them
+/// through a NAT (synced to the peer).
+#[map]
+static MQTT_CONNECTIONS: LruHashMap<MqttKey, MqttConnection> =
+    LruHashMap::with_max_entries(MQTT_TABLE_SIZE, 0);
 
 /// CLOCK_MONOTONIC in ns, written by userspace every AP_CLOCK_TICK_MS. "AP
 /// last seen" only feeds a 60-second activity window, and reading a clock
@@ -104,7 +114,8 @@ impl Frame for XdpFrame<'_> {
 #[xdp]
 pub fn wimark_ha_monitor(ctx: XdpContext) -> u32 {
     let frame = XdpFrame(&ctx);
-    let verdict = classify(&frame);
+    let mut tcp = TcpFacts::default();
+    let verdict = classify_with_tcp(&frame, &mut tcp);
     let bytes = frame.frame_len() as u64;
     count(verdict.counter(), bytes);
     match verdict {
@@ -121,6 +132,9 @@ pub fn wimark_ha_monitor(ctx: XdpContext) -> u32 {
             session,
         } => {
             record_ap(&ap, class, ap_port, session, bytes);
+            if tcp.flags != 0 {
+                record_mqtt(&ap, class, ap_port, &tcp);
+            }
         }
         Verdict::VrrpTagged | Verdict::Carp | Verdict::Other => {}
     }
@@ -309,7 +323,7 @@ fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, session: bool, bytes: u
             *victim = ApSlot {
                 address: *ap,
                 ike_port: 0,
-                mqtt_port: 0,
+                _pad: 0,
                 last_seen_ns: 0,
                 packets: 0,
                 bytes: 0,
@@ -326,11 +340,70 @@ fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, session: bool, bytes: u
         if session {
             (*slot).session_ns = bpf_ktime_get_ns();
         }
-        match class {
-            ApClass::Ike | ApClass::NatT => (*slot).ike_port = ap_port,
-            ApClass::Mqtt | ApClass::MqttTls => (*slot).mqtt_port = ap_port,
-            ApClass::Esp => {}
+        if matches!(class, ApClass::Ike | ApClass::NatT) {
+            (*slot).ike_port = ap_port;
         }
+    }
+}
+
+/// One segment from an AP to the broker: its connection's entry follows
+/// it. A connection is entered at its SYN or its first data (a bare ACK
+/// does not create one: the answer an AP gives to a new master's reset
+/// would enter a connection that is about to die), and leaves at the AP's
+/// FIN or RST.
+#[inline(always)]
+fn record_mqtt(ap: &IpBytes, class: ApClass, ap_port: u16, tcp: &TcpFacts) {
+    let broker_port = match class {
+        ApClass::Mqtt => 1883,
+        ApClass::MqttTls => 8883,
+        _ => return,
+    };
+    let key = MqttKey {
+        ap: *ap,
+        ap_port,
+        broker_port,
+    };
+    if tcp.flags & (TcpFacts::FIN | TcpFacts::RST) != 0 {
+        let _ = MQTT_CONNECTIONS.remove(&key);
+        return;
+    }
+    let syn = tcp.flags & TcpFacts::SYN != 0;
+    let acknowledged = tcp.flags & TcpFacts::ACK != 0;
+    let next = tcp
+        .sequence
+        .wrapping_add(u32::from(tcp.data_len))
+        .wrapping_add(u32::from(syn));
+    let now = AP_CLOCK.get(0).copied().unwrap_or(0);
+    match MQTT_CONNECTIONS.get_ptr_mut(&key) {
+        // SAFETY: the value of `key`; another CPU may write the same
+        // connection at once (rare: one connection's segments arrive on one
+        // queue), and a torn pair of numbers is still inside the window
+        // the new master needs.
+        Some(connection) => unsafe {
+            (*connection).ap_next_sequence = next;
+            if acknowledged {
+                (*connection).ap_acknowledgement = tcp.acknowledgement;
+                (*connection).acknowledged = 1;
+            }
+            (*connection).last_seen_ns = now;
+            if syn {
+                (*connection).opened_ns = bpf_ktime_get_ns();
+            }
+        },
+        None if syn || tcp.data_len > 0 => {
+            // SAFETY: a helper without arguments.
+            let opened_ns = if syn { unsafe { bpf_ktime_get_ns() } } else { 0 };
+            let entry = MqttConnection {
+                ap_next_sequence: next,
+                ap_acknowledgement: if acknowledged { tcp.acknowledgement } else { 0 },
+                last_seen_ns: now,
+                opened_ns,
+                acknowledged: u8::from(acknowledged),
+                _pad: [0; 7],
+            };
+            let _ = MQTT_CONNECTIONS.insert(&key, &entry, 0);
+        }
+        None => {}
     }
 }
 

@@ -25,8 +25,9 @@ impl Drop for LabProcess {
 }
 
 /// MQTT as the controller runs it: a mosquitto broker on each server, a
-/// publisher on each feeding it a message every 100 ms, and one
-/// `mosquitto_sub` per AP to the VIP whose messages are timed.
+/// publisher on each feeding it a message every 100 ms, and per AP one
+/// `mosquitto_sub` to the VIP per keepalive asked for, whose messages are
+/// timed (arrivals are per client, AP by AP).
 pub struct Mqtt {
     broker_a: LabProcess,
     publisher_a: LabProcess,
@@ -35,12 +36,19 @@ pub struct Mqtt {
     _subscribers: Vec<LabProcess>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<thread::JoinHandle<()>>,
-    /// Per AP, when its messages arrived.
+    /// Per client (AP by AP, then by keepalive), when its messages arrived.
     received: Arrivals,
 }
 
 impl Mqtt {
+    /// One subscriber per AP, with keepalive `keepalive_s`.
     pub fn start(lab: &ApLab, dir: &Path, keepalive_s: u16) -> Result<Self> {
+        Self::start_clients(lab, dir, &[keepalive_s])
+    }
+
+    /// Per AP, one subscriber per keepalive in `keepalives_s` (each its own
+    /// TCP connection to the VIP).
+    pub fn start_clients(lab: &ApLab, dir: &Path, keepalives_s: &[u16]) -> Result<Self> {
         use std::{
             io::{BufRead as _, Write as _},
             sync::{atomic::Ordering, Arc, Mutex},
@@ -122,10 +130,16 @@ impl Mqtt {
         }));
         let mut subscribers = Vec::new();
         let mut received = Vec::new();
-        for (i, ap) in lab.aps.iter().enumerate() {
+        let clients = lab.aps.iter().enumerate().flat_map(|(i, ap)| {
+            keepalives_s
+                .iter()
+                .enumerate()
+                .map(move |(k, keepalive)| (i, ap, k, *keepalive))
+        });
+        for (i, ap, k, keepalive_s) in clients {
             let mut child = in_ns(ap, "mosquitto_sub")
                 .args(["-h", VIP, "-t", MQTT_TOPIC, "-k", &keepalive_s.to_string()])
-                .args(["-i", &format!("ap{}", i + 1)])
+                .args(["-i", &format!("ap{}-{k}", i + 1)])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
@@ -165,6 +179,11 @@ impl Mqtt {
             .all(Option::is_some)
         })?;
         Ok(mqtt)
+    }
+
+    /// How many clients there are (APs times keepalives).
+    pub fn clients(&self) -> usize {
+        self.received.len()
     }
 
     /// The lost server's broker and publisher go with it.

@@ -177,8 +177,18 @@ fn describe(entry: &Entry) -> String {
             let mqtt = match &record.mqtt {
                 None => String::new(),
                 Some(kick) => format!(
-                    "; MQTT: {} connection(s) kicked{}",
+                    "; MQTT: {} connection(s) kicked ({} with their own sequence numbers){}{}",
                     kick.connections,
+                    kick.informed,
+                    if kick.beyond_bound == 0 {
+                        String::new()
+                    } else {
+                        format!(
+                            "; {} beyond {} per AP not kicked",
+                            kick.beyond_bound,
+                            crate::recovery::mqtt::MAX_MQTT_PER_AP
+                        )
+                    },
                     if kick.errors.is_empty() {
                         String::new()
                     } else {

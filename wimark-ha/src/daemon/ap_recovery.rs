@@ -20,9 +20,10 @@ use tokio::io::AsyncWriteExt as _;
 use crate::{
     clock::monotonic_now_ns,
     config::ApRecoveryConfig,
-    monitor::{read_aps, Monitor, ACTIVE_AP_WINDOW},
+    monitor::{read_aps, read_mqtt, Monitor, ACTIVE_AP_WINDOW},
     records::{DaemonStatus, State},
     recovery::{
+        mqtt::{sessions_by_ap, MqttSession},
         sync::{self, Received, Sender, SyncStatus, SyncedAp, MIN_KEY},
         ApEntry, ApList, ApOutcome, HookReport, RecoveryRecord,
     },
@@ -151,6 +152,10 @@ impl ApRecovery {
         let destination = SocketAddr::new(self.config.sync_peer, self.config.sync_port);
         let mut ticker = tokio::time::interval(SEND_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // When this term as master began: a connection last seen before it
+        // belongs to an earlier term, and the APs have since moved it to the
+        // peer (no FIN or RST from the AP ever removes it here).
+        let mut term_started_ns = None;
         loop {
             ticker.tick().await;
             let master = status.lock().is_ok_and(|s| {
@@ -161,12 +166,16 @@ impl ApRecovery {
             if !master {
                 // A new term as master sends the whole table again.
                 sender = Sender::default();
+                term_started_ns = None;
                 continue;
             }
-            let due = sender.due(&self.own_aps(), Instant::now());
-            for chunk in due.chunks(sync::MAX_ENTRIES) {
+            let since = *term_started_ns.get_or_insert_with(monotonic_now_ns);
+            let due = sender.due(&self.own_aps(Some(since)), Instant::now());
+            let mut rest = &due[..];
+            while !rest.is_empty() {
                 sequence += 1;
-                let datagram = sync::encode(&key, sequence, chunk);
+                let (datagram, carried) = sync::encode(&key, sequence, rest);
+                rest = &rest[carried..];
                 match socket.send_to(&datagram, destination).await {
                     Ok(_) => {
                         self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -177,9 +186,10 @@ impl ApRecovery {
         }
     }
 
-    /// The APs our own XDP monitor saw within the activity window.
-    fn own_aps(&self) -> Vec<SyncedAp> {
-        active_aps(&self.monitors, self.monitor)
+    /// The APs our own XDP monitor saw within the activity window, with the
+    /// MQTT connections seen since `connections_since_ns` (None: none).
+    fn own_aps(&self, connections_since_ns: Option<u64>) -> Vec<SyncedAp> {
+        active_aps(&self.monitors, self.monitor, connections_since_ns)
     }
 
     /// Whom to expect back after a takeover: the APs the old master had
@@ -197,8 +207,10 @@ impl ApRecovery {
             .map(|mut r| r.aps(Instant::now()))
             .unwrap_or_default();
         let synced_count = synced.len();
+        // Our own connections are from an earlier term: dead (the peer's
+        // view of each AP wins anyway).
         let mut all: std::collections::BTreeMap<IpAddr, SyncedAp> =
-            self.own_aps().into_iter().map(|a| (a.address, a)).collect();
+            self.own_aps(None).into_iter().map(|a| (a.address, a)).collect();
         all.extend(synced.into_iter().map(|a| (a.address, a)));
         (all, synced_count)
     }
@@ -234,19 +246,24 @@ impl ApRecovery {
         // MQTT first: a few segments, microseconds; the clients' reconnect
         // delay runs while the IKE hook works.
         let mqtt = if self.config.mqtt_kick {
-            let connections: Vec<(IpAddr, u16)> = all
+            let connections: Vec<(IpAddr, MqttSession)> = all
                 .values()
-                .filter(|ap| ap.mqtt_port != 0)
-                .map(|ap| (ap.address, ap.mqtt_port))
+                .flat_map(|ap| ap.mqtt.iter().map(|session| (ap.address, *session)))
                 .collect();
-            let mut report = crate::recovery::mqtt::KickReport::default();
+            let mut report = crate::recovery::mqtt::KickReport {
+                beyond_bound: all
+                    .values()
+                    .map(|ap| usize::from(ap.mqtt_beyond_bound))
+                    .sum(),
+                ..Default::default()
+            };
             // Per address family, the instance's first VIP of it is the
             // APs' broker address.
             for ipv4 in [true, false] {
                 let Some(vip) = self.virtual_ips.iter().find(|v| v.is_ipv4() == ipv4) else {
                     continue;
                 };
-                let family: Vec<(IpAddr, u16)> = connections
+                let family: Vec<(IpAddr, MqttSession)> = connections
                     .iter()
                     .filter(|(ap, _)| ap.is_ipv4() == ipv4)
                     .copied()
@@ -257,6 +274,7 @@ impl ApRecovery {
                 let kicked = crate::recovery::mqtt::kick(*vip, &family).await;
                 report.connections += kicked.connections;
                 report.segments_sent += kicked.segments_sent;
+                report.informed += kicked.informed;
                 report.errors.extend(kicked.errors);
             }
             Some(report)
@@ -276,8 +294,16 @@ impl ApRecovery {
     }
 }
 
-/// The APs monitor `monitor` saw within the activity window.
-pub fn active_aps(monitors: &Mutex<Vec<Monitor>>, monitor: usize) -> Vec<SyncedAp> {
+/// The APs monitor `monitor` saw within the activity window; with
+/// `connections_since_ns`, each with its MQTT connections seen since then
+/// and within [`crate::recovery::mqtt::MQTT_CONNECTION_WINDOW`] (most recent first, at most
+/// [`crate::recovery::mqtt::MAX_MQTT_PER_AP`], the rest counted). Costs one map lookup per AP
+/// table slot, and per MQTT connection held when connections are asked for.
+pub fn active_aps(
+    monitors: &Mutex<Vec<Monitor>>,
+    monitor: usize,
+    connections_since_ns: Option<u64>,
+) -> Vec<SyncedAp> {
     let now_ns = monotonic_now_ns();
     let window_ns = ACTIVE_AP_WINDOW.as_nanos() as u64;
     let Ok(monitors) = monitors.lock() else {
@@ -286,16 +312,29 @@ pub fn active_aps(monitors: &Mutex<Vec<Monitor>>, monitor: usize) -> Vec<SyncedA
     let Some(monitor) = monitors.get(monitor) else {
         return Vec::new();
     };
+    let mut connections = match connections_since_ns {
+        Some(since) => sessions_by_ap(
+            read_mqtt(monitor.ebpf()).unwrap_or_default(),
+            since,
+            now_ns,
+        ),
+        None => Default::default(),
+    };
     read_aps(monitor.ebpf())
         .unwrap_or_default()
         .into_iter()
         .filter(|ap| now_ns.saturating_sub(ap.last_seen_ns) <= window_ns)
-        .map(|ap| SyncedAp {
-            address: IpAddr::from(ap.address),
-            ike_port: ap.ike_port,
-            mqtt_port: ap.mqtt_port,
-            age_s: (now_ns.saturating_sub(ap.last_seen_ns) / 1_000_000_000).min(u64::from(u16::MAX))
-                as u16,
+        .map(|ap| {
+            let address = IpAddr::from(ap.address);
+            let (mqtt, beyond) = connections.remove(&address).unwrap_or_default();
+            SyncedAp {
+                address,
+                ike_port: ap.ike_port,
+                age_s: (now_ns.saturating_sub(ap.last_seen_ns) / 1_000_000_000)
+                    .min(u64::from(u16::MAX)) as u16,
+                mqtt,
+                mqtt_beyond_bound: beyond.min(usize::from(u8::MAX)) as u8,
+            }
         })
         .collect()
 }

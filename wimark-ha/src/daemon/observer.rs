@@ -187,7 +187,7 @@ pub async fn run(
                     .filter(|r| r.recovery.config.instance == instance)
                 {
                     Some(recovery) => recovery.recovery.expected(),
-                    None => super::ap_recovery::active_aps(&monitors, monitor)
+                    None => super::ap_recovery::active_aps(&monitors, monitor, None)
                         .into_iter()
                         .map(|ap| ap.address)
                         .collect(),

@@ -10,8 +10,8 @@ use aya::{
 };
 use serde::{Deserialize, Serialize};
 use wimark_ha_common::abi::{
-    ApSlot, Counter, IpBytes, PeerKey, PeerRecord, TrafficCounter, AP_TABLE_SLOTS, MAP_APS,
-    MAP_COUNTERS, MAP_PEERS,
+    ApSlot, Counter, IpBytes, MqttConnection, MqttKey, PeerKey, PeerRecord, TrafficCounter,
+    AP_TABLE_SLOTS, MAP_APS, MAP_COUNTERS, MAP_MQTT, MAP_PEERS, MQTT_TABLE_SIZE,
 };
 
 use super::MonitorError;
@@ -66,9 +66,8 @@ pub struct ApSeen {
     pub last_seen_ns: u64,
     pub packets: u64,
     pub bytes: u64,
-    /// The AP's latest IKE / NAT-T and MQTT source ports (0: none seen).
+    /// The AP's latest IKE / NAT-T source port (0: none seen).
     pub ike_port: u16,
-    pub mqtt_port: u16,
     /// The latest session start (IKE_SA_INIT / IKE_AUTH, MQTT SYN) from
     /// it, precise CLOCK_MONOTONIC ns; 0: none seen.
     pub session_ns: u64,
@@ -87,16 +86,11 @@ pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<ApSeen>, MonitorError> {
                 address: slot.address,
                 ..ApSeen::default()
             });
-            // Ports from the CPU that saw the AP last (a slot without any
-            // leaves what another CPU saw).
+            // The port from the CPU that saw the AP last (a slot without
+            // one leaves what another CPU saw).
             let latest = slot.last_seen_ns >= seen.last_seen_ns;
-            for (mine, theirs) in [
-                (&mut seen.ike_port, slot.ike_port),
-                (&mut seen.mqtt_port, slot.mqtt_port),
-            ] {
-                if theirs != 0 && (latest || *mine == 0) {
-                    *mine = theirs;
-                }
+            if slot.ike_port != 0 && (latest || seen.ike_port == 0) {
+                seen.ike_port = slot.ike_port;
             }
             seen.last_seen_ns = seen.last_seen_ns.max(slot.last_seen_ns);
             seen.session_ns = seen.session_ns.max(slot.session_ns);
@@ -105,6 +99,22 @@ pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<ApSeen>, MonitorError> {
         }
     }
     Ok(merged.into_values().collect())
+}
+
+/// Every MQTT connection in the monitor's table. One lookup per entry: the
+/// cost grows with the connections held (at most `MQTT_TABLE_SIZE`).
+pub fn read_mqtt(ebpf: &Ebpf) -> Result<Vec<(MqttKey, MqttConnection)>, MonitorError> {
+    let table: HashMap<_, MqttKey, MqttConnection> =
+        HashMap::try_from(map(ebpf, MAP_MQTT)?).map_err(map_error(MAP_MQTT))?;
+    // An entry the program removes mid-walk is skipped; the kernel then
+    // restarts the walk at the first key, so the walk is bounded and
+    // deduplicated.
+    let walk = table
+        .iter()
+        .take(2 * MQTT_TABLE_SIZE as usize)
+        .filter_map(Result::ok);
+    let unique: std::collections::HashMap<MqttKey, MqttConnection> = walk.collect();
+    Ok(unique.into_iter().collect())
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

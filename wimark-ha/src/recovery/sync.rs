@@ -2,13 +2,13 @@
 //! link, so that a new master knows which APs to bring back — the APs talk
 //! to the VIP, so the standby's own XDP monitor never sees them.
 //!
-//! One UDP datagram carries up to [`MAX_ENTRIES`] APs, authenticated with
-//! HMAC-SHA256 under a key both nodes hold, numbered so a replay is refused.
-//! The sender sends what changed since its last datagram plus a slice of
-//! the rest, so the whole table is refreshed every [`REFRESH`] at a few
-//! datagrams a second; the receiver forgets an AP not mentioned for
-//! [`FORGET_AFTER`]. A datagram that fails any check is counted by reason
-//! and ignored whole.
+//! One UDP datagram carries as many APs as fit in [`MAX_DATAGRAM`] bytes,
+//! authenticated with HMAC-SHA256 under a key both nodes hold, numbered so
+//! a replay is refused. The sender sends what changed since its last
+//! datagram plus a slice of the rest, so the whole table is refreshed every
+//! [`REFRESH`] at a few datagrams a second; the receiver forgets an AP not
+//! mentioned for [`FORGET_AFTER`]. A datagram that fails any check is
+//! counted by reason and ignored whole.
 //!
 //! Owns: the wire format and the receiver's table. Must not: trust a field
 //! before the MAC is checked, or hold more than [`MAX_SYNCED_APS`].
@@ -16,10 +16,18 @@
 //! ```text
 //!  0       4               12      14
 //!  +-------+---------------+-------+---------------------------+----------+
-//!  | "WHA1"| sequence (BE) | count | count x entry (23 bytes)  | HMAC-256 |
+//!  | "WHA2"| sequence (BE) | count | count x entry             | HMAC-256 |
 //!  +-------+---------------+-------+---------------------------+----------+
-//!  entry: family (4|6) | address (16, v4 in the first 4) | ike_port | mqtt_port | age_s
+//!  entry (23 + 13 n bytes): family (4|6) | address (16, v4 in the first 4)
+//!        | ike_port | age_s | beyond_bound (u8) | n (u8, <= 8)
+//!        | n x [ap_port | broker_port | flags (bit 0: numbers known)
+//!               | ap_next_sequence (u32) | ap_acknowledgement (u32)]
 //! ```
+//!
+//! Version 1 ("WHA1": one fixed 23-byte entry per AP, `family | address |
+//! ike_port | mqtt_port | age_s`) is still read, so an upgraded node keeps
+//! the table of a peer not yet upgraded; a peer of version 1 counts this
+//! version's datagrams as `magic` until it is upgraded too.
 
 use std::{
     collections::HashMap,
@@ -31,14 +39,19 @@ use hmac::{Mac as _, SimpleHmac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::mqtt::{MqttSession, TcpPosition, MAX_MQTT_PER_AP};
+
 type HmacSha256 = SimpleHmac<Sha256>;
 
-const MAGIC: &[u8; 4] = b"WHA1";
+const MAGIC_V1: &[u8; 4] = b"WHA1";
+const MAGIC_V2: &[u8; 4] = b"WHA2";
 const HEADER: usize = 4 + 8 + 2;
-const ENTRY: usize = 1 + 16 + 2 + 2 + 2;
+const ENTRY_V1: usize = 1 + 16 + 2 + 2 + 2;
+const ENTRY_FIXED: usize = 1 + 16 + 2 + 2 + 1 + 1;
+const CONNECTION: usize = 2 + 2 + 1 + 4 + 4;
 const TAG: usize = 32;
-/// Entries per datagram: it stays under 1 400 bytes (no fragments).
-pub const MAX_ENTRIES: usize = 58;
+/// A datagram stays under this (no fragments on any sane link).
+pub const MAX_DATAGRAM: usize = 1400;
 /// The receiver holds at most this many APs (the XDP table holds 8 192).
 pub const MAX_SYNCED_APS: usize = 16_384;
 /// Every AP is sent again at least this often.
@@ -47,16 +60,25 @@ pub const REFRESH: Duration = Duration::from_secs(10);
 pub const FORGET_AFTER: Duration = Duration::from_secs(45);
 /// The shortest key accepted.
 pub const MIN_KEY: usize = 16;
+/// A connection whose numbers moved further than this since they were
+/// last sent goes out at once; smaller moves wait for the refresh. A NAT's
+/// window reaches back at least the AP's receive window (64 KiB and more),
+/// so numbers up to a refresh old still pass it.
+pub const POSITION_SLACK: u32 = 16 * 1024;
 
 /// One AP as the sync carries it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncedAp {
     pub address: IpAddr,
-    /// 0: no IKE / MQTT seen from it.
+    /// 0: no IKE seen from it.
     pub ike_port: u16,
-    pub mqtt_port: u16,
     /// Seconds since the sender last saw traffic from it.
     pub age_s: u16,
+    /// Its MQTT connections, most recently used first (at most
+    /// [`MAX_MQTT_PER_AP`]).
+    pub mqtt: Vec<MqttSession>,
+    /// Connections the sender saw beyond the bound (not carried).
+    pub mqtt_beyond_bound: u8,
 }
 
 /// Why a datagram was ignored.
@@ -67,57 +89,109 @@ pub enum SyncError {
     Short,
     #[error("not an AP sync datagram (magic)")]
     Magic,
+    #[error("a newer sync version than this node reads: upgrade it")]
+    Version,
     #[error("MAC does not verify (forged, or another key)")]
     Mac,
     #[error("sequence not newer than the last accepted (replayed)")]
     Replay,
-    #[error("length does not match the entry count")]
+    #[error("length does not match the entries")]
     Length,
     #[error("an entry's address family is neither 4 nor 6")]
     Family,
+    #[error("an AP with more MQTT connections than the bound")]
+    Bound,
     #[error("from another address than the configured peer")]
     Source,
 }
 
-/// Builds one authenticated datagram.
-pub fn encode(key: &[u8], sequence: u64, aps: &[SyncedAp]) -> Vec<u8> {
-    let aps = &aps[..aps.len().min(MAX_ENTRIES)];
-    let mut out = Vec::with_capacity(HEADER + aps.len() * ENTRY + TAG);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&sequence.to_be_bytes());
-    out.extend_from_slice(&(aps.len() as u16).to_be_bytes());
-    for ap in aps {
-        let mut address = [0u8; 16];
-        let family = match ap.address {
-            IpAddr::V4(v4) => {
-                address[..4].copy_from_slice(&v4.octets());
-                4
-            }
-            IpAddr::V6(v6) => {
-                address.copy_from_slice(&v6.octets());
-                6
-            }
-        };
-        out.push(family);
-        out.extend_from_slice(&address);
-        out.extend_from_slice(&ap.ike_port.to_be_bytes());
-        out.extend_from_slice(&ap.mqtt_port.to_be_bytes());
-        out.extend_from_slice(&ap.age_s.to_be_bytes());
-    }
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(&out);
-    out.extend_from_slice(&mac.finalize().into_bytes());
-    out
+fn push_address(out: &mut Vec<u8>, address: IpAddr) {
+    let mut bytes = [0u8; 16];
+    let family = match address {
+        IpAddr::V4(v4) => {
+            bytes[..4].copy_from_slice(&v4.octets());
+            4
+        }
+        IpAddr::V6(v6) => {
+            bytes.copy_from_slice(&v6.octets());
+            6
+        }
+    };
+    out.push(family);
+    out.extend_from_slice(&bytes);
 }
 
-/// Checks and reads one datagram: (sequence, entries). Nothing is read
-/// from the body before its MAC verifies.
+fn read_address(family: u8, bytes: &[u8]) -> Result<IpAddr, SyncError> {
+    let bytes: [u8; 16] = bytes.try_into().map_err(|_| SyncError::Length)?;
+    match family {
+        4 => Ok(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        6 => Ok(IpAddr::V6(Ipv6Addr::from(bytes))),
+        _ => Err(SyncError::Family),
+    }
+}
+
+fn entry_len(ap: &SyncedAp) -> usize {
+    ENTRY_FIXED + CONNECTION * ap.mqtt.len().min(MAX_MQTT_PER_AP)
+}
+
+fn sign(key: &[u8], mut body: Vec<u8>) -> Vec<u8> {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(&body);
+    body.extend_from_slice(&mac.finalize().into_bytes());
+    body
+}
+
+/// Builds one authenticated datagram from the first APs of `aps` that fit
+/// (always at least one); returns it and how many APs it carries.
+pub fn encode(key: &[u8], sequence: u64, aps: &[SyncedAp]) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(MAX_DATAGRAM);
+    out.extend_from_slice(MAGIC_V2);
+    out.extend_from_slice(&sequence.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    let mut count = 0usize;
+    for ap in aps {
+        if count > 0 && out.len() + entry_len(ap) + TAG > MAX_DATAGRAM {
+            break;
+        }
+        push_address(&mut out, ap.address);
+        out.extend_from_slice(&ap.ike_port.to_be_bytes());
+        out.extend_from_slice(&ap.age_s.to_be_bytes());
+        let carried = &ap.mqtt[..ap.mqtt.len().min(MAX_MQTT_PER_AP)];
+        let beyond = usize::from(ap.mqtt_beyond_bound) + (ap.mqtt.len() - carried.len());
+        out.push(beyond.min(usize::from(u8::MAX)) as u8);
+        out.push(carried.len() as u8);
+        for session in carried {
+            out.extend_from_slice(&session.ap_port.to_be_bytes());
+            out.extend_from_slice(&session.broker_port.to_be_bytes());
+            let position = session.position.unwrap_or(TcpPosition {
+                ap_next_sequence: 0,
+                ap_acknowledgement: 0,
+            });
+            out.push(u8::from(session.position.is_some()));
+            out.extend_from_slice(&position.ap_next_sequence.to_be_bytes());
+            out.extend_from_slice(&position.ap_acknowledgement.to_be_bytes());
+        }
+        count += 1;
+    }
+    out[12..14].copy_from_slice(&(count as u16).to_be_bytes());
+    (sign(key, out), count)
+}
+
+/// Checks and reads one datagram (version 1 or 2): (sequence, entries).
+/// Nothing is read from the body before its MAC verifies.
 pub fn decode(key: &[u8], datagram: &[u8]) -> Result<(u64, Vec<SyncedAp>), SyncError> {
     if datagram.len() < HEADER + TAG {
         return Err(SyncError::Short);
     }
-    if &datagram[..4] != MAGIC {
-        return Err(SyncError::Magic);
+    let magic = &datagram[..4];
+    if magic != MAGIC_V1 && magic != MAGIC_V2 {
+        return Err(if magic[..3] == MAGIC_V2[..3] {
+            SyncError::Version
+        } else {
+            SyncError::Magic
+        });
     }
     let (body, tag) = datagram.split_at(datagram.len() - TAG);
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
@@ -125,28 +199,91 @@ pub fn decode(key: &[u8], datagram: &[u8]) -> Result<(u64, Vec<SyncedAp>), SyncE
     mac.verify_slice(tag).map_err(|_| SyncError::Mac)?;
     let sequence = u64::from_be_bytes(body[4..12].try_into().expect("8 bytes"));
     let count = usize::from(u16::from_be_bytes([body[12], body[13]]));
-    if count > MAX_ENTRIES || body.len() != HEADER + count * ENTRY {
+    let entries = &body[HEADER..];
+    let aps = if magic == MAGIC_V1 {
+        decode_v1(entries, count)?
+    } else {
+        decode_v2(entries, count)?
+    };
+    Ok((sequence, aps))
+}
+
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn be32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn decode_v1(entries: &[u8], count: usize) -> Result<Vec<SyncedAp>, SyncError> {
+    if entries.len() != count * ENTRY_V1 {
         return Err(SyncError::Length);
     }
-    let mut aps = Vec::with_capacity(count);
-    for entry in body[HEADER..].chunks_exact(ENTRY) {
-        let address: [u8; 16] = entry[1..17].try_into().expect("16 bytes");
-        let address = match entry[0] {
-            4 => IpAddr::V4(Ipv4Addr::new(
-                address[0], address[1], address[2], address[3],
-            )),
-            6 => IpAddr::V6(Ipv6Addr::from(address)),
-            _ => return Err(SyncError::Family),
-        };
-        let port = |i: usize| u16::from_be_bytes([entry[i], entry[i + 1]]);
+    entries
+        .chunks_exact(ENTRY_V1)
+        .map(|entry| {
+            let mqtt_port = be16(entry, 19);
+            Ok(SyncedAp {
+                address: read_address(entry[0], &entry[1..17])?,
+                ike_port: be16(entry, 17),
+                age_s: be16(entry, 21),
+                // Version 1 knew one connection per AP, not its broker
+                // port or numbers.
+                mqtt: (mqtt_port != 0)
+                    .then_some(MqttSession {
+                        ap_port: mqtt_port,
+                        broker_port: 0,
+                        position: None,
+                    })
+                    .into_iter()
+                    .collect(),
+                mqtt_beyond_bound: 0,
+            })
+        })
+        .collect()
+}
+
+fn decode_v2(mut entries: &[u8], count: usize) -> Result<Vec<SyncedAp>, SyncError> {
+    let mut aps = Vec::with_capacity(count.min(MAX_DATAGRAM / ENTRY_FIXED));
+    for _ in 0..count {
+        if entries.len() < ENTRY_FIXED {
+            return Err(SyncError::Length);
+        }
+        let connections = usize::from(entries[ENTRY_FIXED - 1]);
+        if connections > MAX_MQTT_PER_AP {
+            return Err(SyncError::Bound);
+        }
+        let len = ENTRY_FIXED + connections * CONNECTION;
+        if entries.len() < len {
+            return Err(SyncError::Length);
+        }
+        let (entry, rest) = entries.split_at(len);
+        entries = rest;
+        let mqtt = entry[ENTRY_FIXED..]
+            .chunks_exact(CONNECTION)
+            .map(|c| MqttSession {
+                ap_port: be16(c, 0),
+                broker_port: be16(c, 2),
+                // Other flag bits are a later version's: ignored.
+                position: (c[4] & 1 != 0).then(|| TcpPosition {
+                    ap_next_sequence: be32(c, 5),
+                    ap_acknowledgement: be32(c, 9),
+                }),
+            })
+            .collect();
         aps.push(SyncedAp {
-            address,
-            ike_port: port(17),
-            mqtt_port: port(19),
-            age_s: port(21),
+            address: read_address(entry[0], &entry[1..17])?,
+            ike_port: be16(entry, 17),
+            age_s: be16(entry, 19),
+            mqtt,
+            mqtt_beyond_bound: entry[21],
         });
     }
-    Ok((sequence, aps))
+    if !entries.is_empty() {
+        return Err(SyncError::Length);
+    }
+    Ok(aps)
 }
 
 /// What the receiver has heard, for `status`.
@@ -158,6 +295,9 @@ pub struct SyncStatus {
     /// Of those, with an MQTT connection known (its port).
     #[serde(default)]
     pub synced_mqtt: usize,
+    /// Their MQTT connections.
+    #[serde(default)]
+    pub synced_mqtt_connections: usize,
     pub datagrams_sent: u64,
     pub datagrams_accepted: u64,
     /// Ignored datagrams by reason (forged, replayed, malformed...).
@@ -245,14 +385,16 @@ impl Received {
         self.status.synced_mqtt = self
             .aps
             .values()
-            .filter(|(ap, _)| ap.mqtt_port != 0)
+            .filter(|(ap, _)| !ap.mqtt.is_empty())
             .count();
+        self.status.synced_mqtt_connections =
+            self.aps.values().map(|(ap, _)| ap.mqtt.len()).sum();
     }
 
     /// The APs the peer had, as of `now`.
     pub fn aps(&mut self, now: Instant) -> Vec<SyncedAp> {
         self.expire(now);
-        let mut aps: Vec<SyncedAp> = self.aps.values().map(|(ap, _)| *ap).collect();
+        let mut aps: Vec<SyncedAp> = self.aps.values().map(|(ap, _)| ap.clone()).collect();
         aps.sort_by_key(|ap| ap.address);
         aps
     }
@@ -274,6 +416,33 @@ fn reason_name(e: SyncError) -> String {
         .unwrap_or_default()
 }
 
+/// Whether `now` differs from what was sent (`sent`) enough to go out at
+/// once: another IKE port, another set of connections, numbers that appeared
+/// or moved more than [`POSITION_SLACK`].
+fn moved(sent: &SyncedAp, now: &SyncedAp) -> bool {
+    let far = |a: u32, b: u32| a.wrapping_sub(b).min(b.wrapping_sub(a)) > POSITION_SLACK;
+    sent.ike_port != now.ike_port
+        || sent.mqtt_beyond_bound != now.mqtt_beyond_bound
+        || sent.mqtt.len() != now.mqtt.len()
+        || now.mqtt.iter().any(|connection| {
+            let Some(old) = sent
+                .mqtt
+                .iter()
+                .find(|o| (o.ap_port, o.broker_port) == (connection.ap_port, connection.broker_port))
+            else {
+                return true;
+            };
+            match (old.position, connection.position) {
+                (Some(a), Some(b)) => {
+                    far(a.ap_next_sequence, b.ap_next_sequence)
+                        || far(a.ap_acknowledgement, b.ap_acknowledgement)
+                }
+                (None, None) => false,
+                _ => true,
+            }
+        })
+}
+
 /// The sender's memory: what went out when, so each tick sends only what
 /// changed plus the oldest few.
 #[derive(Default)]
@@ -290,19 +459,19 @@ impl Sender {
         let mut stale = Vec::new();
         for ap in aps {
             match self.sent.get(&ap.address) {
-                Some((old, _)) if (old.ike_port, old.mqtt_port) != (ap.ike_port, ap.mqtt_port) => {
-                    changed.push(*ap)
+                Some((old, _)) if moved(old, ap) => changed.push(ap.clone()),
+                Some((_, at)) if now.saturating_duration_since(*at) >= REFRESH => {
+                    stale.push(ap.clone())
                 }
-                Some((_, at)) if now.saturating_duration_since(*at) >= REFRESH => stale.push(*ap),
                 Some(_) => {}
-                None => changed.push(*ap),
+                None => changed.push(ap.clone()),
             }
         }
         let current: std::collections::HashSet<IpAddr> = aps.iter().map(|a| a.address).collect();
         self.sent.retain(|address, _| current.contains(address));
         changed.extend(stale);
         for ap in &changed {
-            self.sent.insert(ap.address, (*ap, now));
+            self.sent.insert(ap.address, (ap.clone(), now));
         }
         changed
     }
@@ -314,34 +483,121 @@ mod tests {
 
     const KEY: &[u8] = b"0123456789abcdef-both-nodes";
 
+    fn session(ap_port: u16, sequence: u32) -> MqttSession {
+        MqttSession {
+            ap_port,
+            broker_port: 1883,
+            position: Some(TcpPosition {
+                ap_next_sequence: sequence,
+                ap_acknowledgement: sequence.wrapping_mul(7),
+            }),
+        }
+    }
+
     fn ap(last: u8, ike_port: u16) -> SyncedAp {
         SyncedAp {
             address: IpAddr::V4(Ipv4Addr::new(10, 77, 0, last)),
             ike_port,
-            mqtt_port: 40000 + u16::from(last),
             age_s: 1,
+            mqtt: vec![session(40000 + u16::from(last), 1000)],
+            mqtt_beyond_bound: 0,
         }
     }
 
+    /// The first datagram of `aps`, which must carry them all.
+    fn encode_all(key: &[u8], sequence: u64, aps: &[SyncedAp]) -> Vec<u8> {
+        let (datagram, carried) = encode(key, sequence, aps);
+        assert_eq!(carried, aps.len(), "a test datagram carries every AP");
+        datagram
+    }
+
+    /// A version-1 peer's datagram, as the release before this one sent it.
+    fn encode_v1(key: &[u8], sequence: u64, aps: &[(IpAddr, u16, u16, u16)]) -> Vec<u8> {
+        let mut out = MAGIC_V1.to_vec();
+        out.extend_from_slice(&sequence.to_be_bytes());
+        out.extend_from_slice(&(aps.len() as u16).to_be_bytes());
+        for (address, ike_port, mqtt_port, age_s) in aps {
+            push_address(&mut out, *address);
+            for field in [ike_port, mqtt_port, age_s] {
+                out.extend_from_slice(&field.to_be_bytes());
+            }
+        }
+        sign(key, out)
+    }
+
     #[test]
-    fn round_trip_v4_and_v6() {
+    fn round_trip_v4_and_v6_with_every_connection() {
         let mut aps = vec![ap(51, 4500), ap(52, 61234)];
+        aps[1].mqtt.push(MqttSession {
+            ap_port: 40100,
+            broker_port: 8883,
+            position: None,
+        });
         aps.push(SyncedAp {
             address: "fd00::7".parse().expect("v6"),
             ike_port: 500,
-            mqtt_port: 0,
             age_s: 59,
+            mqtt: Vec::new(),
+            mqtt_beyond_bound: 0,
         });
-        let datagram = encode(KEY, 7, &aps);
-        assert!(datagram.len() <= 1400);
+        let datagram = encode_all(KEY, 7, &aps);
         assert_eq!(decode(KEY, &datagram), Ok((7, aps)));
-        let full: Vec<SyncedAp> = (0..=255).map(|n| ap(n, 4500)).collect();
-        let datagram = encode(KEY, 8, &full);
-        assert!(datagram.len() <= 1400, "{}", datagram.len());
+        // A full table goes out in datagrams under the size, each carrying
+        // what fits, none lost.
+        let full: Vec<SyncedAp> = (0..=255)
+            .map(|n| {
+                let mut ap = ap(n, 4500);
+                ap.mqtt = (0..(n % 9) as u16).map(|i| session(41000 + i, 5)).collect();
+                ap
+            })
+            .collect();
+        let mut rest = &full[..];
+        let mut decoded = Vec::new();
+        while !rest.is_empty() {
+            let (datagram, carried) = encode(KEY, 8, rest);
+            assert!(datagram.len() <= MAX_DATAGRAM, "{}", datagram.len());
+            assert!(carried > 0);
+            decoded.extend(decode(KEY, &datagram).expect("decodes").1);
+            rest = &rest[carried..];
+        }
+        assert_eq!(decoded, full);
+    }
+
+    #[test]
+    fn connections_beyond_the_bound_are_counted_not_carried() {
+        let mut busy = ap(51, 4500);
+        busy.mqtt = (0..11).map(|i| session(40000 + i, 9)).collect();
+        busy.mqtt_beyond_bound = 2;
+        let (_, aps) = decode(KEY, &encode_all(KEY, 1, &[busy])).expect("decodes");
+        assert_eq!(aps[0].mqtt.len(), MAX_MQTT_PER_AP);
+        assert_eq!(aps[0].mqtt_beyond_bound, 2 + 3);
+        // A datagram claiming more than the bound is refused whole.
+        let mut lying = encode_all(KEY, 2, &[ap(52, 4500)]);
+        lying.truncate(lying.len() - TAG);
+        lying[HEADER + ENTRY_FIXED - 1] = MAX_MQTT_PER_AP as u8 + 1;
+        let lying = sign(KEY, lying);
+        assert_eq!(decode(KEY, &lying), Err(SyncError::Bound));
+    }
+
+    #[test]
+    fn a_version_1_peer_is_still_read_and_a_newer_one_is_named() {
+        let address: IpAddr = "10.77.0.51".parse().expect("ip");
+        let old = encode_v1(KEY, 3, &[(address, 4500, 40051, 2), (address, 500, 0, 1)]);
+        let (sequence, aps) = decode(KEY, &old).expect("version 1 decodes");
+        assert_eq!(sequence, 3);
         assert_eq!(
-            decode(KEY, &datagram).map(|(_, a)| a.len()),
-            Ok(MAX_ENTRIES)
+            aps[0].mqtt,
+            [MqttSession {
+                ap_port: 40051,
+                broker_port: 0,
+                position: None
+            }]
         );
+        assert_eq!((aps[0].ike_port, aps[0].age_s), (4500, 2));
+        assert!(aps[1].mqtt.is_empty());
+        let mut newer = encode_all(KEY, 4, &[ap(51, 4500)]);
+        newer[3] = b'3';
+        assert_eq!(decode(KEY, &newer), Err(SyncError::Version));
     }
 
     #[test]
@@ -349,25 +605,25 @@ mod tests {
         let peer: IpAddr = "10.77.0.2".parse().expect("ip");
         let now = Instant::now();
         let mut received = Received::new(peer);
-        let good = encode(KEY, 10, &[ap(51, 4500)]);
+        let good = encode_all(KEY, 10, &[ap(51, 4500)]);
         assert_eq!(received.accept(KEY, peer, &good, now), Ok(1));
         // Replayed, and an older one.
         assert_eq!(
             received.accept(KEY, peer, &good, now),
             Err(SyncError::Replay)
         );
-        let older = encode(KEY, 9, &[ap(60, 4500)]);
+        let older = encode_all(KEY, 9, &[ap(60, 4500)]);
         assert_eq!(
             received.accept(KEY, peer, &older, now),
             Err(SyncError::Replay)
         );
         // Another key, a flipped bit, a truncation, another sender.
-        let forged = encode(b"someone else's key!!", 11, &[ap(61, 4500)]);
+        let forged = encode_all(b"someone else's key!!", 11, &[ap(61, 4500)]);
         assert_eq!(
             received.accept(KEY, peer, &forged, now),
             Err(SyncError::Mac)
         );
-        let mut flipped = encode(KEY, 12, &[ap(62, 4500)]);
+        let mut flipped = encode_all(KEY, 12, &[ap(62, 4500)]);
         flipped[20] ^= 1;
         assert_eq!(
             received.accept(KEY, peer, &flipped, now),
@@ -378,17 +634,16 @@ mod tests {
             Err(SyncError::Short)
         );
         let stranger: IpAddr = "10.77.0.9".parse().expect("ip");
-        let from_stranger = encode(KEY, 13, &[ap(63, 4500)]);
+        let from_stranger = encode_all(KEY, 13, &[ap(63, 4500)]);
         assert_eq!(
             received.accept(KEY, stranger, &from_stranger, now),
             Err(SyncError::Source)
         );
         // An authenticated body whose count lies.
-        let mut lying = encode(KEY, 14, &[ap(64, 4500)])[..HEADER + ENTRY].to_vec();
+        let mut lying = encode_all(KEY, 14, &[ap(64, 4500)]);
+        lying.truncate(lying.len() - TAG);
         lying[13] = 2;
-        let mut mac = HmacSha256::new_from_slice(KEY).expect("key");
-        mac.update(&lying);
-        lying.extend_from_slice(&mac.finalize().into_bytes());
+        let lying = sign(KEY, lying);
         assert_eq!(
             received.accept(KEY, peer, &lying, now),
             Err(SyncError::Length)
@@ -420,7 +675,7 @@ mod tests {
                 datagram.push(state as u8);
             }
             if len >= 4 {
-                datagram[..4].copy_from_slice(MAGIC);
+                datagram[..4].copy_from_slice(MAGIC_V2);
             }
             assert!(received.accept(KEY, peer, &datagram, now).is_err());
         }
@@ -433,13 +688,13 @@ mod tests {
         let start = Instant::now();
         let mut received = Received::new(peer);
         received
-            .accept(KEY, peer, &encode(KEY, 1, &[ap(51, 4500)]), start)
+            .accept(KEY, peer, &encode_all(KEY, 1, &[ap(51, 4500)]), start)
             .expect("accepted");
         received
             .accept(
                 KEY,
                 peer,
-                &encode(KEY, 2, &[ap(52, 4500)]),
+                &encode_all(KEY, 2, &[ap(52, 4500)]),
                 start + FORGET_AFTER / 2,
             )
             .expect("accepted");
@@ -448,18 +703,20 @@ mod tests {
         assert_eq!(known, [ap(52, 0).address]);
 
         let mut sequence = 10;
-        for chunk in 0..(MAX_SYNCED_APS / MAX_ENTRIES + 2) {
-            let aps: Vec<SyncedAp> = (0..MAX_ENTRIES)
+        let per_datagram = (MAX_DATAGRAM - HEADER - TAG) / ENTRY_FIXED;
+        for chunk in 0..(MAX_SYNCED_APS / per_datagram + 2) {
+            let aps: Vec<SyncedAp> = (0..per_datagram)
                 .map(|i| SyncedAp {
-                    address: IpAddr::V6(Ipv6Addr::from((chunk * MAX_ENTRIES + i) as u128 + 1)),
+                    address: IpAddr::V6(Ipv6Addr::from((chunk * per_datagram + i) as u128 + 1)),
                     ike_port: 500,
-                    mqtt_port: 0,
                     age_s: 0,
+                    mqtt: Vec::new(),
+                    mqtt_beyond_bound: 0,
                 })
                 .collect();
             sequence += 1;
             received
-                .accept(KEY, peer, &encode(KEY, sequence, &aps), later)
+                .accept(KEY, peer, &encode_all(KEY, sequence, &aps), later)
                 .expect("accepted");
         }
         assert_eq!(received.aps(later).len(), MAX_SYNCED_APS);
@@ -483,5 +740,17 @@ mod tests {
         );
         let due = sender.due(&moved, start + REFRESH + Duration::from_secs(1));
         assert_eq!(due, [ap(52, 4500)], "the one not sent for REFRESH");
+        // Connections: a new one goes out at once, a few bytes of MQTT do
+        // not, a move beyond the slack does.
+        let at = start + REFRESH + Duration::from_secs(2);
+        let mut second = moved.clone();
+        second[0].mqtt.push(session(40999, 1));
+        assert_eq!(sender.due(&second, at), [second[0].clone()]);
+        let mut chatted = second.clone();
+        chatted[0].mqtt[0] = session(40051, 1000 + 300);
+        assert!(sender.due(&chatted, at).is_empty(), "within the slack");
+        let mut far = chatted.clone();
+        far[0].mqtt[0] = session(40051, 1000 + POSITION_SLACK + 1);
+        assert_eq!(sender.due(&far, at), [far[0].clone()], "beyond the slack");
     }
 }
