@@ -172,6 +172,12 @@ pub fn load(kernel_log: Option<log::Level>) -> Result<Ebpf, MonitorError> {
     if KERNEL_OBJECT.is_empty() {
         return Err(MonitorError::ObjectMissing);
     }
+    load_object(KERNEL_OBJECT, kernel_log)
+}
+
+/// Loads another build of the kernel object the way [`load`] loads the
+/// embedded one (the benchmark compares two builds side by side).
+pub fn load_object(object: &[u8], kernel_log: Option<log::Level>) -> Result<Ebpf, MonitorError> {
     // Not fatal where it fails: since 5.11 BPF memory is charged to the cgroup.
     raise_memlock_limit();
     let level: u8 = match kernel_log {
@@ -180,7 +186,7 @@ pub fn load(kernel_log: Option<log::Level>) -> Result<Ebpf, MonitorError> {
     };
     let mut ebpf = EbpfLoader::new()
         .override_global(aya_log::LEVEL, &level, true)
-        .load(KERNEL_OBJECT)
+        .load(object)
         .map_err(|e| classify_load_error(&e))?;
     monitor_program(&mut ebpf)?
         .load()
