@@ -384,6 +384,23 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
         "{back:?}"
     );
     assert!(back[0].missing.is_empty(), "{back:?}");
+    // Whole APs: each one's IKE session and its MQTT subscriber are back.
+    let sessions = back[0].sessions.expect("sessions per kind");
+    assert_eq!(
+        (
+            sessions.ike_expected,
+            sessions.ike_back,
+            sessions.mqtt_expected,
+            sessions.mqtt_back
+        ),
+        (
+            usize::from(APS),
+            usize::from(APS),
+            usize::from(APS),
+            usize::from(APS)
+        ),
+        "{back:?}"
+    );
     assert!(
         back[0].back_ms.iter().all(|ms| *ms > 0.0 && *ms < 2000.0),
         "{back:?}"

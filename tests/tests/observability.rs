@@ -146,6 +146,24 @@ fn metrics_history_and_aps_back_after_a_failover() {
         sample(&after, "wimark_ha_active_aps{interface=\"eth1\"}").unwrap_or(0.0) >= 1.0,
         "{after}"
     );
+    // Per session kind: the AP B expected (its NAT-T seen, so its IKE
+    // session) came back by the IKE_SA_INIT it opened.
+    if aps_back_entry["per_ap"]["expected"] == 1 {
+        assert_eq!(
+            aps_back_entry["per_ap"]["sessions"]["ike_back"], 1,
+            "{aps_back_entry}"
+        );
+        for series in ["expected", "back"] {
+            assert_eq!(
+                sample(
+                    &after,
+                    &format!("wimark_ha_ap_sessions_{series}_total{{iname=\"WIM1\",kind=\"ike\"}}")
+                ),
+                Some(1.0),
+                "{after}"
+            );
+        }
+    }
 
     // The human form says the same.
     let output = std::process::Command::new(wimark_ha_bin())

@@ -201,13 +201,14 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 .map_or("-".to_string(), |ms| format!("{ms:.1} ms"))
         };
         println!(
-            "APs back after {}'s latest takeover: {} of {} expected, after {:.1} ms (per AP p50 {}, p99 {}){}",
+            "APs back after {}'s latest takeover: {} of {} expected, after {:.1} ms (per AP p50 {}, p99 {}){}{}",
             back.instance,
             d.back,
             d.expected,
             back.after_ms,
             at(50.0),
             at(99.0),
+            d.sessions.map_or(String::new(), |s| format!("; {s}")),
             if d.missing.is_empty() {
                 String::new()
             } else {

@@ -114,11 +114,12 @@ fn describe(entry: &Entry) -> String {
                 );
             }
             format!(
-                "{at_unix_ms} {instance}: APs back: {} of {} expected after {after_ms:.1} ms (per AP p50 {}, p99 {}){}{missing}",
+                "{at_unix_ms} {instance}: APs back: {} of {} expected after {after_ms:.1} ms (per AP p50 {}, p99 {}){}{}{missing}",
                 detail.back,
                 detail.expected,
                 at(50.0),
                 at(99.0),
+                detail.sessions.map_or(String::new(), |s| format!("; {s}")),
                 if detail.superseded { " (cut short by the next takeover)" } else { "" },
             )
         }

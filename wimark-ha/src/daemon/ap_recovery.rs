@@ -194,8 +194,12 @@ impl ApRecovery {
 
     /// Whom to expect back after a takeover: the APs the old master had
     /// (synced) and those we saw ourselves.
-    pub fn expected(&self) -> Vec<IpAddr> {
-        self.known_aps().0.into_keys().collect()
+    pub fn expected(&self) -> Vec<crate::recovery::back::ExpectedAp> {
+        self.known_aps()
+            .0
+            .values()
+            .map(crate::recovery::back::ExpectedAp::from_synced)
+            .collect()
     }
 
     /// Our own active APs and those synced from the peer (whose view wins:

@@ -57,6 +57,10 @@ pub struct Metrics {
     /// Per AP: from the takeover to its session with the new master.
     ap_back: Family<Labels, Histogram>,
     become_master: Family<Labels, Counter>,
+    /// Per instance and session kind (`ike`, `mqtt`): sessions the APs had
+    /// before a takeover, and those back after it.
+    ap_sessions_expected: Family<Labels, Counter>,
+    ap_sessions_back: Family<Labels, Counter>,
     false_takeovers: Family<Labels, Counter>,
     release_master: Family<Labels, Counter>,
     connections_refused: Counter,
@@ -85,6 +89,8 @@ impl Metrics {
             aps_back: histograms(),
             ap_back: histograms(),
             become_master: Family::default(),
+            ap_sessions_expected: Family::default(),
+            ap_sessions_back: Family::default(),
             false_takeovers: Family::default(),
             release_master: Family::default(),
             connections_refused: Counter::default(),
@@ -125,6 +131,16 @@ impl Metrics {
             "become_master",
             "Transitions to MASTER (keepalived exporter's name)",
             metrics.become_master.clone(),
+        );
+        registry.register(
+            "ap_sessions_expected",
+            "AP sessions (kind: ike, mqtt) open before a takeover, summed over takeovers",
+            metrics.ap_sessions_expected.clone(),
+        );
+        registry.register(
+            "ap_sessions_back",
+            "AP sessions (kind: ike, mqtt) reopened with the new master after a takeover, summed over takeovers",
+            metrics.ap_sessions_back.clone(),
         );
         registry.register(
             "false_takeovers",
@@ -205,6 +221,21 @@ impl Metrics {
                 }
                 for ms in per_ap.iter().flat_map(|d| d.back_ms.iter()) {
                     self.ap_back.get_or_create(&labels).observe(ms / 1e3);
+                }
+                if let Some(sessions) = per_ap.as_ref().and_then(|d| d.sessions) {
+                    for (kind, expected, back) in [
+                        ("ike", sessions.ike_expected, sessions.ike_back),
+                        ("mqtt", sessions.mqtt_expected, sessions.mqtt_back),
+                    ] {
+                        let mut labels = labels.clone();
+                        labels.push(("kind".to_string(), kind.to_string()));
+                        self.ap_sessions_expected
+                            .get_or_create(&labels)
+                            .inc_by(expected as u64);
+                        self.ap_sessions_back
+                            .get_or_create(&labels)
+                            .inc_by(back as u64);
+                    }
                 }
             }
             // Not exported yet: the per-AP recovery histogram comes with

@@ -9,6 +9,7 @@
 //! containers (a recovery failure never changes them), or retry without
 //! bound.
 
+pub mod back;
 pub mod mqtt;
 pub mod sync;
 pub mod vici;
@@ -96,17 +97,20 @@ pub struct RecoveryRecord {
     pub mqtt: Option<mqtt::KickReport>,
 }
 
-/// Which APs came back after a takeover: each AP counts once it opened a
-/// session with the new master (an IKE_SA_INIT / IKE_AUTH message, or a
-/// SYN to the broker, stamped by the XDP program) — not at its first
-/// packet, which may be its stale SA's or connection's.
+/// Which APs came back after a takeover: an AP counts once every session it
+/// had is back with the new master — a new IKE session (IKE_SA_INIT /
+/// IKE_AUTH from it) when IKE was seen from it, and as many new MQTT
+/// connections (SYNs) as it had, all stamped by the XDP program; not at its
+/// first packet, which may be its stale SA's or connection's. The rule is
+/// [`back::BackWatch`]'s.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApsBackDetail {
     /// APs active before the takeover (synced from the peer, and ours);
     /// 0 when none were known (then `back` counts whoever came).
     pub expected: usize,
     pub back: usize,
-    /// Expected APs not back when the watch ended (the first 32).
+    /// Expected APs not back when the watch ended, each with what of it is
+    /// missing: "10.0.0.5 (IKE; MQTT 1 of 3)" (the first 32).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
     /// Per AP, from the takeover decision to its session, sorted (ms; at
@@ -116,6 +120,10 @@ pub struct ApsBackDetail {
     /// The watch ended early: another takeover of the same instance.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub superseded: bool,
+    /// Sessions expected and back per kind (none when no AP was known
+    /// before the takeover; missing in entries written before 2026-12-07).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<back::SessionsBack>,
 }
 
 /// An instance's latest takeover as `status` shows it: when its APs came

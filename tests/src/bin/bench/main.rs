@@ -329,6 +329,18 @@ fn per_packet_cost(
     println!(
         "## XDP per-packet cost (BPF_PROG_TEST_RUN, {repeat} repeats x {rounds} rounds, median)\n"
     );
+    // How close the program is to the verifier's budget: past it the kernel
+    // refuses to load it (E2BIG), so a branch added must be paid for.
+    let verified = |ebpf: &aya::Ebpf| -> Option<u32> {
+        let program: &aya::programs::Xdp = ebpf.program(wimark_ha_common::abi::PROGRAM_NAME)?.try_into().ok()?;
+        program.info().ok()?.verified_instruction_count()
+    };
+    let shown = |n: Option<u32>| n.map_or("unknown (kernel < 5.16)".to_string(), |n| format!("{n} of 1000000"));
+    println!("verifier: instructions processed to load the monitor: {}", shown(verified(&monitor.ebpf)));
+    if let Some(other) = &other {
+        println!("verifier: the same for the other object: {}", shown(verified(other)));
+    }
+    println!();
     if let Some(path) = compare_object {
         println!("other object: {} (its cost is its monitor ns minus the same pass-only ns)\n", path.display());
         println!("| class | frame bytes | monitor ns/pkt | other object ns/pkt | pass-only ns/pkt | program cost (difference) | other object's cost | target ≤ {TARGET_NS} ns |");

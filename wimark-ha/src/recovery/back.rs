@@ -1,0 +1,405 @@
+//! Which APs came back after a takeover, session by session. Sans-IO: the
+//! daemon feeds in what the XDP tables show (each AP's latest session
+//! start, each MQTT connection it opened) and reads the verdict.
+//!
+//! The AP table's session stamp is set by an IKE_SA_INIT / IKE_AUTH from the
+//! AP *or* by its SYN to the broker; the same SYN stamps its connection in
+//! the MQTT table a few microseconds later. A session stamp with no MQTT
+//! opening of that AP just after it is therefore an IKE session. (Stamping
+//! IKE alone in the kernel would be simpler, but the program is at 99.5 %
+//! of the verifier's budget: see `cargo xtask bench xdp`.) What this
+//! misses: an IKE session followed by an MQTT SYN of the same AP on the
+//! same CPU before the next poll (the stamp is overwritten) — the AP is
+//! then reported with its IKE missing until it opens another.
+//!
+//! Owns: the rule "an AP is back when every session it had before the
+//! failure is back" — its IKE_SA (when IKE was seen from it) and as many
+//! MQTT connections as it had (the synced ones, at most
+//! [`super::mqtt::MAX_MQTT_PER_AP`]). MQTT connections are counted, not
+//! matched one to one: a reconnecting client comes from a new port.
+//! Must not: read the kernel's tables, the clock or the journal.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use serde::{Deserialize, Serialize};
+
+use super::{sync::SyncedAp, ApsBackDetail, MAX_BACK_TIMES, MAX_MISSING_NAMED};
+
+/// The sessions one AP had before the takeover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectedAp {
+    pub address: IpAddr,
+    /// IKE was seen from it (its IKE/NAT-T port is known).
+    pub ike: bool,
+    /// Its MQTT connections the old master saw in its term.
+    pub mqtt: usize,
+}
+
+impl ExpectedAp {
+    pub fn from_synced(ap: &SyncedAp) -> Self {
+        Self {
+            address: ap.address,
+            ike: ap.ike_port != 0,
+            mqtt: ap.mqtt.len(),
+        }
+    }
+}
+
+/// Sessions expected and back, per kind, over one takeover's APs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsBack {
+    pub ike_expected: usize,
+    pub ike_back: usize,
+    pub mqtt_expected: usize,
+    pub mqtt_back: usize,
+}
+
+impl std::fmt::Display for SessionsBack {
+    /// "sessions back: IKE 19 of 20, MQTT 37 of 40".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sessions back: IKE {} of {}, MQTT {} of {}",
+            self.ike_back, self.ike_expected, self.mqtt_back, self.mqtt_expected
+        )
+    }
+}
+
+/// How long after a session stamp an MQTT opening marks it as that SYN's
+/// (both are stamped while the kernel handles the one packet).
+const SYN_STAMP_SLACK_NS: u64 = 1_000_000;
+/// Session stamps kept per AP (a poll sees only the latest per CPU).
+const MAX_STAMPS: usize = 16;
+
+#[derive(Default)]
+struct Progress {
+    /// Session starts seen after the decision (IKE or an MQTT SYN).
+    stamps: Vec<u64>,
+    /// MQTT connections opened after the decision: (AP port, broker port)
+    /// → opening time.
+    mqtt_opened: HashMap<(u16, u16), u64>,
+}
+
+impl Progress {
+    /// The first session start that no MQTT opening explains: an IKE one.
+    fn ike_ns(&self) -> Option<u64> {
+        self.stamps
+            .iter()
+            .copied()
+            .filter(|stamp| {
+                !self
+                    .mqtt_opened
+                    .values()
+                    .any(|opened| opened.wrapping_sub(*stamp) <= SYN_STAMP_SLACK_NS)
+            })
+            .min()
+    }
+
+    /// The `n`th MQTT opening (1-based), in time order.
+    fn nth_mqtt(&self, n: usize) -> Option<u64> {
+        let mut opened: Vec<u64> = self.mqtt_opened.values().copied().collect();
+        opened.sort_unstable();
+        n.checked_sub(1).and_then(|i| opened.get(i).copied())
+    }
+
+    fn first_any(&self) -> Option<u64> {
+        let mqtt = self.mqtt_opened.values().min().copied();
+        match (self.ike_ns(), mqtt) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// One takeover's watch: who is expected, what came back.
+pub struct BackWatch {
+    decided_ns: u64,
+    expected: Vec<ExpectedAp>,
+    index: HashMap<IpAddr, usize>,
+    progress: Vec<Progress>,
+    /// With no AP expected (none known before): any AP that opens a
+    /// session, and when.
+    unexpected: HashMap<IpAddr, Progress>,
+}
+
+impl BackWatch {
+    /// `expected` one entry per AP (a later entry for the same address
+    /// wins); `decided_ns` the takeover decision (CLOCK_MONOTONIC).
+    pub fn new(decided_ns: u64, expected: Vec<ExpectedAp>) -> Self {
+        let mut index = HashMap::new();
+        let mut unique: Vec<ExpectedAp> = Vec::with_capacity(expected.len());
+        for ap in expected {
+            match index.get(&ap.address) {
+                Some(&i) => unique[i] = ap,
+                None => {
+                    index.insert(ap.address, unique.len());
+                    unique.push(ap);
+                }
+            }
+        }
+        let progress = unique.iter().map(|_| Progress::default()).collect();
+        Self {
+            decided_ns,
+            expected: unique,
+            index,
+            progress,
+            unexpected: HashMap::new(),
+        }
+    }
+
+    fn progress_of(&mut self, address: IpAddr) -> Option<&mut Progress> {
+        if self.expected.is_empty() {
+            return Some(self.unexpected.entry(address).or_default());
+        }
+        let i = *self.index.get(&address)?;
+        self.progress.get_mut(i)
+    }
+
+    /// The AP's latest session start as the AP table stamps it (an
+    /// IKE_SA_INIT / IKE_AUTH or an MQTT SYN from it). Stamps from before
+    /// the decision are the old term's.
+    pub fn session_started(&mut self, address: IpAddr, started_ns: u64) {
+        if started_ns < self.decided_ns {
+            return;
+        }
+        if let Some(progress) = self.progress_of(address) {
+            if !progress.stamps.contains(&started_ns) && progress.stamps.len() < MAX_STAMPS {
+                progress.stamps.push(started_ns);
+            }
+        }
+    }
+
+    /// An MQTT connection the AP opened (its SYN, `opened_ns`; 0 when the
+    /// connection was entered mid-stream, so not opened after the decision).
+    pub fn mqtt_opened(&mut self, address: IpAddr, ap_port: u16, broker_port: u16, opened_ns: u64) {
+        if opened_ns == 0 || opened_ns < self.decided_ns {
+            return;
+        }
+        if let Some(progress) = self.progress_of(address) {
+            let at = progress
+                .mqtt_opened
+                .entry((ap_port, broker_port))
+                .or_insert(opened_ns);
+            *at = (*at).min(opened_ns);
+        }
+    }
+
+    /// When AP `i` was whole again: its last expected session back; an AP
+    /// with nothing expected (only ESP or data seen) at its first session
+    /// of any kind.
+    fn back_at(&self, i: usize) -> Option<u64> {
+        let (expected, progress) = (&self.expected[i], &self.progress[i]);
+        if !expected.ike && expected.mqtt == 0 {
+            return progress.first_any();
+        }
+        let ike = if expected.ike { progress.ike_ns()? } else { 0 };
+        let mqtt = if expected.mqtt > 0 {
+            progress.nth_mqtt(expected.mqtt)?
+        } else {
+            0
+        };
+        Some(ike.max(mqtt))
+    }
+
+    /// Every expected AP is whole (or, with none expected, one came).
+    pub fn done(&self) -> bool {
+        if self.expected.is_empty() {
+            return self.unexpected.values().any(|p| p.first_any().is_some());
+        }
+        (0..self.expected.len()).all(|i| self.back_at(i).is_some())
+    }
+
+    /// When the last AP counted came back (ms after the decision).
+    pub fn last_back_ms(&self) -> Option<f64> {
+        self.detail(false).back_ms.last().copied()
+    }
+
+    /// The journal's record of this watch.
+    pub fn detail(&self, superseded: bool) -> ApsBackDetail {
+        let to_ms = |ns: u64| (ns - self.decided_ns) as f64 / 1e6;
+        if self.expected.is_empty() {
+            let mut back_ms: Vec<f64> = self
+                .unexpected
+                .values()
+                .filter_map(Progress::first_any)
+                .map(to_ms)
+                .collect();
+            back_ms.sort_by(f64::total_cmp);
+            return ApsBackDetail {
+                expected: 0,
+                back: back_ms.len(),
+                back_ms: back_ms.into_iter().take(MAX_BACK_TIMES).collect(),
+                superseded,
+                ..Default::default()
+            };
+        }
+        let mut sessions = SessionsBack::default();
+        let mut back_ms = Vec::new();
+        let mut missing = Vec::new();
+        for (i, (expected, progress)) in self.expected.iter().zip(&self.progress).enumerate() {
+            if expected.ike {
+                sessions.ike_expected += 1;
+                sessions.ike_back += usize::from(progress.ike_ns().is_some());
+            }
+            sessions.mqtt_expected += expected.mqtt;
+            sessions.mqtt_back += progress.mqtt_opened.len().min(expected.mqtt);
+            match self.back_at(i) {
+                Some(ns) => back_ms.push(to_ms(ns)),
+                None if missing.len() < MAX_MISSING_NAMED => {
+                    missing.push(describe_missing(expected, progress))
+                }
+                None => {}
+            }
+        }
+        back_ms.sort_by(f64::total_cmp);
+        ApsBackDetail {
+            expected: self.expected.len(),
+            back: back_ms.len(),
+            missing,
+            back_ms: back_ms.into_iter().take(MAX_BACK_TIMES).collect(),
+            superseded,
+            sessions: Some(sessions),
+        }
+    }
+}
+
+/// "10.0.0.5 (IKE; MQTT 1 of 3)": the AP and what of it is not back.
+fn describe_missing(expected: &ExpectedAp, progress: &Progress) -> String {
+    let mut parts = Vec::new();
+    if !expected.ike && expected.mqtt == 0 {
+        parts.push("no session".to_string());
+    }
+    if expected.ike && progress.ike_ns().is_none() {
+        parts.push("IKE".to_string());
+    }
+    if progress.mqtt_opened.len() < expected.mqtt {
+        parts.push(format!(
+            "MQTT {} of {}",
+            progress.mqtt_opened.len(),
+            expected.mqtt
+        ));
+    }
+    format!("{} ({})", expected.address, parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DECIDED: u64 = 1_000_000_000;
+
+    fn ap(last: u8, ike: bool, mqtt: usize) -> ExpectedAp {
+        ExpectedAp {
+            address: IpAddr::from([10, 0, 0, last]),
+            ike,
+            mqtt,
+        }
+    }
+
+    fn ms(n: u64) -> u64 {
+        DECIDED + n * 1_000_000
+    }
+
+    #[test]
+    fn an_ap_is_back_only_when_every_session_it_had_is_back() {
+        let a = ap(1, true, 3);
+        let mut watch = BackWatch::new(DECIDED, vec![a]);
+        watch.session_started(a.address, ms(80));
+        // The next poll: the stamp is now the MQTT SYN's.
+        watch.session_started(a.address, ms(1100) - 2_000);
+        watch.mqtt_opened(a.address, 40001, 1883, ms(1100));
+        watch.mqtt_opened(a.address, 40002, 8883, ms(1150));
+        assert!(!watch.done(), "one MQTT connection is still missing");
+        let detail = watch.detail(false);
+        assert_eq!((detail.expected, detail.back), (1, 0));
+        assert_eq!(detail.missing, ["10.0.0.1 (MQTT 2 of 3)"]);
+        assert_eq!(
+            detail.sessions,
+            Some(SessionsBack {
+                ike_expected: 1,
+                ike_back: 1,
+                mqtt_expected: 3,
+                mqtt_back: 2
+            })
+        );
+        // The same connection seen again does not count twice.
+        watch.mqtt_opened(a.address, 40002, 8883, ms(1150));
+        assert!(!watch.done());
+        watch.mqtt_opened(a.address, 40003, 1883, ms(6000));
+        assert!(watch.done());
+        let detail = watch.detail(false);
+        assert_eq!(detail.back_ms, [6000.0], "back with its last session");
+        assert!(detail.missing.is_empty());
+    }
+
+    #[test]
+    fn a_dead_tunnel_keeps_an_ap_out_whatever_its_mqtt_does() {
+        let a = ap(2, true, 1);
+        let mut watch = BackWatch::new(DECIDED, vec![a]);
+        // The MQTT SYN stamps the AP's session too, microseconds before
+        // its connection: that is not an IKE session.
+        watch.session_started(a.address, ms(1100) - 3_000);
+        watch.mqtt_opened(a.address, 40001, 1883, ms(1100));
+        // Its IKE session from the old term is not a new one.
+        watch.session_started(a.address, DECIDED - 1);
+        assert!(!watch.done());
+        assert_eq!(watch.detail(false).missing, ["10.0.0.2 (IKE)"]);
+    }
+
+    #[test]
+    fn sessions_of_the_old_term_or_entered_mid_stream_do_not_count() {
+        let a = ap(3, false, 1);
+        let mut watch = BackWatch::new(DECIDED, vec![a]);
+        watch.mqtt_opened(a.address, 40001, 1883, DECIDED - 5);
+        watch.mqtt_opened(a.address, 40002, 1883, 0);
+        assert!(!watch.done());
+        watch.mqtt_opened(a.address, 40003, 1883, ms(900));
+        assert!(watch.done());
+    }
+
+    #[test]
+    fn an_ap_with_nothing_known_counts_at_its_first_session_and_strangers_never() {
+        let quiet = ap(4, false, 0);
+        let mut watch = BackWatch::new(DECIDED, vec![quiet]);
+        watch.session_started(IpAddr::from([10, 9, 9, 9]), ms(10));
+        assert!(!watch.done(), "an AP nobody expected is not one of ours");
+        watch.mqtt_opened(quiet.address, 40001, 1883, ms(50));
+        assert!(watch.done());
+        assert_eq!(watch.detail(false).back_ms, [50.0]);
+    }
+
+    #[test]
+    fn with_no_ap_known_the_first_session_ends_the_watch() {
+        let mut watch = BackWatch::new(DECIDED, Vec::new());
+        assert!(!watch.done());
+        watch.session_started(IpAddr::from([10, 0, 0, 7]), ms(30));
+        assert!(watch.done());
+        let detail = watch.detail(true);
+        assert_eq!(
+            (detail.expected, detail.back, detail.superseded),
+            (0, 1, true)
+        );
+        assert_eq!(detail.sessions, None);
+    }
+
+    #[test]
+    fn whole_aps_are_counted_and_sessions_per_kind() {
+        let (a, b, c) = (ap(1, true, 1), ap(2, true, 2), ap(3, true, 0));
+        let mut watch = BackWatch::new(DECIDED, vec![a, b, c, a]);
+        for x in [a, b, c] {
+            watch.session_started(x.address, ms(100));
+        }
+        watch.mqtt_opened(a.address, 1, 1883, ms(1000));
+        watch.mqtt_opened(b.address, 2, 1883, ms(1000));
+        let detail = watch.detail(false);
+        assert_eq!(
+            (detail.expected, detail.back),
+            (3, 2),
+            "a duplicate is one AP"
+        );
+        assert_eq!(detail.missing, ["10.0.0.2 (MQTT 1 of 2)"]);
+        let sessions = detail.sessions.expect("per kind");
+        assert_eq!((sessions.ike_expected, sessions.ike_back), (3, 3));
+        assert_eq!((sessions.mqtt_expected, sessions.mqtt_back), (3, 2));
+    }
+}
