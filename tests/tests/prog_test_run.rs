@@ -336,3 +336,88 @@ fn the_mqtt_table_keeps_every_connection_and_where_it_stands() {
         ]
     );
 }
+
+/// The verifier walks every path through the program, up to a million
+/// instructions; past that the kernel refuses to load it (E2BIG) and the
+/// daemon cannot start. At 99.5 % of that budget (2026-12-07, before the
+/// checksum went through the kernel's helper) any branch added tipped it
+/// over, and an older kernel, which prunes less, might refuse it outright.
+/// Keep a margin: a change that eats it must pay for itself elsewhere.
+#[test]
+fn the_monitor_keeps_a_margin_under_the_verifiers_budget() {
+    const BUDGET: u32 = 1_000_000;
+    const MARGIN_LIMIT: u32 = 600_000;
+    let monitor = KernelMonitor::load().expect("load");
+    let program: &aya::programs::Xdp = monitor
+        .ebpf
+        .program(wimark_ha_common::abi::PROGRAM_NAME)
+        .expect("the monitor program")
+        .try_into()
+        .expect("an XDP program");
+    let verified = program
+        .info()
+        .expect("program info")
+        .verified_instruction_count()
+        .expect("the kernel reports verified instructions since Linux 5.16; this one does not");
+    println!("verifier: {verified} of {BUDGET} instructions");
+    assert!(
+        verified <= MARGIN_LIMIT,
+        "the verifier processed {verified} of {BUDGET} instructions to load the monitor (keep it under {MARGIN_LIMIT})"
+    );
+}
+
+/// The kernel sums a VRRP message with its checksum helper in chunks of
+/// 512, 512, then 256 down to 4 bytes; userspace word by word. Every chunk
+/// size, up to the longest message (255 IPv4 or 64 IPv6 addresses), valid
+/// and with one bit flipped in the last address, over IPv4 with and without
+/// the pseudo-header and over IPv6: the kernel counts what userspace does.
+#[test]
+fn kernel_checksums_every_message_length_as_userspace_does() {
+    use wimark_ha_common::abi::TrafficCounter;
+    let monitor = KernelMonitor::load().expect("load");
+    let check = |frame: &[u8], what: &str, want: Counter| {
+        let before: Vec<TrafficCounter> = monitor.counters().expect("counters").to_vec();
+        monitor.run(frame, 1).expect("test run");
+        let after: Vec<TrafficCounter> = monitor.counters().expect("counters").to_vec();
+        assert_eq!(classify(frame).counter(), want, "{what}: userspace");
+        assert_eq!(
+            delta(&before, &after),
+            vec![(want, 1, frame.len() as u64)],
+            "{what}: kernel"
+        );
+    };
+    let mut tried = 0;
+    for count in [1u8, 2, 3, 5, 7, 13, 31, 63, 64, 127, 128, 191, 254, 255] {
+        let addresses = (0..count)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(10, 10, i / 100, i)))
+            .collect();
+        let advert = frames::v3_advert(100, 1000, addresses);
+        for mode in [ChecksumMode::WithPseudoHeader, ChecksumMode::WithoutPseudoHeader] {
+            let mut frame = frames::vrrp_v4_frame(&advert, SERVER_A, 255, mode, &[]);
+            check(&frame, &format!("IPv4, {count} addresses, {mode:?}"), Counter::VrrpValid);
+            *frame.last_mut().expect("not empty") ^= 0x01;
+            check(
+                &frame,
+                &format!("IPv4, {count} addresses, {mode:?}, a bit flipped"),
+                Counter::VrrpInvalidChecksum,
+            );
+            tried += 2;
+        }
+    }
+    for count in [1u8, 2, 3, 15, 16, 31, 32, 33, 63, 64] {
+        let addresses = (0..count)
+            .map(|i| IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, u16::from(i))))
+            .collect();
+        let advert = frames::v3_advert(100, 1000, addresses);
+        let mut frame = frames::vrrp_v6_frame(&advert, "fe80::1".parse().expect("address"), 255);
+        check(&frame, &format!("IPv6, {count} addresses"), Counter::VrrpValid);
+        *frame.last_mut().expect("not empty") ^= 0x80;
+        check(
+            &frame,
+            &format!("IPv6, {count} addresses, a bit flipped"),
+            Counter::VrrpInvalidChecksum,
+        );
+        tried += 2;
+    }
+    assert_eq!(tried, 76);
+}

@@ -63,6 +63,28 @@ pub trait Frame {
     fn frame_len(&self) -> usize;
     /// `N` bytes starting at `offset`, or `None` if the frame is shorter.
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+
+    /// One's-complement sum of the big-endian 16-bit words of the `length`
+    /// bytes at `offset` (`length` a multiple of 4, at most
+    /// [`VRRP_MAX_LEN`]); any value congruent modulo 0xffff will do, the
+    /// caller folds it. `None` if the frame ends first. The XDP program
+    /// overrides it with the kernel's checksum helper: a word-by-word loop
+    /// is up to 520 iterations the verifier walks once for every way into
+    /// it (VLAN tags, IPv6 extension headers), which took most of its
+    /// million-instruction budget.
+    #[inline(always)]
+    fn sum_words(&self, offset: usize, length: usize) -> Option<u32> {
+        let mut sum: u32 = 0;
+        let mut i = 0;
+        while i < VRRP_MAX_LEN {
+            if i >= length {
+                break;
+            }
+            sum += u32::from(be16(self.load::<2>(offset + i)?));
+            i += 2;
+        }
+        Some(sum)
+    }
 }
 
 impl Frame for [u8] {
@@ -622,7 +644,7 @@ pub fn check_vrrp<F: Frame + ?Sized>(
     if h[3] == 0 {
         return Err(DecodeError::AddressCount.into());
     }
-    let Some(sum) = sum_words(frame, offset, length) else {
+    let Some(sum) = frame.sum_words(offset, length) else {
         // The frame ends before the IP header says the message does.
         return Err(DecodeError::Length.into());
     };
@@ -662,21 +684,6 @@ pub fn check_vrrp<F: Frame + ?Sized>(
         interval_ms,
         auth_offset,
     })
-}
-
-/// One's-complement sum of `length` bytes (`length` even, ≤ VRRP_MAX_LEN).
-#[inline(always)]
-fn sum_words<F: Frame + ?Sized>(frame: &F, offset: usize, length: usize) -> Option<u32> {
-    let mut sum: u32 = 0;
-    let mut i = 0;
-    while i < VRRP_MAX_LEN {
-        if i >= length {
-            break;
-        }
-        sum += u32::from(be16(frame.load::<2>(offset + i)?));
-        i += 2;
-    }
-    Some(sum)
 }
 
 #[inline(always)]
