@@ -182,9 +182,10 @@ fn kernel_keeps_the_peer_table_and_reports_changes() {
         .all(|w| w[0].timestamp_ns <= w[1].timestamp_ns));
 }
 
-/// "The AP is back" is stamped per AP by the kernel, precisely, and only by
-/// a packet that opens a session (IKE_SA_INIT / IKE_AUTH, MQTT SYN): ESP,
-/// a DPD or a data segment leave the stamp alone.
+/// "The AP is back" is stamped by the kernel, precisely, and only by a
+/// packet that opens a session: an IKE_SA_INIT / IKE_AUTH stamps the AP's
+/// IKE session, an MQTT SYN its connection's entry (not the IKE stamp);
+/// ESP, a DPD or a data segment leave both alone.
 #[test]
 fn a_session_start_is_stamped_per_ap_and_nothing_else_is() {
     let monitor = KernelMonitor::load().expect("load");
@@ -194,7 +195,7 @@ fn a_session_start_is_stamped_per_ap_and_nothing_else_is() {
             .expect("AP table")
             .into_iter()
             .find(|a| a.address == IpBytes::v4(ap.octets()))
-            .map(|a| a.session_ns)
+            .map(|a| a.ike_session_ns)
     };
     let mut esp_in_udp = vec![0x12, 0x34, 0x56, 0x78];
     esp_in_udp.extend([0; 24]);
@@ -241,9 +242,27 @@ fn a_session_start_is_stamped_per_ap_and_nothing_else_is() {
             1,
         )
         .expect("MQTT SYN");
+    let after_syn = wimark_ha::clock::monotonic_now_ns();
+    assert_eq!(
+        session_ns(&monitor),
+        Some(stamp),
+        "an MQTT SYN is not an IKE session"
+    );
+    let opened: Vec<(u16, u64)> = wimark_ha::monitor::read_mqtt(&monitor.ebpf)
+        .expect("MQTT table")
+        .into_iter()
+        .filter(|(key, _)| key.ap == IpBytes::v4(ap.octets()))
+        .map(|(key, connection)| (key.ap_port, connection.opened_ns))
+        .collect();
     assert!(
-        session_ns(&monitor).expect("in the table") > stamp,
-        "a SYN stamps it"
+        opened
+            .iter()
+            .any(|(port, ns)| *port == 40002 && (after..=after_syn).contains(ns)),
+        "the SYN stamps its connection: {opened:?}"
+    );
+    assert!(
+        opened.iter().any(|(port, ns)| *port == 40001 && *ns == 0),
+        "a connection entered mid-stream was not opened now: {opened:?}"
     );
 }
 

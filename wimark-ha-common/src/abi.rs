@@ -287,8 +287,9 @@ pub struct ApSlot {
     pub packets: u64,
     pub bytes: u64,
     /// CLOCK_MONOTONIC (precise) of the latest packet with which the AP
-    /// (re)opened a session: IKE_SA_INIT / IKE_AUTH, or a SYN to the broker.
-    pub session_ns: u64,
+    /// (re)opened an IKE session: IKE_SA_INIT / IKE_AUTH from it. (An MQTT
+    /// connection's opening is its entry's `opened_ns` in the MQTT table.)
+    pub ike_session_ns: u64,
 }
 
 /// Key of the MQTT connection table: one connection an AP opened to a

@@ -417,7 +417,7 @@ fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, session: bool, bytes: u
                 last_seen_ns: 0,
                 packets: 0,
                 bytes: 0,
-                session_ns: 0,
+                ike_session_ns: 0,
             };
             victim
         };
@@ -426,12 +426,13 @@ fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, session: bool, bytes: u
         (*slot).bytes += bytes;
         // What the new master needs to reach this AP's sessions after a
         // takeover (synced to the peer): the latest ports win.
-        // Rare (a session start): the precise clock is affordable here.
-        if session {
-            (*slot).session_ns = bpf_ktime_get_ns();
-        }
         if matches!(class, ApClass::Ike | ApClass::NatT) {
             (*slot).ike_port = ap_port;
+            // Rare (an IKE session start): the precise clock is affordable
+            // here. An MQTT SYN stamps its connection in the MQTT table.
+            if session {
+                (*slot).ike_session_ns = bpf_ktime_get_ns();
+            }
         }
     }
 }

@@ -216,8 +216,8 @@ pub async fn run(
 }
 
 /// Watches one takeover until every expected AP has every session back (the
-/// XDP program stamps each AP's session starts, and each MQTT connection's
-/// SYN; [`BackWatch`] decides), [`APS_BACK_WAIT`] passes, or
+/// XDP program stamps each AP's IKE_SA_INIT / IKE_AUTH, and each MQTT
+/// connection's SYN; [`BackWatch`] decides), [`APS_BACK_WAIT`] passes, or
 /// the next takeover of the instance cuts it short; then writes its one
 /// journal entry. With no AP expected (none known before), the first AP
 /// that opens a session ends it. Each poll costs one AP-table read and one
@@ -257,8 +257,8 @@ async fn watch_aps(
             },
             Err(_) => Default::default(),
         };
-        for ap in aps.into_iter().filter(|ap| ap.session_ns != 0) {
-            watch.session_started(IpAddr::from(ap.address), ap.session_ns);
+        for ap in aps.into_iter().filter(|ap| ap.ike_session_ns != 0) {
+            watch.ike_session(IpAddr::from(ap.address), ap.ike_session_ns);
         }
         for (key, connection) in connections {
             watch.mqtt_opened(

@@ -68,9 +68,9 @@ pub struct ApSeen {
     pub bytes: u64,
     /// The AP's latest IKE / NAT-T source port (0: none seen).
     pub ike_port: u16,
-    /// The latest session start (IKE_SA_INIT / IKE_AUTH, MQTT SYN) from
-    /// it, precise CLOCK_MONOTONIC ns; 0: none seen.
-    pub session_ns: u64,
+    /// The latest IKE session start (IKE_SA_INIT / IKE_AUTH) from it,
+    /// precise CLOCK_MONOTONIC ns; 0: none seen.
+    pub ike_session_ns: u64,
 }
 
 /// The AP table with each AP's per-CPU slots merged: packets and bytes
@@ -93,7 +93,7 @@ pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<ApSeen>, MonitorError> {
                 seen.ike_port = slot.ike_port;
             }
             seen.last_seen_ns = seen.last_seen_ns.max(slot.last_seen_ns);
-            seen.session_ns = seen.session_ns.max(slot.session_ns);
+            seen.ike_session_ns = seen.ike_session_ns.max(slot.ike_session_ns);
             seen.packets += slot.packets;
             seen.bytes += slot.bytes;
         }

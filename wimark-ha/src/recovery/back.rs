@@ -1,16 +1,6 @@
 //! Which APs came back after a takeover, session by session. Sans-IO: the
-//! daemon feeds in what the XDP tables show (each AP's latest session
+//! daemon feeds in what the XDP tables show (each AP's latest IKE session
 //! start, each MQTT connection it opened) and reads the verdict.
-//!
-//! The AP table's session stamp is set by an IKE_SA_INIT / IKE_AUTH from the
-//! AP *or* by its SYN to the broker; the same SYN stamps its connection in
-//! the MQTT table a few microseconds later. A session stamp with no MQTT
-//! opening of that AP just after it is therefore an IKE session. (Stamping
-//! IKE alone in the kernel would be simpler, but the program is at 99.5 %
-//! of the verifier's budget: see `cargo xtask bench xdp`.) What this
-//! misses: an IKE session followed by an MQTT SYN of the same AP on the
-//! same CPU before the next poll (the stamp is overwritten) — the AP is
-//! then reported with its IKE missing until it opens another.
 //!
 //! Owns: the rule "an AP is back when every session it had before the
 //! failure is back" — its IKE_SA (when IKE was seen from it) and as many
@@ -65,36 +55,16 @@ impl std::fmt::Display for SessionsBack {
     }
 }
 
-/// How long after a session stamp an MQTT opening marks it as that SYN's
-/// (both are stamped while the kernel handles the one packet).
-const SYN_STAMP_SLACK_NS: u64 = 1_000_000;
-/// Session stamps kept per AP (a poll sees only the latest per CPU).
-const MAX_STAMPS: usize = 16;
-
 #[derive(Default)]
 struct Progress {
-    /// Session starts seen after the decision (IKE or an MQTT SYN).
-    stamps: Vec<u64>,
+    /// The first IKE session start seen after the decision.
+    ike_ns: Option<u64>,
     /// MQTT connections opened after the decision: (AP port, broker port)
     /// → opening time.
     mqtt_opened: HashMap<(u16, u16), u64>,
 }
 
 impl Progress {
-    /// The first session start that no MQTT opening explains: an IKE one.
-    fn ike_ns(&self) -> Option<u64> {
-        self.stamps
-            .iter()
-            .copied()
-            .filter(|stamp| {
-                !self
-                    .mqtt_opened
-                    .values()
-                    .any(|opened| opened.wrapping_sub(*stamp) <= SYN_STAMP_SLACK_NS)
-            })
-            .min()
-    }
-
     /// The `n`th MQTT opening (1-based), in time order.
     fn nth_mqtt(&self, n: usize) -> Option<u64> {
         let mut opened: Vec<u64> = self.mqtt_opened.values().copied().collect();
@@ -104,7 +74,7 @@ impl Progress {
 
     fn first_any(&self) -> Option<u64> {
         let mqtt = self.mqtt_opened.values().min().copied();
-        match (self.ike_ns(), mqtt) {
+        match (self.ike_ns, mqtt) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -155,17 +125,15 @@ impl BackWatch {
         self.progress.get_mut(i)
     }
 
-    /// The AP's latest session start as the AP table stamps it (an
-    /// IKE_SA_INIT / IKE_AUTH or an MQTT SYN from it). Stamps from before
-    /// the decision are the old term's.
-    pub fn session_started(&mut self, address: IpAddr, started_ns: u64) {
+    /// The AP's latest IKE session start (IKE_SA_INIT / IKE_AUTH from it).
+    /// Stamps from before the decision are the old term's; the first after
+    /// it counts.
+    pub fn ike_session(&mut self, address: IpAddr, started_ns: u64) {
         if started_ns < self.decided_ns {
             return;
         }
         if let Some(progress) = self.progress_of(address) {
-            if !progress.stamps.contains(&started_ns) && progress.stamps.len() < MAX_STAMPS {
-                progress.stamps.push(started_ns);
-            }
+            progress.ike_ns = Some(progress.ike_ns.map_or(started_ns, |t| t.min(started_ns)));
         }
     }
 
@@ -192,7 +160,7 @@ impl BackWatch {
         if !expected.ike && expected.mqtt == 0 {
             return progress.first_any();
         }
-        let ike = if expected.ike { progress.ike_ns()? } else { 0 };
+        let ike = if expected.ike { progress.ike_ns? } else { 0 };
         let mqtt = if expected.mqtt > 0 {
             progress.nth_mqtt(expected.mqtt)?
         } else {
@@ -239,7 +207,7 @@ impl BackWatch {
         for (i, (expected, progress)) in self.expected.iter().zip(&self.progress).enumerate() {
             if expected.ike {
                 sessions.ike_expected += 1;
-                sessions.ike_back += usize::from(progress.ike_ns().is_some());
+                sessions.ike_back += usize::from(progress.ike_ns.is_some());
             }
             sessions.mqtt_expected += expected.mqtt;
             sessions.mqtt_back += progress.mqtt_opened.len().min(expected.mqtt);
@@ -269,7 +237,7 @@ fn describe_missing(expected: &ExpectedAp, progress: &Progress) -> String {
     if !expected.ike && expected.mqtt == 0 {
         parts.push("no session".to_string());
     }
-    if expected.ike && progress.ike_ns().is_none() {
+    if expected.ike && progress.ike_ns.is_none() {
         parts.push("IKE".to_string());
     }
     if progress.mqtt_opened.len() < expected.mqtt {
@@ -304,9 +272,9 @@ mod tests {
     fn an_ap_is_back_only_when_every_session_it_had_is_back() {
         let a = ap(1, true, 3);
         let mut watch = BackWatch::new(DECIDED, vec![a]);
-        watch.session_started(a.address, ms(80));
-        // The next poll: the stamp is now the MQTT SYN's.
-        watch.session_started(a.address, ms(1100) - 2_000);
+        watch.ike_session(a.address, ms(80));
+        // A later IKE session (a rekey) does not move its time back.
+        watch.ike_session(a.address, ms(900));
         watch.mqtt_opened(a.address, 40001, 1883, ms(1100));
         watch.mqtt_opened(a.address, 40002, 8883, ms(1150));
         assert!(!watch.done(), "one MQTT connection is still missing");
@@ -336,12 +304,9 @@ mod tests {
     fn a_dead_tunnel_keeps_an_ap_out_whatever_its_mqtt_does() {
         let a = ap(2, true, 1);
         let mut watch = BackWatch::new(DECIDED, vec![a]);
-        // The MQTT SYN stamps the AP's session too, microseconds before
-        // its connection: that is not an IKE session.
-        watch.session_started(a.address, ms(1100) - 3_000);
         watch.mqtt_opened(a.address, 40001, 1883, ms(1100));
         // Its IKE session from the old term is not a new one.
-        watch.session_started(a.address, DECIDED - 1);
+        watch.ike_session(a.address, DECIDED - 1);
         assert!(!watch.done());
         assert_eq!(watch.detail(false).missing, ["10.0.0.2 (IKE)"]);
     }
@@ -361,7 +326,7 @@ mod tests {
     fn an_ap_with_nothing_known_counts_at_its_first_session_and_strangers_never() {
         let quiet = ap(4, false, 0);
         let mut watch = BackWatch::new(DECIDED, vec![quiet]);
-        watch.session_started(IpAddr::from([10, 9, 9, 9]), ms(10));
+        watch.ike_session(IpAddr::from([10, 9, 9, 9]), ms(10));
         assert!(!watch.done(), "an AP nobody expected is not one of ours");
         watch.mqtt_opened(quiet.address, 40001, 1883, ms(50));
         assert!(watch.done());
@@ -372,7 +337,7 @@ mod tests {
     fn with_no_ap_known_the_first_session_ends_the_watch() {
         let mut watch = BackWatch::new(DECIDED, Vec::new());
         assert!(!watch.done());
-        watch.session_started(IpAddr::from([10, 0, 0, 7]), ms(30));
+        watch.ike_session(IpAddr::from([10, 0, 0, 7]), ms(30));
         assert!(watch.done());
         let detail = watch.detail(true);
         assert_eq!(
@@ -387,7 +352,7 @@ mod tests {
         let (a, b, c) = (ap(1, true, 1), ap(2, true, 2), ap(3, true, 0));
         let mut watch = BackWatch::new(DECIDED, vec![a, b, c, a]);
         for x in [a, b, c] {
-            watch.session_started(x.address, ms(100));
+            watch.ike_session(x.address, ms(100));
         }
         watch.mqtt_opened(a.address, 1, 1883, ms(1000));
         watch.mqtt_opened(b.address, 2, 1883, ms(1000));
