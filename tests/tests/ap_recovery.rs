@@ -60,16 +60,7 @@ fn the_new_masters_ike_initiation_brings_stale_ap_tunnels_back() {
     const APS: u8 = 3;
     let lab = ApLab::new(APS).expect("lab");
     let scratch = Scratch::new("ike-recovery");
-    ip(&[
-        "-n",
-        &lab.a,
-        "addr",
-        "add",
-        &format!("{VIP}/24"),
-        "dev",
-        "eth1",
-    ])
-    .expect("VIP on A");
+    lab.vip_on_a().expect("VIP on A");
     let (mut charon_a, charon_b) = lab.responders(&scratch.0).expect("responders");
     let ap_charons = lab
         .start_aps(&scratch.0, ApIke::Defaults)
@@ -174,7 +165,7 @@ fn an_ap_behind_a_nat_gets_its_tunnel_back_from_the_new_masters_nat_t_port() {
     require_root("an AP lab with strongSwan behind a NAT router");
     let lab = ApLab::behind_nat(1).expect("lab");
     let scratch = Scratch::new("ike-nat");
-    ip(&["-n", &lab.a, "addr", "add", &format!("{VIP}/24"), "dev", "eth1"]).expect("VIP on A");
+    lab.vip_on_a().expect("VIP on A");
     let (mut charon_a, charon_b) = lab.responders(&scratch.0).expect("responders");
     let ap_charons = lab
         .start_aps(&scratch.0, ApIke::Defaults)

@@ -110,16 +110,7 @@ fn every_mqtt_connection_behind_a_nat_comes_back_with_its_own_numbers() {
     const LIMIT: Duration = Duration::from_millis(1500);
     let lab = ApLab::behind_nat(2).expect("lab");
     let scratch = Scratch::new("mqtt-nat");
-    ip(&[
-        "-n",
-        &lab.a,
-        "addr",
-        "add",
-        &format!("{VIP}/24"),
-        "dev",
-        "eth1",
-    ])
-    .expect("VIP on A");
+    lab.vip_on_a().expect("VIP on A");
     // The monitors see every connection from its SYN.
     let monitors = [attach(&lab.a), attach(&lab.b)];
     let mqtt = Mqtt::start_clients(&lab, &scratch.0.join("mqtt"), &KEEPALIVES)

@@ -146,6 +146,12 @@ impl ApLab {
 pub const NAT_PUBLIC: &str = "10.77.0.200";
 
 impl ApLab {
+    /// The VIP on server A (`eth1`), as a master would hold it.
+    pub fn vip_on_a(&self) -> Result<()> {
+        crate::lab::ip(&["-n", &self.a, "addr", "add", &format!("{VIP}/24"), "dev", "eth1"])
+            .map(|_| ())
+    }
+
     /// charon responders on both servers (files under `dir`), for `vip`.
     pub fn responders(&self, dir: &Path) -> Result<(Charon, Charon)> {
         let a = Charon::start(&self.a, &dir.join("charon-a"))?;

@@ -1,13 +1,9 @@
 //! keepalived's keywords mapped to wimark-ha's config, section by section;
 //! what has no equivalent is written as a comment naming keyword and line.
 
-use super::*;
 use super::from_env::{peers_from_env, roles_from_env};
-
-/// A TOML string literal.
-pub(super) fn quoted(text: &str) -> String {
-    toml::Value::String(text.to_string()).to_string()
-}
+use super::output::{quoted, Output};
+use super::*;
 
 /// keepalived's seconds (`1`, `0.01`) as a wimark-ha duration.
 pub(super) fn seconds(text: &str) -> Option<String> {
@@ -23,33 +19,6 @@ pub(super) fn seconds(text: &str) -> Option<String> {
     })
 }
 
-/// The output being written: config lines and the comments beside them.
-pub(super) struct Output {
-    text: String,
-    /// `# not carried over` notes of the current section, written after it.
-    notes: Vec<String>,
-}
-
-impl Output {
-    pub(super) fn line(&mut self, line: impl AsRef<str>) {
-        self.text.push_str(line.as_ref());
-        self.text.push('\n');
-    }
-
-    pub(super) fn not_carried(&mut self, statement: &Statement, why: &str) {
-        self.notes.push(format!(
-            "# not carried over (line {}): `{}` — {why}",
-            statement.line,
-            statement.text()
-        ));
-    }
-
-    fn flush_notes(&mut self) {
-        for note in std::mem::take(&mut self.notes) {
-            self.line(note);
-        }
-    }
-}
 
 /// Converts a parsed keepalived config; `source` names it in the header.
 pub fn convert(statements: &[Statement], source: &Path, env: Option<&VendorEnv>) -> String {

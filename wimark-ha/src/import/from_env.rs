@@ -4,7 +4,7 @@
 //!
 //! Owns: those sections. Must not: read keepalived's keywords (convert.rs).
 
-use super::convert::{quoted, Output};
+use super::output::{quoted, Output};
 use super::*;
 
 /// A multicast instance's `peers` from the vendor's `SECOND_IP`: a pair

@@ -15,6 +15,7 @@ use std::{
 mod convert;
 mod env;
 mod from_env;
+mod output;
 mod syntax;
 
 pub use convert::convert;
