@@ -79,20 +79,6 @@ pub struct MqttSession {
 const TCP_HEADER: usize = 20;
 const FLAG_ACK: u8 = 0x10;
 
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn add_words(sum: &mut u32, bytes: &[u8]) {
-    for pair in bytes.chunks(2) {
-        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-        *sum += u32::from(word);
-    }
-}
-
 /// The TCP header (no options, no data) of a bare ACK from `source` to
 /// `destination`, its checksum over the pseudo-header included. `None` when
 /// the two are of different families.
@@ -110,24 +96,24 @@ pub fn ack_segment(
     segment[12] = (TCP_HEADER as u8 / 4) << 4;
     segment[13] = FLAG_ACK;
     segment[14..16].copy_from_slice(&1024u16.to_be_bytes());
-    let mut sum = 0u32;
+    // The pseudo-header (addresses, protocol, length) and the segment: the
+    // IPv6 form (RFC 8200 §8.1) sums to the same words as the IPv4 one.
+    let mut summed: Vec<u8> = Vec::with_capacity(2 * 16 + 4 + TCP_HEADER);
     match (source.ip(), destination.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            add_words(&mut sum, &s.octets());
-            add_words(&mut sum, &d.octets());
-            sum += u32::from(libc::IPPROTO_TCP as u16);
-            sum += TCP_HEADER as u32;
+            summed.extend(s.octets());
+            summed.extend(d.octets());
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            add_words(&mut sum, &s.octets());
-            add_words(&mut sum, &d.octets());
-            sum += TCP_HEADER as u32;
-            sum += u32::from(libc::IPPROTO_TCP as u16);
+            summed.extend(s.octets());
+            summed.extend(d.octets());
         }
         _ => return None,
     }
-    add_words(&mut sum, &segment);
-    segment[16..18].copy_from_slice(&fold(sum).to_be_bytes());
+    summed.extend([0, libc::IPPROTO_TCP as u8, 0, TCP_HEADER as u8]);
+    summed.extend(segment);
+    let checksum = wimark_ha_common::classify::internet_checksum(&summed, None);
+    segment[16..18].copy_from_slice(&checksum.to_be_bytes());
     Some(segment)
 }
 
@@ -281,6 +267,22 @@ pub async fn kick(vip: IpAddr, connections: &[(IpAddr, MqttSession)]) -> KickRep
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A receiver's check written apart from the sender's sum, so that
+    // one mistake made twice does not pass.
+    fn fold(mut sum: u32) -> u16 {
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    fn add_words(sum: &mut u32, bytes: &[u8]) {
+        for pair in bytes.chunks(2) {
+            let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+            *sum += u32::from(word);
+        }
+    }
 
     /// The RFC 1071 sum over the pseudo-header and the segment, as a
     /// receiver checks it: all ones.

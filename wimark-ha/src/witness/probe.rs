@@ -40,14 +40,7 @@ pub async fn peer_answers(peers: Vec<IpAddr>, timeout: Duration) -> Option<bool>
 }
 
 fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    wimark_ha_common::classify::internet_checksum(bytes, None)
 }
 
 /// Echo types: request and reply, ICMP (RFC 792) and ICMPv6 (RFC 4443).
