@@ -317,3 +317,43 @@ fn kernel_diagnostics_only_with_log_level_debug() {
         }
     }
 }
+
+/// Under systemd stderr is the journal, named by `$JOURNAL_STREAM`
+/// (device:inode): then the error line carries its syslog priority (`<3>`),
+/// so `journalctl -p err` shows it; anywhere else it stays plain, and a
+/// `$JOURNAL_STREAM` inherited by a process whose stderr went elsewhere is
+/// not believed.
+#[test]
+fn an_error_reaches_the_journal_at_priority_err() {
+    use std::os::unix::fs::MetadataExt as _;
+    let scratch = wimark_ha_tests::Scratch::new("journal-priority");
+    let run = |journal_stream: Option<&str>| -> String {
+        let path = scratch.0.join("stderr");
+        let file = std::fs::File::create(&path).expect("stderr file");
+        let stat = std::fs::metadata(&path).expect("stat");
+        let named = format!("{}:{}", stat.dev(), stat.ino());
+        let mut command = Command::new(wimark_ha_bin());
+        command
+            .args(["run", "--config", "/nonexistent/wimark-ha.toml"])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .env_remove("JOURNAL_STREAM");
+        match journal_stream {
+            Some("this file") => command.env("JOURNAL_STREAM", &named),
+            Some(other) => command.env("JOURNAL_STREAM", other),
+            None => &mut command,
+        };
+        let status = command.status().expect("wimark-ha run");
+        assert!(!status.success(), "a missing config must fail");
+        std::fs::read_to_string(&path).expect("stderr")
+    };
+    let journal = run(Some("this file"));
+    assert!(
+        journal.starts_with("<3>wimark-ha: error: ") && journal.contains("/nonexistent/wimark-ha.toml"),
+        "{journal:?}"
+    );
+    let plain = run(None);
+    assert!(plain.starts_with("wimark-ha: error: "), "{plain:?}");
+    let inherited = run(Some("1:2"));
+    assert!(inherited.starts_with("wimark-ha: error: "), "{inherited:?}");
+}

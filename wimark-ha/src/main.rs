@@ -13,8 +13,14 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // One line: what is wrong and what to do (the context chain).
-            eprintln!("wimark-ha: error: {error:#}");
+            // One line: what is wrong and what to do (the context chain);
+            // in the journal at priority "err".
+            let priority = if wimark_ha::cli::journal::stderr_is_journal() {
+                "<3>"
+            } else {
+                ""
+            };
+            eprintln!("{priority}wimark-ha: error: {error:#}");
             ExitCode::FAILURE
         }
     }

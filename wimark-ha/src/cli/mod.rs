@@ -8,12 +8,14 @@ mod doctor;
 mod history;
 mod ike_initiate;
 mod import_keepalived;
+pub mod journal;
 mod stats;
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// wimark-ha: Active–Standby failover for the Wimark One Wi-Fi controller.
 ///
@@ -129,7 +131,8 @@ pub enum Command {
 
 impl Cli {
     /// Logs go to stderr so `--json` output on stdout stays clean; plain text
-    /// unless stderr is a terminal.
+    /// unless stderr is a terminal; with syslog priorities and without our
+    /// timestamps when stderr is the journal ([`journal`]).
     /// `RUST_LOG` overrides --log-level. The level applies to our own code and
     /// to the XDP program's messages (target `wimark_ha_ebpf`); libraries stay
     /// at `warn` so `debug` shows our diagnostics, not aya's loader chatter.
@@ -154,14 +157,23 @@ impl Cli {
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_ansi(colour);
-        if matches!(self.command, Command::Run(_)) {
+        let (writer, guard) = if matches!(self.command, Command::Run(_)) {
             let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-            builder.with_writer(writer).init();
-            Some(guard)
+            (BoxMakeWriter::new(writer), Some(guard))
         } else {
-            builder.with_writer(std::io::stderr).init();
-            None
+            (BoxMakeWriter::new(std::io::stderr), None)
+        };
+        // In the journal: each line's syslog priority, and journald's
+        // timestamp instead of ours.
+        if journal::stderr_is_journal() {
+            builder
+                .event_format(journal::JournalFormat)
+                .with_writer(writer)
+                .init();
+        } else {
+            builder.with_writer(writer).init();
         }
+        guard
     }
 
     pub fn run(self) -> anyhow::Result<()> {
