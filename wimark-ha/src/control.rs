@@ -95,8 +95,7 @@ pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 
 /// Serves requests until the task is dropped.
 pub async fn serve(listener: tokio::net::UnixListener, handler: Handler) {
-    // SAFETY: no preconditions.
-    let our_uid = unsafe { libc::geteuid() };
+    let our_uid = nix::unistd::geteuid().as_raw();
     let mut accept_failing = crate::storm::Storm::new(Duration::from_secs(60));
     loop {
         let stream = match listener.accept().await {

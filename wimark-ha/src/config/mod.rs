@@ -106,8 +106,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             meta.len()
         )));
     }
-    // SAFETY: no preconditions.
-    let our_uid = unsafe { libc::geteuid() };
+    let our_uid = nix::unistd::geteuid().as_raw();
     if meta.uid() != 0 && meta.uid() != our_uid {
         return Err(file_error(format!(
             "is owned by uid {}: it names programs the daemon runs as root, so only root may own it; chown root {}",

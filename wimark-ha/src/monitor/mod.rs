@@ -209,13 +209,9 @@ pub(crate) fn monitor_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, MonitorError>
 }
 
 fn raise_memlock_limit() {
-    let limit = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: plain syscall with a valid pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
-        tracing::debug!("setrlimit(MEMLOCK) failed: {}", io::Error::last_os_error());
+    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    if let Err(error) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        tracing::debug!("setrlimit(MEMLOCK) failed: {error}");
     }
 }
 

@@ -87,8 +87,10 @@ pub(super) async fn supervise(
                         };
                         if let Some(pid) = pid {
                             // Its leftover children go with it.
-                            // SAFETY: kill(2) of the group we created.
-                            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                            let _ = nix::sys::signal::killpg(
+                                nix::unistd::Pid::from_raw(pid as i32),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
                         }
                         tracing::warn!(process = %name, "role-bound process died ({how}); starting it again in {backoff:?}");
                         update_process(&status, &name, |p| {
@@ -99,18 +101,17 @@ pub(super) async fn supervise(
                         });
                     }
                     _ = stop.changed() => {
-                        let group = pid.map(|pid| -(pid as i32));
+                        // The process group we created for it.
+                        let group = pid.map(|pid| nix::unistd::Pid::from_raw(pid as i32));
                         if let Some(group) = group {
-                            // SAFETY: kill(2) of the group we created.
-                            unsafe { libc::kill(group, libc::SIGTERM) };
+                            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
                         }
                         if tokio::time::timeout(PROCESS_STOP_GRACE, child.wait()).await.is_err() {
                             let _ = child.kill().await;
                         }
                         if let Some(group) = group {
                             // Nothing of it may outlive mastership.
-                            // SAFETY: as above.
-                            unsafe { libc::kill(group, libc::SIGKILL) };
+                            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
                         }
                         update_process(&status, &name, |p| {
                             p.running = false;

@@ -300,10 +300,9 @@ fn subscribe() -> std::io::Result<Socket> {
             let path = path.clone();
             move || {
                 let namespace = std::fs::File::open(&path)?;
-                // SAFETY: setns on this short-lived thread only.
-                if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                // On this short-lived thread only.
+                nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
                 subscribe_here()
             }
         })
