@@ -155,6 +155,33 @@ fn the_package_installs_into_a_fresh_debian_root_and_the_unit_verifies() {
         .0
         .join("usr/share/doc/wimark-ha/operator-guide.md")
         .is_file());
+    // The man page the unit's Documentation= names, and the completions,
+    // generated from the binary's own command line.
+    for file in [
+        "usr/share/man/man8/wimark-ha.8.gz",
+        "usr/share/bash-completion/completions/wimark-ha",
+        "usr/share/zsh/vendor-completions/_wimark-ha",
+        "usr/share/fish/vendor_completions.d/wimark-ha.fish",
+    ] {
+        let path = root.0.join(file);
+        let size = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{file} is not installed: {e}"))
+            .len();
+        assert!(size > 200, "{file}: {size} bytes");
+    }
+    let page = run(Command::new("sh").arg("-c").arg(format!(
+        "gzip -dc {}",
+        root.0.join("usr/share/man/man8/wimark-ha.8.gz").display()
+    )))
+    // roff writes a hyphen as `\-`.
+    .replace("\\-", "-");
+    for subcommand in ["run", "status", "switchover", "history", "import-keepalived", "doctor"] {
+        assert!(page.contains(subcommand), "the man page lacks `{subcommand}`");
+    }
+    assert!(!page.contains("generate-docs"), "the hidden command is not documented");
+    let bash = std::fs::read_to_string(root.0.join("usr/share/bash-completion/completions/wimark-ha"))
+        .expect("bash completion");
+    assert!(bash.contains("switchover") && bash.contains("--config"), "bash completion");
     // Installed, not enabled: the placeholder config must be edited first.
     assert!(!root
         .0
@@ -162,8 +189,22 @@ fn the_package_installs_into_a_fresh_debian_root_and_the_unit_verifies() {
         .join(UNIT)
         .exists());
 
+    // `--man=no`: systemd-analyze asks the host's `man`, not the root's;
+    // the page Documentation= names is checked above and rendered here.
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(root.0.join("usr/share/man/man8/wimark-ha.8.gz"))
+        .env("MANPAGER", "cat")
+        .output()
+        .expect("man (Debian package man-db)");
+    assert!(
+        rendered.status.success() && String::from_utf8_lossy(&rendered.stdout).contains("wimark-ha"),
+        "man -l: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
     let verify = Command::new("systemd-analyze")
         .arg("verify")
+        .arg("--man=no")
         .arg(format!("--root={}", root.0.display()))
         .arg(UNIT)
         .output()

@@ -84,9 +84,20 @@ pub fn all(root: &Path) -> Result<Built> {
     Ok(Built { object, binary })
 }
 
-/// The Debian package of the binary `all` built (XDP object embedded):
-/// `cargo deb --no-build`, configured in wimark-ha/Cargo.toml. Its path.
+/// The Debian package of the binary `all` built (XDP object embedded), with
+/// the man page and completions it generates: `cargo deb --no-build`,
+/// configured in wimark-ha/Cargo.toml. Its path.
 pub fn deb(root: &Path, built: &Built) -> Result<PathBuf> {
+    // The man page and completions, from the binary's own command line
+    // (the package's assets in wimark-ha/Cargo.toml name them).
+    let generated = root.join("target/generated");
+    run(Command::new(&built.binary)
+        .arg("generate-docs")
+        .arg("--out")
+        .arg(&generated))?;
+    run(Command::new("gzip")
+        .args(["-9nf"])
+        .arg(generated.join("wimark-ha.8")))?;
     let out_dir = root.join("target/debian");
     let mut command = Command::new(cargo());
     command

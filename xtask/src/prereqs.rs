@@ -109,6 +109,16 @@ const PACKAGES: &[Package] = &[
         why: "the package test installs into a fresh Debian root",
     },
     Package {
+        name: "man-db",
+        path: "/usr/bin/man",
+        why: "the package test renders the man page",
+    },
+    Package {
+        name: "gzip",
+        path: "/usr/bin/gzip",
+        why: "the package's man page is compressed",
+    },
+    Package {
         name: "systemd",
         path: "/usr/bin/systemd-analyze",
         why: "`systemd-analyze verify` of the unit",

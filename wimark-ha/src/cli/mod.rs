@@ -5,6 +5,7 @@
 mod check_config;
 mod daemon;
 mod doctor;
+mod generate_docs;
 mod history;
 mod ike_initiate;
 mod import_keepalived;
@@ -127,6 +128,10 @@ pub enum Command {
     /// (INITIAL_CONTACT). Prints one JSON line per AP; exits 1 if any AP
     /// failed, 2 if the config or the input is unusable.
     IkeInitiate(ike_initiate::IkeInitiateArgs),
+
+    /// Write the man page and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateDocs(generate_docs::GenerateDocsArgs),
 }
 
 impl Cli {
@@ -193,6 +198,7 @@ impl Cli {
             Command::Restart(args) => daemon::restart(args),
             Command::ImportKeepalived(args) => import_keepalived::run(args),
             Command::History(args) => history::run(args),
+            Command::GenerateDocs(args) => generate_docs::run(args),
             Command::IkeInitiate(args) => match runtime.block_on(ike_initiate::run(args)) {
                 Ok(code) => std::process::exit(code),
                 Err(e) => {
