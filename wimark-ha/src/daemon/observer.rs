@@ -221,7 +221,7 @@ pub async fn run(
 /// the next takeover of the instance cuts it short; then writes its one
 /// journal entry. With no AP expected (none known before), the first AP
 /// that opens a session ends it. Each poll costs one AP-table read and one
-/// MQTT-table read (a lookup per connection held: ~30 ms at 15 000
+/// MQTT-table read (a lookup per connection held: an estimated ~30 ms at 15 000
 /// connections), every 100 ms for 3 s, then every second.
 async fn watch_aps(
     instance: String,
