@@ -422,6 +422,77 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
     );
 }
 
+/// Two APs behind one NAT address (issue 28), through both daemons: A's
+/// charon lists each AP's IKE_SA (its NAT-T port, its own identity — its
+/// private address), the sync carries both, and after node loss B's IKE
+/// hook initiates to each at its port and identity: both tunnels back, and
+/// each AP drops its stale SA on INITIAL_CONTACT.
+#[test]
+fn two_aps_behind_one_nat_address_are_two_aps_through_the_daemons() {
+    require_root("an AP lab with strongSwan behind a NAT router and two daemons");
+    let lab = ApLab::behind_nat(2).expect("lab");
+    let mut failover = ApFailover::in_lab(lab, ApIke::Defaults, true, Some(60), "apr-nat2")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let sync = failover
+        .daemon_b
+        .status()
+        .expect("status")
+        .ap_sync
+        .expect("ap_sync");
+    assert_eq!(
+        (sync.synced_aps, sync.synced_ike_peers),
+        (1, 2),
+        "one address, two IKE_SAs: {sync:?}"
+    );
+    let probes = TunnelProbes::start(&failover.lab).expect("probes");
+    let lost = failover.lose_a().expect("node loss");
+    let back = probes.wait_all_back(lost, Duration::from_secs(10));
+    let daemon_b = &failover.daemon_b;
+    assert!(
+        back.iter()
+            .all(|b| b.is_some_and(|t| t < Duration::from_secs(1))),
+        "both APs' tunnels back within 1 s: {back:?}\nB: {}\nB's charon: {}",
+        daemon_b.log(),
+        failover.charon_b.log()
+    );
+    eprintln!("tunnels of two APs behind one NAT address back after node loss: {back:?}");
+    let mqtt = failover
+        .mqtt
+        .as_ref()
+        .expect("mqtt")
+        .wait_all_back(lost, Duration::from_secs(10));
+    assert!(
+        mqtt.iter()
+            .all(|b| b.is_some_and(|t| t < Duration::from_secs(5))),
+        "both APs' MQTT back within 5 s (keepalive 60 s): {mqtt:?}\nB: {}",
+        daemon_b.log()
+    );
+    let recoveries = || {
+        journal(daemon_b, |entry| match entry {
+            wimark_ha::history::Entry::ApRecovery { record, .. } => Some(record),
+            _ => None,
+        })
+    };
+    wait_until(Duration::from_secs(5), "the recovery in B's journal", || {
+        !recoveries().is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    let record = &recoveries()[0];
+    assert_eq!((record.expected, record.synced), (2, 2), "{record:?}");
+    let ike = record.ike.as_ref().expect("the IKE hook ran");
+    assert_eq!((ike.ok, ike.failed), (2, 0), "{ike:?}");
+    // Each AP got INITIAL_CONTACT for its own identity: its stale SA went.
+    for (n, charon) in failover.aps.iter().enumerate() {
+        let log = charon.log();
+        assert!(
+            log.contains("destroying duplicate IKE_SA"),
+            "AP {} dropped its stale SA:\n{}",
+            n + 1,
+            &log[log.len().saturating_sub(4000)..]
+        );
+    }
+}
+
 /// A forged AP sync (another key) and garbage are counted, never obeyed.
 #[test]
 fn a_forged_ap_sync_is_counted_and_ignored() {
@@ -449,6 +520,7 @@ fn a_forged_ap_sync_is_counted_and_ignored() {
             age_s: 0,
             mqtt: Vec::new(),
             mqtt_beyond_bound: 0,
+            ike_peers: Vec::new(),
         }],
     );
     let send = move |payload: Vec<u8>| {

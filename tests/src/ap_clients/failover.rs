@@ -5,9 +5,10 @@ use super::*;
 
 /// Two daemons (A 200, B 100, 1 ms fast detection) in front of real AP
 /// clients, the IKE responders on both servers; with `recovery`, both have
-/// `[ap_recovery]` (the synced AP table and `wimark-ha ike-initiate` as
-/// the IKE hook). Ready when every AP's tunnel works through A and, with
-/// recovery, B knows every AP.
+/// `[ap_recovery]` (the synced AP table, each node's charon read over vici
+/// for the APs' identities, and `wimark-ha ike-initiate` as the IKE hook).
+/// Ready when every AP's tunnel works through A and, with recovery, B
+/// knows every AP's IKE_SA (port and identity).
 pub struct ApFailover {
     /// With `mqtt_keepalive`: brokers on both servers, a subscriber per AP.
     pub mqtt: Option<Mqtt>,
@@ -28,8 +29,19 @@ impl ApFailover {
         mqtt_keepalive: Option<u16>,
         tag: &str,
     ) -> Result<Self> {
+        Self::in_lab(ApLab::new(count)?, ike, recovery, mqtt_keepalive, tag)
+    }
+
+    /// The same in `lab` (e.g. [`ApLab::behind_nat`]).
+    pub fn in_lab(
+        lab: ApLab,
+        ike: ApIke,
+        recovery: bool,
+        mqtt_keepalive: Option<u16>,
+        tag: &str,
+    ) -> Result<Self> {
         use crate::daemon::{config, wait_until, Daemon, FAST};
-        let lab = ApLab::new(count)?;
+        let count = lab.aps.len();
         let scratch = crate::Scratch::new(tag);
         let (charon_a, charon_b) = lab.responders(&scratch.0)?;
         let key = scratch.0.join("ap-sync.key");
@@ -43,11 +55,12 @@ impl ApFailover {
             let adapter = scratch.0.join(format!("ike-initiate-{name}.toml"));
             std::fs::write(&adapter, adapter_toml(&charon.vici_uri()))?;
             Ok(format!(
-                "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"10s\"\nike_daemon_config = [\"{}\"]\n",
+                "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"10s\"\nike_daemon_config = [\"{}\"]\nike_vici = \"{}\"\n",
                 key.display(),
                 crate::wimark_ha_bin().display(),
                 adapter.display(),
-                charon.swanctl_conf().display()
+                charon.swanctl_conf().display(),
+                charon.vici_uri()
             ))
         };
         let body_a = body("10.77.0.2", &charon_a, "a")?;
@@ -68,26 +81,35 @@ impl ApFailover {
             None => None,
         };
         if recovery {
-            wait_until(Duration::from_secs(15), "B knows every AP", || {
+            // Every AP's IKE_SA, as A's charon lists it (two APs behind one
+            // NAT address are one address and two IKE_SAs).
+            wait_until(Duration::from_secs(20), "B knows every AP's IKE_SA", || {
                 daemon_b
                     .status()
                     .ok()
                     .and_then(|s| s.ap_sync)
-                    .is_some_and(|sync| sync.synced_aps == usize::from(count))
+                    .is_some_and(|sync| sync.synced_ike_peers == count)
             })
-            .with_context(|| format!("{:?}", daemon_b.status().map(|s| s.ap_sync)))?;
+            .with_context(|| {
+                format!(
+                    "B: {:?}\nA: {:?}",
+                    daemon_b.status().map(|s| s.ap_sync),
+                    daemon_a.status().map(|s| s.ap_sync)
+                )
+            })?;
         }
         if mqtt.is_some() && recovery {
-            // The MQTT ports reach B with the next change or refresh.
+            // The MQTT connections (one subscriber per AP) reach B with the
+            // next change or refresh.
             wait_until(
                 Duration::from_secs(15),
-                "B knows every AP's MQTT port",
+                "B knows every AP's MQTT connection",
                 || {
                     daemon_b
                         .status()
                         .ok()
                         .and_then(|s| s.ap_sync)
-                        .is_some_and(|sync| sync.synced_mqtt == usize::from(count))
+                        .is_some_and(|sync| sync.synced_mqtt_connections == count)
                 },
             )
             .with_context(|| format!("{:?}", daemon_b.status().map(|s| s.ap_sync)))?;

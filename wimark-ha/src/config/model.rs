@@ -65,6 +65,11 @@ pub struct ApRecoveryConfig {
     /// Kick the APs' stale MQTT connections (challenge ACK -> RST) so that
     /// their clients reconnect at once, not at their keepalive.
     pub mqtt_kick: bool,
+    /// The servers' IKE daemon's vici socket: the master lists its IKE_SAs
+    /// there and syncs each AP's port and identity, which the IKE hook
+    /// needs for APs behind a NAT (their identity is not their address,
+    /// and several may share one).
+    pub ike_vici: Option<PathBuf>,
 }
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/wimark-ha";

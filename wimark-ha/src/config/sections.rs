@@ -808,6 +808,21 @@ impl Context<'_> {
                 paths.into_inner().into_iter().map(PathBuf::from).collect()
             }
         };
+        let ike_vici = match raw.ike_vici {
+            None => None,
+            Some(text) => {
+                let path = text.get_ref();
+                let path = path.strip_prefix("unix://").unwrap_or(path);
+                if !path.starts_with('/') {
+                    return Err(self.error(
+                        text.span(),
+                        "ap_recovery.ike_vici",
+                        &format!("`{}` is not an absolute path (charon's vici socket, e.g. /var/run/charon.vici)", text.get_ref()),
+                    ));
+                }
+                Some(PathBuf::from(path))
+            }
+        };
         Ok(ApRecoveryConfig {
             instance,
             sync_key_file: PathBuf::from(key),
@@ -817,6 +832,7 @@ impl Context<'_> {
             ike_hook_timeout,
             ike_daemon_config,
             mqtt_kick: raw.mqtt_kick.unwrap_or(true),
+            ike_vici,
         })
     }
 }

@@ -1,9 +1,12 @@
 //! The AP recovery's IO (`[ap_recovery]`): the AP table goes to the peer
 //! while we are MASTER and comes from it while it is, over an authenticated
 //! UDP socket on the peer link; after a takeover the IKE hook is run with
-//! the APs the old master had.
+//! the APs the old master had. With `ike_vici`, the IKE daemon's IKE_SAs
+//! (each AP's port and identity) are read every few seconds and synced
+//! with the table.
 //!
-//! Owns: the sync socket, the key, the hook process. Must not: run on the
+//! Owns: the sync socket, the key, the hook process, the IKE daemon
+//! reader. Must not: run on the
 //! engine thread, or delay the fast path (the hook runs after VIP + GARP,
 //! and after the master stack when [roles] follows the instance).
 
@@ -23,6 +26,7 @@ use crate::{
     monitor::{read_aps, read_mqtt, Monitor, ACTIVE_AP_WINDOW},
     records::{DaemonStatus, State},
     recovery::{
+        ike_sas::{self, IkePeers},
         mqtt::{sessions_by_ap, MqttSession},
         sync::{self, Received, Sender, SyncStatus, SyncedAp, MIN_KEY},
         ApEntry, ApList, ApOutcome, HookReport, RecoveryRecord,
@@ -75,6 +79,59 @@ pub struct ApRecovery {
     sent: Arc<std::sync::atomic::AtomicU64>,
     monitors: Arc<Mutex<Vec<Monitor>>>,
     monitor: usize,
+    /// The IKE daemon's latest listing (`ike_vici`; empty without it).
+    ike_peers: tokio::sync::watch::Receiver<IkeReading>,
+}
+
+/// One reading of the IKE daemon's IKE_SAs: the last good one, and the
+/// error of the latest attempt if it failed.
+#[derive(Clone, Debug, Default)]
+pub struct IkeReading {
+    pub peers: Option<IkePeers>,
+    pub error: Option<String>,
+}
+
+/// Reads the IKE daemon at `socket` every [`ike_sas::READ_EVERY`] (on both
+/// nodes: the backup's charon has nothing on the VIP, and answers at once)
+/// and publishes each reading; a failure keeps the last good listing and is
+/// logged at most once a minute.
+async fn read_ike_daemon(
+    socket: std::path::PathBuf,
+    virtual_ips: Vec<IpAddr>,
+    readings: tokio::sync::watch::Sender<IkeReading>,
+) {
+    let mut ticker = tokio::time::interval(ike_sas::READ_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        ticker.tick().await;
+        let result = ike_sas::read(&socket, &virtual_ips).await;
+        let warn_now = last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        match &result {
+            Ok(peers) if warn_now && peers.beyond_bound + peers.id_too_long > 0 => {
+                last_warning = Some(Instant::now());
+                tracing::warn!(
+                    "IKE daemon: {} IKE_SA(s) beyond {} per AP address and {} with an identity over {} bytes are not synced (logged once a minute)",
+                    peers.beyond_bound,
+                    ike_sas::MAX_IKE_PEERS_PER_ADDRESS,
+                    peers.id_too_long,
+                    ike_sas::MAX_IKE_ID
+                );
+            }
+            Err(e) if warn_now => {
+                last_warning = Some(Instant::now());
+                tracing::warn!("IKE daemon not read: {e}; the AP sync carries no new IKE identities until it answers (logged once a minute)");
+            }
+            _ => {}
+        }
+        readings.send_modify(|reading| match result {
+            Ok(peers) => {
+                reading.peers = Some(peers);
+                reading.error = None;
+            }
+            Err(e) => reading.error = Some(e),
+        });
+    }
 }
 
 impl ApRecovery {
@@ -98,6 +155,15 @@ impl ApRecovery {
                     format!("[ap_recovery] sync socket on port {}", config.sync_port)
                 })?,
         );
+        let (readings, ike_peers) = tokio::sync::watch::channel(IkeReading::default());
+        let mut tasks = Vec::new();
+        if let Some(socket) = config.ike_vici.clone() {
+            tasks.push(tokio::spawn(read_ike_daemon(
+                socket,
+                virtual_ips.clone(),
+                readings,
+            )));
+        }
         let recovery = Self {
             received: Arc::new(Mutex::new(Received::new(config.sync_peer))),
             sent: Arc::default(),
@@ -105,10 +171,11 @@ impl ApRecovery {
             config,
             monitors,
             monitor,
+            ike_peers,
         };
-        let receiver = tokio::spawn(recovery.clone().receive(socket.clone(), key.clone()));
-        let sender = tokio::spawn(recovery.clone().send(socket, key, status));
-        Ok((recovery, vec![receiver, sender]))
+        tasks.push(tokio::spawn(recovery.clone().receive(socket.clone(), key.clone())));
+        tasks.push(tokio::spawn(recovery.clone().send(socket, key, status)));
+        Ok((recovery, tasks))
     }
 
     async fn receive(self, socket: Arc<tokio::net::UdpSocket>, key: Arc<Vec<u8>>) {
@@ -187,9 +254,18 @@ impl ApRecovery {
     }
 
     /// The APs our own XDP monitor saw within the activity window, with the
-    /// MQTT connections seen since `connections_since_ns` (None: none).
+    /// MQTT connections seen since `connections_since_ns` (None: none) and
+    /// the IKE_SAs our IKE daemon lists for them.
     fn own_aps(&self, connections_since_ns: Option<u64>) -> Vec<SyncedAp> {
-        active_aps(&self.monitors, self.monitor, connections_since_ns)
+        let mut aps = active_aps(&self.monitors, self.monitor, connections_since_ns);
+        if let Some(peers) = &self.ike_peers.borrow().peers {
+            for ap in &mut aps {
+                if let Some(listed) = peers.by_address.get(&ap.address) {
+                    ap.ike_peers = listed.clone();
+                }
+            }
+        }
+        aps
     }
 
     /// Whom to expect back after a takeover: the APs the old master had
@@ -203,20 +279,25 @@ impl ApRecovery {
     }
 
     /// Our own active APs and those synced from the peer (whose view wins:
-    /// it is who the APs were talking to), and how many were synced.
-    fn known_aps(&self) -> (std::collections::BTreeMap<IpAddr, SyncedAp>, usize) {
+    /// it is who the APs were talking to), and the synced addresses.
+    fn known_aps(
+        &self,
+    ) -> (
+        std::collections::BTreeMap<IpAddr, SyncedAp>,
+        std::collections::BTreeSet<IpAddr>,
+    ) {
         let synced = self
             .received
             .lock()
             .map(|mut r| r.aps(Instant::now()))
             .unwrap_or_default();
-        let synced_count = synced.len();
+        let synced_addresses = synced.iter().map(|ap| ap.address).collect();
         // Our own connections are from an earlier term: dead (the peer's
         // view of each AP wins anyway).
         let mut all: std::collections::BTreeMap<IpAddr, SyncedAp> =
             self.own_aps(None).into_iter().map(|a| (a.address, a)).collect();
         all.extend(synced.into_iter().map(|a| (a.address, a)));
-        (all, synced_count)
+        (all, synced_addresses)
     }
 
     pub fn status(&self) -> SyncStatus {
@@ -226,27 +307,33 @@ impl ApRecovery {
             .map(|mut r| r.status(Instant::now()))
             .unwrap_or_default();
         status.datagrams_sent = self.sent.load(std::sync::atomic::Ordering::Relaxed);
+        if self.config.ike_vici.is_some() {
+            let reading = self.ike_peers.borrow();
+            status.own_ike_peers = reading
+                .peers
+                .as_ref()
+                .map(|p| p.by_address.values().map(Vec::len).sum());
+            status.ike_vici_error = reading.error.clone();
+        }
         status
     }
 
     /// After a takeover: the APs the old master had (synced) and ours, to
     /// the IKE hook. Returns the journal's record.
     pub async fn recover(&self) -> RecoveryRecord {
-        let (all, synced_count) = self.known_aps();
+        let (all, synced_addresses) = self.known_aps();
         let list = ApList {
             version: crate::recovery::AP_LIST_VERSION,
             instance: self.config.instance.clone(),
             virtual_ips: self.virtual_ips.clone(),
-            aps: all
-                .values()
-                .map(|ap| ApEntry {
-                    address: ap.address.to_string(),
-                    ike_port: (ap.ike_port != 0).then_some(ap.ike_port),
-                    // The sync does not carry identities yet (issue 28).
-                    ike_id: None,
-                })
-                .collect(),
+            aps: all.values().flat_map(ApEntry::for_synced).collect(),
         };
+        // APs, not addresses: each IKE_SA at a shared address is one.
+        let synced_count = all
+            .values()
+            .filter(|ap| synced_addresses.contains(&ap.address))
+            .map(|ap| ap.ike_peers.len().max(1))
+            .sum();
         // MQTT first: a few segments, microseconds; the clients' reconnect
         // delay runs while the IKE hook works.
         let mqtt = if self.config.mqtt_kick {
@@ -338,6 +425,7 @@ pub fn active_aps(
                     .min(u64::from(u16::MAX)) as u16,
                 mqtt,
                 mqtt_beyond_bound: beyond.min(usize::from(u8::MAX)) as u8,
+                ike_peers: Vec::new(),
             }
         })
         .collect()

@@ -10,6 +10,7 @@
 //! bound.
 
 pub mod back;
+pub mod ike_sas;
 pub mod mqtt;
 pub mod sync;
 pub mod vici;
@@ -64,6 +65,28 @@ pub struct ApEntry {
 }
 
 impl ApEntry {
+    /// The hooks' entries for one synced AP address: one per IKE_SA the old
+    /// master's IKE daemon listed there (several APs behind one NAT
+    /// address are several APs, each with its port and identity), else one
+    /// for the address with the port the XDP monitor saw.
+    pub fn for_synced(ap: &sync::SyncedAp) -> Vec<ApEntry> {
+        if ap.ike_peers.is_empty() {
+            return vec![ApEntry {
+                address: ap.address.to_string(),
+                ike_port: (ap.ike_port != 0).then_some(ap.ike_port),
+                ike_id: None,
+            }];
+        }
+        ap.ike_peers
+            .iter()
+            .map(|peer| ApEntry {
+                address: ap.address.to_string(),
+                ike_port: Some(peer.port),
+                ike_id: Some(peer.id.clone()),
+            })
+            .collect()
+    }
+
     pub fn ip(&self) -> Result<IpAddr, String> {
         self.address
             .parse()
@@ -173,6 +196,48 @@ pub struct HookReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_ike_sa_at_a_shared_address_is_an_ap_of_its_own() {
+        let mut ap = sync::SyncedAp {
+            address: "10.77.0.200".parse().expect("ip"),
+            ike_port: 47000,
+            age_s: 0,
+            mqtt: Vec::new(),
+            mqtt_beyond_bound: 0,
+            ike_peers: Vec::new(),
+        };
+        assert_eq!(
+            ApEntry::for_synced(&ap),
+            [ApEntry {
+                address: "10.77.0.200".to_string(),
+                ike_port: Some(47000),
+                ike_id: None
+            }],
+            "no identities synced: the address and the port seen"
+        );
+        ap.ike_peers = vec![
+            ike_sas::IkePeer {
+                port: 47000,
+                id: "192.168.77.12".to_string(),
+            },
+            ike_sas::IkePeer {
+                port: 41000,
+                id: "192.168.77.11".to_string(),
+            },
+        ];
+        let entries = ApEntry::for_synced(&ap);
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| (e.ike_port, e.ike_id.as_deref()))
+                .collect::<Vec<_>>(),
+            [(Some(47000), Some("192.168.77.12")), (Some(41000), Some("192.168.77.11"))]
+        );
+        ap.ike_port = 0;
+        ap.ike_peers.clear();
+        assert_eq!(ApEntry::for_synced(&ap)[0].ike_port, None, "no IKE seen");
+    }
 
     #[test]
     fn the_contract_reads_as_documented() {

@@ -10,7 +10,7 @@
 //! per AP, `remote_addrs` (and, for NAT-T, `remote_port` and `local_port`,
 //! and `remote.id` — the list's `ike_id`, else the address — when the
 //! template has none) are set to the AP and the
-//! connection is loaded as `wimark-ap-<address>`, initiated with a
+//! connection is loaded as `wimark-ap-<address>[-<port>]`, initiated with a
 //! timeout, then unloaded (the SA keeps what it needs), so thousands of APs
 //! leave no config behind.
 //!
@@ -162,9 +162,14 @@ fn ports_for(ike_port: Option<u16>) -> Vec<(&'static str, u16)> {
     }
 }
 
-/// The name the AP's connection is loaded under.
-fn connection_name(address: &std::net::IpAddr) -> String {
-    format!("wimark-ap-{}", address.to_string().replace([':', '.'], "-"))
+/// The name the AP's connection is loaded under: one per address and IKE
+/// port, so that two APs behind one NAT address are two connections.
+fn connection_name(address: &std::net::IpAddr, ike_port: Option<u16>) -> String {
+    let address = address.to_string().replace([':', '.'], "-");
+    match ike_port {
+        Some(port) => format!("wimark-ap-{address}-{port}"),
+        None => format!("wimark-ap-{address}"),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,7 +230,7 @@ async fn initiate_one(
         Err(e) => return outcome(entry, started, Err(e)),
     };
     let attempt = async {
-        let name = connection_name(&address);
+        let name = connection_name(&address, entry.ike_port);
         let mut connection = config.connection.clone();
         connection.insert(
             "remote_addrs".to_string(),
@@ -411,12 +416,18 @@ esp_proposals = ["aes128-sha256"]
     #[test]
     fn connection_names_are_vici_safe() {
         assert_eq!(
-            connection_name(&"10.77.0.50".parse().expect("ip")),
+            connection_name(&"10.77.0.50".parse().expect("ip"), None),
             "wimark-ap-10-77-0-50"
         );
         assert_eq!(
-            connection_name(&"fd00::5".parse().expect("ip")),
-            "wimark-ap-fd00--5"
+            connection_name(&"fd00::5".parse().expect("ip"), Some(500)),
+            "wimark-ap-fd00--5-500"
+        );
+        // Two APs behind one NAT address: two connections.
+        let nat: std::net::IpAddr = "10.77.0.200".parse().expect("ip");
+        assert_ne!(
+            connection_name(&nat, Some(41000)),
+            connection_name(&nat, Some(47000))
         );
     }
 

@@ -16,18 +16,22 @@
 //! ```text
 //!  0       4               12      14
 //!  +-------+---------------+-------+---------------------------+----------+
-//!  | "WHA2"| sequence (BE) | count | count x entry             | HMAC-256 |
+//!  | "WHA3"| sequence (BE) | count | count x entry             | HMAC-256 |
 //!  +-------+---------------+-------+---------------------------+----------+
-//!  entry (23 + 13 n bytes): family (4|6) | address (16, v4 in the first 4)
+//!  entry: family (4|6) | address (16, v4 in the first 4)
 //!        | ike_port | age_s | beyond_bound (u8) | n (u8, <= 8)
 //!        | n x [ap_port | broker_port | flags (bit 0: numbers known)
 //!               | ap_next_sequence (u32) | ap_acknowledgement (u32)]
+//!        | p (u8, <= 8) | p x [ike_port | id_len (u8) | id (id_len bytes)]
 //! ```
 //!
-//! Version 1 ("WHA1": one fixed 23-byte entry per AP, `family | address |
-//! ike_port | mqtt_port | age_s`) is still read, so an upgraded node keeps
-//! the table of a peer not yet upgraded; a peer of version 1 counts this
-//! version's datagrams as `magic` until it is upgraded too.
+//! Version 2 ("WHA2") is the same without the IKE peers (`p` and what
+//! follows); the sender writes it whenever a datagram carries no IKE peer
+//! (no `ike_vici` configured), so a peer of version 2 keeps reading the
+//! table until identities are synced. Version 1 ("WHA1": one fixed 23-byte
+//! entry per AP, `family | address | ike_port | mqtt_port | age_s`) is still
+//! read, so an upgraded node keeps the table of a peer not yet upgraded. A
+//! node counts a newer version's datagrams as `version` ("upgrade it").
 
 use std::{
     collections::HashMap,
@@ -37,7 +41,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::mqtt::MqttSession;
+use super::{ike_sas::IkePeer, mqtt::MqttSession};
 
 mod wire;
 
@@ -72,6 +76,12 @@ pub struct SyncedAp {
     pub mqtt: Vec<MqttSession>,
     /// Connections the sender saw beyond the bound (not carried).
     pub mqtt_beyond_bound: u8,
+    /// Its IKE_SAs as the sender's IKE daemon lists them (port and
+    /// identity; several when APs share the address behind a NAT); empty
+    /// when the sender does not read its IKE daemon (`ike_vici`) or sync
+    /// version < 3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ike_peers: Vec<IkePeer>,
 }
 
 /// Why a datagram was ignored.
@@ -92,8 +102,10 @@ pub enum SyncError {
     Length,
     #[error("an entry's address family is neither 4 nor 6")]
     Family,
-    #[error("an AP with more MQTT connections than the bound")]
+    #[error("an AP with more MQTT connections or IKE peers than the bound")]
     Bound,
+    #[error("an IKE identity that is not UTF-8")]
+    Identity,
     #[error("from another address than the configured peer")]
     Source,
 }
@@ -110,6 +122,16 @@ pub struct SyncStatus {
     /// Their MQTT connections.
     #[serde(default)]
     pub synced_mqtt_connections: usize,
+    /// Their IKE_SAs with port and identity, as the peer's IKE daemon
+    /// listed them (`ike_vici`).
+    #[serde(default)]
+    pub synced_ike_peers: usize,
+    /// This node's own IKE daemon (`ike_vici`): IKE_SAs on a VIP at its
+    /// latest reading, and why the latest reading failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_ike_peers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_vici_error: Option<String>,
     pub datagrams_sent: u64,
     pub datagrams_accepted: u64,
     /// Ignored datagrams by reason (forged, replayed, malformed...).
@@ -201,6 +223,7 @@ impl Received {
             .count();
         self.status.synced_mqtt_connections =
             self.aps.values().map(|(ap, _)| ap.mqtt.len()).sum();
+        self.status.synced_ike_peers = self.aps.values().map(|(ap, _)| ap.ike_peers.len()).sum();
     }
 
     /// The APs the peer had, as of `now`.
@@ -229,11 +252,12 @@ fn reason_name(e: SyncError) -> String {
 }
 
 /// Whether `now` differs from what was sent (`sent`) enough to go out at
-/// once: another IKE port, another set of connections, numbers that appeared
-/// or moved more than [`POSITION_SLACK`].
+/// once: another IKE port or IKE peers, another set of connections, numbers
+/// that appeared or moved more than [`POSITION_SLACK`].
 fn moved(sent: &SyncedAp, now: &SyncedAp) -> bool {
     let far = |a: u32, b: u32| a.wrapping_sub(b).min(b.wrapping_sub(a)) > POSITION_SLACK;
     sent.ike_port != now.ike_port
+        || sent.ike_peers != now.ike_peers
         || sent.mqtt_beyond_bound != now.mqtt_beyond_bound
         || sent.mqtt.len() != now.mqtt.len()
         || now.mqtt.iter().any(|connection| {
@@ -316,6 +340,7 @@ mod tests {
             age_s: 1,
             mqtt: vec![session(40000 + u16::from(last), 1000)],
             mqtt_beyond_bound: 0,
+            ike_peers: Vec::new(),
         }
     }
 
@@ -354,8 +379,10 @@ mod tests {
             age_s: 59,
             mqtt: Vec::new(),
             mqtt_beyond_bound: 0,
+            ike_peers: Vec::new(),
         });
         let datagram = encode_all(KEY, 7, &aps);
+        assert_eq!(&datagram[..4], MAGIC_V2, "no IKE peer: version 2");
         assert_eq!(decode(KEY, &datagram), Ok((7, aps)));
         // A full table goes out in datagrams under the size, each carrying
         // what fits, none lost.
@@ -376,6 +403,64 @@ mod tests {
             rest = &rest[carried..];
         }
         assert_eq!(decoded, full);
+    }
+
+    fn peer(port: u16, id: &str) -> IkePeer {
+        IkePeer {
+            port,
+            id: id.to_string(),
+        }
+    }
+
+    #[test]
+    fn two_aps_behind_one_address_travel_with_their_ports_and_identities() {
+        let mut shared = ap(200, 47000);
+        shared.ike_peers = vec![peer(47000, "192.168.77.12"), peer(41000, "ap-11.example")];
+        let aps = vec![shared, ap(51, 500)];
+        let datagram = encode_all(KEY, 9, &aps);
+        assert_eq!(&datagram[..4], MAGIC_V3, "IKE peers: version 3");
+        assert_eq!(decode(KEY, &datagram), Ok((9, aps.clone())));
+        // Bounded: the first peers within the bound, an identity longer
+        // than its length byte left out.
+        let mut crowded = ap(201, 4500);
+        crowded.ike_peers = (0..12).map(|n| peer(40000 + n, &format!("ap-{n}"))).collect();
+        crowded.ike_peers.insert(0, peer(39999, &"x".repeat(300)));
+        let (_, decoded) = decode(KEY, &encode_all(KEY, 10, &[crowded])).expect("decodes");
+        assert_eq!(decoded[0].ike_peers.len(), crate::recovery::ike_sas::MAX_IKE_PEERS_PER_ADDRESS);
+        assert_eq!(decoded[0].ike_peers[0], peer(40000, "ap-0"));
+        // A full table with identities still fits under the size.
+        let full: Vec<SyncedAp> = (0..=255)
+            .map(|n| {
+                let mut ap = ap(n, 4500);
+                ap.ike_peers = (0..(n % 4) as u16)
+                    .map(|i| peer(40000 + i, &format!("ap-{n}-{i}.sites.example.org")))
+                    .collect();
+                ap
+            })
+            .collect();
+        let mut rest = &full[..];
+        let mut decoded = Vec::new();
+        while !rest.is_empty() {
+            let (datagram, carried) = encode(KEY, 11, rest);
+            assert!(datagram.len() <= MAX_DATAGRAM, "{}", datagram.len());
+            decoded.extend(decode(KEY, &datagram).expect("decodes").1);
+            rest = &rest[carried..];
+        }
+        assert_eq!(decoded, full);
+        // A peer count beyond the bound or a cut identity is refused whole.
+        let mut one = ap(52, 500);
+        one.mqtt.clear();
+        one.ike_peers = vec![peer(500, "ap")];
+        let good = encode_all(KEY, 12, &[one]);
+        let mut lying = good[..good.len() - TAG].to_vec();
+        lying[HEADER + ENTRY_FIXED] = 9;
+        assert_eq!(decode(KEY, &sign(KEY, lying)), Err(SyncError::Bound));
+        let mut cut = good[..good.len() - TAG].to_vec();
+        cut.pop();
+        assert_eq!(decode(KEY, &sign(KEY, cut)), Err(SyncError::Length));
+        let mut not_text = good[..good.len() - TAG].to_vec();
+        *not_text.last_mut().expect("byte") = 0xff;
+        assert_eq!(decode(KEY, &sign(KEY, not_text)), Err(SyncError::Identity));
     }
 
     #[test]
@@ -411,7 +496,7 @@ mod tests {
         assert_eq!((aps[0].ike_port, aps[0].age_s), (4500, 2));
         assert!(aps[1].mqtt.is_empty());
         let mut newer = encode_all(KEY, 4, &[ap(51, 4500)]);
-        newer[3] = b'3';
+        newer[3] = b'4';
         assert_eq!(decode(KEY, &newer), Err(SyncError::Version));
     }
 
@@ -527,6 +612,7 @@ mod tests {
                     age_s: 0,
                     mqtt: Vec::new(),
                     mqtt_beyond_bound: 0,
+                    ike_peers: Vec::new(),
                 })
                 .collect();
             sequence += 1;
