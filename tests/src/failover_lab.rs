@@ -348,13 +348,14 @@ impl FailoverLab {
         })
     }
 
-    /// The AP opens an IKE session with the VIP (one IKE_SA_INIT request
-    /// to port 500): what "the AP is back" means to the daemon, unlike the
+    /// The AP opens an IKE session with the VIP (one IKE_AUTH message to
+    /// port 500): what "the AP is back" means to the daemon, unlike the
     /// probe stream, which is ESP-like traffic of a session that already
     /// exists.
     pub fn ap_opens_session(&self) -> Result<()> {
         let socket = in_netns(&self.ap, || UdpSocket::bind(SocketAddrV4::new(AP, 500)))??;
-        socket.send_to(&crate::frames::ike_header(34), SocketAddrV4::new(VIP, 500))?;
+        // IKE_AUTH: what the monitor takes for an AP's IKE session.
+        socket.send_to(&crate::frames::ike_header(35), SocketAddrV4::new(VIP, 500))?;
         Ok(())
     }
 

@@ -491,6 +491,31 @@ fn two_aps_behind_one_nat_address_are_two_aps_through_the_daemons() {
             &log[log.len().saturating_sub(4000)..]
         );
     }
+    // The journal counts two APs, each whole: two IKE_SAs at one address
+    // (told apart by their NAT-T ports) and both MQTT connections.
+    let aps_back = || {
+        journal(daemon_b, |entry| match entry {
+            wimark_ha::history::Entry::ApsBack { per_ap, .. } => per_ap,
+            _ => None,
+        })
+    };
+    wait_until(Duration::from_secs(5), "APs back in B's journal", || {
+        !aps_back().is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    let back = &aps_back()[0];
+    assert_eq!((back.expected, back.back), (2, 2), "{back:?}");
+    let sessions = back.sessions.expect("sessions per kind");
+    assert_eq!(
+        (
+            sessions.ike_expected,
+            sessions.ike_back,
+            sessions.mqtt_expected,
+            sessions.mqtt_back
+        ),
+        (2, 2, 2, 2),
+        "{back:?}"
+    );
 }
 
 /// A forged AP sync (another key) and garbage are counted, never obeyed.

@@ -82,7 +82,7 @@ fn metrics_history_and_aps_back_after_a_failover() {
         "stale-session traffic counted as an AP back: {}",
         history()
     );
-    lab.ap_opens_session().expect("IKE_SA_INIT from the AP");
+    lab.ap_opens_session().expect("IKE_AUTH from the AP");
     wait_until(Duration::from_secs(5), "APs back recorded", || {
         history()
             .as_array()

@@ -183,19 +183,28 @@ fn kernel_keeps_the_peer_table_and_reports_changes() {
 }
 
 /// "The AP is back" is stamped by the kernel, precisely, and only by a
-/// packet that opens a session: an IKE_SA_INIT / IKE_AUTH stamps the AP's
-/// IKE session, an MQTT SYN its connection's entry (not the IKE stamp);
-/// ESP, a DPD or a data segment leave both alone.
+/// packet that opens a session: an IKE_AUTH stamps the IKE session of the
+/// AP's address and port (two APs behind one NAT address apart), an MQTT
+/// SYN its connection's entry (not the IKE stamp); ESP, a DPD, an
+/// IKE_SA_INIT or a data segment leave both alone.
 #[test]
 fn a_session_start_is_stamped_per_ap_and_nothing_else_is() {
     let monitor = KernelMonitor::load().expect("load");
     let ap = Ipv4Addr::new(10, 20, 0, 9);
-    let session_ns = |monitor: &KernelMonitor| {
-        wimark_ha::monitor::read_aps(&monitor.ebpf)
-            .expect("AP table")
+    let sessions = |monitor: &KernelMonitor| -> Vec<(u16, u64)> {
+        let mut found: Vec<(u16, u64)> = wimark_ha::monitor::read_ike_sessions(&monitor.ebpf)
+            .expect("IKE session table")
             .into_iter()
-            .find(|a| a.address == IpBytes::v4(ap.octets()))
-            .map(|a| a.ike_session_ns)
+            .filter(|(key, _)| key.ap == IpBytes::v4(ap.octets()))
+            .map(|(key, ns)| (key.ap_port, ns))
+            .collect();
+        found.sort_unstable();
+        found
+    };
+    let session_ns = |monitor: &KernelMonitor| -> Option<u64> {
+        let found = sessions(monitor);
+        assert!(found.len() <= 1, "one port so far: {found:?}");
+        Some(found.first().map_or(0, |(_, ns)| *ns))
     };
     let mut esp_in_udp = vec![0x12, 0x34, 0x56, 0x78];
     esp_in_udp.extend([0; 24]);
@@ -213,6 +222,14 @@ fn a_session_start_is_stamped_per_ap_and_nothing_else_is() {
     monitor
         .run(&frames::tcp_v4_frame(ap, SERVER_A, 40001, 1883, &[0x30]), 1)
         .expect("MQTT data");
+    let mut ike_sa_init = vec![0, 0, 0, 0];
+    ike_sa_init.extend(frames::ike_header(34));
+    monitor
+        .run(
+            &frames::udp_v4_frame(ap, SERVER_A, 41000, 4500, &ike_sa_init),
+            1,
+        )
+        .expect("IKE_SA_INIT");
     assert_eq!(session_ns(&monitor), Some(0), "no session opened yet");
     let before = wimark_ha::clock::monotonic_now_ns();
     let mut ike_auth = vec![0, 0, 0, 0];
@@ -264,6 +281,21 @@ fn a_session_start_is_stamped_per_ap_and_nothing_else_is() {
         opened.iter().any(|(port, ns)| *port == 40001 && *ns == 0),
         "a connection entered mid-stream was not opened now: {opened:?}"
     );
+    // A second AP behind the same NAT address, from its own mapped port:
+    // an IKE session of its own.
+    monitor
+        .run(
+            &frames::udp_v4_frame(ap, SERVER_A, 47000, 4500, &ike_auth),
+            1,
+        )
+        .expect("the second AP's IKE_AUTH");
+    let both = sessions(&monitor);
+    assert_eq!(
+        both.iter().map(|(port, _)| *port).collect::<Vec<_>>(),
+        [4500, 47000],
+        "{both:?}"
+    );
+    assert_eq!(both[0].1, stamp, "the first AP's stamp stays");
 }
 
 /// The AP table keeps what a new master needs to reach each AP's IKE: the

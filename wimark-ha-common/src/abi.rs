@@ -9,6 +9,7 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_PEERS: &str = "VRRP_PEERS";
 pub const MAP_APS: &str = "AP_TABLE";
 pub const MAP_MQTT: &str = "MQTT_CONNECTIONS";
+pub const MAP_IKE_SESSIONS: &str = "IKE_SESSIONS";
 pub const MAP_EVENTS: &str = "PEER_EVENTS";
 pub const MAP_AP_CLOCK: &str = "AP_CLOCK";
 pub const MAP_ADVERTS: &str = "ADVERTS";
@@ -51,6 +52,10 @@ pub const AP_TABLE_SLOTS: u32 = AP_TABLE_SETS * AP_TABLE_WAYS;
 /// three (subscriber, publisher). Only MQTT segments to the broker touch it,
 /// so the hash lookup stays off the bulk of AP traffic (ESP).
 pub const MQTT_TABLE_SIZE: u32 = 4 * AP_TABLE_SLOTS;
+/// Capacity of the IKE session table (LRU): one entry per AP address and
+/// IKE port — two APs behind one NAT address are two entries. Only a
+/// packet that opens an IKE session (IKE_SA_INIT / IKE_AUTH) touches it.
+pub const IKE_SESSION_TABLE_SIZE: u32 = 2 * AP_TABLE_SLOTS;
 /// Ring buffer size for peer change events, in bytes (a power of two).
 pub const EVENT_RING_BYTES: u32 = 64 * 1024;
 
@@ -286,10 +291,19 @@ pub struct ApSlot {
     pub last_seen_ns: u64,
     pub packets: u64,
     pub bytes: u64,
-    /// CLOCK_MONOTONIC (precise) of the latest packet with which the AP
-    /// (re)opened an IKE session: IKE_SA_INIT / IKE_AUTH from it. (An MQTT
-    /// connection's opening is its entry's `opened_ns` in the MQTT table.)
-    pub ike_session_ns: u64,
+}
+
+/// Key of the IKE session table: an AP address and the UDP port its IKE
+/// comes from (500, 4500, or what a NAT mapped it to). Its value is the
+/// CLOCK_MONOTONIC (precise) of the latest packet with which that AP
+/// (re)opened an IKE session: IKE_SA_INIT / IKE_AUTH from it. (An MQTT
+/// connection's opening is its entry's `opened_ns` in the MQTT table.)
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IkeSessionKey {
+    pub ap: IpBytes,
+    pub ap_port: u16,
+    pub _pad: u16,
 }
 
 /// Key of the MQTT connection table: one connection an AP opened to a
@@ -351,6 +365,7 @@ mod pod {
     unsafe impl aya::Pod for super::PeerEvent {}
     unsafe impl aya::Pod for super::ApSlot {}
     unsafe impl aya::Pod for super::MqttKey {}
+    unsafe impl aya::Pod for super::IkeSessionKey {}
     unsafe impl aya::Pod for super::MqttConnection {}
     unsafe impl aya::Pod for super::AdvertEvent {}
 }
@@ -360,7 +375,8 @@ const _: () = assert!(core::mem::size_of::<IpBytes>() == 20);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerRecord>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerEvent>() == 8 + 24 + 12 + 3 + 9);
-const _: () = assert!(core::mem::size_of::<ApSlot>() == 56);
+const _: () = assert!(core::mem::size_of::<ApSlot>() == 48);
+const _: () = assert!(core::mem::size_of::<IkeSessionKey>() == 24);
 const _: () = assert!(core::mem::size_of::<AdvertEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<MqttKey>() == 24);
 const _: () = assert!(core::mem::size_of::<MqttConnection>() == 32);

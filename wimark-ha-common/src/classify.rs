@@ -224,7 +224,7 @@ pub enum Verdict {
     /// service port (for ESP, which has no ports, the source); `ap_port` is
     /// its port (0 for ESP): the NAT-T mapping an IKE initiation must reach,
     /// the MQTT connection's 4-tuple. `session`: the AP is (re)opening a
-    /// session — an IKE_SA_INIT or IKE_AUTH message from it, or a TCP SYN to
+    /// session — an IKE_AUTH message from it, or a TCP SYN to
     /// the broker — which is what "the AP is back" means after a takeover
     /// (any other packet may be a stale SA's or connection's).
     Ap {
@@ -546,8 +546,7 @@ fn tcp_facts<F: Frame + ?Sized>(frame: &F, offset: usize, length: usize) -> TcpF
     }
 }
 
-/// IKEv2 exchange types that (re)establish an IKE SA (RFC 7296 §3.1).
-const IKE_SA_INIT: u8 = 34;
+/// The IKEv2 exchange that authenticates a new IKE SA (RFC 7296 §1.2, §3.1).
 const IKE_AUTH: u8 = 35;
 /// The exchange type's offset in the IKE header (after both SPIs, the next
 /// payload and the version).
@@ -561,8 +560,10 @@ const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
 /// Whether a packet from the AP to a service port opens a session: an
-/// IKE_SA_INIT or IKE_AUTH message (either role: answering our initiation
-/// counts), or a SYN to the broker.
+/// IKE_AUTH message (either role: answering our initiation counts), or a
+/// SYN to the broker. Not IKE_SA_INIT: an AP behind a NAT that initiates
+/// sends it from its port 500, which the NAT maps to another public port
+/// than its IKE_AUTH from 4500 — counting both would make one AP two.
 #[inline(always)]
 fn opens_session<F: Frame + ?Sized>(frame: &F, class: ApClass, offset: usize) -> bool {
     let ike_at = match class {
@@ -580,7 +581,7 @@ fn opens_session<F: Frame + ?Sized>(frame: &F, class: ApClass, offset: usize) ->
     };
     matches!(
         frame.load::<1>(ike_at + IKE_EXCHANGE_TYPE),
-        Some([IKE_SA_INIT | IKE_AUTH])
+        Some([IKE_AUTH])
     )
 }
 

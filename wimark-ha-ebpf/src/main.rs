@@ -1,7 +1,7 @@
 //! The XDP program: sees every frame on the peer interface at line rate,
 //! classifies it with `wimark_ha_common::classify`, and counts it.
 //!
-//! Owns: the maps (`COUNTERS`, `VRRP_PEERS`, `AP_TABLE`, `MQTT_CONNECTIONS`, `PEER_EVENTS`,
+//! Owns: the maps (`COUNTERS`, `VRRP_PEERS`, `AP_TABLE`, `MQTT_CONNECTIONS`, `IKE_SESSIONS`, `PEER_EVENTS`,
 //! `ADVERTS`, `WATCHED_VRIDS`, `ALLOWED_PEERS`, `AP_CLOCK`) and the kernel
 //! timestamps of adverts; the peer allow-list is enforced here, so a flood of
 //! rogue adverts costs userspace nothing. Must not: drop, redirect or alter any frame —
@@ -26,9 +26,10 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use wimark_ha_common::{
     abi::{
-        ap_set, peer_event, AdvertEvent, ApSlot, Counter, IpBytes, MqttConnection, MqttKey,
-        PeerEvent, PeerKey, PeerRecord, TrafficCounter, ADVERT_RING_BYTES, ALLOWED_PEERS_MAX,
-        AP_TABLE_SLOTS, AP_TABLE_WAYS, EVENT_RING_BYTES, FAMILY_IPV4, MQTT_TABLE_SIZE,
+        ap_set, peer_event, AdvertEvent, ApSlot, Counter, IkeSessionKey, IpBytes, MqttConnection,
+        MqttKey, PeerEvent, PeerKey, PeerRecord, TrafficCounter, ADVERT_RING_BYTES,
+        ALLOWED_PEERS_MAX, AP_TABLE_SLOTS, AP_TABLE_WAYS, EVENT_RING_BYTES, FAMILY_IPV4,
+        IKE_SESSION_TABLE_SIZE, MQTT_TABLE_SIZE,
         PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY, WATCH_NONE,
     },
     classify::{
@@ -55,6 +56,13 @@ static AP_TABLE: PerCpuArray<ApSlot> = PerCpuArray::with_max_entries(AP_TABLE_SL
 #[map]
 static MQTT_CONNECTIONS: LruHashMap<MqttKey, MqttConnection> =
     LruHashMap::with_max_entries(MQTT_TABLE_SIZE, 0);
+
+/// When each AP (address and IKE port: APs behind one NAT address apart)
+/// last opened an IKE session: what "its IKE_SA is back" is judged by after
+/// a takeover.
+#[map]
+static IKE_SESSIONS: LruHashMap<IkeSessionKey, u64> =
+    LruHashMap::with_max_entries(IKE_SESSION_TABLE_SIZE, 0);
 
 /// CLOCK_MONOTONIC in ns, written by userspace every AP_CLOCK_TICK_MS. "AP
 /// last seen" only feeds a 60-second activity window, and reading a clock
@@ -417,7 +425,6 @@ fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, session: bool, bytes: u
                 last_seen_ns: 0,
                 packets: 0,
                 bytes: 0,
-                ike_session_ns: 0,
             };
             victim
         };
@@ -428,10 +435,16 @@ fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, session: bool, bytes: u
         // takeover (synced to the peer): the latest ports win.
         if matches!(class, ApClass::Ike | ApClass::NatT) {
             (*slot).ike_port = ap_port;
-            // Rare (an IKE session start): the precise clock is affordable
-            // here. An MQTT SYN stamps its connection in the MQTT table.
+            // Rare (an IKE session start): the precise clock and a hash
+            // update are affordable here. An MQTT SYN stamps its
+            // connection in the MQTT table.
             if session {
-                (*slot).ike_session_ns = bpf_ktime_get_ns();
+                let key = IkeSessionKey {
+                    ap: *ap,
+                    ap_port,
+                    _pad: 0,
+                };
+                let _ = IKE_SESSIONS.insert(&key, &bpf_ktime_get_ns(), 0);
             }
         }
     }

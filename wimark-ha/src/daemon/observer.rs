@@ -247,18 +247,18 @@ async fn watch_aps(
             _ = tokio::time::sleep(poll) => {}
             _ = &mut superseded => cut_short = true,
         }
-        let (aps, connections) = match monitors.lock() {
+        let (ike_sessions, connections) = match monitors.lock() {
             Ok(monitors) => match monitors.get(monitor) {
                 Some(m) => (
-                    crate::monitor::read_aps(m.ebpf()).unwrap_or_default(),
+                    crate::monitor::read_ike_sessions(m.ebpf()).unwrap_or_default(),
                     crate::monitor::read_mqtt(m.ebpf()).unwrap_or_default(),
                 ),
                 None => Default::default(),
             },
             Err(_) => Default::default(),
         };
-        for ap in aps.into_iter().filter(|ap| ap.ike_session_ns != 0) {
-            watch.ike_session(IpAddr::from(ap.address), ap.ike_session_ns);
+        for (key, started_ns) in ike_sessions {
+            watch.ike_session(IpAddr::from(key.ap), key.ap_port, started_ns);
         }
         for (key, connection) in connections {
             watch.mqtt_opened(

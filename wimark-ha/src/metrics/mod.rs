@@ -142,7 +142,7 @@ impl Metrics {
         );
         registry.register(
             "failover_ap_back_seconds",
-            "Per AP and takeover: from the decision to the AP's session with the new master (IKE_SA_INIT/IKE_AUTH or MQTT SYN)",
+            "Per AP and takeover: from the decision to the AP's session with the new master (IKE_AUTH or MQTT SYN)",
             metrics.ap_back.clone(),
         );
         registry.register(

@@ -15,7 +15,7 @@ pub use adverts::{AdvertReader, Heard};
 pub use attach::{attached_xdp_program, AttachMode, ExistingProgram};
 pub use events::{EventStream, PeerChange};
 pub use snapshot::{
-    read_aps, read_counters, read_mqtt, read_peers, ApSeen, ApStats, InvalidCounts, PeerStats, Snapshot,
+    read_aps, read_counters, read_ike_sessions, read_mqtt, read_peers, ApSeen, ApStats, InvalidCounts, PeerStats, Snapshot,
     TrafficTotals, VrrpStats, ACTIVE_AP_WINDOW, AP_TABLE_CAPACITY,
 };
 

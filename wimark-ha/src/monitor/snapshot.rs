@@ -10,8 +10,9 @@ use aya::{
 };
 use serde::{Deserialize, Serialize};
 use wimark_ha_common::abi::{
-    ApSlot, Counter, IpBytes, MqttConnection, MqttKey, PeerKey, PeerRecord, TrafficCounter,
-    AP_TABLE_SLOTS, MAP_APS, MAP_COUNTERS, MAP_MQTT, MAP_PEERS, MQTT_TABLE_SIZE,
+    ApSlot, Counter, IkeSessionKey, IpBytes, MqttConnection, MqttKey, PeerKey, PeerRecord,
+    TrafficCounter, AP_TABLE_SLOTS, IKE_SESSION_TABLE_SIZE, MAP_APS, MAP_COUNTERS,
+    MAP_IKE_SESSIONS, MAP_MQTT, MAP_PEERS, MQTT_TABLE_SIZE,
 };
 
 use super::MonitorError;
@@ -68,9 +69,6 @@ pub struct ApSeen {
     pub bytes: u64,
     /// The AP's latest IKE / NAT-T source port (0: none seen).
     pub ike_port: u16,
-    /// The latest IKE session start (IKE_SA_INIT / IKE_AUTH) from it,
-    /// precise CLOCK_MONOTONIC ns; 0: none seen.
-    pub ike_session_ns: u64,
 }
 
 /// The AP table with each AP's per-CPU slots merged: packets and bytes
@@ -93,12 +91,26 @@ pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<ApSeen>, MonitorError> {
                 seen.ike_port = slot.ike_port;
             }
             seen.last_seen_ns = seen.last_seen_ns.max(slot.last_seen_ns);
-            seen.ike_session_ns = seen.ike_session_ns.max(slot.ike_session_ns);
             seen.packets += slot.packets;
             seen.bytes += slot.bytes;
         }
     }
     Ok(merged.into_values().collect())
+}
+
+/// Every IKE session start in the monitor's table: (AP address and IKE
+/// port, the latest IKE_SA_INIT / IKE_AUTH from it, precise
+/// CLOCK_MONOTONIC ns). One lookup per entry (at most
+/// `IKE_SESSION_TABLE_SIZE`).
+pub fn read_ike_sessions(ebpf: &Ebpf) -> Result<Vec<(IkeSessionKey, u64)>, MonitorError> {
+    let table: HashMap<_, IkeSessionKey, u64> = HashMap::try_from(map(ebpf, MAP_IKE_SESSIONS)?)
+        .map_err(map_error(MAP_IKE_SESSIONS))?;
+    let unique: std::collections::HashMap<IkeSessionKey, u64> = table
+        .iter()
+        .take(2 * IKE_SESSION_TABLE_SIZE as usize)
+        .filter_map(Result::ok)
+        .collect();
+    Ok(unique.into_iter().collect())
 }
 
 /// Every MQTT connection in the monitor's table. One lookup per entry: the
