@@ -11,8 +11,8 @@ use wimark_ha::records::State;
 
 use wimark_ha_tests::{
     ap_clients::{
-        adapter_toml, ap_address, tunnel_works, ApFailover, ApIke, ApLab, TunnelProbes,
-        NAT_PUBLIC, VIP,
+        adapter_toml, ap_address, tunnel_works, ApFailover, ApIke, ApLab, MqttClients,
+        TunnelProbes, NAT_PUBLIC, VIP,
     },
     daemon::wait_until,
     lab::ip,
@@ -431,7 +431,13 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
 fn two_aps_behind_one_nat_address_are_two_aps_through_the_daemons() {
     require_root("an AP lab with strongSwan behind a NAT router and two daemons");
     let lab = ApLab::behind_nat(2).expect("lab");
-    let mut failover = ApFailover::in_lab(lab, ApIke::Defaults, true, Some(60), "apr-nat2")
+    let mut failover = ApFailover::in_lab(
+        lab,
+        ApIke::Defaults,
+        true,
+        Some(MqttClients::subscriber(60)),
+        "apr-nat2",
+    )
         .unwrap_or_else(|e| panic!("{e:#}"));
     let sync = failover
         .daemon_b

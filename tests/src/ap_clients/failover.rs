@@ -9,8 +9,31 @@ use super::*;
 /// for the APs' identities, and `wimark-ha ike-initiate` as the IKE hook).
 /// Ready when every AP's tunnel works through A and, with recovery, B
 /// knows every AP's IKE_SA (port and identity).
+/// Each AP's MQTT clients in [`ApFailover`].
+#[derive(Clone, Debug)]
+pub struct MqttClients {
+    /// One subscriber per keepalive (s).
+    pub keepalives_s: Vec<u16>,
+    /// And a publisher (a message every 100 ms).
+    pub publisher: bool,
+}
+
+impl MqttClients {
+    pub fn subscriber(keepalive_s: u16) -> Self {
+        Self {
+            keepalives_s: vec![keepalive_s],
+            publisher: false,
+        }
+    }
+
+    /// Connections per AP.
+    pub fn per_ap(&self) -> usize {
+        self.keepalives_s.len() + usize::from(self.publisher)
+    }
+}
+
 pub struct ApFailover {
-    /// With `mqtt_keepalive`: brokers on both servers, a subscriber per AP.
+    /// With MQTT clients: brokers on both servers, the clients per AP.
     pub mqtt: Option<Mqtt>,
     pub daemon_a: crate::daemon::Daemon,
     pub daemon_b: crate::daemon::Daemon,
@@ -29,7 +52,13 @@ impl ApFailover {
         mqtt_keepalive: Option<u16>,
         tag: &str,
     ) -> Result<Self> {
-        Self::in_lab(ApLab::new(count)?, ike, recovery, mqtt_keepalive, tag)
+        Self::in_lab(
+            ApLab::new(count)?,
+            ike,
+            recovery,
+            mqtt_keepalive.map(MqttClients::subscriber),
+            tag,
+        )
     }
 
     /// The same in `lab` (e.g. [`ApLab::behind_nat`]).
@@ -37,7 +66,7 @@ impl ApFailover {
         lab: ApLab,
         ike: ApIke,
         recovery: bool,
-        mqtt_keepalive: Option<u16>,
+        mqtt_clients: Option<MqttClients>,
         tag: &str,
     ) -> Result<Self> {
         use crate::daemon::{config, wait_until, Daemon, FAST};
@@ -76,8 +105,17 @@ impl ApFailover {
         })
         .with_context(|| daemon_b.log())?;
         let aps = lab.start_aps(&scratch.0, ike)?;
-        let mqtt = match mqtt_keepalive {
-            Some(keepalive) => Some(Mqtt::start(&lab, &scratch.0.join("mqtt"), keepalive)?),
+        let mqtt = match &mqtt_clients {
+            Some(clients) if clients.publisher => Some(Mqtt::start_with_publishers(
+                &lab,
+                &scratch.0.join("mqtt"),
+                &clients.keepalives_s,
+            )?),
+            Some(clients) => Some(Mqtt::start_clients(
+                &lab,
+                &scratch.0.join("mqtt"),
+                &clients.keepalives_s,
+            )?),
             None => None,
         };
         if recovery {
@@ -99,8 +137,8 @@ impl ApFailover {
             })?;
         }
         if mqtt.is_some() && recovery {
-            // The MQTT connections (one subscriber per AP) reach B with the
-            // next change or refresh.
+            // Every AP's MQTT connections reach B with the next change or
+            // refresh.
             wait_until(
                 Duration::from_secs(15),
                 "B knows every AP's MQTT connection",
@@ -109,7 +147,10 @@ impl ApFailover {
                         .status()
                         .ok()
                         .and_then(|s| s.ap_sync)
-                        .is_some_and(|sync| sync.synced_mqtt_connections == count)
+                        .is_some_and(|sync| {
+                            sync.synced_mqtt_connections
+                                == count * mqtt_clients.as_ref().map_or(0, MqttClients::per_ap)
+                        })
                 },
             )
             .with_context(|| format!("{:?}", daemon_b.status().map(|s| s.ap_sync)))?;

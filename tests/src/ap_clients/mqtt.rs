@@ -5,6 +5,8 @@ use super::*;
 
 /// The MQTT topic the lab's brokers carry.
 pub const MQTT_TOPIC: &str = "wimark/lab";
+/// AP n's publisher publishes to `AP_TOPIC/n`.
+pub const AP_TOPIC: &str = "wimark/ap";
 
 /// A process in a lab namespace, killed on drop.
 pub(super) struct LabProcess(Option<Child>);
@@ -27,10 +29,14 @@ impl Drop for LabProcess {
 /// MQTT as the controller runs it: a mosquitto broker on each server, a
 /// publisher on each feeding it a message every 100 ms, and per AP one
 /// `mosquitto_sub` to the VIP per keepalive asked for, whose messages are
-/// timed (arrivals are per client, AP by AP).
+/// timed (arrivals are per client, AP by AP); optionally per AP a
+/// publisher too (`mosquitto_pub -l` to the VIP, a message every 100 ms,
+/// libmosquitto's reconnect), timed by a watcher on each server.
 pub struct Mqtt {
     broker_a: LabProcess,
     publisher_a: LabProcess,
+    /// A's watcher of the APs' publishers (goes with A).
+    watcher_a: Option<LabProcess>,
     _broker_b: LabProcess,
     _publisher_b: LabProcess,
     _subscribers: Vec<LabProcess>,
@@ -49,6 +55,22 @@ impl Mqtt {
     /// Per AP, one subscriber per keepalive in `keepalives_s` (each its own
     /// TCP connection to the VIP).
     pub fn start_clients(lab: &ApLab, dir: &Path, keepalives_s: &[u16]) -> Result<Self> {
+        Self::start_with(lab, dir, keepalives_s, false)
+    }
+
+    /// Per AP, the subscribers of [`Mqtt::start_clients`] and a publisher
+    /// (keepalive 60 s): AP n's clients are in a row, its subscribers in
+    /// the order of `keepalives_s`, then its publisher.
+    pub fn start_with_publishers(lab: &ApLab, dir: &Path, keepalives_s: &[u16]) -> Result<Self> {
+        Self::start_with(lab, dir, keepalives_s, true)
+    }
+
+    fn start_with(
+        lab: &ApLab,
+        dir: &Path,
+        keepalives_s: &[u16],
+        ap_publishers: bool,
+    ) -> Result<Self> {
         use std::{
             io::{BufRead as _, Write as _},
             sync::{atomic::Ordering, Arc, Mutex},
@@ -108,10 +130,61 @@ impl Mqtt {
         };
         let mut publisher_a = publisher(&lab.a)?;
         let mut publisher_b = publisher(&lab.b)?;
+        let per_ap = keepalives_s.len() + usize::from(ap_publishers);
+        let received: Arrivals = (0..lab.aps.len() * per_ap)
+            .map(|_| Arc::new(Mutex::new(Vec::new())))
+            .collect();
+        let mut ap_publishers_running = Vec::new();
+        let mut watchers = Vec::new();
+        let mut reader_threads = Vec::new();
+        if ap_publishers {
+            for (i, ap) in lab.aps.iter().enumerate() {
+                ap_publishers_running.push(LabProcess(Some(
+                    in_ns(ap, "mosquitto_pub")
+                        .args(["-h", VIP, "-t", &format!("{AP_TOPIC}/{}", i + 1), "-l"])
+                        .args(["-i", &format!("ap{}-pub", i + 1), "-k", "60"])
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .context("starting an AP's mosquitto_pub")?,
+                )));
+            }
+            // Each server's broker hears the APs' publishers while it holds
+            // the VIP: a watcher there times each AP's messages.
+            for server in [&lab.a, &lab.b] {
+                let mut child = in_ns(server, "mosquitto_sub")
+                    .args(["-h", "127.0.0.1", "-t", &format!("{AP_TOPIC}/+"), "-v"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting a server's mosquitto_sub")?;
+                let stdout = child.stdout.take().context("mosquitto_sub stdout")?;
+                let received = received.clone();
+                reader_threads.push(thread::spawn(move || {
+                    for line in std::io::BufReader::new(stdout).lines() {
+                        let Ok(line) = line else { break };
+                        let ap = line
+                            .strip_prefix(AP_TOPIC)
+                            .and_then(|rest| rest.strip_prefix('/'))
+                            .and_then(|rest| rest.split(' ').next())
+                            .and_then(|n| n.parse::<usize>().ok());
+                        let Some(slot) = ap.and_then(|n| received.get(n * per_ap - 1)) else {
+                            continue;
+                        };
+                        if let Ok(mut seen) = slot.lock() {
+                            seen.push(Instant::now());
+                        }
+                    }
+                }));
+                watchers.push(LabProcess(Some(child)));
+            }
+        }
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut inputs: Vec<std::process::ChildStdin> = [&mut publisher_a, &mut publisher_b]
             .into_iter()
+            .chain(ap_publishers_running.iter_mut())
             .filter_map(|p| p.0.as_mut().and_then(|c| c.stdin.take()))
             .collect();
         threads.push(thread::spawn({
@@ -128,8 +201,12 @@ impl Mqtt {
                 }
             }
         }));
-        let mut subscribers = Vec::new();
-        let mut received = Vec::new();
+        threads.extend(reader_threads);
+        // watchers: [A's, B's] or none.
+        let watcher_b = watchers.pop();
+        let watcher_a = watchers.pop();
+        let mut subscribers = ap_publishers_running;
+        subscribers.extend(watcher_b);
         let clients = lab.aps.iter().enumerate().flat_map(|(i, ap)| {
             keepalives_s
                 .iter()
@@ -145,8 +222,7 @@ impl Mqtt {
                 .spawn()
                 .context("starting mosquitto_sub")?;
             let stdout = child.stdout.take().context("mosquitto_sub stdout")?;
-            let seen = Arc::new(Mutex::new(Vec::new()));
-            received.push(seen.clone());
+            let seen = received[i * per_ap + k].clone();
             threads.push(thread::spawn(move || {
                 for line in std::io::BufReader::new(stdout).lines() {
                     if line.is_err() {
@@ -162,6 +238,7 @@ impl Mqtt {
         let mqtt = Self {
             broker_a,
             publisher_a,
+            watcher_a,
             _broker_b: broker_b,
             _publisher_b: publisher_b,
             _subscribers: subscribers,
@@ -186,10 +263,13 @@ impl Mqtt {
         self.received.len()
     }
 
-    /// The lost server's broker and publisher go with it.
+    /// The lost server's broker, publisher and watcher go with it.
     pub fn lose_a(&mut self) {
         self.broker_a.kill();
         self.publisher_a.kill();
+        if let Some(watcher) = &mut self.watcher_a {
+            watcher.kill();
+        }
     }
 
     /// Per AP, the first message after the cut, timed from the loss.

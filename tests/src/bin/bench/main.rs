@@ -33,6 +33,7 @@ use wimark_ha_tests::{
     sockets::PacketSocket,
 };
 
+mod ap_trials;
 mod aps;
 mod failover;
 mod plot;
@@ -117,6 +118,12 @@ enum Which {
         /// The AP subscribers' MQTT keepalive (seconds).
         #[arg(long, default_value_t = 5)]
         mqtt_keepalive: u16,
+        /// Instead of the table: issue 28's trials through both daemons,
+        /// this many per row (2 APs on the LAN and 2 behind one NAT
+        /// address, three MQTT connections each; node loss and planned
+        /// switchover; strongSwan defaults and DPD 1 s). About 15 s a trial.
+        #[arg(long, default_value_t = 0)]
+        trials: usize,
     },
     /// Both pairs left running, idle and with every core saturated: false
     /// takeovers, RSS and CPU of each daemon, wimark-ha at 1 ms x 3 and x 10
@@ -169,8 +176,12 @@ fn main() -> Result<()> {
             aps,
             wait,
             mqtt_keepalive,
+            trials,
         } => {
             require_root("the AP benchmark");
+            if trials > 0 {
+                return ap_trials::run(trials, std::time::Duration::from_secs(wait));
+            }
             return aps::run(aps, std::time::Duration::from_secs(wait), mqtt_keepalive);
         }
         Which::Vip { trials } => {
