@@ -57,38 +57,82 @@ fn remove_matching(pattern: &str) -> (bool, String) {
     }
 }
 
-async fn run(argv: &[String], timeout: Duration, started: Instant) -> Outcome {
-    let what = argv.join(" ");
-    let mut command = tokio::process::Command::new(&argv[0]);
+/// Why a process did not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("could not start {program}: {source}")]
+    Start {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("timed out after {0:?} (killed)")]
+    TimedOut(Duration),
+}
+
+/// The one process runner of the daemon's hooks (the role hooks, the
+/// notify script, the AP recovery's IKE hook): `argv` without a shell,
+/// `input` on its stdin (none: /dev/null), its output collected, killed at
+/// `timeout`. A process that does not read its input never blocks us.
+pub async fn run_process(
+    argv: &[String],
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<std::process::Output, ProcessError> {
+    use tokio::io::AsyncWriteExt as _;
+    let start_error = |source| ProcessError::Start {
+        program: argv.first().cloned().unwrap_or_default(),
+        source,
+    };
+    let program = argv.first().ok_or_else(|| {
+        start_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "empty argv",
+        ))
+    })?;
+    let mut command = tokio::process::Command::new(program);
     command
         .args(&argv[1..])
         .kill_on_drop(true)
-        .stdin(std::process::Stdio::null());
-    let (ok, detail) = match tokio::time::timeout(timeout, command.output()).await {
-        Err(_) => (false, format!("timed out after {timeout:?} (killed)")),
-        Ok(Err(e)) => (false, format!("could not start: {e}")),
-        Ok(Ok(output)) => {
-            let tail = |bytes: &[u8]| {
-                let text = String::from_utf8_lossy(bytes);
-                let text = text.trim();
-                text.chars()
-                    .rev()
-                    .take(400)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<String>()
-            };
-            (
-                output.status.success(),
-                format!(
-                    "{}; stdout: {:?}; stderr: {:?}",
-                    output.status,
-                    tail(&output.stdout),
-                    tail(&output.stderr)
-                ),
-            )
+        .stdin(match input {
+            Some(_) => std::process::Stdio::piped(),
+            None => std::process::Stdio::null(),
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let run = async {
+        let mut child = command.spawn().map_err(start_error)?;
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            // A broken pipe is the hook's business (it did not read).
+            let _ = stdin.write_all(input).await;
         }
+        child.wait_with_output().await.map_err(start_error)
+    };
+    tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| ProcessError::TimedOut(timeout))?
+}
+
+/// The last `chars` characters of a process's output, trimmed.
+pub fn output_tail(bytes: &[u8], chars: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    let skip = text.chars().count().saturating_sub(chars);
+    text.chars().skip(skip).collect()
+}
+
+async fn run(argv: &[String], timeout: Duration, started: Instant) -> Outcome {
+    let what = argv.join(" ");
+    let (ok, detail) = match run_process(argv, None, timeout).await {
+        Err(e) => (false, e.to_string()),
+        Ok(output) => (
+            output.status.success(),
+            format!(
+                "{}; stdout: {:?}; stderr: {:?}",
+                output.status,
+                output_tail(&output.stdout, 400),
+                output_tail(&output.stderr, 400)
+            ),
+        ),
     };
     Outcome {
         what,

@@ -18,7 +18,6 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use tokio::io::AsyncWriteExt as _;
 
 use crate::{
     clock::monotonic_now_ns,
@@ -27,9 +26,10 @@ use crate::{
     records::{DaemonStatus, State},
     recovery::{
         ike_sas::{self, IkePeers},
-        mqtt::{sessions_by_ap, MqttSession},
+        mqtt::sessions_by_ap,
+        plan::Plan,
         sync::{self, Received, Sender, SyncStatus, SyncedAp, MIN_KEY},
-        ApEntry, ApList, ApOutcome, HookReport, RecoveryRecord,
+        ApList, ApOutcome, HookReport, RecoveryRecord,
     },
 };
 
@@ -268,36 +268,22 @@ impl ApRecovery {
         aps
     }
 
-    /// Whom to expect back after a takeover: the APs the old master had
-    /// (synced) and those we saw ourselves.
-    pub fn expected(&self) -> Vec<crate::recovery::back::ExpectedAp> {
-        self.known_aps()
-            .0
-            .values()
-            .map(crate::recovery::back::ExpectedAp::from_synced)
-            .collect()
-    }
-
-    /// Our own active APs and those synced from the peer (whose view wins:
-    /// it is who the APs were talking to), and the synced addresses.
-    fn known_aps(
-        &self,
-    ) -> (
-        std::collections::BTreeMap<IpAddr, SyncedAp>,
-        std::collections::BTreeSet<IpAddr>,
-    ) {
+    /// The recovery of a takeover decided now: from the APs the old master
+    /// had (synced) and those we saw ourselves ([`crate::recovery::plan`]
+    /// decides).
+    pub fn plan(&self) -> Plan {
         let synced = self
             .received
             .lock()
             .map(|mut r| r.aps(Instant::now()))
             .unwrap_or_default();
-        let synced_addresses = synced.iter().map(|ap| ap.address).collect();
-        // Our own connections are from an earlier term: dead (the peer's
-        // view of each AP wins anyway).
-        let mut all: std::collections::BTreeMap<IpAddr, SyncedAp> =
-            self.own_aps(None).into_iter().map(|a| (a.address, a)).collect();
-        all.extend(synced.into_iter().map(|a| (a.address, a)));
-        (all, synced_addresses)
+        crate::recovery::plan::plan(
+            &self.config.instance,
+            &self.virtual_ips,
+            self.own_aps(None),
+            synced,
+            self.config.mqtt_kick,
+        )
     }
 
     pub fn status(&self) -> SyncStatus {
@@ -318,51 +304,23 @@ impl ApRecovery {
         status
     }
 
-    /// After a takeover: the APs the old master had (synced) and ours, to
-    /// the IKE hook. Returns the journal's record.
-    pub async fn recover(&self) -> RecoveryRecord {
-        let (all, synced_addresses) = self.known_aps();
-        let list = ApList {
-            version: crate::recovery::AP_LIST_VERSION,
-            instance: self.config.instance.clone(),
-            virtual_ips: self.virtual_ips.clone(),
-            aps: all.values().flat_map(ApEntry::for_synced).collect(),
-        };
-        // APs, not addresses: each IKE_SA at a shared address is one.
-        let synced_count = all
-            .values()
-            .filter(|ap| synced_addresses.contains(&ap.address))
-            .map(|ap| ap.ike_peers.len().max(1))
-            .sum();
-        // MQTT first: a few segments, microseconds; the clients' reconnect
-        // delay runs while the IKE hook works.
+    /// Carries `plan` out: the MQTT kicks first (a few segments,
+    /// microseconds; the clients' reconnect delay runs while the IKE hook
+    /// works), then the IKE hook. Returns the journal's record.
+    pub async fn execute(&self, plan: Plan) -> RecoveryRecord {
         let mqtt = if self.config.mqtt_kick {
-            let connections: Vec<(IpAddr, MqttSession)> = all
-                .values()
-                .flat_map(|ap| ap.mqtt.iter().map(|session| (ap.address, *session)))
-                .collect();
             let mut report = crate::recovery::mqtt::KickReport {
-                beyond_bound: all
-                    .values()
-                    .map(|ap| usize::from(ap.mqtt_beyond_bound))
-                    .sum(),
+                beyond_bound: plan.kicks_beyond_bound,
                 ..Default::default()
             };
-            // Per address family, the instance's first VIP of it is the
-            // APs' broker address.
-            for ipv4 in [true, false] {
-                let Some(vip) = self.virtual_ips.iter().find(|v| v.is_ipv4() == ipv4) else {
-                    continue;
-                };
-                let family: Vec<(IpAddr, MqttSession)> = connections
-                    .iter()
-                    .filter(|(ap, _)| ap.is_ipv4() == ipv4)
-                    .copied()
-                    .collect();
-                if family.is_empty() {
-                    continue;
-                }
-                let kicked = crate::recovery::mqtt::kick(*vip, &family).await;
+            if plan.kicks_without_vip > 0 {
+                report.errors.push(format!(
+                    "{} connection(s) of an address family the instance has no VIP of: not kicked",
+                    plan.kicks_without_vip
+                ));
+            }
+            for family in &plan.kicks {
+                let kicked = crate::recovery::mqtt::kick(family.vip, &family.connections).await;
                 report.connections += kicked.connections;
                 report.segments_sent += kicked.segments_sent;
                 report.informed += kicked.informed;
@@ -373,12 +331,12 @@ impl ApRecovery {
             None
         };
         let ike = match &self.config.ike_hook {
-            Some(argv) => Some(run_hook(argv, self.config.ike_hook_timeout, &list).await),
+            Some(argv) => Some(run_hook(argv, self.config.ike_hook_timeout, &plan.list).await),
             None => None,
         };
         RecoveryRecord {
-            expected: list.aps.len(),
-            synced: synced_count,
+            expected: plan.list.aps.len(),
+            synced: plan.synced,
             ike,
             mqtt,
         }
@@ -437,26 +395,16 @@ pub fn active_aps(
 pub async fn run_hook(argv: &[String], timeout: Duration, list: &ApList) -> HookReport {
     let started = Instant::now();
     let mut report = HookReport::default();
-    let result = async {
-        let input = serde_json::to_vec(list).context("encoding the AP list")?;
-        let mut child = tokio::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", argv[0]))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A hook that does not read its input must not block us.
-            let _ = stdin.write_all(&input).await;
+    let input = match serde_json::to_vec(list) {
+        Ok(input) => input,
+        Err(e) => {
+            report.error = Some(format!("encoding the AP list: {e}"));
+            return report;
         }
-        anyhow::Ok(child.wait_with_output().await?)
     };
-    match tokio::time::timeout(timeout, result).await {
-        Err(_) => report.error = Some(format!("timed out after {timeout:?} (killed)")),
-        Ok(Err(e)) => report.error = Some(format!("{e:#}")),
-        Ok(Ok(output)) => {
+    match crate::hooks::run_process(argv, Some(&input), timeout).await {
+        Err(e) => report.error = Some(e.to_string()),
+        Ok(output) => {
             for line in String::from_utf8_lossy(&output.stdout).lines() {
                 let Ok(outcome) = serde_json::from_str::<ApOutcome>(line) else {
                     continue;
@@ -476,16 +424,7 @@ pub async fn run_hook(argv: &[String], timeout: Duration, list: &ApList) -> Hook
             }
             let reported = report.ok + report.failed;
             if !output.status.success() && reported < list.aps.len() {
-                let stderr = String::from_utf8_lossy(&output.stderr);
-                let tail: String = stderr
-                    .trim()
-                    .chars()
-                    .rev()
-                    .take(300)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
+                let tail = crate::hooks::output_tail(&output.stderr, 300);
                 report.error = Some(format!("{}; stderr: {tail:?}", output.status));
             }
         }
@@ -497,6 +436,7 @@ pub async fn run_hook(argv: &[String], timeout: Duration, list: &ApList) -> Hook
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recovery::ApEntry;
 
     fn list(addresses: &[&str]) -> ApList {
         ApList {

@@ -359,10 +359,10 @@ async fn run_bound(
             let observed = observed_tx.clone();
             let instance = roles_instance.clone().unwrap_or_default();
             Box::new(move |record| {
-                let _ = observed.send(observer::Observed::Entry(history::Entry::Containers {
+                let _ = observed.send(observer::Observed::StackSwitched {
                     instance: instance.clone(),
                     record: record.clone(),
-                }));
+                });
             })
         },
         witness.clone().map(|witness| crate::roles::WitnessLink {

@@ -2,8 +2,10 @@
 //! goes into the journal (and the metrics), and after each takeover each
 //! expected AP is timed until it opens a session with us ("APs back").
 //!
-//! After a takeover it also starts the AP recovery (`[ap_recovery]`): at
-//! once, or once the master stack is up when `[roles]` follows the instance.
+//! After a takeover it also starts the AP recovery (`[ap_recovery]`),
+//! planned at the decision ([`crate::recovery::plan`]): at once, or when
+//! the role switcher says the master stack is up (`StackSwitched`) when
+//! `[roles]` follows the instance.
 //!
 //! Owns: the journal writer, the APs-back watchers, when the recovery
 //! starts. Must not: run on the engine thread or delay it — the engine only
@@ -40,6 +42,13 @@ const APS_BACK_FAST_FOR: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub enum Observed {
     Entry(Entry),
+    /// The role switcher finished a switch of the instance's stack (done,
+    /// held back or failed): journaled, and the master stack's starts a
+    /// recovery that waits for it.
+    StackSwitched {
+        instance: String,
+        record: crate::records::SwitchRecord,
+    },
     /// The instance became MASTER: watch `monitor` for AP traffic.
     Takeover {
         instance: String,
@@ -67,15 +76,16 @@ pub async fn run(
     recovery: Option<Recovery>,
     last_aps_back: Arc<Mutex<Vec<crate::recovery::LastApsBack>>>,
 ) {
-    // A takeover whose recovery waits for the master stack.
-    let mut recovery_pending = false;
+    // A takeover's recovery, planned at its decision, waiting for the
+    // master stack.
+    let mut recovery_pending: Option<crate::recovery::plan::Plan> = None;
     // Per instance, the running APs-back watch of its latest takeover.
     let mut watchers: HashMap<String, tokio::sync::oneshot::Sender<()>> = HashMap::new();
-    let start_recovery = |recovery: &Recovery| {
+    let start_recovery = |recovery: &Recovery, plan: crate::recovery::plan::Plan| {
         if let Some(report) = own.upgrade() {
             let recovery = recovery.recovery.clone();
             tokio::spawn(async move {
-                let record = recovery.recover().await;
+                let record = recovery.execute(plan).await;
                 let instance = recovery.config.instance.clone();
                 match &record.ike {
                     Some(ike) if ike.error.is_some() || ike.failed > 0 => tracing::warn!(
@@ -116,77 +126,43 @@ pub async fn run(
     // Watchers hold a strong sender only while they watch, so the loop ends
     // once the engine and the switcher have hung up and no watcher is left.
     while let Some(observed) = events.recv().await {
-        match observed {
-            Observed::Entry(entry) => {
-                if let (Some(recovery), Entry::Containers { instance, record }) =
-                    (&recovery, &entry)
-                {
+        let entry = match observed {
+            Observed::StackSwitched { instance, record } => {
+                if let Some(recovery) = &recovery {
                     // The master stack's switch is over (done, held back or
                     // failed: the hook reports what it finds either way).
-                    if recovery_pending
-                        && *instance == recovery.recovery.config.instance
+                    if instance == recovery.recovery.config.instance
                         && record.to == Stack::Master
                     {
-                        recovery_pending = false;
-                        start_recovery(recovery);
+                        if let Some(plan) = recovery_pending.take() {
+                            start_recovery(recovery, plan);
+                        }
                     }
                 }
-                metrics.observe(&entry);
-                if let Entry::ApsBack {
-                    instance,
-                    at_unix_ms,
-                    after_ms,
-                    per_ap: Some(detail),
-                } = &entry
-                {
-                    if let Ok(mut last) = last_aps_back.lock() {
-                        last.retain(|l| &l.instance != instance);
-                        last.push(crate::recovery::LastApsBack {
-                            instance: instance.clone(),
-                            at_unix_ms: *at_unix_ms,
-                            after_ms: *after_ms,
-                            detail: detail.clone(),
-                        });
-                    }
-                    tracing::info!(
-                        %instance,
-                        after_ms,
-                        expected = detail.expected,
-                        back = detail.back,
-                        p50_ms = detail.percentile_ms(50.0).unwrap_or(f64::NAN),
-                        p99_ms = detail.percentile_ms(99.0).unwrap_or(f64::NAN),
-                        "APs back: {} of {} after {after_ms:.1} ms",
-                        detail.back,
-                        detail.expected
-                    );
-                }
-                // The journal counts what it could not write (status and
-                // metrics read it) and logs when it stops and starts working
-                // again, not once per entry.
-                let _ = journal.append(&entry);
+                Some(Entry::Containers { instance, record })
             }
+            Observed::Entry(entry) => Some(entry),
             Observed::Takeover {
                 instance,
                 monitor,
                 decided_ns,
             } => {
-                if let Some(recovery) = recovery
+                let ours = recovery
                     .as_ref()
-                    .filter(|r| r.recovery.config.instance == instance)
-                {
-                    if recovery.after_containers {
-                        recovery_pending = true;
-                    } else {
-                        start_recovery(recovery);
+                    .filter(|r| r.recovery.config.instance == instance);
+                // Whom to reach and to expect: the APs the old master had
+                // (synced) and those we saw ourselves, as of the decision.
+                let expected: Vec<ExpectedAp> = match ours {
+                    Some(recovery) => {
+                        let plan = recovery.recovery.plan();
+                        let expected = plan.expected.clone();
+                        if recovery.after_containers {
+                            recovery_pending = Some(plan);
+                        } else {
+                            start_recovery(recovery, plan);
+                        }
+                        expected
                     }
-                }
-                // Whom to expect: the APs the old master had (synced) and
-                // those we saw ourselves, as of the decision.
-                let expected: Vec<ExpectedAp> = match recovery
-                    .as_ref()
-                    .filter(|r| r.recovery.config.instance == instance)
-                {
-                    Some(recovery) => recovery.recovery.expected(),
                     None => super::ap_recovery::active_aps(&monitors, monitor, None)
                         .iter()
                         .map(ExpectedAp::from_synced)
@@ -210,17 +186,54 @@ pub async fn run(
                         superseded,
                     ));
                 }
+                None
             }
+        };
+        if let Some(entry) = entry {
+            metrics.observe(&entry);
+            if let Entry::ApsBack {
+                instance,
+                at_unix_ms,
+                after_ms,
+                per_ap: Some(detail),
+            } = &entry
+            {
+                if let Ok(mut last) = last_aps_back.lock() {
+                    last.retain(|l| &l.instance != instance);
+                    last.push(crate::recovery::LastApsBack {
+                        instance: instance.clone(),
+                        at_unix_ms: *at_unix_ms,
+                        after_ms: *after_ms,
+                        detail: detail.clone(),
+                    });
+                }
+                tracing::info!(
+                    %instance,
+                    after_ms,
+                    expected = detail.expected,
+                    back = detail.back,
+                    p50_ms = detail.percentile_ms(50.0).unwrap_or(f64::NAN),
+                    p99_ms = detail.percentile_ms(99.0).unwrap_or(f64::NAN),
+                    "APs back: {} of {} after {after_ms:.1} ms",
+                    detail.back,
+                    detail.expected
+                );
+            }
+            // The journal counts what it could not write (status and
+            // metrics read it) and logs when it stops and starts working
+            // again, not once per entry.
+            let _ = journal.append(&entry);
         }
     }
 }
 
 /// Watches one takeover until every expected AP has every session back (the
-/// XDP program stamps each AP's IKE_SA_INIT / IKE_AUTH, and each MQTT
+/// XDP program stamps each AP address and IKE port's IKE_AUTH, and each MQTT
 /// connection's SYN; [`BackWatch`] decides), [`APS_BACK_WAIT`] passes, or
 /// the next takeover of the instance cuts it short; then writes its one
 /// journal entry. With no AP expected (none known before), the first AP
-/// that opens a session ends it. Each poll costs one AP-table read and one
+/// that opens a session ends it. Each poll costs one IKE-session-table read
+/// (a lookup per AP that opened an IKE session) and one
 /// MQTT-table read (a lookup per connection held: an estimated ~30 ms at 15 000
 /// connections), every 100 ms for 3 s, then every second.
 async fn watch_aps(

@@ -12,6 +12,7 @@
 pub mod back;
 pub mod ike_sas;
 pub mod mqtt;
+pub mod plan;
 pub mod sync;
 pub mod vici;
 
