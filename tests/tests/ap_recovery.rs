@@ -294,7 +294,7 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
         .iter()
         .filter(|f| f["check"] == "ap recovery")
         .collect();
-    assert_eq!(ap_findings.len(), 2, "{findings:#}");
+    assert_eq!(ap_findings.len(), 3, "{findings:#}");
     assert!(
         ap_findings.iter().all(|f| f["status"] == "OK"),
         "{ap_findings:#?}"
@@ -431,13 +431,13 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
 fn two_aps_behind_one_nat_address_are_two_aps_through_the_daemons() {
     require_root("an AP lab with strongSwan behind a NAT router and two daemons");
     let lab = ApLab::behind_nat(2).expect("lab");
-    let mut failover = ApFailover::in_lab(
-        lab,
-        ApIke::Defaults,
-        true,
-        Some(MqttClients::subscriber(60)),
-        "apr-nat2",
-    )
+    // Each AP with three MQTT connections: subscribers with keepalive 5 s
+    // and 60 s, and a publisher.
+    let clients = MqttClients {
+        keepalives_s: vec![5, 60],
+        publisher: true,
+    };
+    let mut failover = ApFailover::in_lab(lab, ApIke::Defaults, true, Some(clients), "apr-nat2")
         .unwrap_or_else(|e| panic!("{e:#}"));
     let sync = failover
         .daemon_b
@@ -470,7 +470,7 @@ fn two_aps_behind_one_nat_address_are_two_aps_through_the_daemons() {
     assert!(
         mqtt.iter()
             .all(|b| b.is_some_and(|t| t < Duration::from_secs(5))),
-        "both APs' MQTT back within 5 s (keepalive 60 s): {mqtt:?}\nB: {}",
+        "all six MQTT connections back within 5 s (keepalives 5 s and 60 s, publishers): {mqtt:?}\nB: {}",
         daemon_b.log()
     );
     let recoveries = || {
@@ -498,7 +498,7 @@ fn two_aps_behind_one_nat_address_are_two_aps_through_the_daemons() {
         );
     }
     // The journal counts two APs, each whole: two IKE_SAs at one address
-    // (told apart by their NAT-T ports) and both MQTT connections.
+    // (told apart by their NAT-T ports) and all six MQTT connections.
     let aps_back = || {
         journal(daemon_b, |entry| match entry {
             wimark_ha::history::Entry::ApsBack { per_ap, .. } => per_ap,
@@ -519,9 +519,78 @@ fn two_aps_behind_one_nat_address_are_two_aps_through_the_daemons() {
             sessions.mqtt_expected,
             sessions.mqtt_back
         ),
-        (2, 2, 2, 2),
+        (2, 2, 6, 6),
         "{back:?}"
     );
+}
+
+/// Bad input through both daemons: a NAT that drops the new master's
+/// initiation to one AP (its mapping gone), and more MQTT connections at an
+/// address than the sync's bound. Each is a line in the recovery record;
+/// nothing is retried; the VIP stays with the new master.
+#[test]
+fn a_nat_dropping_the_initiation_and_connections_beyond_the_bound_are_recorded_not_retried() {
+    require_root("an AP lab with strongSwan behind a NAT router and two daemons");
+    let lab = ApLab::behind_nat(2).expect("lab");
+    let clients = MqttClients {
+        keepalives_s: vec![60; 5],
+        publisher: false,
+    };
+    let mut failover = ApFailover::in_lab(lab, ApIke::Defaults, true, Some(clients), "apr-bad")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let nat = failover.lab.nat.clone().expect("the NAT namespace");
+    // AP 1's mapping is gone: the NAT drops whatever comes for it.
+    let drop = Command::new("ip")
+        .args(["netns", "exec", &nat, "iptables", "-I", "FORWARD"])
+        .args(["-d", &failover.lab.own[0], "-j", "DROP"])
+        .status()
+        .expect("iptables");
+    assert!(drop.success());
+    let probes = TunnelProbes::start(&failover.lab).expect("probes");
+    let lost = failover.lose_a().expect("node loss");
+    let back = probes.wait_all_back(lost, Duration::from_secs(5));
+    let daemon_b = &failover.daemon_b;
+    assert!(
+        back[0].is_none() && back[1].is_some(),
+        "only AP 2's tunnel comes back: {back:?}\nB: {}",
+        daemon_b.log()
+    );
+    let recoveries = || {
+        journal(daemon_b, |entry| match entry {
+            wimark_ha::history::Entry::ApRecovery { record, .. } => Some(record),
+            _ => None,
+        })
+    };
+    wait_until(Duration::from_secs(15), "the recovery in B's journal", || {
+        !recoveries().is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    let record = &recoveries()[0];
+    let ike = record.ike.as_ref().expect("the IKE hook ran");
+    assert_eq!((ike.ok, ike.failed), (1, 1), "{record:?}");
+    assert!(
+        ike.failures.len() == 1 && ike.failures[0].starts_with(&format!("{NAT_PUBLIC}: initiate failed")),
+        "{ike:?}"
+    );
+    let kicked = record.mqtt.as_ref().expect("the MQTT kick ran");
+    assert_eq!(
+        (kicked.connections, kicked.beyond_bound),
+        (wimark_ha::recovery::mqtt::MAX_MQTT_PER_AP, 10 - wimark_ha::recovery::mqtt::MAX_MQTT_PER_AP),
+        "{kicked:?}"
+    );
+    let history = Command::new(wimark_ha_bin())
+        .args(["history", "--state-dir"])
+        .arg(daemon_b.state_dir())
+        .output()
+        .expect("wimark-ha history");
+    let text = String::from_utf8_lossy(&history.stdout);
+    assert!(text.contains("1 failed"), "{text}");
+    assert!(text.contains("beyond 8 per AP not kicked"), "{text}");
+    // Not retried: still one recovery a while later; B keeps the VIP.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(recoveries().len(), 1);
+    assert_eq!(daemon_b.state(), Some(State::Master), "{}", daemon_b.log());
+    assert!(wimark_ha_tests::daemon::has_address(&failover.lab.b, "eth1", VIP));
 }
 
 /// A forged AP sync (another key) and garbage are counted, never obeyed.

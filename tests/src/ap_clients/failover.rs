@@ -136,6 +136,12 @@ impl ApFailover {
                 )
             })?;
         }
+        // The sync carries at most MAX_MQTT_PER_AP connections per AP
+        // address (every AP behind the NAT shares one).
+        let addresses = if lab.nat.is_some() { 1 } else { count };
+        let connections = count * mqtt_clients.as_ref().map_or(0, MqttClients::per_ap);
+        let synced_connections = addresses
+            * (connections / addresses).min(wimark_ha::recovery::mqtt::MAX_MQTT_PER_AP);
         if mqtt.is_some() && recovery {
             // Every AP's MQTT connections reach B with the next change or
             // refresh.
@@ -147,10 +153,7 @@ impl ApFailover {
                         .status()
                         .ok()
                         .and_then(|s| s.ap_sync)
-                        .is_some_and(|sync| {
-                            sync.synced_mqtt_connections
-                                == count * mqtt_clients.as_ref().map_or(0, MqttClients::per_ap)
-                        })
+                        .is_some_and(|sync| sync.synced_mqtt_connections == synced_connections)
                 },
             )
             .with_context(|| format!("{:?}", daemon_b.status().map(|s| s.ap_sync)))?;

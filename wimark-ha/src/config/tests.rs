@@ -694,3 +694,17 @@ fn sync_groups_name_existing_instances_once_and_roles_may_follow_one() {
         assert!(error.line > 0, "{extra}: {error}");
     }
 }
+
+#[test]
+fn the_ike_daemons_socket_must_be_an_absolute_path() {
+    let section = "\n[ap_recovery]\nsync_key_file = \"/etc/wimark-ha/ap-sync.key\"\nsync_peer = \"10.10.10.2\"\nike_vici = \"charon.vici\"\n";
+    let e = parse_str(&format!("{GOOD}{section}")).expect_err("a relative socket");
+    assert_eq!((e.line, e.key.as_str()), (20, "ap_recovery.ike_vici"), "{e}");
+    assert!(e.message.contains("charon.vici"), "{e}");
+    let good = section.replace("\"charon.vici\"", "\"unix:///run/charon.vici\"");
+    let config = parse_str(&format!("{GOOD}{good}")).expect("valid");
+    assert_eq!(
+        config.ap_recovery.and_then(|r| r.ike_vici),
+        Some(PathBuf::from("/run/charon.vici"))
+    );
+}

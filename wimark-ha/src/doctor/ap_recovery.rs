@@ -2,7 +2,9 @@
 //! an IKE hook, and — for the strongSwan adapter — a connection that does
 //! not let MOBIKE move an AP's SA off the VIP (with MOBIKE on, a planned
 //! switchover moved the SAs to the old master's own address) — and the
-//! same of the servers' own IKE daemon's swanctl.conf (`ike_daemon_config`).
+//! same of the servers' own IKE daemon's swanctl.conf (`ike_daemon_config`);
+//! and whether the APs' IKE identities are synced (`ike_vici`), without
+//! which an AP behind a NAT does not come back.
 //!
 //! Owns: those findings. Must not: connect to the IKE daemon or change
 //! anything.
@@ -45,7 +47,46 @@ pub fn check(config: &Config) -> Vec<Finding> {
     vec![
         hook_finding(recovery),
         ike_daemon_finding(&recovery.ike_daemon_config, &vips),
+        identities_finding(recovery),
     ]
+}
+
+/// `ike_vici`: set, and a socket there (not connected to: the daemon reads
+/// it every 5 s and says in `status` when it cannot).
+fn identities_finding(recovery: &ApRecoveryConfig) -> Finding {
+    use std::os::unix::fs::FileTypeExt as _;
+    let Some(socket) = &recovery.ike_vici else {
+        return bad(
+            Status::Warn,
+            CHECK,
+            "[ap_recovery] has no ike_vici: the APs' IKE_SAs are not synced — of several APs behind one NAT address only one (the latest port seen) is initiated after a takeover, and each AP's address stands in for its IKE identity",
+            "set ike_vici = \"/var/run/charon.vici\" (the IKE container's vici socket, mounted where wimark-ha can reach it)",
+        );
+    };
+    match std::fs::metadata(socket) {
+        Ok(metadata) if metadata.file_type().is_socket() => ok(
+            CHECK,
+            format!(
+                "the APs' IKE identities are read from {} and synced",
+                socket.display()
+            ),
+        ),
+        Ok(_) => bad(
+            Status::Fail,
+            CHECK,
+            format!("ike_vici {} is not a socket", socket.display()),
+            "point ike_vici at charon's vici socket",
+        ),
+        Err(e) => bad(
+            Status::Warn,
+            CHECK,
+            format!(
+                "ike_vici {}: {e} (the IKE daemon down, or its socket not mounted here): identities are not synced while it is missing",
+                socket.display()
+            ),
+            "mount the IKE container's vici socket where wimark-ha can reach it",
+        ),
+    }
 }
 
 fn hook_finding(recovery: &ApRecoveryConfig) -> Finding {
@@ -261,6 +302,29 @@ mod tests {
         let (off, dir) = with_adapter("mobike = false");
         let finding = &check(&off)[0];
         assert_eq!(finding.status, Status::Ok, "{finding:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn identities_not_synced_are_a_warning_and_a_socket_is_ok() {
+        let base = "[ap_recovery]\nsync_key_file = \"/etc/wimark-ha/ap-sync.key\"\nsync_peer = \"10.10.10.2\"\n";
+        let finding = &check(&config(base))[2];
+        assert_eq!(finding.status, Status::Warn, "{finding:?}");
+        assert!(finding.detail.contains("no ike_vici"), "{finding:?}");
+        let dir = std::env::temp_dir().join(format!("wimark-ha-doctor-vici-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let socket = dir.join("charon.vici");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("socket");
+        let with = |path: &std::path::Path| {
+            config(&format!("{base}ike_vici = \"unix://{}\"\n", path.display()))
+        };
+        let finding = &check(&with(&socket))[2];
+        assert_eq!(finding.status, Status::Ok, "{finding:?}");
+        let file = dir.join("plain-file");
+        std::fs::write(&file, "").expect("file");
+        assert_eq!(check(&with(&file))[2].status, Status::Fail);
+        let missing = &check(&with(&dir.join("gone.vici")))[2];
+        assert_eq!(missing.status, Status::Warn, "{missing:?}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
