@@ -256,6 +256,37 @@ fn an_ike_daemon_that_is_down_is_reported_per_ap_and_quickly() {
     assert!(stderr.contains("not the documented JSON"), "{stderr}");
 }
 
+/// The AP recovery records in `daemon`'s journal.
+fn recovery_records(
+    daemon: &wimark_ha_tests::daemon::Daemon,
+) -> Vec<wimark_ha::recovery::RecoveryRecord> {
+    journal(daemon, |entry| match entry {
+        wimark_ha::history::Entry::ApRecovery { record, .. } => Some(record),
+        _ => None,
+    })
+}
+
+/// The APs-back records in `daemon`'s journal.
+fn aps_back_records(
+    daemon: &wimark_ha_tests::daemon::Daemon,
+) -> Vec<wimark_ha::recovery::ApsBackDetail> {
+    journal(daemon, |entry| match entry {
+        wimark_ha::history::Entry::ApsBack { per_ap, .. } => per_ap,
+        _ => None,
+    })
+}
+
+/// Waits until `read` finds a record of `what` in `daemon`'s journal.
+fn wait_for_records<T>(
+    daemon: &wimark_ha_tests::daemon::Daemon,
+    wait: Duration,
+    what: &str,
+    read: impl Fn() -> Vec<T>,
+) {
+    wait_until(wait, &format!("{what} in the journal"), || !read().is_empty())
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+}
+
 /// What `pick` takes from each entry of the daemon's failover journal.
 fn journal<T>(
     daemon: &wimark_ha_tests::daemon::Daemon,
@@ -336,18 +367,8 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
         daemon_b.log()
     );
     // One journal entry for the takeover's recovery, every AP accounted for.
-    let recoveries = || {
-        journal(daemon_b, |entry| match entry {
-            wimark_ha::history::Entry::ApRecovery { record, .. } => Some(record),
-            _ => None,
-        })
-    };
-    wait_until(
-        Duration::from_secs(5),
-        "the recovery in B's journal",
-        || !recoveries().is_empty(),
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    let recoveries = || recovery_records(daemon_b);
+    wait_for_records(daemon_b, Duration::from_secs(5), "the recovery", &recoveries);
     let records = recoveries();
     assert_eq!(records.len(), 1, "{records:?}");
     let record = &records[0];
@@ -357,16 +378,8 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
     assert_eq!((ike.ok, ike.failed), (usize::from(APS), 0), "{ike:?}");
     assert!(ike.error.is_none(), "{ike:?}");
     // Every AP came back, by its own new session, in one entry.
-    let aps_back = || {
-        journal(daemon_b, |entry| match entry {
-            wimark_ha::history::Entry::ApsBack { per_ap, .. } => per_ap,
-            _ => None,
-        })
-    };
-    wait_until(Duration::from_secs(5), "APs back in B's journal", || {
-        !aps_back().is_empty()
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    let aps_back = || aps_back_records(daemon_b);
+    wait_for_records(daemon_b, Duration::from_secs(5), "APs back", &aps_back);
     let back = aps_back();
     assert_eq!(back.len(), 1, "one entry per takeover: {back:?}");
     assert_eq!(
@@ -473,16 +486,8 @@ fn two_aps_behind_one_nat_address_are_two_aps_through_the_daemons() {
         "all six MQTT connections back within 5 s (keepalives 5 s and 60 s, publishers): {mqtt:?}\nB: {}",
         daemon_b.log()
     );
-    let recoveries = || {
-        journal(daemon_b, |entry| match entry {
-            wimark_ha::history::Entry::ApRecovery { record, .. } => Some(record),
-            _ => None,
-        })
-    };
-    wait_until(Duration::from_secs(5), "the recovery in B's journal", || {
-        !recoveries().is_empty()
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    let recoveries = || recovery_records(daemon_b);
+    wait_for_records(daemon_b, Duration::from_secs(5), "the recovery", &recoveries);
     let record = &recoveries()[0];
     assert_eq!((record.expected, record.synced), (2, 2), "{record:?}");
     let ike = record.ike.as_ref().expect("the IKE hook ran");
@@ -499,16 +504,8 @@ fn two_aps_behind_one_nat_address_are_two_aps_through_the_daemons() {
     }
     // The journal counts two APs, each whole: two IKE_SAs at one address
     // (told apart by their NAT-T ports) and all six MQTT connections.
-    let aps_back = || {
-        journal(daemon_b, |entry| match entry {
-            wimark_ha::history::Entry::ApsBack { per_ap, .. } => per_ap,
-            _ => None,
-        })
-    };
-    wait_until(Duration::from_secs(5), "APs back in B's journal", || {
-        !aps_back().is_empty()
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    let aps_back = || aps_back_records(daemon_b);
+    wait_for_records(daemon_b, Duration::from_secs(5), "APs back", &aps_back);
     let back = &aps_back()[0];
     assert_eq!((back.expected, back.back), (2, 2), "{back:?}");
     let sessions = back.sessions.expect("sessions per kind");
@@ -555,16 +552,8 @@ fn a_nat_dropping_the_initiation_and_connections_beyond_the_bound_are_recorded_n
         "only AP 2's tunnel comes back: {back:?}\nB: {}",
         daemon_b.log()
     );
-    let recoveries = || {
-        journal(daemon_b, |entry| match entry {
-            wimark_ha::history::Entry::ApRecovery { record, .. } => Some(record),
-            _ => None,
-        })
-    };
-    wait_until(Duration::from_secs(15), "the recovery in B's journal", || {
-        !recoveries().is_empty()
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
+    let recoveries = || recovery_records(daemon_b);
+    wait_for_records(daemon_b, Duration::from_secs(15), "the recovery", &recoveries);
     let record = &recoveries()[0];
     let ike = record.ike.as_ref().expect("the IKE hook ran");
     assert_eq!((ike.ok, ike.failed), (1, 1), "{record:?}");

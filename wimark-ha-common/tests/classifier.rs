@@ -227,10 +227,12 @@ fn ap_address_is_the_side_that_is_not_the_service_port() {
     );
 }
 
-/// "The AP is back" is a session it opens, never any packet: IKE_SA_INIT
-/// and IKE_AUTH (on 500, or on 4500 behind the non-ESP marker) and a SYN to
-/// the broker count; ESP-in-UDP, an INFORMATIONAL (DPD), a SYN-ACK or an ACK
-/// do not, nor anything the controller sends.
+/// "The AP is back" is a session it opens, never any packet: IKE_AUTH (on
+/// 500, or on 4500 behind the non-ESP marker) and a SYN to the broker
+/// count; IKE_SA_INIT (behind a NAT it comes from another mapped port than
+/// the same AP's IKE_AUTH, and would count one AP twice), ESP-in-UDP, an
+/// INFORMATIONAL (DPD), a SYN-ACK or an ACK do not, nor anything the
+/// controller sends.
 #[test]
 fn only_a_session_the_ap_opens_counts_as_back() {
     let session = |frame: Vec<u8>| match classify(frame.as_slice()) {
@@ -239,12 +241,19 @@ fn only_a_session_the_ap_opens_counts_as_back() {
     };
     let server = frames::SERVER_B;
     let ike = |exchange: u8| frames::ike_header(exchange);
-    assert!(session(frames::udp_v4_frame(
+    assert!(!session(frames::udp_v4_frame(
         AP_1,
         server,
         500,
         500,
         &ike(34)
+    )));
+    assert!(session(frames::udp_v4_frame(
+        AP_1,
+        server,
+        500,
+        500,
+        &ike(35)
     )));
     let mut natted = vec![0, 0, 0, 0];
     natted.extend(ike(35));
