@@ -44,6 +44,8 @@ pub struct Mqtt {
     threads: Vec<thread::JoinHandle<()>>,
     /// Per client (AP by AP, then by keepalive), when its messages arrived.
     received: Arrivals,
+    /// Where the AP publishers' `-d` logs are (`ap<n>-pub.log`).
+    dir: PathBuf,
 }
 
 impl Mqtt {
@@ -139,13 +141,16 @@ impl Mqtt {
         let mut reader_threads = Vec::new();
         if ap_publishers {
             for (i, ap) in lab.aps.iter().enumerate() {
+                // -d: what it sent and when it reconnected, for a trial
+                // that wants to know why a publisher was slow.
+                let log = std::fs::File::create(dir.join(format!("ap{}-pub.log", i + 1)))?;
                 ap_publishers_running.push(LabProcess(Some(
                     in_ns(ap, "mosquitto_pub")
-                        .args(["-h", VIP, "-t", &format!("{AP_TOPIC}/{}", i + 1), "-l"])
+                        .args(["-h", VIP, "-t", &format!("{AP_TOPIC}/{}", i + 1), "-l", "-d"])
                         .args(["-i", &format!("ap{}-pub", i + 1), "-k", "60"])
                         .stdin(Stdio::piped())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
+                        .stdout(log.try_clone()?)
+                        .stderr(log)
                         .spawn()
                         .context("starting an AP's mosquitto_pub")?,
                 )));
@@ -236,6 +241,7 @@ impl Mqtt {
             subscribers.push(LabProcess(Some(child)));
         }
         let mqtt = Self {
+            dir: dir.to_path_buf(),
             broker_a,
             publisher_a,
             watcher_a,
@@ -256,6 +262,12 @@ impl Mqtt {
             .all(Option::is_some)
         })?;
         Ok(mqtt)
+    }
+
+    /// AP `n`'s publisher's debug log (its CONNECTs, PUBLISHes, errors),
+    /// with [`Mqtt::start_with_publishers`].
+    pub fn ap_publisher_log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("ap{n}-pub.log"))).unwrap_or_default()
     }
 
     /// How many clients there are (APs times keepalives).

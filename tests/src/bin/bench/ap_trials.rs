@@ -110,6 +110,18 @@ fn one_trial(shape: Shape, ike: ApIke, event: Event, wait: Duration, tag: &str) 
     );
     // The truth: APs whose tunnel and every connection came back.
     let per_ap = CLIENT_KINDS.len();
+    // A publisher slower than the target: what its client did (PUBLISH
+    // runs summarised).
+    for i in 0..APS {
+        if mqtt[i * per_ap + per_ap - 1].is_none_or(|t| t > MQTT_TARGET) {
+            eprintln!(
+                "bench aps trials: AP {}'s publisher took {:?}; its log: {}",
+                i + 1,
+                mqtt[i * per_ap + per_ap - 1],
+                summarise_publisher_log(&mqtt_clients.ap_publisher_log(i + 1))
+            );
+        }
+    }
     let whole = (0..APS)
         .filter(|&i| {
             tunnels[i].is_some()
@@ -170,6 +182,27 @@ fn one_trial(shape: Shape, ike: ApIke, event: Event, wait: Duration, tag: &str) 
         journal_right,
         journal,
     })
+}
+
+/// A publisher's `-d` log without its runs of PUBLISH lines (counted).
+fn summarise_publisher_log(log: &str) -> String {
+    let mut out = Vec::new();
+    let mut publishes = 0;
+    for line in log.lines() {
+        if line.contains("sending PUBLISH") {
+            publishes += 1;
+            continue;
+        }
+        if publishes > 0 {
+            out.push(format!("({publishes} PUBLISH)"));
+            publishes = 0;
+        }
+        out.push(line.to_string());
+    }
+    if publishes > 0 {
+        out.push(format!("({publishes} PUBLISH)"));
+    }
+    out.join(" | ")
 }
 
 pub fn run(trials: usize, wait: Duration) -> Result<()> {
