@@ -463,6 +463,16 @@ fn two_aps_behind_one_nat_address_are_two_aps_through_the_daemons() {
         (1, 2),
         "one address, two IKE_SAs: {sync:?}"
     );
+    let shown = Command::new(wimark_ha_bin())
+        .args(["status", "--socket"])
+        .arg(&failover.daemon_b.socket)
+        .output()
+        .expect("wimark-ha status");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("from the peer: 2 IKE_SA(s) with port and identity"),
+        "{text}"
+    );
     let probes = TunnelProbes::start(&failover.lab).expect("probes");
     let lost = failover.lose_a().expect("node loss");
     let back = probes.wait_all_back(lost, Duration::from_secs(10));

@@ -233,6 +233,20 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 format!(" {:?}", sync.rejected)
             }
         );
+        // With `ike_vici`: what the IKE daemon here lists, and the peer's
+        // IKE_SAs (port and identity) known for the IKE hook.
+        if sync.own_ike_peers.is_some() || sync.ike_vici_error.is_some() {
+            println!(
+                "  IKE daemon here: {} IKE_SA(s) on the VIPs{}; from the peer: {} IKE_SA(s) with port and identity",
+                sync.own_ike_peers
+                    .map_or("-".to_string(), |n| n.to_string()),
+                sync.ike_vici_error
+                    .as_ref()
+                    .map(|e| format!(" (latest reading failed: {e})"))
+                    .unwrap_or_default(),
+                sync.synced_ike_peers
+            );
+        }
     }
     if let Some(w) = &status.witness {
         println!(
