@@ -134,6 +134,25 @@ async fn read_ike_daemon(
     }
 }
 
+/// This server's own address on the segment of `peer` (an interface
+/// address whose prefix holds it), never one of `vips`; None when the peer
+/// is reached through a router (the kernel's choice stands).
+fn sync_source(peer: IpAddr, vips: &[IpAddr]) -> Option<IpAddr> {
+    let addresses = nix::ifaddrs::getifaddrs().ok()?.filter_map(|a| {
+        let address = a.address?;
+        let netmask = a.netmask?;
+        let pair = match (address.as_sockaddr_in(), netmask.as_sockaddr_in()) {
+            (Some(a), Some(m)) => (IpAddr::V4(a.ip()), IpAddr::V4(m.ip())),
+            _ => match (address.as_sockaddr_in6(), netmask.as_sockaddr_in6()) {
+                (Some(a), Some(m)) => (IpAddr::V6(a.ip()), IpAddr::V6(m.ip())),
+                _ => return None,
+            },
+        };
+        Some(pair)
+    });
+    sync::source_towards(addresses, peer, vips)
+}
+
 impl ApRecovery {
     /// Binds the sync socket and starts sending and receiving.
     pub async fn start(
@@ -155,6 +174,17 @@ impl ApRecovery {
                     format!("[ap_recovery] sync socket on port {}", config.sync_port)
                 })?,
         );
+        // The peer accepts datagrams only from the address it knows us by;
+        // left to the kernel, the source may be a VIP (one with a longer
+        // prefix than the server's own address wins the route).
+        let send_socket = match sync_source(config.sync_peer, &virtual_ips) {
+            Some(source) => Arc::new(
+                tokio::net::UdpSocket::bind(SocketAddr::new(source, 0))
+                    .await
+                    .with_context(|| format!("[ap_recovery] sync socket from {source}"))?,
+            ),
+            None => socket.clone(),
+        };
         let (readings, ike_peers) = tokio::sync::watch::channel(IkeReading::default());
         let mut tasks = Vec::new();
         if let Some(socket) = config.ike_vici.clone() {
@@ -174,7 +204,7 @@ impl ApRecovery {
             ike_peers,
         };
         tasks.push(tokio::spawn(recovery.clone().receive(socket.clone(), key.clone())));
-        tasks.push(tokio::spawn(recovery.clone().send(socket, key, status)));
+        tasks.push(tokio::spawn(recovery.clone().send(send_socket, key, status)));
         Ok((recovery, tasks))
     }
 

@@ -313,5 +313,26 @@ impl Sender {
     }
 }
 
+/// Of the interface addresses `(address, netmask)`, the first whose
+/// prefix holds `peer` and that is not one of `vips`: the source the peer
+/// knows this server by (sans-IO; the daemon reads the addresses).
+pub fn source_towards(
+    addresses: impl IntoIterator<Item = (IpAddr, IpAddr)>,
+    peer: IpAddr,
+    vips: &[IpAddr],
+) -> Option<IpAddr> {
+    let masked = |address: IpAddr, mask: IpAddr| -> Option<u128> {
+        match (address, mask) {
+            (IpAddr::V4(a), IpAddr::V4(m)) => Some(u128::from(u32::from(a) & u32::from(m))),
+            (IpAddr::V6(a), IpAddr::V6(m)) => Some(u128::from(a) & u128::from(m)),
+            _ => None,
+        }
+    };
+    addresses.into_iter().find_map(|(address, mask)| {
+        let same_prefix = masked(address, mask).is_some() && masked(address, mask) == masked(peer, mask);
+        (same_prefix && !vips.contains(&address) && address != peer).then_some(address)
+    })
+}
+
 #[cfg(test)]
 mod tests;

@@ -344,3 +344,25 @@ fn the_sender_sends_changes_at_once_and_the_rest_every_refresh() {
     far[0].mqtt[0] = session(40051, 1000 + POSITION_SLACK + 1);
     assert_eq!(sender.due(&far, at), [far[0].clone()], "beyond the slack");
 }
+
+#[test]
+fn the_sync_leaves_from_the_servers_own_address_never_a_vip() {
+    let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+    let peer = ip("10.77.0.2");
+    let vips = [ip("10.77.0.100")];
+    // The VIP's /24 is listed first and holds the peer too: a route lookup
+    // would pick it; the sync must not.
+    let addresses = [
+        (ip("127.0.0.1"), ip("255.0.0.0")),
+        (ip("10.77.0.100"), ip("255.255.255.0")),
+        (ip("10.77.0.1"), ip("255.255.0.0")),
+        (ip("fd00::1"), ip("ffff:ffff:ffff:ffff::")),
+    ];
+    assert_eq!(source_towards(addresses, peer, &vips), Some(ip("10.77.0.1")));
+    // A peer behind a router: no address of ours holds it.
+    assert_eq!(source_towards(addresses, ip("192.0.2.9"), &vips), None);
+    assert_eq!(
+        source_towards(addresses, ip("fd00::2"), &vips),
+        Some(ip("fd00::1"))
+    );
+}
