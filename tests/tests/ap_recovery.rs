@@ -89,7 +89,7 @@ fn the_new_masters_ike_initiation_brings_stale_ap_tunnels_back() {
     // At their defaults the APs keep the stale SA: ESP into the void.
     for n in 1..=APS {
         assert!(
-            !tunnel_works(&lab.aps[usize::from(n) - 1], n, Duration::from_secs(1)),
+            !tunnel_works(&lab.aps[usize::from(n) - 1], n.into(), Duration::from_secs(1)),
             "AP {n}'s tunnel works without any recovery: the lab does not show the problem"
         );
     }
@@ -101,31 +101,42 @@ fn the_new_masters_ike_initiation_brings_stale_ap_tunnels_back() {
         "virtual_ips": [VIP],
         "aps": (1..=APS).map(|n| serde_json::json!({"address": ap_address(n), "ike_port": 4500})).collect::<Vec<_>>(),
     });
-    input["aps"]
-        .as_array_mut()
-        .expect("aps")
-        .push(serde_json::json!({"address": "not-an-ap"}));
+    let aps = input["aps"].as_array_mut().expect("aps");
+    aps.push(serde_json::json!({"address": "not-an-ap"}));
+    // An address where no AP answers: its own deadline, not the others'.
+    aps.push(serde_json::json!({"address": "10.77.0.99"}));
     let started = Instant::now();
     let (code, outcomes, stderr) = ike_initiate(&lab.b, &config, &input.to_string());
     let took = started.elapsed();
-    assert_eq!(code, 1, "one bad entry: exit 1\n{outcomes:?}\n{stderr}");
-    assert_eq!(outcomes.len(), usize::from(APS) + 1, "{outcomes:?}");
+    assert_eq!(code, 1, "two bad entries: exit 1\n{outcomes:?}\n{stderr}");
+    assert_eq!(outcomes.len(), usize::from(APS) + 2, "{outcomes:?}");
     for (n, outcome) in (1..=APS).zip(&outcomes) {
         assert_eq!(outcome["address"], ap_address(n).as_str());
         assert_eq!(outcome["ok"], true, "AP {n}: {outcome}\n{}", charon_b.log());
+        assert_eq!(outcome["result"], "ok", "{outcome}");
+        // Event-driven: each AP ends when its CHILD_SA is up, not at a
+        // shared deadline.
+        assert!(outcome["took_ms"].as_f64().is_some_and(|t| t < 1000.0), "{outcome}");
     }
     let bad = &outcomes[usize::from(APS)];
-    assert_eq!(bad["ok"], false);
+    assert_eq!((&bad["ok"], &bad["result"]), (&false.into(), &"failed".into()), "{bad}");
     assert!(
         bad["error"]
             .as_str()
             .is_some_and(|e| e.contains("not an IP address")),
         "{bad}"
     );
+    let silent = &outcomes[usize::from(APS) + 1];
+    assert_eq!(silent["result"], "timed_out", "{silent}");
+    assert!(
+        silent["error"].as_str().is_some_and(|e| e.contains("not up within 3s")),
+        "{silent}"
+    );
+    assert!(stderr.contains("1 of them timed out"), "{stderr}");
     for n in 1..=APS {
         let namespace = &lab.aps[usize::from(n) - 1];
         assert!(
-            tunnel_works(namespace, n, Duration::from_secs(1)),
+            tunnel_works(namespace, n.into(), Duration::from_secs(1)),
             "AP {n}'s tunnel after the new master initiated:\n{}",
             ap_charons[usize::from(n) - 1].log()
         );

@@ -6,7 +6,7 @@ use std::{io::Read as _, path::PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::recovery::{vici, ApList};
+use crate::recovery::{vici, ApList, ApResult};
 
 #[derive(Debug, Args)]
 pub struct IkeInitiateArgs {
@@ -23,6 +23,9 @@ const MAX_INPUT: u64 = 8 << 20;
 /// stdout); 2: the config or the input could not be read.
 pub async fn run(args: IkeInitiateArgs) -> anyhow::Result<i32> {
     let config = vici::IkeConfig::load(&args.config)?;
+    for note in &config.notes {
+        eprintln!("ike-initiate: {note}");
+    }
     let mut text = String::new();
     std::io::stdin()
         .take(MAX_INPUT + 1)
@@ -35,17 +38,27 @@ pub async fn run(args: IkeInitiateArgs) -> anyhow::Result<i32> {
         .context("the AP list on stdin is not the documented JSON ({\"aps\":[{\"address\":…}]})")?;
     let outcomes = vici::initiate_all(&config, &list).await;
     let mut failed = 0;
+    let mut timed_out = 0;
+    let mut slowest_ms: f64 = 0.0;
     for outcome in &outcomes {
         println!("{}", serde_json::to_string(outcome)?);
         if !outcome.ok {
             failed += 1;
         }
+        if outcome.result == Some(ApResult::TimedOut) {
+            timed_out += 1;
+        }
+        slowest_ms = slowest_ms.max(outcome.took_ms);
     }
     eprintln!(
-        "ike-initiate: {} of {} AP(s) initiated through {}",
+        "ike-initiate: {} of {} AP(s) up through {} ({} failed, {} of them timed out; slowest {:.0} ms, at most {} at once)",
         outcomes.len() - failed,
         outcomes.len(),
-        config.vici.display()
+        config.vici.display(),
+        failed,
+        timed_out,
+        slowest_ms,
+        config.in_flight
     );
     Ok(if failed == 0 { 0 } else { 1 })
 }

@@ -29,7 +29,7 @@ use crate::{
         mqtt::sessions_by_ap,
         plan::Plan,
         sync::{self, Received, Sender, SyncStatus, SyncedAp, MIN_KEY},
-        ApList, ApOutcome, HookReport, RecoveryRecord,
+        ApList, ApOutcome, ApResult, HookReport, RecoveryRecord,
     },
 };
 
@@ -443,6 +443,9 @@ pub async fn run_hook(argv: &[String], timeout: Duration, list: &ApList) -> Hook
                     report.ok += 1;
                 } else {
                     report.failed += 1;
+                    if outcome.result == Some(ApResult::TimedOut) {
+                        report.timed_out += 1;
+                    }
                     if report.failures.len() < FAILURES_KEPT {
                         report.failures.push(format!(
                             "{}: {}",

@@ -104,6 +104,22 @@ pub struct ApOutcome {
     pub took_ms: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Which way it ended, when the hook says (added with the adapter's
+    /// event-driven initiation; a hook that leaves it out is read by `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ApResult>,
+}
+
+/// How one AP's initiation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApResult {
+    /// Its CHILD_SA is up.
+    Ok,
+    /// Refused or torn down before its CHILD_SA came up (the error says how).
+    Failed,
+    /// Nothing decided within the adapter's per-AP deadline.
+    TimedOut,
 }
 
 /// One takeover's reaching out, as the journal keeps it.
@@ -184,6 +200,9 @@ pub struct HookReport {
     /// APs it reported as done, and as failed (its JSON lines).
     pub ok: usize,
     pub failed: usize,
+    /// Of `failed`, those the hook reported as timed out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timed_out: usize,
     pub took_ms: f64,
     /// The hook itself failed (would not start, timed out, exited non-zero
     /// without reporting every AP).
@@ -192,6 +211,10 @@ pub struct HookReport {
     /// The first few failures, "address: why".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

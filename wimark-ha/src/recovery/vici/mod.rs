@@ -9,23 +9,28 @@
 //! swanctl.conf's `connections.<name>` (vici's own `load-conn` message);
 //! per AP, `remote_addrs` (and, for NAT-T, `remote_port` and `local_port`,
 //! and `remote.id` — the list's `ike_id`, else the address — when the
-//! template has none) are set to the AP and the
-//! connection is loaded as `wimark-ap-<address>[-<port>]`, initiated with a
-//! timeout, then unloaded (the SA keeps what it needs), so thousands of APs
-//! leave no config behind.
+//! template has none) are set to the AP and the connection is loaded as
+//! `wimark-ap-<address>[-<port>]`, initiated without waiting, and unloaded
+//! once the AP's initiation has ended (the SA keeps what it needs), so
+//! thousands of APs leave no config behind. `initiate.rs` holds the vici
+//! conversation, `inflight.rs` how each AP's initiation ends.
 //!
-//! Owns: the adapter's config and its vici conversation. Must not: retry
-//! (one attempt per AP per takeover, bounded by `timeout`), or act on an
-//! entry that is not an address.
+//! Owns: the adapter's config, the per-AP connection's name and ports.
+//! Must not: retry (one attempt per AP per takeover, bounded by
+//! `timeout`), or act on an entry that is not an address.
+
+mod inflight;
+mod initiate;
+
+pub use initiate::initiate_all;
 
 use std::{
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::{ApEntry, ApList, ApOutcome};
 use crate::config::ConfigError;
 
 /// `/etc/wimark-ha/ike-initiate.toml`, as documented in the guide.
@@ -35,6 +40,9 @@ struct RawConfig {
     vici: Option<String>,
     child: String,
     timeout: Option<String>,
+    in_flight: Option<usize>,
+    /// Before event-driven initiation: APs at a time, each holding one of
+    /// charon's threads. Read and ignored (a note says so).
     concurrency: Option<usize>,
     connection: toml::Table,
 }
@@ -46,21 +54,25 @@ pub struct IkeConfig {
     pub vici: PathBuf,
     /// The CHILD_SA of `connection` to initiate.
     pub child: String,
-    /// Per AP: load, initiate and unload must finish within it.
+    /// Per AP: from its start to its CHILD_SA up.
     pub timeout: Duration,
-    /// APs initiated at once (one vici connection each). A waiting
-    /// `initiate` holds one of charon's worker threads (`charon.threads`,
-    /// 16 by default): at 8 of 16, the IKE exchanges themselves starved
-    /// and every initiate timed out; keep it at a quarter of the threads.
-    pub concurrency: usize,
+    /// APs whose initiation may be under way at once (started, not yet
+    /// ended). No request waits in charon, so this bounds charon's
+    /// half-open IKE_SAs and queued jobs, not its threads.
+    pub in_flight: usize,
+    /// What the config says that is no longer used (printed on stderr).
+    pub notes: Vec<String>,
     /// swanctl.conf's `connections.<name>`, without `remote_addrs`,
     /// `remote_port` and `local_port` (the adapter's, per AP).
     pub connection: toml::Table,
 }
 
 const DEFAULT_VICI: &str = "/var/run/charon.vici";
-/// A quarter of charon's default 16 worker threads (see `concurrency`).
-const DEFAULT_CONCURRENCY: usize = 4;
+/// Initiations under way at once unless the config says otherwise (see
+/// docs/benchmarks.md, "the adapter's window", for the curve it is set on).
+pub const DEFAULT_IN_FLIGHT: usize = 64;
+/// The most initiations under way at once the config accepts.
+pub const MAX_IN_FLIGHT: usize = 4096;
 
 impl IkeConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -93,11 +105,19 @@ impl IkeConfig {
                     )
                 })?,
         };
-        let concurrency = raw.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-        if !(1..=64).contains(&concurrency) {
+        let in_flight = raw.in_flight.unwrap_or(DEFAULT_IN_FLIGHT);
+        if !(1..=MAX_IN_FLIGHT).contains(&in_flight) {
             return Err(error(
-                "concurrency",
-                format!("{concurrency}: must be 1..64"),
+                "in_flight",
+                format!("{in_flight}: must be 1..{MAX_IN_FLIGHT}"),
+            ));
+        }
+        let mut notes = Vec::new();
+        if let Some(concurrency) = raw.concurrency {
+            notes.push(format!(
+                "{}:{}: `concurrency = {concurrency}` is no longer used (initiations no longer hold charon's threads); `in_flight` ({in_flight}) bounds the initiations under way",
+                file.display(),
+                line_of_key(text, "concurrency")
             ));
         }
         let children = raw
@@ -127,7 +147,8 @@ impl IkeConfig {
             vici,
             child: raw.child,
             timeout,
-            concurrency,
+            in_flight,
+            notes,
             connection: raw.connection,
         })
     }
@@ -172,184 +193,12 @@ fn connection_name(address: &std::net::IpAddr, ike_port: Option<u16>) -> String 
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct Answer {
-    success: bool,
-    #[serde(default)]
-    errmsg: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Initiate<'a> {
-    child: &'a str,
-    ike: &'a str,
-    /// ms; charon answers when the CHILD_SA is up or this passed.
-    timeout: u64,
-    /// The AP must not be refused by charon's half-open limits.
-    #[serde(rename = "init-limits")]
-    init_limits: bool,
-}
-
-#[derive(Serialize)]
-struct Unload<'a> {
-    name: &'a str,
-}
-
-fn outcome(entry: &ApEntry, started: Instant, result: Result<(), String>) -> ApOutcome {
-    ApOutcome {
-        address: entry.address.clone(),
-        ok: result.is_ok(),
-        took_ms: started.elapsed().as_secs_f64() * 1e3,
-        error: result.err(),
-    }
-}
-
-/// Connects to vici. charon's listen backlog is short: a connection
-/// refused with EAGAIN is tried again until `deadline`.
-async fn connect(path: &Path, deadline: Instant) -> Result<rsvici::Client, String> {
-    loop {
-        match rsvici::unix::connect(path).await {
-            Ok(client) => return Ok(client),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            Err(e) => return Err(format!("vici {}: {e}", path.display())),
-        }
-    }
-}
-
-/// One AP over `client`: load its connection, initiate, unload.
-async fn initiate_one(
-    config: &IkeConfig,
-    client: &mut rsvici::Client,
-    entry: &ApEntry,
-) -> ApOutcome {
-    let started = Instant::now();
-    let address = match entry.ip() {
-        Ok(address) => address,
-        Err(e) => return outcome(entry, started, Err(e)),
-    };
-    let attempt = async {
-        let name = connection_name(&address, entry.ike_port);
-        let mut connection = config.connection.clone();
-        connection.insert(
-            "remote_addrs".to_string(),
-            toml::Value::Array(vec![toml::Value::String(address.to_string())]),
-        );
-        for (key, port) in ports_for(entry.ike_port) {
-            connection.insert(key.to_string(), toml::Value::Integer(port.into()));
-        }
-        // charon sends INITIAL_CONTACT, which makes the AP drop its stale
-        // SA, only to a known identity (never to %any): unless the
-        // template names one, the AP's identity as the list gives it, else
-        // its address (strongSwan's default identity for PSK peers — not
-        // behind a NAT, where the AP's own is its private address).
-        if let Some(toml::Value::Table(remote)) = connection.get_mut("remote") {
-            let id = entry.ike_id.clone().unwrap_or_else(|| address.to_string());
-            remote.entry("id").or_insert_with(|| toml::Value::String(id));
-        }
-        let mut message = toml::Table::new();
-        message.insert(name.clone(), toml::Value::Table(connection));
-        let loaded: Answer = client
-            .request("load-conn", &message)
-            .await
-            .map_err(|e| format!("vici load-conn: {e}"))?;
-        if !loaded.success {
-            return Err(format!(
-                "load-conn refused: {}",
-                loaded.errmsg.unwrap_or_default()
-            ));
-        }
-        let remaining = config.timeout.saturating_sub(started.elapsed());
-        let initiated: Result<Answer, String> = client
-            .request(
-                "initiate",
-                Initiate {
-                    child: &config.child,
-                    ike: &name,
-                    timeout: remaining.as_millis().max(1) as u64,
-                    init_limits: false,
-                },
-            )
-            .await
-            .map_err(|e| format!("vici initiate: {e}"));
-        // Whatever happened, leave no per-AP config behind (an established
-        // SA keeps a reference to what it needs).
-        let _: Result<Answer, _> = client.request("unload-conn", Unload { name: &name }).await;
-        let initiated = initiated?;
-        if initiated.success {
-            Ok(())
-        } else {
-            Err(format!(
-                "initiate failed: {}",
-                initiated
-                    .errmsg
-                    .unwrap_or_else(|| "no reason given".to_string())
-            ))
-        }
-    };
-    // charon bounds `initiate` itself; this bounds a socket that accepts
-    // and never answers.
-    let bound = config.timeout + Duration::from_millis(500);
-    let result = match tokio::time::timeout(bound, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer from vici within {bound:?}")),
-    };
-    outcome(entry, started, result)
-}
-
-/// Every AP of `list` by `concurrency` workers, each with a vici
-/// connection of its own (a vici connection carries one request at a
-/// time); one outcome per entry, in the list's order.
-pub async fn initiate_all(config: &IkeConfig, list: &ApList) -> Vec<ApOutcome> {
-    let started = Instant::now();
-    let deadline = started + config.timeout;
-    // An IKE daemon that is down fails every AP the same way: say so once
-    // each, at once, instead of waiting out a timeout per AP.
-    let first = match connect(&config.vici, deadline).await {
-        Ok(client) => client,
-        Err(e) => {
-            return list
-                .aps
-                .iter()
-                .map(|entry| outcome(entry, started, Err(e.clone())))
-                .collect()
-        }
-    };
-    let queue = std::sync::Mutex::new(list.aps.iter().enumerate());
-    let workers = config.concurrency.min(list.aps.len()).max(1);
-    let mut first = Some(first);
-    let results: Vec<Vec<(usize, ApOutcome)>> =
-        futures_util::future::join_all((0..workers).map(|_| {
-            let given = first.take();
-            let queue = &queue;
-            async move {
-                let mut done = Vec::new();
-                let mut client = match given {
-                    Some(client) => Ok(client),
-                    None => connect(&config.vici, deadline).await,
-                };
-                loop {
-                    let next = queue.lock().ok().and_then(|mut q| q.next());
-                    let Some((index, entry)) = next else { break };
-                    let result = match &mut client {
-                        Ok(client) => initiate_one(config, client, entry).await,
-                        Err(e) => outcome(entry, Instant::now(), Err(e.clone())),
-                    };
-                    done.push((index, result));
-                }
-                done
-            }
-        }))
-        .await;
-    let mut outcomes: Vec<(usize, ApOutcome)> = results.into_iter().flatten().collect();
-    outcomes.sort_by_key(|(index, _)| *index);
-    outcomes.into_iter().map(|(_, outcome)| outcome).collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
+    use crate::recovery::{ApEntry, ApList, ApResult};
 
     const GOOD: &str = r#"
 vici = "unix:///run/charon.vici"
@@ -377,7 +226,8 @@ esp_proposals = ["aes128-sha256"]
         assert_eq!(config.vici, Path::new("/run/charon.vici"));
         assert_eq!(config.child, "tunnel");
         assert_eq!(config.timeout, Duration::from_secs(2));
-        assert_eq!(config.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(config.in_flight, DEFAULT_IN_FLIGHT);
+        assert!(config.notes.is_empty());
     }
 
     #[test]
@@ -391,9 +241,21 @@ esp_proposals = ["aes128-sha256"]
         let timeout = GOOD.replace("\"2s\"", "\"soon\"");
         let e = IkeConfig::parse(&timeout, Path::new("ike.toml")).expect_err("timeout");
         assert_eq!((e.line, e.key.as_str()), (4, "timeout"), "{e}");
+        let window = GOOD.replace("timeout = \"2s\"", "timeout = \"2s\"\nin_flight = 0");
+        let e = IkeConfig::parse(&window, Path::new("ike.toml")).expect_err("in_flight 0");
+        assert_eq!((e.line, e.key.as_str()), (5, "in_flight"), "{e}");
         let unknown = GOOD.replace("child =", "chlid = \"x\"\nchild =");
         let e = IkeConfig::parse(&unknown, Path::new("ike.toml")).expect_err("unknown key");
         assert!(e.to_string().starts_with("ike.toml:"), "{e}");
+    }
+
+    #[test]
+    fn an_old_concurrency_key_still_loads_and_is_said_to_be_unused() {
+        let old = GOOD.replace("timeout = \"2s\"", "timeout = \"2s\"\nconcurrency = 4");
+        let config = IkeConfig::parse(&old, Path::new("ike.toml")).expect("still valid");
+        assert_eq!(config.in_flight, DEFAULT_IN_FLIGHT);
+        assert_eq!(config.notes.len(), 1, "{:?}", config.notes);
+        assert!(config.notes[0].starts_with("ike.toml:5:"), "{:?}", config.notes);
     }
 
     #[test]
@@ -456,6 +318,7 @@ esp_proposals = ["aes128-sha256"]
         assert_eq!(outcomes.len(), 2);
         for outcome in outcomes {
             assert!(!outcome.ok);
+            assert_eq!(outcome.result, Some(ApResult::Failed));
             assert!(
                 outcome
                     .error
