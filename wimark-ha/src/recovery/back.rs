@@ -19,7 +19,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
-use super::{sync::SyncedAp, ApsBackDetail, MAX_BACK_TIMES, MAX_MISSING_NAMED};
+use super::{sync::SyncedAp, ApsBackDetail, MAX_MISSING_NAMED};
 
 /// The sessions the APs at one address had before the takeover.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,7 +241,7 @@ impl BackWatch {
             return ApsBackDetail {
                 expected: 0,
                 back: back_ms.len(),
-                back_ms: back_ms.into_iter().take(MAX_BACK_TIMES).collect(),
+                back_ms: super::bounded_times(back_ms),
                 superseded,
                 ..Default::default()
             };
@@ -265,7 +265,7 @@ impl BackWatch {
             expected: self.expected.iter().map(ExpectedAp::aps).sum(),
             back: back_ms.len(),
             missing,
-            back_ms: back_ms.into_iter().take(MAX_BACK_TIMES).collect(),
+            back_ms: super::bounded_times(back_ms),
             superseded,
             sessions: Some(sessions),
         }

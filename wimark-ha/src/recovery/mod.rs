@@ -154,7 +154,8 @@ pub struct ApsBackDetail {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
     /// Per AP, from the takeover decision to its session, sorted (ms; at
-    /// most [`MAX_BACK_TIMES`]).
+    /// most [`MAX_BACK_TIMES`], evenly spaced ranks ending with the slowest
+    /// when more came back: [`bounded_times`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub back_ms: Vec<f64>,
     /// The watch ended early: another takeover of the same instance.
@@ -190,8 +191,32 @@ impl ApsBackDetail {
             return None;
         }
         let rank = ((p / 100.0) * all as f64).ceil().max(1.0) as usize;
-        self.back_ms.get(rank - 1).copied()
+        if rank > self.back || self.back_ms.is_empty() {
+            return None;
+        }
+        // `back_ms` holds every time, or evenly spaced ranks of them at
+        // more than MAX_BACK_TIMES APs (see [`bounded_times`]).
+        let kept = self.back_ms.len();
+        let index = if kept >= self.back {
+            rank - 1
+        } else {
+            (rank * kept).div_ceil(self.back).max(1) - 1
+        };
+        self.back_ms.get(index).copied()
     }
+}
+
+/// At most [`MAX_BACK_TIMES`] of `sorted`: all of them, or evenly spaced
+/// ranks ending with the slowest, so that a journal entry for 10 000 APs
+/// stays small and still says when the last one came back.
+pub fn bounded_times(sorted: Vec<f64>) -> Vec<f64> {
+    let all = sorted.len();
+    if all <= MAX_BACK_TIMES {
+        return sorted;
+    }
+    (1..=MAX_BACK_TIMES)
+        .map(|i| sorted[(i * all).div_ceil(MAX_BACK_TIMES) - 1])
+        .collect()
 }
 
 /// What a recovery hook reported.
@@ -220,6 +245,32 @@ fn is_zero(n: &usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ten_thousand_aps_back_keep_a_bounded_list_with_the_slowest_and_true_percentiles() {
+        let all: Vec<f64> = (1..=10_000).map(f64::from).collect();
+        let kept = bounded_times(all.clone());
+        assert_eq!(kept.len(), MAX_BACK_TIMES);
+        assert_eq!(kept.last(), Some(&10_000.0));
+        let detail = ApsBackDetail {
+            expected: 10_000,
+            back: 10_000,
+            back_ms: kept,
+            ..ApsBackDetail::default()
+        };
+        for p in [1.0, 50.0, 99.0, 100.0] {
+            let exact = all[((p / 100.0) * 10_000.0_f64).ceil() as usize - 1];
+            let got = detail.percentile_ms(p).expect("all back");
+            assert!((got - exact).abs() <= 3.0, "p{p}: {got} vs {exact}");
+        }
+        // Ten missing: the ranks past the APs back are not answered.
+        let short = ApsBackDetail {
+            expected: 10_010,
+            ..detail
+        };
+        assert_eq!(short.percentile_ms(100.0), None);
+        assert_eq!(bounded_times(vec![3.0, 1.0]), [3.0, 1.0], "short lists are kept whole");
+    }
 
     #[test]
     fn each_ike_sa_at_a_shared_address_is_an_ap_of_its_own() {
