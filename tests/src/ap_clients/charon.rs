@@ -12,7 +12,13 @@ pub struct Charon {
 
 impl Charon {
     /// Starts charon in `namespace` with its files under `dir` (created);
-    /// returns once its vici socket answers.
+    /// returns once its vici socket answers. One lab charon may stand for
+    /// hundreds of APs, each of which would see one half-open IKE_SA from
+    /// the controller: charon's limits per peer address (`block_threshold`
+    /// 5, `cookie_threshold_ip` 3) and overall (`cookie_threshold`), made
+    /// for one device, are lifted. Left on, the AP charon answered the new
+    /// master's initiations beyond the third from the VIP with a COOKIE
+    /// and some waited for a retransmit (4 s).
     pub fn start(namespace: &str, dir: &Path) -> Result<Self> {
         for binary in ["/usr/lib/ipsec/charon", "/usr/sbin/swanctl"] {
             if !Path::new(binary).exists() {
@@ -26,7 +32,7 @@ impl Charon {
         std::fs::write(
             &conf,
             format!(
-                "charon {{\n  load = {PLUGINS}\n  filelog {{\n    log {{\n      path = {log}\n      flush_line = yes\n      default = 1\n      ike = 2\n      time_format = %T\n    }}\n  }}\n  plugins {{\n    vici {{\n      socket = unix://{vici}\n    }}\n    kernel-libipsec {{\n      allow_peer_ts = yes\n    }}\n  }}\n}}\n",
+                "charon {{\n  load = {PLUGINS}\n  block_threshold = 100000\n  cookie_threshold = 100000\n  cookie_threshold_ip = 100000\n  filelog {{\n    log {{\n      path = {log}\n      flush_line = yes\n      default = 1\n      ike = 2\n      time_format = %T\n    }}\n  }}\n  plugins {{\n    vici {{\n      socket = unix://{vici}\n    }}\n    kernel-libipsec {{\n      allow_peer_ts = yes\n    }}\n  }}\n}}\n",
                 log = dir.join("charon.log").display(),
                 vici = vici.display(),
             ),
@@ -134,7 +140,7 @@ pub fn responder_conf(vip: &str) -> String {
     // mobike = no: with MOBIKE a planned switchover moves the AP's SA to
     // the old master's own address, off the VIP.
     format!(
-        "connections {{\n  aps {{\n    local_addrs = {vip}\n    encap = yes\n    mobike = no\n    version = 2\n    proposals = {IKE_PROPOSAL}\n    local {{\n      auth = psk\n      id = {SERVER_ID}\n    }}\n    remote {{\n      auth = psk\n    }}\n    children {{\n      tunnel {{\n        local_ts = {SERVER_INNER}/32\n        remote_ts = 10.99.1.0/24\n        esp_proposals = {ESP_PROPOSAL}\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lab {{\n    secret = \"{PSK}\"\n  }}\n}}\n"
+        "connections {{\n  aps {{\n    local_addrs = {vip}\n    encap = yes\n    mobike = no\n    version = 2\n    proposals = {IKE_PROPOSAL}\n    local {{\n      auth = psk\n      id = {SERVER_ID}\n    }}\n    remote {{\n      auth = psk\n    }}\n    children {{\n      tunnel {{\n        local_ts = {SERVER_INNER}/32\n        remote_ts = {INNER_PREFIX}\n        esp_proposals = {ESP_PROPOSAL}\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lab {{\n    secret = \"{PSK}\"\n  }}\n}}\n"
     )
 }
 
@@ -147,9 +153,12 @@ pub enum ApIke {
     Dpd1s,
 }
 
-/// AP `n`'s initiator config: from `address` to `vip`, inner 10.99.1.n;
-/// its IKE identity is its address (strongSwan's default).
-pub fn initiator_conf(n: u8, address: &str, vip: &str, ike: ApIke) -> String {
+/// The initiator config of the APs `(n, address)` that share one charon
+/// (one namespace): one connection each, from its address to `vip`, inner
+/// 10.99.x.y; each AP's IKE identity is its address (strongSwan's
+/// default), so the servers' INITIAL_CONTACT to one AP drops exactly that
+/// AP's stale IKE_SA.
+pub fn initiator_conf(aps: &[(usize, &str)], vip: &str, ike: ApIke) -> String {
     let dpd = match ike {
         ApIke::Defaults => String::new(),
         ApIke::Dpd1s => "    dpd_delay = 1s\n".to_string(),
@@ -158,15 +167,19 @@ pub fn initiator_conf(n: u8, address: &str, vip: &str, ike: ApIke) -> String {
         ApIke::Defaults => String::new(),
         ApIke::Dpd1s => "        dpd_action = restart\n        close_action = start\n".to_string(),
     };
-    format!(
-        "connections {{\n  controller {{\n    local_addrs = {address}\n    remote_addrs = {vip}\n    encap = yes\n    version = 2\n    proposals = {IKE_PROPOSAL}\n{dpd}    local {{\n      auth = psk\n    }}\n    remote {{\n      auth = psk\n      id = {SERVER_ID}\n    }}\n    children {{\n      tunnel {{\n        local_ts = {inner}/32\n        remote_ts = {SERVER_INNER}/32\n        esp_proposals = {ESP_PROPOSAL}\n        start_action = start\n{actions}      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lab {{\n    secret = \"{PSK}\"\n  }}\n}}\n",
-        inner = ap_inner(n),
-    )
+    let mut conf = String::from("connections {\n");
+    for (n, address) in aps {
+        conf += &format!(
+            "  ap{n} {{\n    local_addrs = {address}\n    remote_addrs = {vip}\n    encap = yes\n    version = 2\n    proposals = {IKE_PROPOSAL}\n{dpd}    local {{\n      auth = psk\n      id = {address}\n    }}\n    remote {{\n      auth = psk\n      id = {SERVER_ID}\n    }}\n    children {{\n      tunnel {{\n        local_ts = {inner}/32\n        remote_ts = {SERVER_INNER}/32\n        esp_proposals = {ESP_PROPOSAL}\n        start_action = start\n{actions}      }}\n    }}\n  }}\n",
+            inner = ap_inner(*n),
+        );
+    }
+    conf + &format!("}}\nsecrets {{\n  ike-lab {{\n    secret = \"{PSK}\"\n  }}\n}}\n")
 }
 
 /// Whether AP `n` (in `namespace`) reaches the servers through its tunnel
 /// now: one ICMP echo from its inner address, answered within `wait`.
-pub fn tunnel_works(namespace: &str, n: u8, wait: Duration) -> bool {
+pub fn tunnel_works(namespace: &str, n: usize, wait: Duration) -> bool {
     let seconds = wait.as_secs().max(1).to_string();
     Command::new("ip")
         .args([

@@ -84,12 +84,13 @@ impl ApFailover {
             let adapter = scratch.0.join(format!("ike-initiate-{name}.toml"));
             std::fs::write(&adapter, adapter_toml(&charon.vici_uri()))?;
             Ok(format!(
-                "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"10s\"\nike_daemon_config = [\"{}\"]\nike_vici = \"{}\"\n",
+                "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"{hook_timeout}s\"\nike_daemon_config = [\"{}\"]\nike_vici = \"{}\"\n",
                 key.display(),
                 crate::wimark_ha_bin().display(),
                 adapter.display(),
                 charon.swanctl_conf().display(),
-                charon.vici_uri()
+                charon.vici_uri(),
+                hook_timeout = 10 + count / 100,
             ))
         };
         let body_a = body("10.77.0.2", &charon_a, "a")?;
@@ -121,7 +122,8 @@ impl ApFailover {
         if recovery {
             // Every AP's IKE_SA, as A's charon lists it (two APs behind one
             // NAT address are one address and two IKE_SAs).
-            wait_until(Duration::from_secs(20), "B knows every AP's IKE_SA", || {
+            let limit = Duration::from_secs(20) + Duration::from_millis(10) * count as u32;
+            wait_until(limit, "B knows every AP's IKE_SA", || {
                 daemon_b
                     .status()
                     .ok()

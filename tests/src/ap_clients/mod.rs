@@ -9,7 +9,8 @@
 //! with its own `STRONGSWAN_CONF` and vici socket. Drop kills it.
 //!
 //! Addresses: inside the tunnels the servers are 10.99.0.1 (on `lo` of
-//! both), AP `n` is 10.99.1.n.
+//! both), AP `n` is 10.99.1.n for n ≤ 250, then 10.99.2.1 and on
+//! ([`ap_inner`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -23,11 +24,13 @@ use wimark_ha::records::State;
 
 mod charon;
 mod failover;
+mod fleet;
 mod mqtt;
 mod probes;
 
 pub use charon::*;
 pub use failover::*;
+pub use fleet::*;
 pub use mqtt::*;
 pub use probes::*;
 
@@ -46,10 +49,15 @@ pub(super) const ESP_PROPOSAL: &str = "aes128-sha256";
 pub(super) const PLUGINS: &str =
     "random nonce openssl pem pkcs1 x509 pubkey kdf kernel-libipsec kernel-netlink socket-default vici";
 
-/// AP `n`'s address inside its tunnel.
-pub fn ap_inner(n: u8) -> String {
-    format!("10.99.1.{n}")
+/// AP `n`'s address inside its tunnel (n from 1): 250 to a /24, from
+/// 10.99.1.0/24 on.
+pub fn ap_inner(n: usize) -> String {
+    let (block, host) = fleet::block_and_host(n);
+    format!("10.99.{}.{host}", block + 1)
 }
+
+/// Every AP's inner address: what the servers' CHILD_SAs accept.
+pub const INNER_PREFIX: &str = "10.99.0.0/16";
 
 /// Servers A and B (`eth1`, 10.77.0.1 and .2) and `count` APs (`eth0`,
 /// 10.77.0.(50 + n)) on one switch, each AP in a namespace of its own;
@@ -83,7 +91,7 @@ impl ApLab {
             lab.veth((&ap, "eth0"), (&switch, &port))?;
             crate::lab::ip(&["-n", &switch, "link", "set", &port, "master", "br0"])?;
             lab.address(&ap, "eth0", &format!("{}/24", ap_address(n)))?;
-            lab.address(&ap, "lo", &format!("{}/32", ap_inner(n)))?;
+            lab.address(&ap, "lo", &format!("{}/32", ap_inner(n.into())))?;
             aps.push(ap);
         }
         Ok(Self {
@@ -131,7 +139,7 @@ impl ApLab {
             crate::lab::ip(&["-n", &nat, "link", "set", &port, "master", "lan"])?;
             let own = format!("192.168.77.{}", 10 + u16::from(n));
             lab.lab.address(&ap, "eth0", &format!("{own}/24"))?;
-            lab.lab.address(&ap, "lo", &format!("{}/32", ap_inner(n)))?;
+            lab.lab.address(&ap, "lo", &format!("{}/32", ap_inner(n.into())))?;
             crate::lab::ip(&["-n", &ap, "route", "add", "default", "via", "192.168.77.1"])?;
             lab.aps.push(ap);
             lab.own.push(own);
@@ -162,18 +170,41 @@ impl ApLab {
         Ok((a, b))
     }
 
-    /// Every AP's initiator (`ike` settings) to the VIP; returns once every
-    /// AP's tunnel works (or says which did not, with its charon's log).
+    /// Every AP's initiator (`ike` settings) to the VIP, one charon per
+    /// namespace carrying that namespace's APs; returns once every AP's
+    /// tunnel works (or says which did not, with its charon's log).
     pub fn start_aps(&self, dir: &Path, ike: ApIke) -> Result<Vec<Charon>> {
         let mut charons = Vec::new();
-        for (i, namespace) in self.aps.iter().enumerate() {
-            let n = i as u8 + 1;
-            let charon = Charon::start(namespace, &dir.join(format!("ap{n}")))?;
-            charon.load(&initiator_conf(n, &self.own[i], VIP, ike))?;
+        for (namespace, aps) in self.by_namespace() {
+            let own: Vec<(usize, &str)> = aps.iter().map(|n| (*n, self.own[n - 1].as_str())).collect();
+            let name = if aps.len() == 1 {
+                format!("ap{}", aps[0])
+            } else {
+                namespace.rsplit('-').next().unwrap_or(namespace).to_string()
+            };
+            let charon = Charon::start(namespace, &dir.join(name))?;
+            charon.load(&initiator_conf(&own, VIP, ike))?;
             charons.push(charon);
         }
+        if self.aps.len() > SMALL_LAB {
+            // Too many for one ping each: every AP's probe answered once.
+            let limit = Duration::from_secs(20) + Duration::from_millis(20) * self.aps.len() as u32;
+            let probes = TunnelProbes::start(self)?;
+            let back = probes.wait_all_answered(limit);
+            let missing: Vec<usize> = back.iter().enumerate().filter(|(_, b)| !**b).map(|(i, _)| i + 1).collect();
+            if !missing.is_empty() {
+                bail!(
+                    "{} of {} APs' tunnels did not work within {limit:?} (first: AP {:?}); charon of its namespace:\n{}",
+                    missing.len(),
+                    self.aps.len(),
+                    &missing[..missing.len().min(10)],
+                    charons.first().map(Charon::log).unwrap_or_default().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+                );
+            }
+            return Ok(charons);
+        }
         for (i, namespace) in self.aps.iter().enumerate() {
-            let n = i as u8 + 1;
+            let n = i + 1;
             crate::daemon::wait_until(Duration::from_secs(20), "an AP's tunnel to the VIP", || {
                 tunnel_works(namespace, n, Duration::from_secs(1))
             })
@@ -181,7 +212,22 @@ impl ApLab {
         }
         Ok(charons)
     }
+
+    /// The namespaces in order, each with its APs (1-based).
+    pub fn by_namespace(&self) -> Vec<(&str, Vec<usize>)> {
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, namespace) in self.aps.iter().enumerate() {
+            match groups.last_mut() {
+                Some((last, aps)) if *last == namespace.as_str() => aps.push(i + 1),
+                _ => groups.push((namespace, vec![i + 1])),
+            }
+        }
+        groups
+    }
 }
+
+/// Up to this many APs, each AP's tunnel is checked with a ping of its own.
+const SMALL_LAB: usize = 45;
 
 /// AP `n`'s address on the controller's segment.
 pub fn ap_address(n: u8) -> String {
@@ -195,7 +241,7 @@ pub const VIP: &str = "10.77.0.100";
 /// connection as [`responder_conf`], in the adapter's TOML).
 pub fn adapter_toml(vici: &str) -> String {
     format!(
-        "vici = \"{vici}\"\nchild = \"tunnel\"\ntimeout = \"3s\"\n\n[connection]\nlocal_addrs = [\"{VIP}\"]\nversion = 2\nencap = true\nmobike = false\nproposals = [\"{IKE_PROPOSAL}\"]\n[connection.local]\nauth = \"psk\"\nid = \"{SERVER_ID}\"\n[connection.remote]\nauth = \"psk\"\n[connection.children.tunnel]\nlocal_ts = [\"{SERVER_INNER}/32\"]\nremote_ts = [\"10.99.1.0/24\"]\nesp_proposals = [\"{ESP_PROPOSAL}\"]\n"
+        "vici = \"{vici}\"\nchild = \"tunnel\"\ntimeout = \"3s\"\n\n[connection]\nlocal_addrs = [\"{VIP}\"]\nversion = 2\nencap = true\nmobike = false\nproposals = [\"{IKE_PROPOSAL}\"]\n[connection.local]\nauth = \"psk\"\nid = \"{SERVER_ID}\"\n[connection.remote]\nauth = \"psk\"\n[connection.children.tunnel]\nlocal_ts = [\"{SERVER_INNER}/32\"]\nremote_ts = [\"{INNER_PREFIX}\"]\nesp_proposals = [\"{ESP_PROPOSAL}\"]\n"
     )
 }
 

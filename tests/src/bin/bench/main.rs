@@ -35,6 +35,7 @@ use wimark_ha_tests::{
 
 mod ap_trials;
 mod aps;
+mod fleet;
 mod failover;
 mod plot;
 mod roles;
@@ -124,6 +125,11 @@ enum Which {
         /// switchover; strongSwan defaults and DPD 1 s). About 15 s a trial.
         #[arg(long, default_value_t = 0)]
         trials: usize,
+        /// Instead of the table: the fleet-size rows (issue 29), N APs 250
+        /// to a namespace; repeat for several sizes (`--fleet 200 --fleet
+        /// 1000`).
+        #[arg(long)]
+        fleet: Vec<usize>,
     },
     /// Both pairs left running, idle and with every core saturated: false
     /// takeovers, RSS and CPU of each daemon, wimark-ha at 1 ms x 3 and x 10
@@ -177,8 +183,12 @@ fn main() -> Result<()> {
             wait,
             mqtt_keepalive,
             trials,
+            fleet,
         } => {
             require_root("the AP benchmark");
+            if !fleet.is_empty() {
+                return fleet::run(&fleet, std::time::Duration::from_secs(wait));
+            }
             if trials > 0 {
                 return ap_trials::run(trials, std::time::Duration::from_secs(wait));
             }

@@ -117,6 +117,76 @@ fn connection_for(config: &IkeConfig, entry: &ApEntry, address: std::net::IpAddr
     connection
 }
 
+/// One AP to initiate.
+struct Work {
+    index: usize,
+    name: String,
+    connection: toml::Table,
+    /// IKE_SAs this node still holds under the name (unique ids), from an
+    /// earlier term: charon would reuse one of them (`reuse_ikesa`, on by
+    /// default) instead of starting a new IKE_SA with INITIAL_CONTACT, and
+    /// the AP forgot it when the peer took over — the initiation would go
+    /// nowhere. Destroyed first.
+    stale: Vec<u32>,
+}
+
+#[derive(Serialize)]
+struct Terminate {
+    #[serde(rename = "ike-id")]
+    ike_id: u32,
+    /// Destroyed at once, without waiting for the AP's answer to the
+    /// DELETE (it no longer knows the SA).
+    force: bool,
+    timeout: i64,
+}
+
+/// Destroys one stale IKE_SA (see [`Work::stale`]); a failure leaves it,
+/// and the initiation may then reuse it and time out (reported).
+async fn remove_stale(client: &mut rsvici::Client, id: u32) {
+    let request = client.request::<_, Answer>(
+        "terminate",
+        Terminate {
+            ike_id: id,
+            force: true,
+            timeout: 500,
+        },
+    );
+    let _ = tokio::time::timeout(UNLOAD_TIMEOUT, request).await;
+}
+
+#[derive(Serialize)]
+struct ListSas {
+    noblock: bool,
+}
+
+#[derive(Deserialize)]
+struct ListedId {
+    #[serde(default)]
+    uniqueid: String,
+}
+
+/// The unique ids of the IKE_SAs charon lists under each name in `names`.
+async fn stale_sas(
+    client: &mut rsvici::Client,
+    names: &HashMap<String, usize>,
+) -> Result<HashMap<String, Vec<u32>>, String> {
+    let mut found: HashMap<String, Vec<u32>> = HashMap::new();
+    let mut events = Box::pin(client.stream_request::<_, HashMap<String, ListedId>>(
+        "list-sas",
+        "list-sa",
+        ListSas { noblock: true },
+    ));
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| format!("vici list-sas: {e}"))?;
+        for (name, sa) in event {
+            if let (true, Ok(id)) = (names.contains_key(&name), sa.uniqueid.parse()) {
+                found.entry(name).or_default().push(id);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Loads the AP's connection and initiates it without waiting.
 async fn launch(
     config: &IkeConfig,
@@ -165,7 +235,7 @@ async fn launch(
 async fn launcher(
     config: &IkeConfig,
     mut client: rsvici::Client,
-    queue: &Mutex<std::vec::IntoIter<(usize, String, toml::Table)>>,
+    queue: &Mutex<std::vec::IntoIter<Work>>,
     window: Arc<Semaphore>,
     notes: mpsc::UnboundedSender<Note>,
 ) {
@@ -174,7 +244,13 @@ async fn launcher(
             return;
         };
         let next = queue.lock().ok().and_then(|mut q| q.next());
-        let Some((index, name, connection)) = next else {
+        let Some(Work {
+            index,
+            name,
+            connection,
+            stale,
+        }) = next
+        else {
             return;
         };
         let _ = notes.send(Note::Started {
@@ -182,6 +258,9 @@ async fn launcher(
             name: name.clone(),
             permit,
         });
+        for id in stale {
+            remove_stale(&mut client, id).await;
+        }
         if let Err(why) = launch(config, &mut client, &name, connection).await {
             let _ = notes.send(Note::Refused { name, why });
         }
@@ -305,7 +384,22 @@ pub async fn initiate_all(config: &IkeConfig, list: &ApList) -> Vec<ApOutcome> {
             continue;
         }
         first_of_name.insert(name.clone(), index);
-        work.push((index, name, connection_for(config, entry, address)));
+        work.push(Work {
+            index,
+            name,
+            connection: connection_for(config, entry, address),
+            stale: Vec::new(),
+        });
+    }
+    // One listing of what this node still holds (bounded: a charon too busy
+    // to list is not waited for, and nothing is destroyed).
+    let mut events_client = events_client;
+    if let Ok(Ok(mut stale)) =
+        tokio::time::timeout(config.timeout, stale_sas(&mut events_client, &first_of_name)).await
+    {
+        for item in &mut work {
+            item.stale = stale.remove(&item.name).unwrap_or_default();
+        }
     }
 
     let (notes_tx, mut notes) = mpsc::unbounded_channel();
@@ -422,16 +516,13 @@ pub async fn initiate_all(config: &IkeConfig, list: &ApList) -> Vec<ApOutcome> {
 }
 
 /// The APs still queued when the events were lost, failed with `why`.
-fn fail_unstarted(
-    queue: &Mutex<std::vec::IntoIter<(usize, String, toml::Table)>>,
-    why: &str,
-) -> Vec<Done> {
+fn fail_unstarted(queue: &Mutex<std::vec::IntoIter<Work>>, why: &str) -> Vec<Done> {
     let Ok(mut queue) = queue.lock() else {
         return Vec::new();
     };
     queue
         .by_ref()
-        .map(|(index, name, _)| Done {
+        .map(|Work { index, name, .. }| Done {
             index,
             name,
             ending: Ending::Failed(why.to_string()),
