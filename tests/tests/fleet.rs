@@ -30,6 +30,7 @@ fn a_fleet_of_300_aps_in_two_namespaces_is_back_and_accounted_for_after_a_node_l
     let probes = TunnelProbes::start(&failover.lab).expect("probes");
     std::thread::sleep(probes.every * 3);
     let lost = failover.lose_a().expect("node loss");
+    probes.arm(lost.cut);
     let back = probes.wait_all_back(lost, Duration::from_secs(20));
     let daemon_b = &failover.daemon_b;
     let missing: Vec<usize> = back

@@ -14,17 +14,20 @@ pub struct TunnelProbes {
     answers: Arrivals,
     /// How often each AP probes: the resolution of "back".
     pub every: Duration,
+    /// Set by [`TunnelProbes::arm`].
+    armed: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 pub(super) const PROBE_PORT: u16 = 7;
 
-/// Each AP's probe interval for a lab of `aps`: 10 ms up to 10 APs, then
-/// slower so that the lab sends at most ~1 000 probes a second in all:
-/// each one is encrypted and decrypted by userspace ESP on both sides and
-/// shares charon's UDP socket with the IKE exchanges being measured (at
-/// 5 000 a second, 300 APs' recovery slowed and 60 initiations timed out).
+/// Each AP's probe interval for a lab of `aps` (the resolution of
+/// "back"): 10 ms up to 100 APs, then 0.1 ms per AP (100 ms at 1 000, 500 ms
+/// at 5 000), at most ~10 000 probes a second in all — cheap while an AP's
+/// tunnel is down (the server drops ESP for an SA it does not know before
+/// any crypto); once back, an armed lab slows the AP down
+/// ([`TunnelProbes::arm`]).
 pub fn probe_every(aps: usize) -> Duration {
-    Duration::from_millis(10).max(Duration::from_millis(1) * aps as u32)
+    Duration::from_millis(10).max(Duration::from_micros(100) * aps as u32)
 }
 
 impl TunnelProbes {
@@ -51,10 +54,12 @@ impl TunnelProbes {
         let answers: Arrivals = (0..lab.aps.len())
             .map(|_| Arc::new(Mutex::new(Vec::new())))
             .collect();
+        let armed = Arc::new(Mutex::new(None));
         for (namespace, aps) in lab.by_namespace() {
             let seen: Vec<_> = aps.iter().map(|n| (*n, answers[n - 1].clone())).collect();
+            let armed = armed.clone();
             threads.push(spawn_in_netns(namespace, stop.clone(), move |stop| {
-                probe_namespace(&seen, every, &stop);
+                probe_namespace(&seen, every, &armed, &stop);
             })?);
         }
         Ok(Self {
@@ -62,7 +67,17 @@ impl TunnelProbes {
             threads,
             answers,
             every,
+            armed,
         })
+    }
+
+    /// From now on an AP answered after `cut` (a loss's, see [`Loss`])
+    /// probes only every [`PROBE_WHEN_BACK`]: for the fleet, where only
+    /// each AP's first answer after the loss is measured.
+    pub fn arm(&self, cut: Instant) {
+        if let Ok(mut armed) = self.armed.lock() {
+            *armed = Some(cut);
+        }
     }
 
     /// Waits until every AP has had an answer, or `limit`; per AP whether
@@ -103,9 +118,15 @@ impl TunnelProbes {
 
 /// One namespace's APs `(n, their answers)`: a socket each, bound to its
 /// inner address and connected to the servers' echo; all polled at once.
+/// Each AP probes every `every`; once [`TunnelProbes::arm`] has set a cut,
+/// an AP answered after the cut probes only every [`PROBE_WHEN_BACK`]
+/// (what is measured is its first answer after the loss, and answered
+/// probes cost userspace ESP on both sides: at 1 000 APs they slowed the
+/// very exchanges being measured).
 fn probe_namespace(
     aps: &[(usize, std::sync::Arc<std::sync::Mutex<Vec<Instant>>>)],
     every: Duration,
+    armed: &std::sync::Mutex<Option<Instant>>,
     stop: &std::sync::atomic::AtomicBool,
 ) {
     use std::os::fd::AsRawFd as _;
@@ -127,23 +148,30 @@ fn probe_namespace(
             revents: 0,
         })
         .collect();
-    // Spread the APs' sends over the interval, as independent APs would.
+    // Spread the APs' first sends over the interval, as independent APs
+    // would send.
+    let started = Instant::now();
     let count = sockets.len().max(1) as u32;
-    let mut next_send = Instant::now();
-    let mut turn = 0usize;
+    let mut next_due: Vec<Instant> = (0..sockets.len())
+        .map(|i| started + every / count * i as u32)
+        .collect();
+    let mut last_answer: Vec<Option<Instant>> = vec![None; sockets.len()];
     let mut buffer = [0u8; 64];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let cut = armed.lock().ok().and_then(|a| *a);
         let now = Instant::now();
-        if now.saturating_duration_since(next_send) > every {
-            // Behind by a whole round (a stalled thread): no catch-up burst.
-            next_send = now;
+        let mut soonest = now + Duration::from_millis(5);
+        for (i, (socket, _)) in sockets.iter().enumerate() {
+            if next_due[i] <= now {
+                let _ = socket.send(b"probe");
+                let back = matches!((cut, last_answer[i]), (Some(cut), Some(last)) if last > cut);
+                let interval = if back { PROBE_WHEN_BACK } else { every };
+                // No catch-up burst after a stall.
+                next_due[i] = (next_due[i] + interval).max(now);
+            }
+            soonest = soonest.min(next_due[i]);
         }
-        while now >= next_send && !sockets.is_empty() {
-            let _ = sockets[turn % sockets.len()].0.send(b"probe");
-            turn += 1;
-            next_send += every / count;
-        }
-        let wait_ms = next_send
+        let wait_ms = soonest
             .saturating_duration_since(Instant::now())
             .as_millis()
             .clamp(1, 5) as i32;
@@ -153,7 +181,7 @@ fn probe_namespace(
             continue;
         }
         let arrived = Instant::now();
-        for (entry, (socket, seen)) in polled.iter_mut().zip(&sockets) {
+        for (i, (entry, (socket, seen))) in polled.iter_mut().zip(&sockets).enumerate() {
             if entry.revents & libc::POLLIN == 0 {
                 continue;
             }
@@ -162,10 +190,14 @@ fn probe_namespace(
                 if let Ok(mut seen) = seen.lock() {
                     seen.push(arrived);
                 }
+                last_answer[i] = Some(arrived);
             }
         }
     }
 }
+
+/// How often an AP probes once it is back after an armed cut.
+pub const PROBE_WHEN_BACK: Duration = Duration::from_secs(2);
 
 /// When something arrived at each AP (a probe's answer, an MQTT message).
 pub(super) type Arrivals = Vec<std::sync::Arc<std::sync::Mutex<Vec<Instant>>>>;

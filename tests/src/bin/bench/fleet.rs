@@ -3,10 +3,12 @@
 //! strongSwan initiators, each AP its own address, identity and IKE_SA),
 //! in front of two wimark-ha servers with `[ap_recovery]`; A is lost.
 //!
-//! Then, in the same lab with B master, the floor: B's charon sets up an
-//! IKE_SA and CHILD_SA to every AP again (the adapter, `wimark-ha
-//! ike-initiate`, with windows of 16 up to N initiations at once); the
-//! fastest of those is the rate the floor is made of:
+//! Then, in the same lab with B master, the floor: a fresh charon on B
+//! (every AP's SA unknown to it, as A's were at the takeover, the probes
+//! running as then) sets up an IKE_SA and CHILD_SA to every AP again (the
+//! adapter, `wimark-ha ike-initiate`, with windows of 16, 64, 256
+//! and N initiations at once); the fastest of those is the rate the floor is
+//! made of:
 //! floor = the VIP on B + one AP's exchange alone + N / rate.
 
 use std::{
@@ -41,7 +43,12 @@ struct Initiation {
     fastest: Duration,
 }
 
-fn initiate_all(failover: &mut ApFailover, count: usize, window: usize) -> Result<Initiation> {
+fn initiate_all(
+    failover: &mut ApFailover,
+    probes: &TunnelProbes,
+    count: usize,
+    window: usize,
+) -> Result<Initiation> {
     // A fresh charon on B for each run, as at a takeover (no IKE_SA of
     // its own yet); the APs drop the SAs of the previous run on
     // INITIAL_CONTACT as they drop A's at a takeover.
@@ -50,6 +57,10 @@ fn initiate_all(failover: &mut ApFailover, count: usize, window: usize) -> Resul
     let _ = std::fs::remove_file(dir.join("charon.log"));
     failover.charon_b = Charon::start(&failover.lab.b, &dir)?;
     failover.charon_b.load(&responder_conf(VIP))?;
+    // Every AP's SA is now unknown to B, as A's were at the takeover: the
+    // probes go back to their fast rate until answered, the same load as
+    // during the takeover.
+    probes.arm(Instant::now());
     let retransmits_before: usize = failover.aps.iter().map(|c| c.log().matches("retransmit").count()).sum();
     let config = dir.join(format!("fleet-initiate-{window}.toml"));
     let toml = adapter_toml(&failover.charon_b.vici_uri())
@@ -138,8 +149,12 @@ pub fn run(sizes: &[usize], wait: Duration) -> Result<()> {
             &format!("bench-fleet-{count}"),
         )?;
         let probes = TunnelProbes::start(&failover.lab)?;
+        // Every AP answered once, then quiet (an armed AP that is back
+        // probes every 2 s) until the loss re-arms them all.
+        probes.arm(std::time::Instant::now());
         std::thread::sleep(Duration::from_millis(300) + probes.every * 2);
         let loss = failover.lose_a()?;
+        probes.arm(loss.cut);
         let back = probes.wait_all_back(loss, wait);
         let transition = failover.daemon_b.last_transition();
         let vip = match (transition.silence, transition.vip_added) {
@@ -155,7 +170,10 @@ pub fn run(sizes: &[usize], wait: Duration) -> Result<()> {
                 wimark_ha::history::Entry::ApRecovery { record, .. } => record.ike.clone(),
                 _ => None,
             });
-        drop(probes);
+        if let Ok(keep) = std::env::var("WIMARK_FLEET_KEEP_LOGS") {
+            let _ = std::fs::write(format!("{keep}/b-takeover-{count}.log"), failover.charon_b.log());
+            let _ = std::fs::write(format!("{keep}/daemon-b-{count}.log"), failover.daemon_b.log());
+        }
         eprintln!(
             "bench fleet: {count} APs, the takeover: retransmissions: B {}, APs {}",
             failover.charon_b.log().matches("retransmit").count(),
@@ -163,14 +181,12 @@ pub fn run(sizes: &[usize], wait: Duration) -> Result<()> {
         );
         // The floor, in the same lab: B's charon to every AP again.
         let mut runs = Vec::new();
-        let mut window = 16;
-        loop {
-            runs.push(initiate_all(&mut failover, count, window.min(count))?);
-            if window >= count {
-                break;
-            }
-            window *= 4;
+        let mut windows: Vec<usize> = [16, 64, 256, count].into_iter().filter(|w| *w <= count).collect();
+        windows.dedup();
+        for window in windows {
+            runs.push(initiate_all(&mut failover, &probes, count, window)?);
         }
+        drop(probes);
         let best = runs
             .iter()
             .filter(|r| r.ok == count)
