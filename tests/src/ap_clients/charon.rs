@@ -115,6 +115,19 @@ impl Charon {
         .map(|_| ())
     }
 
+    /// IKE_SAs established (total less half-open), from `swanctl --stats`
+    /// ("IKE_SAs: N total, M half-open": cheap, where `--list-sas` at
+    /// thousands is not); None when charon does not answer.
+    pub fn established(&self) -> Option<usize> {
+        let stats = self.swanctl(&["--stats"]).ok()?;
+        // "IKE_SAs: 250 total, 0 half-open"
+        let line = stats.lines().find(|l| l.trim_start().starts_with("IKE_SAs:"))?;
+        let mut words = line.split_whitespace();
+        let total: usize = words.nth(1)?.parse().ok()?;
+        let half_open: usize = words.nth(1)?.parse().ok()?;
+        Some(total - half_open.min(total))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
             + &std::fs::read_to_string(self.dir.join("charon.stderr")).unwrap_or_default()

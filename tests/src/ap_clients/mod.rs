@@ -174,6 +174,11 @@ impl ApLab {
     /// namespace carrying that namespace's APs; returns once every AP's
     /// tunnel works (or says which did not, with its charon's log).
     pub fn start_aps(&self, dir: &Path, ike: ApIke) -> Result<Vec<Charon>> {
+        // A fleet comes up one namespace at a time, as a fleet does over
+        // its day (5 000 initiators at once only retransmit into each
+        // other: 3 000 up after 120 s), each namespace's charon counted
+        // from its own statistics; one probe round at the end.
+        let fleet = self.aps.len() > SMALL_LAB;
         let mut charons = Vec::new();
         for (namespace, aps) in self.by_namespace() {
             let own: Vec<(usize, &str)> = aps.iter().map(|n| (*n, self.own[n - 1].as_str())).collect();
@@ -184,21 +189,35 @@ impl ApLab {
             };
             let charon = Charon::start(namespace, &dir.join(name))?;
             charon.load(&initiator_conf(&own, VIP, ike))?;
+            if fleet {
+                let limit = Duration::from_secs(20) + Duration::from_millis(100) * aps.len() as u32;
+                crate::daemon::wait_until(limit, "every AP of the namespace with an IKE_SA and its CHILD_SA", || {
+                    charon.established() == Some(aps.len())
+                })
+                .with_context(|| {
+                    format!(
+                        "{namespace}: {:?} of {} established; its charon's log ends:\n{}",
+                        charon.established(),
+                        aps.len(),
+                        charon.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+                    )
+                })?;
+            }
             charons.push(charon);
         }
-        if self.aps.len() > SMALL_LAB {
-            // Too many for one ping each: every AP's probe answered once.
+        if fleet {
             let limit = Duration::from_secs(20) + Duration::from_millis(20) * self.aps.len() as u32;
             let probes = TunnelProbes::start(self)?;
-            let back = probes.wait_all_answered(limit);
-            let missing: Vec<usize> = back.iter().enumerate().filter(|(_, b)| !**b).map(|(i, _)| i + 1).collect();
+            probes.arm(Instant::now());
+            let all: Vec<usize> = (1..=self.aps.len()).collect();
+            let answered = probes.wait_answered(&all, limit);
+            let missing: Vec<usize> = answered.iter().enumerate().filter(|(_, a)| !**a).map(|(i, _)| i + 1).collect();
             if !missing.is_empty() {
                 bail!(
-                    "{} of {} APs' tunnels did not work within {limit:?} (first: AP {:?}); charon of its namespace:\n{}",
+                    "{} of {} APs' tunnels did not answer within {limit:?} (first: AP {:?})",
                     missing.len(),
                     self.aps.len(),
-                    &missing[..missing.len().min(10)],
-                    charons.first().map(Charon::log).unwrap_or_default().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+                    &missing[..missing.len().min(10)]
                 );
             }
             return Ok(charons);

@@ -80,14 +80,13 @@ impl TunnelProbes {
         }
     }
 
-    /// Waits until every AP has had an answer, or `limit`; per AP whether
-    /// it had one.
-    pub fn wait_all_answered(&self, limit: Duration) -> Vec<bool> {
+    /// Waits until every AP of `aps` (1-based) has had an answer, or
+    /// `limit`; per AP whether it had one.
+    pub fn wait_answered(&self, aps: &[usize], limit: Duration) -> Vec<bool> {
         let started = Instant::now();
         let answered = || -> Vec<bool> {
-            self.answers
-                .iter()
-                .map(|seen| seen.lock().is_ok_and(|s| !s.is_empty()))
+            aps.iter()
+                .map(|n| self.answers[n - 1].lock().is_ok_and(|s| !s.is_empty()))
                 .collect()
         };
         while started.elapsed() < limit {
@@ -117,7 +116,7 @@ impl TunnelProbes {
 }
 
 /// One namespace's APs `(n, their answers)`: a socket each, bound to its
-/// inner address and connected to the servers' echo; all polled at once.
+/// inner address, sending to the servers' echo; all polled at once.
 /// Each AP probes every `every`; once [`TunnelProbes::arm`] has set a cut,
 /// an AP answered after the cut probes only every [`PROBE_WHEN_BACK`]
 /// (what is measured is its first answer after the loss, and answered
@@ -135,7 +134,9 @@ fn probe_namespace(
         let Ok(socket) = std::net::UdpSocket::bind((ap_inner(*n).as_str(), 0)) else {
             return;
         };
-        if socket.connect((SERVER_INNER, PROBE_PORT)).is_err() || socket.set_nonblocking(true).is_err() {
+        // Not connected: before its charon has installed the route into
+        // the tunnel there is none, and a connect would fail for good.
+        if socket.set_nonblocking(true).is_err() {
             return;
         }
         sockets.push((socket, seen.clone()));
@@ -157,13 +158,22 @@ fn probe_namespace(
         .collect();
     let mut last_answer: Vec<Option<Instant>> = vec![None; sockets.len()];
     let mut buffer = [0u8; 64];
+    let mut last_cut = None;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let cut = armed.lock().ok().and_then(|a| *a);
         let now = Instant::now();
+        if cut != last_cut {
+            // Newly armed: every AP probes at the fast rate from now on
+            // (spread over one interval), not after its slow wait.
+            last_cut = cut;
+            for (i, due) in next_due.iter_mut().enumerate() {
+                *due = (*due).min(now + every / count * i as u32);
+            }
+        }
         let mut soonest = now + Duration::from_millis(5);
         for (i, (socket, _)) in sockets.iter().enumerate() {
             if next_due[i] <= now {
-                let _ = socket.send(b"probe");
+                let _ = socket.send_to(b"probe", (SERVER_INNER, PROBE_PORT));
                 let back = matches!((cut, last_answer[i]), (Some(cut), Some(last)) if last > cut);
                 let interval = if back { PROBE_WHEN_BACK } else { every };
                 // No catch-up burst after a stall.
