@@ -161,9 +161,14 @@ fn describe(entry: &Entry) -> String {
             let ike = match &record.ike {
                 None => "no IKE hook".to_string(),
                 Some(ike) => format!(
-                    "IKE initiated to {} AP(s), {} failed, in {:.1} ms{}{}",
+                    "IKE initiated to {} AP(s), {} failed{}, in {:.1} ms{}{}",
                     ike.ok,
                     ike.failed,
+                    if ike.timed_out > 0 {
+                        format!(" ({} timed out)", ike.timed_out)
+                    } else {
+                        String::new()
+                    },
                     ike.took_ms,
                     ike.error
                         .as_ref()

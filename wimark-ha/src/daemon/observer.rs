@@ -94,6 +94,7 @@ pub async fn run(
                         synced = record.synced,
                         ok = ike.ok,
                         failed = ike.failed,
+                        timed_out = ike.timed_out,
                         took_ms = ike.took_ms,
                         error = ike.error.as_deref().unwrap_or(""),
                         "AP recovery: IKE hook reported failures: {}",
