@@ -91,21 +91,26 @@ pub struct IkeReading {
     pub error: Option<String>,
 }
 
-/// Reads the IKE daemon at `socket` every [`ike_sas::READ_EVERY`] (on both
+/// Reads the IKE daemon at `socket` every [`ike_sas::READ_EVERY`], or
+/// [`ike_sas::READ_PAUSE_FACTOR`] times as long as the last listing took
+/// when that is longer (on both
 /// nodes: the backup's charon has nothing on the VIP, and answers at once)
-/// and publishes each reading; a failure keeps the last good listing and is
-/// logged at most once a minute.
+/// and publishes each reading (an address missing from one listing keeps
+/// its peers for [`ike_sas::MISSES_KEPT`] listings); a failure keeps the
+/// last good listing and is logged at most once a minute.
 async fn read_ike_daemon(
     socket: std::path::PathBuf,
     virtual_ips: Vec<IpAddr>,
     readings: tokio::sync::watch::Sender<IkeReading>,
 ) {
-    let mut ticker = tokio::time::interval(ike_sas::READ_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_warning: Option<Instant> = None;
+    let mut pause = Duration::ZERO;
+    let mut missed = std::collections::BTreeMap::new();
     loop {
-        ticker.tick().await;
+        tokio::time::sleep(pause).await;
+        let started = Instant::now();
         let result = ike_sas::read(&socket, &virtual_ips).await;
+        pause = ike_sas::READ_EVERY.max(started.elapsed() * ike_sas::READ_PAUSE_FACTOR);
         let warn_now = last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
         match &result {
             Ok(peers) if warn_now && peers.beyond_bound + peers.id_too_long > 0 => {
@@ -126,7 +131,7 @@ async fn read_ike_daemon(
         }
         readings.send_modify(|reading| match result {
             Ok(peers) => {
-                reading.peers = Some(peers);
+                reading.peers = Some(ike_sas::carry_over(reading.peers.as_ref(), peers, &mut missed));
                 reading.error = None;
             }
             Err(e) => reading.error = Some(e),
