@@ -21,13 +21,27 @@ pub struct TunnelProbes {
 pub(super) const PROBE_PORT: u16 = 7;
 
 /// Each AP's probe interval for a lab of `aps` (the resolution of
-/// "back"): 10 ms up to 100 APs, then 0.1 ms per AP (100 ms at 1 000, 500 ms
-/// at 5 000), at most ~10 000 probes a second in all — cheap while an AP's
-/// tunnel is down (the server drops ESP for an SA it does not know before
-/// any crypto); once back, an armed lab slows the AP down
-/// ([`TunnelProbes::arm`]).
+/// "back"): 10 ms up to 100 APs, then 0.1 ms per AP up to 1 000 (100 ms),
+/// then 1 ms per AP beyond (4 s at 5 000) — at most ~10 000 probes a second
+/// in all, fewer beyond 1 000 APs, where the servers' userspace ESP is
+/// what limits the lab (at 5 000 APs and 10 000 probes a second only 1 120
+/// of the first round were answered in 120 s). Cheap while an AP's tunnel is
+/// down (the server drops ESP for an SA it does not know early); once back,
+/// an armed lab slows the AP down ([`TunnelProbes::arm`]).
 pub fn probe_every(aps: usize) -> Duration {
-    Duration::from_millis(10).max(Duration::from_micros(100) * aps as u32)
+    let per_ap = if aps <= 1000 {
+        Duration::from_micros(100) * aps as u32
+    } else {
+        Duration::from_millis(1) * aps as u32 - Duration::from_millis(900)
+    };
+    Duration::from_millis(10).max(per_ap)
+}
+
+/// How often an AP probes once it is back after an armed cut, for a lab
+/// of `aps`: every 2 s, or slower beyond 1 000 APs (at most ~500 a second
+/// in all).
+pub fn probe_when_back(aps: usize) -> Duration {
+    Duration::from_secs(2).max(Duration::from_millis(2) * aps as u32)
 }
 
 impl TunnelProbes {
@@ -36,6 +50,7 @@ impl TunnelProbes {
         raise_file_limit();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let every = probe_every(lab.aps.len());
+        let when_back = probe_when_back(lab.aps.len());
         let mut threads = Vec::new();
         for server in [&lab.a, &lab.b] {
             threads.push(spawn_in_netns(server, stop.clone(), |stop| {
@@ -59,7 +74,7 @@ impl TunnelProbes {
             let seen: Vec<_> = aps.iter().map(|n| (*n, answers[n - 1].clone())).collect();
             let armed = armed.clone();
             threads.push(spawn_in_netns(namespace, stop.clone(), move |stop| {
-                probe_namespace(&seen, every, &armed, &stop);
+                probe_namespace(&seen, every, when_back, &armed, &stop);
             })?);
         }
         Ok(Self {
@@ -72,7 +87,7 @@ impl TunnelProbes {
     }
 
     /// From now on an AP answered after `cut` (a loss's, see [`Loss`])
-    /// probes only every [`PROBE_WHEN_BACK`]: for the fleet, where only
+    /// probes only every [`probe_when_back`]: for the fleet, where only
     /// each AP's first answer after the loss is measured.
     pub fn arm(&self, cut: Instant) {
         if let Ok(mut armed) = self.armed.lock() {
@@ -118,13 +133,14 @@ impl TunnelProbes {
 /// One namespace's APs `(n, their answers)`: a socket each, bound to its
 /// inner address, sending to the servers' echo; all polled at once.
 /// Each AP probes every `every`; once [`TunnelProbes::arm`] has set a cut,
-/// an AP answered after the cut probes only every [`PROBE_WHEN_BACK`]
+/// an AP answered after the cut probes only every `when_back`
 /// (what is measured is its first answer after the loss, and answered
 /// probes cost userspace ESP on both sides: at 1 000 APs they slowed the
 /// very exchanges being measured).
 fn probe_namespace(
     aps: &[(usize, std::sync::Arc<std::sync::Mutex<Vec<Instant>>>)],
     every: Duration,
+    when_back: Duration,
     armed: &std::sync::Mutex<Option<Instant>>,
     stop: &std::sync::atomic::AtomicBool,
 ) {
@@ -175,7 +191,7 @@ fn probe_namespace(
             if next_due[i] <= now {
                 let _ = socket.send_to(b"probe", (SERVER_INNER, PROBE_PORT));
                 let back = matches!((cut, last_answer[i]), (Some(cut), Some(last)) if last > cut);
-                let interval = if back { PROBE_WHEN_BACK } else { every };
+                let interval = if back { when_back } else { every };
                 // No catch-up burst after a stall.
                 next_due[i] = (next_due[i] + interval).max(now);
             }
@@ -205,9 +221,6 @@ fn probe_namespace(
         }
     }
 }
-
-/// How often an AP probes once it is back after an armed cut.
-pub const PROBE_WHEN_BACK: Duration = Duration::from_secs(2);
 
 /// When something arrived at each AP (a probe's answer, an MQTT message).
 pub(super) type Arrivals = Vec<std::sync::Arc<std::sync::Mutex<Vec<Instant>>>>;

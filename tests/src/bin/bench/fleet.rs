@@ -150,7 +150,7 @@ pub fn run(sizes: &[usize], wait: Duration) -> Result<()> {
         )?;
         let probes = TunnelProbes::start(&failover.lab)?;
         // Every AP answered once, then quiet (an armed AP that is back
-        // probes every 2 s) until the loss re-arms them all.
+        // probes slowly) until the loss re-arms them all.
         probes.arm(std::time::Instant::now());
         std::thread::sleep(Duration::from_millis(300) + probes.every * 2);
         let loss = failover.lose_a()?;
@@ -174,6 +174,19 @@ pub fn run(sizes: &[usize], wait: Duration) -> Result<()> {
             let _ = std::fs::write(format!("{keep}/b-takeover-{count}.log"), failover.charon_b.log());
             let _ = std::fs::write(format!("{keep}/daemon-b-{count}.log"), failover.daemon_b.log());
         }
+        {
+            let mut times: Vec<Duration> = back.iter().flatten().copied().collect();
+            times.sort();
+            eprintln!(
+                "bench fleet: {count} APs, the takeover: VIP on B after {}, {}/{count} tunnels back, p50 {:?}, p99 {:?}, max {:?}; hook {:?}",
+                ms(vip),
+                times.len(),
+                times.get(times.len() / 2),
+                times.get((times.len() * 99).div_ceil(100).max(1) - 1),
+                times.last(),
+                hook.as_ref().map(|h| (h.ok, h.failed, h.timed_out, h.took_ms))
+            );
+        }
         eprintln!(
             "bench fleet: {count} APs, the takeover: retransmissions: B {}, APs {}",
             failover.charon_b.log().matches("retransmit").count(),
@@ -181,7 +194,8 @@ pub fn run(sizes: &[usize], wait: Duration) -> Result<()> {
         );
         // The floor, in the same lab: B's charon to every AP again.
         let mut runs = Vec::new();
-        let mut windows: Vec<usize> = [16, 64, 256, count].into_iter().filter(|w| *w <= count).collect();
+        let most = count.min(wimark_ha::recovery::vici::MAX_IN_FLIGHT);
+        let mut windows: Vec<usize> = [16, 64, 256, most].into_iter().filter(|w| *w <= most).collect();
         windows.dedup();
         for window in windows {
             runs.push(initiate_all(&mut failover, &probes, count, window)?);
