@@ -940,15 +940,30 @@ fn a_planned_switchover_hands_the_key_over_without_waiting_out_lease_or_delay() 
         roles_json(&lab.a),
         lab.a.log()
     );
-    let demotion = lab
-        .a
-        .roles()
-        .history
-        .into_iter()
-        .rev()
-        .find(|r| r.to == RunningStack::Backup)
-        .unwrap_or_else(|| panic!("A did not demote: {}", roles_json(&lab.a)));
-    assert!(!demotion.cancelled && demotion.problems.is_empty(), "{demotion:?}");
+    // A releases the key once its master stack is stopped and records its
+    // switch just after: B may be told before A's record is written.
+    // (A's history also holds the start-up BACKUP's demotion, cancelled by
+    // its first MASTER within the 5 s delay: only a record made after the
+    // request is the switchover's.)
+    let asked_unix_ms = wimark_ha::clock::unix_ms() - asked.elapsed().as_millis() as u64;
+    let mut demotion = None;
+    wait_until(Duration::from_secs(5), "A's demotion recorded", || {
+        demotion = lab
+            .a
+            .roles()
+            .history
+            .into_iter()
+            .find(|r| r.to == RunningStack::Backup && r.at_unix_ms >= asked_unix_ms);
+        demotion.is_some()
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA: {}\n{}", roles_json(&lab.a), lab.a.log()));
+    let demotion = demotion.expect("found");
+    assert!(
+        !demotion.cancelled && demotion.problems.is_empty(),
+        "{demotion:?}\nA: {}\n{}",
+        roles_json(&lab.a),
+        lab.a.log()
+    );
     assert!(
         lab.etcd
             .get(KEY)
