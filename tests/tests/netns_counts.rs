@@ -255,6 +255,7 @@ fn force_replaces_a_program_attached_through_netlink() {
                 MonitorOptions {
                     force: true,
                     kernel_log: None,
+                    max_aps: None,
                 },
             ))
             .map_err(|e| e.to_string())?;

@@ -308,35 +308,48 @@ fn keepalived_sends_the_gratuitous_arp_wimark_ha_sends() {
     assert_eq!(lab.garp_fields_seen(), vec![(1, [0xff; 6])], "keepalived's GARPs");
 }
 
-/// Three AP addresses that fall into one set of the XDP AP table (two
-/// ways), from 10.77.128.0/17: the third evicts one of the first two.
-fn colliding_aps() -> Vec<std::net::Ipv4Addr> {
-    use wimark_ha_common::abi::{ap_set, IpBytes};
-    let set_of = |a: std::net::Ipv4Addr| ap_set(&IpBytes::from(std::net::IpAddr::V4(a)));
+/// The table the eviction test sizes (`[ap_recovery] max_aps`): 16 sets
+/// of eight ways.
+const SMALL_TABLE_APS: u32 = 16;
+
+/// One AP address more than a set has ways, all falling into one set of a
+/// table of `sets` sets, from 10.77.128.0/17: the last evicts one.
+fn colliding_aps(sets: u32) -> Vec<std::net::Ipv4Addr> {
+    use wimark_ha_common::abi::{ap_set, IpBytes, AP_SET_WAYS};
+    let bits = sets.trailing_zeros();
+    let set_of = |a: std::net::Ipv4Addr| ap_set(&IpBytes::from(std::net::IpAddr::V4(a)), bits);
     let first = std::net::Ipv4Addr::new(10, 77, 128, 1);
     let mut found = vec![first];
     for n in 2..32767u32 {
         let candidate = std::net::Ipv4Addr::from(u32::from(first) - 1 + n);
         if set_of(candidate) == set_of(first) {
             found.push(candidate);
-            if found.len() == 3 {
+            if found.len() == AP_SET_WAYS + 1 {
                 return found;
             }
         }
     }
-    panic!("no three colliding addresses in 10.77.128.0/17: {found:?}");
+    panic!("no {} colliding addresses in 10.77.128.0/17: {found:?}", AP_SET_WAYS + 1);
 }
 
 /// More APs in one set than it has ways (issue 28 item 4): the table
 /// evicts, and the operator sees it — the metric, a WARN line, and
-/// `status` saying how full the table is.
+/// `status` saying how full the table is. The table is the size
+/// `[ap_recovery] max_aps` asked for (issue 29 item 4).
 #[test]
 fn ap_table_evictions_are_counted_warned_and_shown() {
+    use wimark_ha_common::abi::{ap_table_sets, AP_SET_WAYS};
     wimark_ha_tests::require_root("a lab with a daemon and AP traffic");
     let (_lab, a, b) = wimark_ha_tests::lab::two_servers(true).expect("lab");
+    let scratch = wimark_ha_tests::Scratch::new("ap-table-small");
+    let key = scratch.0.join("ap-sync.key");
+    std::fs::write(&key, "lab-key-0123456789abcdef").expect("key");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let body = format!(
-        "{}\n\n[metrics]\nlisten = \"{METRICS}\"\n",
-        wimark_ha_tests::daemon::FAST
+        "{}\n\n[metrics]\nlisten = \"{METRICS}\"\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"10.77.0.2\"\nmax_aps = {SMALL_TABLE_APS}\n",
+        wimark_ha_tests::daemon::FAST,
+        key.display()
     );
     let daemon = wimark_ha_tests::daemon::Daemon::start(&a, "evict", |s| {
         wimark_ha_tests::daemon::config(s, 200, &body)
@@ -346,15 +359,17 @@ fn ap_table_evictions_are_counted_warned_and_shown() {
         daemon.state() == Some(State::Master)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
-    let aps = colliding_aps();
+    let sets = ap_table_sets(SMALL_TABLE_APS);
+    let capacity = sets as usize * AP_SET_WAYS;
+    let aps = colliding_aps(sets);
     for ap in &aps {
         wimark_ha_tests::lab::ip(&["-n", &b, "addr", "add", &format!("{ap}/32"), "dev", "eth1"])
             .expect("AP address");
     }
-    // IKE from each AP in turn, twice: the third takes the place of the
-    // least recently seen, which then takes another's, and so on. The table
-    // is per CPU and a veth runs XDP on the sender's CPU: one CPU, so that
-    // all three meet in one table.
+    // IKE from each AP in turn, twice: the ninth takes a way in turn, the
+    // AP it took comes back and takes the next, and so on. The table is
+    // per CPU and a veth runs XDP on the sender's CPU: one CPU, so that
+    // all of them meet in one table.
     let sources = aps.clone();
     wimark_ha_tests::lab::in_netns(&b, move || {
         // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
@@ -386,13 +401,14 @@ fn ap_table_evictions_are_counted_warned_and_shown() {
     let text = scrape(&a);
     assert_eq!(
         sample(&text, "wimark_ha_ap_table_capacity{interface=\"eth1\"}"),
-        Some(8192.0),
-        "{text}"
+        Some(capacity as f64),
+        "{sets} sets of {AP_SET_WAYS} for max_aps = {SMALL_TABLE_APS}: {text}"
     );
     assert_eq!(
         sample(&text, "wimark_ha_ap_table_entries{interface=\"eth1\"}"),
-        Some(2.0),
-        "two ways hold two of the three: {text}"
+        Some(AP_SET_WAYS as f64),
+        "{AP_SET_WAYS} ways hold {AP_SET_WAYS} of the {}: {text}",
+        aps.len()
     );
     // The eviction logger reads every 10 s and says the first at once.
     wait_until(Duration::from_secs(15), "the WARN", || {
@@ -406,8 +422,11 @@ fn ap_table_evictions_are_counted_warned_and_shown() {
         "one line, not one per eviction:\n{log}"
     );
     let status = wimark_ha_tests::daemon::status_text(&a, &daemon.socket);
+    let fill = 100 * AP_SET_WAYS / capacity;
     assert!(
-        status.contains("known 2 of 8192 (0 % of the AP table), evicted"),
+        status.contains(&format!(
+            "known {AP_SET_WAYS} of {capacity} ({fill} % of the AP table), evicted"
+        )),
         "{status}"
     );
 }

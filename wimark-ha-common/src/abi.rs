@@ -40,22 +40,49 @@ pub const BASELINE_PROGRAM_NAME: &str = "wimark_ha_baseline";
 /// Capacity of the VRRP peer table (LRU: a flood of forged sources evicts the
 /// oldest entries instead of failing inserts).
 pub const PEER_TABLE_SIZE: u32 = 256;
-/// The AP table is a per-CPU array of 2-way sets: an address hashes to one
-/// set ([`ap_set`]) and takes the way holding it, else the emptier or less
-/// recently seen way. A hash map lookup cost ~65 ns per packet here, the
-/// array ~5 ns, and AP traffic is the bulk of what the monitor sees.
-pub const AP_TABLE_SETS: u32 = 4096;
-pub const AP_TABLE_WAYS: u32 = 2;
-pub const AP_TABLE_SLOTS: u32 = AP_TABLE_SETS * AP_TABLE_WAYS;
+/// The AP table is a per-CPU array of 8-way sets ([`ApSet`]): an address
+/// hashes to one set ([`ap_set`]) and takes the way holding it, else an
+/// empty way or one not seen for [`AP_IDLE_NS`], else (the set is full of
+/// active APs: an eviction) the way the set's hand points at. A hash map
+/// lookup cost ~65 ns per packet here, the array ~5 ns, and AP traffic is
+/// the bulk of what the monitor sees.
+///
+/// Sized at load time (`[ap_recovery] max_aps`, [`ap_table_sets`]): the
+/// object's default is [`AP_TABLE_DEFAULT_SETS`] sets, and the program reads
+/// the set count's bits from a global the loader may override.
+pub const AP_SET_WAYS: usize = 8;
+/// [`ap_table_sets`] of [`AP_TABLE_DEFAULT_APS`].
+pub const AP_TABLE_DEFAULT_SETS: u32 = 2048;
+/// How many APs the table is sized for unless configured.
+pub const AP_TABLE_DEFAULT_APS: u32 = 2048;
+/// The most APs the table may be sized for (16 384 sets: 6 MiB per CPU).
+pub const AP_TABLE_MAX_APS: u32 = 20_000;
+/// A way whose AP sent nothing for this long is free for another AP (no
+/// eviction): the activity window the AP sync uses.
+pub const AP_IDLE_NS: u64 = 60_000_000_000;
+/// Name of the global holding log2 of the set count.
+pub const GLOBAL_AP_SET_BITS: &str = "AP_SET_BITS";
+
+/// The sets for a table that must hold `aps` APs without evicting one: at
+/// most 1.25 APs per set on average (a power of two), so that with 8 ways a
+/// set overflows with odds of ~5e-6 — ~0.05 sets of 8 192 for 10 000 APs of
+/// random addresses (Poisson, λ = 1.22: P(X ≥ 9)).
+pub const fn ap_table_sets(aps: u32) -> u32 {
+    let aps = if aps < 16 { 16 } else { aps };
+    let aps = if aps > AP_TABLE_MAX_APS { AP_TABLE_MAX_APS } else { aps };
+    // ceil(aps / 1.25), rounded up to a power of two.
+    ((aps * 4 + 4) / 5).next_power_of_two()
+}
+
 /// Capacity of the MQTT connection table (LRU: the least recently used
 /// connection makes room). Four per AP slot: an AP typically holds one to
 /// three (subscriber, publisher). Only MQTT segments to the broker touch it,
 /// so the hash lookup stays off the bulk of AP traffic (ESP).
-pub const MQTT_TABLE_SIZE: u32 = 4 * AP_TABLE_SLOTS;
+pub const MQTT_TABLE_SIZE: u32 = 4 * AP_TABLE_DEFAULT_APS;
 /// Capacity of the IKE session table (LRU): one entry per AP address and
 /// IKE port — two APs behind one NAT address are two entries. Only a
 /// packet that opens an IKE session (IKE_SA_INIT / IKE_AUTH) touches it.
-pub const IKE_SESSION_TABLE_SIZE: u32 = 2 * AP_TABLE_SLOTS;
+pub const IKE_SESSION_TABLE_SIZE: u32 = 2 * AP_TABLE_DEFAULT_APS;
 /// Ring buffer size for peer change events, in bytes (a power of two).
 pub const EVENT_RING_BYTES: u32 = 64 * 1024;
 
@@ -340,10 +367,22 @@ pub struct MqttConnection {
     pub _pad: [u8; 7],
 }
 
-/// The set an AP address belongs to: a multiplicative hash of its words,
-/// cheap enough for the per-packet path and shared with userspace tests.
+/// One set of the AP table: [`AP_SET_WAYS`] slots and the way the next
+/// eviction takes (round robin: finding the least recently seen of eight
+/// would cost the verifier a path per way combination).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApSet {
+    pub slots: [ApSlot; AP_SET_WAYS],
+    pub hand: u32,
+    pub _pad: u32,
+}
+
+/// The set an AP address belongs to in a table of `1 << set_bits` sets: a
+/// multiplicative hash of its words, cheap enough for the per-packet path
+/// and shared with userspace tests.
 #[inline(always)]
-pub fn ap_set(address: &IpBytes) -> u32 {
+pub fn ap_set(address: &IpBytes, set_bits: u32) -> u32 {
     let a = &address.addr;
     let mut folded: u32 = 0;
     let mut i = 0;
@@ -351,7 +390,11 @@ pub fn ap_set(address: &IpBytes) -> u32 {
         folded ^= u32::from_le_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
         i += 4;
     }
-    folded.wrapping_mul(0x9e37_79b1) >> (32 - AP_TABLE_SETS.trailing_zeros())
+    // `set_bits` 0 (one set): no shift by 32, set 0.
+    folded
+        .wrapping_mul(0x9e37_79b1)
+        .checked_shr(32 - set_bits)
+        .unwrap_or(0)
 }
 
 #[cfg(feature = "user")]
@@ -364,6 +407,7 @@ mod pod {
     unsafe impl aya::Pod for super::PeerRecord {}
     unsafe impl aya::Pod for super::PeerEvent {}
     unsafe impl aya::Pod for super::ApSlot {}
+    unsafe impl aya::Pod for super::ApSet {}
     unsafe impl aya::Pod for super::MqttKey {}
     unsafe impl aya::Pod for super::IkeSessionKey {}
     unsafe impl aya::Pod for super::MqttConnection {}
@@ -376,9 +420,10 @@ const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerRecord>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerEvent>() == 8 + 24 + 12 + 3 + 9);
 const _: () = assert!(core::mem::size_of::<ApSlot>() == 48);
+const _: () = assert!(core::mem::size_of::<ApSet>() == 48 * AP_SET_WAYS + 8);
 const _: () = assert!(core::mem::size_of::<IkeSessionKey>() == 24);
 const _: () = assert!(core::mem::size_of::<AdvertEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<MqttKey>() == 24);
 const _: () = assert!(core::mem::size_of::<MqttConnection>() == 32);
-const _: () = assert!(AP_TABLE_SETS.is_power_of_two());
+const _: () = assert!(ap_table_sets(AP_TABLE_DEFAULT_APS) == AP_TABLE_DEFAULT_SETS);
 const _: () = assert!(core::mem::size_of::<TrafficCounter>() == 16);

@@ -26,9 +26,10 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use wimark_ha_common::{
     abi::{
-        ap_set, peer_event, AdvertEvent, ApSlot, Counter, IkeSessionKey, IpBytes, MqttConnection,
-        MqttKey, PeerEvent, PeerKey, PeerRecord, TrafficCounter, ADVERT_RING_BYTES,
-        ALLOWED_PEERS_MAX, AP_TABLE_SLOTS, AP_TABLE_WAYS, EVENT_RING_BYTES, FAMILY_IPV4,
+        ap_set, peer_event, AdvertEvent, ApSet, ApSlot, Counter, IkeSessionKey, IpBytes,
+        MqttConnection, MqttKey, PeerEvent, PeerKey, PeerRecord, TrafficCounter,
+        ADVERT_RING_BYTES, ALLOWED_PEERS_MAX, AP_IDLE_NS, AP_SET_WAYS, AP_TABLE_DEFAULT_SETS,
+        EVENT_RING_BYTES, FAMILY_IPV4,
         IKE_SESSION_TABLE_SIZE, MQTT_TABLE_SIZE,
         PEER_TABLE_SIZE, WATCH_ALLOWED_ONLY, WATCH_NONE,
     },
@@ -46,9 +47,15 @@ static VRRP_PEERS: LruHashMap<PeerKey, PeerRecord> =
     LruHashMap::with_max_entries(PEER_TABLE_SIZE, 0);
 
 /// Per CPU, so the hot path (every AP packet) needs no atomic operations;
-/// userspace merges the CPUs' slots by address.
+/// userspace merges the CPUs' slots by address. One element per set: the
+/// loader sizes it (`max_entries`) together with `AP_SET_BITS`.
 #[map]
-static AP_TABLE: PerCpuArray<ApSlot> = PerCpuArray::with_max_entries(AP_TABLE_SLOTS, 0);
+static AP_TABLE: PerCpuArray<ApSet> = PerCpuArray::with_max_entries(AP_TABLE_DEFAULT_SETS, 0);
+
+/// log2 of `AP_TABLE`'s sets, set by the loader. In .rodata, which the
+/// loader freezes: the verifier and the JIT see a constant.
+#[no_mangle]
+static AP_SET_BITS: u32 = AP_TABLE_DEFAULT_SETS.trailing_zeros();
 
 /// Every MQTT connection an AP holds to this server's broker, with where it
 /// stands in sequence space: what a new master needs to reset each of them
@@ -393,32 +400,40 @@ fn same_address(a: &IpBytes, b: &IpBytes) -> bool {
 
 #[inline(always)]
 fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, session: bool, bytes: u64) {
-    let first_way = ap_set(ap) * AP_TABLE_WAYS;
-    let (Some(way0), Some(way1)) = (
-        AP_TABLE.get_ptr_mut(first_way),
-        AP_TABLE.get_ptr_mut(first_way + 1),
-    ) else {
+    // SAFETY: a plain read of a global the loader may have overridden.
+    let set_bits = unsafe { core::ptr::read_volatile(&AP_SET_BITS) };
+    let Some(set) = AP_TABLE.get_ptr_mut(ap_set(ap, set_bits)) else {
         return;
     };
     let now = AP_CLOCK.get(0).copied().unwrap_or(0);
-    // SAFETY: this CPU's slots of the array; nothing else writes them.
+    // SAFETY: this CPU's set of the array; nothing else writes it.
     unsafe {
-        let slot = if same_address(&(*way0).address, ap) {
-            way0
-        } else if same_address(&(*way1).address, ap) {
-            way1
-        } else {
-            // Neither way holds it: take the less recently seen one (an empty
-            // slot has last_seen 0).
-            let victim = if (*way0).last_seen_ns <= (*way1).last_seen_ns {
-                way0
-            } else {
-                way1
-            };
-            if (*victim).address.family != 0 {
+        let slots = &mut (*set).slots;
+        // The way holding this AP, else a free one (empty, or its AP idle
+        // past the activity window: no eviction), else the hand's.
+        let mut way = AP_SET_WAYS;
+        for (i, slot) in slots.iter().enumerate() {
+            if same_address(&slot.address, ap) {
+                way = i;
+                break;
+            }
+        }
+        if way == AP_SET_WAYS {
+            for (i, slot) in slots.iter().enumerate() {
+                if slot.address.family == 0 || now.saturating_sub(slot.last_seen_ns) > AP_IDLE_NS {
+                    way = i;
+                    break;
+                }
+            }
+            if way == AP_SET_WAYS {
+                way = ((*set).hand as usize) % AP_SET_WAYS;
+                (*set).hand = (*set).hand.wrapping_add(1);
                 count(Counter::ApEvicted, 0);
             }
-            *victim = ApSlot {
+            let Some(free) = slots.get_mut(way) else {
+                return;
+            };
+            *free = ApSlot {
                 address: *ap,
                 ike_port: 0,
                 _pad: 0,
@@ -426,8 +441,11 @@ fn record_ap(ap: &IpBytes, class: ApClass, ap_port: u16, session: bool, bytes: u
                 packets: 0,
                 bytes: 0,
             };
-            victim
+        }
+        let Some(slot) = slots.get_mut(way) else {
+            return;
         };
+        let slot: *mut ApSlot = slot;
         (*slot).last_seen_ns = now;
         (*slot).packets += 1;
         (*slot).bytes += bytes;

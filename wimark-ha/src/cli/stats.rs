@@ -74,6 +74,7 @@ pub async fn run(args: StatsArgs, log_level: LogLevel) -> anyhow::Result<()> {
     let options = MonitorOptions {
         force: args.force,
         kernel_log: log_level.kernel_log(),
+        max_aps: None,
     };
     let mut monitor = Monitor::attach(&args.iface, options)
         .await

@@ -70,6 +70,10 @@ pub struct ApRecoveryConfig {
     /// needs for APs behind a NAT (their identity is not their address,
     /// and several may share one).
     pub ike_vici: Option<PathBuf>,
+    /// How many APs the XDP AP table must hold without evicting one (it is
+    /// sized for this at start: ~300 bytes per AP and CPU, the MQTT and IKE
+    /// session tables with it).
+    pub max_aps: u32,
 }
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/wimark-ha";

@@ -823,6 +823,15 @@ impl Context<'_> {
                 Some(PathBuf::from(path))
             }
         };
+        let max_aps = match &raw.max_aps {
+            Some(aps) => self.integer(
+                aps,
+                "ap_recovery.max_aps",
+                1,
+                i64::from(wimark_ha_common::abi::AP_TABLE_MAX_APS),
+            )? as u32,
+            None => wimark_ha_common::abi::AP_TABLE_DEFAULT_APS,
+        };
         Ok(ApRecoveryConfig {
             instance,
             sync_key_file: PathBuf::from(key),
@@ -833,6 +842,7 @@ impl Context<'_> {
             ike_daemon_config,
             mqtt_kick: raw.mqtt_kick.unwrap_or(true),
             ike_vici,
+            max_aps,
         })
     }
 }

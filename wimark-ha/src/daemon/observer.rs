@@ -32,9 +32,10 @@ use crate::{
 const APS_BACK_WAIT: Duration = Duration::from_secs(120);
 /// How often the watcher reads the AP table: often while the APs are
 /// expected (the first seconds), then seldom. Not the resolution — each
-/// AP's stamp is its packet's kernel time — but one read is 8 192 per-CPU
-/// map lookups (3.5 ms of a core here, release build), 3.5 % of a core at
-/// ten a second: fine for seconds, not for the whole 120 s.
+/// AP's stamp is its packet's kernel time — but one read is a per-CPU map
+/// lookup per set of the AP table (2 048 at the default `max_aps`; 8 192
+/// per-slot lookups took 3.5 ms of a core here, release build), a few % of
+/// a core at ten a second: fine for seconds, not for the whole 120 s.
 const APS_BACK_POLL: Duration = Duration::from_millis(100);
 const APS_BACK_POLL_LATER: Duration = Duration::from_secs(1);
 const APS_BACK_FAST_FOR: Duration = Duration::from_secs(3);
@@ -502,7 +503,7 @@ pub async fn log_evictions(monitors: Arc<Mutex<Vec<Monitor>>>) {
                     evicted = new,
                     evicted_total = evicted,
                     known_aps = known,
-                    capacity = crate::monitor::AP_TABLE_CAPACITY,
+                    capacity = crate::monitor::ap_table_capacity(monitor.ebpf()).unwrap_or(0),
                     "AP table: {new} AP(s) evicted since the last report; evicted APs are missing from the AP sync and get no recovery after a takeover"
                 );
             }

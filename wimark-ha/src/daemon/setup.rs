@@ -36,11 +36,13 @@ impl Links {
 }
 
 /// Attaches a monitor to every link, each watching its VRIDs with the
-/// sources allowed there (a heartbeat link: only that link's peer).
+/// sources allowed there (a heartbeat link: only that link's peer), its AP
+/// tables sized for `max_aps` (`[ap_recovery]`).
 pub async fn attach_links(
     instances: &[InstanceConfig],
     vips: &Vips,
     kernel_log: Option<log::Level>,
+    max_aps: Option<u32>,
 ) -> anyhow::Result<Links> {
     let mut watched: BTreeMap<String, Vec<(u8, Vec<IpAddr>)>> = BTreeMap::new();
     for instance in instances {
@@ -76,6 +78,7 @@ pub async fn attach_links(
             MonitorOptions {
                 force: false,
                 kernel_log,
+                max_aps,
             },
         )
         .await

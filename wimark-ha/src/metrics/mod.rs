@@ -365,7 +365,7 @@ mod tests {
                     active_aps: 3,
                     known_aps: 5,
                     evicted: 7,
-                    capacity: 8192,
+                    capacity: 16384,
                     ..Default::default()
                 },
                 ..Default::default()
@@ -460,7 +460,7 @@ mod tests {
             "wimark_ha_xdp_packets_total{interface=\"eth1\",class=\"ike\"} 4",
             "wimark_ha_active_aps{interface=\"eth1\"} 3",
             "wimark_ha_ap_table_entries{interface=\"eth1\"} 5",
-            "wimark_ha_ap_table_capacity{interface=\"eth1\"} 8192",
+            "wimark_ha_ap_table_capacity{interface=\"eth1\"} 16384",
             "wimark_ha_ap_table_evictions_total{interface=\"eth1\"} 7",
             "wimark_ha_journal_degraded 1",
             "wimark_ha_witness_reachable{key=\"/wimark-ha/WIM1\"} 1",

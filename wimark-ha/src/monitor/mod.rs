@@ -15,8 +15,8 @@ pub use adverts::{AdvertReader, Heard};
 pub use attach::{attached_xdp_program, AttachMode, ExistingProgram};
 pub use events::{EventStream, PeerChange};
 pub use snapshot::{
-    read_aps, read_counters, read_ike_sessions, read_mqtt, read_peers, ApSeen, ApStats, InvalidCounts, PeerStats, Snapshot,
-    TrafficTotals, VrrpStats, ACTIVE_AP_WINDOW, AP_TABLE_CAPACITY,
+    ap_table_capacity, read_aps, read_counters, read_ike_sessions, read_mqtt, read_peers, ApSeen, ApStats, InvalidCounts, PeerStats, Snapshot,
+    TrafficTotals, VrrpStats, ACTIVE_AP_WINDOW,
 };
 
 use std::io;
@@ -164,6 +164,10 @@ pub struct MonitorOptions {
     /// Kernel-side diagnostics (aya-log). `None` keeps them off: the fast
     /// path then costs one load and one branch per rejected packet.
     pub kernel_log: Option<log::Level>,
+    /// How many APs the AP table (and the MQTT and IKE session tables with
+    /// it) must hold; `None`: the object's default,
+    /// [`AP_TABLE_DEFAULT_APS`](wimark_ha_common::abi::AP_TABLE_DEFAULT_APS).
+    pub max_aps: Option<u32>,
 }
 
 /// Loads the kernel object and verifies the XDP program without attaching it
@@ -172,20 +176,41 @@ pub fn load(kernel_log: Option<log::Level>) -> Result<Ebpf, MonitorError> {
     if KERNEL_OBJECT.is_empty() {
         return Err(MonitorError::ObjectMissing);
     }
-    load_object(KERNEL_OBJECT, kernel_log)
+    load_object(KERNEL_OBJECT, kernel_log, None)
 }
 
 /// Loads another build of the kernel object the way [`load`] loads the
-/// embedded one (the benchmark compares two builds side by side).
-pub fn load_object(object: &[u8], kernel_log: Option<log::Level>) -> Result<Ebpf, MonitorError> {
+/// embedded one (the benchmark compares two builds side by side); with
+/// `max_aps`, its AP tables sized for that many APs.
+pub fn load_object(
+    object: &[u8],
+    kernel_log: Option<log::Level>,
+    max_aps: Option<u32>,
+) -> Result<Ebpf, MonitorError> {
     // Not fatal where it fails: since 5.11 BPF memory is charged to the cgroup.
     raise_memlock_limit();
     let level: u8 = match kernel_log {
         None => 0,
         Some(level) => level as u8,
     };
-    let mut ebpf = EbpfLoader::new()
-        .override_global(aya_log::LEVEL, &level, true)
+    // Declared before the loader, which holds a reference to it.
+    let set_bits;
+    let mut loader = EbpfLoader::new();
+    loader.override_global(aya_log::LEVEL, &level, true);
+    if let Some(aps) = max_aps {
+        use wimark_ha_common::abi::{
+            ap_table_sets, GLOBAL_AP_SET_BITS, MAP_APS, MAP_IKE_SESSIONS, MAP_MQTT,
+        };
+        let aps = aps.clamp(1, wimark_ha_common::abi::AP_TABLE_MAX_APS);
+        let sets = ap_table_sets(aps);
+        set_bits = sets.trailing_zeros();
+        loader
+            .override_global(GLOBAL_AP_SET_BITS, &set_bits, true)
+            .map_max_entries(MAP_APS, sets)
+            .map_max_entries(MAP_MQTT, 4 * aps)
+            .map_max_entries(MAP_IKE_SESSIONS, 2 * aps);
+    }
+    let mut ebpf = loader
         .load(object)
         .map_err(|e| classify_load_error(&e))?;
     monitor_program(&mut ebpf)?
@@ -229,7 +254,10 @@ impl Monitor {
     /// back to generic mode where the driver has no native XDP.
     pub async fn attach(interface: &str, options: MonitorOptions) -> Result<Self, MonitorError> {
         let ifindex = attach::interface_index(interface)?;
-        let mut ebpf = load(options.kernel_log)?;
+        if KERNEL_OBJECT.is_empty() {
+            return Err(MonitorError::ObjectMissing);
+        }
+        let mut ebpf = load_object(KERNEL_OBJECT, options.kernel_log, options.max_aps)?;
         let kernel_logger = match options.kernel_log {
             Some(_) => match aya_log::EbpfLogger::init(&mut ebpf) {
                 Ok(logger) => Some(logger),

@@ -10,9 +10,9 @@ use aya::{
 };
 use serde::{Deserialize, Serialize};
 use wimark_ha_common::abi::{
-    ApSlot, Counter, IkeSessionKey, IpBytes, MqttConnection, MqttKey, PeerKey, PeerRecord,
-    TrafficCounter, AP_TABLE_SLOTS, IKE_SESSION_TABLE_SIZE, MAP_APS, MAP_COUNTERS,
-    MAP_IKE_SESSIONS, MAP_MQTT, MAP_PEERS, MQTT_TABLE_SIZE,
+    ApSet, Counter, IkeSessionKey, IpBytes, MqttConnection, MqttKey, PeerKey, PeerRecord,
+    TrafficCounter, AP_SET_WAYS, AP_TABLE_MAX_APS, MAP_APS, MAP_COUNTERS, MAP_IKE_SESSIONS,
+    MAP_MQTT, MAP_PEERS,
 };
 
 use super::MonitorError;
@@ -72,14 +72,16 @@ pub struct ApSeen {
 }
 
 /// The AP table with each AP's per-CPU slots merged: packets and bytes
-/// summed, the latest "last seen".
+/// summed, the latest "last seen". One lookup per set (all CPUs' copies at
+/// once): the cost grows with the table's size, not with the APs in it.
 pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<ApSeen>, MonitorError> {
-    let table: PerCpuArray<_, ApSlot> =
+    let table: PerCpuArray<_, ApSet> =
         PerCpuArray::try_from(map(ebpf, MAP_APS)?).map_err(map_error(MAP_APS))?;
     let mut merged: std::collections::HashMap<IpBytes, ApSeen> = std::collections::HashMap::new();
-    for index in 0..AP_TABLE_SLOTS {
+    for index in 0..table.len() {
         let per_cpu = table.get(&index, 0).map_err(map_error(MAP_APS))?;
-        for slot in per_cpu.iter().filter(|s| s.address.family != 0) {
+        let slots = per_cpu.iter().flat_map(|set| set.slots.iter());
+        for slot in slots.filter(|s| s.address.family != 0) {
             let seen = merged.entry(slot.address).or_insert(ApSeen {
                 address: slot.address,
                 ..ApSeen::default()
@@ -98,23 +100,35 @@ pub fn read_aps(ebpf: &Ebpf) -> Result<Vec<ApSeen>, MonitorError> {
     Ok(merged.into_values().collect())
 }
 
+/// How many APs the loaded AP table can hold at most (sets x ways; a set
+/// that is full evicts before the table is).
+pub fn ap_table_capacity(ebpf: &Ebpf) -> Result<u64, MonitorError> {
+    let table: PerCpuArray<_, ApSet> =
+        PerCpuArray::try_from(map(ebpf, MAP_APS)?).map_err(map_error(MAP_APS))?;
+    Ok(u64::from(table.len()) * AP_SET_WAYS as u64)
+}
+
+/// A bound on a hash-table walk: the kernel restarts a walk whose entry
+/// was removed under it, so a walk is cut at twice the largest table.
+const WALK_BOUND: usize = 2 * 4 * AP_TABLE_MAX_APS as usize;
+
 /// Every IKE session start in the monitor's table: (AP address and IKE
 /// port, the latest IKE_SA_INIT / IKE_AUTH from it, precise
 /// CLOCK_MONOTONIC ns). One lookup per entry (at most
-/// `IKE_SESSION_TABLE_SIZE`).
+/// `2 x max_aps`).
 pub fn read_ike_sessions(ebpf: &Ebpf) -> Result<Vec<(IkeSessionKey, u64)>, MonitorError> {
     let table: HashMap<_, IkeSessionKey, u64> = HashMap::try_from(map(ebpf, MAP_IKE_SESSIONS)?)
         .map_err(map_error(MAP_IKE_SESSIONS))?;
     let unique: std::collections::HashMap<IkeSessionKey, u64> = table
         .iter()
-        .take(2 * IKE_SESSION_TABLE_SIZE as usize)
+        .take(WALK_BOUND)
         .filter_map(Result::ok)
         .collect();
     Ok(unique.into_iter().collect())
 }
 
 /// Every MQTT connection in the monitor's table. One lookup per entry: the
-/// cost grows with the connections held (at most `MQTT_TABLE_SIZE`).
+/// cost grows with the connections held (at most `4 x max_aps`).
 pub fn read_mqtt(ebpf: &Ebpf) -> Result<Vec<(MqttKey, MqttConnection)>, MonitorError> {
     let table: HashMap<_, MqttKey, MqttConnection> =
         HashMap::try_from(map(ebpf, MAP_MQTT)?).map_err(map_error(MAP_MQTT))?;
@@ -123,7 +137,7 @@ pub fn read_mqtt(ebpf: &Ebpf) -> Result<Vec<(MqttKey, MqttConnection)>, MonitorE
     // deduplicated.
     let walk = table
         .iter()
-        .take(2 * MQTT_TABLE_SIZE as usize)
+        .take(WALK_BOUND)
         .filter_map(Result::ok);
     let unique: std::collections::HashMap<MqttKey, MqttConnection> = walk.collect();
     Ok(unique.into_iter().collect())
@@ -239,9 +253,6 @@ pub struct ApStats {
     pub capacity: u64,
 }
 
-/// The AP table's slots: how many APs it can hold at most.
-pub const AP_TABLE_CAPACITY: u64 = AP_TABLE_SLOTS as u64;
-
 /// Everything the monitor knows at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -318,7 +329,7 @@ impl Snapshot {
                 active_aps: active_aps as u64,
                 known_aps: aps.len() as u64,
                 evicted: at(Counter::ApEvicted).packets,
-                capacity: AP_TABLE_CAPACITY,
+                capacity: ap_table_capacity(ebpf)?,
             },
             other: at(Counter::Other).into(),
             events_lost: at(Counter::AdvertEventsLost).packets

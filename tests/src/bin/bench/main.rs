@@ -334,7 +334,7 @@ fn per_packet_cost(
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             Some(
-                wimark_ha::monitor::load_object(&bytes, None)
+                wimark_ha::monitor::load_object(&bytes, None, None)
                     .with_context(|| format!("loading {}", path.display()))?,
             )
         }

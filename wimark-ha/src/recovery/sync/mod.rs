@@ -49,8 +49,9 @@ pub use wire::{decode, encode};
 
 /// A datagram stays under this (no fragments on any sane link).
 pub const MAX_DATAGRAM: usize = 1400;
-/// The receiver holds at most this many APs (the XDP table holds 8 192).
-pub const MAX_SYNCED_APS: usize = 16_384;
+/// The receiver holds at most this many APs: twice what the XDP table may
+/// be sized for (`max_aps`), for APs sharing a NAT address with IKE peers.
+pub const MAX_SYNCED_APS: usize = 2 * wimark_ha_common::abi::AP_TABLE_MAX_APS as usize;
 /// Every AP is sent again at least this often.
 pub const REFRESH: Duration = Duration::from_secs(10);
 /// An AP the sender stopped mentioning is forgotten after this.
