@@ -78,7 +78,40 @@ pub async fn run_process(
     input: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<std::process::Output, ProcessError> {
+    let kept = run_process_keeping_output(argv, input, timeout).await?;
+    match kept.status {
+        Some(status) => Ok(std::process::Output {
+            status,
+            stdout: kept.stdout,
+            stderr: kept.stderr,
+        }),
+        None => Err(ProcessError::TimedOut(timeout)),
+    }
+}
+
+/// What a process printed, and how it ended.
+#[derive(Debug, Default)]
+pub struct KeptOutput {
+    /// `None`: killed at the timeout.
+    pub status: Option<std::process::ExitStatus>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// How long the output of a process that ended is still read: a child it
+/// left behind may hold the pipes open.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+
+/// [`run_process`], keeping what the process printed before a kill at
+/// `timeout` (a hook that reports as it goes, such as `ike-initiate`, has
+/// then said how far it got).
+pub async fn run_process_keeping_output(
+    argv: &[String],
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<KeptOutput, ProcessError> {
     use tokio::io::AsyncWriteExt as _;
+    let deadline = tokio::time::Instant::now() + timeout;
     let start_error = |source| ProcessError::Start {
         program: argv.first().cloned().unwrap_or_default(),
         source,
@@ -89,8 +122,7 @@ pub async fn run_process(
             "empty argv",
         ))
     })?;
-    let mut command = tokio::process::Command::new(program);
-    command
+    let mut child = tokio::process::Command::new(program)
         .args(&argv[1..])
         .kill_on_drop(true)
         .stdin(match input {
@@ -98,18 +130,78 @@ pub async fn run_process(
             None => std::process::Stdio::null(),
         })
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let run = async {
-        let mut child = command.spawn().map_err(start_error)?;
-        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(start_error)?;
+    // Both pipes are read while the input is written and the process runs:
+    // one that prints before it has read all its input never deadlocks us.
+    let (chunks_tx, mut chunks) = tokio::sync::mpsc::unbounded_channel();
+    let readers = [
+        child.stdout.take().map(|pipe| forward(pipe, Pipe::Stdout, chunks_tx.clone())),
+        child.stderr.take().map(|pipe| forward(pipe, Pipe::Stderr, chunks_tx.clone())),
+    ];
+    drop(chunks_tx);
+    let writer = match (input, child.stdin.take()) {
+        (Some(input), Some(mut stdin)) => {
+            let input = input.to_vec();
             // A broken pipe is the hook's business (it did not read).
-            let _ = stdin.write_all(input).await;
+            Some(tokio::spawn(async move {
+                let _ = stdin.write_all(&input).await;
+            }))
         }
-        child.wait_with_output().await.map_err(start_error)
+        _ => None,
     };
-    tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| ProcessError::TimedOut(timeout))?
+    let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+        Ok(status) => Some(status.map_err(start_error)?),
+        Err(_) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            None
+        }
+    };
+    let mut kept = KeptOutput {
+        status,
+        ..KeptOutput::default()
+    };
+    let drain_until = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
+    while let Ok(Some((pipe, chunk))) = tokio::time::timeout_at(drain_until, chunks.recv()).await {
+        match pipe {
+            Pipe::Stdout => kept.stdout.extend_from_slice(&chunk),
+            Pipe::Stderr => kept.stderr.extend_from_slice(&chunk),
+        }
+    }
+    for task in readers.into_iter().flatten().chain(writer) {
+        task.abort();
+    }
+    Ok(kept)
+}
+
+#[derive(Clone, Copy)]
+enum Pipe {
+    Stdout,
+    Stderr,
+}
+
+/// Sends what `pipe` yields, chunk by chunk, until its end.
+fn forward(
+    mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    which: Pipe,
+    chunks: tokio::sync::mpsc::UnboundedSender<(Pipe, Vec<u8>)>,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::AsyncReadExt as _;
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            match pipe.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if chunks.send((which, buffer[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// The last `chars` characters of a process's output, trimmed.

@@ -36,12 +36,26 @@ pub async fn run(args: IkeInitiateArgs) -> anyhow::Result<i32> {
     }
     let list: ApList = serde_json::from_str(&text)
         .context("the AP list on stdin is not the documented JSON ({\"aps\":[{\"address\":…}]})")?;
-    let outcomes = vici::initiate_all(&config, &list).await;
+    // Each outcome is printed as its AP ends: a caller that kills us at its
+    // own timeout (the daemon's `ike_hook_timeout`) keeps those.
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let (config_ref, list_ref) = (&config, &list);
+    let initiating = async move {
+        // The sender goes with this future: its end closes the channel.
+        vici::initiate_all(config_ref, list_ref, Some(&ended_tx)).await
+    };
+    let printing = async {
+        while let Some(outcome) = ended.recv().await {
+            println!("{}", serde_json::to_string(&outcome)?);
+        }
+        anyhow::Ok(())
+    };
+    let (outcomes, printed) = tokio::join!(initiating, printing);
+    printed?;
     let mut failed = 0;
     let mut timed_out = 0;
     let mut slowest_ms: f64 = 0.0;
     for outcome in &outcomes {
-        println!("{}", serde_json::to_string(outcome)?);
         if !outcome.ok {
             failed += 1;
         }

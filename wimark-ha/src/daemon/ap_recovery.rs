@@ -425,8 +425,9 @@ pub fn active_aps(
 }
 
 /// Runs a recovery hook with `list` as JSON on stdin; its stdout lines are
-/// [`ApOutcome`]s (what `wimark-ha ike-initiate` prints). Killed at
-/// `timeout`; never retried.
+/// [`ApOutcome`]s (what `wimark-ha ike-initiate` prints as each AP ends).
+/// Killed at `timeout`, never retried; what it reported before the kill
+/// counts, and the report says how many APs it left unreported.
 pub async fn run_hook(argv: &[String], timeout: Duration, list: &ApList) -> HookReport {
     let started = Instant::now();
     let mut report = HookReport::default();
@@ -437,7 +438,7 @@ pub async fn run_hook(argv: &[String], timeout: Duration, list: &ApList) -> Hook
             return report;
         }
     };
-    match crate::hooks::run_process(argv, Some(&input), timeout).await {
+    match crate::hooks::run_process_keeping_output(argv, Some(&input), timeout).await {
         Err(e) => report.error = Some(e.to_string()),
         Ok(output) => {
             for line in String::from_utf8_lossy(&output.stdout).lines() {
@@ -461,9 +462,18 @@ pub async fn run_hook(argv: &[String], timeout: Duration, list: &ApList) -> Hook
                 }
             }
             let reported = report.ok + report.failed;
-            if !output.status.success() && reported < list.aps.len() {
-                let tail = crate::hooks::output_tail(&output.stderr, 300);
-                report.error = Some(format!("{}; stderr: {tail:?}", output.status));
+            match output.status {
+                None => {
+                    report.error = Some(format!(
+                        "timed out after {timeout:?} (killed) with {reported} of {} APs reported",
+                        list.aps.len()
+                    ))
+                }
+                Some(status) if !status.success() && reported < list.aps.len() => {
+                    let tail = crate::hooks::output_tail(&output.stderr, 300);
+                    report.error = Some(format!("{status}; stderr: {tail:?}"));
+                }
+                Some(_) => {}
             }
         }
     }
@@ -504,6 +514,35 @@ mod tests {
             "{report:?}"
         );
         assert_eq!((report.ok, report.failed), (0, 0));
+    }
+
+    /// A hook killed at its timeout still counts what it reported before
+    /// (a fleet's adapter runs out of time part way), and says how many
+    /// APs it left unreported.
+    #[tokio::test]
+    async fn a_hook_killed_at_its_timeout_keeps_what_it_reported() {
+        let script = r#"cat > /dev/null; echo '{"address":"10.0.0.1","ok":true,"took_ms":1.0}'; echo '{"address":"10.0.0.2","ok":false,"took_ms":2.0,"error":"not up","result":"timed_out"}'; exec sleep 10"#;
+        let argv = ["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
+        let started = Instant::now();
+        let report = run_hook(
+            &argv,
+            Duration::from_millis(500),
+            &list(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(3), "{report:?}");
+        assert_eq!(
+            (report.ok, report.failed, report.timed_out),
+            (1, 1, 1),
+            "{report:?}"
+        );
+        assert!(
+            report
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("killed") && e.contains("2 of 3 APs reported")),
+            "{report:?}"
+        );
     }
 
     #[tokio::test]

@@ -348,8 +348,42 @@ fn outcome_of(entry: &ApEntry, done: &Done) -> ApOutcome {
 /// Every AP of `list`, at most `config.in_flight` waiting at once; one
 /// outcome per entry, in the list's order. Two entries with the same
 /// connection name (the same address and port) are one initiation, both
-/// reported.
-pub async fn initiate_all(config: &IkeConfig, list: &ApList) -> Vec<ApOutcome> {
+/// reported. With `as_they_end`, each outcome is also sent there once, as
+/// soon as it is known (a caller killed part way has said how far it got).
+pub async fn initiate_all(
+    config: &IkeConfig,
+    list: &ApList,
+    as_they_end: Option<&mpsc::UnboundedSender<ApOutcome>>,
+) -> Vec<ApOutcome> {
+    let mut report = Reporter {
+        to: as_they_end,
+        sent: vec![false; list.aps.len()],
+    };
+    let outcomes = initiate_each(config, list, &mut report).await;
+    for (index, outcome) in outcomes.iter().enumerate() {
+        report.send(index, outcome);
+    }
+    outcomes
+}
+
+/// Where outcomes go as they end, and which have gone.
+struct Reporter<'a> {
+    to: Option<&'a mpsc::UnboundedSender<ApOutcome>>,
+    sent: Vec<bool>,
+}
+
+impl Reporter<'_> {
+    fn send(&mut self, index: usize, outcome: &ApOutcome) {
+        let (Some(to), Some(sent)) = (self.to, self.sent.get_mut(index)) else {
+            return;
+        };
+        if !std::mem::replace(sent, true) {
+            let _ = to.send(outcome.clone());
+        }
+    }
+}
+
+async fn initiate_each(config: &IkeConfig, list: &ApList, report: &mut Reporter<'_>) -> Vec<ApOutcome> {
     let started = Instant::now();
     let connect_deadline = started + config.timeout;
     // An IKE daemon that is down fails every AP the same way: say so once
@@ -457,7 +491,7 @@ pub async fn initiate_all(config: &IkeConfig, list: &ApList) -> Vec<ApOutcome> {
                     }
                 } => {
                     let done = inflight.expire(Instant::now());
-                    ended += finish(done, list, &mut outcomes, &mut permits, &unload_tx);
+                    ended += finish(done, list, &mut outcomes, &mut permits, &unload_tx, report);
                     continue;
                 }
             };
@@ -488,11 +522,11 @@ pub async fn initiate_all(config: &IkeConfig, list: &ApList) -> Vec<ApOutcome> {
                     let why = "the adapter's vici connections closed";
                     let mut done = inflight.fail_all(why, now);
                     done.extend(fail_unstarted(&queue, why));
-                    finish(done, list, &mut outcomes, &mut permits, &unload_tx);
+                    finish(done, list, &mut outcomes, &mut permits, &unload_tx, report);
                     break;
                 }
             };
-            ended += finish(done, list, &mut outcomes, &mut permits, &unload_tx);
+            ended += finish(done, list, &mut outcomes, &mut permits, &unload_tx, report);
         }
         drop(unload_tx);
     };
@@ -538,11 +572,14 @@ fn finish(
     outcomes: &mut [Option<ApOutcome>],
     permits: &mut HashMap<usize, OwnedSemaphorePermit>,
     unload: &mpsc::UnboundedSender<String>,
+    report: &mut Reporter<'_>,
 ) -> usize {
     let count = done.len();
     for done in done {
         permits.remove(&done.index);
-        outcomes[done.index] = Some(outcome_of(&list.aps[done.index], &done));
+        let outcome = outcome_of(&list.aps[done.index], &done);
+        report.send(done.index, &outcome);
+        outcomes[done.index] = Some(outcome);
         let _ = unload.send(done.name);
     }
     count

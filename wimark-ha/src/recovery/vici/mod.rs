@@ -313,7 +313,7 @@ esp_proposals = ["aes128-sha256"]
             ..ApList::default()
         };
         let started = Instant::now();
-        let outcomes = initiate_all(&config, &list).await;
+        let outcomes = initiate_all(&config, &list, None).await;
         assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(outcomes.len(), 2);
         for outcome in outcomes {
