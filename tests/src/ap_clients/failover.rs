@@ -84,13 +84,17 @@ impl ApFailover {
             let adapter = scratch.0.join(format!("ike-initiate-{name}.toml"));
             std::fs::write(&adapter, adapter_toml(&charon.vici_uri()))?;
             Ok(format!(
-                "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"{hook_timeout}s\"\nike_daemon_config = [\"{}\"]\nike_vici = \"{}\"\n",
+                "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"{hook_timeout}s\"\nike_daemon_config = [\"{}\"]\nike_vici = \"{}\"\nmax_aps = {max_aps}\n",
                 key.display(),
                 crate::wimark_ha_bin().display(),
                 adapter.display(),
                 charon.swanctl_conf().display(),
                 charon.vici_uri(),
-                hook_timeout = 10 + count / 100,
+                // The lab's charon sets up ~100 SAs/s under the fleet's
+                // stale ESP: the adapter needs N / 100 s and a margin.
+                hook_timeout = 10 + count / 50,
+                // Sized as an operator would: the table holds the fleet.
+                max_aps = count.max(wimark_ha_common::abi::AP_TABLE_DEFAULT_APS as usize),
             ))
         };
         let body_a = body("10.77.0.2", &charon_a, "a")?;
