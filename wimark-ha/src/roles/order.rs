@@ -235,19 +235,20 @@ impl ComposeFiles {
 
 /// service → depends_on of a compose file; both the list and the map form.
 fn parse(text: &str) -> Result<HashMap<String, BTreeSet<String>>, String> {
-    let document: serde_norway::Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+    use yaml_rust2::{Yaml, YamlLoader};
+    let documents = YamlLoader::load_from_str(text).map_err(|e| e.to_string())?;
     let mut result = HashMap::new();
-    let Some(services) = document.get("services").and_then(|s| s.as_mapping()) else {
+    let Some(services) = documents.first().and_then(|d| d["services"].as_hash()) else {
         return Ok(result);
     };
     for (name, service) in services {
         let Some(name) = name.as_str() else { continue };
-        let dependencies: BTreeSet<String> = match service.get("depends_on") {
-            Some(serde_norway::Value::Sequence(list)) => list
+        let dependencies: BTreeSet<String> = match &service["depends_on"] {
+            Yaml::Array(list) => list
                 .iter()
                 .filter_map(|d| d.as_str().map(String::from))
                 .collect(),
-            Some(serde_norway::Value::Mapping(map)) => map
+            Yaml::Hash(map) => map
                 .keys()
                 .filter_map(|d| d.as_str().map(String::from))
                 .collect(),
@@ -345,6 +346,22 @@ mod tests {
             order.problems
         );
         assert!(order.problems[0].contains("/gone/docker-compose.yml"));
+    }
+
+    /// Compose files share blocks through anchors; a file that is not
+    /// YAML is an error that says where.
+    #[test]
+    fn anchors_are_followed_and_bad_yaml_says_where() {
+        let text = "x-deps: &deps [mongo, broker]\nservices:\n  mongo: {image: m}\n  api:\n    image: a\n    depends_on: *deps\n  web:\n    depends_on:\n      api: {condition: service_started}\n";
+        let parsed = parse(text).expect("valid");
+        assert_eq!(
+            parsed["api"],
+            BTreeSet::from(["mongo".to_string(), "broker".to_string()])
+        );
+        assert_eq!(parsed["web"], BTreeSet::from(["api".to_string()]));
+        assert!(parsed["mongo"].is_empty());
+        let error = parse("services:\n  api: [unclosed\n").expect_err("not YAML");
+        assert!(error.contains("line"), "{error}");
     }
 
     #[test]
