@@ -348,8 +348,10 @@ fn outcome_of(entry: &ApEntry, done: &Done) -> ApOutcome {
 /// Every AP of `list`, at most `config.in_flight` waiting at once; one
 /// outcome per entry, in the list's order. Two entries with the same
 /// connection name (the same address and port) are one initiation, both
-/// reported. With `as_they_end`, each outcome is also sent there once, as
-/// soon as it is known (a caller killed part way has said how far it got).
+/// reported. With `as_they_end`, the outcomes are also sent there, in the
+/// list's order, each as soon as it and all before it are known (a caller
+/// killed part way has said how far it got; an AP holds those after it
+/// back for its `timeout` at most).
 pub async fn initiate_all(
     config: &IkeConfig,
     list: &ApList,
@@ -357,7 +359,9 @@ pub async fn initiate_all(
 ) -> Vec<ApOutcome> {
     let mut report = Reporter {
         to: as_they_end,
-        sent: vec![false; list.aps.len()],
+        known: vec![None; list.aps.len()],
+        next: 0,
+        copies: HashMap::new(),
     };
     let outcomes = initiate_each(config, list, &mut report).await;
     for (index, outcome) in outcomes.iter().enumerate() {
@@ -366,19 +370,37 @@ pub async fn initiate_all(
     outcomes
 }
 
-/// Where outcomes go as they end, and which have gone.
+/// Where outcomes go as they end, in the list's order.
 struct Reporter<'a> {
     to: Option<&'a mpsc::UnboundedSender<ApOutcome>>,
-    sent: Vec<bool>,
+    /// Outcomes known but not yet sent (an earlier one is still open).
+    known: Vec<Option<ApOutcome>>,
+    /// The first entry not sent yet.
+    next: usize,
+    /// Entries that take another's outcome (the same connection name):
+    /// first -> (later index, its address).
+    copies: HashMap<usize, Vec<(usize, String)>>,
 }
 
 impl Reporter<'_> {
     fn send(&mut self, index: usize, outcome: &ApOutcome) {
-        let (Some(to), Some(sent)) = (self.to, self.sent.get_mut(index)) else {
+        let Some(to) = self.to else { return };
+        if index < self.next {
             return;
-        };
-        if !std::mem::replace(sent, true) {
-            let _ = to.send(outcome.clone());
+        }
+        if let Some(slot) = self.known.get_mut(index) {
+            slot.get_or_insert_with(|| outcome.clone());
+        }
+        for (copy, address) in self.copies.remove(&index).unwrap_or_default() {
+            if let Some(slot) = self.known.get_mut(copy) {
+                let mut outcome = outcome.clone();
+                outcome.address = address;
+                slot.get_or_insert(outcome);
+            }
+        }
+        while let Some(ready) = self.known.get_mut(self.next).and_then(Option::take) {
+            let _ = to.send(ready);
+            self.next += 1;
         }
     }
 }
@@ -408,13 +430,20 @@ async fn initiate_each(config: &IkeConfig, list: &ApList, report: &mut Reporter<
         let address = match entry.ip() {
             Ok(address) => address,
             Err(e) => {
-                outcomes[index] = Some(failed(entry, e, Duration::ZERO));
+                let outcome = failed(entry, e, Duration::ZERO);
+                report.send(index, &outcome);
+                outcomes[index] = Some(outcome);
                 continue;
             }
         };
         let name = connection_name(&address, entry.ike_port);
         if let Some(first) = first_of_name.get(&name) {
             same_as.push((index, *first));
+            report
+                .copies
+                .entry(*first)
+                .or_default()
+                .push((index, entry.address.clone()));
             continue;
         }
         first_of_name.insert(name.clone(), index);
