@@ -33,8 +33,6 @@ use crate::{
     },
 };
 
-/// How often the master sends what changed.
-const SEND_EVERY: Duration = Duration::from_secs(1);
 /// Failures kept in the journal entry.
 const FAILURES_KEPT: usize = 10;
 
@@ -252,7 +250,7 @@ impl ApRecovery {
             .map_or(1, |d| d.as_nanos() as u64);
         let mut sender = Sender::default();
         let destination = SocketAddr::new(self.config.sync_peer, self.config.sync_port);
-        let mut ticker = tokio::time::interval(SEND_EVERY);
+        let mut ticker = tokio::time::interval(sync::SEND_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         // When this term as master began: a connection last seen before it
         // belongs to an earlier term, and the APs have since moved it to the

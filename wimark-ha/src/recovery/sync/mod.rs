@@ -52,8 +52,15 @@ pub const MAX_DATAGRAM: usize = 1400;
 /// The receiver holds at most this many APs: twice what the XDP table may
 /// be sized for (`max_aps`), for APs sharing a NAT address with IKE peers.
 pub const MAX_SYNCED_APS: usize = 2 * wimark_ha_common::abi::AP_TABLE_MAX_APS as usize;
-/// Every AP is sent again at least this often.
+/// Every AP is sent again about this often (a tenth of the table per
+/// tick once it is all out: never all at once).
 pub const REFRESH: Duration = Duration::from_secs(10);
+/// The sender's tick.
+pub const SEND_EVERY: Duration = Duration::from_secs(1);
+/// The most entries one tick sends (~36 datagrams, ~50 KiB with one MQTT
+/// connection per AP): a table of 10 000 is out in five ticks, and no
+/// burst can overrun the receiver's socket buffer (~208 KiB by default).
+pub const MAX_PER_TICK: usize = 2048;
 /// An AP the sender stopped mentioning is forgotten after this.
 pub const FORGET_AFTER: Duration = Duration::from_secs(45);
 /// The shortest key accepted.
@@ -281,36 +288,49 @@ fn moved(sent: &SyncedAp, now: &SyncedAp) -> bool {
 }
 
 /// The sender's memory: what went out when, so each tick sends only what
-/// changed plus the oldest few.
+/// changed plus a slice of the rest.
 #[derive(Default)]
 pub struct Sender {
     sent: HashMap<IpAddr, (SyncedAp, Instant)>,
 }
 
 impl Sender {
-    /// The entries to send now, from the current table `aps`: new or
-    /// changed ports first, then those not sent for [`REFRESH`] (ages are
-    /// not a change: they only matter once the AP stops talking).
+    /// The entries to send now (one tick of [`SEND_EVERY`]), from the
+    /// current table `aps`: new or changed ports first, then those not sent
+    /// for [`REFRESH`], the longest unsent first (ages are not a change:
+    /// they only matter once the AP stops talking). At most
+    /// [`MAX_PER_TICK`], and of the refreshes at most a tick's share of the
+    /// table, so a table sent at once is refreshed over a whole period, not
+    /// in one burst; what does not fit waits for the next tick.
     pub fn due(&mut self, aps: &[SyncedAp], now: Instant) -> Vec<SyncedAp> {
         let mut changed = Vec::new();
         let mut stale = Vec::new();
         for ap in aps {
             match self.sent.get(&ap.address) {
-                Some((old, _)) if moved(old, ap) => changed.push(ap.clone()),
+                Some((old, _)) if moved(old, ap) => changed.push(ap),
                 Some((_, at)) if now.saturating_duration_since(*at) >= REFRESH => {
-                    stale.push(ap.clone())
+                    stale.push((*at, ap))
                 }
                 Some(_) => {}
-                None => changed.push(ap.clone()),
+                None => changed.push(ap),
             }
         }
         let current: std::collections::HashSet<IpAddr> = aps.iter().map(|a| a.address).collect();
         self.sent.retain(|address, _| current.contains(address));
-        changed.extend(stale);
-        for ap in &changed {
+        let ticks_per_refresh = (REFRESH.as_millis() / SEND_EVERY.as_millis()).max(1) as usize;
+        let refresh_share = aps.len().div_ceil(ticks_per_refresh);
+        changed.truncate(MAX_PER_TICK);
+        stale.sort_by_key(|(at, _)| *at);
+        let room = (MAX_PER_TICK - changed.len()).min(refresh_share);
+        let due: Vec<SyncedAp> = changed
+            .into_iter()
+            .chain(stale.into_iter().take(room).map(|(_, ap)| ap))
+            .cloned()
+            .collect();
+        for ap in &due {
             self.sent.insert(ap.address, (ap.clone(), now));
         }
-        changed
+        due
     }
 }
 

@@ -366,3 +366,74 @@ fn the_sync_leaves_from_the_servers_own_address_never_a_vip() {
         Some(ip("fd00::1"))
     );
 }
+
+/// Issue 29 item 4: 10 000 APs (one MQTT connection each, 1 % taking a new
+/// NAT-T port every second) stay bounded: no tick sends more than
+/// [`MAX_PER_TICK`] entries, the standby holds the whole table within six
+/// ticks (5 x 2 048 entries, some of them changes) and never loses an AP after, and the steady rate is a tick's share
+/// of the table plus the changes — never the whole table at once.
+#[test]
+fn ten_thousand_aps_sync_in_bounded_ticks_and_are_never_forgotten() {
+    const APS: usize = 10_000;
+    const CHANGES_PER_TICK: usize = APS / 100;
+    let start = Instant::now();
+    let peer: IpAddr = "10.77.0.1".parse().expect("ip");
+    let mut sender = Sender::default();
+    let mut received = Received::new(peer);
+    let mut table: Vec<SyncedAp> = (0..APS as u32)
+        .map(|n| SyncedAp {
+            address: IpAddr::V4(Ipv4Addr::from(0x0a4d_0001 + n)),
+            ike_port: 4500,
+            age_s: 0,
+            mqtt: vec![session(40000 + (n % 20_000) as u16, 1000)],
+            mqtt_beyond_bound: 0,
+            ike_peers: Vec::new(),
+        })
+        .collect();
+    let per_datagram = (MAX_DATAGRAM - HEADER - TAG) / (ENTRY_FIXED + CONNECTION);
+    let ticks_per_refresh = (REFRESH.as_millis() / SEND_EVERY.as_millis()) as usize;
+    let steady_entries = APS.div_ceil(ticks_per_refresh) + CHANGES_PER_TICK;
+    let steady_bound = steady_entries.div_ceil(per_datagram) * MAX_DATAGRAM;
+    let mut sequence = 1;
+    let mut full_after = None;
+    let (mut steady_bytes, mut steady_ticks, mut largest_tick) = (0, 0, 0);
+    for tick in 0..60u32 {
+        let now = start + SEND_EVERY * tick;
+        for i in 0..CHANGES_PER_TICK {
+            let index = (tick as usize * CHANGES_PER_TICK + i * 97) % APS;
+            table[index].ike_port = 30_000 + tick as u16;
+        }
+        let due = sender.due(&table, now);
+        assert!(due.len() <= MAX_PER_TICK, "tick {tick}: {} entries", due.len());
+        let mut rest = &due[..];
+        let mut bytes = 0;
+        while !rest.is_empty() {
+            sequence += 1;
+            let (datagram, carried) = encode(KEY, sequence, rest);
+            rest = &rest[carried..];
+            bytes += datagram.len();
+            received.accept(KEY, peer, &datagram, now).expect("accepted");
+        }
+        largest_tick = largest_tick.max(bytes);
+        let held = received.aps(now).len();
+        if full_after.is_none() && held == APS {
+            full_after = Some(tick);
+        }
+        if let Some(full) = full_after {
+            assert_eq!(held, APS, "an AP forgotten at tick {tick} (full at {full})");
+        }
+        // After the first full refresh period the table goes out in slices.
+        if tick >= 2 * ticks_per_refresh as u32 {
+            assert!(bytes <= steady_bound, "tick {tick}: {bytes} bytes > {steady_bound}");
+            steady_bytes += bytes;
+            steady_ticks += 1;
+        }
+    }
+    let full_after = full_after.expect("the standby never held the whole table");
+    assert!(full_after <= 5, "the whole table after {} ticks", full_after + 1);
+    eprintln!(
+        "sync at {APS} APs: the standby's table full after {} s, steady {} bytes/s (bound {steady_bound}), largest tick {largest_tick} bytes",
+        full_after + 1,
+        steady_bytes / steady_ticks,
+    );
+}
