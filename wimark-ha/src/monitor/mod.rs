@@ -207,8 +207,10 @@ pub fn load_object(
         loader
             .override_global(GLOBAL_AP_SET_BITS, &set_bits, true)
             .map_max_entries(MAP_APS, sets)
-            .map_max_entries(MAP_MQTT, 4 * aps)
-            .map_max_entries(MAP_IKE_SESSIONS, 2 * aps);
+            // A floor for tiny tables: an LRU map far smaller than the
+            // CPUs' count evicts entries other CPUs just made.
+            .map_max_entries(MAP_MQTT, (4 * aps).max(256))
+            .map_max_entries(MAP_IKE_SESSIONS, (2 * aps).max(256));
     }
     let mut ebpf = loader
         .load(object)
