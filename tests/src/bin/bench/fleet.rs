@@ -192,6 +192,14 @@ pub fn run(sizes: &[usize], wait: Duration) -> Result<()> {
             failover.charon_b.log().matches("retransmit").count(),
             failover.aps.iter().map(|c| c.log().matches("retransmit").count()).sum::<usize>()
         );
+        // The takeover's IKE logs, before the floor's runs restart B's
+        // charon (and remove its log).
+        if let Ok(keep) = std::env::var("WIMARK_FLEET_KEEP_LOGS") {
+            let _ = std::fs::write(format!("{keep}/b-takeover.log"), failover.charon_b.log());
+            for (i, ap) in failover.aps.iter().enumerate() {
+                let _ = std::fs::write(format!("{keep}/ap{i}-takeover.log"), ap.log());
+            }
+        }
         // The floor, in the same lab: B's charon to every AP again.
         let mut runs = Vec::new();
         let most = count.min(wimark_ha::recovery::vici::MAX_IN_FLIGHT);
