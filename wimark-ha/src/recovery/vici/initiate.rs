@@ -26,7 +26,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use super::{
     connection_name,
     inflight::{Alert, Done, Ending, Event, Inflight, Updown},
-    ports_for, IkeConfig,
+    ports_for,
+    report::Reporter,
+    IkeConfig,
 };
 use crate::recovery::{ApEntry, ApList, ApOutcome, ApResult};
 
@@ -357,52 +359,12 @@ pub async fn initiate_all(
     list: &ApList,
     as_they_end: Option<&mpsc::UnboundedSender<ApOutcome>>,
 ) -> Vec<ApOutcome> {
-    let mut report = Reporter {
-        to: as_they_end,
-        known: vec![None; list.aps.len()],
-        next: 0,
-        copies: HashMap::new(),
-    };
+    let mut report = Reporter::new(as_they_end, list.aps.len());
     let outcomes = initiate_each(config, list, &mut report).await;
     for (index, outcome) in outcomes.iter().enumerate() {
         report.send(index, outcome);
     }
     outcomes
-}
-
-/// Where outcomes go as they end, in the list's order.
-struct Reporter<'a> {
-    to: Option<&'a mpsc::UnboundedSender<ApOutcome>>,
-    /// Outcomes known but not yet sent (an earlier one is still open).
-    known: Vec<Option<ApOutcome>>,
-    /// The first entry not sent yet.
-    next: usize,
-    /// Entries that take another's outcome (the same connection name):
-    /// first -> (later index, its address).
-    copies: HashMap<usize, Vec<(usize, String)>>,
-}
-
-impl Reporter<'_> {
-    fn send(&mut self, index: usize, outcome: &ApOutcome) {
-        let Some(to) = self.to else { return };
-        if index < self.next {
-            return;
-        }
-        if let Some(slot) = self.known.get_mut(index) {
-            slot.get_or_insert_with(|| outcome.clone());
-        }
-        for (copy, address) in self.copies.remove(&index).unwrap_or_default() {
-            if let Some(slot) = self.known.get_mut(copy) {
-                let mut outcome = outcome.clone();
-                outcome.address = address;
-                slot.get_or_insert(outcome);
-            }
-        }
-        while let Some(ready) = self.known.get_mut(self.next).and_then(Option::take) {
-            let _ = to.send(ready);
-            self.next += 1;
-        }
-    }
 }
 
 async fn initiate_each(config: &IkeConfig, list: &ApList, report: &mut Reporter<'_>) -> Vec<ApOutcome> {
@@ -439,11 +401,7 @@ async fn initiate_each(config: &IkeConfig, list: &ApList, report: &mut Reporter<
         let name = connection_name(&address, entry.ike_port);
         if let Some(first) = first_of_name.get(&name) {
             same_as.push((index, *first));
-            report
-                .copies
-                .entry(*first)
-                .or_default()
-                .push((index, entry.address.clone()));
+            report.copy_of(index, *first, entry.address.clone());
             continue;
         }
         first_of_name.insert(name.clone(), index);

@@ -21,6 +21,7 @@
 
 mod inflight;
 mod initiate;
+mod report;
 
 pub use initiate::initiate_all;
 
