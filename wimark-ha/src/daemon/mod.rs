@@ -259,8 +259,7 @@ async fn run_bound(
     let socket_path = config.daemon.control_socket.clone();
     let _remove_socket = RemoveOnDrop(socket_path);
     let vips = Vips::connect()?;
-    let max_aps = config.ap_recovery.as_ref().map(|r| r.max_aps);
-    let links = setup::attach_links(&config.instances, &vips, kernel_log, max_aps).await?;
+    let links = setup::attach_links(&config.instances, &vips, kernel_log, config.ap_recovery.as_ref()).await?;
     // Where the witness's isolation rule looks for the peer: `[peer]
     // address`, the roles instance's unicast peers and heartbeat links.
     let witness_peers: Vec<std::net::IpAddr> = {

@@ -37,13 +37,14 @@ impl Links {
 
 /// Attaches a monitor to every link, each watching its VRIDs with the
 /// sources allowed there (a heartbeat link: only that link's peer), its AP
-/// tables sized for `max_aps` (`[ap_recovery]`).
+/// tables sized for `[ap_recovery] max_aps` (the default without one).
 pub async fn attach_links(
     instances: &[InstanceConfig],
     vips: &Vips,
     kernel_log: Option<log::Level>,
-    max_aps: Option<u32>,
+    ap_recovery: Option<&crate::config::ApRecoveryConfig>,
 ) -> anyhow::Result<Links> {
+    let max_aps = ap_recovery.map(|r| r.max_aps);
     let mut watched: BTreeMap<String, Vec<(u8, Vec<IpAddr>)>> = BTreeMap::new();
     for instance in instances {
         watched
