@@ -129,7 +129,7 @@ fn the_new_masters_ike_initiation_brings_stale_ap_tunnels_back() {
     let silent = &outcomes[usize::from(APS) + 1];
     assert_eq!(silent["result"], "timed_out", "{silent}");
     assert!(
-        silent["error"].as_str().is_some_and(|e| e.contains("not up within 3s")),
+        silent["error"].as_str().is_some_and(|e| e.contains("not up within 6s")),
         "{silent}"
     );
     assert!(stderr.contains("1 of them timed out"), "{stderr}");
@@ -582,7 +582,7 @@ fn a_nat_dropping_the_initiation_and_connections_beyond_the_bound_are_recorded_n
     assert_eq!((ike.ok, ike.failed, ike.timed_out), (1, 1, 1), "{record:?}");
     assert!(
         ike.failures.len() == 1
-            && ike.failures[0].starts_with(&format!("{NAT_PUBLIC}: CHILD_SA `tunnel` not up within 3s")),
+            && ike.failures[0].starts_with(&format!("{NAT_PUBLIC}: CHILD_SA `tunnel` not up within 6s")),
         "{ike:?}"
     );
     let kicked = record.mqtt.as_ref().expect("the MQTT kick ran");

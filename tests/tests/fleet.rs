@@ -76,6 +76,16 @@ fn a_fleet_of_300_aps_in_two_namespaces_is_back_and_accounted_for_after_a_node_l
         !read(&recovery).is_empty() && !read(&aps_back).is_empty()
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", daemon_b.log()));
-    assert_eq!(read(&recovery), [format!("{APS} 0 0")], "hook: ok failed timed_out");
+    let failures = |entry: Entry| match entry {
+        Entry::ApRecovery { record, .. } => record.ike.map(|hook| hook.failures.join("\n")),
+        _ => None,
+    };
+    assert_eq!(
+        read(&recovery),
+        [format!("{APS} 0 0")],
+        "hook: ok failed timed_out\n{:?}\nB's charon retransmitted {} times",
+        read(&failures),
+        failover.charon_b.log().matches("retransmit").count()
+    );
     assert_eq!(read(&aps_back), [format!("{APS} {APS}")], "APs back: back expected");
 }

@@ -260,7 +260,7 @@ pub const VIP: &str = "10.77.0.100";
 /// connection as [`responder_conf`], in the adapter's TOML).
 pub fn adapter_toml(vici: &str) -> String {
     format!(
-        "vici = \"{vici}\"\nchild = \"tunnel\"\ntimeout = \"3s\"\n\n[connection]\nlocal_addrs = [\"{VIP}\"]\nversion = 2\nencap = true\nmobike = false\nproposals = [\"{IKE_PROPOSAL}\"]\n[connection.local]\nauth = \"psk\"\nid = \"{SERVER_ID}\"\n[connection.remote]\nauth = \"psk\"\n[connection.children.tunnel]\nlocal_ts = [\"{SERVER_INNER}/32\"]\nremote_ts = [\"{INNER_PREFIX}\"]\nesp_proposals = [\"{ESP_PROPOSAL}\"]\n"
+        "vici = \"{vici}\"\nchild = \"tunnel\"\n\n[connection]\nlocal_addrs = [\"{VIP}\"]\nversion = 2\nencap = true\nmobike = false\nproposals = [\"{IKE_PROPOSAL}\"]\n[connection.local]\nauth = \"psk\"\nid = \"{SERVER_ID}\"\n[connection.remote]\nauth = \"psk\"\n[connection.children.tunnel]\nlocal_ts = [\"{SERVER_INNER}/32\"]\nremote_ts = [\"{INNER_PREFIX}\"]\nesp_proposals = [\"{ESP_PROPOSAL}\"]\n"
     )
 }
 

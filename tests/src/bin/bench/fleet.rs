@@ -63,8 +63,12 @@ fn initiate_all(
     probes.arm(Instant::now());
     let retransmits_before: usize = failover.aps.iter().map(|c| c.log().matches("retransmit").count()).sum();
     let config = dir.join(format!("fleet-initiate-{window}.toml"));
-    let toml = adapter_toml(&failover.charon_b.vici_uri())
-        .replace("timeout = \"3s\"", &format!("timeout = \"30s\"\nin_flight = {window}"));
+    let toml = adapter_toml(&failover.charon_b.vici_uri()).replacen(
+        "\n\n[connection]",
+        &format!("\ntimeout = \"30s\"\nin_flight = {window}\n\n[connection]"),
+        1,
+    );
+    anyhow::ensure!(toml.contains("in_flight"), "the adapter config has no [connection] to put the window before");
     std::fs::write(&config, toml)?;
     let list = serde_json::json!({
         "version": 2,
