@@ -21,18 +21,21 @@ pub struct TunnelProbes {
 pub(super) const PROBE_PORT: u16 = 7;
 
 /// Each AP's probe interval for a lab of `aps` (the resolution of
-/// "back"): 10 ms up to 100 APs, then 0.1 ms per AP up to 1 000 (100 ms),
-/// then 1 ms per AP beyond (4 s at 5 000) — at most ~10 000 probes a second
-/// in all, fewer beyond 1 000 APs, where the servers' userspace ESP is
-/// what limits the lab (at 5 000 APs and 10 000 probes a second only 1 120
-/// of the first round were answered in 120 s). Cheap while an AP's tunnel is
-/// down (the server drops ESP for an SA it does not know early); once back,
-/// an armed lab slows the AP down ([`TunnelProbes::arm`]).
+/// "back"): 10 ms up to 20 APs, then 0.5 ms per AP up to 1 000 (500 ms),
+/// then 1 ms per AP beyond (4.5 s at 5 000) — at most ~2 000 probes a
+/// second in all. The servers do ESP in userspace (kernel-libipsec), so
+/// every probe into a stale tunnel lands in the new master's charon, on
+/// the UDP socket its IKE exchanges use: at 10 000 probes a second (300
+/// APs every 30 ms) that socket's queue overflowed while charon was busy
+/// with the takeover's DH (UdpRcvbufErrors), and each IKE packet lost
+/// cost its AP a 4 s retransmission. At 5 000 APs and 10 000 probes a
+/// second only 1 120 of the first round were answered in 120 s. Once
+/// back, an armed lab slows the AP down ([`TunnelProbes::arm`]).
 pub fn probe_every(aps: usize) -> Duration {
     let per_ap = if aps <= 1000 {
-        Duration::from_micros(100) * aps as u32
+        Duration::from_micros(500) * aps as u32
     } else {
-        Duration::from_millis(1) * aps as u32 - Duration::from_millis(900)
+        Duration::from_millis(1) * aps as u32 - Duration::from_millis(500)
     };
     Duration::from_millis(10).max(per_ap)
 }
