@@ -13,7 +13,7 @@ use std::{
 use wimark_ha::{
     clock::monotonic_now_ns,
     monitor::{read_mqtt, Monitor, MonitorOptions},
-    recovery::mqtt::{kick, sessions_by_ap, KickReport, MqttSession},
+    recovery::mqtt::{kick, sessions_by_ap, KickReport, MqttSession, DEFAULT_KICKS_PER_SECOND},
 };
 use wimark_ha_tests::{
     ap_clients::{ApLab, Loss, Mqtt, NAT_PUBLIC, VIP},
@@ -56,7 +56,7 @@ fn kick_from(namespace: &str, sessions: Vec<(IpAddr, MqttSession)>) -> KickRepor
             .enable_all()
             .build()
             .expect("runtime")
-            .block_on(kick(VIP.parse().expect("VIP"), &sessions))
+            .block_on(kick(VIP.parse().expect("VIP"), &sessions, DEFAULT_KICKS_PER_SECOND))
     })
     .expect("netns thread")
 }

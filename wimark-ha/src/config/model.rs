@@ -65,6 +65,10 @@ pub struct ApRecoveryConfig {
     /// Kick the APs' stale MQTT connections (challenge ACK -> RST) so that
     /// their clients reconnect at once, not at their keepalive.
     pub mqtt_kick: bool,
+    /// Stale MQTT connections kicked per second: each client reconnects one
+    /// reconnect delay later, so this is the rate at which the new master's
+    /// broker is asked to accept them (mosquitto's listen queue holds 100).
+    pub mqtt_kick_rate: u32,
     /// The servers' IKE daemon's vici socket: the master lists its IKE_SAs
     /// there and syncs each AP's port and identity, which the IKE hook
     /// needs for APs behind a NAT (their identity is not their address,

@@ -62,6 +62,7 @@ pub(super) struct RawApRecovery {
     pub(super) ike_hook_timeout: Option<Spanned<String>>,
     pub(super) ike_daemon_config: Option<Spanned<Vec<String>>>,
     pub(super) mqtt_kick: Option<bool>,
+    pub(super) mqtt_kick_rate: Option<Spanned<i64>>,
     pub(super) ike_vici: Option<Spanned<String>>,
     pub(super) max_aps: Option<Spanned<i64>>,
 }

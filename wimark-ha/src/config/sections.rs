@@ -832,6 +832,15 @@ impl Context<'_> {
             )? as u32,
             None => wimark_ha_common::abi::AP_TABLE_DEFAULT_APS,
         };
+        let mqtt_kick_rate = match &raw.mqtt_kick_rate {
+            Some(rate) => self.integer(
+                rate,
+                "ap_recovery.mqtt_kick_rate",
+                1,
+                i64::from(crate::recovery::mqtt::MAX_KICKS_PER_SECOND),
+            )? as u32,
+            None => crate::recovery::mqtt::DEFAULT_KICKS_PER_SECOND,
+        };
         Ok(ApRecoveryConfig {
             instance,
             sync_key_file: PathBuf::from(key),
@@ -841,6 +850,7 @@ impl Context<'_> {
             ike_hook_timeout,
             ike_daemon_config,
             mqtt_kick: raw.mqtt_kick.unwrap_or(true),
+            mqtt_kick_rate,
             ike_vici,
             max_aps,
         })

@@ -708,3 +708,20 @@ fn the_ike_daemons_socket_must_be_an_absolute_path() {
         Some(PathBuf::from("/run/charon.vici"))
     );
 }
+
+#[test]
+fn the_mqtt_kick_rate_defaults_and_out_of_range_is_named() {
+    let section = "\n[ap_recovery]\nsync_key_file = \"/etc/wimark-ha/ap-sync.key\"\nsync_peer = \"10.10.10.2\"\n";
+    let config = parse_str(&format!("{GOOD}{section}")).expect("valid");
+    assert_eq!(
+        config.ap_recovery.map(|r| r.mqtt_kick_rate),
+        Some(crate::recovery::mqtt::DEFAULT_KICKS_PER_SECOND)
+    );
+    for bad in ["0", "20001"] {
+        let text = format!("{GOOD}{section}mqtt_kick_rate = {bad}\n");
+        let e = parse_str(&text).expect_err(bad);
+        assert_eq!((e.line, e.key.as_str()), (20, "ap_recovery.mqtt_kick_rate"), "{e}");
+    }
+    let config = parse_str(&format!("{GOOD}{section}mqtt_kick_rate = 500\n")).expect("valid");
+    assert_eq!(config.ap_recovery.map(|r| r.mqtt_kick_rate), Some(500));
+}

@@ -337,11 +337,14 @@ impl ApRecovery {
         status
     }
 
-    /// Carries `plan` out: the MQTT kicks first (a few segments,
-    /// microseconds; the clients' reconnect delay runs while the IKE hook
-    /// works), then the IKE hook. Returns the journal's record.
+    /// Carries `plan` out: the MQTT kicks (paced at `mqtt_kick_rate`, so
+    /// thousands take a second or more) and the IKE hook, side by side.
+    /// Returns the journal's record.
     pub async fn execute(&self, plan: Plan) -> RecoveryRecord {
-        let mqtt = if self.config.mqtt_kick {
+        let kicks = async {
+            if !self.config.mqtt_kick {
+                return None;
+            }
             let mut report = crate::recovery::mqtt::KickReport {
                 beyond_bound: plan.kicks_beyond_bound,
                 ..Default::default()
@@ -353,20 +356,26 @@ impl ApRecovery {
                 ));
             }
             for family in &plan.kicks {
-                let kicked = crate::recovery::mqtt::kick(family.vip, &family.connections).await;
+                let kicked = crate::recovery::mqtt::kick(
+                    family.vip,
+                    &family.connections,
+                    self.config.mqtt_kick_rate,
+                )
+                .await;
                 report.connections += kicked.connections;
                 report.segments_sent += kicked.segments_sent;
                 report.informed += kicked.informed;
                 report.errors.extend(kicked.errors);
             }
             Some(report)
-        } else {
-            None
         };
-        let ike = match &self.config.ike_hook {
-            Some(argv) => Some(run_hook(argv, self.config.ike_hook_timeout, &plan.list).await),
-            None => None,
+        let hook = async {
+            match &self.config.ike_hook {
+                Some(argv) => Some(run_hook(argv, self.config.ike_hook_timeout, &plan.list).await),
+                None => None,
+            }
         };
+        let (mqtt, ike) = tokio::join!(kicks, hook);
         RecoveryRecord {
             expected: plan.list.aps.len(),
             synced: plan.synced,
