@@ -460,6 +460,7 @@ fn two_aps_behind_one_nat_address_are_two_aps_through_the_daemons() {
     let clients = MqttClients {
         keepalives_s: vec![5, 60],
         publisher: true,
+        fleet: false,
     };
     let mut failover = ApFailover::in_lab(lab, ApIke::Defaults, true, Some(clients), "apr-nat2")
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -553,6 +554,7 @@ fn a_nat_dropping_the_initiation_and_connections_beyond_the_bound_are_recorded_n
     let clients = MqttClients {
         keepalives_s: vec![60; 5],
         publisher: false,
+        fleet: false,
     };
     let mut failover = ApFailover::in_lab(lab, ApIke::Defaults, true, Some(clients), "apr-bad")
         .unwrap_or_else(|e| panic!("{e:#}"));

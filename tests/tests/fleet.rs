@@ -1,14 +1,15 @@
 //! The AP recovery at a CI-sized fleet (issue 29): 300 real strongSwan
 //! APs, 250 to a namespace (each its own address, identity and IKE_SA),
-//! behind two daemons with `[ap_recovery]`; A is lost and every AP's
-//! tunnel must come back through B, every AP accounted for in B's journal.
+//! and an idle MQTT connection each, behind two daemons with
+//! `[ap_recovery]`; A is lost and every AP's tunnel and MQTT session must
+//! come back through B, every AP accounted for in B's journal.
 //! The bench rows at 1 000 and 5 000 are `cargo xtask bench aps -- --fleet N`.
 
 use std::time::Duration;
 
 use wimark_ha::{history::Entry, records::State};
 use wimark_ha_tests::{
-    ap_clients::{ApFailover, ApIke, ApLab, TunnelProbes},
+    ap_clients::{ApFailover, ApIke, ApLab, MqttClients, TunnelProbes},
     daemon::wait_until,
     require_root,
 };
@@ -22,7 +23,9 @@ fn a_fleet_of_300_aps_in_two_namespaces_is_back_and_accounted_for_after_a_node_l
         ApLab::fleet(APS).expect("lab"),
         ApIke::Defaults,
         true,
-        None,
+        // Idle (keepalive 60 s): only the daemon's kick brings it back
+        // within the test's bound.
+        Some(MqttClients::fleet(60)),
         "fleet",
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
@@ -55,6 +58,22 @@ fn a_fleet_of_300_aps_in_two_namespaces_is_back_and_accounted_for_after_a_node_l
         times[APS - 1],
         probes.every
     );
+    let mqtt = failover.fleet_mqtt.as_ref().expect("the fleet's MQTT");
+    let mqtt_back = mqtt.wait_all_back(lost, Duration::from_secs(20));
+    let mut mqtt_times: Vec<Duration> = mqtt_back.iter().flatten().copied().collect();
+    assert_eq!(
+        mqtt_times.len(),
+        APS,
+        "MQTT sessions back within 20 s (keepalive 60 s: the kick's)\nB: {}",
+        daemon_b.log()
+    );
+    mqtt_times.sort();
+    eprintln!(
+        "fleet: {APS} MQTT sessions back, p50 {:?}, p99 {:?}, max {:?}",
+        mqtt_times[APS / 2],
+        mqtt_times[APS * 99 / 100 - 1],
+        mqtt_times[APS - 1]
+    );
     assert_eq!(daemon_b.state(), Some(State::Master), "{}", daemon_b.log());
     // The hook reported every AP up, and the APs-back watch counted each.
     let read = |pick: &dyn Fn(Entry) -> Option<String>| -> Vec<String> {
@@ -66,6 +85,10 @@ fn a_fleet_of_300_aps_in_two_namespaces_is_back_and_accounted_for_after_a_node_l
         Entry::ApRecovery { record, .. } => record.ike.map(|hook| {
             format!("{} {} {}", hook.ok, hook.failed, hook.timed_out)
         }),
+        _ => None,
+    };
+    let kicked = |entry: Entry| match entry {
+        Entry::ApRecovery { record, .. } => record.mqtt.map(|kick| kick.connections.to_string()),
         _ => None,
     };
     let aps_back = |entry: Entry| match entry {
@@ -87,5 +110,6 @@ fn a_fleet_of_300_aps_in_two_namespaces_is_back_and_accounted_for_after_a_node_l
         read(&failures),
         failover.charon_b.log().matches("retransmit").count()
     );
+    assert_eq!(read(&kicked), [APS.to_string()], "MQTT connections kicked");
     assert_eq!(read(&aps_back), [format!("{APS} {APS}")], "APs back: back expected");
 }

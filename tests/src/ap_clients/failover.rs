@@ -16,6 +16,9 @@ pub struct MqttClients {
     pub keepalives_s: Vec<u16>,
     /// And a publisher (a message every 100 ms).
     pub publisher: bool,
+    /// Instead: one idle connection per AP (keepalive `keepalives_s[0]`),
+    /// many to a thread ([`FleetMqtt`]), for a lab of thousands.
+    pub fleet: bool,
 }
 
 impl MqttClients {
@@ -23,6 +26,16 @@ impl MqttClients {
         Self {
             keepalives_s: vec![keepalive_s],
             publisher: false,
+            fleet: false,
+        }
+    }
+
+    /// One idle connection per AP from [`FleetMqtt`].
+    pub fn fleet(keepalive_s: u16) -> Self {
+        Self {
+            keepalives_s: vec![keepalive_s],
+            publisher: false,
+            fleet: true,
         }
     }
 
@@ -35,6 +48,9 @@ impl MqttClients {
 pub struct ApFailover {
     /// With MQTT clients: brokers on both servers, the clients per AP.
     pub mqtt: Option<Mqtt>,
+    /// With [`MqttClients::fleet`]: brokers on both servers, a connection
+    /// per AP.
+    pub fleet_mqtt: Option<FleetMqtt>,
     pub daemon_a: crate::daemon::Daemon,
     pub daemon_b: crate::daemon::Daemon,
     pub aps: Vec<Charon>,
@@ -111,15 +127,23 @@ impl ApFailover {
         })
         .with_context(|| daemon_b.log())?;
         let aps = lab.start_aps(&scratch.0, ike)?;
+        let mqtt_dir = scratch.0.join("mqtt");
+        let fleet_mqtt = match &mqtt_clients {
+            Some(clients) if clients.fleet => {
+                Some(FleetMqtt::start(&lab, &mqtt_dir, clients.keepalives_s[0])?)
+            }
+            _ => None,
+        };
         let mqtt = match &mqtt_clients {
+            Some(clients) if clients.fleet => None,
             Some(clients) if clients.publisher => Some(Mqtt::start_with_publishers(
                 &lab,
-                &scratch.0.join("mqtt"),
+                &mqtt_dir,
                 &clients.keepalives_s,
             )?),
             Some(clients) => Some(Mqtt::start_clients(
                 &lab,
-                &scratch.0.join("mqtt"),
+                &mqtt_dir,
                 &clients.keepalives_s,
             )?),
             None => None,
@@ -127,7 +151,10 @@ impl ApFailover {
         if recovery {
             // Every AP's IKE_SA, as A's charon lists it (two APs behind one
             // NAT address are one address and two IKE_SAs).
-            let limit = Duration::from_secs(20) + Duration::from_millis(10) * count as u32;
+            // A's listing of 5 000 IKE_SAs takes seconds on this machine
+            // and is paced (ike_sas::READ_PAUSE_FACTOR): a minute or more
+            // between listings there.
+            let limit = Duration::from_secs(20) + Duration::from_millis(30) * count as u32;
             wait_until(limit, "B knows every AP's IKE_SA", || {
                 daemon_b
                     .status()
@@ -149,11 +176,12 @@ impl ApFailover {
         let connections = count * mqtt_clients.as_ref().map_or(0, MqttClients::per_ap);
         let synced_connections = addresses
             * (connections / addresses).min(wimark_ha::recovery::mqtt::MAX_MQTT_PER_AP);
-        if mqtt.is_some() && recovery {
+        if (mqtt.is_some() || fleet_mqtt.is_some()) && recovery {
             // Every AP's MQTT connections reach B with the next change or
             // refresh.
+            // The sync sends a tenth of a large table per tick.
             wait_until(
-                Duration::from_secs(15),
+                Duration::from_secs(15) + Duration::from_millis(3) * count as u32,
                 "B knows every AP's MQTT connection",
                 || {
                     daemon_b
@@ -167,6 +195,7 @@ impl ApFailover {
         }
         Ok(Self {
             mqtt,
+            fleet_mqtt,
             daemon_a,
             daemon_b,
             aps,
@@ -186,6 +215,9 @@ impl ApFailover {
         let cut = Instant::now();
         self.charon_a.kill();
         if let Some(mqtt) = &mut self.mqtt {
+            mqtt.lose_a();
+        }
+        if let Some(mqtt) = &mut self.fleet_mqtt {
             mqtt.lose_a();
         }
         Ok(Loss { started, cut })

@@ -26,12 +26,14 @@ mod charon;
 mod failover;
 mod fleet;
 mod mqtt;
+mod mqtt_fleet;
 mod probes;
 
 pub use charon::*;
 pub use failover::*;
 pub use fleet::*;
 pub use mqtt::*;
+pub use mqtt_fleet::*;
 pub use probes::*;
 
 /// The pre-shared key of the lab's IKE SAs.

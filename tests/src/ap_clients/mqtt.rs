@@ -12,7 +12,7 @@ pub const AP_TOPIC: &str = "wimark/ap";
 pub(super) struct LabProcess(Option<Child>);
 
 impl LabProcess {
-    fn kill(&mut self) {
+    pub(super) fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -46,6 +46,36 @@ pub struct Mqtt {
     received: Arrivals,
     /// Where the AP publishers' `-d` logs are (`ap<n>-pub.log`).
     dir: PathBuf,
+}
+
+/// A mosquitto broker on port 1883 of `namespace` (its log
+/// `dir/<name>.log`), accepting connections when this returns.
+pub(super) fn start_broker(namespace: &str, dir: &Path, name: &str) -> Result<LabProcess> {
+    if !Path::new("/usr/sbin/mosquitto").exists() {
+        bail!("/usr/sbin/mosquitto is missing: the AP lab's MQTT needs mosquitto (cargo xtask prereqs)");
+    }
+    std::fs::create_dir_all(dir)?;
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        "listener 1883 0.0.0.0\nallow_anonymous true\npersistence false\nlog_dest stderr\n",
+    )?;
+    let broker = LabProcess(Some(
+        Command::new("ip")
+            .args(["netns", "exec", namespace, "mosquitto", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
+            .spawn()
+            .context("starting mosquitto")?,
+    ));
+    crate::daemon::wait_until(Duration::from_secs(5), "mosquitto listening", || {
+        crate::lab::in_netns(namespace, || {
+            std::net::TcpStream::connect(("127.0.0.1", 1883)).is_ok()
+        })
+        .unwrap_or(false)
+    })?;
+    Ok(broker)
 }
 
 impl Mqtt {
@@ -86,39 +116,13 @@ impl Mqtt {
                 bail!("{binary} is missing: the AP lab's MQTT needs mosquitto and mosquitto-clients (cargo xtask prereqs)");
             }
         }
-        std::fs::create_dir_all(dir)?;
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            "listener 1883 0.0.0.0\nallow_anonymous true\npersistence false\nlog_dest stderr\n",
-        )?;
+        let broker_a = start_broker(&lab.a, dir, "broker-a")?;
+        let broker_b = start_broker(&lab.b, dir, "broker-b")?;
         let in_ns = |namespace: &str, program: &str| {
             let mut command = Command::new("ip");
             command.args(["netns", "exec", namespace, program]);
             command
         };
-        let broker = |namespace: &str, name: &str| -> Result<LabProcess> {
-            Ok(LabProcess(Some(
-                in_ns(namespace, "mosquitto")
-                    .arg("-c")
-                    .arg(&conf)
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
-                    .spawn()
-                    .context("starting mosquitto")?,
-            )))
-        };
-        let broker_a = broker(&lab.a, "broker-a")?;
-        let broker_b = broker(&lab.b, "broker-b")?;
-        // The brokers listen before anyone connects.
-        for server in [&lab.a, &lab.b] {
-            crate::daemon::wait_until(Duration::from_secs(5), "mosquitto listening", || {
-                crate::lab::in_netns(server, || {
-                    std::net::TcpStream::connect(("127.0.0.1", 1883)).is_ok()
-                })
-                .unwrap_or(false)
-            })?;
-        }
         let publisher = |namespace: &str| -> Result<LabProcess> {
             Ok(LabProcess(Some(
                 in_ns(namespace, "mosquitto_pub")

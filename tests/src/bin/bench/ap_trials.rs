@@ -79,6 +79,7 @@ fn one_trial(shape: Shape, ike: ApIke, event: Event, wait: Duration, tag: &str) 
     let clients = MqttClients {
         keepalives_s: KEEPALIVES.to_vec(),
         publisher: true,
+        fleet: false,
     };
     let mut failover = ApFailover::in_lab(lab, ike, true, Some(clients), tag)?;
     let probes = TunnelProbes::start(&failover.lab)?;

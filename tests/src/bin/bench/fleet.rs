@@ -20,7 +20,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use wimark_ha::records::State;
 use wimark_ha_tests::ap_clients::{
-    adapter_toml, fleet_address, responder_conf, ApFailover, ApIke, ApLab, Charon, TunnelProbes, VIP,
+    adapter_toml, fleet_address, responder_conf, ApFailover, ApIke, ApLab, Charon, MqttClients, TunnelProbes, VIP,
 };
 
 fn ms(d: Duration) -> String {
@@ -140,16 +140,16 @@ pub fn run(sizes: &[usize], wait: Duration) -> Result<()> {
             .join(" "),
         wait.as_secs()
     );
-    println!("N APs, 250 to a namespace, one strongSwan 5.9 charon per namespace (each AP its own address, identity, IKE_SA and CHILD_SA; AP strongSwan defaults: no DPD), `aes128-sha256-modp2048`; A lost (link cut, daemon and charon SIGKILLed); B with `[ap_recovery]` and `wimark-ha ike-initiate`. \"Tunnel back\": the first probe answered through the AP's tunnel after the loss (resolution: each AP's probe interval). The floor: the VIP on B + one AP's exchange alone + N / the fastest rate B's charon set up all N again (windows below).\n");
-    println!("| APs | VIP on B after | tunnels back | p50 | p99 | max | probe every | hook (ok / failed / timed out) | floor | p99 / floor |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+    println!("N APs, 250 to a namespace, one strongSwan 5.9 charon per namespace (each AP its own address, identity, IKE_SA and CHILD_SA; AP strongSwan defaults: no DPD), `aes128-sha256-modp2048`; A lost (link cut, daemon and charon SIGKILLed); B with `[ap_recovery]` and `wimark-ha ike-initiate`. \"Tunnel back\": the first probe answered through the AP's tunnel after the loss (resolution: each AP's probe interval). \"MQTT back\": one idle MQTT connection per AP to the VIP (keepalive {MQTT_KEEPALIVE_S} s, libmosquitto's 1 s reconnect), back at the new master broker's CONNACK. The floor: the VIP on B + one AP's exchange alone + N / the fastest rate B's charon set up all N again (windows below).\n");
+    println!("| APs | VIP on B after | tunnels back | p50 | p99 | max | probe every | hook (ok / failed / timed out) | floor | p99 / floor | MQTT back | p50 | p99 | max |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
     let mut curves = Vec::new();
     for &count in sizes {
         let mut failover = ApFailover::in_lab(
             ApLab::fleet(count)?,
             ApIke::Defaults,
             true,
-            None,
+            Some(MqttClients::fleet(MQTT_KEEPALIVE_S)),
             &format!("bench-fleet-{count}"),
         )?;
         let probes = TunnelProbes::start(&failover.lab)?;
@@ -160,6 +160,11 @@ pub fn run(sizes: &[usize], wait: Duration) -> Result<()> {
         let loss = failover.lose_a()?;
         probes.arm(loss.cut);
         let back = probes.wait_all_back(loss, wait);
+        let mqtt_back = failover
+            .fleet_mqtt
+            .as_ref()
+            .context("the fleet's MQTT clients")?
+            .wait_all_back(loss, wait);
         let transition = failover.daemon_b.last_transition();
         let vip = match (transition.silence, transition.vip_added) {
             (Some(silence), Some(vip)) if transition.to == State::Master => silence + vip,
@@ -239,11 +244,24 @@ pub fn run(sizes: &[usize], wait: Duration) -> Result<()> {
         } else {
             "-".to_string()
         };
+        let mut mqtt_times: Vec<Duration> = mqtt_back.iter().flatten().copied().collect();
+        mqtt_times.sort();
+        let mqtt = if mqtt_times.len() == count {
+            format!(
+                "{}/{count} | {} | {} | {}",
+                count,
+                ms(at(&mqtt_times, 50.0)),
+                ms(at(&mqtt_times, 99.0)),
+                ms(at(&mqtt_times, 100.0))
+            )
+        } else {
+            format!("{}/{count} | - | > {} s | > {} s", mqtt_times.len(), wait.as_secs(), wait.as_secs())
+        };
         let hook = hook.map_or("none recorded".to_string(), |h| {
             format!("{} / {} / {} in {:.0} ms", h.ok, h.failed, h.timed_out, h.took_ms)
         });
         println!(
-            "| {count} | {} | {}/{count} | {p50} | {p99} | {max} | {} | {hook} | {} | {ratio} |",
+            "| {count} | {} | {}/{count} | {p50} | {p99} | {max} | {} | {hook} | {} | {ratio} | {mqtt} |",
             ms(vip),
             times.len(),
             ms(probes_every(count)),
@@ -270,6 +288,10 @@ pub fn run(sizes: &[usize], wait: Duration) -> Result<()> {
     }
     Ok(())
 }
+
+/// The fleet's MQTT connections: idle, as the subscriber that only the
+/// daemon's kick brings back before its keepalive.
+const MQTT_KEEPALIVE_S: u16 = 60;
 
 fn probes_every(count: usize) -> Duration {
     wimark_ha_tests::ap_clients::probe_every(count)
