@@ -33,6 +33,7 @@ use wimark_ha_tests::{
     sockets::PacketSocket,
 };
 
+mod ap_load;
 mod ap_trials;
 mod aps;
 mod fleet;
@@ -130,6 +131,17 @@ enum Which {
         /// 1000`).
         #[arg(long)]
         fleet: Vec<usize>,
+        /// Instead of the table: the daemons' CPU, RSS and sync bytes with
+        /// N APs sending `--pps` datagrams a second each, beside no AP
+        /// traffic (no IKE daemon; issue 29's CPU target).
+        #[arg(long)]
+        load: Option<usize>,
+        /// With `--load`: datagrams a second per AP.
+        #[arg(long, default_value_t = 10)]
+        pps: u32,
+        /// With `--load`: seconds per phase.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
     },
     /// Both pairs left running, idle and with every core saturated: false
     /// takeovers, RSS and CPU of each daemon, wimark-ha at 1 ms x 3 and x 10
@@ -184,8 +196,14 @@ fn main() -> Result<()> {
             mqtt_keepalive,
             trials,
             fleet,
+            load,
+            pps,
+            seconds,
         } => {
             require_root("the AP benchmark");
+            if let Some(count) = load {
+                return ap_load::run(count, pps, seconds);
+            }
             if !fleet.is_empty() {
                 return fleet::run(&fleet, std::time::Duration::from_secs(wait));
             }
