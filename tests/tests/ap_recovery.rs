@@ -336,7 +336,7 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
         .iter()
         .filter(|f| f["check"] == "ap recovery")
         .collect();
-    assert_eq!(ap_findings.len(), 3, "{findings:#}");
+    assert_eq!(ap_findings.len(), 4, "{findings:#}");
     assert!(
         ap_findings.iter().all(|f| f["status"] == "OK"),
         "{ap_findings:#?}"

@@ -99,6 +99,8 @@ impl ApFailover {
             }
             let adapter = scratch.0.join(format!("ike-initiate-{name}.toml"));
             std::fs::write(&adapter, adapter_toml(&charon.vici_uri()))?;
+            // Sized as an operator would: the table holds the fleet.
+            let max_aps = count.max(wimark_ha_common::abi::AP_TABLE_DEFAULT_APS as usize);
             Ok(format!(
                 "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"{hook_timeout}s\"\nike_daemon_config = [\"{}\"]\nike_vici = \"{}\"\nmax_aps = {max_aps}\n",
                 key.display(),
@@ -106,12 +108,12 @@ impl ApFailover {
                 adapter.display(),
                 charon.swanctl_conf().display(),
                 charon.vici_uri(),
-                // The lab's charon set up 139 SAs/s at 1 000 APs and 38 /s
-                // at 5 000 (2 vCPUs for both servers and every AP): the
-                // adapter needs N / rate and a margin.
-                hook_timeout = 10 + count / 20,
-                // Sized as an operator would: the table holds the fleet.
-                max_aps = count.max(wimark_ha_common::abi::AP_TABLE_DEFAULT_APS as usize),
+                // The lab's charon set up 85-139 SAs/s at 1 000 APs and
+                // 19-38 /s at 5 000 (2 vCPUs for both servers and every
+                // AP): the adapter needs N / rate and a margin — and at
+                // least what `doctor` asks for the table's size (its
+                // per-AP timeout + max_aps at 100 a second).
+                hook_timeout = (10 + count / 20).max(7 + max_aps / 100),
             ))
         };
         let body_a = body("10.77.0.2", &charon_a, "a")?;

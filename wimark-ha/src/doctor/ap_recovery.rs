@@ -44,11 +44,55 @@ pub fn check(config: &Config) -> Vec<Finding> {
         .filter(|i| i.name == recovery.instance)
         .flat_map(|i| i.virtual_ips.iter().map(|v| v.address))
         .collect();
-    vec![
+    let mut findings = vec![
         hook_finding(recovery),
         ike_daemon_finding(&recovery.ike_daemon_config, &vips),
         identities_finding(recovery),
-    ]
+    ];
+    findings.extend(hook_budget_finding(recovery));
+    findings
+}
+
+/// IKE SAs a second that a server's charon sets up in the lab (2 vCPUs,
+/// `aes128-sha256-modp2048`, docs/benchmarks.md: 85-139 at 1 000 APs):
+/// the rate `doctor` assumes when it sizes the hook's timeout.
+const ASSUMED_SAS_PER_SECOND: u32 = 100;
+
+/// Whether `ike_hook_timeout` lets the adapter get through `max_aps` APs:
+/// its per-AP timeout plus the APs at [`ASSUMED_SAS_PER_SECOND`]. A hook
+/// killed at its timeout keeps what it reported, but the APs it had not
+/// reached are left to their own retries.
+fn hook_budget_finding(recovery: &ApRecoveryConfig) -> Option<Finding> {
+    let hook = recovery.ike_hook.as_ref()?;
+    let per_ap = adapter_config(hook)
+        .and_then(|path| IkeConfig::load(&path).ok())
+        .map_or(crate::recovery::vici::DEFAULT_TIMEOUT, |adapter| adapter.timeout);
+    let needed = per_ap
+        + std::time::Duration::from_secs_f64(
+            f64::from(recovery.max_aps) / f64::from(ASSUMED_SAS_PER_SECOND),
+        );
+    if recovery.ike_hook_timeout >= needed {
+        return Some(ok(
+            CHECK,
+            format!(
+                "ike_hook_timeout {:?} covers max_aps {} at ~{ASSUMED_SAS_PER_SECOND} IKE SAs a second",
+                recovery.ike_hook_timeout, recovery.max_aps
+            ),
+        ));
+    }
+    let suggested = needed.as_secs().div_ceil(10) * 10;
+    Some(bad(
+        Status::Warn,
+        CHECK,
+        format!(
+            "ike_hook_timeout {:?} is short for max_aps {}: at ~{ASSUMED_SAS_PER_SECOND} IKE SAs a second (a 2-vCPU server, docs/benchmarks.md) the adapter needs ~{} s (its per-AP timeout {:?} + the APs); a hook killed then reports the APs it reached, the rest wait for their own retries",
+            recovery.ike_hook_timeout,
+            recovery.max_aps,
+            needed.as_secs(),
+            per_ap
+        ),
+        format!("set ike_hook_timeout = \"{suggested}s\" (or max_aps to the pair's AP count, or measure your IKE daemon's rate)"),
+    ))
 }
 
 /// `ike_vici`: set, and a socket there (not connected to: the daemon reads
@@ -380,6 +424,23 @@ mod tests {
         assert_eq!(finding.status, Status::Warn);
         assert!(finding.detail.contains("not checked"), "{finding:?}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_hook_timeout_short_for_max_aps_is_a_warning() {
+        let base = "[ap_recovery]\nsync_key_file = \"/etc/wimark-ha/ap-sync.key\"\nsync_peer = \"10.10.10.2\"\nike_hook = [\"/usr/local/bin/my-hook\"]\n";
+        // The defaults: 2 048 APs need ~26 s, the timeout is 10 s.
+        let finding = &check(&config(base))[3];
+        assert_eq!(finding.status, Status::Warn, "{finding:?}");
+        assert!(finding.detail.contains("max_aps 2048"), "{finding:?}");
+        assert!(finding.fix.as_deref().is_some_and(|f| f.contains("30s")), "{finding:?}");
+        let sized = config(&format!("{base}max_aps = 300\n"));
+        assert_eq!(check(&sized)[3].status, Status::Ok, "{:?}", check(&sized)[3]);
+        let long = config(&format!("{base}ike_hook_timeout = \"30s\"\n"));
+        assert_eq!(check(&long)[3].status, Status::Ok);
+        // No hook, nothing to size.
+        let no_hook = config("[ap_recovery]\nsync_key_file = \"/etc/wimark-ha/ap-sync.key\"\nsync_peer = \"10.10.10.2\"\n");
+        assert_eq!(check(&no_hook).len(), 3);
     }
 
     #[test]
