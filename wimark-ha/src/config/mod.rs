@@ -61,6 +61,7 @@ impl fmt::Display for ConfigWarning {
     }
 }
 
+mod ap_recovery;
 mod context;
 mod model;
 mod raw;
@@ -69,6 +70,7 @@ mod reference;
 mod sections;
 #[cfg(test)]
 mod tests;
+mod tracker;
 mod witness;
 
 use context::Context;

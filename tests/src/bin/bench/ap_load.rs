@@ -47,7 +47,11 @@ fn rx_bytes(namespace: &str) -> Result<u64> {
 }
 
 fn pid(daemon: &Daemon) -> Result<u32> {
-    daemon.child.as_ref().map(|c| c.id()).context("daemon not running")
+    daemon
+        .child
+        .as_ref()
+        .map(|c| c.id())
+        .context("daemon not running")
 }
 
 /// Measures both daemons over `seconds` while `sent` counts datagrams.
@@ -101,9 +105,13 @@ fn start_traffic(
         let (stop, sent) = (stop.clone(), sent.clone());
         let path = wimark_ha_tests::lab::netns_path(namespace);
         threads.push(std::thread::spawn(move || {
-            let Ok(file) = std::fs::File::open(&path) else { return };
+            let Ok(file) = std::fs::File::open(&path) else {
+                return;
+            };
             // SAFETY: setns on this thread only, with a namespace fd.
-            if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
+            if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) }
+                != 0
+            {
                 return;
             }
             let sockets: Vec<(u32, UdpSocket)> = sources
@@ -131,7 +139,9 @@ fn start_traffic(
                     }
                 }
                 rounds += 1;
-                if let Some(wait) = (started + round * rounds).checked_duration_since(Instant::now()) {
+                if let Some(wait) =
+                    (started + round * rounds).checked_duration_since(Instant::now())
+                {
                     std::thread::sleep(wait);
                 }
             }
@@ -156,11 +166,15 @@ pub fn run(count: usize, pps: u32, seconds: u64) -> Result<()> {
     };
     let (body_a, body_b) = (body("10.77.0.2"), body("10.77.0.1"));
     let a = Daemon::start(&lab.a, "load-a", |s| config(s, 200, &body_a))?;
-    wait_until(Duration::from_secs(5), "A MASTER", || a.state() == Some(State::Master))
-        .with_context(|| a.log())?;
+    wait_until(Duration::from_secs(5), "A MASTER", || {
+        a.state() == Some(State::Master)
+    })
+    .with_context(|| a.log())?;
     let b = Daemon::start(&lab.b, "load-b", |s| config(s, 100, &body_b))?;
-    wait_until(Duration::from_secs(5), "B BACKUP", || b.state() == Some(State::Backup))
-        .with_context(|| b.log())?;
+    wait_until(Duration::from_secs(5), "B BACKUP", || {
+        b.state() == Some(State::Backup)
+    })
+    .with_context(|| b.log())?;
     // The start-up peak behind us before anything is measured.
     std::thread::sleep(Duration::from_secs(3));
     let stop = Arc::new(AtomicBool::new(false));
@@ -192,9 +206,7 @@ pub fn run(count: usize, pps: u32, seconds: u64) -> Result<()> {
     for thread in threads {
         let _ = thread.join();
     }
-    let loaded = loaded.with_context(|| {
-        format!("B: {:?}", b.status().map(|s| s.ap_sync))
-    })?;
+    let loaded = loaded.with_context(|| format!("B: {:?}", b.status().map(|s| s.ap_sync)))?;
     if loaded.sent_per_second < 0.9 * (count as f64 * f64::from(pps)) {
         eprintln!(
             "bench load: the generator reached {:.0} datagrams/s of {} asked",
