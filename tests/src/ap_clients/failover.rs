@@ -85,6 +85,19 @@ impl ApFailover {
         mqtt_clients: Option<MqttClients>,
         tag: &str,
     ) -> Result<Self> {
+        Self::in_lab_with(lab, ike, recovery, mqtt_clients, tag, "")
+    }
+
+    /// The same with `recovery_extra` (TOML lines, e.g. `mqtt_kick_rate =
+    /// 1000`) added to both daemons' `[ap_recovery]`.
+    pub fn in_lab_with(
+        lab: ApLab,
+        ike: ApIke,
+        recovery: bool,
+        mqtt_clients: Option<MqttClients>,
+        tag: &str,
+        recovery_extra: &str,
+    ) -> Result<Self> {
         use crate::daemon::{config, wait_until, Daemon, FAST};
         let count = lab.aps.len();
         let scratch = crate::Scratch::new(tag);
@@ -102,7 +115,7 @@ impl ApFailover {
             // Sized as an operator would: the table holds the fleet.
             let max_aps = count.max(wimark_ha_common::abi::AP_TABLE_DEFAULT_APS as usize);
             Ok(format!(
-                "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"{hook_timeout}s\"\nike_daemon_config = [\"{}\"]\nike_vici = \"{}\"\nmax_aps = {max_aps}\n",
+                "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nike_hook = [\"{}\", \"ike-initiate\", \"--config\", \"{}\"]\nike_hook_timeout = \"{hook_timeout}s\"\nike_daemon_config = [\"{}\"]\nike_vici = \"{}\"\nmax_aps = {max_aps}\n{recovery_extra}",
                 key.display(),
                 crate::wimark_ha_bin().display(),
                 adapter.display(),

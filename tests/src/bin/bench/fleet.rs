@@ -130,27 +130,30 @@ fn initiate_all(
     })
 }
 
-pub fn run(sizes: &[usize], wait: Duration) -> Result<()> {
+pub fn run(sizes: &[usize], wait: Duration, kick_rate: Option<u32>) -> Result<()> {
+    let extra = kick_rate.map_or(String::new(), |rate| format!("mqtt_kick_rate = {rate}\n"));
     println!(
-        "## APs back after node loss at fleet size (`cargo xtask bench aps -- {} --wait {}`)\n",
+        "## APs back after node loss at fleet size (`cargo xtask bench aps -- {} --wait {}{}`)\n",
         sizes
             .iter()
             .map(|n| format!("--fleet {n}"))
             .collect::<Vec<_>>()
             .join(" "),
-        wait.as_secs()
+        wait.as_secs(),
+        kick_rate.map_or(String::new(), |rate| format!(" --kick-rate {rate}"))
     );
     println!("N APs, 250 to a namespace, one strongSwan 5.9 charon per namespace (each AP its own address, identity, IKE_SA and CHILD_SA; AP strongSwan defaults: no DPD), `aes128-sha256-modp2048`; A lost (link cut, daemon and charon SIGKILLed); B with `[ap_recovery]` and `wimark-ha ike-initiate`. \"Tunnel back\": the first probe answered through the AP's tunnel after the loss (resolution: each AP's probe interval). \"MQTT back\": one idle MQTT connection per AP to the VIP (keepalive {MQTT_KEEPALIVE_S} s, libmosquitto's 1 s reconnect), back at the new master broker's CONNACK. The floor: the VIP on B + one AP's exchange alone + N / the fastest rate B's charon set up all N again (windows below).\n");
     println!("| APs | VIP on B after | tunnels back | p50 | p99 | max | probe every | hook (ok / failed / timed out) | floor | p99 / floor | MQTT back | p50 | p99 | max |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
     let mut curves = Vec::new();
     for &count in sizes {
-        let mut failover = ApFailover::in_lab(
+        let mut failover = ApFailover::in_lab_with(
             ApLab::fleet(count)?,
             ApIke::Defaults,
             true,
             Some(MqttClients::fleet(MQTT_KEEPALIVE_S)),
             &format!("bench-fleet-{count}"),
+            &extra,
         )?;
         let probes = TunnelProbes::start(&failover.lab)?;
         // Every AP answered once, then quiet (an armed AP that is back

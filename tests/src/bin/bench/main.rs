@@ -131,6 +131,10 @@ enum Which {
         /// 1000`).
         #[arg(long)]
         fleet: Vec<usize>,
+        /// With `--fleet`: both daemons' `mqtt_kick_rate` (default: the
+        /// product's).
+        #[arg(long)]
+        kick_rate: Option<u32>,
         /// Instead of the table: the daemons' CPU, RSS and sync bytes with
         /// N APs sending `--pps` datagrams a second each, beside no AP
         /// traffic (no IKE daemon; issue 29's CPU target).
@@ -196,6 +200,7 @@ fn main() -> Result<()> {
             mqtt_keepalive,
             trials,
             fleet,
+            kick_rate,
             load,
             pps,
             seconds,
@@ -205,7 +210,7 @@ fn main() -> Result<()> {
                 return ap_load::run(count, pps, seconds);
             }
             if !fleet.is_empty() {
-                return fleet::run(&fleet, std::time::Duration::from_secs(wait));
+                return fleet::run(&fleet, std::time::Duration::from_secs(wait), kick_rate);
             }
             if trials > 0 {
                 return ap_trials::run(trials, std::time::Duration::from_secs(wait));
