@@ -39,9 +39,11 @@ pub const BROKER_PORTS: [u16; 2] = [1883, 8883];
 /// must accept connections; mosquitto listens with a queue of 100, and at
 /// 20 000 a second a 300-AP lab overflowed it (TcpExtListenOverflows) and
 /// those APs waited for a SYN retransmission (2.1 s instead of 1.2 s). At
-/// 4 000 the broker may stall 25 ms without a loss, and 5 000 APs are
-/// kicked in 1.25 s.
-pub const DEFAULT_KICKS_PER_SECOND: u32 = 4_000;
+/// 1 000 APs, with the takeover's IKE holding the CPU, 4 000 a second still
+/// overflowed it (MQTT p99 2.27 s), 2 000 did not (1.54 s) and 1 000 spread
+/// the reconnects over a second (2.02 s): docs/benchmarks.md. At 2 000 the
+/// broker may stall 50 ms without a loss; 5 000 APs are kicked in 2.5 s.
+pub const DEFAULT_KICKS_PER_SECOND: u32 = 2_000;
 /// The highest `mqtt_kick_rate` accepted.
 pub const MAX_KICKS_PER_SECOND: u32 = 20_000;
 /// The most MQTT connections of one AP that are synced and reset; more
