@@ -202,6 +202,12 @@ pub fn run(count: usize, pps: u32, seconds: u64) -> Result<()> {
             seconds,
         )
     });
+    // `status` with a full table, as an operator reads it (issue 29,
+    // item 5: readable at 5 000).
+    let status_started = Instant::now();
+    let status_a = wimark_ha_tests::daemon::status_text(&lab.a, &a.socket);
+    let status_b = wimark_ha_tests::daemon::status_text(&lab.b, &b.socket);
+    let status_took = status_started.elapsed() / 2;
     stop.store(true, Ordering::Relaxed);
     for thread in threads {
         let _ = thread.join();
@@ -236,6 +242,17 @@ pub fn run(count: usize, pps: u32, seconds: u64) -> Result<()> {
         "\nThe active daemon with the fleet's traffic: {delta:+.2} % of a core beside its idle figure (target: within 1 %); the sync: {:.0} B/s.",
         loaded.standby_rx_per_second - idle.standby_rx_per_second
     );
+    println!(
+        "`wimark-ha status` with {count} APs: the active's {} lines ({} bytes), the standby's {} lines ({} bytes), ~{} ms each.",
+        status_a.lines().count(),
+        status_a.len(),
+        status_b.lines().count(),
+        status_b.len(),
+        status_took.as_millis()
+    );
+    for line in status_b.lines().filter(|l| l.contains("AP")).take(6) {
+        println!("    {line}");
+    }
     if loaded.synced_aps != count {
         bail!("B had {} of {count} APs at the end", loaded.synced_aps);
     }
