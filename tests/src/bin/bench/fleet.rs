@@ -292,6 +292,58 @@ pub fn run(sizes: &[usize], wait: Duration, kick_rate: Option<u32>) -> Result<()
     Ok(())
 }
 
+/// The same lab without `[ap_recovery]` on either daemon: what the fleet
+/// gets from the VIP's move alone (issue 29's "vs without it" rows).
+pub fn run_without_recovery(sizes: &[usize], wait: Duration) -> Result<()> {
+    println!(
+        "## APs back after node loss at fleet size, without AP recovery (`cargo xtask bench aps -- {} --wait {} --no-recovery`)\n",
+        sizes.iter().map(|n| format!("--fleet {n}")).collect::<Vec<_>>().join(" "),
+        wait.as_secs()
+    );
+    println!("The lab of the rows with recovery (AP strongSwan defaults: no DPD; one idle MQTT connection per AP, keepalive {MQTT_KEEPALIVE_S} s), both daemons without `[ap_recovery]`.\n");
+    println!("| APs | VIP on B after | tunnels back within {} s | MQTT back | p50 | p99 | max |", wait.as_secs());
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for &count in sizes {
+        let mut failover = ApFailover::in_lab(
+            ApLab::fleet(count)?,
+            ApIke::Defaults,
+            false,
+            Some(MqttClients::fleet(MQTT_KEEPALIVE_S)),
+            &format!("bench-fleet-bare-{count}"),
+        )?;
+        let probes = TunnelProbes::start(&failover.lab)?;
+        probes.arm(std::time::Instant::now());
+        std::thread::sleep(Duration::from_millis(300) + probes.every * 2);
+        let loss = failover.lose_a()?;
+        probes.arm(loss.cut);
+        let mqtt_back = failover
+            .fleet_mqtt
+            .as_ref()
+            .context("the fleet's MQTT clients")?
+            .wait_all_back(loss, wait);
+        let tunnels = probes.back_after(loss).iter().flatten().count();
+        let transition = failover.daemon_b.last_transition();
+        let vip = match (transition.silence, transition.vip_added) {
+            (Some(silence), Some(vip)) if transition.to == State::Master => silence + vip,
+            _ => bail!("B did not take over: {transition:?}"),
+        };
+        let mut times: Vec<Duration> = mqtt_back.iter().flatten().copied().collect();
+        times.sort();
+        let mqtt = if times.len() == count {
+            format!(
+                "{count}/{count} | {} | {} | {}",
+                ms(at(&times, 50.0)),
+                ms(at(&times, 99.0)),
+                ms(at(&times, 100.0))
+            )
+        } else {
+            format!("{}/{count} | - | > {} s | > {} s", times.len(), wait.as_secs(), wait.as_secs())
+        };
+        println!("| {count} | {} | {tunnels}/{count} | {mqtt} |", ms(vip));
+    }
+    Ok(())
+}
+
 /// The fleet's MQTT connections: idle, as the subscriber that only the
 /// daemon's kick brings back before its keepalive.
 const MQTT_KEEPALIVE_S: u16 = 60;

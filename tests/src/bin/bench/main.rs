@@ -135,6 +135,10 @@ enum Which {
         /// product's).
         #[arg(long)]
         kick_rate: Option<u32>,
+        /// With `--fleet`: the same lab with neither daemon's
+        /// `[ap_recovery]` (what the VIP's move alone brings back).
+        #[arg(long)]
+        no_recovery: bool,
         /// Instead of the table: the daemons' CPU, RSS and sync bytes with
         /// N APs sending `--pps` datagrams a second each, beside no AP
         /// traffic (no IKE daemon; issue 29's CPU target).
@@ -201,6 +205,7 @@ fn main() -> Result<()> {
             trials,
             fleet,
             kick_rate,
+            no_recovery,
             load,
             pps,
             seconds,
@@ -210,7 +215,11 @@ fn main() -> Result<()> {
                 return ap_load::run(count, pps, seconds);
             }
             if !fleet.is_empty() {
-                return fleet::run(&fleet, std::time::Duration::from_secs(wait), kick_rate);
+                let wait = std::time::Duration::from_secs(wait);
+                if no_recovery {
+                    return fleet::run_without_recovery(&fleet, wait);
+                }
+                return fleet::run(&fleet, wait, kick_rate);
             }
             if trials > 0 {
                 return ap_trials::run(trials, std::time::Duration::from_secs(wait));
