@@ -157,7 +157,8 @@ pub fn responder_conf(vip: &str) -> String {
     // mobike = no: with MOBIKE a planned switchover moves the AP's SA to
     // the old master's own address, off the VIP.
     format!(
-        "connections {{\n  aps {{\n    local_addrs = {vip}\n    encap = yes\n    mobike = no\n    version = 2\n    proposals = {IKE_PROPOSAL}\n    local {{\n      auth = psk\n      id = {SERVER_ID}\n    }}\n    remote {{\n      auth = psk\n    }}\n    children {{\n      tunnel {{\n        local_ts = {SERVER_INNER}/32\n        remote_ts = {INNER_PREFIX}\n        esp_proposals = {ESP_PROPOSAL}\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lab {{\n    secret = \"{PSK}\"\n  }}\n}}\n"
+        "connections {{\n  aps {{\n    local_addrs = {vip}\n    encap = yes\n    mobike = no\n    version = 2\n    proposals = {proposal}\n    local {{\n      auth = psk\n      id = {SERVER_ID}\n    }}\n    remote {{\n      auth = psk\n    }}\n    children {{\n      tunnel {{\n        local_ts = {SERVER_INNER}/32\n        remote_ts = {INNER_PREFIX}\n        esp_proposals = {ESP_PROPOSAL}\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lab {{\n    secret = \"{PSK}\"\n  }}\n}}\n",
+        proposal = ike_proposal()
     )
 }
 
@@ -187,8 +188,9 @@ pub fn initiator_conf(aps: &[(usize, &str)], vip: &str, ike: ApIke) -> String {
     let mut conf = String::from("connections {\n");
     for (n, address) in aps {
         conf += &format!(
-            "  ap{n} {{\n    local_addrs = {address}\n    remote_addrs = {vip}\n    encap = yes\n    version = 2\n    proposals = {IKE_PROPOSAL}\n{dpd}    local {{\n      auth = psk\n      id = {address}\n    }}\n    remote {{\n      auth = psk\n      id = {SERVER_ID}\n    }}\n    children {{\n      tunnel {{\n        local_ts = {inner}/32\n        remote_ts = {SERVER_INNER}/32\n        esp_proposals = {ESP_PROPOSAL}\n        start_action = start\n{actions}      }}\n    }}\n  }}\n",
+            "  ap{n} {{\n    local_addrs = {address}\n    remote_addrs = {vip}\n    encap = yes\n    version = 2\n    proposals = {proposal}\n{dpd}    local {{\n      auth = psk\n      id = {address}\n    }}\n    remote {{\n      auth = psk\n      id = {SERVER_ID}\n    }}\n    children {{\n      tunnel {{\n        local_ts = {inner}/32\n        remote_ts = {SERVER_INNER}/32\n        esp_proposals = {ESP_PROPOSAL}\n        start_action = start\n{actions}      }}\n    }}\n  }}\n",
             inner = ap_inner(*n),
+            proposal = ike_proposal(),
         );
     }
     conf + &format!("}}\nsecrets {{\n  ike-lab {{\n    secret = \"{PSK}\"\n  }}\n}}\n")

@@ -45,6 +45,24 @@ pub const SERVER_ID: &str = "controller";
 /// The proposals every lab charon offers and accepts (no curve25519 in
 /// Debian's plugin set; the openssl plugin has modp2048).
 pub(super) const IKE_PROPOSAL: &str = "aes128-sha256-modp2048";
+
+/// The IKE proposal every lab charon and the adapter use: [`IKE_PROPOSAL`]
+/// unless a bench chose another for its whole run
+/// ([`use_ike_proposal`]).
+static IKE_PROPOSAL_CHOSEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// For a bench's whole run (e.g. an ECP row): every lab built afterwards
+/// proposes `proposal` on both sides. Set once; a second call is refused.
+pub fn use_ike_proposal(proposal: &str) -> Result<()> {
+    IKE_PROPOSAL_CHOSEN
+        .set(proposal.to_string())
+        .map_err(|_| anyhow::anyhow!("the lab's IKE proposal is already chosen"))
+}
+
+/// The IKE proposal in force (see [`use_ike_proposal`]).
+pub fn ike_proposal() -> &'static str {
+    IKE_PROPOSAL_CHOSEN.get().map_or(IKE_PROPOSAL, String::as_str)
+}
 pub(super) const ESP_PROPOSAL: &str = "aes128-sha256";
 /// The plugins a lab charon loads: crypto from openssl, ESP in userspace,
 /// addresses and routes from netlink, control over vici.
@@ -262,7 +280,8 @@ pub const VIP: &str = "10.77.0.100";
 /// connection as [`responder_conf`], in the adapter's TOML).
 pub fn adapter_toml(vici: &str) -> String {
     format!(
-        "vici = \"{vici}\"\nchild = \"tunnel\"\n\n[connection]\nlocal_addrs = [\"{VIP}\"]\nversion = 2\nencap = true\nmobike = false\nproposals = [\"{IKE_PROPOSAL}\"]\n[connection.local]\nauth = \"psk\"\nid = \"{SERVER_ID}\"\n[connection.remote]\nauth = \"psk\"\n[connection.children.tunnel]\nlocal_ts = [\"{SERVER_INNER}/32\"]\nremote_ts = [\"{INNER_PREFIX}\"]\nesp_proposals = [\"{ESP_PROPOSAL}\"]\n"
+        "vici = \"{vici}\"\nchild = \"tunnel\"\n\n[connection]\nlocal_addrs = [\"{VIP}\"]\nversion = 2\nencap = true\nmobike = false\nproposals = [\"{proposal}\"]\n[connection.local]\nauth = \"psk\"\nid = \"{SERVER_ID}\"\n[connection.remote]\nauth = \"psk\"\n[connection.children.tunnel]\nlocal_ts = [\"{SERVER_INNER}/32\"]\nremote_ts = [\"{INNER_PREFIX}\"]\nesp_proposals = [\"{ESP_PROPOSAL}\"]\n",
+        proposal = ike_proposal()
     )
 }
 

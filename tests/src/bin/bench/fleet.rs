@@ -20,6 +20,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use wimark_ha::records::State;
 use wimark_ha_tests::ap_clients::{
+    ike_proposal,
     adapter_toml, fleet_address, responder_conf, ApFailover, ApIke, ApLab, Charon, MqttClients, TunnelProbes, VIP,
 };
 
@@ -141,8 +142,13 @@ pub fn run(sizes: &[usize], wait: Duration, kick_rate: Option<u32>) -> Result<()
             .join(" "),
         wait.as_secs(),
         kick_rate.map_or(String::new(), |rate| format!(" --kick-rate {rate}"))
+            + &if ike_proposal() == DEFAULT_PROPOSAL {
+                String::new()
+            } else {
+                format!(" --ike-proposal {}", ike_proposal())
+            }
     );
-    println!("N APs, 250 to a namespace, one strongSwan 5.9 charon per namespace (each AP its own address, identity, IKE_SA and CHILD_SA; AP strongSwan defaults: no DPD), `aes128-sha256-modp2048`; A lost (link cut, daemon and charon SIGKILLed); B with `[ap_recovery]` and `wimark-ha ike-initiate`. \"Tunnel back\": the first probe answered through the AP's tunnel after the loss (resolution: each AP's probe interval). \"MQTT back\": one idle MQTT connection per AP to the VIP (keepalive {MQTT_KEEPALIVE_S} s, libmosquitto's 1 s reconnect), back at the new master broker's CONNACK. The floor: the VIP on B + one AP's exchange alone + N / the fastest rate B's charon set up all N again (windows below).\n");
+    println!("N APs, 250 to a namespace, one strongSwan 5.9 charon per namespace (each AP its own address, identity, IKE_SA and CHILD_SA; AP strongSwan defaults: no DPD), `{}`; A lost (link cut, daemon and charon SIGKILLed); B with `[ap_recovery]` and `wimark-ha ike-initiate`. \"Tunnel back\": the first probe answered through the AP's tunnel after the loss (resolution: each AP's probe interval). \"MQTT back\": one idle MQTT connection per AP to the VIP (keepalive {MQTT_KEEPALIVE_S} s, libmosquitto's 1 s reconnect), back at the new master broker's CONNACK. The floor: the VIP on B + one AP's exchange alone + N / the fastest rate B's charon set up all N again (windows below).\n", ike_proposal());
     println!("| APs | VIP on B after | tunnels back | p50 | p99 | max | probe every | hook (ok / failed / timed out) | floor | p99 / floor | MQTT back | p50 | p99 | max |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
     let mut curves = Vec::new();
@@ -343,6 +349,9 @@ pub fn run_without_recovery(sizes: &[usize], wait: Duration) -> Result<()> {
     }
     Ok(())
 }
+
+/// The lab's IKE proposal unless `--ike-proposal` chose another.
+const DEFAULT_PROPOSAL: &str = "aes128-sha256-modp2048";
 
 /// The fleet's MQTT connections: idle, as the subscriber that only the
 /// daemon's kick brings back before its keepalive.

@@ -139,6 +139,11 @@ enum Which {
         /// `[ap_recovery]` (what the VIP's move alone brings back).
         #[arg(long)]
         no_recovery: bool,
+        /// With `--fleet`: the IKE proposal of every charon in the lab and
+        /// of the adapter (e.g. `aes128-sha256-ecp256`; default
+        /// `aes128-sha256-modp2048`).
+        #[arg(long)]
+        ike_proposal: Option<String>,
         /// Instead of the table: the daemons' CPU, RSS and sync bytes with
         /// N APs sending `--pps` datagrams a second each, beside no AP
         /// traffic (no IKE daemon; issue 29's CPU target).
@@ -206,6 +211,7 @@ fn main() -> Result<()> {
             fleet,
             kick_rate,
             no_recovery,
+            ike_proposal,
             load,
             pps,
             seconds,
@@ -216,6 +222,9 @@ fn main() -> Result<()> {
             }
             if !fleet.is_empty() {
                 let wait = std::time::Duration::from_secs(wait);
+                if let Some(proposal) = &ike_proposal {
+                    wimark_ha_tests::ap_clients::use_ike_proposal(proposal)?;
+                }
                 if no_recovery {
                     return fleet::run_without_recovery(&fleet, wait);
                 }
