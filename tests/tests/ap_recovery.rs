@@ -381,7 +381,13 @@ fn node_loss_brings_real_ap_tunnels_back_through_the_synced_table() {
     let recoveries = || recovery_records(daemon_b);
     wait_for_records(daemon_b, Duration::from_secs(5), "the recovery", &recoveries);
     let records = recoveries();
-    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        records.len(),
+        1,
+        "{records:?}\nB's status: {}\nB: {}",
+        wimark_ha_tests::daemon::status_text(&failover.lab.b, &daemon_b.socket),
+        daemon_b.log()
+    );
     let record = &records[0];
     assert_eq!(record.expected, usize::from(APS), "{record:?}");
     assert_eq!(record.synced, usize::from(APS), "{record:?}");

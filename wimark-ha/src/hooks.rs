@@ -92,8 +92,10 @@ pub async fn run_process(
 /// What a process printed, and how it ended.
 #[derive(Debug, Default)]
 pub struct KeptOutput {
-    /// `None`: killed at the timeout.
+    /// `None`: killed, at the timeout or when told to stop.
     pub status: Option<std::process::ExitStatus>,
+    /// Killed because the caller's `stop` came first.
+    pub stopped: bool,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
 }
@@ -109,6 +111,17 @@ pub async fn run_process_keeping_output(
     argv: &[String],
     input: Option<&[u8]>,
     timeout: Duration,
+) -> Result<KeptOutput, ProcessError> {
+    run_process_keeping_output_until(argv, input, timeout, std::future::pending()).await
+}
+
+/// The same, and the process is killed (its output kept) as soon as `stop`
+/// completes.
+pub async fn run_process_keeping_output_until(
+    argv: &[String],
+    input: Option<&[u8]>,
+    timeout: Duration,
+    stop: impl std::future::Future<Output = ()>,
 ) -> Result<KeptOutput, ProcessError> {
     use tokio::io::AsyncWriteExt as _;
     let deadline = tokio::time::Instant::now() + timeout;
@@ -151,9 +164,18 @@ pub async fn run_process_keeping_output(
         }
         _ => None,
     };
-    let status = match tokio::time::timeout_at(deadline, child.wait()).await {
-        Ok(status) => Some(status.map_err(start_error)?),
-        Err(_) => {
+    tokio::pin!(stop);
+    let mut stopped = false;
+    let waited = tokio::select! {
+        waited = tokio::time::timeout_at(deadline, child.wait()) => waited.ok(),
+        () = &mut stop => {
+            stopped = true;
+            None
+        }
+    };
+    let status = match waited {
+        Some(status) => Some(status.map_err(start_error)?),
+        None => {
             let _ = child.start_kill();
             let _ = child.wait().await;
             None
@@ -161,6 +183,7 @@ pub async fn run_process_keeping_output(
     };
     let mut kept = KeptOutput {
         status,
+        stopped,
         ..KeptOutput::default()
     };
     let drain_until = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;

@@ -19,6 +19,11 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
+mod hook;
+
+pub use hook::run_hook;
+use hook::{stopped, STOPPED};
+
 use crate::{
     clock::monotonic_now_ns,
     config::ApRecoveryConfig,
@@ -338,9 +343,15 @@ impl ApRecovery {
     }
 
     /// Carries `plan` out: the MQTT kicks (paced at `mqtt_kick_rate`, so
-    /// thousands take a second or more) and the IKE hook, side by side.
-    /// Returns the journal's record.
-    pub async fn execute(&self, plan: Plan) -> RecoveryRecord {
+    /// thousands take a second or more) and the IKE hook, side by side,
+    /// until `stop` says the instance left MASTER: then the kicks end and
+    /// the hook is killed — a node that is no longer master must not move
+    /// the APs' SAs to itself. Returns the journal's record.
+    pub async fn execute(
+        &self,
+        plan: Plan,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> RecoveryRecord {
         let kicks = async {
             if !self.config.mqtt_kick {
                 return None;
@@ -356,12 +367,18 @@ impl ApRecovery {
                 ));
             }
             for family in &plan.kicks {
-                let kicked = crate::recovery::mqtt::kick(
+                let kick = crate::recovery::mqtt::kick(
                     family.vip,
                     &family.connections,
                     self.config.mqtt_kick_rate,
-                )
-                .await;
+                );
+                let kicked = tokio::select! {
+                    kicked = kick => kicked,
+                    () = stopped(stop.clone()) => {
+                        report.errors.push(STOPPED.to_string());
+                        break;
+                    }
+                };
                 report.connections += kicked.connections;
                 report.segments_sent += kicked.segments_sent;
                 report.informed += kicked.informed;
@@ -371,7 +388,15 @@ impl ApRecovery {
         };
         let hook = async {
             match &self.config.ike_hook {
-                Some(argv) => Some(run_hook(argv, self.config.ike_hook_timeout, &plan.list).await),
+                Some(argv) => Some(
+                    run_hook(
+                        argv,
+                        self.config.ike_hook_timeout,
+                        &plan.list,
+                        stopped(stop.clone()),
+                    )
+                    .await,
+                ),
                 None => None,
             }
         };
@@ -429,163 +454,4 @@ pub fn active_aps(
             }
         })
         .collect()
-}
-
-/// Runs a recovery hook with `list` as JSON on stdin; its stdout lines are
-/// [`ApOutcome`]s (what `wimark-ha ike-initiate` prints as each AP ends).
-/// Killed at `timeout`, never retried; what it reported before the kill
-/// counts, and the report says how many APs it left unreported.
-pub async fn run_hook(argv: &[String], timeout: Duration, list: &ApList) -> HookReport {
-    let started = Instant::now();
-    let mut report = HookReport::default();
-    let input = match serde_json::to_vec(list) {
-        Ok(input) => input,
-        Err(e) => {
-            report.error = Some(format!("encoding the AP list: {e}"));
-            return report;
-        }
-    };
-    match crate::hooks::run_process_keeping_output(argv, Some(&input), timeout).await {
-        Err(e) => report.error = Some(e.to_string()),
-        Ok(output) => {
-            for line in String::from_utf8_lossy(&output.stdout).lines() {
-                let Ok(outcome) = serde_json::from_str::<ApOutcome>(line) else {
-                    continue;
-                };
-                if outcome.ok {
-                    report.ok += 1;
-                } else {
-                    report.failed += 1;
-                    if outcome.result == Some(ApResult::TimedOut) {
-                        report.timed_out += 1;
-                    }
-                    if report.failures.len() < FAILURES_KEPT {
-                        report.failures.push(format!(
-                            "{}: {}",
-                            outcome.address,
-                            outcome.error.unwrap_or_default()
-                        ));
-                    }
-                }
-            }
-            let reported = report.ok + report.failed;
-            match output.status {
-                None => {
-                    report.error = Some(format!(
-                        "timed out after {timeout:?} (killed) with {reported} of {} APs reported",
-                        list.aps.len()
-                    ))
-                }
-                Some(status) if !status.success() && reported < list.aps.len() => {
-                    let tail = crate::hooks::output_tail(&output.stderr, 300);
-                    report.error = Some(format!("{status}; stderr: {tail:?}"));
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    report.took_ms = started.elapsed().as_secs_f64() * 1e3;
-    report
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::recovery::ApEntry;
-
-    fn list(addresses: &[&str]) -> ApList {
-        ApList {
-            aps: addresses
-                .iter()
-                .map(|a| ApEntry {
-                    address: a.to_string(),
-                    ike_port: None,
-                    ike_id: None,
-                })
-                .collect(),
-            ..ApList::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn a_hook_that_hangs_is_killed_at_its_timeout() {
-        let argv = ["/bin/sleep".to_string(), "10".to_string()];
-        let started = Instant::now();
-        let report = run_hook(&argv, Duration::from_millis(200), &list(&["10.0.0.1"])).await;
-        assert!(started.elapsed() < Duration::from_secs(2), "{report:?}");
-        assert!(
-            report
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("timed out")),
-            "{report:?}"
-        );
-        assert_eq!((report.ok, report.failed), (0, 0));
-    }
-
-    /// A hook killed at its timeout still counts what it reported before
-    /// (a fleet's adapter runs out of time part way), and says how many
-    /// APs it left unreported.
-    #[tokio::test]
-    async fn a_hook_killed_at_its_timeout_keeps_what_it_reported() {
-        let script = r#"cat > /dev/null; echo '{"address":"10.0.0.1","ok":true,"took_ms":1.0}'; echo '{"address":"10.0.0.2","ok":false,"took_ms":2.0,"error":"not up","result":"timed_out"}'; exec sleep 10"#;
-        let argv = ["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
-        let started = Instant::now();
-        let report = run_hook(
-            &argv,
-            Duration::from_millis(500),
-            &list(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
-        )
-        .await;
-        assert!(started.elapsed() < Duration::from_secs(3), "{report:?}");
-        assert_eq!(
-            (report.ok, report.failed, report.timed_out),
-            (1, 1, 1),
-            "{report:?}"
-        );
-        assert!(
-            report
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("killed") && e.contains("2 of 3 APs reported")),
-            "{report:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_hook_reports_per_ap_and_a_silent_failure_is_an_error() {
-        let script = r#"cat > /dev/null; echo '{"address":"10.0.0.1","ok":true,"took_ms":1.0}'; echo '{"address":"10.0.0.2","ok":false,"took_ms":2.0,"error":"no"}'; echo 'noise'; exit 1"#;
-        let argv = ["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
-        let report = run_hook(
-            &argv,
-            Duration::from_secs(5),
-            &list(&["10.0.0.1", "10.0.0.2"]),
-        )
-        .await;
-        assert_eq!((report.ok, report.failed), (1, 1), "{report:?}");
-        assert_eq!(report.failures, ["10.0.0.2: no"]);
-        assert!(report.error.is_none(), "every AP reported: {report:?}");
-        let silent = [
-            "/bin/sh".to_string(),
-            "-c".to_string(),
-            "echo broken >&2; exit 3".to_string(),
-        ];
-        let report = run_hook(&silent, Duration::from_secs(5), &list(&["10.0.0.1"])).await;
-        assert!(
-            report
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("broken")),
-            "{report:?}"
-        );
-        let missing = ["/nonexistent/hook".to_string()];
-        let report = run_hook(&missing, Duration::from_secs(5), &list(&["10.0.0.1"])).await;
-        assert!(
-            report
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("/nonexistent/hook")),
-            "{report:?}"
-        );
-    }
 }

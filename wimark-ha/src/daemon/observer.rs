@@ -82,11 +82,17 @@ pub async fn run(
     let mut recovery_pending: Option<crate::recovery::plan::Plan> = None;
     // Per instance, the running APs-back watch of its latest takeover.
     let mut watchers: HashMap<String, tokio::sync::oneshot::Sender<()>> = HashMap::new();
-    let start_recovery = |recovery: &Recovery, plan: crate::recovery::plan::Plan| {
+    // The running recovery's stop: sent when the instance leaves MASTER.
+    let mut recovery_stop: Option<tokio::sync::watch::Sender<bool>> = None;
+    let start_recovery = |recovery: &Recovery,
+                          plan: crate::recovery::plan::Plan,
+                          stop: &mut Option<tokio::sync::watch::Sender<bool>>| {
         if let Some(report) = own.upgrade() {
             let recovery = recovery.recovery.clone();
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            *stop = Some(stop_tx);
             tokio::spawn(async move {
-                let record = recovery.execute(plan).await;
+                let record = recovery.execute(plan, stop_rx).await;
                 let instance = recovery.config.instance.clone();
                 match &record.ike {
                     Some(ike) if ike.error.is_some() || ike.failed > 0 => tracing::warn!(
@@ -137,13 +143,37 @@ pub async fn run(
                         && record.to == Stack::Master
                     {
                         if let Some(plan) = recovery_pending.take() {
-                            start_recovery(recovery, plan);
+                            start_recovery(recovery, plan, &mut recovery_stop);
                         }
                     }
                 }
                 Some(Entry::Containers { instance, record })
             }
-            Observed::Entry(entry) => Some(entry),
+            Observed::Entry(entry) => {
+                // A master that steps down (a takeover that did not hold,
+                // a switchover, FAULT) stops its recovery: the hook would
+                // otherwise move the APs' SAs to a node that is no longer
+                // master, and a pending one must not start later.
+                if let (Some(recovery), Entry::Transition { instance, record }) =
+                    (&recovery, &entry)
+                {
+                    if *instance == recovery.recovery.config.instance
+                        && record.from == crate::records::State::Master
+                        && record.to != crate::records::State::Master
+                    {
+                        recovery_pending = None;
+                        if let Some(stop) = recovery_stop.take() {
+                            if stop.send(true).is_ok() {
+                                tracing::info!(
+                                    %instance,
+                                    "AP recovery stopped: the instance left MASTER"
+                                );
+                            }
+                        }
+                    }
+                }
+                Some(entry)
+            }
             Observed::Takeover {
                 instance,
                 monitor,
@@ -161,7 +191,7 @@ pub async fn run(
                         if recovery.after_containers {
                             recovery_pending = Some(plan);
                         } else {
-                            start_recovery(recovery, plan);
+                            start_recovery(recovery, plan, &mut recovery_stop);
                         }
                         expected
                     }
