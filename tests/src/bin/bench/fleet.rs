@@ -153,32 +153,15 @@ pub fn run(sizes: &[usize], wait: Duration, kick_rate: Option<u32>) -> Result<()
     println!("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
     let mut curves = Vec::new();
     for &count in sizes {
-        let mut failover = ApFailover::in_lab_with(
-            ApLab::fleet(count)?,
-            ApIke::Defaults,
-            true,
-            Some(MqttClients::fleet(MQTT_KEEPALIVE_S)),
-            &format!("bench-fleet-{count}"),
-            &extra,
-        )?;
-        let probes = TunnelProbes::start(&failover.lab)?;
-        // Every AP answered once, then quiet (an armed AP that is back
-        // probes slowly) until the loss re-arms them all.
-        probes.arm(std::time::Instant::now());
-        std::thread::sleep(Duration::from_millis(300) + probes.every * 2);
-        let loss = failover.lose_a()?;
-        probes.arm(loss.cut);
+        let (mut failover, probes, loss) =
+            lose_a_fleet(count, true, &format!("bench-fleet-{count}"), &extra)?;
         let back = probes.wait_all_back(loss, wait);
         let mqtt_back = failover
             .fleet_mqtt
             .as_ref()
             .context("the fleet's MQTT clients")?
             .wait_all_back(loss, wait);
-        let transition = failover.daemon_b.last_transition();
-        let vip = match (transition.silence, transition.vip_added) {
-            (Some(silence), Some(vip)) if transition.to == State::Master => silence + vip,
-            _ => bail!("B did not take over: {transition:?}"),
-        };
+        let vip = vip_on_b(&failover)?;
         let journal = wimark_ha::history::read(&failover.daemon_b.state_dir())?;
         let hook = journal
             .entries
@@ -253,19 +236,7 @@ pub fn run(sizes: &[usize], wait: Duration, kick_rate: Option<u32>) -> Result<()
         } else {
             "-".to_string()
         };
-        let mut mqtt_times: Vec<Duration> = mqtt_back.iter().flatten().copied().collect();
-        mqtt_times.sort();
-        let mqtt = if mqtt_times.len() == count {
-            format!(
-                "{}/{count} | {} | {} | {}",
-                count,
-                ms(at(&mqtt_times, 50.0)),
-                ms(at(&mqtt_times, 99.0)),
-                ms(at(&mqtt_times, 100.0))
-            )
-        } else {
-            format!("{}/{count} | - | > {} s | > {} s", mqtt_times.len(), wait.as_secs(), wait.as_secs())
-        };
+        let mqtt = mqtt_cells(&mqtt_back, count, wait);
         let hook = hook.map_or("none recorded".to_string(), |h| {
             format!("{} / {} / {} in {:.0} ms", h.ok, h.failed, h.timed_out, h.took_ms)
         });
@@ -310,44 +281,71 @@ pub fn run_without_recovery(sizes: &[usize], wait: Duration) -> Result<()> {
     println!("| APs | VIP on B after | tunnels back within {} s | MQTT back | p50 | p99 | max |", wait.as_secs());
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &count in sizes {
-        let mut failover = ApFailover::in_lab(
-            ApLab::fleet(count)?,
-            ApIke::Defaults,
-            false,
-            Some(MqttClients::fleet(MQTT_KEEPALIVE_S)),
-            &format!("bench-fleet-bare-{count}"),
-        )?;
-        let probes = TunnelProbes::start(&failover.lab)?;
-        probes.arm(std::time::Instant::now());
-        std::thread::sleep(Duration::from_millis(300) + probes.every * 2);
-        let loss = failover.lose_a()?;
-        probes.arm(loss.cut);
+        let (failover, probes, loss) =
+            lose_a_fleet(count, false, &format!("bench-fleet-bare-{count}"), "")?;
         let mqtt_back = failover
             .fleet_mqtt
             .as_ref()
             .context("the fleet's MQTT clients")?
             .wait_all_back(loss, wait);
         let tunnels = probes.back_after(loss).iter().flatten().count();
-        let transition = failover.daemon_b.last_transition();
-        let vip = match (transition.silence, transition.vip_added) {
-            (Some(silence), Some(vip)) if transition.to == State::Master => silence + vip,
-            _ => bail!("B did not take over: {transition:?}"),
-        };
-        let mut times: Vec<Duration> = mqtt_back.iter().flatten().copied().collect();
-        times.sort();
-        let mqtt = if times.len() == count {
-            format!(
-                "{count}/{count} | {} | {} | {}",
-                ms(at(&times, 50.0)),
-                ms(at(&times, 99.0)),
-                ms(at(&times, 100.0))
-            )
-        } else {
-            format!("{}/{count} | - | > {} s | > {} s", times.len(), wait.as_secs(), wait.as_secs())
-        };
+        let vip = vip_on_b(&failover)?;
+        let mqtt = mqtt_cells(&mqtt_back, count, wait);
         println!("| {count} | {} | {tunnels}/{count} | {mqtt} |", ms(vip));
     }
     Ok(())
+}
+
+/// A fleet lab of `count` APs with an MQTT connection each (`recovery`:
+/// both daemons with `[ap_recovery]` + `extra`), every AP answered once,
+/// then A lost; the probes re-armed at the cut.
+fn lose_a_fleet(
+    count: usize,
+    recovery: bool,
+    tag: &str,
+    extra: &str,
+) -> Result<(ApFailover, TunnelProbes, wimark_ha_tests::ap_clients::Loss)> {
+    let mut failover = ApFailover::in_lab_with(
+        ApLab::fleet(count)?,
+        ApIke::Defaults,
+        recovery,
+        Some(MqttClients::fleet(MQTT_KEEPALIVE_S)),
+        tag,
+        extra,
+    )?;
+    let probes = TunnelProbes::start(&failover.lab)?;
+    // Every AP answered once, then quiet (an armed AP that is back probes
+    // slowly) until the loss re-arms them all.
+    probes.arm(std::time::Instant::now());
+    std::thread::sleep(Duration::from_millis(300) + probes.every * 2);
+    let loss = failover.lose_a()?;
+    probes.arm(loss.cut);
+    Ok((failover, probes, loss))
+}
+
+/// From A's loss to the VIP on B, as B's latest transition says.
+fn vip_on_b(failover: &ApFailover) -> Result<Duration> {
+    let transition = failover.daemon_b.last_transition();
+    match (transition.silence, transition.vip_added) {
+        (Some(silence), Some(vip)) if transition.to == State::Master => Ok(silence + vip),
+        _ => bail!("B did not take over: {transition:?}"),
+    }
+}
+
+/// The MQTT columns: back / p50 / p99 / max.
+fn mqtt_cells(back: &[Option<Duration>], count: usize, wait: Duration) -> String {
+    let mut times: Vec<Duration> = back.iter().flatten().copied().collect();
+    times.sort();
+    if times.len() == count {
+        format!(
+            "{count}/{count} | {} | {} | {}",
+            ms(at(&times, 50.0)),
+            ms(at(&times, 99.0)),
+            ms(at(&times, 100.0))
+        )
+    } else {
+        format!("{}/{count} | - | > {} s | > {} s", times.len(), wait.as_secs(), wait.as_secs())
+    }
 }
 
 /// The lab's IKE proposal unless `--ike-proposal` chose another.
