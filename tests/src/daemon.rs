@@ -97,6 +97,11 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The daemon's failover journal directory (kept across restarts).
     pub fn state_dir(&self) -> PathBuf {
         self.config.with_file_name("state")

@@ -422,7 +422,7 @@ impl FailoverLab {
         self.nodes
             .iter()
             .map(|node| match node {
-                Node::WimarkHa(daemon) => daemon.child.as_ref().map(|c| c.id()),
+                Node::WimarkHa(daemon) => daemon.pid(),
                 Node::Keepalived(keepalived) => keepalived.pid(),
             })
             .collect()

@@ -621,10 +621,7 @@ fn a_forged_ap_sync_is_counted_and_ignored() {
     use wimark_ha_tests::daemon::{config, Daemon, FAST};
     let lab = ApLab::new(0).expect("lab");
     let scratch = Scratch::new("ap-sync-forged");
-    let key = scratch.0.join("ap-sync.key");
-    std::fs::write(&key, "lab-key-0123456789abcdef").expect("key");
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key = wimark_ha_tests::ap_clients::write_sync_key(&scratch.0).expect("key");
     let body = format!(
         "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"10.77.0.1\"\n",
         key.display()

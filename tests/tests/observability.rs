@@ -342,10 +342,7 @@ fn ap_table_evictions_are_counted_warned_and_shown() {
     wimark_ha_tests::require_root("a lab with a daemon and AP traffic");
     let (_lab, a, b) = wimark_ha_tests::lab::two_servers(true).expect("lab");
     let scratch = wimark_ha_tests::Scratch::new("ap-table-small");
-    let key = scratch.0.join("ap-sync.key");
-    std::fs::write(&key, "lab-key-0123456789abcdef").expect("key");
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key = wimark_ha_tests::ap_clients::write_sync_key(&scratch.0).expect("key");
     let body = format!(
         "{}\n\n[metrics]\nlisten = \"{METRICS}\"\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"10.77.0.2\"\nmax_aps = {SMALL_TABLE_APS}\n",
         wimark_ha_tests::daemon::FAST,

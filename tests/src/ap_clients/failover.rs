@@ -102,10 +102,7 @@ impl ApFailover {
         let count = lab.aps.len();
         let scratch = crate::Scratch::new(tag);
         let (charon_a, charon_b) = lab.responders(&scratch.0)?;
-        let key = scratch.0.join("ap-sync.key");
-        std::fs::write(&key, "lab-key-0123456789abcdef\n")?;
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        let key = write_sync_key(&scratch.0)?;
         let body = |peer: &str, charon: &Charon, name: &str| -> Result<String> {
             if !recovery {
                 return Ok(FAST.to_string());

@@ -285,8 +285,18 @@ pub fn adapter_toml(vici: &str) -> String {
     )
 }
 
+/// The AP table sync's key for a lab's daemons, in `dir`: 24 bytes, mode
+/// 0600 as the daemon requires.
+pub fn write_sync_key(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = dir.join("ap-sync.key");
+    std::fs::write(&key, "lab-key-0123456789abcdef\n")?;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    Ok(key)
+}
+
 /// A thread in a namespace until the flag is set.
-pub(super) fn spawn_in_netns(
+pub fn spawn_in_netns(
     namespace: &str,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     body: impl FnOnce(std::sync::Arc<std::sync::atomic::AtomicBool>) + Send + 'static,

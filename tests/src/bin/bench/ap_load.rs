@@ -21,7 +21,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use wimark_ha::records::State;
 use wimark_ha_tests::{
-    ap_clients::{ApLab, VIP},
+    ap_clients::{spawn_in_netns, write_sync_key, ApLab, VIP},
     daemon::{config, wait_until, Daemon, FAST},
     soak::{process_use, ProcessUse},
 };
@@ -47,11 +47,7 @@ fn rx_bytes(namespace: &str) -> Result<u64> {
 }
 
 fn pid(daemon: &Daemon) -> Result<u32> {
-    daemon
-        .child
-        .as_ref()
-        .map(|c| c.id())
-        .context("daemon not running")
+    daemon.pid().context("daemon not running")
 }
 
 /// Measures both daemons over `seconds` while `sent` counts datagrams.
@@ -102,18 +98,8 @@ fn start_traffic(
             .iter()
             .map(|n| lab.own[n - 1].parse())
             .collect::<std::result::Result<_, _>>()?;
-        let (stop, sent) = (stop.clone(), sent.clone());
-        let path = wimark_ha_tests::lab::netns_path(namespace);
-        threads.push(std::thread::spawn(move || {
-            let Ok(file) = std::fs::File::open(&path) else {
-                return;
-            };
-            // SAFETY: setns on this thread only, with a namespace fd.
-            if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) }
-                != 0
-            {
-                return;
-            }
+        let sent = sent.clone();
+        threads.push(spawn_in_netns(namespace, stop.clone(), move |stop| {
             let sockets: Vec<(u32, UdpSocket)> = sources
                 .iter()
                 .enumerate()
@@ -145,7 +131,7 @@ fn start_traffic(
                     std::thread::sleep(wait);
                 }
             }
-        }));
+        })?);
     }
     Ok(threads)
 }
@@ -153,10 +139,7 @@ fn start_traffic(
 pub fn run(count: usize, pps: u32, seconds: u64) -> Result<()> {
     let lab = ApLab::fleet(count)?;
     let scratch = wimark_ha_tests::Scratch::new("bench-load");
-    let key = scratch.0.join("ap-sync.key");
-    std::fs::write(&key, "lab-key-0123456789abcdef\n")?;
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    let key = write_sync_key(&scratch.0)?;
     let body = |peer: &str| {
         format!(
             "{FAST}\n\n[ap_recovery]\nsync_key_file = \"{}\"\nsync_peer = \"{peer}\"\nmax_aps = {}\n",

@@ -92,6 +92,11 @@ mod tests {
     use super::*;
     use crate::recovery::ApEntry;
 
+    /// A hook written as a shell script.
+    fn sh(script: &str) -> [String; 3] {
+        ["/bin/sh".to_string(), "-c".to_string(), script.to_string()]
+    }
+
     fn list(addresses: &[&str]) -> ApList {
         ApList {
             aps: addresses
@@ -134,7 +139,7 @@ mod tests {
     #[tokio::test]
     async fn a_hook_killed_at_its_timeout_keeps_what_it_reported() {
         let script = r#"cat > /dev/null; echo '{"address":"10.0.0.1","ok":true,"took_ms":1.0}'; echo '{"address":"10.0.0.2","ok":false,"took_ms":2.0,"error":"not up","result":"timed_out"}'; exec sleep 10"#;
-        let argv = ["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
+        let argv = sh(script);
         let started = Instant::now();
         let report = run_hook(
             &argv,
@@ -161,7 +166,7 @@ mod tests {
     #[tokio::test]
     async fn a_hook_is_killed_when_the_instance_leaves_master_and_keeps_what_it_reported() {
         let script = r#"cat > /dev/null; echo '{"address":"10.0.0.1","ok":true,"took_ms":1.0}'; exec sleep 10"#;
-        let argv = ["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
+        let argv = sh(script);
         let (stop, watched) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -187,11 +192,7 @@ mod tests {
         // A sender gone without a word stops nothing: the hook runs out.
         let (gone, watched) = tokio::sync::watch::channel(false);
         drop(gone);
-        let quick = [
-            "/bin/sh".to_string(),
-            "-c".to_string(),
-            r#"cat > /dev/null; echo '{"address":"10.0.0.1","ok":true,"took_ms":1.0}'"#.to_string(),
-        ];
+        let quick = sh(r#"cat > /dev/null; echo '{"address":"10.0.0.1","ok":true,"took_ms":1.0}'"#);
         let report = run_hook(
             &quick,
             Duration::from_secs(5),
@@ -205,7 +206,7 @@ mod tests {
     #[tokio::test]
     async fn a_hook_reports_per_ap_and_a_silent_failure_is_an_error() {
         let script = r#"cat > /dev/null; echo '{"address":"10.0.0.1","ok":true,"took_ms":1.0}'; echo '{"address":"10.0.0.2","ok":false,"took_ms":2.0,"error":"no"}'; echo 'noise'; exit 1"#;
-        let argv = ["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
+        let argv = sh(script);
         let report = run_hook(
             &argv,
             Duration::from_secs(5),
@@ -216,11 +217,7 @@ mod tests {
         assert_eq!((report.ok, report.failed), (1, 1), "{report:?}");
         assert_eq!(report.failures, ["10.0.0.2: no"]);
         assert!(report.error.is_none(), "every AP reported: {report:?}");
-        let silent = [
-            "/bin/sh".to_string(),
-            "-c".to_string(),
-            "echo broken >&2; exit 3".to_string(),
-        ];
+        let silent = sh("echo broken >&2; exit 3");
         let report = run_hook(
             &silent,
             Duration::from_secs(5),
